@@ -1,0 +1,1 @@
+"""mlplat.components: reusable Pulumi ComponentResources for an ML platform on AWS."""

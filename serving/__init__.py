@@ -1,0 +1,1 @@
+"""mlplat.serving: the model server (FastAPI + torch) with dynamic batching."""

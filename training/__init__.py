@@ -1,0 +1,1 @@
+"""mlplat.training: the torch trainer with MLflow tracking and spot-safe checkpoints."""

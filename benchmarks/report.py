@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import re
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nEach section is written by the benchmark named in it; re-run the command to refresh it.\n"

@@ -1,0 +1,274 @@
+"""The platform's VPC: public, private and database subnets per AZ, NAT, endpoints and flow logs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+import pulumi_aws as aws
+from mlplat.components.iam import policy_document, service_trust_policy, statement
+from mlplat.components.subnets import DEFAULT_NEWBITS, plan_subnets
+
+# Interface endpoints that let private nodes pull images, get IRSA credentials and ship logs without NAT.
+DEFAULT_INTERFACE_ENDPOINTS: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts", "logs")
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    """Arguments of :class:`Network`.
+
+    Attributes:
+        cidr_block: The VPC's IPv4 CIDR, /16 to /24.
+        az_count: How many availability zones to span (2 or more); one subnet per tier in each.
+        availability_zones: Explicit AZ names; default: the region's first ``az_count`` available zones.
+        nat: ``"single"`` (one NAT gateway, cheap, one AZ's outage cuts egress) or ``"per_az"`` (HA).
+        subnet_newbits: Bits added to the VPC prefix per tier (``private``, ``public``, ``database``).
+        subnet_cidrs: Explicit CIDRs per tier, one per AZ; overrides ``subnet_newbits``.
+        interface_endpoints: Create the interface endpoints in ``interface_endpoint_services``.
+        interface_endpoint_services: Service suffixes for interface endpoints (``com.amazonaws.<region>.<s>``).
+        flow_log_retention_days: CloudWatch retention of the VPC flow logs.
+        cluster_name: When set, subnets carry the EKS discovery tags for this cluster name.
+        region: The region for endpoint service names; default: the provider's region.
+    """
+
+    cidr_block: str = "10.0.0.0/16"
+    az_count: int = 3
+    availability_zones: Sequence[str] | None = None
+    nat: Literal["single", "per_az"] = "per_az"
+    subnet_newbits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_NEWBITS))
+    subnet_cidrs: Mapping[str, Sequence[str]] | None = None
+    interface_endpoints: bool = True
+    interface_endpoint_services: Sequence[str] = DEFAULT_INTERFACE_ENDPOINTS
+    flow_log_retention_days: int = 90
+    cluster_name: str | None = None
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.az_count < 2:
+            raise ValueError(f"NetworkArgs.az_count={self.az_count}: an HA platform needs at least 2 AZs")
+        if self.nat not in ("single", "per_az"):
+            raise ValueError(f"NetworkArgs.nat={self.nat!r}: allowed values are 'single' and 'per_az'")
+        if self.availability_zones is not None and len(self.availability_zones) != self.az_count:
+            raise ValueError(
+                f"NetworkArgs.availability_zones has {len(self.availability_zones)} zones, az_count is {self.az_count}"
+            )
+        plan_subnets(self.cidr_block, self.az_count, self.subnet_newbits, self.subnet_cidrs)
+
+
+class Network(pulumi.ComponentResource):
+    """A VPC laid out for EKS and RDS.
+
+    Per AZ: a public subnet (load balancers, NAT), a private subnet (nodes and pods; egress through NAT)
+    and a database subnet with no route to the internet. An S3 gateway endpoint keeps artifact traffic off
+    NAT; optional interface endpoints do the same for ECR, STS and CloudWatch Logs. Flow logs go to
+    CloudWatch.
+
+    Outputs: ``vpc_id``, ``vpc_cidr``, ``public_subnet_ids``, ``private_subnet_ids``,
+    ``database_subnet_ids``, ``availability_zones``, ``nat_gateway_ids``, ``private_route_table_ids``,
+    ``endpoint_security_group_id`` (None without interface endpoints).
+    """
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplat:network:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        layout = plan_subnets(args.cidr_block, args.az_count, args.subnet_newbits, args.subnet_cidrs)
+        region: pulumi.Input[str] = args.region or aws.get_region_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).region
+        azs: list[pulumi.Input[str]]
+        if args.availability_zones is not None:
+            azs = list(args.availability_zones)
+        else:
+            available = aws.get_availability_zones_output(
+                state="available", opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            azs = [available.names[i] for i in range(args.az_count)]
+
+        def tags(suffix: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+            return {"Name": f"{name}-{suffix}", **(extra or {})}
+
+        cluster_tags = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"} if args.cluster_name else {}
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.cidr_block,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags=tags("vpc"),
+            opts=child,
+        )
+        igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, tags=tags("igw"), opts=child)
+
+        def subnets(tier: str, extra: Mapping[str, str]) -> list[aws.ec2.Subnet]:
+            return [
+                aws.ec2.Subnet(
+                    f"{name}-{tier}-{i}",
+                    vpc_id=self.vpc.id,
+                    cidr_block=str(cidr),
+                    availability_zone=azs[i],
+                    map_public_ip_on_launch=False,
+                    tags=tags(f"{tier}-{i}", {"mlplat.io/tier": tier, **extra}),
+                    opts=child,
+                )
+                for i, cidr in enumerate(layout[tier])
+            ]
+
+        elb = {"kubernetes.io/role/elb": "1", **cluster_tags} if args.cluster_name else {}
+        internal_elb = {"kubernetes.io/role/internal-elb": "1", **cluster_tags} if args.cluster_name else {}
+        public = subnets("public", elb)
+        private = subnets("private", internal_elb)
+        database = subnets("database", {})
+
+        public_rt = aws.ec2.RouteTable(f"{name}-public-rt", vpc_id=self.vpc.id, tags=tags("public-rt"), opts=child)
+        aws.ec2.Route(
+            f"{name}-public-internet",
+            route_table_id=public_rt.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=child,
+        )
+        for i, subnet in enumerate(public):
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-rta-{i}", route_table_id=public_rt.id, subnet_id=subnet.id, opts=child
+            )
+
+        nat_count = args.az_count if args.nat == "per_az" else 1
+        nats = []
+        for i in range(nat_count):
+            eip = aws.ec2.Eip(f"{name}-nat-eip-{i}", domain="vpc", tags=tags(f"nat-eip-{i}"), opts=child)
+            nats.append(
+                aws.ec2.NatGateway(
+                    f"{name}-nat-{i}",
+                    allocation_id=eip.id,
+                    subnet_id=public[i].id,
+                    connectivity_type="public",
+                    tags=tags(f"nat-{i}"),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                )
+            )
+
+        private_rts = []
+        for i, subnet in enumerate(private):
+            rt = aws.ec2.RouteTable(
+                f"{name}-private-rt-{i}", vpc_id=self.vpc.id, tags=tags(f"private-rt-{i}"), opts=child
+            )
+            aws.ec2.Route(
+                f"{name}-private-nat-{i}",
+                route_table_id=rt.id,
+                destination_cidr_block="0.0.0.0/0",
+                nat_gateway_id=nats[i % nat_count].id,
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-rta-{i}", route_table_id=rt.id, subnet_id=subnet.id, opts=child
+            )
+            private_rts.append(rt)
+
+        # Database subnets get a table of their own with only the implicit local route: no internet, ever.
+        database_rt = aws.ec2.RouteTable(
+            f"{name}-database-rt", vpc_id=self.vpc.id, tags=tags("database-rt"), opts=child
+        )
+        for i, subnet in enumerate(database):
+            aws.ec2.RouteTableAssociation(
+                f"{name}-database-rta-{i}", route_table_id=database_rt.id, subnet_id=subnet.id, opts=child
+            )
+
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=self.vpc.id,
+            service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in private_rts],
+            tags=tags("s3"),
+            opts=child,
+        )
+
+        self.endpoint_security_group_id: pulumi.Output[str] | None = None
+        if args.interface_endpoints:
+            sg = aws.ec2.SecurityGroup(
+                f"{name}-endpoints",
+                vpc_id=self.vpc.id,
+                description="HTTPS from inside the VPC to interface endpoints",
+                tags=tags("endpoints"),
+                opts=child,
+            )
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-endpoints-https",
+                security_group_id=sg.id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4=args.cidr_block,
+                description="HTTPS from the VPC",
+                opts=child,
+            )
+            for service in args.interface_endpoint_services:
+                aws.ec2.VpcEndpoint(
+                    f"{name}-{service.replace('.', '-')}",
+                    vpc_id=self.vpc.id,
+                    service_name=pulumi.Output.concat("com.amazonaws.", region, f".{service}"),
+                    vpc_endpoint_type="Interface",
+                    private_dns_enabled=True,
+                    subnet_ids=[s.id for s in private],
+                    security_group_ids=[sg.id],
+                    tags=tags(service.replace(".", "-")),
+                    opts=child,
+                )
+            self.endpoint_security_group_id = sg.id
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            retention_in_days=args.flow_log_retention_days,
+            tags=tags("flow-logs"),
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs",
+            assume_role_policy=service_trust_policy("vpc-flow-logs.amazonaws.com"),
+            description="Lets VPC Flow Logs write to its CloudWatch log group",
+            tags=tags("flow-logs"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs",
+            role=role.id,
+            policy=policy_document(
+                [
+                    statement(
+                        ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                        [log_group.arn, pulumi.Output.concat(log_group.arn, ":*")],
+                    )
+                ]
+            ),
+            opts=child,
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            vpc_id=self.vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=log_group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags=tags("flow-log"),
+            opts=child,
+        )
+
+        self.vpc_id: pulumi.Output[str] = self.vpc.id
+        self.vpc_cidr: pulumi.Output[str] = self.vpc.cidr_block
+        self.public_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in public])
+        self.private_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in private])
+        self.database_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in database])
+        self.availability_zones: pulumi.Output[list[str]] = pulumi.Output.all(*azs)
+        self.nat_gateway_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[n.id for n in nats])
+        self.private_route_table_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[r.id for r in private_rts])
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "public_subnet_ids": self.public_subnet_ids,
+                "private_subnet_ids": self.private_subnet_ids,
+                "database_subnet_ids": self.database_subnet_ids,
+                "nat_gateway_ids": self.nat_gateway_ids,
+            }
+        )

@@ -1,0 +1,168 @@
+"""ECR repositories for the platform's images, and (optionally) building and pushing them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker as docker
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """How to build one repository's image.
+
+    Attributes:
+        context: The Docker build context (a folder).
+        dockerfile: The Dockerfile, relative to the working directory of ``pulumi up``.
+        tag: The image tag; tags are immutable, so change it for every release.
+        build_args: ``--build-arg`` values (e.g. a CUDA base image).
+        platform: Target platform of the cluster's nodes.
+    """
+
+    context: str
+    dockerfile: str
+    tag: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    platform: str = "linux/amd64"
+
+
+@dataclass(frozen=True)
+class ContainerRegistryArgs:
+    """Arguments of :class:`ContainerRegistry`.
+
+    Attributes:
+        repositories: Short names of the repositories (e.g. ``serving``, ``training``).
+        name_prefix: Repository names are ``<name_prefix>/<short name>``.
+        keep_tagged_images: Keep at most this many tagged images per repository.
+        untagged_expire_days: Delete untagged images after this many days.
+        kms_key_arn: Encrypt with this KMS key; default: the AWS-managed ECR key (still KMS).
+        force_delete: Let ``pulumi destroy`` delete repositories that still hold images (dev only).
+        builds: Per repository, build and push the image with the Docker provider.
+        images: Per repository, an image URI built elsewhere (used when there is no build).
+    """
+
+    repositories: Sequence[str] = ("serving", "training")
+    name_prefix: str = "mlplat"
+    keep_tagged_images: int = 50
+    untagged_expire_days: int = 7
+    kms_key_arn: pulumi.Input[str] | None = None
+    force_delete: bool = False
+    builds: Mapping[str, ImageBuild] = field(default_factory=dict)
+    images: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = (set(self.builds) | set(self.images)) - set(self.repositories)
+        if unknown:
+            raise ValueError(
+                f"ContainerRegistryArgs: builds/images name {sorted(unknown)}, which are not in repositories "
+                f"{list(self.repositories)}"
+            )
+        if self.keep_tagged_images < 1 or self.untagged_expire_days < 1:
+            raise ValueError("ContainerRegistryArgs: keep_tagged_images and untagged_expire_days must be >= 1")
+
+
+def lifecycle_policy(keep_tagged: int, untagged_days: int) -> str:
+    """ECR lifecycle rules: expire untagged images after N days, keep the newest M tagged ones."""
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"Expire untagged images after {untagged_days} days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": untagged_days,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": f"Keep the newest {keep_tagged} tagged images",
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPatternList": ["*"],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": keep_tagged,
+                    },
+                    "action": {"type": "expire"},
+                },
+            ]
+        },
+        sort_keys=True,
+    )
+
+
+class ContainerRegistry(pulumi.ComponentResource):
+    """ECR repositories with scan on push, immutable tags, KMS encryption and a lifecycle policy.
+
+    With ``builds``, each image is built from its Dockerfile and pushed (ECR credentials from
+    ``aws.ecr.get_authorization_token``); otherwise ``images`` gives URIs built elsewhere (e.g. by CI).
+
+    Outputs: ``repository_urls`` (short name -> URL), ``image_uris`` (short name -> the image to run: the
+    pushed digest or the configured URI; a repository with neither has no entry).
+    """
+
+    def __init__(
+        self, name: str, args: ContainerRegistryArgs | None = None, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlplat:registry:ContainerRegistry", name, None, opts)
+        args = args or ContainerRegistryArgs()
+        child = pulumi.ResourceOptions(parent=self)
+        self.repositories: dict[str, aws.ecr.Repository] = {}
+        self.repository_urls: dict[str, pulumi.Output[str]] = {}
+        self.image_uris: dict[str, pulumi.Output[str]] = {}
+
+        for short in args.repositories:
+            repo = aws.ecr.Repository(
+                f"{name}-{short}",
+                name=f"{args.name_prefix}/{short}",
+                image_tag_mutability="IMMUTABLE",
+                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                encryption_configurations=[
+                    aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS", kms_key=args.kms_key_arn)
+                ],
+                force_delete=args.force_delete,
+                tags={"Name": f"{args.name_prefix}/{short}"},
+                opts=child,
+            )
+            aws.ecr.LifecyclePolicy(
+                f"{name}-{short}-lifecycle",
+                repository=repo.name,
+                policy=lifecycle_policy(args.keep_tagged_images, args.untagged_expire_days),
+                opts=child,
+            )
+            self.repositories[short] = repo
+            self.repository_urls[short] = repo.repository_url
+            build = args.builds.get(short)
+            if build is not None:
+                self.image_uris[short] = self._build(name, short, repo, build)
+            elif short in args.images:
+                self.image_uris[short] = pulumi.Output.from_input(args.images[short])
+
+        self.register_outputs({"repository_urls": self.repository_urls, "image_uris": self.image_uris})
+
+    def _build(self, name: str, short: str, repo: aws.ecr.Repository, build: ImageBuild) -> pulumi.Output[str]:
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        image = docker.Image(
+            f"{name}-{short}-image",
+            build=docker.DockerBuildArgs(
+                context=build.context,
+                dockerfile=build.dockerfile,
+                platform=build.platform,
+                args=dict(build.build_args),
+            ),
+            image_name=pulumi.Output.concat(repo.repository_url, ":", build.tag),
+            registry=docker.RegistryArgs(
+                server=repo.repository_url, username=token.user_name, password=token.password
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return image.repo_digest

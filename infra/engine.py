@@ -1,0 +1,362 @@
+"""The offline engine: render a Pulumi program under the mock runtime and record every resource.
+
+This is mlplat's test harness and its credential-free preview. A program (this repository's stack, or a
+team's own module or file) runs against :class:`RecordingMonitor`, a resource monitor that records what the
+SDK sends on the wire (URN, type, parent, inputs, options) and answers with realistic computed outputs
+from :mod:`mlplat.infra.mock_outputs`.
+
+Why our own monitor rather than Pulumi's ``MockMonitor``: the stock monitor deserializes every input back
+into Python objects, including resource references, which hangs or fails with "attached to a different
+loop" when one resource is an input to two others. We record the wire form, turn resource references off
+(the SDK then sends plain ids and URNs), and build the response ``Struct`` straight from JSON.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import runpy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format, struct_pb2
+from mlplat.infra.mock_outputs import MockOutputs
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+# Sentinels of Pulumi's wire format (sdk/go/common/resource/sig).
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+MASK = "[secret]"
+
+log = logging.getLogger(__name__)
+
+
+class ProgramError(Exception):
+    """The stack program raised: carries the component (URN) that was being built when it failed."""
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    """One resource as the engine saw it registered."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    options: dict[str, Any]
+    id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "inputs": self.inputs,
+            "options": self.options,
+        }
+
+
+@dataclass
+class Render:
+    """The result of rendering a stack: every resource, the stack outputs, and what was invoked."""
+
+    project: str
+    stack: str
+    resources: list[ResourceRecord]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    invokes: list[str] = field(default_factory=list)
+
+    def by_type(self, type_: str) -> list[ResourceRecord]:
+        """All resources of a type token, e.g. ``aws:ec2/natGateway:NatGateway``."""
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> ResourceRecord:
+        """The single resource of a type (and name); raises if there are none or several."""
+        found = [r for r in self.by_type(type_) if name is None or r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_} named {name!r}, found {[r.name for r in found]}")
+        return found[0]
+
+    def get(self, urn: str) -> ResourceRecord:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise LookupError(urn)
+
+    def ancestors(self, record: ResourceRecord) -> list[ResourceRecord]:
+        """The parent chain of a resource, nearest first, ending at the stack."""
+        chain: list[ResourceRecord] = []
+        parent = record.parent
+        while parent:
+            rec = self.get(parent)
+            chain.append(rec)
+            parent = rec.parent
+        return chain
+
+    def counts_by_type(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.resources:
+            counts[r.type] = counts.get(r.type, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        """A stable, sorted form: two renders of the same program diff cleanly."""
+        return {
+            "project": self.project,
+            "stack": self.stack,
+            "resources": [r.to_json() for r in sorted(self.resources, key=lambda r: r.urn)],
+            "outputs": dict(sorted(self.outputs.items())),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)
+
+
+def to_plain(wire: Any, *, mask_secrets: bool) -> Any:
+    """Turn wire-format values into plain JSON: secrets masked (or unwrapped), references to their URN/id."""
+    if isinstance(wire, list):
+        return [to_plain(v, mask_secrets=mask_secrets) for v in wire]
+    if isinstance(wire, float) and wire.is_integer():
+        return int(wire)  # protobuf Struct carries every number as a double
+    if not isinstance(wire, dict):
+        return wire
+    sig = wire.get(SIG_KEY)
+    if sig == SECRET_SIG:
+        return MASK if mask_secrets else to_plain(wire.get("value"), mask_secrets=False)
+    if sig == RESOURCE_SIG:
+        return wire.get("id") or wire.get("urn")
+    if sig == OUTPUT_SIG:
+        if wire.get("secret") and mask_secrets:
+            return MASK
+        return to_plain(wire.get("value"), mask_secrets=mask_secrets)
+    return {k: to_plain(v, mask_secrets=mask_secrets) for k, v in sorted(wire.items())}
+
+
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    json_format.ParseDict(dict(value), s)
+    return s
+
+
+def _decode_provider_inputs(wire: dict[str, Any]) -> dict[str, Any]:
+    # Providers receive their object-valued inputs JSON-encoded (e.g. defaultTags); decode for readability.
+    decoded: dict[str, Any] = {}
+    for key, value in wire.items():
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        decoded[key] = value
+    return decoded
+
+
+def _provider_urn(ref: str) -> str | None:
+    # The SDK sends provider references as "<urn>::<id>".
+    return ref.rsplit("::", 1)[0] if ref else None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A resource monitor that records wire inputs and options, and answers from :class:`MockOutputs`."""
+
+    def __init__(self, mocks: MockOutputs) -> None:
+        super().__init__(mocks)
+        self.outputs_source = mocks
+        self.records: list[ResourceRecord] = []
+        self.invoked: list[str] = []
+
+    def GetDeploymentInfo(self, request: Any) -> Any:
+        # No resource references: the SDK then sends custom resources as ids and components as URNs,
+        # so nothing has to be rehydrated into a Resource on our side.
+        return resource_pb2.DeploymentInfo(
+            supportedFeatures=[
+                resource_pb2.RESOURCE_MONITOR_FEATURE_SECRETS,
+                resource_pb2.RESOURCE_MONITOR_FEATURE_ALIAS_SPECS,
+                resource_pb2.RESOURCE_MONITOR_FEATURE_DELETED_WITH,
+            ]
+        )
+
+    def SupportsFeature(self, request: Any) -> Any:
+        has = request.id in {"secrets", "aliasSpecs", "deletedWith"}
+        return type("SupportsFeatureResponse", (object,), {"hasSupport": has})
+
+    def Invoke(self, request: Any) -> Any:
+        self.invoked.append(request.tok)
+        args = to_plain(json_format.MessageToDict(request.args), mask_secrets=False)
+        result = self.outputs_source.invoke(request.tok, args)
+        return resource_pb2.ResourceInvokeResponse(failures=None, **{"return": _struct(result)})
+
+    def RegisterResource(self, request: Any) -> Any:
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            self.records.append(
+                ResourceRecord(urn, request.type, request.name, None, False, {}, {})
+            )
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        wire = json_format.MessageToDict(request.object)
+        if request.type.startswith("pulumi:providers:"):
+            wire = _decode_provider_inputs(wire)
+        masked = to_plain(wire, mask_secrets=True)
+        plain = to_plain(wire, mask_secrets=False)
+        options: dict[str, Any] = {
+            "protect": bool(request.protect),
+            "retain_on_delete": bool(request.retainOnDelete),
+            "depends_on": sorted(request.dependencies),
+            "provider": _provider_urn(request.provider),
+            "ignore_changes": sorted(request.ignoreChanges),
+            "delete_before_replace": bool(request.deleteBeforeReplace),
+            "additional_secret_outputs": sorted(request.additionalSecretOutputs),
+            "aliases": sorted(json_format.MessageToJson(a, sort_keys=True) for a in request.aliases),
+        }
+        if request.deletedWith:
+            options["deleted_with"] = request.deletedWith
+        resource_id: str | None = None
+        state: dict[str, Any] = {}
+        if request.custom:
+            resource_id, computed = self.outputs_source.outputs(request.type, request.name, plain)
+            # Inputs keep their wire form, so secret inputs come back as secret outputs.
+            state = {**wire, **computed}
+            if request.type.startswith("pulumi:providers:"):
+                options["provider"] = None
+        elif request.remote:
+            # A remote (multi-language) component such as eks:index:Cluster: opaque under mocks,
+            # so the mocks supply the outputs its dependants read.
+            _, state = self.outputs_source.outputs(request.type, request.name, plain)
+            state = {**wire, **state}
+        self.records.append(
+            ResourceRecord(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                custom=bool(request.custom),
+                inputs=masked,
+                options=options,
+                id=resource_id,
+            )
+        )
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=_struct(state))
+
+
+Program = Callable[[], None]
+
+
+def program_from_path(path: str | Path) -> Program:
+    """A program from a file, or a folder holding ``__main__.py`` (as Pulumi runs ``main:``)."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / "__main__.py"
+    if not target.exists():
+        raise FileNotFoundError(f"no Pulumi program at {target}")
+
+    def run() -> None:
+        runpy.run_path(str(target), run_name="__main__")
+
+    return run
+
+
+def program_from_module(module: str) -> Program:
+    """A program from an importable module name, run as ``__main__`` (so re-rendering re-runs it)."""
+
+    def run() -> None:
+        runpy.run_module(module, run_name="__main__", alter_sys=False)
+
+    return run
+
+
+def _failing_component(error: BaseException) -> str:
+    """The innermost component whose constructor was running when ``error`` was raised."""
+    where = "the stack program"
+    tb = error.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, pulumi.ComponentResource):
+            where = f"component {owner._name!r} ({type(owner).__name__})"
+        tb = tb.tb_next
+    return where
+
+
+def _resolve(value: Any) -> tuple[Any, bool]:
+    """Resolve an exported value to (plain value, is_secret)."""
+    out = pulumi.Output.from_input(value)
+    resolved = _sync_await(out.future())
+    secret = bool(_sync_await(out.is_secret()))
+    return resolved, secret
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def render(
+    program: Program,
+    *,
+    project: str,
+    stack: str,
+    config: Mapping[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    mocks: MockOutputs | None = None,
+) -> Render:
+    """Run ``program`` under the mock runtime with ``config`` and return every resource it registered.
+
+    Each render runs in a fresh ``contextvars`` context, so renders are independent within one process.
+    """
+    return contextvars.Context().run(
+        _render_in_context, program, project, stack, dict(config or {}), list(secret_keys or []), mocks
+    )
+
+
+def _render_in_context(
+    program: Program,
+    project: str,
+    stack: str,
+    config: dict[str, str],
+    secret_keys: list[str],
+    mocks: MockOutputs | None,
+) -> Render:
+    source = mocks or MockOutputs(project=project, stack=stack, region=config.get("aws:region", "us-east-1"))
+    monitor = RecordingMonitor(source)
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    pulumi.runtime.set_mocks(source, project=project, stack=stack, preview=False, monitor=monitor)
+    root = pulumi_settings.get_root_resource()
+    error: BaseException | None = None
+
+    def run() -> None:
+        program()
+
+    try:
+        _sync_await(run_pulumi_func(run))
+    except BaseException as exc:
+        error = exc
+    if error is not None:
+        raise ProgramError(f"{type(error).__name__} in {_failing_component(error)}: {error}") from error
+
+    outputs: dict[str, Any] = {}
+    stack_outputs: Mapping[str, Any] = getattr(root, "outputs", {}) or {}
+    for key, value in stack_outputs.items():
+        resolved, secret = _resolve(value)
+        outputs[key] = MASK if secret else _jsonable(resolved)
+    return Render(
+        project=project,
+        stack=stack,
+        resources=monitor.records,
+        outputs=outputs,
+        invokes=sorted(set(monitor.invoked)),
+    )
+

@@ -13,6 +13,7 @@ loop" when one resource is an input to two others. We record the wire form, turn
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -158,10 +159,8 @@ def _decode_provider_inputs(wire: dict[str, Any]) -> dict[str, Any]:
     decoded: dict[str, Any] = {}
     for key, value in wire.items():
         if isinstance(value, str) and value[:1] in "{[":
-            try:
+            with contextlib.suppress(ValueError):
                 value = json.loads(value)
-            except ValueError:
-                pass
         decoded[key] = value
     return decoded
 

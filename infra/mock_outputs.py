@@ -102,7 +102,7 @@ class MockOutputs(pulumi_mocks.Mocks):
             computed["name"] = physical
         if special is not None:
             computed.update(special(name, rid, physical, inputs))
-        return rid, computed
+        return str(computed["id"]), computed
 
     def _Eip(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
         octets = bytes.fromhex(_digest(name, length=6))

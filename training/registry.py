@@ -1,0 +1,151 @@
+"""MLflow model registry: register a gated model for serving, load an alias, move aliases (promote).
+
+The registered model is an ``mlflow.pytorch`` model with a float32 tensor signature, an input example,
+explicit pip requirements (no slow environment inference) and ``reference_stats.json`` at the top of its
+model directory: the training features' statistics that the model server's drift monitor compares
+live traffic against (``mlplat.serving.drift.compute_reference_stats``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+REFERENCE_STATS_FILE = "reference_stats.json"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation could not be done; the message says what is missing."""
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model: torch and cloudpickle (mlflow's defaults) plus mlflow."""
+    import mlflow
+    import mlflow.pytorch
+
+    return [*mlflow.pytorch.get_default_pip_requirements(), f"mlflow=={mlflow.__version__}"]
+
+
+class _PytorchWithReferenceStats:
+    """An MLflow "flavor module" that saves with ``mlflow.pytorch`` and adds ``reference_stats.json``.
+
+    ``mlflow.models.Model.log`` accepts any object with a ``save_model`` function as the flavor, which
+    lets the statistics land next to ``MLmodel`` rather than under ``extra_files/``.
+    """
+
+    __name__ = "mlflow.pytorch"
+
+    def __init__(self, reference_stats_json: str) -> None:
+        self.reference_stats_json = reference_stats_json
+
+    def save_model(self, path: str, **kwargs: Any) -> None:
+        import mlflow.pytorch
+
+        mlflow.pytorch.save_model(path=path, **kwargs)
+        (Path(path) / REFERENCE_STATS_FILE).write_text(self.reference_stats_json)
+
+
+def reference_stats_json(x_train: NDArray[Any], feature_names: Sequence[str] | None = None) -> str:
+    """The serving drift monitor's reference statistics of the training features, as JSON."""
+    from mlplat.serving.drift import compute_reference_stats
+
+    return compute_reference_stats(np.asarray(x_train, dtype=np.float32), feature_names).model_dump_json()
+
+
+def register_model(
+    model: nn.Module,
+    *,
+    name: str,
+    alias: str,
+    x_train: NDArray[Any],
+    num_classes: int,
+    feature_names: Sequence[str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log ``model`` to the active MLflow run, register it as ``name`` and point ``alias`` at it.
+
+    Returns the new version number. The model is logged from a CPU copy so it loads on any machine.
+    """
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    features = int(x_train.shape[1])
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, features))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+    )
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    info = Model.log(
+        artifact_path=None,  # deprecated in favour of `name`, but still a required argument
+        name="model",
+        flavor=_PytorchWithReferenceStats(reference_stats_json(x_train, feature_names)),
+        registered_model_name=name,
+        pytorch_model=cpu_model,
+        signature=signature,
+        input_example=np.ascontiguousarray(x_train[:5], dtype=np.float32),
+        pip_requirements=pip_requirements(),
+        pickle_module=mlflow.pytorch.pickle_module,
+        serialization_format="pickle",
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, alias, version)
+    log.info("registered %s version %s with alias %r", name, version, alias)
+    return version
+
+
+def load_alias(name: str, alias: str) -> tuple[str, nn.Module] | None:
+    """The version and model that ``name@alias`` points at, or None when there is no such alias."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    model = mlflow.pytorch.load_model(f"models:/{name}@{alias}", map_location="cpu")
+    return str(version.version), model
+
+
+def promote(name: str, from_alias: str, to_alias: str, tracking_uri: str | None = None) -> tuple[str, str | None]:
+    """Point ``to_alias`` at the version ``from_alias`` points at; return (version, previous version)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlplat.training.config import check_alias
+    from mlplat.training.tracking import resolve_tracking_uri
+
+    for alias in (from_alias, to_alias):
+        try:
+            check_alias(alias)
+        except ValueError as error:
+            raise RegistryError(str(error)) from None
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise RegistryError(f"no registered model named {name!r}") from None
+    try:
+        source = client.get_model_version_by_alias(name, from_alias)
+    except MlflowException:
+        raise RegistryError(f"model {name!r} has no version with alias {from_alias!r}") from None
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(name, to_alias).version)
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(name, to_alias, str(source.version))
+    return str(source.version), previous

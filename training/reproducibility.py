@@ -1,0 +1,69 @@
+"""Seeds, deterministic algorithms, RNG snapshots for checkpoints, and the code version of a run."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CPU and every CUDA device's) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool, num_threads: int | None) -> None:
+    """Ask torch for deterministic kernels where it has them, and fix the CPU thread count if given.
+
+    ``warn_only``: an op without a deterministic kernel warns instead of aborting a long run.
+    """
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    if deterministic:
+        # cuBLAS needs this set before its first use to be deterministic (see torch's reproducibility notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's generator states, as plain values and tensors (loadable with ``weights_only``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": random.getstate(),
+        "numpy": (str(kind), torch.from_numpy(np.asarray(keys).copy()), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore generator states captured by :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def git_commit(cwd: str | None = None) -> str:
+    """The code version: ``MLPLAT_GIT_COMMIT``/``GIT_COMMIT`` (set at image build), else ``git rev-parse``."""
+    for name in ("MLPLAT_GIT_COMMIT", "GIT_COMMIT"):
+        if os.environ.get(name):
+            return os.environ[name]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"

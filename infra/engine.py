@@ -179,6 +179,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.records: list[ResourceRecord] = []
         self.invoked: list[str] = []
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # As the Pulumi engine does: the root stack is not part of its children's qualified type.
+        if parent and "::pulumi:pulumi:Stack::" in parent:
+            parent = ""
+        return super().make_urn(parent, type_, name)
+
     def GetDeploymentInfo(self, request: Any) -> Any:
         # No resource references: the SDK then sends custom resources as ids and components as URNs,
         # so nothing has to be rehydrated into a Resource on our side.

@@ -7,10 +7,17 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 
+# pip, minus the noise of this machine's local index mirrors and setuptools' deprecation banners.
+pip_install() {
+  .venv/bin/python -m pip install --quiet "$@" 2>&1 \
+    | { grep -vE '^WARNING: Location|BuildBackendWarning|^ *!!|\*{20}|^ *$' || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
-.venv/bin/python -m pip install --quiet -e '.[serving,training,dev]'
+pip_install --upgrade pip
+pip_install "torch==${TORCH_VERSION}"
+pip_install -e '.[serving,training,dev]'
 echo "mlplat: virtualenv ready in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

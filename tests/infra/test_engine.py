@@ -131,3 +131,20 @@ def test_a_program_file_and_module_render(tmp_path: Path) -> None:
     module_stack = render(program_from_module("mlplat.infra"), project="mlplat", stack="dev",
                           config={"aws:region": "us-east-1", "mlplat:environment": "dev"})
     assert module_stack.by_type("mlplat:network:Network")
+
+
+# Stateful resources must keep their URNs: a rename or re-parent without `aliases` makes the next
+# `pulumi up` replace them (and lose the data). Changing this list must be a deliberate act.
+STATEFUL_URNS = {
+    "production": [
+        "urn:pulumi:production::mlplat::mlplat:storage:ArtifactStore$aws:s3/bucket:Bucket::mlplat-production-artifacts",
+        "urn:pulumi:production::mlplat::mlplat:storage:ArtifactStore$aws:kms/key:Key::mlplat-production-artifacts-key",
+    ],
+}
+
+
+def test_stateful_resources_keep_their_urns_and_protection(production_stack: Render) -> None:
+    urns = {r.urn: r for r in production_stack.resources}
+    for urn in STATEFUL_URNS["production"]:
+        assert urn in urns, f"{urn} was renamed or re-parented: add an alias or the next `pulumi up` replaces it"
+        assert urns[urn].options["protect"] and urns[urn].options["retain_on_delete"]

@@ -68,6 +68,81 @@ def synth(
         print_tree(result, Console())
 
 
+class ReportFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def _render_document(stack: str, project_dir: Path) -> dict[str, object]:
+    """Render ``stack`` offline and return its JSON form, turning every expected failure into ``fail()``."""
+    from mlplat.infra.config import ConfigError
+    from mlplat.infra.engine import ProgramError
+    from mlplat.infra.stacks import StackNotFound
+    from mlplat.infra.synth import render_stack
+
+    logging.getLogger("pulumi").setLevel(logging.ERROR)
+    try:
+        return render_stack(stack, project_dir.resolve()).to_json()
+    except (StackNotFound, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    except ProgramError as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise fail(f"stack {stack!r}: {exc.__cause__}") from None
+        raise fail(str(exc)) from None
+
+
+def _load_render_file(path: Path) -> dict[str, object]:
+    """A saved render (``mlplat synth STACK -f json``), checked for the shape the commands need."""
+    import json
+
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise fail(f"cannot read render {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise fail(f"{path} is not JSON ({exc}); write one with `mlplat synth STACK --format json`") from None
+    if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
+        raise fail(f"{path} is not a render: expected an object with a 'resources' list, as written by "
+                   "`mlplat synth STACK --format json`")
+    for index, record in enumerate(document["resources"]):
+        if not isinstance(record, dict) or not {"urn", "type", "name"} <= record.keys():
+            raise fail(f"{path}: resources[{index}] lacks urn, type or name")
+    return document
+
+
+@app.command()
+def check(
+    stack: str = typer.Argument(..., help="Stack name: reads Pulumi.<stack>.yaml"),
+    output_format: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, json or markdown"),
+    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    render_file: Path | None = typer.Option(None, "--render", help="Check this saved JSON render instead"),
+    environment: str | None = typer.Option(
+        None, "--environment", "-e", help="Enforce this environment's levels (default: the stack's own)"
+    ),
+) -> None:
+    """Run mlplat's policy rules over a stack rendered offline; exit 1 on a mandatory violation."""
+    import json
+
+    from mlplat.infra.checks import check_render, environment_of, has_mandatory, to_markdown, to_text
+    from mlplat.infra.config import ENVIRONMENTS
+
+    document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
+    if environment is not None and environment not in ENVIRONMENTS:
+        raise fail(f"--environment {environment!r} is not an environment; allowed: {', '.join(ENVIRONMENTS)}")
+    env = environment or environment_of(document)
+    findings = check_render(document, env)
+    if output_format is ReportFormat.json:
+        typer.echo(json.dumps({"stack": stack, "environment": env, "findings": [f.to_json() for f in findings]},
+                              indent=2))
+    elif output_format is ReportFormat.markdown:
+        typer.echo(to_markdown(findings, stack, env), nl=False)
+    else:
+        typer.echo(to_text(findings, stack, env), nl=False)
+    if has_mandatory(findings):
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from typing import Any
 
 from pulumi.runtime import mocks as pulumi_mocks
@@ -31,6 +32,12 @@ _ID_PREFIXES = {
     "aws:ec2/launchTemplate:LaunchTemplate": "lt",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
+}
+
+# Types whose last segment clashes with another provider's (eks:index:Cluster vs aws:eks/cluster:Cluster):
+# dispatched by the full token, before the last-segment specials.
+_TOKEN_SPECIALS = {
+    "eks:index:Cluster": "_eks_cluster",
 }
 
 
@@ -88,7 +95,7 @@ class MockOutputs(pulumi_mocks.Mocks):
     # -- resources -------------------------------------------------------------------------------------
     def outputs(self, type_: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The (id, computed outputs) for a resource of ``type_`` named ``name`` with ``inputs``."""
-        special = getattr(self, "_" + type_.split(":")[-1].replace(".", "_"), None)
+        special = getattr(self, _TOKEN_SPECIALS.get(type_, "_" + type_.split(":")[-1].replace(".", "_")), None)
         if type_.startswith("pulumi:providers:"):
             return _digest(type_, name, length=8), {}
         prefix = _ID_PREFIXES.get(type_)
@@ -159,6 +166,15 @@ class MockOutputs(pulumi_mocks.Mocks):
         digest = "sha256:" + hashlib.sha256(image.encode()).hexdigest()
         return {"repoDigest": f"{image.split(':')[0]}@{digest}", "imageName": image}
 
+    def _Instance(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if "engine" not in inputs:  # only RDS instances (aws:rds/instance:Instance) get database outputs
+            return {}
+        identifier = inputs.get("identifier") or physical
+        address = f"{identifier}.c{_digest('rds', name, length=10)}.{self.region}.rds.amazonaws.com"
+        port = int(inputs.get("port", 5432))
+        return {"id": identifier, "identifier": identifier, "address": address, "endpoint": f"{address}:{port}",
+                "port": port, "arn": f"arn:aws:rds:{self.region}:{ACCOUNT_ID}:db:{identifier}"}
+
     def _RandomPassword(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
         length = int(inputs.get("length", 32))
         value = (hashlib.sha256(("pw" + name).encode()).hexdigest() * 4)[:length]
@@ -167,6 +183,64 @@ class MockOutputs(pulumi_mocks.Mocks):
     def _RandomId(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
         hexv = _digest("rid", name, length=2 * int(inputs.get("byteLength", 4)))
         return {"hex": hexv, "dec": str(int(hexv, 16)), "b64Url": hexv}
+
+    def _eks_cluster(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        # pulumi-eks's Cluster component: its plain outputs (kubeconfig, OIDC, security groups). Outputs typed
+        # as resources (eksCluster, core, nodeSecurityGroup) are left unset: with resource references off the
+        # SDK cannot rebuild a Resource from them, so mlplat reads only the plain ones.
+        cluster = inputs.get("name") or physical
+        endpoint = f"https://{_digest('endpoint', cluster, length=32).upper()}.gr7.{self.region}.eks.amazonaws.com"
+        issuer = f"oidc.eks.{self.region}.amazonaws.com/id/{_digest('oidc', cluster, length=32).upper()}"
+        ca = fake_certificate(cluster)
+        config = kubeconfig(cluster, endpoint, ca, self.region)
+        cluster_sg = f"sg-{_digest(cluster, 'cluster-sg')}"
+        return {
+            "id": cluster,
+            "kubeconfig": config,
+            "kubeconfigJson": json.dumps(config),
+            "clusterSecurityGroupId": cluster_sg,
+            "nodeSecurityGroupId": f"sg-{_digest(cluster, 'node-sg')}",
+            "oidcProviderArn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{issuer}",
+            "oidcProviderUrl": f"https://{issuer}",
+            "oidcIssuer": issuer,
+        }
+
+    def _NodeGroup(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        group = inputs.get("nodeGroupName") or physical
+        cluster = inputs.get("clusterName", "cluster")
+        uid = _digest("ng", cluster, group, length=32)
+        uid = f"{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:]}"
+        return {
+            "id": f"{cluster}:{group}",
+            "arn": f"arn:aws:eks:{self.region}:{ACCOUNT_ID}:nodegroup/{cluster}/{group}/{uid}",
+            "nodeGroupName": group,
+            "status": "ACTIVE",
+            "resources": [{"autoscalingGroups": [{"name": f"eks-{group}-{uid}"}], "remoteAccessSecurityGroupId": ""}],
+        }
+
+    def _Addon(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        addon = inputs.get("addonName", name)
+        cluster = inputs.get("clusterName", "cluster")
+        return {
+            "id": f"{cluster}:{addon}",
+            "arn": f"arn:aws:eks:{self.region}:{ACCOUNT_ID}:addon/{cluster}/{addon}/{_digest('addon', name)}",
+        }
+
+    def _LaunchTemplate(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"latestVersion": 1, "defaultVersion": 1, "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:"
+                f"launch-template/{rid}"}
+
+    def _Queue(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        queue = inputs.get("name") or physical
+        return {
+            "id": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{queue}",
+            "url": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{queue}",
+            "arn": f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{queue}",
+            "name": queue,
+        }
+
+    def _EventRule(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"name": physical, "arn": f"arn:aws:events:{self.region}:{ACCOUNT_ID}:rule/{physical}"}
 
     # -- the Pulumi Mocks interface (used by MockMonitor paths we do not override) -----------------------
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:

@@ -36,7 +36,7 @@ def test_bucket_is_versioned_and_kms_encrypted_with_a_bucket_key(production_stac
     (rule,) = production_stack.one(
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
     ).inputs["rules"]
-    key = production_stack.one("aws:kms/key:Key")
+    key = production_stack.one("aws:kms/key:Key", "mlplat-production-artifacts-key")
     assert rule["bucketKeyEnabled"] is True
     assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
     assert rule["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"].endswith(key.id)

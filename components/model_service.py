@@ -1,0 +1,303 @@
+"""ModelService: a registered model served by ``mlplat serve`` on the cluster, with autoscaling and canary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+from mlplat.components.pods import (
+    Resources,
+    container_security_context,
+    env_vars,
+    gpu_placement,
+    http_probe,
+    pod_security_context,
+    scratch_volume,
+    service_account,
+)
+
+PORT = 8080
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A second version that takes ``weight`` percent of the traffic.
+
+    Attributes:
+        model_uri: The candidate model, e.g. ``models:/digits@challenger``.
+        weight: Percentage of requests routed to the canary (0..100); the stable version gets the rest.
+        image: The server image for the canary; default: the stable image.
+        replicas: Canary replicas (fixed; the canary is not autoscaled).
+    """
+
+    model_uri: str
+    weight: int = 10
+    image: str | None = None
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 100:
+            raise ValueError(f"Canary.weight={self.weight}: must be a percentage between 0 and 100")
+        if self.replicas < 1:
+            raise ValueError(f"Canary.replicas={self.replicas}: must be at least 1")
+
+
+@dataclass(frozen=True)
+class ModelServiceArgs:
+    """Arguments of :class:`ModelService`.
+
+    Attributes:
+        namespace: The Kubernetes namespace (must exist).
+        image: The ``mlplat.serving`` image (``serving/Dockerfile``).
+        model_uri: The model to serve, e.g. ``models:/digits@champion``.
+        tracking_uri: MLflow tracking URI for ``models:/`` and ``runs:/`` URIs.
+        min_replicas: HPA floor (at least 2 for a PDB that allows voluntary disruption without downtime).
+        max_replicas: HPA ceiling.
+        target_cpu_utilization: HPA CPU target, percent of the request.
+        extra_metrics: More HPA metrics (``autoscaling/v2`` MetricSpec), e.g. a Pods metric on request rate.
+        resources: Requests and limits per pod; ``gpus > 0`` makes a GPU variant (node selector, toleration).
+        canary: An optional canary version and its traffic weight.
+        max_batch_size: The server's batch size (``MLPLAT_SERVING_MAX_BATCH_SIZE``).
+        drain_seconds: preStop pause so load balancers deregister the pod before it gets SIGTERM.
+        graceful_timeout_seconds: After SIGTERM, time the server gets to finish accepted requests.
+        service_account_role_arn: IAM role (IRSA) with read access to the model artifacts.
+        ingress: Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split.
+        internal: The ALB is internal (VPC only) rather than internet-facing.
+        env: Extra environment variables for the server.
+    """
+
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    model_uri: str
+    tracking_uri: pulumi.Input[str] | None = None
+    min_replicas: int = 2
+    max_replicas: int = 10
+    target_cpu_utilization: int = 70
+    extra_metrics: Sequence[k8s.autoscaling.v2.MetricSpecArgs] = ()
+    resources: Resources = field(default_factory=Resources)
+    canary: Canary | None = None
+    max_batch_size: int = 32
+    drain_seconds: int = 10
+    graceful_timeout_seconds: int = 30
+    service_account_role_arn: pulumi.Input[str] | None = None
+    ingress: bool = True
+    internal: bool = True
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(
+                f"ModelServiceArgs: min_replicas ({self.min_replicas}) must be >= 1 and <= max_replicas "
+                f"({self.max_replicas})"
+            )
+        if not 1 <= self.target_cpu_utilization <= 100:
+            raise ValueError(f"ModelServiceArgs.target_cpu_utilization={self.target_cpu_utilization}: 1..100")
+        if self.drain_seconds < 0 or self.graceful_timeout_seconds < 1:
+            raise ValueError("ModelServiceArgs: drain_seconds must be >= 0 and graceful_timeout_seconds >= 1")
+
+
+class ModelService(pulumi.ComponentResource):
+    """One model behind a Service per version, autoscaled, disruption-budgeted and spread across AZs.
+
+    Each version (``stable``, optional ``canary``) is a Deployment with its own ClusterIP Service; an ALB
+    Ingress forwards to both with weighted target groups, so moving traffic is a config change
+    (``canary.weight``) and a stack update. Pods stop gracefully: a preStop pause of ``drain_seconds`` lets
+    the ALB deregister them, then SIGTERM makes the server refuse new work and finish what it accepted;
+    terminationGracePeriodSeconds covers both.
+
+    Outputs: ``service_names`` (version -> Service name), ``ingress_hostname`` (None without an Ingress).
+    """
+
+    def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplat:serving:ModelService", name, None, opts)
+        self._service = name
+        self._spec = args
+        child = pulumi.ResourceOptions(parent=self)
+        self.service_account = service_account(f"{name}-sa", name, args.namespace,
+                                               args.service_account_role_arn, child)
+        self.service_names: dict[str, pulumi.Output[str]] = {}
+        self.deployments: dict[str, k8s.apps.v1.Deployment] = {}
+
+        versions: list[tuple[str, str, pulumi.Input[str], int | None]] = [
+            ("stable", args.model_uri, args.image, None)
+        ]
+        if args.canary is not None:
+            versions.append(("canary", args.canary.model_uri, args.canary.image or args.image, args.canary.replicas))
+        for track, model_uri, image, fixed_replicas in versions:
+            self._add_version(track, model_uri, image, fixed_replicas, child)
+
+        self.ingress_hostname: pulumi.Output[str] | None = None
+        if args.ingress:
+            self.ingress_hostname = self._ingress(child)
+        self.register_outputs({"service_names": self.service_names, "ingress_hostname": self.ingress_hostname})
+
+    def _labels(self, track: str) -> dict[str, str]:
+        return {"app.kubernetes.io/name": self._service, "app.kubernetes.io/component": "model-server",
+                "mlplat.io/track": track}
+
+    def _add_version(self, track: str, model_uri: str, image: pulumi.Input[str], fixed_replicas: int | None,
+                 child: pulumi.ResourceOptions) -> None:
+        args, name = self._spec, f"{self._service}-{track}"
+        labels = self._labels(track)
+        metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
+        node_selector, tolerations = gpu_placement(args.resources.gpus)
+        env: dict[str, pulumi.Input[str]] = {
+            "MLPLAT_SERVING_MODEL_URI": model_uri,
+            "MLPLAT_SERVING_HOST": "0.0.0.0",
+            "MLPLAT_SERVING_PORT": str(PORT),
+            "MLPLAT_SERVING_MAX_BATCH_SIZE": str(args.max_batch_size),
+            # The preStop pause already drained the load balancer; after SIGTERM just finish in-flight work.
+            "MLPLAT_SERVING_DRAIN_DELAY_S": "0",
+            "MLPLAT_SERVING_GRACEFUL_TIMEOUT_S": str(args.graceful_timeout_seconds),
+            "MLPLAT_SERVING_DEVICE": "cuda" if args.resources.gpus else "cpu",
+            **args.env,
+        }
+        if args.tracking_uri is not None:
+            env["MLFLOW_TRACKING_URI"] = args.tracking_uri
+        container = k8s.core.v1.ContainerArgs(
+            name="server",
+            image=image,
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=PORT)],
+            env=env_vars(env),
+            resources=args.resources.to_args(),
+            security_context=container_security_context(),
+            startup_probe=http_probe(LIVE_PATH, "http", period=5, failures=60),
+            liveness_probe=http_probe(LIVE_PATH, "http", period=10, failures=3),
+            readiness_probe=http_probe(READY_PATH, "http", period=5, failures=2),
+            lifecycle=k8s.core.v1.LifecycleArgs(
+                pre_stop=k8s.core.v1.LifecycleHandlerArgs(sleep=k8s.core.v1.SleepActionArgs(seconds=args.drain_seconds))
+            ) if args.drain_seconds else None,
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
+        )
+        selector = k8s.meta.v1.LabelSelectorArgs(match_labels=labels)
+        spread = [
+            k8s.core.v1.TopologySpreadConstraintArgs(max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
+                                                     label_selector=selector)
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ]
+        deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata=metadata,
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=fixed_replicas or args.min_replicas,
+                selector=selector,
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge="25%", max_unavailable=0),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        service_account_name=self.service_account.metadata.name,
+                        security_context=pod_security_context(),
+                        containers=[container],
+                        volumes=[scratch_volume()],
+                        node_selector=node_selector,
+                        tolerations=tolerations,
+                        topology_spread_constraints=spread,
+                        termination_grace_period_seconds=args.drain_seconds + args.graceful_timeout_seconds + 5,
+                    ),
+                ),
+            ),
+            # The HPA owns the replica count of the stable version: don't fight it on every update.
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["spec.replicas"] if fixed_replicas is None else []
+            ),
+        )
+        service = k8s.core.v1.Service(
+            name,
+            metadata=metadata,
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=labels,
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http")],
+            ),
+            opts=child,
+        )
+        if fixed_replicas is None:
+            metrics = [
+                k8s.autoscaling.v2.MetricSpecArgs(
+                    type="Resource",
+                    resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                        name="cpu",
+                        target=k8s.autoscaling.v2.MetricTargetArgs(
+                            type="Utilization", average_utilization=args.target_cpu_utilization
+                        ),
+                    ),
+                ),
+                *args.extra_metrics,
+            ]
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                name,
+                metadata=metadata,
+                spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                    scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                        api_version="apps/v1", kind="Deployment", name=name
+                    ),
+                    min_replicas=args.min_replicas,
+                    max_replicas=args.max_replicas,
+                    metrics=metrics,
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+            )
+        k8s.policy.v1.PodDisruptionBudget(
+            name,
+            metadata=metadata,
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector),
+            opts=child,
+        )
+        self.deployments[track] = deployment
+        self.service_names[track] = service.metadata.name
+
+    def _ingress(self, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        args, name = self._spec, self._service
+        stable_weight = 100 - (args.canary.weight if args.canary else 0)
+        targets = [{"serviceName": f"{name}-stable", "servicePort": "80", "weight": stable_weight}]
+        if args.canary is not None:
+            targets.append({"serviceName": f"{name}-canary", "servicePort": "80", "weight": args.canary.weight})
+        action = f"{name}-split"
+        annotations = {
+            "alb.ingress.kubernetes.io/scheme": "internal" if args.internal else "internet-facing",
+            "alb.ingress.kubernetes.io/target-type": "ip",
+            "alb.ingress.kubernetes.io/healthcheck-path": READY_PATH,
+            "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}]),
+            f"alb.ingress.kubernetes.io/actions.{action}": json.dumps(
+                {"type": "forward", "forwardConfig": {"targetGroups": targets}}, sort_keys=True
+            ),
+        }
+        ingress = k8s.networking.v1.Ingress(
+            name,
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, annotations=annotations,
+                                                labels={"app.kubernetes.io/name": name}),
+            spec=k8s.networking.v1.IngressSpecArgs(
+                ingress_class_name="alb",
+                rules=[
+                    k8s.networking.v1.IngressRuleArgs(
+                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                            paths=[
+                                k8s.networking.v1.HTTPIngressPathArgs(
+                                    path="/",
+                                    path_type="Prefix",
+                                    backend=k8s.networking.v1.IngressBackendArgs(
+                                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                                            name=action,
+                                            port=k8s.networking.v1.ServiceBackendPortArgs(name="use-annotation"),
+                                        )
+                                    ),
+                                )
+                            ]
+                        )
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.deployments.values())),
+        )
+        return ingress.status.apply(
+            lambda s: (s.load_balancer.ingress[0].hostname if s and s.load_balancer and s.load_balancer.ingress
+                       else "") or ""
+        )

@@ -1,0 +1,251 @@
+"""TrainingJob: ``mlplat train`` as a Kubernetes Job on the spot GPU pool, single- or multi-node (torchrun)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+from mlplat.components.pods import (
+    Resources,
+    container_security_context,
+    env_vars,
+    gpu_placement,
+    pod_security_context,
+    scratch_volume,
+    service_account,
+)
+from mlplat.training.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
+
+RENDEZVOUS_PORT = 29500
+CONFIG_DIR = "/etc/mlplat"
+CONTAINER = "trainer"
+
+
+@dataclass(frozen=True)
+class TrainingJobArgs:
+    """Arguments of :class:`TrainingJob`.
+
+    Attributes:
+        namespace: The Kubernetes namespace (must exist).
+        image: The ``mlplat.training`` image (``training/Dockerfile``).
+        config: The trainer's config (the YAML ``mlplat train --config`` reads), as a mapping.
+        checkpoint_uri: Where checkpoints go, e.g. ``s3://bucket/checkpoints/digits``; overrides the config's.
+        tracking_uri: MLflow tracking URI.
+        nodes: Pods (1 = single-node; more = torchrun across an Indexed Job with a headless Service).
+        processes_per_node: torchrun processes per pod (usually the GPUs per node).
+        resources: Requests and limits per pod; ``gpus > 0`` schedules on the tainted GPU pool.
+        backoff_limit: Failures (other than spot preemptions, which are not counted) before the Job fails.
+        active_deadline_seconds: Wall-clock limit for the whole Job, retries included.
+        ttl_seconds_after_finished: Delete the finished Job (and its pods) after this long.
+        service_account_role_arn: IAM role (IRSA) with write access to the checkpoint prefix.
+        schedule: A cron schedule: make a CronJob for scheduled retraining instead of a one-off Job.
+        env: Extra environment variables for the trainer.
+    """
+
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_uri: pulumi.Input[str] | None = None
+    tracking_uri: pulumi.Input[str] | None = None
+    nodes: int = 1
+    processes_per_node: int = 1
+    resources: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi", gpus=1))
+    backoff_limit: int = 3
+    active_deadline_seconds: int = 24 * 3600
+    ttl_seconds_after_finished: int = 24 * 3600
+    service_account_role_arn: pulumi.Input[str] | None = None
+    schedule: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.processes_per_node < 1:
+            raise ValueError(f"TrainingJobArgs: nodes ({self.nodes}) and processes_per_node "
+                             f"({self.processes_per_node}) must be at least 1")
+        if self.schedule is not None and len(self.schedule.split()) != 5:
+            raise ValueError(f"TrainingJobArgs.schedule={self.schedule!r}: a cron expression has 5 fields")
+
+
+def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
+    """Retry spot interruptions for free, fail fast on real errors.
+
+    A node drain or spot reclaim (DisruptionTarget) and the trainer's own preemption exit are ignored (the
+    pod is recreated without using up ``backoffLimit``); any other non-zero exit of the trainer fails the
+    Job at once, since a bug or bad data will not fix itself on retry.
+    """
+    return k8s.batch.v1.PodFailurePolicyArgs(
+        rules=[
+            k8s.batch.v1.PodFailurePolicyRuleArgs(
+                action="Ignore",
+                on_pod_conditions=[k8s.batch.v1.PodFailurePolicyOnPodConditionsPatternArgs(type="DisruptionTarget")],
+            ),
+            k8s.batch.v1.PodFailurePolicyRuleArgs(
+                action="Ignore",
+                on_exit_codes=k8s.batch.v1.PodFailurePolicyOnExitCodesRequirementArgs(
+                    container_name=CONTAINER, operator="In", values=[EXIT_PREEMPTED]
+                ),
+            ),
+            k8s.batch.v1.PodFailurePolicyRuleArgs(
+                action="FailJob",
+                on_exit_codes=k8s.batch.v1.PodFailurePolicyOnExitCodesRequirementArgs(
+                    container_name=CONTAINER, operator="NotIn", values=[0, EXIT_PREEMPTED]
+                ),
+            ),
+        ]
+    )
+
+
+def trainer_command(nodes: int, processes_per_node: int) -> list[str]:
+    """The container command: ``mlplat train``, which starts torchrun in-process for several processes.
+
+    ``mlplat train --nproc-per-node`` (not a bare ``torchrun``, which always exits 1) maps the workers'
+    outcome back to the trainer's exit codes, so the podFailurePolicy sees a preemption as one.
+    """
+    command = ["mlplat", "train", "--config", f"{CONFIG_DIR}/training.yaml"]
+    if nodes > 1 or processes_per_node > 1:
+        command += ["--nproc-per-node", str(processes_per_node)]
+    return command
+
+
+def rendezvous_env(name: str, nodes: int) -> dict[str, str]:
+    """torchrun's multi-node settings (its ``PET_*`` variables): pod 0 of the Indexed Job is the master.
+
+    Pods use the headless Service as their subdomain, so pod ``i`` resolves as ``<job>-<i>.<service>``;
+    each pod's node rank is its ``JOB_COMPLETION_INDEX``.
+    """
+    if nodes == 1:
+        return {}
+    return {"PET_NNODES": str(nodes), "PET_MASTER_ADDR": f"{name}-0.{name}", "PET_MASTER_PORT": str(RENDEZVOUS_PORT)}
+
+
+class TrainingJob(pulumi.ComponentResource):
+    """A training run as a Kubernetes Job (or CronJob), safe on spot capacity.
+
+    The trainer checkpoints to ``checkpoint_uri`` and exits with a dedicated code on SIGTERM; the Job's
+    podFailurePolicy retries exactly those interruptions and fails fast on anything else. Multi-node runs
+    use an Indexed Job with one pod per node and a headless Service for torchrun's rendezvous.
+
+    Outputs: ``job_name``.
+    """
+
+    def __init__(self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplat:training:TrainingJob", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "trainer"}
+        sa = service_account(f"{name}-sa", name, args.namespace, args.service_account_role_arn, child)
+
+        config = dict(args.config)
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-config", namespace=args.namespace, labels=labels),
+            data=pulumi.Output.from_input(args.checkpoint_uri).apply(
+                lambda uri: {"training.yaml": _config_yaml(config, uri)}
+            ),
+            opts=child,
+        )
+        multi_node = args.nodes > 1
+        if multi_node:
+            k8s.core.v1.Service(
+                f"{name}-rendezvous",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels),
+                spec=k8s.core.v1.ServiceSpecArgs(
+                    cluster_ip="None",
+                    selector=labels,
+                    # Pods must resolve each other before they are ready: rendezvous happens at start-up.
+                    publish_not_ready_addresses=True,
+                    ports=[k8s.core.v1.ServicePortArgs(name="rendezvous", port=RENDEZVOUS_PORT)],
+                ),
+                opts=child,
+            )
+        env: dict[str, pulumi.Input[str]] = {"PYTHONUNBUFFERED": "1", **rendezvous_env(name, args.nodes), **args.env}
+        if args.tracking_uri is not None:
+            env["MLFLOW_TRACKING_URI"] = args.tracking_uri
+        node_selector, tolerations = gpu_placement(args.resources.gpus)
+        pod = k8s.core.v1.PodSpecArgs(
+            restart_policy="Never",  # podFailurePolicy requires it; the Job controller makes new pods
+            service_account_name=sa.metadata.name,
+            security_context=pod_security_context(),
+            subdomain=name if multi_node else None,
+            node_selector=node_selector,
+            tolerations=tolerations,
+            termination_grace_period_seconds=120,  # time to finish the step and write the checkpoint
+            containers=[
+                k8s.core.v1.ContainerArgs(
+                    name=CONTAINER,
+                    image=args.image,
+                    command=trainer_command(args.nodes, args.processes_per_node),
+                    env=[*env_vars(env), *(_completion_index_env() if multi_node else [])],
+                    resources=args.resources.to_args(),
+                    security_context=container_security_context(),
+                    ports=[k8s.core.v1.ContainerPortArgs(name="rendezvous", container_port=RENDEZVOUS_PORT)]
+                    if multi_node else None,
+                    volume_mounts=[
+                        k8s.core.v1.VolumeMountArgs(name="config", mount_path=CONFIG_DIR, read_only=True),
+                        k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                        k8s.core.v1.VolumeMountArgs(name="shm", mount_path="/dev/shm"),
+                    ],
+                )
+            ],
+            volumes=[
+                k8s.core.v1.VolumeArgs(
+                    name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config_map.metadata.name)
+                ),
+                scratch_volume("tmp", "20Gi"),
+                # DataLoader workers and NCCL share tensors through /dev/shm; the default 64 MiB is too small.
+                k8s.core.v1.VolumeArgs(name="shm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory",
+                                                                                                 size_limit="8Gi")),
+            ],
+        )
+        job_spec = k8s.batch.v1.JobSpecArgs(
+            completions=args.nodes,
+            parallelism=args.nodes,
+            completion_mode="Indexed" if multi_node else "NonIndexed",
+            backoff_limit=args.backoff_limit,
+            active_deadline_seconds=args.active_deadline_seconds,
+            ttl_seconds_after_finished=args.ttl_seconds_after_finished,
+            pod_failure_policy=pod_failure_policy(),
+            template=k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels), spec=pod),
+        )
+        metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
+        if args.schedule is None:
+            job = k8s.batch.v1.Job(name, metadata=metadata, spec=job_spec, opts=child)
+            self.job_name: pulumi.Output[str] = job.metadata.name
+        else:
+            cron = k8s.batch.v1.CronJob(
+                name,
+                metadata=metadata,
+                spec=k8s.batch.v1.CronJobSpecArgs(
+                    schedule=args.schedule,
+                    concurrency_policy="Forbid",  # never two retrainings writing the same checkpoints
+                    successful_jobs_history_limit=3,
+                    failed_jobs_history_limit=3,
+                    job_template=k8s.batch.v1.JobTemplateSpecArgs(spec=job_spec),
+                ),
+                opts=child,
+            )
+            self.job_name = cron.metadata.name
+        self.register_outputs({"job_name": self.job_name})
+
+
+def _completion_index_env() -> list[k8s.core.v1.EnvVarArgs]:
+    # The Job controller also injects it; declaring it keeps the pod spec self-describing.
+    return [
+        k8s.core.v1.EnvVarArgs(
+            name="JOB_COMPLETION_INDEX",
+            value_from=k8s.core.v1.EnvVarSourceArgs(
+                field_ref=k8s.core.v1.ObjectFieldSelectorArgs(
+                    field_path="metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                )
+            ),
+        )
+    ]
+
+
+def _config_yaml(config: Mapping[str, Any], checkpoint_uri: str | None) -> str:
+    document = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in config.items()}
+    if checkpoint_uri:
+        document["checkpoint"] = {**document.get("checkpoint", {}), "uri": checkpoint_uri}
+    return yaml.safe_dump(document, sort_keys=True)

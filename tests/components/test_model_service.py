@@ -1,0 +1,112 @@
+"""ModelService: hardened pods, probes that match the server, autoscaling, canary routing, GPU placement."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from mlplat.components.model_service import Canary, ModelService, ModelServiceArgs
+from mlplat.components.pods import Resources
+from mlplat.infra.engine import Render
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+Svc = Callable[..., Render]
+PodOf = Callable[[dict], dict]
+
+
+@pytest.fixture
+def service(on_cluster: Callable[..., Render]) -> Callable[..., Render]:
+    def _render(**kwargs: object) -> Render:
+        args = {"namespace": "serving", "image": "123.dkr.ecr/serving@sha256:abc",
+                "model_uri": "models:/digits@champion", **kwargs}
+        return on_cluster(lambda opts: ModelService("digits", ModelServiceArgs(**args), opts=opts))  # type: ignore[arg-type]
+
+    return _render
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_pods_are_non_root_read_only_with_probes_and_resources(service: Svc, pod_of: PodOf) -> None:
+    stack = service()
+    (container,) = pod_of(stack.one(DEPLOYMENT).inputs)["containers"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    assert env_of(container)["MLPLAT_SERVING_MODEL_URI"] == "models:/digits@champion"
+
+
+def test_drain_and_grace_period_match_the_server(service: Svc, pod_of: PodOf) -> None:
+    stack = service(drain_seconds=12, graceful_timeout_seconds=20)
+    spec = pod_of(stack.one(DEPLOYMENT).inputs)
+    (container,) = spec["containers"]
+    assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 12}}
+    assert env_of(container)["MLPLAT_SERVING_GRACEFUL_TIMEOUT_S"] == "20"
+    assert env_of(container)["MLPLAT_SERVING_DRAIN_DELAY_S"] == "0"
+    assert spec["terminationGracePeriodSeconds"] >= 12 + 20
+
+
+def test_hpa_pdb_and_zone_spread(service: Svc, pod_of: PodOf) -> None:
+    stack = service(min_replicas=3, max_replicas=12)
+    hpa = stack.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "digits-stable"}
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert stack.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["maxUnavailable"] == 1
+    keys = {c["topologyKey"] for c in pod_of(stack.one(DEPLOYMENT).inputs)["topologySpreadConstraints"]}
+    assert "topology.kubernetes.io/zone" in keys
+    assert stack.one(DEPLOYMENT).options["ignore_changes"] == ["spec.replicas"]
+
+
+def test_canary_ingress_splits_by_the_configured_weight(service: Svc, pod_of: PodOf) -> None:
+    stack = service(canary=Canary(model_uri="models:/digits@challenger", weight=15))
+    ingress = stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs
+    action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.digits-split"])
+    weights = {t["serviceName"]: t["weight"] for t in action["forwardConfig"]["targetGroups"]}
+    assert weights == {"digits-stable": 85, "digits-canary": 15}
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "digits-split", "port": {"name": "use-annotation"}}
+    services = {s.name for s in stack.by_type("kubernetes:core/v1:Service")}
+    assert services == {"digits-stable", "digits-canary"}
+    canary = stack.one(DEPLOYMENT, "digits-canary")
+    assert env_of(pod_of(canary.inputs)["containers"][0])["MLPLAT_SERVING_MODEL_URI"] == "models:/digits@challenger"
+
+
+def test_without_canary_all_traffic_goes_to_stable(service: Svc, pod_of: PodOf) -> None:
+    ingress = service().one("kubernetes:networking.k8s.io/v1:Ingress").inputs
+    action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.digits-split"])
+    assert action["forwardConfig"]["targetGroups"] == [{"serviceName": "digits-stable", "servicePort": "80",
+                                                         "weight": 100}]
+
+
+def test_gpu_variant_tolerates_the_taint_and_requests_gpus(service: Svc, pod_of: PodOf) -> None:
+    spec = pod_of(service(resources=Resources(cpu="4", memory="16Gi", gpus=1)).one(DEPLOYMENT).inputs)
+    assert spec["nodeSelector"] == {"workload": "gpu"}
+    assert spec["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Equal",
+                                    "value": "true"}]
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert env_of(spec["containers"][0])["MLPLAT_SERVING_DEVICE"] == "cuda"
+
+
+def test_irsa_role_is_annotated_on_the_service_account(service: Svc, pod_of: PodOf) -> None:
+    stack = service(service_account_role_arn="arn:aws:iam::123456789012:role/serving")
+    sa = stack.one("kubernetes:core/v1:ServiceAccount").inputs
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/serving"}
+    assert pod_of(stack.one(DEPLOYMENT).inputs)["serviceAccountName"] == "digits"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"min_replicas": 5, "max_replicas": 2}, r"min_replicas \(5\) must be >= 1 and <= max_replicas \(2\)"),
+     ({"target_cpu_utilization": 0}, "target_cpu_utilization=0")],
+)
+def test_bad_args_are_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelServiceArgs(namespace="n", image="i", model_uri="m", **kwargs)
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        Canary(model_uri="m", weight=120)

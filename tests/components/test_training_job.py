@@ -1,0 +1,95 @@
+"""TrainingJob: spot-safe failure policy, torchrun rendezvous for multi-node, GPU placement, CronJob."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import yaml
+from mlplat.components.pods import Resources
+from mlplat.components.training_job import TrainingJob, TrainingJobArgs
+from mlplat.infra.engine import Render
+from mlplat.training.exit_codes import EXIT_PREEMPTED
+
+Jobs = Callable[..., Render]
+PodOf = Callable[[dict], dict]
+
+
+@pytest.fixture
+def job(on_cluster: Callable[..., Render]) -> Jobs:
+    def _render(**kwargs: object) -> Render:
+        args = {"namespace": "training", "image": "123.dkr.ecr/training:1", "checkpoint_uri": "s3://art/ckpt/digits",
+                "tracking_uri": "http://mlflow.mlflow.svc.cluster.local:5000", "config": {"epochs": 5}, **kwargs}
+        return on_cluster(lambda opts: TrainingJob("digits", TrainingJobArgs(**args), opts=opts))  # type: ignore[arg-type]
+
+    return _render
+
+
+def test_failure_policy_retries_preemption_and_fails_fast_on_errors(job: Jobs) -> None:
+    spec = job().one("kubernetes:batch/v1:Job").inputs["spec"]
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [EXIT_PREEMPTED]
+    assert rules[2]["action"] == "FailJob"
+    assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "NotIn", "values": [0, EXIT_PREEMPTED]}
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["backoffLimit"] == 3 and spec["ttlSecondsAfterFinished"] == 86400
+
+
+def test_single_node_runs_the_trainer_with_its_config(job: Jobs, pod_of: PodOf) -> None:
+    stack = job()
+    (container,) = pod_of(stack.one("kubernetes:batch/v1:Job").inputs)["containers"]
+    assert container["command"] == ["mlplat", "train", "--config", "/etc/mlplat/training.yaml"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc.cluster.local:5000"
+    config = yaml.safe_load(stack.one("kubernetes:core/v1:ConfigMap").inputs["data"]["training.yaml"])
+    assert config == {"epochs": 5, "checkpoint": {"uri": "s3://art/ckpt/digits"}}
+    assert stack.by_type("kubernetes:core/v1:Service") == []
+
+
+def test_multi_node_uses_an_indexed_job_and_a_headless_rendezvous_service(job: Jobs, pod_of: PodOf) -> None:
+    stack = job(nodes=3, processes_per_node=4)
+    spec = stack.one("kubernetes:batch/v1:Job").inputs["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    pod = pod_of(stack.one("kubernetes:batch/v1:Job").inputs)
+    service = stack.one("kubernetes:core/v1:Service").inputs
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert pod["subdomain"] == service["metadata"]["name"] == "digits"
+    assert service["spec"]["selector"] == spec["template"]["metadata"]["labels"]
+    (container,) = pod["containers"]
+    assert container["command"][-2:] == ["--nproc-per-node", "4"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PET_NNODES"]["value"] == "3"
+    assert env["PET_MASTER_ADDR"]["value"] == "digits-0.digits"
+    assert env["PET_MASTER_PORT"]["value"] == str(service["spec"]["ports"][0]["port"])
+    assert "job-completion-index" in env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+
+
+def test_gpu_jobs_land_on_the_tainted_spot_pool(job: Jobs, pod_of: PodOf) -> None:
+    pod = pod_of(job(resources=Resources(cpu="8", memory="32Gi", gpus=4)).one("kubernetes:batch/v1:Job").inputs)
+    assert pod["nodeSelector"] == {"workload": "gpu"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_cpu_jobs_stay_off_the_gpu_pool(job: Jobs, pod_of: PodOf) -> None:
+    pod = pod_of(job(resources=Resources(cpu="2", memory="4Gi")).one("kubernetes:batch/v1:Job").inputs)
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_schedule_makes_a_cron_job_that_never_overlaps(job: Jobs, pod_of: PodOf) -> None:
+    stack = job(schedule="0 3 * * 1")
+    assert stack.by_type("kubernetes:batch/v1:Job") == []
+    cron = stack.one("kubernetes:batch/v1:CronJob").inputs
+    assert cron["spec"]["schedule"] == "0 3 * * 1" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"][2]["action"] == "FailJob"
+    assert pod_of(cron)["containers"][0]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_bad_args() -> None:
+    with pytest.raises(ValueError, match=r"nodes \(0\)"):
+        TrainingJobArgs(namespace="n", image="i", nodes=0)
+    with pytest.raises(ValueError, match="5 fields"):
+        TrainingJobArgs(namespace="n", image="i", schedule="daily")

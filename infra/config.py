@@ -14,6 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from mlplat.components.cluster import REQUIRED_LOG_TYPES, AddonVersions, ClusterArgs
+from mlplat.components.cluster_system import ChartVersions
+from mlplat.components.node_groups import NodePoolArgs, Taint
 from mlplat.components.subnets import plan_subnets
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -22,22 +25,60 @@ Environment = Literal["dev", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
 NAMESPACE = "mlplat"
 
+def _cpu_pool(types: list[str], *, min_size: int, desired_size: int, max_size: int) -> dict[str, Any]:
+    """The on-demand CPU pool: system pods, serving, MLflow."""
+    return {"instanceTypes": types, "capacityType": "ON_DEMAND", "minSize": min_size, "desiredSize": desired_size,
+            "maxSize": max_size, "diskSizeGib": 50, "labels": {"workload": "general"},
+            "amiType": "AL2023_x86_64_STANDARD"}
+
+
+def _gpu_pool(types: list[str], *, max_size: int, release_version: str) -> dict[str, Any]:
+    """The spot GPU pool: empty until a pod asks for ``nvidia.com/gpu``; its AMI (and driver) pinned."""
+    return {"instanceTypes": types, "capacityType": "SPOT", "minSize": 0, "desiredSize": 0, "maxSize": max_size,
+            "diskSizeGib": 100, "labels": {"workload": "gpu"}, "taints": ["nvidia.com/gpu=true:NoSchedule"],
+            "amiType": "AL2023_x86_64_NVIDIA", "releaseVersion": release_version}
+
+
 # What differs between environments, and nothing else. Stack files override any of it.
 ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "dev": {
         "network": {"nat": "single", "interfaceEndpoints": False, "flowLogRetentionDays": 7},
         "artifacts": {"forceDestroy": True, "protect": False, "noncurrentExpireDays": 90},
         "registry": {"keepTaggedImages": 10, "forceDelete": True},
+        "cluster": {
+            "deletionProtection": False,
+            "nodeGroups": {
+                "cpu": _cpu_pool(["t3.large", "t3a.large"], min_size=1, desired_size=2, max_size=3),
+                "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], max_size=2,
+                                 release_version="1.32.0-20250116"),
+            },
+        },
     },
     "staging": {
         "network": {"nat": "single", "interfaceEndpoints": True, "flowLogRetentionDays": 30},
         "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 180},
         "registry": {"keepTaggedImages": 20, "forceDelete": False},
+        "cluster": {
+            "deletionProtection": False,
+            "nodeGroups": {
+                "cpu": _cpu_pool(["m6i.large", "m6a.large", "m5.large"], min_size=2, desired_size=2, max_size=5),
+                "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], max_size=4,
+                                 release_version="1.32.0-20250116"),
+            },
+        },
     },
     "production": {
         "network": {"nat": "per_az", "interfaceEndpoints": True, "flowLogRetentionDays": 90},
         "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 365},
         "registry": {"keepTaggedImages": 50, "forceDelete": False},
+        "cluster": {
+            "deletionProtection": True,
+            "nodeGroups": {
+                "cpu": _cpu_pool(["m6i.xlarge", "m6a.xlarge", "m5.xlarge"], min_size=3, desired_size=3, max_size=10),
+                "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"], max_size=8,
+                                 release_version="1.32.0-20250116"),
+            },
+        },
     },
 }
 
@@ -189,6 +230,123 @@ class RegistryConfig(_Section):
         return self
 
 
+class NodeGroupConfig(_Section):
+    """One entry of ``mlplat:cluster.nodeGroups`` (the key is the pool's name); see NodePoolArgs."""
+
+    instance_types: list[str]
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    min_size: int = 1
+    max_size: int = 3
+    desired_size: int | None = None
+    disk_size_gib: int = 50
+    labels: dict[str, str] = {}
+    taints: list[str] = []
+    ami_type: str = "AL2023_x86_64_STANDARD"
+    version: str | None = None
+    release_version: str | None = None
+    gpus_per_node: int | None = None
+    max_unavailable_percentage: int = 33
+
+    @field_validator("taints")
+    @classmethod
+    def _taints(cls, value: list[str]) -> list[str]:
+        for text in value:
+            Taint.parse(text)  # raises naming the taint and the form it should take
+        return value
+
+    def to_args(self, name: str) -> NodePoolArgs:
+        """The component's args for this pool (validates it; a spot pool of one type warns)."""
+        fields = self.model_dump(exclude={"taints"})
+        return NodePoolArgs(name=name, taints=[Taint.parse(t) for t in self.taints], **fields)
+
+
+class AddonsConfig(_Section):
+    """``mlplat:cluster.addons``: pinned EKS add-on versions."""
+
+    vpc_cni: str = AddonVersions.vpc_cni
+    coredns: str = AddonVersions.coredns
+    kube_proxy: str = AddonVersions.kube_proxy
+    aws_ebs_csi_driver: str = AddonVersions.aws_ebs_csi_driver
+    metrics_server: str = AddonVersions.metrics_server
+
+
+class ChartsConfig(_Section):
+    """``mlplat:cluster.charts``: pinned Helm chart versions."""
+
+    cluster_autoscaler: str = ChartVersions.cluster_autoscaler
+    node_termination_handler: str = ChartVersions.node_termination_handler
+    nvidia_device_plugin: str = ChartVersions.nvidia_device_plugin
+
+
+class ClusterConfig(_Section):
+    """``mlplat:cluster``: EKS, its node groups, add-ons and system charts."""
+
+    version: str = "1.32"
+    endpoint_public_access: bool = False
+    public_access_cidrs: list[str] = []
+    admin_role_arns: list[str] = []
+    log_types: list[str] = list(REQUIRED_LOG_TYPES)
+    deletion_protection: bool = True
+    node_groups: dict[str, NodeGroupConfig] = Field(
+        default_factory=lambda: {name: NodeGroupConfig.model_validate(pool) for name, pool
+                                 in ENVIRONMENT_DEFAULTS["production"]["cluster"]["nodeGroups"].items()}
+    )
+    addons: AddonsConfig = AddonsConfig()
+    charts: ChartsConfig = ChartsConfig()
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 203.0.113.0/24 ({exc})") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterConfig:
+        problems: list[str] = []
+        pools = []
+        for name, group in self.node_groups.items():
+            try:
+                pools.append(group.to_args(name))
+            except ValueError as exc:
+                problems.append(f"nodeGroups.{name}: {_camel_fields(str(exc).split(': ', 1)[-1])}")
+        if not problems:
+            try:  # the cross-pool checks (versions, an untainted pool, endpoint CIDRs) live in ClusterArgs
+                self._args(pools, "vpc-config-check", [], "us-east-1")
+            except ValueError as exc:
+                problems.append(_camel_fields(str(exc).removeprefix("ClusterArgs: ")))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def node_pools(self) -> list[NodePoolArgs]:
+        """The node pools, in config order."""
+        return [group.to_args(name) for name, group in self.node_groups.items()]
+
+    def to_args(self, vpc_id: Any, private_subnet_ids: Any, region: str, cluster_name: str) -> ClusterArgs:
+        """The component's args, given the network it runs in."""
+        return self._args(self.node_pools(), vpc_id, private_subnet_ids, region, cluster_name)
+
+    def _args(self, pools: list[NodePoolArgs], vpc_id: Any, subnets: Any, region: str,
+              cluster_name: str | None = None) -> ClusterArgs:
+        return ClusterArgs(
+            vpc_id=vpc_id, private_subnet_ids=subnets, region=region, cluster_name=cluster_name, version=self.version,
+            endpoint_public_access=self.endpoint_public_access, public_access_cidrs=self.public_access_cidrs,
+            admin_role_arns=self.admin_role_arns, log_types=self.log_types,
+            deletion_protection=self.deletion_protection, node_pools=pools,
+            addon_versions=AddonVersions(**self.addons.model_dump()), charts=ChartVersions(**self.charts.model_dump()),
+        )
+
+
+def _camel_fields(message: str) -> str:
+    # Component messages name Python fields (min_size); stack files spell them in camelCase (minSize).
+    message = message.replace("node_pools", "nodeGroups")
+    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: to_camel(m.group(0)), message)
+
+
 class StackConfig(_Section):
     """The whole stack config, after environment defaults are applied."""
 
@@ -199,6 +357,18 @@ class StackConfig(_Section):
     network: NetworkConfig = NetworkConfig()
     artifacts: ArtifactsConfig = ArtifactsConfig()
     registry: RegistryConfig = RegistryConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _production_api_not_public(self) -> StackConfig:
+        # Environment policy belongs in config, not in the component: production's API is never world-open.
+        if self.environment == "production" and self.cluster.endpoint_public_access:
+            open_to_all = [c for c in self.cluster.public_access_cidrs if ipaddress.ip_network(c).prefixlen == 0]
+            if open_to_all:
+                raise ValueError(f"{NAMESPACE}:cluster.publicAccessCidrs: {open_to_all} opens production's Kubernetes "
+                                 "API to the whole internet; list your VPN/office CIDRs or set "
+                                 "endpointPublicAccess: false")
+        return self
 
     @field_validator("region")
     @classmethod
@@ -283,6 +453,8 @@ def load(values: Mapping[str, Any]) -> StackConfig:
 def _describe(err: Any) -> str:
     loc = tuple(err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if not loc:  # a whole-stack rule: its message names the keys itself
+        return msg
     if err["type"] == "extra_forbidden":
         return f"{_key_path(loc)}: unknown key{_allowed_keys(loc[:-1])}"
     if err["type"] == "missing":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
+from mlplat.components.cluster import Cluster
 from mlplat.components.network import Network, NetworkArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs, ImageBuild
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
@@ -43,6 +44,11 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[object]]:
             cluster_name=prefix,
             region=cfg.region,
         ),
+        opts=opts,
+    )
+    cluster = Cluster(
+        prefix,
+        cfg.cluster.to_args(network.vpc_id, network.private_subnet_ids, cfg.region, cluster_name=prefix),
         opts=opts,
     )
     art = cfg.artifacts
@@ -84,6 +90,11 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[object]]:
         "databaseSubnetIds": network.database_subnet_ids,
         "artifactBucket": artifacts.bucket_name,
         "repositoryUrls": pulumi.Output.from_input(registry.repository_urls),
+        "clusterName": cluster.cluster_name,
+        "clusterEndpoint": cluster.endpoint,
+        "kubeconfig": cluster.kubeconfig,
+        "oidcProviderArn": cluster.oidc_provider_arn,
+        "nodeSecurityGroupId": cluster.node_security_group_id,
     }
 
 

@@ -1,0 +1,400 @@
+"""The platform's Kubernetes: EKS via pulumi-eks, managed add-ons, node pools that scale from zero, IRSA.
+
+The control plane is a ``pulumi_eks.Cluster`` (private subnets, API access entries, envelope-encrypted
+secrets, control-plane logs, an OIDC provider, no default node group). Everything around it is created
+here so it can be seen and tested: EKS managed add-ons with pinned versions (vpc-cni and ebs-csi with
+their IRSA roles), managed node groups with their own launch templates, cluster-autoscaler wired for
+scale from zero, aws-node-termination-handler in queue mode, and the NVIDIA device plugin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+from mlplat.components import cluster_system as system
+from mlplat.components.iam import service_trust_policy
+from mlplat.components.irsa import create_service_account_role
+from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
+
+LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# Only what a node itself needs: join the cluster and pull images. The CNI's policy goes to vpc-cni's IRSA
+# role, not to every node (and so not to every pod that could reach the node's credentials).
+NODE_POLICIES: tuple[str, ...] = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+)
+CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
+EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+_VERSION = re.compile(r"1\.(\d+)")
+
+
+@dataclass(frozen=True)
+class AddonVersions:
+    """Pinned versions of the EKS managed add-ons (``aws eks describe-addon-versions`` lists them).
+
+    Attributes:
+        vpc_cni: ``vpc-cni`` (pod networking), runs with its own IRSA role.
+        coredns: ``coredns`` (cluster DNS).
+        kube_proxy: ``kube-proxy``; its minor must match the cluster's.
+        aws_ebs_csi_driver: ``aws-ebs-csi-driver`` (persistent volumes), runs with its own IRSA role.
+        metrics_server: ``metrics-server`` (resource metrics for the HorizontalPodAutoscaler).
+    """
+
+    vpc_cni: str = "v1.19.2-eksbuild.1"
+    coredns: str = "v1.11.4-eksbuild.2"
+    kube_proxy: str = "v1.32.0-eksbuild.2"
+    aws_ebs_csi_driver: str = "v1.38.1-eksbuild.1"
+    metrics_server: str = "v0.7.2-eksbuild.1"
+
+
+def default_node_pools() -> list[NodePoolArgs]:
+    """A small on-demand CPU pool for system and serving pods, and a spot GPU pool that rests at zero."""
+    return [
+        NodePoolArgs(name="cpu", instance_types=["m6i.xlarge", "m6a.xlarge", "m5.xlarge"], min_size=2, max_size=6,
+                     labels={"workload": "general"}),
+        NodePoolArgs(name="gpu", instance_types=["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], capacity_type="SPOT",
+                     min_size=0, max_size=4, disk_size_gib=100, labels={"workload": "gpu"},
+                     taints=[Taint("nvidia.com/gpu", "true", "NoSchedule")], ami_type="AL2023_x86_64_NVIDIA"),
+    ]
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    """Arguments of :class:`Cluster`.
+
+    Attributes:
+        vpc_id: The VPC (e.g. ``network.vpc_id``).
+        private_subnet_ids: Subnets for the control-plane ENIs and the nodes (private, one per AZ).
+        cluster_name: The EKS cluster's name; default the component's name. Must match the subnets'
+            ``kubernetes.io/cluster/<name>`` tags.
+        version: Kubernetes minor version of the control plane (``1.32``).
+        endpoint_public_access: Expose the API endpoint publicly (it is always reachable privately).
+        public_access_cidrs: Source CIDRs allowed to the public endpoint; required when it is public,
+            since EKS would otherwise admit 0.0.0.0/0.
+        admin_role_arns: IAM roles granted cluster-admin through EKS access entries.
+        log_types: Control-plane log types sent to CloudWatch; api, audit and authenticator are required.
+        deletion_protection: Refuse to delete the EKS cluster.
+        node_pools: The managed node groups; at least one must be untainted for system pods.
+        addon_versions: Pinned EKS add-on versions.
+        charts: Pinned Helm chart versions of the autoscaler, termination handler and device plugin.
+        region: AWS region of the cluster (for the autoscaler and termination handler).
+    """
+
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
+    region: str
+    cluster_name: str | None = None
+    version: str = "1.32"
+    endpoint_public_access: bool = False
+    public_access_cidrs: Sequence[str] = ()
+    admin_role_arns: Sequence[str] = ()
+    log_types: Sequence[str] = REQUIRED_LOG_TYPES
+    deletion_protection: bool = True
+    node_pools: Sequence[NodePoolArgs] = field(default_factory=default_node_pools)
+    addon_versions: AddonVersions = field(default_factory=AddonVersions)
+    charts: system.ChartVersions = field(default_factory=system.ChartVersions)
+
+    def __post_init__(self) -> None:
+        problems = check_cluster(self)
+        if problems:
+            raise ValueError("ClusterArgs: " + "; ".join(problems))
+
+
+def _minor(version: str) -> int | None:
+    match = _VERSION.fullmatch(version)
+    return int(match.group(1)) if match else None
+
+
+def check_cluster(args: ClusterArgs) -> list[str]:
+    """Cross-field checks of :class:`ClusterArgs`, one sentence per problem."""
+    problems: list[str] = []
+    control = _minor(args.version)
+    if control is None:
+        problems.append(f"version {args.version!r} is not a Kubernetes minor version such as '1.32'")
+    if args.endpoint_public_access and not args.public_access_cidrs:
+        problems.append("endpoint_public_access is on but public_access_cidrs is empty, which EKS reads as "
+                        "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private")
+    if not args.endpoint_public_access and args.public_access_cidrs:
+        problems.append(f"public_access_cidrs {list(args.public_access_cidrs)} is set but endpoint_public_access "
+                        "is off; turn it on or drop the CIDRs")
+    for cidr in args.public_access_cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            problems.append(f"public_access_cidrs: {cidr!r} is not a CIDR ({exc})")
+    unknown = sorted(set(args.log_types) - set(LOG_TYPES))
+    if unknown:
+        problems.append(f"log_types {unknown} are not control-plane log types; allowed: {', '.join(LOG_TYPES)}")
+    missing = [t for t in REQUIRED_LOG_TYPES if t not in args.log_types]
+    if missing:
+        problems.append(f"log_types must include {', '.join(REQUIRED_LOG_TYPES)}; missing {', '.join(missing)}")
+    for arn in args.admin_role_arns:
+        if not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn):
+            problems.append(f"admin_role_arns: {arn!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+    names = [p.name for p in args.node_pools]
+    if not names:
+        problems.append("node_pools is empty; the cluster needs at least one pool for system pods")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"node_pools repeat the names {duplicates}")
+    if names and all(p.taints for p in args.node_pools):
+        problems.append("every node pool is tainted, so coredns and the autoscaler cannot schedule; "
+                        "leave at least one pool without taints")
+    for pool in args.node_pools:
+        version = pool.version or args.version
+        node = _minor(version)
+        if node is None:
+            problems.append(f"node pool {pool.name!r}: version {version!r} is not a Kubernetes minor version")
+        elif control is not None and node > control:
+            problems.append(f"node pool {pool.name!r}: version {version} is newer than the control plane's "
+                            f"{args.version}; upgrade the control plane first")
+        elif control is not None and control - node > 3:
+            problems.append(f"node pool {pool.name!r}: version {version} is more than 3 minors behind the "
+                            f"control plane's {args.version}, beyond the kubelet skew Kubernetes supports")
+        if pool.release_version is not None and not pool.release_version.startswith(version + "."):
+            problems.append(f"node pool {pool.name!r}: release_version {pool.release_version!r} is not a release "
+                            f"of Kubernetes {version}")
+    return problems
+
+
+class Cluster(pulumi.ComponentResource):
+    """An EKS cluster for training and serving.
+
+    Outputs: ``cluster_name``, ``endpoint``, ``kubeconfig`` (secret), ``provider`` (a Kubernetes provider
+    for this cluster, its kubeconfig secret), ``oidc_provider_arn``, ``oidc_issuer`` (no ``https://``),
+    ``node_security_group_id``, ``cluster_security_group_id``, ``node_role_arn``, ``node_groups`` (pool
+    name -> ``aws.eks.NodeGroup``), ``secrets_key_arn``. Use :meth:`service_account_role` to give a
+    workload AWS permissions.
+    """
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplat:cluster:Cluster", name, None, opts)
+        self._prefix = name
+        child = pulumi.ResourceOptions(parent=self)
+        cluster_name = args.cluster_name or name
+
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"Envelope encryption of Kubernetes secrets in {cluster_name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags={"Name": f"{cluster_name}-secrets"},
+            opts=child,
+        )
+        node_role = aws.iam.Role(
+            f"{name}-node",
+            assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
+            description=f"Node role of {cluster_name}: join the cluster, pull images",
+            tags={"Name": f"{cluster_name}-node"},
+            opts=child,
+        )
+        node_policies = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{arn.rsplit('/', 1)[-1]}", role=node_role.name, policy_arn=arn, opts=child
+            )
+            for arn in NODE_POLICIES
+        ]
+
+        control_plane = eks.Cluster(
+            f"{name}-eks",
+            eks.ClusterArgs(
+                name=cluster_name,
+                version=args.version,
+                vpc_id=args.vpc_id,
+                private_subnet_ids=args.private_subnet_ids,
+                endpoint_private_access=True,
+                endpoint_public_access=args.endpoint_public_access,
+                public_access_cidrs=list(args.public_access_cidrs) if args.endpoint_public_access else None,
+                enabled_cluster_log_types=list(args.log_types),
+                encryption_config_key_arn=secrets_key.arn,
+                authentication_mode=eks.AuthenticationMode.API,
+                access_entries={
+                    f"admin-{i}": eks.AccessEntryArgs(
+                        principal_arn=arn,
+                        access_policies={
+                            "cluster-admin": eks.AccessPolicyAssociationArgs(
+                                policy_arn=CLUSTER_ADMIN_POLICY,
+                                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                            )
+                        },
+                    )
+                    for i, arn in enumerate(args.admin_role_arns)
+                },
+                create_oidc_provider=True,
+                skip_default_node_group=True,
+                # The add-ons below are EKS managed add-ons, pinned and visible, not pulumi-eks's defaults.
+                bootstrap_self_managed_addons=False,
+                use_default_vpc_cni=True,
+                coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
+                kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
+                storage_classes={
+                    "gp3": eks.StorageClassArgs(type="gp3", default=True, encrypted=True, allow_volume_expansion=True,
+                                                volume_binding_mode="WaitForFirstConsumer")
+                },
+                deletion_protection=args.deletion_protection,
+                tags={"Name": cluster_name},
+            ),
+            opts=child,
+        )
+        self.control_plane = control_plane
+        # The name is known up front; reading it through the component's outputs orders every dependant
+        # (add-ons, node groups, IRSA roles) after the control plane exists.
+        self.cluster_name: pulumi.Output[str] = pulumi.Output.all(
+            control_plane.oidc_provider_arn, control_plane.node_security_group_id
+        ).apply(lambda _: cluster_name)
+        self.oidc_provider_arn: pulumi.Output[str] = control_plane.oidc_provider_arn
+        self.oidc_issuer: pulumi.Output[str] = control_plane.oidc_issuer
+        self.node_security_group_id: pulumi.Output[str] = control_plane.node_security_group_id
+        self.cluster_security_group_id: pulumi.Output[str] = control_plane.cluster_security_group_id
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(control_plane.kubeconfig_json)
+        self.endpoint: pulumi.Output[str] = control_plane.kubeconfig.apply(_server_of)
+        self.node_role_arn: pulumi.Output[str] = node_role.arn
+        self.secrets_key_arn: pulumi.Output[str] = secrets_key.arn
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["kubeconfig"]),
+        )
+
+        # Add-ons that must run before a node can become Ready (no CNI, no node network).
+        cni_role = self.service_account_role("kube-system", "aws-node", managed_policy_arns=[CNI_POLICY])
+        versions = args.addon_versions
+        networking = [
+            self._addon("vpc-cni", versions.vpc_cni, role_arn=cni_role.arn),
+            self._addon("kube-proxy", versions.kube_proxy),
+        ]
+
+        deps = NodePoolDeps(
+            cluster_name=self.cluster_name,
+            cluster_version=args.version,
+            node_role_arn=node_role.arn,
+            subnet_ids=args.private_subnet_ids,
+            security_group_ids=[control_plane.node_security_group_id],
+        )
+        pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[*networking, *node_policies])
+        self.pools: dict[str, NodePool] = {
+            pool.name: create_node_pool(name, cluster_name, pool, deps, pool_opts) for pool in args.node_pools
+        }
+        self.node_groups: dict[str, aws.eks.NodeGroup] = {k: p.node_group for k, p in self.pools.items()}
+        all_groups = list(self.node_groups.values())
+
+        # Add-ons whose pods need nodes (the managed add-on goes DEGRADED, and Pulumi waits, without them).
+        ebs_role = self.service_account_role("kube-system", "ebs-csi-controller-sa",
+                                             managed_policy_arns=[EBS_CSI_POLICY])
+        after_nodes = [
+            self._addon("coredns", versions.coredns, depends_on=all_groups),
+            self._addon("aws-ebs-csi-driver", versions.aws_ebs_csi_driver, role_arn=ebs_role.arn,
+                        depends_on=all_groups),
+            self._addon("metrics-server", versions.metrics_server, depends_on=all_groups),
+        ]
+        self.addons: dict[str, aws.eks.Addon] = {
+            a_name: addon for a_name, addon in zip(
+                ["vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver", "metrics-server"],
+                [*networking, *after_nodes], strict=True)
+        }
+
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[*all_groups, *after_nodes])
+        self.autoscaler_role = self.service_account_role(
+            system.SYSTEM_NAMESPACE, system.AUTOSCALER_SA, policy=system.autoscaler_policy(cluster_name)
+        )
+        self.autoscaler = system.release(
+            f"{name}-cluster-autoscaler",
+            args.charts.autoscaler(),
+            system.autoscaler_values(cluster_name, args.region, self.autoscaler_role.arn),
+            k8s_opts,
+        )
+        self.interruptions = system.interruption_queue(name, child)
+        self.termination_handler_role = self.service_account_role(
+            system.SYSTEM_NAMESPACE, system.NTH_SA,
+            policy=system.termination_handler_policy(self.interruptions.queue.arn),
+        )
+        self.termination_handler = system.release(
+            f"{name}-node-termination-handler",
+            args.charts.termination_handler(),
+            system.termination_handler_values(self.interruptions.queue.url, args.region,
+                                              self.termination_handler_role.arn),
+            k8s_opts,
+        )
+        gpu_pools = [p for p in args.node_pools if p.is_gpu]
+        self.device_plugin: k8s.helm.v3.Release | None = None
+        if gpu_pools:
+            self.device_plugin = system.release(
+                f"{name}-nvidia-device-plugin",
+                args.charts.device_plugin(),
+                system.device_plugin_values(gpu_pools),
+                k8s_opts,
+            )
+
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "endpoint": self.endpoint,
+                "kubeconfig": self.kubeconfig,
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "oidc_issuer": self.oidc_issuer,
+                "node_security_group_id": self.node_security_group_id,
+                "node_role_arn": self.node_role_arn,
+            }
+        )
+
+    def _addon(
+        self,
+        addon: str,
+        version: str,
+        *,
+        role_arn: pulumi.Input[str] | None = None,
+        depends_on: Sequence[pulumi.Resource] = (),
+    ) -> aws.eks.Addon:
+        return aws.eks.Addon(
+            f"{self._prefix}-{addon}",
+            cluster_name=self.cluster_name,
+            addon_name=addon,
+            addon_version=version,
+            service_account_role_arn=role_arn,
+            # Take over what EKS or an earlier install left; afterwards keep manual tuning on upgrade.
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="PRESERVE",
+            tags={"Name": f"{self._prefix}-{addon}"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+        )
+
+    def service_account_role(
+        self,
+        namespace: str,
+        name: str,
+        policy: pulumi.Input[str] | None = None,
+        *,
+        managed_policy_arns: Sequence[str] = (),
+    ) -> aws.iam.Role:
+        """An IAM role that exactly the service account ``namespace/name`` of this cluster can assume (IRSA).
+
+        ``policy`` is an inline policy document (JSON); ``managed_policy_arns`` are attached as well.
+        Annotate the service account with ``eks.amazonaws.com/role-arn: <role.arn>``.
+        """
+        return create_service_account_role(
+            f"{self._prefix}-irsa-{namespace}-{name}",
+            oidc_provider_arn=self.oidc_provider_arn,
+            oidc_issuer=self.oidc_issuer,
+            namespace=namespace,
+            service_account=name,
+            policy=policy,
+            managed_policy_arns=managed_policy_arns,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+def _server_of(kubeconfig: Any) -> str:
+    config: Mapping[str, Any] = json.loads(kubeconfig) if isinstance(kubeconfig, str) else kubeconfig
+    return str(config["clusters"][0]["cluster"]["server"])

@@ -78,7 +78,7 @@ class TrackingArgs:
         artifacts_uri: Where MLflow stores artifacts, e.g. ``s3://<bucket>/mlflow``.
         database: The RDS instance's settings.
         namespace: Namespace for the MLflow server (created by this component).
-        image: An MLflow image with psycopg2 and boto3.
+        image: An MLflow image with psycopg2 and boto3 (the backend URI names the psycopg2 driver).
         replicas: MLflow server replicas.
         workers: Server worker processes per replica.
         resources: Requests and limits per replica.
@@ -203,7 +203,8 @@ class Tracking(pulumi.ComponentResource):
         self.db_security_group_id: pulumi.Output[str] = sg.id
         self.backend_store_uri: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.concat(
-                "postgresql://", DB_USER, ":", password.result, "@", self.database.address, ":5432/", DB_NAME,
+                # Name the driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
+                "postgresql+psycopg2://", DB_USER, ":", password.result, "@", self.database.address, ":5432/", DB_NAME,
                 "?sslmode=require",
             )
         )

@@ -9,11 +9,15 @@ from __future__ import annotations
 import enum
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from mlplat.infra.cost import Estimate
 
 app = typer.Typer(
     name="mlplat",
@@ -141,6 +145,109 @@ def check(
         typer.echo(to_text(findings, stack, env), nl=False)
     if has_mandatory(findings):
         raise typer.Exit(code=1)
+
+
+class DiffFormat(enum.StrEnum):
+    markdown = "markdown"
+    json = "json"
+
+
+def _stack_estimate(document: dict[str, object]) -> Estimate | None:
+    """The cost estimate of a render, or None when its region or environment is not priced."""
+    from mlplat.infra.checks import environment_of
+    from mlplat.infra.cost import PriceTableError, estimate
+
+    try:
+        return estimate(document, environment_of(document))
+    except PriceTableError:
+        return None
+
+
+@app.command()
+def cost(
+    stack: str = typer.Argument(..., help="Stack name: reads Pulumi.<stack>.yaml"),
+    output_format: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, json or markdown"),
+    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    render_file: Path | None = typer.Option(None, "--render", help="Price this saved JSON render instead"),
+) -> None:
+    """Estimate a stack's monthly AWS bill (idle and peak) from the dated price table."""
+    from mlplat.infra.checks import environment_of
+    from mlplat.infra.cost import PriceTableError, dumps, estimate, to_markdown, to_text
+
+    document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
+    try:
+        result = estimate(document, environment_of(document))
+    except PriceTableError as exc:
+        raise fail(f"stack {stack!r}: {exc}") from None
+    if output_format is ReportFormat.json:
+        typer.echo(dumps(result))
+    elif output_format is ReportFormat.markdown:
+        typer.echo(to_markdown(result), nl=False)
+    else:
+        typer.echo(to_text(result), nl=False)
+
+
+@app.command()
+def diff(
+    base: str = typer.Argument(..., help="A git ref (e.g. origin/main), or a JSON render file"),
+    head: str | None = typer.Argument(None, help="A JSON render file or git ref; default: the working tree"),
+    stacks: list[str] = typer.Option([], "--stack", "-s", help="Stack(s) to compare (default: every stack)"),
+    output_format: DiffFormat = typer.Option(DiffFormat.markdown, "--format", "-f", help="markdown or json"),
+    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    with_check: bool = typer.Option(False, "--check", help="Append the policy check of the head render"),
+) -> None:
+    """Compare two renders (git refs or JSON files): added, removed, changed and replaced resources, cost delta."""
+    import json
+
+    from mlplat.infra import diff as diffing
+    from mlplat.infra.checks import check_render, environment_of
+    from mlplat.infra.checks import to_markdown as check_markdown
+    from mlplat.infra.cost import delta_markdown
+    from mlplat.infra.stacks import available_stacks
+
+    project = project_dir.resolve()
+
+    def side(spec: str | None, stack: str) -> dict[str, object]:
+        if spec is None:
+            return _render_document(stack, project)
+        if Path(spec).is_file():
+            return _load_render_file(Path(spec))
+        try:
+            repo = diffing.repo_root(project)
+            return diffing.render_ref(repo, spec, stack, str(project.relative_to(repo)))
+        except diffing.RefRenderError as exc:
+            raise fail(f"{spec!r} is neither a render file nor a usable git ref: {exc}") from None
+
+    files = [s for s in (base, head) if s is not None and Path(s).is_file()]
+    if files and not stacks:
+        stacks = [str(_load_render_file(Path(files[0])).get("stack", "?"))]
+    if not stacks:
+        stacks = available_stacks(project)
+    if not stacks:
+        raise fail(f"no stacks to compare: no Pulumi.<stack>.yaml in {project}; pass --stack")
+    sections: list[str] = []
+    report: list[dict[str, object]] = []
+    for stack in stacks:
+        old, new = side(base, stack), side(head, stack)
+        change = diffing.diff_renders(old, new)
+        before, after = _stack_estimate(old), _stack_estimate(new)
+        entry: dict[str, object] = change.to_json()
+        markdown = diffing.to_markdown(change)
+        if before is not None and after is not None:
+            entry["cost"] = {"base": before.to_json(), "head": after.to_json(),
+                             "idle_delta": round(after.idle - before.idle, 2),
+                             "peak_delta": round(after.peak - before.peak, 2)}
+            markdown += "\n" + delta_markdown(before, after)
+        if with_check:
+            findings = check_render(new)
+            entry["findings"] = [f.to_json() for f in findings]
+            markdown += "\n" + check_markdown(findings, stack, environment_of(new))
+        report.append(entry)
+        sections.append(markdown)
+    if output_format is DiffFormat.json:
+        typer.echo(json.dumps({"base": base, "head": head or "working tree", "stacks": report}, indent=2))
+    else:
+        typer.echo("\n".join(sections), nl=False)
 
 
 def main() -> None:

@@ -1,0 +1,365 @@
+"""A monthly cost estimate of a rendered stack, from a dated, cited price table (``prices.json``).
+
+Each priced resource becomes a :class:`CostLine` with two figures: *idle*, with every node group at its
+minimum size, and *peak*, at its maximum. Usage the render cannot know (NAT data, S3 bytes, log volume) comes
+from the table's per-environment assumptions, which the output names. Resources whose price is not in the
+table are listed as unpriced rather than silently counted as free.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRICE_FILE = "prices.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegionPrices(_Strict):
+    """List prices of one region (USD)."""
+
+    eks_cluster_hour: float
+    nat_gateway_hour: float
+    nat_gateway_gb: float
+    public_ipv4_hour: float
+    interface_endpoint_az_hour: float
+    interface_endpoint_gb: float
+    alb_hour: float
+    alb_lcu_hour: float
+    s3_standard_gb_month: float
+    cloudwatch_logs_ingest_gb: float
+    cloudwatch_logs_storage_gb_month: float
+    kms_key_month: float
+    ecr_storage_gb_month: float
+    ebs_gb_month: dict[str, float]
+    rds_storage_gb_month: dict[str, float]
+    ec2_hour: dict[str, float]
+    rds_hour: dict[str, float]
+
+
+class SpotAssumption(_Strict):
+    """The share of the on-demand price paid on spot, per instance family."""
+
+    comment: str
+    default_fraction: float = Field(gt=0, le=1)
+    fraction_by_family: dict[str, float]
+
+    def fraction(self, instance_type: str) -> float:
+        """The spot fraction for ``instance_type`` (by its family, e.g. ``g5``)."""
+        return self.fraction_by_family.get(instance_type.split(".", 1)[0], self.default_fraction)
+
+
+class Usage(_Strict):
+    """Monthly usage the render cannot know, for one environment."""
+
+    nat_data_gb: float = Field(ge=0)
+    interface_endpoint_data_gb: float = Field(ge=0)
+    s3_stored_gb: float = Field(ge=0)
+    log_ingest_gb_per_group: float = Field(ge=0)
+    control_plane_log_gb: float = Field(ge=0)
+    ecr_stored_gb_per_repository: float = Field(ge=0)
+    load_balancer_lcu: float = Field(ge=0)
+    default_root_volume_gb: float = Field(ge=0)
+
+
+class UsageAssumptions(_Strict):
+    """Usage assumptions by environment."""
+
+    comment: str
+    environments: dict[str, Usage]
+
+
+class PriceTable(_Strict):
+    """The whole price file: when, from where, and the prices per region."""
+
+    as_of: str
+    currency: str
+    hours_per_month: float
+    note: str
+    sources: dict[str, str]
+    regions: dict[str, RegionPrices]
+    spot: SpotAssumption
+    usage: UsageAssumptions
+
+
+class PriceTableError(ValueError):
+    """The price file is missing, malformed, or has no entry the stack needs."""
+
+
+def load_prices(text: str | None = None) -> PriceTable:
+    """The packaged price table (or one given as JSON text), validated."""
+    if text is None:
+        text = resources.files("mlplat.infra").joinpath(PRICE_FILE).read_text()
+    try:
+        return PriceTable.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise PriceTableError(f"invalid price table: {problems}") from None
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """One resource's monthly cost at idle (min nodes) and peak (max nodes)."""
+
+    name: str
+    type: str
+    what: str
+    idle: float
+    peak: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for JSON output."""
+        return {"name": self.name, "type": self.type, "what": self.what, "idle": round(self.idle, 2),
+                "peak": round(self.peak, 2)}
+
+
+@dataclass
+class Estimate:
+    """A stack's monthly estimate: a line per priced resource, totals, and what could not be priced."""
+
+    stack: str
+    environment: str
+    region: str
+    as_of: str
+    lines: list[CostLine] = field(default_factory=list)
+    unpriced: list[str] = field(default_factory=list)
+    assumptions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def idle(self) -> float:
+        """Monthly total with every node group at its minimum."""
+        return sum(line.idle for line in self.lines)
+
+    @property
+    def peak(self) -> float:
+        """Monthly total with every node group at its maximum."""
+        return sum(line.peak for line in self.lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for JSON output."""
+        return {"stack": self.stack, "environment": self.environment, "region": self.region,
+                "prices_as_of": self.as_of, "idle_monthly": round(self.idle, 2), "peak_monthly": round(self.peak, 2),
+                "lines": [line.to_json() for line in self.lines], "unpriced": self.unpriced,
+                "assumptions": self.assumptions}
+
+
+def _region_of(document: Mapping[str, Any]) -> str | None:
+    for record in document.get("resources") or []:
+        if record["type"] == "pulumi:providers:aws":
+            region = (record.get("inputs") or {}).get("region")
+            if region:
+                return str(region)
+    return None
+
+
+class _Pricer:
+    """Prices one render's resources with one region's table."""
+
+    def __init__(self, table: PriceTable, prices: RegionPrices, usage: Usage,
+                 records: Sequence[Mapping[str, Any]]) -> None:
+        self.table, self.prices, self.usage = table, prices, usage
+        self.hours = table.hours_per_month
+        self.by_urn = {r["urn"]: r for r in records}
+        self.records = records
+        self.unpriced: list[str] = []
+        nats = [r for r in records if r["type"] == "aws:ec2/natGateway:NatGateway"]
+        self.nat_share = usage.nat_data_gb / len(nats) if nats else 0.0
+        endpoints = [r for r in records if _interface_endpoint(r)]
+        self.endpoint_share = usage.interface_endpoint_data_gb / len(endpoints) if endpoints else 0.0
+
+    def _deps(self, record: Mapping[str, Any], type_: str) -> list[Mapping[str, Any]]:
+        urns = (record.get("options") or {}).get("depends_on") or []
+        return [self.by_urn[u] for u in urns if u in self.by_urn and self.by_urn[u]["type"] == type_]
+
+    def line(self, record: Mapping[str, Any]) -> CostLine | None:
+        """The cost line of a record, or None when it costs nothing by itself."""
+        type_, inputs, name = record["type"], record.get("inputs") or {}, record["name"]
+        p, u, h = self.prices, self.usage, self.hours
+
+        def fixed(what: str, monthly: float) -> CostLine:
+            return CostLine(name, type_, what, monthly, monthly)
+
+        if type_ in ("eks:index:Cluster", "aws:eks/cluster:Cluster"):
+            logs = u.control_plane_log_gb if inputs.get("enabledClusterLogTypes") else 0.0
+            return fixed(f"EKS control plane + {logs:g} GB control-plane logs",
+                         p.eks_cluster_hour * h + logs * p.cloudwatch_logs_ingest_gb)
+        if type_ in ("aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup"):
+            return self._node_group(record)
+        if type_ == "aws:ec2/instance:Instance":
+            hourly = self._ec2(str(inputs.get("instanceType")), name)
+            return None if hourly is None else fixed(f"1 x {inputs.get('instanceType')}", hourly * h)
+        if type_ == "aws:ec2/natGateway:NatGateway":
+            return fixed(f"NAT gateway + {self.nat_share:,.0f} GB processed",
+                         p.nat_gateway_hour * h + self.nat_share * p.nat_gateway_gb)
+        if type_ == "aws:ec2/eip:Eip":
+            return fixed("public IPv4 address", p.public_ipv4_hour * h)
+        if _interface_endpoint(record):
+            azs = max(1, len(inputs.get("subnetIds") or []))
+            return fixed(f"interface endpoint in {azs} AZ(s) + {self.endpoint_share:,.0f} GB",
+                         p.interface_endpoint_az_hour * h * azs + self.endpoint_share * p.interface_endpoint_gb)
+        if type_ == "aws:rds/instance:Instance":
+            return self._rds(record)
+        if type_ in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
+            return fixed(f"{u.s3_stored_gb:g} GB S3 Standard (assumed)", u.s3_stored_gb * p.s3_standard_gb_month)
+        if type_ == "aws:cloudwatch/logGroup:LogGroup":
+            gb = u.log_ingest_gb_per_group
+            return fixed(f"{gb:g} GB/month ingested (assumed)",
+                         gb * (p.cloudwatch_logs_ingest_gb + p.cloudwatch_logs_storage_gb_month))
+        if type_ == "aws:kms/key:Key":
+            return fixed("customer-managed KMS key", p.kms_key_month)
+        if type_ == "aws:ecr/repository:Repository":
+            gb = u.ecr_stored_gb_per_repository
+            return fixed(f"{gb:g} GB images (assumed)", gb * p.ecr_storage_gb_month)
+        if type_ in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
+            return fixed(f"load balancer + {u.load_balancer_lcu:g} LCU",
+                         (p.alb_hour + u.load_balancer_lcu * p.alb_lcu_hour) * h)
+        if type_ == "aws:ebs/volume:Volume":
+            gb = float(inputs.get("size") or 0)
+            return fixed(f"{gb:g} GB {inputs.get('type', 'gp3')}", gb * self._ebs(str(inputs.get("type", "gp3"))))
+        return None
+
+    def _ec2(self, instance_type: str, name: str) -> float | None:
+        hourly = self.prices.ec2_hour.get(instance_type)
+        if hourly is None:
+            self.unpriced.append(f"{name}: no EC2 price for {instance_type!r} in the table")
+        return hourly
+
+    def _ebs(self, volume_type: str) -> float:
+        return self.prices.ebs_gb_month.get(volume_type, self.prices.ebs_gb_month["gp3"])
+
+    def _node_group(self, record: Mapping[str, Any]) -> CostLine | None:
+        inputs, name = record.get("inputs") or {}, record["name"]
+        types = [str(t) for t in inputs.get("instanceTypes") or []]
+        if not types:
+            self.unpriced.append(f"{name}: node group without instanceTypes (set in its launch template?)")
+            return None
+        # The first listed type is the one the group prefers; price the group as all nodes of it.
+        hourly = self._ec2(types[0], name)
+        if hourly is None:
+            return None
+        spot = str(inputs.get("capacityType", "ON_DEMAND")).upper() == "SPOT"
+        if spot:
+            hourly *= self.table.spot.fraction(types[0])
+        scaling = inputs.get("scalingConfig") or {}
+        low, high = int(scaling.get("minSize", 0)), int(scaling.get("maxSize", scaling.get("minSize", 0)))
+        disk_gb, disk_type = self._root_volume(record)
+        per_node = hourly * self.hours + disk_gb * self._ebs(disk_type)
+        market = f"spot at {self.table.spot.fraction(types[0]):.0%} of on-demand" if spot else "on-demand"
+        what = f"{low}-{high} x {types[0]} {market}, {disk_gb:g} GB {disk_type} each"
+        return CostLine(name, record["type"], what, low * per_node, high * per_node)
+
+    def _root_volume(self, record: Mapping[str, Any]) -> tuple[float, str]:
+        for template in self._deps(record, "aws:ec2/launchTemplate:LaunchTemplate"):
+            for mapping in (template.get("inputs") or {}).get("blockDeviceMappings") or []:
+                ebs = mapping.get("ebs") or {}
+                if ebs.get("volumeSize"):
+                    return float(ebs["volumeSize"]), str(ebs.get("volumeType", "gp3"))
+        inputs = record.get("inputs") or {}
+        if inputs.get("diskSize"):
+            return float(inputs["diskSize"]), "gp3"
+        return self.usage.default_root_volume_gb, "gp2"  # EKS's default root volume without a launch template
+
+    def _rds(self, record: Mapping[str, Any]) -> CostLine | None:
+        inputs, name = record.get("inputs") or {}, record["name"]
+        cls = str(inputs.get("instanceClass"))
+        hourly = self.prices.rds_hour.get(cls)
+        if hourly is None:
+            self.unpriced.append(f"{name}: no RDS price for {cls!r} in the table")
+            return None
+        copies = 2 if inputs.get("multiAz") is True else 1
+        storage_type = str(inputs.get("storageType", "gp2"))
+        gb = float(inputs.get("allocatedStorage") or 0)
+        storage = gb * self.prices.rds_storage_gb_month.get(storage_type, self.prices.rds_storage_gb_month["gp3"])
+        monthly = copies * (hourly * self.hours + storage)
+        what = f"{cls}{' multi-AZ' if copies == 2 else ''}, {gb:g} GB {storage_type}"
+        return CostLine(name, record["type"], what, monthly, monthly)
+
+
+def _interface_endpoint(record: Mapping[str, Any]) -> bool:
+    return (record["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"
+            and (record.get("inputs") or {}).get("vpcEndpointType") == "Interface")
+
+
+def estimate(document: Mapping[str, Any], environment: str, table: PriceTable | None = None) -> Estimate:
+    """The monthly estimate of a render (``Render.to_json()``) in ``environment``'s usage assumptions."""
+    table = table or load_prices()
+    region = _region_of(document)
+    if region is None:
+        raise PriceTableError("the render has no AWS provider with a region, so there is nothing to price")
+    prices = table.regions.get(region)
+    if prices is None:
+        raise PriceTableError(f"no prices for region {region!r} in the price table (as of {table.as_of}); "
+                              f"regions priced: {', '.join(sorted(table.regions))}")
+    usage = table.usage.environments.get(environment)
+    if usage is None:
+        raise PriceTableError(f"no usage assumptions for environment {environment!r}; "
+                              f"known: {', '.join(sorted(table.usage.environments))}")
+    records = [r for r in document.get("resources") or [] if r["type"] != "pulumi:pulumi:Stack"]
+    pricer = _Pricer(table, prices, usage, records)
+    result = Estimate(stack=str(document.get("stack", "?")), environment=environment, region=region,
+                      as_of=table.as_of, assumptions=usage.model_dump())
+    for record in sorted(records, key=lambda r: (r["type"], r["name"])):
+        line = pricer.line(record)
+        if line is not None:
+            result.lines.append(line)
+    result.unpriced = pricer.unpriced
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def money(value: float) -> str:
+    """``$1,234.56``."""
+    return f"${value:,.2f}"
+
+
+def to_markdown(est: Estimate, table: PriceTable | None = None) -> str:
+    """A Markdown section: totals, a line per resource, the assumptions and the price sources."""
+    table = table or load_prices()
+    lines = [f"### Monthly cost estimate: `{est.stack}` ({est.region})\n",
+             f"**Idle (min nodes): {money(est.idle)} · Peak (max nodes): {money(est.peak)}** "
+             f"— list prices as of {est.as_of}.\n",
+             "| resource | type | what | idle | peak |", "|---|---|---|---:|---:|"]
+    for line in sorted(est.lines, key=lambda x: -x.peak):
+        lines.append(f"| `{line.name}` | {line.type} | {line.what} | {money(line.idle)} | {money(line.peak)} |")
+    lines.append("")
+    if est.unpriced:
+        lines.append("Not priced: " + "; ".join(est.unpriced) + "\n")
+    lines.append("Assumptions: " + ", ".join(f"{k}={v:g}" for k, v in est.assumptions.items()) + ". "
+                 + "Sources: " + ", ".join(f"[{k}]({v})" for k, v in table.sources.items()) + ".\n")
+    return "\n".join(lines)
+
+
+def to_text(est: Estimate) -> str:
+    """Plain text for the terminal."""
+    width = max([len(line.name) for line in est.lines] + [8])
+    out = [f"{est.stack} ({est.environment}, {est.region}), list prices as of {est.as_of}:"]
+    for line in sorted(est.lines, key=lambda x: -x.peak):
+        out.append(f"  {line.name:<{width}}  {money(line.idle):>12} {money(line.peak):>12}  {line.what}")
+    out.append(f"  {'TOTAL':<{width}}  {money(est.idle):>12} {money(est.peak):>12}  idle (min nodes) / peak (max)")
+    out += [f"  not priced: {u}" for u in est.unpriced]
+    return "\n".join(out) + "\n"
+
+
+def delta_markdown(base: Estimate, head: Estimate) -> str:
+    """One Markdown line: how the monthly estimate moves from ``base`` to ``head``."""
+    def signed(value: float) -> str:
+        return ("+" if value >= 0 else "-") + money(abs(value))
+
+    return (f"**Cost:** idle {money(base.idle)} → {money(head.idle)} ({signed(head.idle - base.idle)}), "
+            f"peak {money(base.peak)} → {money(head.peak)} ({signed(head.peak - base.peak)}) per month.\n")
+
+
+def dumps(est: Estimate) -> str:
+    """The estimate as indented JSON."""
+    return json.dumps(est.to_json(), indent=2)

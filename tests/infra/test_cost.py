@@ -1,0 +1,129 @@
+"""`mlplat cost`: the price table, the per-resource lines, idle vs peak, and the shipped stacks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlplat.infra.cli import app
+from mlplat.infra.cost import PriceTableError, estimate, load_prices, to_markdown
+from mlplat.infra.engine import Render
+from typer.testing import CliRunner
+
+runner = CliRunner()
+PROVIDER = {"urn": "urn:p::aws", "type": "pulumi:providers:aws", "name": "aws",
+            "inputs": {"region": "us-east-1"}, "options": {}}
+
+
+def doc(*records: dict[str, Any], stack: str = "dev") -> dict[str, Any]:
+    return {"project": "mlplat", "stack": stack, "resources": [PROVIDER, *records]}
+
+
+def rec(type_: str, name: str, deps: tuple[str, ...] = (), **inputs: Any) -> dict[str, Any]:
+    return {"urn": f"urn:{type_}::{name}", "type": type_, "name": name, "inputs": inputs,
+            "options": {"depends_on": list(deps)}}
+
+
+def test_price_table_is_dated_and_cites_aws_pages() -> None:
+    table = load_prices()
+    assert re.fullmatch(r"\d{4}-\d{2}", table.as_of)
+    assert table.sources and all(url.startswith("https://aws.amazon.com/") for url in table.sources.values())
+    assert {"dev", "staging", "production"} <= set(table.usage.environments)
+
+
+def test_node_group_idle_is_min_nodes_peak_is_max_nodes_spot_discounted() -> None:
+    table = load_prices()
+    lt = rec("aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt",
+             blockDeviceMappings=[{"ebs": {"volumeSize": 100, "volumeType": "gp3"}}])
+    gpu = rec("aws:eks/nodeGroup:NodeGroup", "gpu", deps=(lt["urn"],), instanceTypes=["g5.xlarge", "g6.xlarge"],
+              capacityType="SPOT", scalingConfig={"minSize": 0, "maxSize": 4, "desiredSize": 0})
+    est = estimate(doc(lt, gpu), "dev", table)
+    (line,) = est.lines
+    per_node = 1.006 * 0.45 * 730 + 100 * 0.08
+    assert line.idle == 0 and line.peak == pytest.approx(4 * per_node)
+    assert line.what == "0-4 x g5.xlarge spot at 45% of on-demand, 100 GB gp3 each"
+
+
+def test_on_demand_group_without_launch_template_uses_the_eks_default_disk() -> None:
+    cpu = rec("aws:eks/nodeGroup:NodeGroup", "cpu", instanceTypes=["m6i.large"],
+              scalingConfig={"minSize": 2, "maxSize": 5})
+    (line,) = estimate(doc(cpu), "dev").lines
+    per_node = 0.096 * 730 + 20 * 0.10
+    assert (line.idle, line.peak) == (pytest.approx(2 * per_node), pytest.approx(5 * per_node))
+
+
+def test_rds_multi_az_doubles_instance_and_storage() -> None:
+    single = rec("aws:rds/instance:Instance", "db", instanceClass="db.t4g.medium", allocatedStorage=20,
+                 storageType="gp3", multiAz=False)
+    multi = {**single, "inputs": {**single["inputs"], "multiAz": True}}
+    one = estimate(doc(single), "dev").lines[0].peak
+    assert one == pytest.approx(0.065 * 730 + 20 * 0.115)
+    assert estimate(doc(multi), "dev").lines[0].peak == pytest.approx(2 * one)
+
+
+def test_nat_data_assumption_is_split_over_the_gateways_and_endpoints_priced_per_az() -> None:
+    nats = [rec("aws:ec2/natGateway:NatGateway", f"nat-{i}") for i in range(2)]
+    endpoint = rec("aws:ec2/vpcEndpoint:VpcEndpoint", "ecr", vpcEndpointType="Interface", subnetIds=["a", "b", "c"])
+    gateway = rec("aws:ec2/vpcEndpoint:VpcEndpoint", "s3", vpcEndpointType="Gateway")
+    est = estimate(doc(*nats, endpoint, gateway, stack="production"), "production")
+    by_name = {line.name: line.peak for line in est.lines}
+    assert by_name["nat-0"] == pytest.approx(0.045 * 730 + 250 * 0.045)  # 500 GB over two gateways
+    assert by_name["ecr"] == pytest.approx(3 * 0.01 * 730 + 300 * 0.01)
+    assert "s3" not in by_name  # gateway endpoints are free
+
+
+def test_unknown_prices_are_listed_not_counted_as_free() -> None:
+    group = rec("aws:eks/nodeGroup:NodeGroup", "odd", instanceTypes=["x9.huge"], scalingConfig={"maxSize": 1})
+    db = rec("aws:rds/instance:Instance", "db", instanceClass="db.x9.huge")
+    est = estimate(doc(group, db), "dev")
+    assert est.lines == []
+    assert est.unpriced == ["odd: no EC2 price for 'x9.huge' in the table",
+                            "db: no RDS price for 'db.x9.huge' in the table"]
+    assert "Not priced: odd" in to_markdown(est)
+
+
+def test_unpriced_region_and_environment_are_clear_errors() -> None:
+    other = {**PROVIDER, "inputs": {"region": "ap-south-2"}}
+    with pytest.raises(PriceTableError, match=r"no prices for region 'ap-south-2'.*regions priced: us-east-1"):
+        estimate({"stack": "x", "resources": [other]}, "dev")
+    with pytest.raises(PriceTableError, match="no usage assumptions for environment 'qa'"):
+        estimate(doc(), "qa")
+    with pytest.raises(PriceTableError, match="no AWS provider with a region"):
+        estimate({"stack": "x", "resources": []}, "dev")
+
+
+def test_malformed_price_file_names_the_field() -> None:
+    text = json.loads(load_prices().model_dump_json())
+    text["regions"]["us-east-1"]["nat_gateway_hour"] = "cheap"
+    with pytest.raises(PriceTableError, match=r"regions\.us-east-1\.nat_gateway_hour"):
+        load_prices(json.dumps(text))
+
+
+def test_shipped_stacks_production_costs_more_and_dev_gpu_pool_idles_at_zero(
+        dev_stack: Render, production_stack: Render) -> None:
+    dev = estimate(dev_stack.to_json(), "dev")
+    prod = estimate(production_stack.to_json(), "production")
+    assert dev.unpriced == [] and prod.unpriced == []
+    assert 0 < dev.idle < dev.peak and 0 < prod.idle < prod.peak
+    assert prod.idle > dev.idle and prod.peak > dev.peak
+    groups = [line for line in dev.lines if line.type in ("aws:eks/nodeGroup:NodeGroup",
+                                                          "eks:index:ManagedNodeGroup")]
+    gpu = [line for line in groups if "spot" in line.what]
+    assert gpu and all(line.idle == 0 and line.peak > 0 for line in gpu)
+    assert any(line.type in ("eks:index:Cluster", "aws:eks/cluster:Cluster") for line in prod.lines)
+
+
+def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["cost", "dev"])
+    assert result.exit_code == 0, result.output
+    assert "TOTAL" in result.output and "list prices as of" in result.output
+    data = json.loads(runner.invoke(app, ["cost", "dev", "-f", "json"]).output)
+    assert data["idle_monthly"] == pytest.approx(sum(line["idle"] for line in data["lines"]), abs=0.05)
+    assert runner.invoke(app, ["cost", "dev", "-f", "markdown"]).output.startswith("### Monthly cost estimate")
+    saved = tmp_path / "r.json"
+    saved.write_text(json.dumps({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "ap-south-2"}}]}))
+    result = runner.invoke(app, ["cost", "x", "--render", str(saved)])
+    assert result.exit_code == 2 and "regions priced: us-east-1" in result.output

@@ -1,0 +1,192 @@
+"""`mlplat diff`: property-level changes, replacements, protected resources, Markdown/JSON, and git refs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+from mlplat.infra.cli import app
+from mlplat.infra.diff import diff_renders, forces_replacement, render_ref, to_markdown
+from mlplat.infra.engine import Render
+from typer.testing import CliRunner
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
+
+
+def platform(cidr: str = "10.0.0.0/16", instance_type: str = "m6i.xlarge", owner: str = "a",
+             extra_bucket: bool = False, protect_bucket: bool = True) -> Callable[[], None]:
+    """A small program: a VPC, a subnet, a node group, a protected bucket (and optionally another)."""
+
+    def program() -> None:
+        provider = aws.Provider("aws", region="us-east-1", default_tags=aws.ProviderDefaultTagsArgs(
+            tags={"project": "mlplat", "environment": "dev", "owner": owner, "cost-center": "ml"}))
+        opts = pulumi.ResourceOptions(provider=provider)
+        vpc = aws.ec2.Vpc("vpc", cidr_block=cidr, tags={"Name": "vpc"}, opts=opts)
+        subnet = aws.ec2.Subnet("private-0", vpc_id=vpc.id, cidr_block=cidr.replace("0.0/16", "0.0/19"),
+                                availability_zone="us-east-1a", opts=opts)
+        aws.eks.NodeGroup("cpu", cluster_name="c", node_role_arn="arn:aws:iam::1:role/n", subnet_ids=[subnet.id],
+                          instance_types=[instance_type], capacity_type="ON_DEMAND",
+                          scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=1, max_size=3, desired_size=1),
+                          opts=opts)
+        aws.s3.Bucket("data", opts=pulumi.ResourceOptions(provider=provider, protect=protect_bucket))
+        if extra_bucket:
+            aws.s3.Bucket("scratch", opts=opts)
+
+    return program
+
+
+@pytest.fixture
+def rendered(render_program: Callable[..., Render]) -> Callable[..., dict[str, Any]]:
+    def _rendered(**kwargs: Any) -> dict[str, Any]:
+        return render_program(platform(**kwargs), config={"aws:region": "us-east-1"}, stack="dev").to_json()
+
+    return _rendered
+
+
+def test_identical_renders_have_no_changes(rendered: Callable[..., dict[str, Any]]) -> None:
+    base = rendered()
+    change = diff_renders(base, rendered())
+    assert change.empty and change.unchanged == len(base["resources"]) - 1  # the Stack itself is skipped
+    assert "No changes" in to_markdown(change)
+
+
+def test_changed_instance_type_forces_node_group_replacement(rendered: Callable[..., dict[str, Any]]) -> None:
+    change = diff_renders(rendered(), rendered(instance_type="g5.xlarge"))
+    assert [c.name for c in change.changed] == ["cpu"]
+    (prop,) = change.changed[0].changes
+    assert (prop.path, prop.before, prop.after, prop.replaces) == ("instanceTypes", ["m6i.xlarge"],
+                                                                   ["g5.xlarge"], True)
+    assert [c.name for c in change.replaced] == ["cpu"]
+    markdown = to_markdown(change)
+    assert "**± replace** | `cpu` | `instanceTypes` **(forces replacement)**" in markdown
+    assert "1 to change (1 replaced)" in markdown
+
+
+def test_vpc_cidr_change_replaces_vpc_and_subnet(rendered: Callable[..., dict[str, Any]]) -> None:
+    change = diff_renders(rendered(), rendered(cidr="10.1.0.0/16"))
+    replaced = {c.name: [p.path for p in c.changes if p.replaces] for c in change.replaced}
+    assert replaced["vpc"] == ["cidrBlock"]
+    assert "cidrBlock" in replaced["private-0"]
+
+
+def test_tag_change_is_an_in_place_update(rendered: Callable[..., dict[str, Any]]) -> None:
+    change = diff_renders(rendered(), rendered(owner="b"))
+    assert [c.name for c in change.changed] == ["aws"]  # default tags live on the provider
+    paths = [(p.path, p.before, p.after, p.replaces) for p in change.changed[0].changes]
+    assert paths == [("defaultTags.tags.owner", "a", "b", False)]
+    assert change.replaced == []
+
+
+def test_added_resource_and_removed_protected_resource(rendered: Callable[..., dict[str, Any]]) -> None:
+    grown = diff_renders(rendered(), rendered(extra_bucket=True))
+    assert [(r.name, r.type) for r in grown.added] == [("scratch", "aws:s3/bucket:Bucket")]
+    assert "| + add | `scratch` | aws:s3/bucket:Bucket |" in to_markdown(grown)
+    shrunk = diff_renders(rendered(extra_bucket=True), rendered())
+    assert [r.name for r in shrunk.removed] == ["scratch"] and shrunk.blocked == []
+    base = rendered()
+    head = {**base, "resources": [r for r in base["resources"] if r["name"] != "data"]}
+    dropped = diff_renders(base, head)
+    assert dropped.blocked == ["data"]
+    assert "Deletes or replaces protected resources: `data`" in to_markdown(dropped)
+
+
+def test_unprotecting_is_reported_as_an_option_change(rendered: Callable[..., dict[str, Any]]) -> None:
+    change = diff_renders(rendered(), rendered(protect_bucket=False))
+    (prop,) = change.changed[0].changes
+    assert (change.changed[0].name, prop.path, prop.before, prop.after) == ("data", "options.protect", True, False)
+
+
+@pytest.mark.parametrize(("type_", "path", "replaces"), [
+    ("aws:ec2/subnet:Subnet", "availabilityZone", True),
+    ("aws:ec2/subnet:Subnet", "tags.Name", False),
+    ("aws:rds/instance:Instance", "engine", True),
+    ("aws:rds/instance:Instance", "identifier", True),
+    ("aws:rds/instance:Instance", "instanceClass", False),
+    ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[1]", True),
+    ("aws:eks/cluster:Cluster", "vpcConfig.endpointPublicAccess", False),
+    ("eks:index:Cluster", "privateSubnetIds", True),
+    ("kubernetes:apps/v1:Deployment", "metadata.name", True),
+    ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
+    ("pulumi:providers:aws", "region", True),
+    ("aws:ec2/vpc:Vpc", "cidrBlockSuffix", False),  # a prefix match must stop at a path boundary
+])
+def test_replace_on_change_table(type_: str, path: str, replaces: bool) -> None:
+    assert forces_replacement(type_, path) is replaces
+
+
+def test_long_tables_fold_into_details(rendered: Callable[..., dict[str, Any]]) -> None:
+    base = rendered()
+    head = json.loads(json.dumps(base))
+    for i in range(25):
+        head["resources"].append({"urn": f"urn:x::b{i}", "type": "aws:s3/bucket:Bucket", "name": f"b{i}",
+                                  "inputs": {}, "options": {}})
+    markdown = to_markdown(diff_renders(base, head))
+    assert "<details><summary>25 added, 0 deleted</summary>" in markdown
+
+
+def test_cli_diffs_two_json_renders_with_cost_delta(tmp_path: Path, rendered: Callable[..., dict[str, Any]]) -> None:
+    (tmp_path / "base.json").write_text(json.dumps(rendered()))
+    (tmp_path / "head.json").write_text(json.dumps(rendered(instance_type="m6i.2xlarge")))
+    result = runner.invoke(app, ["diff", str(tmp_path / "base.json"), str(tmp_path / "head.json")])
+    assert result.exit_code == 0, result.output
+    assert "### Infrastructure diff: `dev`" in result.output
+    assert "`instanceTypes` **(forces replacement)**" in result.output
+    assert "**Cost:**" in result.output
+    result = runner.invoke(app, ["diff", str(tmp_path / "base.json"), str(tmp_path / "head.json"), "-f", "json"])
+    (stack,) = json.loads(result.output)["stacks"]
+    assert stack["summary"] == {"added": 0, "removed": 0, "changed": 1, "replaced": 1, "unchanged": 4}
+    # one to three m6i nodes: doubling the instance size adds 0.192 $/h x 730 h per node
+    assert stack["cost"]["idle_delta"] == pytest.approx(0.192 * 730, abs=0.01)
+    assert stack["cost"]["peak_delta"] == pytest.approx(3 * 0.192 * 730, abs=0.01)
+
+
+def test_cli_rejects_what_is_neither_a_file_nor_a_ref(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["diff", "no-such-ref-or-file", "--stack", "dev"])
+    assert result.exit_code == 2 and "neither a render file nor a usable git ref" in result.output
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+
+
+@pytest.fixture
+def project_repo(tmp_path: Path) -> Path:
+    """A git repository holding this project's program and stacks, one commit."""
+    repo = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("infra", "components", "serving", "training"):
+        shutil.copytree(REPO / folder, repo / folder, ignore=ignore)
+    for file in ["pyproject.toml", "Pulumi.yaml", *(p.name for p in REPO.glob("Pulumi.*.yaml"))]:
+        shutil.copy(REPO / file, repo / file)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "base")
+    return repo
+
+
+def test_diff_against_a_git_ref_renders_the_refs_stack(project_repo: Path) -> None:
+    stack_file = project_repo / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text().replace("cidr: 10.10.0.0/16", "cidr: 10.11.0.0/16"))
+    base = render_ref(project_repo, "main", "dev")
+    assert base["stack"] == "dev"
+    vpc = next(r for r in base["resources"] if r["type"] == "aws:ec2/vpc:Vpc")
+    assert vpc["inputs"]["cidrBlock"] == "10.10.0.0/16"  # the committed stack file, not the edited one
+    result = runner.invoke(app, ["diff", "main", "--stack", "dev", "-C", str(project_repo), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    (stack,) = json.loads(result.output)["stacks"]
+    vpc_change = next(c for c in stack["changed"] if c["type"] == "aws:ec2/vpc:Vpc")
+    assert vpc_change["replace"] is True
+    assert {"path": "cidrBlock", "before": "10.10.0.0/16", "after": "10.11.0.0/16", "replaces": True} in (
+        vpc_change["changes"])
+    result = runner.invoke(app, ["diff", "no-such-branch", "--stack", "dev", "-C", str(project_repo)])
+    assert result.exit_code == 2 and "no-such-branch" in result.output

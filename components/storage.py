@@ -90,7 +90,7 @@ class ArtifactStore(pulumi.ComponentResource):
     ) -> None:
         super().__init__("mlplat:storage:ArtifactStore", name, None, opts)
         args = args or ArtifactStoreArgs()
-        self._name = name
+        self._prefix = name
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect)
 
@@ -208,7 +208,7 @@ class ArtifactStore(pulumi.ComponentResource):
     def _grant(self, role_name: pulumi.Input[str], prefix: str, write: bool, name: str) -> aws.iam.RolePolicy:
         kind = "write" if write else "read"
         return aws.iam.RolePolicy(
-            f"{self._name}-{kind}-{name}",
+            f"{self._prefix}-{kind}-{name}",
             role=role_name,
             policy=policy_document(
                 bucket_access_statements(self.bucket_arn, prefix, write=write, kms_key_arn=self.kms_key_arn)

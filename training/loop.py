@@ -207,7 +207,7 @@ class TrainLoop:
         val = evaluate(self.core, self.data.x_val, self.data.y_val, self.data.classes, self.ctx.device)
         record = {
             "epoch": float(self.epoch + 1),
-            "train_loss": mean_across(
+            "epoch_train_loss": mean_across(
                 self.ctx, float(self._epoch_loss_sum.item()) / max(self._epoch_loss_count, 1)
             ),
             "val_loss": val["loss"],

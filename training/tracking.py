@@ -44,6 +44,9 @@ class Tracker(Protocol):
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store a text artifact."""
 
+    def tags(self) -> dict[str, str]:
+        """The run's current tags (those set before a restart included)."""
+
     def end(self, status: str) -> None:
         """Flush pending logs and close the run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
 
@@ -72,6 +75,10 @@ class NullTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """No-op."""
+
+    def tags(self) -> dict[str, str]:
+        """None."""
+        return {}
 
     def end(self, status: str) -> None:
         """No-op."""
@@ -152,6 +159,13 @@ class MlflowTracker:
         import mlflow
 
         mlflow.log_text(text, artifact_file, run_id=self.run_id)
+
+    def tags(self) -> dict[str, str]:
+        """Read the run's tags from the tracking store."""
+        import mlflow
+
+        tags: dict[str, str] = mlflow.MlflowClient(self.tracking_uri).get_run(str(self.run_id)).data.tags
+        return tags
 
     def end(self, status: str) -> None:
         """Flush the async queue, then end the run."""

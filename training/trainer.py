@@ -229,7 +229,12 @@ def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits
         tracker.end("FINISHED")
         raise GateRejected(decision, result)
     log.info("%s", decision.render())
-    if config.registry.model_name:
+    done = tracker.tags().get("mlplat.registered_version")
+    if config.registry.model_name and done:
+        # A retried job whose first attempt registered before it died: don't register a duplicate.
+        log.info("this run already registered %s version %s", config.registry.model_name, done)
+        result.registered_version = done
+    elif config.registry.model_name:
         result.registered_version = register_model(
             loop.core, name=config.registry.model_name, alias=config.registry.alias, x_train=data.x_train,
             num_classes=data.classes, feature_names=data.feature_names,

@@ -1,0 +1,85 @@
+"""Fixtures for the trainer's tests: an isolated MLflow store per test, tiny configs, moto S3."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+# This folder holds plain helper modules (training_helpers, and training_builders, which configs name by
+# import path as a team would name its own package); pytest imports test files by package name without
+# adding their folder to sys.path, so add it here, before the test modules import the helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from training_helpers import HERE, tiny_config
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its schema created once (the migrations take seconds)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
+    client.search_experiments()
+    client.search_registered_models()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_training_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path
+) -> Iterator[None]:
+    """Each test works in its own directory with its own SQLite MLflow store, and torch's global
+    settings (which the trainer sets, as the main program of a job should) are restored afterwards."""
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root (./mlruns) lands in tmp_path
+    shutil.copyfile(_mlflow_template_db, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setenv("CI", "1")  # plain log lines, no progress bar
+    monkeypatch.syspath_prepend(str(HERE))  # custom data/model builders: training_builders:<fn>
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    import mlflow
+
+    while mlflow.active_run() is not None:  # a failed test must not leak an open run into the next
+        mlflow.end_run("FAILED")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """``make_config(**sections)``: a tiny config rooted in this test's directory."""
+    return lambda **sections: tiny_config(tmp_path, **sections)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3-compatible endpoint on loopback (moto's server), with dummy credentials."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+

@@ -1,0 +1,148 @@
+"""End to end against real MLflow (SQLite in a temp dir): train, track, gate, register, promote."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.models import Model
+from mlplat.infra.cli import app
+from mlplat.serving.drift import ReferenceStats
+from mlplat.training import EXIT_GATE_REJECTED
+from mlplat.training.config import parse_config
+from mlplat.training.data import load_data
+from mlplat.training.runner import run_training
+from mlplat.training.trainer import GateRejected, train
+from training_helpers import write_config
+from typer.testing import CliRunner
+
+
+def client() -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def registered_versions(name: str) -> list[str]:
+    return sorted(str(v.version) for v in client().search_model_versions(f"name='{name}'"))
+
+
+def test_tiny_config_trains_tracks_and_registers(make_config: Callable[..., dict[str, Any]]) -> None:
+    config = parse_config(make_config(registry={"model_name": "digits"}, gate={"min_accuracy": 0.5,
+                                                                               "min_macro_f1": 0.5}))
+    result = train(config)
+
+    assert result.registered_version == "1"
+    assert result.gate is not None and result.gate.passed
+    assert result.test_metrics is not None and result.test_metrics["accuracy"] >= 0.5
+    assert len(result.history) == 2 and result.history[-1]["val_accuracy"] > result.history[0]["val_accuracy"] - 0.2
+
+    run = client().get_run(str(result.run_id))
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["seed"] == "3"
+    assert run.data.tags["mlplat.data_sha256"] == load_data(config.data, config.seed).fingerprint()
+    assert len(run.data.tags["mlflow.source.git.commit"]) >= 7
+    assert run.data.tags["mlplat.gate"] == "passed" and run.data.tags["mlplat.registered_version"] == "1"
+    losses = client().get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in losses] == list(range(5, result.final_step + 1, 5))
+    assert [m.step for m in client().get_metric_history(run.info.run_id, "val_accuracy")] == [20, 40]
+    assert run.data.metrics["test_accuracy"] == result.test_metrics["accuracy"]
+    artifacts = {a.path for a in client().list_artifacts(run.info.run_id)}
+    assert {"training_config.yaml", "data_validation.json", "gate.json"} <= artifacts
+    logged = Path(client().download_artifacts(run.info.run_id, "training_config.yaml"))
+    logged_config = yaml.safe_load(logged.read_text())
+    assert logged_config["registry"]["model_name"] == "digits"
+
+    version = client().get_model_version_by_alias("digits", "staging")
+    assert str(version.version) == "1" and version.tags["mlplat.run_id"] == result.run_id
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/digits@staging"))
+    stats = ReferenceStats.model_validate_json((model_dir / "reference_stats.json").read_text())
+    assert stats.n_samples == 1257 and len(stats.features) == 64 and stats.features[0].name == "pixel_0_0"
+    mlmodel = Model.load(str(model_dir))
+    assert mlmodel.signature is not None
+    (spec,) = mlmodel.signature.inputs.inputs
+    assert spec.type == np.dtype(np.float32) and spec.shape == (-1, 64)
+    example = json.loads((model_dir / "input_example.json").read_text())
+    assert np.asarray(example["inputs"] if isinstance(example, dict) else example).shape == (5, 64)
+    requirements = (model_dir / "requirements.txt").read_text()
+    assert "mlflow==3.17.2" in requirements and "torch==" in requirements
+
+    served = mlflow.pytorch.load_model("models:/digits@staging")
+    data = load_data(config.data, config.seed).as_float32()
+    with torch.no_grad():
+        predicted = served(torch.from_numpy(data.x_test)).argmax(dim=1).numpy()
+    assert float((predicted == data.y_test).mean()) == pytest.approx(result.test_metrics["accuracy"])
+
+
+def test_promote_moves_the_alias_and_the_champion_gate_uses_it(make_config: Callable[..., dict[str, Any]]) -> None:
+    strong = parse_config(make_config(epochs=4, registry={"model_name": "digits"}))
+    assert train(strong).registered_version == "1"
+
+    cli = CliRunner()
+    result = cli.invoke(app, ["promote", "digits", "--from", "staging", "--to", "champion"])
+    assert result.exit_code == 0, result.output
+    assert "digits@champion -> version 1" in result.output
+    assert str(client().get_model_version_by_alias("digits", "champion").version) == "1"
+    missing = cli.invoke(app, ["promote", "digits", "--from", "canary", "--to", "champion"])
+    assert missing.exit_code == 1 and "model 'digits' has no version with alias 'canary'" in missing.output
+
+    weak = parse_config(make_config(
+        epochs=1, optimizer={"lr": 1e-4}, checkpoint={"uri": "weak-ckpt"},
+        registry={"model_name": "digits"}, gate={"must_beat_champion": True},
+    ))
+    with pytest.raises(GateRejected) as caught:
+        train(weak)
+    reasons = caught.value.decision.reasons
+    assert reasons[0].startswith("accuracy ") and "< champion v1's" in reasons[0]
+    assert registered_versions("digits") == ["1"], "a rejected candidate must not be registered"
+    assert str(client().get_model_version_by_alias("digits", "staging").version) == "1"
+
+
+def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
+    tmp_path: Path, make_config: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = make_config(epochs=1, optimizer={"lr": 1e-5}, registry={"model_name": "poor"},
+                      gate={"min_accuracy": 0.9, "min_macro_f1": 0.9})
+    assert run_training(write_config(tmp_path / "poor.yaml", raw)) == EXIT_GATE_REJECTED
+    assert "gate REJECTED the model" in caplog.text
+    assert "accuracy 0." in caplog.text and "< min_accuracy 0.9000" in caplog.text
+    assert "< min_macro_f1 0.9000" in caplog.text
+    assert client().search_registered_models() == []
+    (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
+    assert run.data.tags["mlplat.gate"] == "rejected"
+    assert "mlplat.registered_version" not in run.data.tags
+    gate = json.loads(Path(client().download_artifacts(run.info.run_id, "gate.json")).read_text())
+    assert gate["passed"] is False and gate["metrics"]["accuracy"] < 0.9
+
+
+def test_a_teams_own_data_and_model_builders_are_used(make_config: Callable[..., dict[str, Any]]) -> None:
+    config = parse_config(make_config(
+        epochs=10, batch_size=16, optimizer={"lr": 0.05},
+        data={"source": "training_builders:blobs", "options": {"rows": 240}},
+        model={"source": "training_builders:tiny_linear", "options": {"scale": 0.5}},
+        gate={"min_accuracy": 0.9},
+    ))
+    result = train(config)
+    assert result.test_metrics is not None and result.test_metrics["accuracy"] >= 0.9
+    weights = {k for k, _ in torch.load(Path(config.checkpoint.uri) / f"ckpt-{result.final_step:012d}.pt",
+                                        weights_only=True)["model"].items()}
+    assert weights == {"0.weight", "0.bias"}, "the custom single-layer model was trained"
+
+
+def test_rerunning_a_finished_job_neither_trains_nor_registers_again(
+    make_config: Callable[..., dict[str, Any]]
+) -> None:
+    config = parse_config(make_config(registry={"model_name": "digits"}))
+    first = train(config)
+    again = train(config)
+    assert again.resumed_from_step == first.final_step == again.final_step
+    assert again.history == first.history and again.test_metrics == first.test_metrics
+    assert again.registered_version == first.registered_version == "1"
+    assert registered_versions("digits") == ["1"]

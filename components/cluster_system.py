@@ -75,6 +75,8 @@ def release(
     return k8s.helm.v3.Release(
         resource_name,
         k8s.helm.v3.ReleaseArgs(
+            # The conventional release name (Helm caps names at 53 characters; an auto-name could exceed it).
+            name=chart.name,
             chart=chart.name,
             version=chart.version,
             namespace=SYSTEM_NAMESPACE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +11,20 @@ import pulumi
 import pulumi_aws as aws
 
 STS_AUDIENCE = "sts.amazonaws.com"
+IAM_ROLE_NAME_MAX = 64
+AUTONAME_SUFFIX = 8  # Pulumi appends "-" and 7 random hex characters
+
+
+def role_name(resource_name: str) -> str | None:
+    """An explicit IAM role name when Pulumi's auto-name (``<name>-<7 hex>``) would pass IAM's 64 characters.
+
+    Pulumi refuses such a name at deploy time, which no offline render would show; long names are cut and
+    end in a hash of the full name, so they stay unique and stable.
+    """
+    if len(resource_name) + AUTONAME_SUFFIX <= IAM_ROLE_NAME_MAX:
+        return None
+    digest = hashlib.sha256(resource_name.encode()).hexdigest()[:8]
+    return f"{resource_name[: IAM_ROLE_NAME_MAX - 9].rstrip('-')}-{digest}"
 
 
 def service_account_subject(namespace: str, service_account: str) -> str:
@@ -61,6 +76,7 @@ def create_service_account_role(
     )
     role = aws.iam.Role(
         resource_name,
+        name=role_name(resource_name),
         assume_role_policy=trust,
         description=f"IRSA role of {namespace}/{service_account}",
         tags={"Name": resource_name, "mlplat.io/service-account": f"{namespace}.{service_account}"},

@@ -240,6 +240,16 @@ def test_addons_are_pinned_and_ebs_csi_runs_with_its_irsa_role(production_stack:
         assert {addons["vpc-cni"].urn, addons["kube-proxy"].urn} <= set(group.options["depends_on"])
 
 
+def test_physical_names_fit_aws_and_helm_limits(production_stack: Render, dev_stack: Render) -> None:
+    for stack in (production_stack, dev_stack):
+        for r in stack.by_type(ROLE):  # an auto-name is "<resource name>-<7 hex>"
+            assert len(r.inputs.get("name") or f"{r.name}-abcdef0") <= 64, r.name
+        assert {r.inputs["name"] for r in stack.by_type(RELEASE)} == {
+            "cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin"}
+    long = role(production_stack, "irsa-kube-system-aws-node-termination-handler")
+    assert long.inputs["name"].startswith("mlplat-production-irsa-kube-system-aws-node-termin")
+
+
 # -- IRSA --------------------------------------------------------------------------------------------------
 
 def test_every_irsa_role_admits_exactly_its_service_account(production_stack: Render) -> None:

@@ -1,0 +1,496 @@
+"""The ASGI application: a thin dispatcher in front of a FastAPI app.
+
+The two inference routes (`POST /predict`, `POST /v2/models/<name>[/versions/<v>]/infer`) are served here
+directly: FastAPI's per-request machinery costs about as much as the model's share of a batched forward, so
+the hot path parses the body with a pydantic model generated from the signature, queues the rows on the
+:class:`~mlplat.serving.batcher.DynamicBatcher` and writes the answer itself. Everything else (health,
+metadata, metrics, OpenAPI docs) is an ordinary FastAPI app (:mod:`mlplat.serving.api`).
+
+Cross-cutting rules live in the dispatcher and apply to every route: the request id (`X-Request-ID`, taken
+from the caller or generated), the optional bearer API key (constant-time compare; health and metrics stay
+open), the body limit (413), request metrics and access logs, and `Connection: close` while draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hmac
+import itertools
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from mlplat.serving.batcher import BatcherStopped, ClientDisconnected, DynamicBatcher, QueueFull, RequestTimedOut
+from mlplat.serving.drift import DriftMonitor
+from mlplat.serving.logs import request_id_var
+from mlplat.serving.metrics import ServingMetrics
+from mlplat.serving.model import LoadedModel, load_model
+from mlplat.serving.protocol import InferenceRequest
+from mlplat.serving.schema import (
+    InputError,
+    PredictDecoder,
+    describe_validation_error,
+    predict_request_model,
+    v2_datatype,
+    v2_input_to_array,
+)
+from mlplat.serving.settings import ServingSettings
+from pydantic import BaseModel, ValidationError
+
+logger = logging.getLogger("mlplat.serving")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
+_INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+_JSON = (b"content-type", b"application/json")
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# Requests still waiting after this long get a task that notices if their caller disconnects (see _Watch).
+DISCONNECT_WATCH_AFTER_S = 0.02
+# HTTP status for "the client went away before we answered" (nginx's convention); it is only ever a metric label.
+CLIENT_CLOSED = 499
+
+
+class HTTPError(Exception):
+    """An error answer: status, message for the `{"error": ...}` body, and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class ClientGone(Exception):
+    """The caller disconnected; there is nobody to answer."""
+
+
+@dataclass(slots=True)
+class _Request:
+    scope: Scope
+    receive: Receive
+    send: Send
+    request_id: bytes
+    deadline: float  # event-loop time after which the caller gets a 504
+
+
+class ServingApp:
+    """The model server as an ASGI application; build it with :func:`create_app`."""
+
+    def __init__(self, settings: ServingSettings, model: LoadedModel | None = None) -> None:
+        from mlplat.serving.api import build_api
+
+        self.settings = settings
+        self.model = model
+        self.metrics = ServingMetrics()
+        self.batcher: DynamicBatcher | None = None
+        self.drift: DriftMonitor | None = None
+        self.request_model: type[BaseModel] | None = None  # documents /predict in OpenAPI
+        self.decoder: PredictDecoder | None = None  # parses /predict bodies
+        self.ready = False
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+        self.api = build_api(self)
+        self._http: Callable[[Scope, Receive, Send], Awaitable[None]] = self._dispatch
+        if settings.cors_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            self._http = CORSMiddleware(
+                self._dispatch,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id"],
+                expose_headers=["x-request-id"],
+            )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point: HTTP goes through the dispatcher, lifespan events to FastAPI (which calls ours)."""
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, _api: Any) -> AsyncIterator[None]:
+        """Start up (load the model if none was given, start the batcher), then drain on shutdown."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        """Load and warm up the model, start the batcher, become ready, then freeze the GC's start-up heap."""
+        settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        if self.model is None:
+            self.model = await asyncio.to_thread(load_model, settings)
+        model: LoadedModel = self.model
+        self.request_model = predict_request_model(model.input_spec, settings.max_request_rows)
+        self.decoder = PredictDecoder(model.input_spec, settings.max_request_rows)
+        self.drift = self._drift_monitor(model)
+        self.batcher = DynamicBatcher(
+            model.predict,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_s,
+            queue_limit=settings.queue_limit,
+            on_batch=self._on_batch,
+            on_skip=self.metrics.observe_skip,
+        )
+        self.batcher.start(self._loop)
+        batcher = self.batcher
+        self.metrics.track_queue(lambda: batcher.depth)
+        self.metrics.model_load.set(model.load_seconds)
+        self.metrics.model_info.info(
+            {"name": model.name, "version": model.version, "platform": model.platform, "device": str(model.device)}
+        )
+        self.ready = True
+        self.metrics.ready.set(1)
+        # Everything allocated so far lives as long as the process: move it out of the collector's sight, so
+        # full collections stop walking it (they otherwise pause serving for ~100 ms with torch and mlflow loaded).
+        gc.collect()
+        gc.freeze()
+        logger.info("ready", extra={"model": model.name, "version": model.version})
+
+    async def shutdown(self) -> None:
+        """Stop taking work and let the batcher finish everything already queued."""
+        self.begin_drain()
+        if self.batcher is not None:
+            await self.batcher.drain(self.settings.graceful_timeout_s)
+        logger.info("stopped")
+
+    def begin_drain(self) -> None:
+        """Turn readiness off at once (load balancers stop sending); accepted requests still complete."""
+        if not self.draining:
+            logger.info("draining: readiness is now false")
+        self.draining = True
+        self.ready = False
+        self.metrics.ready.set(0)
+
+    def _drift_monitor(self, model: LoadedModel) -> DriftMonitor | None:
+        stats, spec = model.reference_stats, model.input_spec
+        if stats is None:
+            return None
+        if spec is None or len(spec.row_shape) != 1 or spec.row_shape[0] != len(stats.features):
+            logger.warning(
+                "reference stats describe %d features but the model's rows are %s: drift monitoring is off",
+                len(stats.features),
+                "unknown" if spec is None else list(spec.row_shape),
+            )
+            return None
+        monitor = DriftMonitor(stats, self.settings.drift_window)
+        self.metrics.add_collector(monitor)
+        return monitor
+
+    def _on_batch(self, rows: np.ndarray, seconds: float) -> None:
+        self.metrics.observe_batch(len(rows), seconds)
+        if self.drift is not None:
+            self.drift.observe(rows)
+
+    # -- dispatch ---------------------------------------------------------------------------------------
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        given_id = auth = length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given_id = value
+            elif name == b"authorization":
+                auth = value
+            elif name == b"content-length":
+                length = value
+        if given_id is not None and _SAFE_REQUEST_ID.match(given_id):
+            request_id = given_id
+        else:
+            request_id = b"%s-%x" % (self._id_prefix.encode(), next(self._ids))
+        token = request_id_var.set(request_id.decode())
+        path, method = scope["path"], scope["method"]
+        route, handler = self._match(path, method)
+        status = 500
+        loop = self._loop or asyncio.get_running_loop()
+        request = _Request(scope, receive, send, request_id, loop.time() + self.settings.request_timeout_s)
+        try:
+            if self._api_key is not None and path not in PUBLIC_PATHS and not self._authorized(auth):
+                raise HTTPError(
+                    401,
+                    "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                    ((b"www-authenticate", b'Bearer realm="mlplat"'),),
+                )
+            if length is not None and (not length.isdigit() or int(length) > self.settings.max_body_bytes):
+                raise self._too_large()
+            if handler is not None:
+                status = await handler(request)
+            else:
+                status, route = await self._delegate(request)
+        except HTTPError as exc:
+            status = exc.status
+            await self._send_error(request, exc)
+        except ClientGone:
+            status = CLIENT_CLOSED
+        except Exception:
+            logger.exception("unhandled error", extra={"path": path})
+            status = 500
+            await self._send_error(request, HTTPError(500, f"internal error (request id {request_id.decode()})"))
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(route, status, elapsed)
+            if self.settings.access_log:
+                logger.info(
+                    "request",
+                    extra={"method": method, "path": path, "status": status, "ms": round(elapsed * 1000, 3)},
+                )
+            request_id_var.reset(token)
+
+    def _match(self, path: str, method: str) -> tuple[str, Callable[[_Request], Awaitable[int]] | None]:
+        """(route label for metrics, hot handler or None to delegate to FastAPI)."""
+        if path == "/predict":
+            return "/predict", (self._predict if method == "POST" else self._method_not_allowed)
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            return "/v2/models/{name}/infer", (self._v2_infer if method == "POST" else self._method_not_allowed)
+        return "other", None
+
+    def _authorized(self, header: bytes | None) -> bool:
+        if header is None or self._api_key is None:
+            return False
+        scheme, _, token = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._api_key)
+
+    def _too_large(self) -> HTTPError:
+        limit = self.settings.max_body_bytes
+        return HTTPError(
+            413,
+            f"request body is larger than the limit of {limit} bytes (MLPLAT_SERVING_MAX_BODY_BYTES)",
+            # The unread rest of the body must not be parsed as a next request on this connection.
+            ((b"connection", b"close"),),
+        )
+
+    async def _delegate(self, request: _Request) -> tuple[int, str]:
+        """Hand the request to FastAPI, adding our headers; returns (status, route label)."""
+        status = 500
+        extra = [(b"x-request-id", request.request_id)]
+
+        async def send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), *extra]
+                if self.draining:
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
+            await request.send(message)
+
+        await self.api(request.scope, request.receive, send)
+        matched = request.scope.get("route")
+        return status, (getattr(matched, "path", "other") if status != 404 else "other")
+
+    async def _respond(
+        self, request: _Request, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", request.request_id), *extra]
+        if self.draining:
+            headers.append((b"connection", b"close"))
+        await request.send({"type": "http.response.start", "status": status, "headers": headers})
+        await request.send({"type": "http.response.body", "body": body})
+
+    async def _send_error(self, request: _Request, error: HTTPError) -> None:
+        try:
+            await self._respond(request, error.status, orjson.dumps({"error": error.message}), error.headers)
+        except Exception:  # the response had started or the client is gone: nothing more can be said
+            logger.debug("could not send error %s", error.status, exc_info=True)
+
+    async def _method_not_allowed(self, request: _Request) -> int:
+        raise HTTPError(405, f"{request.scope['method']} is not allowed here; use POST", ((b"allow", b"POST"),))
+
+    # -- hot handlers -------------------------------------------------------------------------------------
+
+    async def _read_body(self, request: _Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        chunks, size = [], 0
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _served_model(self) -> LoadedModel:
+        if self.model is None or self.decoder is None:
+            raise HTTPError(503, "the model is still loading; retry shortly", ((b"retry-after", b"1"),))
+        return self.model
+
+    async def _predict(self, request: _Request) -> int:
+        model = self._served_model()
+        assert self.decoder is not None
+        body = await self._read_body(request)
+        try:
+            rows = self.decoder.decode(body)
+        except InputError as exc:
+            raise HTTPError(422, f"invalid request: {exc}") from None
+        outputs = await self._infer(rows, request)
+        payload = orjson.dumps({"predictions": outputs, "model_version": model.version}, option=_NUMPY)
+        await self._respond(request, 200, payload)
+        return 200
+
+    async def _v2_infer(self, request: _Request) -> int:
+        model = self._served_model()
+        match = _INFER_PATH.match(request.scope["path"])
+        if match is None or match["name"] != model.name or match["version"] not in (None, model.version):
+            raise HTTPError(404, f"no such model; this server serves model {model.name!r} version {model.version!r}")
+        body = await self._read_body(request)
+        try:
+            infer = InferenceRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise HTTPError(422, describe_validation_error(exc, None).split(". expected")[0]) from None
+        output_name = model.output_spec.name if model.output_spec else "output-0"
+        if len(infer.inputs) != 1:
+            expected = model.input_spec.name if model.input_spec else "one input"
+            raise HTTPError(422, f"the model takes exactly one input ({expected!r}), got {len(infer.inputs)}")
+        unknown = [o.name for o in infer.outputs or () if o.name != output_name]
+        if unknown:
+            raise HTTPError(422, f"unknown outputs {unknown}; the model's output is {output_name!r}")
+        given = infer.inputs[0]
+        try:
+            rows = v2_input_to_array(given.name, given.datatype, given.shape, given.data, model.input_spec)
+        except InputError as exc:
+            raise HTTPError(422, str(exc)) from None
+        if not 1 <= rows.shape[0] <= self.settings.max_request_rows:
+            raise HTTPError(
+                422, f"the batch dimension must be 1 to {self.settings.max_request_rows} rows, got {rows.shape[0]}"
+            )
+        outputs = await self._infer(rows, request)
+        answer = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "id": infer.id,
+            "outputs": [
+                {
+                    "name": output_name,
+                    "datatype": v2_datatype(outputs.dtype),
+                    "shape": list(outputs.shape),
+                    "data": outputs.ravel(),
+                }
+            ],
+        }
+        await self._respond(request, 200, orjson.dumps(answer, option=_NUMPY))
+        return 200
+
+    async def _infer(self, rows: np.ndarray, request: _Request) -> np.ndarray:
+        """Queue rows on the batcher and wait for them, within the deadline and only while the caller listens."""
+        batcher = self.batcher
+        if batcher is None:
+            raise HTTPError(503, "the model is still loading; retry shortly", ((b"retry-after", b"1"),))
+        try:
+            future = batcher.submit(rows)
+        except QueueFull:
+            raise HTTPError(
+                503,
+                f"server busy: {batcher.queue_limit} requests are already queued; retry shortly",
+                ((b"retry-after", b"1"),),
+            ) from None
+        except BatcherStopped:
+            raise HTTPError(
+                503, "the server is shutting down; retry on another replica", ((b"retry-after", b"1"),)
+            ) from None
+        loop = self._loop or asyncio.get_running_loop()
+        watch = _Watch(future, request.receive, request.deadline, loop)
+        try:
+            return await future
+        except RequestTimedOut:
+            raise HTTPError(
+                504,
+                f"no result within the request timeout of {self.settings.request_timeout_s:g} s "
+                f"({batcher.depth} requests queued); the request was dropped",
+            ) from None
+        except ClientDisconnected:
+            raise ClientGone from None
+        except BatcherStopped:
+            raise HTTPError(
+                503, "the server is shutting down; retry on another replica", ((b"retry-after", b"1"),)
+            ) from None
+        except Exception as exc:
+            logger.error("inference failed", exc_info=exc)
+            raise HTTPError(
+                500,
+                f"inference failed ({type(exc).__name__}); "
+                f"see the server log for request id {request.request_id.decode()}",
+            ) from None
+        finally:
+            watch.cancel()
+
+
+class _Watch:
+    """Ends a waiting request early: a 504 at its deadline, or a skip when its caller disconnects.
+
+    Watching for a disconnect needs a task blocked on `receive()`, which costs more than answering a quick
+    request, so the watch starts only once the request has waited `DISCONNECT_WATCH_AFTER_S`: requests that
+    sit in a backed-up queue (the ones whose abandonment would waste compute) are watched; quick ones are not.
+    """
+
+    __slots__ = ("deadline", "future", "loop", "receive", "timer")
+
+    def __init__(
+        self, future: asyncio.Future[np.ndarray], receive: Receive, deadline: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.future, self.receive, self.deadline, self.loop = future, receive, deadline, loop
+        watch_at = loop.time() + DISCONNECT_WATCH_AFTER_S
+        if watch_at < deadline:
+            self.timer = loop.call_at(watch_at, self._start_watching)
+        else:
+            self.timer = loop.call_at(deadline, self._expire)
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+    def _start_watching(self) -> None:
+        if self.future.done():
+            return
+        self.timer = self.loop.call_at(self.deadline, self._expire)
+        self.loop.create_task(self._watch_disconnect())
+
+    def _expire(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(RequestTimedOut())
+
+    async def _watch_disconnect(self) -> None:
+        # The ASGI server also answers `http.disconnect` once our response is complete, which ends this task.
+        try:
+            while not self.future.done():
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    if not self.future.done():
+                        self.future.set_exception(ClientDisconnected())
+                    return
+        except Exception:  # the connection's machinery is gone; nothing to watch
+            return
+
+
+def create_app(settings: ServingSettings | None = None, model: LoadedModel | None = None) -> ServingApp:
+    """The app factory: settings from the environment unless given; the model is loaded at start-up unless given.
+
+    Usable with any ASGI server: `uvicorn --factory mlplat.serving.app:create_app`.
+    """
+    from mlplat.serving.settings import load_settings
+
+    return ServingApp(settings if settings is not None else load_settings(), model)

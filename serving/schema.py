@@ -1,0 +1,246 @@
+"""The model's input contract (from its MLflow signature) and the validation of requests against it.
+
+A :class:`TensorSpec` says what one input tensor must look like (dtype, shape with -1 for "any"). From it
+:class:`PredictDecoder` builds the strict /predict parser (msgspec: typed JSON decoding at a few microseconds
+per request): wrong shapes, dtypes and out-of-range values are rejected with the exact location
+(``$.inputs[2][7]``) and what was expected. :func:`predict_request_model` builds the matching pydantic model
+that documents the route in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+from annotated_types import Len
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+# KServe V2 / Open Inference Protocol tensor datatypes and the numpy dtypes they map to.
+V2_DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_DATATYPE_OF = {dtype: name for name, dtype in V2_DATATYPES.items()}
+# Which kinds of JSON numbers each target dtype kind accepts: no bools for numbers, no fractions for ints.
+_ACCEPTED_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
+
+
+class InputError(ValueError):
+    """A request's inputs do not match what the model accepts; the message says where and what is allowed."""
+
+
+def v2_datatype(dtype: np.dtype[Any]) -> str:
+    """The V2 protocol name of a numpy dtype (FP32 for float32, ...)."""
+    try:
+        return _DATATYPE_OF[np.dtype(dtype)]
+    except KeyError:
+        raise InputError(f"dtype {dtype} has no KServe V2 datatype") from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor's contract: name, numpy dtype and shape; the first dimension is the batch, -1 means any."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row (everything after the batch dimension)."""
+        return self.shape[1:]
+
+    @property
+    def datatype(self) -> str:
+        """The V2 datatype name (FP32, INT64, ...)."""
+        return v2_datatype(self.dtype)
+
+    def describe_row(self) -> str:
+        """Human description of one row, e.g. `256 float32 values` or `float32 array of shape [3, 32, 32]`."""
+        dims = ["any" if d == -1 else str(d) for d in self.row_shape]
+        if len(dims) == 1:
+            return f"{dims[0]} {self.dtype} values" if dims[0] != "any" else f"a list of {self.dtype} values"
+        if not dims:
+            return f"one {self.dtype} value"
+        return f"a {self.dtype} array of shape [{', '.join(dims)}]"
+
+    def check_row_shape(self, row_shape: Sequence[int]) -> None:
+        """Raise :class:`InputError` unless `row_shape` fits this spec's row shape (-1 matches any size)."""
+        want = self.row_shape
+        if len(row_shape) != len(want) or any(w not in (-1, g) for w, g in zip(want, row_shape, strict=True)):
+            shown = ", ".join("any" if d == -1 else str(d) for d in want)
+            raise InputError(f"each row must have shape [{shown}] ({self.describe_row()}), got {list(row_shape)}")
+
+
+def _element_type(dtype: np.dtype[Any]) -> Any:
+    kind = dtype.kind
+    if kind == "b":
+        return bool
+    if kind in "iu":
+        return int
+    if kind == "f":
+        return float
+    raise InputError(f"unsupported input dtype {dtype}: mlplat serves bool, integer and floating-point tensors")
+
+
+def predict_request_model(spec: TensorSpec | None, max_rows: int) -> type[BaseModel]:
+    """A strict pydantic model for `{"inputs": [row, ...]}` whose rows must match `spec`.
+
+    Known dimensions become exact list lengths; without a spec any nested list of numbers is accepted (and
+    checked by :func:`rows_to_array`). JSON ints are accepted for floats; strings, bools-for-numbers,
+    fractions-for-ints, NaN and Infinity are not.
+    """
+    row: Any
+    if spec is None:
+        row = Any
+    else:
+        row = _element_type(spec.dtype)
+        for dim in reversed(spec.row_shape):
+            row = list[row] if dim == -1 else Annotated[list[row], Len(dim, dim)]
+    inputs = Annotated[
+        list[row],
+        Field(min_length=1, max_length=max_rows, description="Rows to predict, one per example."),
+    ]
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(strict=True, allow_inf_nan=False, title="PredictRequest"),
+        inputs=(inputs, ...),
+    )
+
+
+class PredictDecoder:
+    """Parses a `/predict` body into a numpy array of the spec's dtype, or raises :class:`InputError`.
+
+    The msgspec type mirrors :func:`predict_request_model`: exact row lengths where the spec fixes them, JSON
+    ints accepted for floats, no bools for numbers, no fractions for ints, and values bounded by the dtype's
+    range, so the array needs no further checks.
+    """
+
+    def __init__(self, spec: TensorSpec | None, max_rows: int) -> None:
+        self.spec = spec
+        row: Any = Any
+        if spec is not None:
+            row = _element_type(spec.dtype)
+            if spec.dtype.kind != "b":
+                info = np.finfo(spec.dtype) if spec.dtype.kind == "f" else np.iinfo(spec.dtype)
+                row = Annotated[row, msgspec.Meta(ge=row(info.min), le=row(info.max))]
+            for dim in reversed(spec.row_shape):
+                row = list[row] if dim == -1 else Annotated[list[row], msgspec.Meta(min_length=dim, max_length=dim)]
+        inputs = Annotated[list[row], msgspec.Meta(min_length=1, max_length=max_rows)]
+        request = msgspec.defstruct("PredictRequest", [("inputs", inputs)])
+        self._decoder = msgspec.json.Decoder(request)
+        if spec is None:
+            self._expected = 'expected {"inputs": [row, ...]} with rows of numbers'
+        else:
+            self._expected = f'expected {{"inputs": [row, ...]}} where each row is {spec.describe_row()}'
+
+    def decode(self, body: bytes) -> np.ndarray:
+        """The rows of a `/predict` body as an array (first dimension: rows)."""
+        try:
+            rows = self._decoder.decode(body).inputs  # type: ignore[attr-defined]
+        except msgspec.ValidationError as exc:
+            raise InputError(f"{exc}. {self._expected}") from None
+        except msgspec.DecodeError as exc:
+            raise InputError(f"the body is not valid JSON ({exc}). {self._expected}") from None
+        return rows_to_array(rows, self.spec)
+
+
+def rows_to_array(rows: list[Any], spec: TensorSpec | None) -> np.ndarray:
+    """Rows already checked against `spec` (by :class:`PredictDecoder`) -> an array of the spec's dtype.
+
+    Without a spec: numbers or booleans of one shape, floats as float32.
+    """
+    if spec is not None:
+        try:
+            return np.asarray(rows, dtype=spec.dtype)
+        except ValueError as exc:  # ragged rows, possible only where a dimension is "any"
+            raise InputError(f"inputs do not form a {spec.dtype} tensor: {exc}") from None
+    else:
+        try:
+            array = np.asarray(rows)
+        except ValueError as exc:
+            raise InputError(f"inputs must be rows of equal shape: {exc}") from None
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"inputs must be numbers or booleans, got {array.dtype} values")
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32)
+            if not np.isfinite(array).all():
+                raise InputError("inputs contain values that overflow float32 (finite numbers only)")
+    return array
+
+
+def v2_input_to_array(
+    name: str, datatype: str, shape: Sequence[int], data: list[Any], spec: TensorSpec | None
+) -> np.ndarray:
+    """One V2 request input (flat or nested `data` in row-major order) -> a numpy array, checked against `spec`."""
+    where = f"input {name!r}"
+    if spec is not None:
+        if spec.name and name != spec.name:
+            raise InputError(f"{where}: unknown input name; the model's input is {spec.name!r}")
+        if datatype != spec.datatype:
+            raise InputError(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
+    if datatype not in V2_DATATYPES:
+        raise InputError(f"{where}: unsupported datatype {datatype!r}; supported: {', '.join(V2_DATATYPES)}")
+    if any(d < 0 for d in shape) or len(shape) < 1:
+        raise InputError(f"{where}: shape must list non-negative sizes with a batch dimension first, got {list(shape)}")
+    dtype = V2_DATATYPES[datatype]
+    try:
+        raw = np.asarray(data)
+    except ValueError as exc:
+        raise InputError(f"{where}: data is ragged: {exc}") from None
+    if raw.size and raw.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
+        raise InputError(f"{where}: data holds {raw.dtype} values, which are not valid {datatype}")
+    if raw.size != math.prod(shape):
+        raise InputError(f"{where}: shape {list(shape)} needs {math.prod(shape)} values, data has {raw.size}")
+    if raw.ndim > 1 and tuple(raw.shape) != tuple(shape):
+        raise InputError(f"{where}: nested data has shape {list(raw.shape)}, declared shape is {list(shape)}")
+    try:
+        array = raw.astype(dtype, casting="unsafe" if dtype.kind == "f" else "same_kind").reshape(shape)
+    except TypeError as exc:
+        raise InputError(f"{where}: data cannot be cast to {datatype}: {exc}") from None
+    if raw.dtype.kind in "iu" and dtype.kind in "iu" and not np.array_equal(array.reshape(raw.shape), raw):
+        raise InputError(f"{where}: values are out of range for {datatype}")
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"{where}: values overflow {datatype} (finite numbers only)")
+    if spec is not None:
+        spec.check_row_shape(array.shape[1:])
+    return array
+
+
+def describe_validation_error(exc: ValidationError, spec: TensorSpec | None, limit: int = 5) -> str:
+    """A one-paragraph explanation of a request validation failure: where, what was wrong, what is allowed."""
+    problems = []
+    for error in exc.errors()[:limit]:
+        loc = "".join(
+            f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(error["loc"])
+        )
+        given = error.get("input")
+        shown = (
+            ""
+            if error["type"] in {"missing", "json_invalid"} or isinstance(given, list | dict)
+            else f" (got {given!r:.40})"
+        )
+        problems.append(f"{loc or 'body'}: {error['msg']}{shown}")
+    more = exc.error_count() - len(problems)
+    if more > 0:
+        problems.append(f"... and {more} more")
+    expected = (
+        f'expected {{"inputs": [row, ...]}} where each row is {spec.describe_row()}'
+        if spec is not None
+        else 'expected {"inputs": [row, ...]} with rows of numbers'
+    )
+    return "invalid request: " + "; ".join(problems) + f". {expected}"

@@ -1,0 +1,105 @@
+"""Run the model server in this process: logging, torch threads, model load, uvicorn, graceful shutdown.
+
+Shutdown on SIGTERM (what Kubernetes and `docker stop` send):
+
+1. readiness turns false at once, and every response carries `Connection: close`, so clients reconnect
+   elsewhere while load balancers take this replica out of rotation (``drain_delay_s``);
+2. then uvicorn stops accepting connections and waits for in-flight requests (``graceful_timeout_s``);
+3. then the lifespan shutdown lets the batcher finish its queue, and the process exits with status 0.
+
+SIGINT (Ctrl-C) skips the delay; a second SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import uvicorn
+from mlplat.serving.app import ServingApp, create_app
+from mlplat.serving.logs import configure_logging, logging_config
+from mlplat.serving.model import ModelLoadError, load_model
+from mlplat.serving.settings import ServingSettings, SettingsError, load_settings
+
+logger = logging.getLogger("mlplat.serving")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, with a readiness drain between SIGTERM and the stop of accepting connections."""
+
+    def __init__(self, config: uvicorn.Config, app: ServingApp) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Signal handler: drain on the first SIGTERM; otherwise uvicorn's behaviour."""
+        first = not self.app.draining
+        self.app.begin_drain()
+        if sig == signal.SIGTERM:
+            delay = self.app.settings.drain_delay_s
+            if first and delay > 0:
+                logger.info("SIGTERM: draining for %.1f s before closing the listener", delay)
+                timer = threading.Timer(delay, self._stop_accepting)
+                timer.daemon = True
+                timer.start()
+            else:
+                self._stop_accepting()
+            return  # handled here, not re-raised after shutdown: a drained exit is a clean exit (status 0)
+        super().handle_exit(sig, frame)
+
+    def _stop_accepting(self) -> None:
+        # uvicorn's main loop polls this flag every 0.1 s, then closes listeners and waits for in-flight requests.
+        self.should_exit = True
+
+
+def configure_torch(settings: ServingSettings) -> int:
+    """Set torch's intra-op threads: the setting, else the CPUs this process may run on. Returns the count."""
+    import torch
+
+    threads = settings.torch_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def uvicorn_config(app: ServingApp, settings: ServingSettings) -> uvicorn.Config:
+    """uvicorn settings for serving `app` (JSON logs, no access log of its own, graceful timeout)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=logging_config(settings.log_level),
+        access_log=False,  # the dispatcher writes its own (JSON, with the request id) when asked to
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s + 0.999),
+    )
+
+
+def run(settings: ServingSettings) -> None:
+    """Load the model, then serve until shut down. Raises :class:`ModelLoadError` if the model cannot load."""
+    configure_logging(settings.log_level)
+    threads = configure_torch(settings)
+    logger.info("loading model", extra={"uri": settings.model_uri, "torch_threads": threads})
+    model = load_model(settings)
+    app = create_app(settings, model)
+    DrainingServer(uvicorn_config(app, settings), app).run()
+
+
+def main(**overrides: object) -> None:
+    """Entry point of `python -m mlplat.serving` and `mlplat serve`: clear messages and exit codes on failure."""
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"mlplat serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        run(settings)
+    except ModelLoadError as exc:
+        logger.error("could not load the model: %s", exc)
+        print(f"mlplat serve: could not load the model: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,120 @@
+"""Server settings, read from `MLPLAT_SERVING_*` environment variables (pydantic-settings).
+
+Every knob has a production-safe default; `mlplat serve` options override the environment. A bad value
+fails at start-up with the variable's name, the value given and what is allowed (:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MLPLAT_SERVING_"
+
+
+class SettingsError(ValueError):
+    """Raised when the server's settings are invalid; the message names each bad variable."""
+
+
+class ServingSettings(BaseSettings):
+    """Everything the model server can be told. Field `x` is read from `MLPLAT_SERVING_X`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    model_uri: str = Field(
+        min_length=1,
+        description="Where the model lives: `models:/<name>@<alias>`, `models:/<name>/<version>`, `runs:/<id>/<path>`, "
+        "`s3://bucket/prefix` or a local path (an MLflow model directory or a TorchScript file).",
+    )
+    model_name: str | None = Field(
+        default=None, description="Name served under /v2/models/<name>; default: the registered or directory name."
+    )
+    model_version: str | None = Field(
+        default=None, description="Version reported to clients; default: the registry version or the model's uuid."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to bind (the container image sets 0.0.0.0).")
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most rows in one forward pass.")
+    max_batch_delay_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a forming batch may wait for more requests. 0 (the default) batches whatever queued "
+        "while the previous forward ran, so a lone caller never waits for a window.",
+    )
+    queue_limit: int = Field(default=512, ge=1, description="Requests that may wait; beyond it the server answers 503.")
+    request_timeout_s: float = Field(default=5.0, gt=0.0, description="Time from arrival to answer before a 504.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body; larger is 413.")
+    max_request_rows: int = Field(default=1024, ge=1, description="Most rows one request may carry (422 beyond).")
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, every route but health and metrics needs `Authorization: Bearer <key>`."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); empty (default) disables CORS."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(default=False, description="Log one JSON line per request (costs ~20 us each).")
+    device: str = Field(default="auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:<n>`.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; default: the CPUs this process may run on."
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="Allow loading pickle-serialized MLflow models (runs code from the file: trusted sources only). "
+        "Models logged with serialization_format='pt2' need no such trust.",
+    )
+    drift_window: int = Field(default=2048, ge=10, description="Rows kept for drift statistics.")
+    drain_delay_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="After SIGTERM, keep serving (readiness false, `Connection: close`) this long so load balancers "
+        "stop routing here, then stop accepting and finish what was accepted.",
+    )
+    graceful_timeout_s: float = Field(default=30.0, gt=0.0, description="Most time to finish in-flight requests.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow server for `models:/` and `runs:/` URIs (else MLflow's own default)."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint for `s3://` URIs (else boto3's, e.g. AWS_ENDPOINT_URL_S3)."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        head, _, index = value.partition(":")
+        if head not in {"auto", "cpu", "cuda"} or (index and (head != "cuda" or not index.isdigit())):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<n>', not {value!r}")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def max_batch_delay_s(self) -> float:
+        """The batch window in seconds."""
+        return self.max_batch_delay_ms / 1000.0
+
+
+def load_settings(**overrides: Any) -> ServingSettings:
+    """Read settings from the environment; `overrides` (e.g. from CLI options) win over it.
+
+    Raises :class:`SettingsError` whose message names each bad variable, the value and the rule it broke.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return ServingSettings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            where = f"--{field.replace('_', '-')}" if field in given else f"{ENV_PREFIX}{field.upper()}"
+            secret = field == "api_key"
+            got = "" if error["type"] == "missing" or secret else f" (got {error.get('input')!r})"
+            problems.append(f"{where}: {error['msg']}{got}")
+        raise SettingsError("invalid serving settings:\n  " + "\n  ".join(problems)) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import json
 import logging
 import runpy
@@ -61,7 +62,8 @@ class ResourceRecord:
     id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """A JSON-ready copy (callers may change it without touching the render)."""
+        return copy.deepcopy({
             "urn": self.urn,
             "type": self.type,
             "name": self.name,
@@ -69,7 +71,7 @@ class ResourceRecord:
             "custom": self.custom,
             "inputs": self.inputs,
             "options": self.options,
-        }
+        })
 
 
 @dataclass

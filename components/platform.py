@@ -1,0 +1,185 @@
+"""MlPlatform: the whole platform — network, cluster, storage, registry, tracking, serving, training — in one."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pulumi
+import pulumi_kubernetes as k8s
+from mlplat.components.cluster import Cluster, ClusterArgs
+from mlplat.components.load_balancer_controller import install_load_balancer_controller
+from mlplat.components.model_service import ModelService, ModelServiceArgs
+from mlplat.components.network import Network, NetworkArgs
+from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
+from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
+from mlplat.components.tracking import Tracking, TrackingArgs
+from mlplat.components.training_job import TrainingJob, TrainingJobArgs
+
+PLATFORM = "<wired by MlPlatform>"
+"""Placeholder for an argument MlPlatform fills from another component (a VPC id, an image, a namespace)."""
+
+MLFLOW_PREFIX = "mlflow"
+SERVING_NAMESPACE = "serving"
+TRAINING_NAMESPACE = "training"
+
+T = TypeVar("T")
+
+
+def _is_open(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return list(value) == [PLATFORM]
+    return value is None or (isinstance(value, str) and value == PLATFORM)
+
+
+def wired(args: T, **values: Any) -> T:
+    """``args`` with each named field that is :data:`PLATFORM`, ``[PLATFORM]`` or None set from ``values``.
+
+    A value the caller gave explicitly (an existing VPC, its own tracking URI) is kept.
+    """
+    updates = {name: value for name, value in values.items() if _is_open(getattr(args, name))}
+    return dataclasses.replace(args, **updates)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class MlPlatformArgs:
+    """Arguments of :class:`MlPlatform`: each component's own args, with wiring left to the platform.
+
+    Fields that come from another component are written as :data:`PLATFORM` (or left None where optional)
+    and filled in: the cluster's VPC and subnets, the tracking database's subnets and clients, each
+    workload's namespace, image, tracking URI, IRSA role and checkpoint location.
+
+    Attributes:
+        region: The AWS region (the provider's).
+        network: The VPC.
+        cluster: The EKS cluster (``vpc_id``/``private_subnet_ids``: PLATFORM).
+        artifacts: The artifact bucket.
+        registry: The ECR repositories; ``images`` or ``builds`` must give ``serving`` and ``training``
+            images when services or training jobs are declared.
+        tracking: MLflow and its database (``vpc_id``, ``database_subnet_ids``,
+            ``client_security_group_ids``, ``artifacts_uri``: PLATFORM).
+        services: Model services by name (``namespace``, ``image``: PLATFORM).
+        training_jobs: Training jobs by name (``namespace``, ``image``: PLATFORM).
+        load_balancer_controller: Install the AWS Load Balancer Controller (needed by ALB Ingresses).
+    """
+
+    region: str
+    network: NetworkArgs
+    cluster: ClusterArgs
+    artifacts: ArtifactStoreArgs = field(default_factory=ArtifactStoreArgs)
+    registry: ContainerRegistryArgs = field(default_factory=ContainerRegistryArgs)
+    tracking: TrackingArgs | None = None
+    services: Mapping[str, ModelServiceArgs] = field(default_factory=dict)
+    training_jobs: Mapping[str, TrainingJobArgs] = field(default_factory=dict)
+    load_balancer_controller: bool = True
+
+
+def tracking_args(**overrides: Any) -> TrackingArgs:
+    """TrackingArgs for use inside MlPlatform: the wiring fields are PLATFORM."""
+    base: dict[str, Any] = {"vpc_id": PLATFORM, "database_subnet_ids": [PLATFORM],
+                            "client_security_group_ids": [PLATFORM], "artifacts_uri": PLATFORM}
+    return TrackingArgs(**{**base, **overrides})
+
+
+class MlPlatform(pulumi.ComponentResource):
+    """Every mlplat component, wired together.
+
+    Network -> Cluster (in the private subnets) -> Kubernetes workloads through the cluster's provider;
+    the artifact bucket is shared: MLflow writes under ``mlflow/`` and serving reads it, each training job
+    checkpoints under ``checkpoints/<job>/``; every workload gets its own IRSA role scoped to its prefix.
+
+    Outputs: ``network``, ``cluster``, ``artifacts``, ``registry``, ``tracking`` (components), and
+    ``service_endpoints`` (service name -> ALB hostname, empty until the controller provisions it).
+    """
+
+    def __init__(self, name: str, args: MlPlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplat:platform:MlPlatform", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.network = Network(name, dataclasses.replace(args.network, cluster_name=name, region=args.region),
+                               opts=child)
+        self.cluster = Cluster(
+            name,
+            wired(dataclasses.replace(args.cluster, cluster_name=name), vpc_id=self.network.vpc_id,
+                  private_subnet_ids=self.network.private_subnet_ids),
+            opts=child,
+        )
+        self.artifacts = ArtifactStore(f"{name}-artifacts", args.artifacts, opts=child)
+        self.registry = ContainerRegistry(f"{name}-registry", args.registry, opts=child)
+        on_cluster = pulumi.ResourceOptions(parent=self, providers=[self.cluster.provider])
+        if args.load_balancer_controller:
+            install_load_balancer_controller(name, self.cluster, args.region, self.network.vpc_id, on_cluster)
+
+        self.tracking: Tracking | None = None
+        tracking_uri: pulumi.Input[str] | None = None
+        if args.tracking is not None:
+            role = self.cluster.service_account_role(args.tracking.namespace, "mlflow")
+            self.artifacts.grant_write(role.name, prefix=MLFLOW_PREFIX, name="mlflow")
+            self.tracking = Tracking(
+                f"{name}-tracking",
+                wired(
+                    args.tracking,
+                    vpc_id=self.network.vpc_id,
+                    database_subnet_ids=self.network.database_subnet_ids,
+                    # Managed node groups carry the EKS cluster security group; pods share their node's.
+                    client_security_group_ids=[self.cluster.cluster_security_group_id,
+                                               self.cluster.node_security_group_id],
+                    artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
+                    service_account_role_arn=role.arn,
+                ),
+                opts=on_cluster,
+            )
+            tracking_uri = self.tracking.uri
+
+        self.service_endpoints: dict[str, pulumi.Output[str]] = {}
+        if args.services:
+            namespace = self._namespace(SERVING_NAMESPACE, on_cluster)
+            image = self._image("serving", "services")
+            for svc, svc_args in args.services.items():
+                role = self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}")
+                self.artifacts.grant_read(role.name, prefix=MLFLOW_PREFIX, name=f"serve-{svc}")
+                service = ModelService(
+                    f"{name}-{svc}",
+                    wired(svc_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
+                          service_account_role_arn=role.arn),
+                    opts=on_cluster,
+                )
+                if service.ingress_hostname is not None:
+                    self.service_endpoints[svc] = service.ingress_hostname
+        if args.training_jobs:
+            namespace = self._namespace(TRAINING_NAMESPACE, on_cluster)
+            image = self._image("training", "training_jobs")
+            for job, job_args in args.training_jobs.items():
+                prefix = f"checkpoints/{job}"
+                role = self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}")
+                self.artifacts.grant_write(role.name, prefix=prefix, name=f"train-{job}")
+                TrainingJob(
+                    f"{name}-{job}",
+                    wired(job_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
+                          checkpoint_uri=self.artifacts.uri(prefix), service_account_role_arn=role.arn),
+                    opts=on_cluster,
+                )
+        self.register_outputs({"service_endpoints": self.service_endpoints})
+
+    def _namespace(self, namespace: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        ns = k8s.core.v1.Namespace(
+            f"{self._name}-{namespace}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=namespace,
+                # Enforce the restricted Pod Security Standard: our pods already meet it.
+                labels={"pod-security.kubernetes.io/enforce": "restricted"},
+            ),
+            opts=opts,
+        )
+        return ns.metadata.name
+
+    def _image(self, repository: str, field_name: str) -> pulumi.Output[str]:
+        image = self.registry.image_uris.get(repository)
+        if image is None:
+            raise ValueError(
+                f"MlPlatformArgs.{field_name} needs a {repository!r} image: set registry images[{repository!r}] "
+                f"(an image built elsewhere) or registry builds[{repository!r}]"
+            )
+        return image
+

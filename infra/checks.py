@@ -31,6 +31,9 @@ OPEN_IPV6 = "::/0"
 LOAD_BALANCER_PORTS = frozenset({80, 443})
 EKS_REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
 MIN_BACKUP_RETENTION_DAYS = 7
+# Pulumi's wire sentinel for a value not known until the update runs (e.g. a new bucket's ARN in a policy
+# document during preview). Rules never report a violation on a value they cannot see.
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,8 @@ def s3_buckets_tls_only(stack: Sequence[Resource]) -> Iterator[tuple[Resource, V
     covered = {
         b.urn
         for pol in stack
-        if pol.type == BUCKET_POLICY and _denies_insecure_transport(_policy_document(pol.inputs.get("policy")))
+        if pol.type == BUCKET_POLICY and (pol.inputs.get("policy") == UNKNOWN
+                                          or _denies_insecure_transport(_policy_document(pol.inputs.get("policy"))))
         for b in _linked(stack, pol, BUCKET_TYPES)
     }
     for bucket in stack:

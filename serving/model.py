@@ -208,7 +208,7 @@ def _registry_identity(uri: str, settings: ServingSettings) -> tuple[str | None,
         from mlflow import MlflowClient
 
         with _mlflow_tracking(settings):
-            version = MlflowClient().get_model_version_by_alias(name, alias).version
+            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
     elif version is not None and not version.isdigit():
         version = None  # a stage name or a logged-model id: the model's uuid identifies it better
     return (None if name.startswith("m-") else name), version

@@ -126,14 +126,14 @@ class LiveServer:
         """An HTTP client for this server."""
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, sample_name: str, /, **labels: str) -> float:
         """One sample of /metrics (0 when absent)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     return float(sample.value)
         return 0.0
 

@@ -1,0 +1,91 @@
+"""Settings from the environment and the `mlplat serve` command line: values, precedence, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlplat.infra.cli import app as mlplat_cli
+from mlplat.serving.settings import SettingsError, load_settings
+from typer.testing import CliRunner
+
+
+def test_settings_come_from_mlplat_serving_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLAT_SERVING_MODEL_URI", "models:/digits@champion")
+    monkeypatch.setenv("MLPLAT_SERVING_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("MLPLAT_SERVING_MAX_BATCH_DELAY_MS", "2.5")
+    monkeypatch.setenv("MLPLAT_SERVING_QUEUE_LIMIT", "100")
+    monkeypatch.setenv("MLPLAT_SERVING_REQUEST_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("MLPLAT_SERVING_API_KEY", "hunter2")
+    monkeypatch.setenv("MLPLAT_SERVING_LOG_LEVEL", "warning")
+    monkeypatch.setenv("MLPLAT_SERVING_CORS_ORIGINS", "https://a.example, https://b.example")
+    settings = load_settings()
+    assert settings.model_uri == "models:/digits@champion"
+    assert (settings.max_batch_size, settings.max_batch_delay_s, settings.queue_limit) == (8, 0.0025, 100)
+    assert settings.request_timeout_s == 1.5
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings)
+    assert settings.log_level == "warning"
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_defaults_are_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(model_uri="/m")
+    assert settings.host == "127.0.0.1"
+    assert settings.api_key is None
+    assert settings.cors_origins == []
+    assert settings.max_batch_delay_ms == 0
+    assert not settings.allow_pickle
+
+
+def test_options_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLAT_SERVING_MODEL_URI", "/from/env")
+    monkeypatch.setenv("MLPLAT_SERVING_PORT", "9000")
+    settings = load_settings(model_uri="/from/cli", port=None)
+    assert settings.model_uri == "/from/cli"
+    assert settings.port == 9000
+
+
+def test_bad_values_name_the_variable_the_value_and_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLAT_SERVING_MODEL_URI", "/m")
+    monkeypatch.setenv("MLPLAT_SERVING_MAX_BATCH_SIZE", "0")
+    monkeypatch.setenv("MLPLAT_SERVING_DEVICE", "tpu")
+    monkeypatch.setenv("MLPLAT_SERVING_LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "MLPLAT_SERVING_MAX_BATCH_SIZE: Input should be greater than or equal to 1 (got '0')" in message
+    assert (
+        "MLPLAT_SERVING_DEVICE: Value error, device must be 'auto', 'cpu', 'cuda' or 'cuda:<n>', not 'tpu'" in message
+    )
+    assert "MLPLAT_SERVING_LOG_LEVEL: Input should be 'debug', 'info', 'warning' or 'error' (got 'loud')" in message
+
+
+def test_a_missing_model_uri_is_named() -> None:
+    with pytest.raises(SettingsError, match="MLPLAT_SERVING_MODEL_URI: Field required"):
+        load_settings()
+
+
+def test_a_bad_cli_option_is_named_as_an_option() -> None:
+    with pytest.raises(SettingsError, match="--queue-limit: Input should be greater than or equal to 1"):
+        load_settings(model_uri="/m", queue_limit=0)
+
+
+def test_serve_is_a_command_of_the_mlplat_cli() -> None:
+    result = CliRunner().invoke(mlplat_cli, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--port", "--max-batch-size", "--max-batch-delay-ms", "--queue-limit", "--device"):
+        assert option in result.output
+
+
+def test_serve_without_a_model_exits_2_with_the_variable_to_set() -> None:
+    result = CliRunner().invoke(mlplat_cli, ["serve"])
+    assert result.exit_code == 2
+    assert "MLPLAT_SERVING_MODEL_URI: Field required" in result.output + result.stderr
+
+
+def test_serve_with_a_missing_model_exits_1_saying_why(tmp_path: Path) -> None:
+    result = CliRunner().invoke(mlplat_cli, ["serve", "--model", str(tmp_path / "nothing"), "--log-level", "error"])
+    assert result.exit_code == 1
+    assert "could not load the model" in result.stderr
+    assert "does not exist" in result.stderr

@@ -97,12 +97,13 @@ class MlPlatform(pulumi.ComponentResource):
     def __init__(self, name: str, args: MlPlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplat:platform:MlPlatform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.network = Network(name, dataclasses.replace(args.network, cluster_name=name, region=args.region),
+        cluster_args = wired(args.cluster, cluster_name=name)
+        # The subnets' kubernetes.io/cluster/<name> tags must name the cluster that uses them.
+        self.network = Network(name, wired(args.network, cluster_name=cluster_args.cluster_name, region=args.region),
                                opts=child)
         self.cluster = Cluster(
             name,
-            wired(dataclasses.replace(args.cluster, cluster_name=name), vpc_id=self.network.vpc_id,
-                  private_subnet_ids=self.network.private_subnet_ids),
+            wired(cluster_args, vpc_id=self.network.vpc_id, private_subnet_ids=self.network.private_subnet_ids),
             opts=child,
         )
         self.artifacts = ArtifactStore(f"{name}-artifacts", args.artifacts, opts=child)

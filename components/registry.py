@@ -43,6 +43,8 @@ class ContainerRegistryArgs:
         force_delete: Let ``pulumi destroy`` delete repositories that still hold images (dev only).
         builds: Per repository, build and push the image with the Docker provider.
         images: Per repository, an image URI built elsewhere (used when there is no build).
+        default_tag: For repositories with neither a build nor an image: run ``<repository url>:<tag>``,
+            the tag CI pushes (tags are immutable, so a release is a config change).
     """
 
     repositories: Sequence[str] = ("serving", "training")
@@ -53,6 +55,7 @@ class ContainerRegistryArgs:
     force_delete: bool = False
     builds: Mapping[str, ImageBuild] = field(default_factory=dict)
     images: Mapping[str, str] = field(default_factory=dict)
+    default_tag: str | None = None
 
     def __post_init__(self) -> None:
         unknown = (set(self.builds) | set(self.images)) - set(self.repositories)
@@ -105,7 +108,7 @@ class ContainerRegistry(pulumi.ComponentResource):
     ``aws.ecr.get_authorization_token``); otherwise ``images`` gives URIs built elsewhere (e.g. by CI).
 
     Outputs: ``repository_urls`` (short name -> URL), ``image_uris`` (short name -> the image to run: the
-    pushed digest or the configured URI; a repository with neither has no entry).
+    pushed digest, the configured URI, or ``<url>:<default_tag>``; otherwise no entry).
     """
 
     def __init__(
@@ -144,6 +147,8 @@ class ContainerRegistry(pulumi.ComponentResource):
                 self.image_uris[short] = self._build(name, short, repo, build)
             elif short in args.images:
                 self.image_uris[short] = pulumi.Output.from_input(args.images[short])
+            elif args.default_tag is not None:
+                self.image_uris[short] = pulumi.Output.concat(repo.repository_url, ":", args.default_tag)
 
         self.register_outputs({"repository_urls": self.repository_urls, "image_uris": self.image_uris})
 

@@ -18,6 +18,7 @@ from mlplat.components.cluster import REQUIRED_LOG_TYPES, AddonVersions, Cluster
 from mlplat.components.cluster_system import ChartVersions
 from mlplat.components.node_groups import NodePoolArgs, Taint
 from mlplat.components.subnets import plan_subnets
+from mlplat.infra.config_workloads import ServiceConfig, TrackingConfig, TrainingJobConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -45,6 +46,9 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "network": {"nat": "single", "interfaceEndpoints": False, "flowLogRetentionDays": 7},
         "artifacts": {"forceDestroy": True, "protect": False, "noncurrentExpireDays": 90},
         "registry": {"keepTaggedImages": 10, "forceDelete": True},
+        "tracking": {"replicas": 1, "workers": 1, "database": {
+            "instanceClass": "db.t4g.small", "multiAz": False, "deletionProtection": False,
+            "backupRetentionDays": 7, "finalSnapshot": False, "protect": False}},
         "cluster": {
             "deletionProtection": False,
             "nodeGroups": {
@@ -58,6 +62,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "network": {"nat": "single", "interfaceEndpoints": True, "flowLogRetentionDays": 30},
         "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 180},
         "registry": {"keepTaggedImages": 20, "forceDelete": False},
+        "tracking": {"replicas": 1, "database": {"multiAz": False, "backupRetentionDays": 7}},
         "cluster": {
             "deletionProtection": False,
             "nodeGroups": {
@@ -71,6 +76,8 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "network": {"nat": "per_az", "interfaceEndpoints": True, "flowLogRetentionDays": 90},
         "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 365},
         "registry": {"keepTaggedImages": 50, "forceDelete": False},
+        "tracking": {"replicas": 2, "database": {"instanceClass": "db.r6g.large", "multiAz": True,
+                                                 "backupRetentionDays": 14}},
         "cluster": {
             "deletionProtection": True,
             "nodeGroups": {
@@ -358,6 +365,18 @@ class StackConfig(_Section):
     artifacts: ArtifactsConfig = ArtifactsConfig()
     registry: RegistryConfig = RegistryConfig()
     cluster: ClusterConfig = ClusterConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    services: dict[str, ServiceConfig] = {}
+    training_jobs: dict[str, TrainingJobConfig] = {}
+
+    @field_validator("services", "training_jobs")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", name):
+                raise ValueError(f"{name!r} is not a valid workload name (lowercase letters, digits and '-', "
+                                 "at most 32 characters: it names Kubernetes objects)")
+        return value
 
     @model_validator(mode="after")
     def _production_api_not_public(self) -> StackConfig:

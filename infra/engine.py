@@ -182,10 +182,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.invoked: list[str] = []
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
-        # As the Pulumi engine does: the root stack is not part of its children's qualified type.
-        if parent and "::pulumi:pulumi:Stack::" in parent:
-            parent = ""
-        return super().make_urn(parent, type_, name)
+        # As the Pulumi engine does: a child's qualified type is its parent's whole qualified type chain
+        # (the root stack excluded) joined with "$" (Pulumi's stock mock keeps only the last link).
+        if parent and "::pulumi:pulumi:Stack::" not in parent:
+            type_ = parent.split("::")[2] + "$" + type_
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
 
     def GetDeploymentInfo(self, request: Any) -> Any:
         # No resource references: the SDK then sends custom resources as ids and components as URNs,

@@ -1,4 +1,4 @@
-"""This repository's stack program: typed config in, the platform's components out.
+"""This repository's stack program: typed config in, one :class:`MlPlatform` out.
 
 ``infra/__main__.py`` (what ``pulumi up`` runs) and the offline engine both call :func:`build`.
 """
@@ -9,52 +9,39 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-from mlplat.components.cluster import Cluster
-from mlplat.components.network import Network, NetworkArgs
-from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs, ImageBuild
-from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
+from mlplat.components.network import NetworkArgs
+from mlplat.components.platform import PLATFORM, MlPlatform, MlPlatformArgs
+from mlplat.components.registry import ContainerRegistryArgs, ImageBuild
+from mlplat.components.storage import ArtifactStoreArgs
 from mlplat.infra.config import StackConfig, from_pulumi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"serving": "serving/Dockerfile", "training": "training/Dockerfile"}
 
 
-def build(cfg: StackConfig) -> dict[str, pulumi.Output[object]]:
-    """Create the stack's resources from ``cfg`` and return the stack outputs."""
-    prefix = f"mlplat-{cfg.environment}"
-    provider = aws.Provider(
-        "aws",
+def platform_args(cfg: StackConfig) -> MlPlatformArgs:
+    """The platform's component args from the stack config."""
+    net, art, reg = cfg.network, cfg.artifacts, cfg.registry
+    builds = {
+        repo: ImageBuild(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / DOCKERFILES[repo]), tag=reg.image_tag)
+        for repo in reg.repositories
+        if reg.build_images and repo in DOCKERFILES
+    }
+    return MlPlatformArgs(
         region=cfg.region,
-        default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.tags),
-    )
-    opts = pulumi.ResourceOptions(providers=[provider])
-    net = cfg.network
-    network = Network(
-        prefix,
-        NetworkArgs(
+        network=NetworkArgs(
             cidr_block=str(net.cidr),
             az_count=net.az_count,
             availability_zones=net.availability_zones,
             nat=net.nat,
             subnet_newbits=net.subnet_newbits.model_dump(),
-            subnet_cidrs=None if net.subnets is None else {k: [str(c) for c in v]
-                                                           for k, v in net.subnets.model_dump().items()},
+            subnet_cidrs=None if net.subnets is None
+            else {tier: [str(c) for c in cidrs] for tier, cidrs in net.subnets.model_dump().items()},
             interface_endpoints=net.interface_endpoints,
             flow_log_retention_days=net.flow_log_retention_days,
-            cluster_name=prefix,
-            region=cfg.region,
         ),
-        opts=opts,
-    )
-    cluster = Cluster(
-        prefix,
-        cfg.cluster.to_args(network.vpc_id, network.private_subnet_ids, cfg.region, cluster_name=prefix),
-        opts=opts,
-    )
-    art = cfg.artifacts
-    artifacts = ArtifactStore(
-        f"{prefix}-artifacts",
-        ArtifactStoreArgs(
+        cluster=cfg.cluster.to_args(PLATFORM, PLATFORM, cfg.region, cluster_name=PLATFORM),
+        artifacts=ArtifactStoreArgs(
             bucket_name=art.bucket_name,
             create_kms_key=art.kms_key,
             force_destroy=art.force_destroy,
@@ -63,39 +50,44 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Output[object]]:
             noncurrent_expire_days=art.noncurrent_expire_days,
             abort_multipart_days=art.abort_multipart_days,
         ),
-        opts=opts,
-    )
-    reg = cfg.registry
-    builds = {
-        repo: ImageBuild(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / DOCKERFILES[repo]), tag=reg.image_tag)
-        for repo in reg.repositories
-        if reg.build_images and repo in DOCKERFILES
-    }
-    registry = ContainerRegistry(
-        f"{prefix}-registry",
-        ContainerRegistryArgs(
+        registry=ContainerRegistryArgs(
             repositories=reg.repositories,
-            name_prefix=prefix,
+            name_prefix=f"mlplat-{cfg.environment}",
             keep_tagged_images=reg.keep_tagged_images,
             untagged_expire_days=reg.untagged_expire_days,
             force_delete=reg.force_delete,
             builds=builds,
             images=reg.images,
+            default_tag=reg.image_tag,
         ),
-        opts=opts,
+        tracking=cfg.tracking.to_args(),
+        services={name: svc.to_args() for name, svc in cfg.services.items()},
+        training_jobs={name: job.to_args() for name, job in cfg.training_jobs.items()},
     )
-    return {
+
+
+def build(cfg: StackConfig) -> dict[str, pulumi.Output[object]]:
+    """Create the stack's resources from ``cfg`` and return the stack outputs."""
+    provider = aws.Provider("aws", region=cfg.region, default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.tags))
+    platform = MlPlatform(f"mlplat-{cfg.environment}", platform_args(cfg),
+                          opts=pulumi.ResourceOptions(providers=[provider]))
+    network, cluster = platform.network, platform.cluster
+    outputs: dict[str, pulumi.Output[object]] = {
         "vpcId": network.vpc_id,
         "privateSubnetIds": network.private_subnet_ids,
         "databaseSubnetIds": network.database_subnet_ids,
-        "artifactBucket": artifacts.bucket_name,
-        "repositoryUrls": pulumi.Output.from_input(registry.repository_urls),
+        "artifactBucket": platform.artifacts.bucket_name,
+        "repositoryUrls": pulumi.Output.from_input(platform.registry.repository_urls),
         "clusterName": cluster.cluster_name,
         "clusterEndpoint": cluster.endpoint,
         "kubeconfig": cluster.kubeconfig,
         "oidcProviderArn": cluster.oidc_provider_arn,
         "nodeSecurityGroupId": cluster.node_security_group_id,
+        "serviceEndpoints": pulumi.Output.from_input(platform.service_endpoints),
     }
+    if platform.tracking is not None:
+        outputs["trackingUri"] = platform.tracking.uri
+    return outputs
 
 
 def main() -> None:

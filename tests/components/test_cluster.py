@@ -188,8 +188,9 @@ def test_system_charts_are_pinned_and_installed_through_the_clusters_provider(pr
     assert provider.inputs["kubeconfig"] == "[secret]"
     assert production_stack.outputs["kubeconfig"] == "[secret]"
     releases = production_stack.by_type(RELEASE)
+    # The cluster's own charts, plus the load balancer controller that MlPlatform installs for Ingresses.
     assert {r.inputs["chart"] for r in releases} == {"cluster-autoscaler", "aws-node-termination-handler",
-                                                      "nvidia-device-plugin"}
+                                                      "nvidia-device-plugin", "aws-load-balancer-controller"}
     for r in releases:
         assert r.options["provider"] == provider.urn
         assert re.fullmatch(r"\d+\.\d+\.\d+", r.inputs["version"]) and r.inputs["namespace"] == "kube-system"
@@ -245,7 +246,8 @@ def test_physical_names_fit_aws_and_helm_limits(production_stack: Render, dev_st
         for r in stack.by_type(ROLE):  # an auto-name is "<resource name>-<7 hex>"
             assert len(r.inputs.get("name") or f"{r.name}-abcdef0") <= 64, r.name
         assert {r.inputs["name"] for r in stack.by_type(RELEASE)} == {
-            "cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin"}
+            "cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin",
+            "aws-load-balancer-controller"}
     long = role(production_stack, "irsa-kube-system-aws-node-termination-handler")
     assert long.inputs["name"].startswith("mlplat-production-irsa-kube-system-aws-node-termin")
 
@@ -255,7 +257,11 @@ def test_physical_names_fit_aws_and_helm_limits(production_stack: Render, dev_st
 def test_every_irsa_role_admits_exactly_its_service_account(production_stack: Render) -> None:
     issuer = issuer_of(production_stack)
     irsa = [r for r in production_stack.by_type(ROLE) if "-irsa-" in r.name]
-    assert len(irsa) == 4
+    assert sorted(r.inputs["tags"]["mlplat.io/service-account"] for r in irsa) == sorted([
+        "kube-system.aws-load-balancer-controller", "kube-system.aws-node-termination-handler",
+        "kube-system.cluster-autoscaler", "kube-system.ebs-csi-controller-sa", "kube-system.aws-node",
+        "mlflow.mlflow", "serving.mlplat-production-digits", "training.mlplat-production-digits",
+    ])
     for record in irsa:
         namespace, account = record.inputs["tags"]["mlplat.io/service-account"].split(".", 1)
         (stmt,) = json.loads(record.inputs["assumeRolePolicy"])["Statement"]

@@ -99,7 +99,8 @@ def test_interface_endpoints_follow_the_knob(production_stack: Render, dev_stack
 
 
 def test_endpoint_security_group_admits_https_from_the_vpc_only(production_stack: Render) -> None:
-    (rule,) = production_stack.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    (rule,) = [r for r in production_stack.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+               if "mlplat:network:Network$" in r.urn]
     assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (443, 443, "tcp")
     assert rule.inputs["cidrIpv4"] == "10.20.0.0/16"
 

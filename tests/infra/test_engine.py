@@ -137,8 +137,12 @@ def test_a_program_file_and_module_render(tmp_path: Path) -> None:
 # `pulumi up` replace them (and lose the data). Changing this list must be a deliberate act.
 STATEFUL_URNS = {
     "production": [
-        "urn:pulumi:production::mlplat::mlplat:storage:ArtifactStore$aws:s3/bucket:Bucket::mlplat-production-artifacts",
-        "urn:pulumi:production::mlplat::mlplat:storage:ArtifactStore$aws:kms/key:Key::mlplat-production-artifacts-key",
+        "urn:pulumi:production::mlplat::mlplat:platform:MlPlatform$mlplat:storage:ArtifactStore$aws:s3/bucket:Bucket"
+        "::mlplat-production-artifacts",
+        "urn:pulumi:production::mlplat::mlplat:platform:MlPlatform$mlplat:storage:ArtifactStore$aws:kms/key:Key"
+        "::mlplat-production-artifacts-key",
+        "urn:pulumi:production::mlplat::mlplat:platform:MlPlatform$mlplat:tracking:Tracking$aws:rds/instance:Instance"
+        "::mlplat-production-tracking-db",
     ],
 }
 

@@ -1,0 +1,185 @@
+"""Stack config of the platform's workloads: ``mlplat:tracking``, ``mlplat:services``, ``mlplat:trainingJobs``.
+
+Each section turns into its component's args with the wiring fields left to
+:class:`~mlplat.components.platform.MlPlatform` (:data:`~mlplat.components.platform.PLATFORM`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mlplat.components.model_service import Canary, ModelServiceArgs
+from mlplat.components.platform import PLATFORM, tracking_args
+from mlplat.components.pods import Resources
+from mlplat.components.tracking import DatabaseArgs, TrackingArgs
+from mlplat.components.training_job import TrainingJobArgs
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+_MODEL_URI = re.compile(r"(models:/[\w.-]+(@[\w-]+|/\d+)|runs:/\w+/.+|s3://.+)")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _model_uri(value: str) -> str:
+    if not _MODEL_URI.fullmatch(value):
+        raise ValueError(f"{value!r} is not a model URI; use models:/<name>@<alias>, models:/<name>/<version>, "
+                         "runs:/<run id>/<path> or s3://<bucket>/<path>")
+    return value
+
+
+class ResourcesConfig(_Section):
+    """Requests per pod: ``cpu`` (e.g. ``500m``), ``memory`` (e.g. ``1Gi``), ``gpus``."""
+
+    cpu: str = "500m"
+    memory: str = "1Gi"
+    gpus: int = Field(0, ge=0, le=8)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?|\d+m", value):
+            raise ValueError(f"{value!r} is not a Kubernetes CPU quantity such as 500m or 2")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(Ki|Mi|Gi|Ti)", value):
+            raise ValueError(f"{value!r} is not a Kubernetes memory quantity such as 512Mi or 4Gi")
+        return value
+
+    def to_args(self) -> Resources:
+        return Resources(cpu=self.cpu, memory=self.memory, gpus=self.gpus)
+
+
+class DatabaseConfig(_Section):
+    """``mlplat:tracking.database``: the RDS PostgreSQL instance."""
+
+    engine_version: str = "16"
+    parameter_family: str = "postgres16"
+    instance_class: str = "db.t4g.medium"
+    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    max_allocated_storage_gb: int = Field(200, ge=20, le=65536)
+    multi_az: bool = True
+    deletion_protection: bool = True
+    backup_retention_days: int = Field(7, ge=0, le=35)
+    final_snapshot: bool = True
+    protect: bool = True
+
+    @model_validator(mode="after")
+    def _storage(self) -> DatabaseConfig:
+        if self.max_allocated_storage_gb < self.allocated_storage_gb:
+            raise ValueError(f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) is below "
+                             f"allocatedStorageGb ({self.allocated_storage_gb})")
+        if not self.parameter_family.endswith(self.engine_version.split(".")[0]):
+            raise ValueError(f"parameterFamily {self.parameter_family!r} does not match engineVersion "
+                             f"{self.engine_version!r} (e.g. postgres16 for 16)")
+        return self
+
+
+class TrackingConfig(_Section):
+    """``mlplat:tracking``: MLflow on the cluster, backed by RDS."""
+
+    enabled: bool = True
+    image: str = "ghcr.io/mlflow/mlflow:v3.17.2"
+    replicas: int = Field(2, ge=1, le=10)
+    workers: int = Field(2, ge=1, le=16)
+    ingress: bool = False
+    resources: ResourcesConfig = ResourcesConfig(cpu="500m", memory="1Gi")
+    database: DatabaseConfig = DatabaseConfig()
+
+    def to_args(self) -> TrackingArgs | None:
+        if not self.enabled:
+            return None
+        return tracking_args(
+            image=self.image, replicas=self.replicas, workers=self.workers, ingress=self.ingress,
+            resources=self.resources.to_args(), database=DatabaseArgs(**self.database.model_dump()),
+        )
+
+
+class CanaryConfig(_Section):
+    """A canary version of a service and its share of traffic (percent)."""
+
+    model_uri: str
+    weight: int = Field(10, ge=0, le=100)
+    replicas: int = Field(1, ge=1, le=20)
+
+    @field_validator("model_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return _model_uri(value)
+
+
+class ServiceConfig(_Section):
+    """One entry of ``mlplat:services``: a model served by ``mlplat serve``."""
+
+    model_uri: str
+    min_replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(10, ge=1)
+    target_cpu_utilization: int = Field(70, ge=1, le=100)
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    resources: ResourcesConfig = ResourcesConfig()
+    canary: CanaryConfig | None = None
+    internal: bool = True
+
+    @field_validator("model_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return _model_uri(value)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServiceConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) is greater than maxReplicas ({self.max_replicas})")
+        return self
+
+    def to_args(self) -> ModelServiceArgs:
+        canary = None if self.canary is None else Canary(model_uri=self.canary.model_uri, weight=self.canary.weight,
+                                                         replicas=self.canary.replicas)
+        return ModelServiceArgs(
+            namespace=PLATFORM, image=PLATFORM, model_uri=self.model_uri, min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas, target_cpu_utilization=self.target_cpu_utilization,
+            max_batch_size=self.max_batch_size, resources=self.resources.to_args(), canary=canary,
+            internal=self.internal,
+        )
+
+
+class TrainingJobConfig(_Section):
+    """One entry of ``mlplat:trainingJobs``: a ``mlplat train`` run on the cluster.
+
+    ``config`` is the trainer's own config (``mlplat.training.config``), validated here.
+    """
+
+    config: dict[str, Any] = Field(default_factory=dict)
+    nodes: int = Field(1, ge=1, le=64)
+    processes_per_node: int = Field(1, ge=1, le=8)
+    resources: ResourcesConfig = ResourcesConfig(cpu="2", memory="8Gi", gpus=1)
+    backoff_limit: int = Field(3, ge=0, le=20)
+    schedule: str | None = None
+
+    @field_validator("config")
+    @classmethod
+    def _trainer_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The trainer's own schema (mlplat train --config), so a typo fails at preview, not in the pod.
+        from mlplat.training.config import parse_config  # pydantic only: no torch
+
+        parse_config(value, source="the trainer's config (snake_case keys, as in training.yaml)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron schedule (5 fields, e.g. '0 3 * * 1')")
+        return value
+
+    def to_args(self) -> TrainingJobArgs:
+        return TrainingJobArgs(
+            namespace=PLATFORM, image=PLATFORM, config=self.config, nodes=self.nodes,
+            processes_per_node=self.processes_per_node, resources=self.resources.to_args(),
+            backoff_limit=self.backoff_limit, schedule=self.schedule,
+        )

@@ -337,7 +337,7 @@ def to_markdown(est: Estimate, table: PriceTable | None = None) -> str:
         lines.append("Not priced: " + "; ".join(est.unpriced) + "\n")
     lines.append("Assumptions: " + ", ".join(f"{k}={v:g}" for k, v in est.assumptions.items()) + ". "
                  + "Sources: " + ", ".join(f"[{k}]({v})" for k, v in table.sources.items()) + ".\n")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def to_text(est: Estimate) -> str:

@@ -20,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
+
 from mlplat.components import cluster_system as system
 from mlplat.components.iam import service_trust_policy
 from mlplat.components.irsa import create_service_account_role

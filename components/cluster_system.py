@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+
 from mlplat.components.iam import policy_document, statement
 from mlplat.components.node_groups import GPU_RESOURCE, NTH_MANAGED_TAG, NodePoolArgs
 

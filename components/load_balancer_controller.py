@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+
 from mlplat.components.cluster_system import Chart, release
 from mlplat.components.iam import policy_document, statement
 

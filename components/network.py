@@ -8,6 +8,7 @@ from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
+
 from mlplat.components.iam import policy_document, service_trust_policy, statement
 from mlplat.components.subnets import DEFAULT_NEWBITS, plan_subnets
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pulumi
 import pulumi_kubernetes as k8s
+
 from mlplat.components.cluster import Cluster, ClusterArgs
 from mlplat.components.load_balancer_controller import install_load_balancer_controller
 from mlplat.components.model_service import ModelService, ModelServiceArgs

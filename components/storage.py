@@ -7,6 +7,7 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+
 from mlplat.components.iam import policy_document, statement
 
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+
 from mlplat.components.pods import (
     Resources,
     container_security_context,

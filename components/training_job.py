@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
+
 from mlplat.components.pods import (
     Resources,
     container_security_context,

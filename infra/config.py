@@ -14,13 +14,14 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
 from mlplat.components.cluster import REQUIRED_LOG_TYPES, AddonVersions, ClusterArgs
 from mlplat.components.cluster_system import ChartVersions
 from mlplat.components.node_groups import NodePoolArgs, Taint
 from mlplat.components.subnets import plan_subnets
 from mlplat.infra.config_workloads import ServiceConfig, TrackingConfig, TrainingJobConfig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
 Environment = Literal["dev", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
@@ -369,10 +370,10 @@ class StackConfig(_Section):
     services: dict[str, ServiceConfig] = {}
     training_jobs: dict[str, TrainingJobConfig] = {}
 
-    @field_validator("services", "training_jobs")
+    @field_validator("services", "training_jobs", mode="before")
     @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
+    def _names(cls, value: Any) -> Any:
+        for name in value if isinstance(value, dict) else ():
             if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", name):
                 raise ValueError(f"{name!r} is not a valid workload name (lowercase letters, digits and '-', "
                                  "at most 32 characters: it names Kubernetes objects)")

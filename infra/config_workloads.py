@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
 from mlplat.components.model_service import Canary, ModelServiceArgs
 from mlplat.components.platform import PLATFORM, tracking_args
 from mlplat.components.pods import Resources
 from mlplat.components.tracking import DatabaseArgs, TrackingArgs
 from mlplat.components.training_job import TrainingJobArgs
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
 _MODEL_URI = re.compile(r"(models:/[\w.-]+(@[\w-]+|/\d+)|runs:/\w+/.+|s3://.+)")
 

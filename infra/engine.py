@@ -26,12 +26,13 @@ from typing import Any
 
 import pulumi
 from google.protobuf import json_format, struct_pb2
-from mlplat.infra.mock_outputs import MockOutputs
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from mlplat.infra.mock_outputs import MockOutputs
 
 # Sentinels of Pulumi's wire format (sdk/go/common/resource/sig).
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"

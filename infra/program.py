@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
+
 from mlplat.components.network import NetworkArgs
 from mlplat.components.platform import PLATFORM, MlPlatform, MlPlatformArgs
 from mlplat.components.registry import ContainerRegistryArgs, ImageBuild

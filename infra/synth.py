@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlplat.infra.engine import Render, program_from_path, render
-from mlplat.infra.stacks import load_stack
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
+
+from mlplat.infra.engine import Render, program_from_path, render
+from mlplat.infra.stacks import load_stack
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from mlplat.infra.engine import Render, render
 from mlplat.infra.synth import render_stack
 

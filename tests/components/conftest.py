@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
+
 from mlplat.infra.engine import Render, render
 from mlplat.infra.mock_outputs import fake_certificate, kubeconfig
 

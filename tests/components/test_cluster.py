@@ -11,6 +11,7 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
+
 from mlplat.components.cluster import Cluster, ClusterArgs, default_node_pools
 from mlplat.components.node_groups import NodePoolArgs, SpotDiversityWarning, Taint
 from mlplat.infra.config import ConfigError, load

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+
 from mlplat.components.model_service import Canary, ModelService, ModelServiceArgs
 from mlplat.components.pods import Resources
 from mlplat.infra.engine import Render

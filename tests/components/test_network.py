@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pulumi
 import pytest
+
 from mlplat.components.network import Network, NetworkArgs
 from mlplat.components.subnets import plan_subnets
 from mlplat.infra.engine import Render

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pulumi
 import pulumi_aws as aws
 import pytest
+
 from mlplat.components.cluster import ClusterArgs
 from mlplat.components.model_service import Canary, ModelServiceArgs
 from mlplat.components.network import NetworkArgs

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pulumi
 import pytest
+
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs, ImageBuild
 from mlplat.infra.engine import MASK, Render
 

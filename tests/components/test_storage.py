@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pulumi_aws as aws
 import pytest
+
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
 from mlplat.infra.engine import Render
 

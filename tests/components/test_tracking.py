@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pulumi
 import pytest
+
 from mlplat.components.tracking import DatabaseArgs, Tracking, TrackingArgs
 from mlplat.infra.engine import MASK, Render
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import yaml
+
 from mlplat.components.pods import Resources
 from mlplat.components.training_job import TrainingJob, TrainingJobArgs
 from mlplat.infra.engine import Render

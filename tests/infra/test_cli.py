@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from mlplat.infra.cli import app
 from mlplat.infra.stacks import SECRET_PLACEHOLDER, load_stack
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

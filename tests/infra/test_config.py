@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from mlplat.infra.config import ConfigError, load
 
 BASE = {"aws:region": "us-east-1"}

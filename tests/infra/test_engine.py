@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 import pytest
+
 from mlplat.infra.engine import MASK, ProgramError, Render, program_from_module, program_from_path, render
 from mlplat.infra.synth import render_stack
 

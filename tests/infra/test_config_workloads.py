@@ -1,0 +1,73 @@
+"""Stack config of tracking, services and training jobs: defaults per environment and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlplat.components.platform import PLATFORM
+from mlplat.infra.config import ConfigError, load
+
+BASE = {"aws:region": "us-east-1"}
+
+
+def config(env: str, **sections: object) -> dict[str, str]:
+    return {**BASE, "mlplat:environment": env, **{f"mlplat:{k}": json.dumps(v) for k, v in sections.items()}}
+
+
+def problems(env: str, **sections: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(config(env, **sections))
+    return caught.value.problems
+
+
+def test_production_database_defaults_are_ha_and_protected() -> None:
+    prod = load(config("production")).tracking.database
+    dev = load(config("dev")).tracking.database
+    assert prod.multi_az and prod.deletion_protection and prod.protect and prod.backup_retention_days >= 7
+    assert not dev.multi_az and not dev.deletion_protection and not dev.protect
+    assert load(config("production")).tracking.replicas == 2
+
+
+def test_services_become_model_service_args_wired_by_the_platform() -> None:
+    cfg = load(config("production", services={"digits": {
+        "modelUri": "models:/digits@champion", "minReplicas": 3, "maxReplicas": 9,
+        "resources": {"cpu": "2", "memory": "4Gi", "gpus": 1},
+        "canary": {"modelUri": "models:/digits@challenger", "weight": 25}}}))
+    args = cfg.services["digits"].to_args()
+    assert (args.namespace, args.image) == (PLATFORM, PLATFORM)
+    assert (args.min_replicas, args.max_replicas, args.resources.gpus) == (3, 9, 1)
+    assert args.canary is not None and args.canary.weight == 25
+
+
+def test_bad_service_entries_name_the_key() -> None:
+    found = problems("dev", services={"Digits!": {"modelUri": "digits"}})
+    assert any(p.startswith("mlplat:services: 'Digits!' is not a valid workload name") for p in found)
+    found = problems("dev", services={"digits": {"modelUri": "digits-latest", "minReplicas": 5, "maxReplicas": 2}})
+    assert any(p.startswith("mlplat:services.digits.modelUri: 'digits-latest' is not a model URI") for p in found)
+    (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "minReplicas": 5, "maxReplicas": 2}})
+    assert "minReplicas (5) is greater than maxReplicas (2)" in problem
+    (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "canary": {"modelUri": "models:/d@b",
+                                                                                            "weight": 150}}})
+    assert problem.startswith("mlplat:services.digits.canary.weight:")
+    (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "resources": {"memory": "2GB"}}})
+    assert "'2GB' is not a Kubernetes memory quantity" in problem
+
+
+def test_training_job_config_is_checked_against_the_trainers_schema() -> None:
+    cfg = load(config("dev", trainingJobs={"digits": {"config": {"epochs": 3, "gate": {"min_accuracy": 0.9}},
+                                                      "nodes": 2, "processesPerNode": 4}}))
+    args = cfg.training_jobs["digits"].to_args()
+    assert (args.nodes, args.processes_per_node, args.config["epochs"]) == (2, 4, 3)
+    (problem,) = problems("dev", trainingJobs={"digits": {"config": {"epochs": 3, "gate": {"min_acuracy": 0.9}}}})
+    assert problem.startswith("mlplat:trainingJobs.digits.config:") and "min_acuracy" in problem
+    (problem,) = problems("dev", trainingJobs={"digits": {"schedule": "weekly"}})
+    assert "'weekly' is not a cron schedule" in problem
+
+
+def test_database_contradictions() -> None:
+    (problem,) = problems("production", tracking={"database": {"engineVersion": "15"}})
+    assert "parameterFamily 'postgres16' does not match engineVersion '15'" in problem
+    (problem,) = problems("production", tracking={"database": {"backupRetentionDays": 40}})
+    assert problem.startswith("mlplat:tracking.database.backupRetentionDays:")

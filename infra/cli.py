@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.console import Console
+
 from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
-from rich.console import Console
 
 if TYPE_CHECKING:
     from mlplat.infra.cost import Estimate

@@ -221,10 +221,24 @@ class _Pricer:
         if type_ in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
             return fixed(f"load balancer + {u.load_balancer_lcu:g} LCU",
                          (p.alb_hour + u.load_balancer_lcu * p.alb_lcu_hour) * h)
+        if type_ == "kubernetes:networking.k8s.io/v1:Ingress" and self._is_alb_owner(record):
+            group = _alb_group(record)
+            what = f"ALB (AWS Load Balancer Controller{', group ' + group if group else ''}) + "
+            return fixed(what + f"{u.load_balancer_lcu:g} LCU", (p.alb_hour + u.load_balancer_lcu * p.alb_lcu_hour) * h)
         if type_ == "aws:ebs/volume:Volume":
             gb = float(inputs.get("size") or 0)
             return fixed(f"{gb:g} GB {inputs.get('type', 'gp3')}", gb * self._ebs(str(inputs.get("type", "gp3"))))
         return None
+
+    def _is_alb_owner(self, record: Mapping[str, Any]) -> bool:
+        """Whether this Ingress gets its own ALB: class ``alb``, and the first of its ingress group."""
+        if not _is_alb_ingress(record):
+            return False
+        group = _alb_group(record)
+        if not group:
+            return True
+        first = min(r["urn"] for r in self.records if _is_alb_ingress(r) and _alb_group(r) == group)
+        return bool(record["urn"] == first)
 
     def _ec2(self, instance_type: str, name: str) -> float | None:
         hourly = self.prices.ec2_hour.get(instance_type)
@@ -281,6 +295,21 @@ class _Pricer:
         monthly = copies * (hourly * self.hours + storage)
         what = f"{cls}{' multi-AZ' if copies == 2 else ''}, {gb:g} GB {storage_type}"
         return CostLine(name, record["type"], what, monthly, monthly)
+
+
+def _is_alb_ingress(record: Mapping[str, Any]) -> bool:
+    # The AWS Load Balancer Controller makes one ALB per Ingress (or per ingress group) of class "alb".
+    if record["type"] != "kubernetes:networking.k8s.io/v1:Ingress":
+        return False
+    inputs = record.get("inputs") or {}
+    annotations = (inputs.get("metadata") or {}).get("annotations") or {}
+    return bool((inputs.get("spec") or {}).get("ingressClassName") == "alb"
+                or annotations.get("kubernetes.io/ingress.class") == "alb")
+
+
+def _alb_group(record: Mapping[str, Any]) -> str:
+    annotations = ((record.get("inputs") or {}).get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get("alb.ingress.kubernetes.io/group.name", ""))
 
 
 def _interface_endpoint(record: Mapping[str, Any]) -> bool:

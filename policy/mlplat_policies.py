@@ -16,17 +16,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mlplat.infra.checks import (
-    PRODUCTION,
-    RULES,
-    UNKNOWN,
-    Enforcement,
-    Resource,
-    ResourceRule,
-    Rule,
-    StackRule,
-    default_tags_of,
-)
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
@@ -48,6 +37,18 @@ from pulumi_policy.proxy import (
     UNKNOWN_STRING_VALUE,
     _DictProxy,
     _ListProxy,
+)
+
+from mlplat.infra.checks import (
+    PRODUCTION,
+    RULES,
+    UNKNOWN,
+    Enforcement,
+    Resource,
+    ResourceRule,
+    Rule,
+    StackRule,
+    default_tags_of,
 )
 
 PACK_NAME = "mlplat"

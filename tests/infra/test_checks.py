@@ -12,6 +12,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pytest
+from typer.testing import CliRunner
+
 from mlplat.infra.checks import (
     RULES,
     RULES_BY_ID,
@@ -26,7 +28,6 @@ from mlplat.infra.checks import (
 )
 from mlplat.infra.cli import app
 from mlplat.infra.engine import Render
-from typer.testing import CliRunner
 
 runner = CliRunner()
 TAGS = {"project": "mlplat", "environment": "dev", "owner": "me", "cost-center": "ml"}

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
 from mlplat.infra.cli import app
 from mlplat.infra.cost import PriceTableError, estimate, load_prices, to_markdown
 from mlplat.infra.engine import Render
-from typer.testing import CliRunner
 
 runner = CliRunner()
 PROVIDER = {"urn": "urn:p::aws", "type": "pulumi:providers:aws", "name": "aws",
@@ -127,3 +128,17 @@ def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
     saved.write_text(json.dumps({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "ap-south-2"}}]}))
     result = runner.invoke(app, ["cost", "x", "--render", str(saved)])
     assert result.exit_code == 2 and "regions priced: us-east-1" in result.output
+
+
+def test_alb_ingresses_are_priced_once_per_load_balancer() -> None:
+    def ingress(name: str, group: str | None = None, cls: str = "alb") -> dict[str, Any]:
+        annotations = {"alb.ingress.kubernetes.io/group.name": group} if group else {}
+        return rec("kubernetes:networking.k8s.io/v1:Ingress", name, metadata={"annotations": annotations},
+                   spec={"ingressClassName": cls})
+
+    records = [ingress("a"), ingress("b", "shared"), ingress("c", "shared"), ingress("d", cls="nginx")]
+    est = estimate(doc(*records), "dev")
+    alb = 0.0225 * 730 + 1 * 0.008 * 730  # dev assumes one LCU
+    assert {line.name: line.peak for line in est.lines} == {"a": pytest.approx(alb), "b": pytest.approx(alb)}
+    assert [line.what for line in est.lines if line.name == "b"] == [
+        "ALB (AWS Load Balancer Controller, group shared) + 1 LCU"]

@@ -12,10 +12,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pytest
+from typer.testing import CliRunner
+
 from mlplat.infra.cli import app
 from mlplat.infra.diff import diff_renders, forces_replacement, render_ref, to_markdown
 from mlplat.infra.engine import Render
-from typer.testing import CliRunner
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import empty_pb2, json_format, struct_pb2
-from mlplat.infra.checks import RULES, check_render
-from mlplat.infra.engine import Render
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+from mlplat.infra.checks import RULES, check_render
+from mlplat.infra.engine import Render
 
 PACK = Path(__file__).resolve().parents[2] / "policy"
 TAGS = {"project": "mlplat", "owner": "me", "cost-center": "ml"}

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from mlplat.infra.cli import app
 from typer.main import get_command
+
+from mlplat.infra.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"

@@ -67,7 +67,8 @@ def test_training_registers_in_postgres_and_stores_artifacts_in_s3(trained: Any)
     assert trained.postgres.psql("SELECT name FROM registered_models") == "digits"
     aliases = trained.postgres.psql("SELECT alias || '=' || version FROM registered_model_aliases ORDER BY alias")
     assert aliases.split("\n") == ["champion=1", "staging=1"]
-    keys = [o["Key"] for o in trained.s3.client().list_objects_v2(Bucket=trained.bucket, Prefix="mlflow/").get("Contents", [])]
+    listing = trained.s3.client().list_objects_v2(Bucket=trained.bucket, Prefix="mlflow/")
+    keys = [o["Key"] for o in listing.get("Contents", [])]
     assert any(k.endswith("MLmodel") for k in keys), keys
     assert any(k.endswith("reference_stats.json") for k in keys), keys
 

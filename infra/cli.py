@@ -199,6 +199,7 @@ def diff(
 ) -> None:
     """Compare two renders (git refs or JSON files): added, removed, changed and replaced resources, cost delta."""
     import json
+    from dataclasses import replace
 
     from mlplat.infra import diff as diffing
     from mlplat.infra.checks import check_render, environment_of
@@ -210,12 +211,16 @@ def diff(
 
     def side(spec: str | None, stack: str) -> dict[str, object]:
         if spec is None:
+            if stack not in available_stacks(project):
+                return {"stack": stack, "resources": []}  # the change deletes this stack
             return _render_document(stack, project)
         if Path(spec).is_file():
             return _load_render_file(Path(spec))
         try:
             repo = diffing.repo_root(project)
             return diffing.render_ref(repo, spec, stack, str(project.relative_to(repo)))
+        except diffing.StackMissingAtRef:
+            return {"stack": stack, "resources": []}  # the change adds this stack
         except diffing.RefRenderError as exc:
             raise fail(f"{spec!r} is neither a render file nor a usable git ref: {exc}") from None
 
@@ -232,6 +237,11 @@ def diff(
         old, new = side(base, stack), side(head, stack)
         change = diffing.diff_renders(old, new)
         before, after = _stack_estimate(old), _stack_estimate(new)
+        # A stack the change adds (or deletes) costs nothing on the side where it does not exist.
+        if before is None and after is not None and not old["resources"]:
+            before = replace(after, lines=[], unpriced=[])
+        if after is None and before is not None and not new["resources"]:
+            after = replace(before, lines=[], unpriced=[])
         entry: dict[str, object] = change.to_json()
         markdown = diffing.to_markdown(change)
         if before is not None and after is not None:
@@ -249,6 +259,30 @@ def diff(
         typer.echo(json.dumps({"base": base, "head": head or "working tree", "stacks": report}, indent=2))
     else:
         typer.echo("\n".join(sections), nl=False)
+
+
+@app.command()
+def demo(
+    production_topology: bool = typer.Option(
+        False, "--production-topology", help="Back MLflow with PostgreSQL and an S3 endpoint (moto) instead of sqlite"
+    ),
+    requests: int = typer.Option(200, "--requests", min=1, max=10000, help="Single-row requests for the latency"),
+    state_dir: Path = typer.Option(Path(".mlplat/demo"), "--state-dir", help="Where the demo keeps MLflow's data"),
+    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+) -> None:
+    """The platform on this machine: MLflow, training, the gate, registration, serving; then the offline preview."""
+    from mlplat.infra.demo import run_demo
+    from mlplat.infra.local_services import ServiceError
+
+    logging.getLogger("pulumi").setLevel(logging.ERROR)
+    try:
+        run_demo(project_dir.resolve(), state=state_dir.resolve(), production_topology=production_topology,
+                 requests=requests)
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: every process the demo started has been stopped")
+        raise typer.Exit(code=130) from None
 
 
 def main() -> None:

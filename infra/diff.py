@@ -307,6 +307,10 @@ class RefRenderError(RuntimeError):
     """A git ref could not be unpacked or its stack could not be rendered."""
 
 
+class StackMissingAtRef(RefRenderError):
+    """The stack has no ``Pulumi.<stack>.yaml`` at the ref (a stack the change adds or removes)."""
+
+
 def _git(repo: Path, *args: str) -> bytes:
     try:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False, timeout=120)
@@ -353,7 +357,7 @@ def render_ref(repo: Path, ref: str, stack: str, project_subdir: str = ".", time
         unpack_ref(repo, ref, where)
         project = where / "src" / project_subdir
         if not (project / f"Pulumi.{stack}.yaml").exists():
-            raise RefRenderError(f"stack {stack!r} does not exist at {ref} (no Pulumi.{stack}.yaml)")
+            raise StackMissingAtRef(f"stack {stack!r} does not exist at {ref} (no Pulumi.{stack}.yaml)")
         pkgs = _package_links(where / "src", where)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pkgs), os.environ.get("PYTHONPATH")]))}
         done = subprocess.run(

@@ -120,7 +120,8 @@ def _resource_validator(rule: ResourceRule, level: Enforcement) -> Callable[...,
 def _stack_validator(rule: StackRule, level: Enforcement) -> Callable[..., None]:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         resources = [resource_from_stack(r) for r in args.resources]
-        tags = next((r.provider_default_tags for r in resources if r.provider_default_tags.get("environment")), {})
+        tags: Mapping[str, str] = next(
+            (r.provider_default_tags for r in resources if r.provider_default_tags.get("environment")), {})
         if rule.levels.for_environment(environment(tags)) != level:
             return
         for res, violation in rule.check(resources):

@@ -191,3 +191,16 @@ def test_diff_against_a_git_ref_renders_the_refs_stack(project_repo: Path) -> No
         vpc_change["changes"])
     result = runner.invoke(app, ["diff", "no-such-branch", "--stack", "dev", "-C", str(project_repo)])
     assert result.exit_code == 2 and "no-such-branch" in result.output
+
+
+def test_a_stack_the_change_adds_shows_every_resource_added(project_repo: Path) -> None:
+    dev = (project_repo / "Pulumi.dev.yaml").read_text()
+    (project_repo / "Pulumi.staging.yaml").write_text(dev.replace("mlplat:environment: dev",
+                                                                  "mlplat:environment: staging"))
+    result = runner.invoke(app, ["diff", "main", "--stack", "staging", "-C", str(project_repo), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    (stack,) = json.loads(result.output)["stacks"]
+    assert stack["summary"]["added"] > 50 and stack["summary"]["removed"] == stack["summary"]["changed"] == 0
+    # the whole estimate is the delta: the stack costs nothing before the change
+    assert stack["cost"]["idle_delta"] == stack["cost"]["head"]["idle_monthly"] > 0
+    assert stack["cost"]["base"]["lines"] == []

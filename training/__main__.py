@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from mlplat.training.cli import train_command
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

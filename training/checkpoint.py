@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from mlplat.training.storage import ByteStore, LocalStore, ObjectMissing
 
 FORMAT_VERSION = 1

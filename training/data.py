@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from mlplat.training.config import ConfigError, DataConfig, load_callable
 from numpy.typing import NDArray
+
+from mlplat.training.config import ConfigError, DataConfig, load_callable
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ helper here is a no-op. CUDA uses NCCL with one device per local rank; CPU uses 
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -100,13 +101,26 @@ def gather_objects(ctx: DistributedContext, obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(ctx: DistributedContext, obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
+def broadcast_state(ctx: DistributedContext, state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Rank 0's ``state`` (tensors and plain values, e.g. a checkpoint) on every rank.
+
+    Sent as ``torch.save`` bytes: torch 2.13 cannot unpickle tensors passed to ``broadcast_object_list``
+    directly, and bytes load back with ``weights_only=True``.
+    """
     if not ctx.is_distributed:
-        return obj
-    box = [obj if ctx.is_main else None]
+        return state
+    payload = None
+    if ctx.is_main and state is not None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        payload = buffer.getvalue()
+    box: list[bytes | None] = [payload]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    received = box[0]
+    if received is None:
+        return None
+    loaded: dict[str, Any] = torch.load(io.BytesIO(received), map_location="cpu", weights_only=True)
+    return loaded
 
 
 def barrier(ctx: DistributedContext) -> None:

@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from mlplat.training.config import GateConfig
 from numpy.typing import NDArray
 from pydantic import BaseModel
 from torch import nn
+
+from mlplat.training.config import GateConfig
 
 GATE_METRICS = ("accuracy", "macro_f1")
 

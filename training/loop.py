@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import Dataset, DistributedSampler
+
 from mlplat.training.checkpoint import CheckpointManager
 from mlplat.training.config import TrainingConfig
 from mlplat.training.data import DataSplits
@@ -24,10 +29,6 @@ from mlplat.training.preemption import PreemptionHandler
 from mlplat.training.progress import Progress
 from mlplat.training.reproducibility import capture_rng_state, restore_rng_state
 from mlplat.training.tracking import Tracker
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import Dataset, DistributedSampler
 
 log = logging.getLogger("mlplat.training")
 STATE_FORMAT = 1

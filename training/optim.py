@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from mlplat.training.config import OptimizerConfig, ScheduleConfig
 from torch import nn
 from torch.optim.lr_scheduler import (
     ConstantLR,
@@ -13,6 +12,8 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
     StepLR,
 )
+
+from mlplat.training.config import OptimizerConfig, ScheduleConfig
 
 
 def build_optimizer(config: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -126,6 +126,7 @@ def promote(name: str, from_alias: str, to_alias: str, tracking_uri: str | None 
     """Point ``to_alias`` at the version ``from_alias`` points at; return (version, previous version)."""
     import mlflow
     from mlflow.exceptions import MlflowException
+
     from mlplat.training.config import check_alias
     from mlplat.training.tracking import resolve_tracking_uri
 

@@ -34,14 +34,22 @@ def configure_determinism(deterministic: bool, num_threads: int | None) -> None:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """This process's generator states, as plain values and tensors (loadable with ``weights_only``)."""
+    """This process's generator states as plain Python values (bytes, ints, lists).
+
+    Plain values travel through ``all_gather_object`` (torch 2.13 cannot unpickle tensors sent that way)
+    and load with ``torch.load(weights_only=True)``.
+    """
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "python": random.getstate(),
-        "numpy": (str(kind), torch.from_numpy(np.asarray(keys).copy()), int(pos), int(has_gauss), float(cached)),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (str(kind), np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state().numpy().tobytes(),
+        "cuda": [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
     }
+
+
+def _byte_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
@@ -49,10 +57,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_byte_tensor(state["torch"]))
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_byte_tensor(s) for s in state["cuda"]])
 
 
 def git_commit(cwd: str | None = None) -> str:

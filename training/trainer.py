@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch.nn.parallel import DistributedDataParallel
+
 from mlplat.training.checkpoint import CheckpointManager
 from mlplat.training.config import TrainingConfig
 from mlplat.training.data import DataSplits, load_data
@@ -19,7 +21,7 @@ from mlplat.training.distributed import (
     DistributedContext,
     any_rank,
     barrier,
-    broadcast_object,
+    broadcast_state,
     init_distributed,
     shutdown,
 )
@@ -34,7 +36,6 @@ from mlplat.training.reproducibility import configure_determinism, git_commit, s
 from mlplat.training.storage import open_store
 from mlplat.training.tracking import MlflowTracker, NullTracker, Tracker
 from mlplat.training.validation import DataValidationError, ValidationReport, validate_data
-from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger("mlplat.training")
 
@@ -121,8 +122,7 @@ def _resume_state(config: TrainingConfig, ctx: DistributedContext,
                     "resuming anyway: give each training job its own checkpoint.uri",
                     manager.store.uri, state["config_fingerprint"], config.fingerprint(),
                 )
-    shared: dict[str, Any] | None = broadcast_object(ctx, state)
-    return shared
+    return broadcast_state(ctx, state)
 
 
 def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedContext) -> GateDecision:
@@ -191,13 +191,18 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         samples_per_second=outcome.samples / outcome.train_seconds if outcome.train_seconds > 0 else 0.0,
         checkpoint_seconds=list(manager.save_seconds) if manager else [],
     )
+    # Every rank stays in the process group until rank 0 has gated and registered: a rank that tears its
+    # group down while another still holds it can abort the process (seen with gloo).
     if not ctx.is_main:
+        barrier(ctx)
         return result
     try:
         return _gate_and_register(config, loop, data, ctx, tracker, result)
     except BaseException:
         tracker.end("FAILED")
         raise
+    finally:
+        barrier(ctx)
 
 
 def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,

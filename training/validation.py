@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from mlplat.training.config import DataValidationConfig
-from mlplat.training.data import DataSplits
 from numpy.typing import NDArray
 from pydantic import BaseModel
+
+from mlplat.training.config import DataValidationConfig
+from mlplat.training.data import DataSplits
 
 
 class CheckResult(BaseModel):

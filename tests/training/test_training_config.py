@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from training_helpers import write_config
+from typer.testing import CliRunner
+
 from mlplat.infra.cli import app
 from mlplat.training import EXIT_CONFIG_INVALID
 from mlplat.training.config import ConfigError, load_config, parse_config
-from training_helpers import write_config
-from typer.testing import CliRunner
 
 
 def problems_of(raw: object, overrides: tuple[str, ...] = ()) -> list[str]:

@@ -15,6 +15,9 @@ import pytest
 import torch
 import yaml
 from mlflow.models import Model
+from training_helpers import write_config
+from typer.testing import CliRunner
+
 from mlplat.infra.cli import app
 from mlplat.serving.drift import ReferenceStats
 from mlplat.training import EXIT_GATE_REJECTED
@@ -22,8 +25,6 @@ from mlplat.training.config import parse_config
 from mlplat.training.data import load_data
 from mlplat.training.runner import run_training
 from mlplat.training.trainer import GateRejected, train
-from training_helpers import write_config
-from typer.testing import CliRunner
 
 
 def client() -> mlflow.MlflowClient:

@@ -11,13 +11,14 @@ from typing import Any
 
 import mlflow
 import pytest
+from training_helpers import write_config
+
 from mlplat.training import EXIT_DATA_INVALID
 from mlplat.training.config import DataConfig, DataValidationConfig, parse_config
 from mlplat.training.data import load_data
 from mlplat.training.runner import run_training
 from mlplat.training.trainer import train
 from mlplat.training.validation import DataValidationError, ValidationReport, validate_data
-from training_helpers import write_config
 
 
 def report_for(source: str, **validation: Any) -> ValidationReport:

@@ -261,6 +261,30 @@ def diff(
         typer.echo("\n".join(sections), nl=False)
 
 
+@app.command()
+def demo(
+    production_topology: bool = typer.Option(
+        False, "--production-topology", help="Back MLflow with PostgreSQL and an S3 endpoint (moto) instead of sqlite"
+    ),
+    requests: int = typer.Option(200, "--requests", min=1, max=10000, help="Single-row requests for the latency"),
+    state_dir: Path = typer.Option(Path(".mlplat/demo"), "--state-dir", help="Where the demo keeps MLflow's data"),
+    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+) -> None:
+    """The platform on this machine: MLflow, training, the gate, registration, serving; then the offline preview."""
+    from mlplat.infra.demo import run_demo
+    from mlplat.infra.local_services import ServiceError
+
+    logging.getLogger("pulumi").setLevel(logging.ERROR)
+    try:
+        run_demo(project_dir.resolve(), state=state_dir.resolve(), production_topology=production_topology,
+                 requests=requests)
+    except ServiceError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: every process the demo started has been stopped")
+        raise typer.Exit(code=130) from None
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

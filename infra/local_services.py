@@ -60,7 +60,7 @@ def _http_ok(url: str) -> bool:
 
 
 @dataclass
-class _Process:
+class ManagedProcess:
     """A server process in its own session, stopped with its whole process group."""
 
     log: Path
@@ -113,7 +113,7 @@ class PostgresServer:
     user: str = "mlplat"
     password: str = "mlplat-local"
     os_user: str = "postgres"
-    _process: _Process | None = None
+    _process: ManagedProcess | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -149,7 +149,7 @@ class PostgresServer:
             if initdb.returncode != 0:
                 raise ServiceError(f"initdb failed in {self.data_dir} (as {self._run_as() or 'this user'}): "
                                    f"{initdb.stderr.strip()[-2000:]}")
-        self._process = _Process(self.root / "postgres.log")
+        self._process = ManagedProcess(self.root / "postgres.log")
         self._process.spawn(
             [_postgres_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-c",
              f"listen_addresses={LOOPBACK}", "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off"],
@@ -193,14 +193,14 @@ class MotoS3Server:
     root: Path
     buckets: tuple[str, ...] = ("mlplat-artifacts",)
     port: int = field(default_factory=free_port)
-    _process: _Process | None = None
+    _process: ManagedProcess | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self, timeout: float = 60) -> MotoS3Server:
-        self._process = _Process(self.root / "moto.log")
+        self._process = ManagedProcess(self.root / "moto.log")
         self._process.spawn([sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)],
                             env=LOCAL_AWS_ENV)
         _wait_for(lambda: _http_ok(f"{self.endpoint_url}/moto-api/"), "moto S3 server", timeout,
@@ -232,7 +232,7 @@ class MlflowServer:
     artifacts_destination: str
     s3_endpoint_url: str | None = None
     port: int = field(default_factory=free_port)
-    _process: _Process | None = None
+    _process: ManagedProcess | None = None
 
     @property
     def uri(self) -> str:
@@ -245,7 +245,7 @@ class MlflowServer:
         return env
 
     def start(self, timeout: float = 120) -> MlflowServer:
-        self._process = _Process(self.root / "mlflow.log")
+        self._process = ManagedProcess(self.root / "mlflow.log")
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         self._process.spawn(
             [mlflow, "server", "--host", LOOPBACK, "--port", str(self.port), "--workers", "1",

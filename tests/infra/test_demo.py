@@ -1,0 +1,28 @@
+"""`mlplat demo` end to end: real MLflow server, training, gate, registration, serving, offline preview."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mlplat.infra.demo import run_demo
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_trains_serves_and_previews_then_reuses_its_model(tmp_path: Path, repo_root: Path) -> None:
+    console = Console(record=True, width=120)
+    first = run_demo(repo_root, state=tmp_path / "demo", requests=20, console=console)
+    assert first.trained and first.model_version == "1"
+    assert first.accuracy > 0.9
+    assert first.p50_ms > 0 and first.p99_ms >= first.p50_ms
+    assert first.stacks["production"]["policy"] == "pass" and first.stacks["dev"]["policy"] == "pass"
+    assert first.stacks["production"]["idle_monthly_usd"] > first.stacks["dev"]["idle_monthly_usd"]
+    output = console.export_text()
+    assert "promoted digits@staging to digits@champion" in output and "rendered offline" in output
+
+    second = run_demo(repo_root, state=tmp_path / "demo", requests=5, console=console)
+    assert not second.trained and second.model_version == "1"  # reused, not retrained
+    assert "reusing digits@champion (version 1)" in console.export_text()

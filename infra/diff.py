@@ -211,6 +211,9 @@ def _record_changes(type_: str, before: Mapping[str, Any], after: Mapping[str, A
     for option in GUARD_OPTIONS:
         if b_opts.get(option) != a_opts.get(option):
             changes.append(PropertyChange(f"options.{option}", b_opts.get(option), a_opts.get(option), False))
+    # Moving a resource to another provider instance makes Pulumi replace it (the old provider deletes it).
+    if b_opts.get("provider") != a_opts.get("provider") and not type_.startswith("pulumi:providers:"):
+        changes.append(PropertyChange("options.provider", b_opts.get("provider"), a_opts.get("provider"), True))
     return changes
 
 

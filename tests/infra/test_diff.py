@@ -204,3 +204,13 @@ def test_a_stack_the_change_adds_shows_every_resource_added(project_repo: Path) 
     # the whole estimate is the delta: the stack costs nothing before the change
     assert stack["cost"]["idle_delta"] == stack["cost"]["head"]["idle_monthly"] > 0
     assert stack["cost"]["base"]["lines"] == []
+
+
+def test_moving_to_another_provider_is_a_replacement(rendered: Callable[..., dict[str, Any]]) -> None:
+    base = rendered()
+    head = json.loads(json.dumps(base))
+    vpc = next(r for r in head["resources"] if r["name"] == "vpc")
+    vpc["options"]["provider"] = "urn:pulumi:dev::mlplat::pulumi:providers:aws::aws-west"
+    (change,) = diff_renders(base, head).changed
+    assert change.name == "vpc" and change.replaces
+    assert [p.path for p in change.changes] == ["options.provider"]

@@ -81,7 +81,9 @@ def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
         rules=[
             k8s.batch.v1.PodFailurePolicyRuleArgs(
                 action="Ignore",
-                on_pod_conditions=[k8s.batch.v1.PodFailurePolicyOnPodConditionsPatternArgs(type="DisruptionTarget")],
+                on_pod_conditions=[
+                    k8s.batch.v1.PodFailurePolicyOnPodConditionsPatternArgs(type="DisruptionTarget", status="True")
+                ],
             ),
             k8s.batch.v1.PodFailurePolicyRuleArgs(
                 action="Ignore",

@@ -29,7 +29,7 @@ def job(on_cluster: Callable[..., Render]) -> Jobs:
 def test_failure_policy_retries_preemption_and_fails_fast_on_errors(job: Jobs) -> None:
     spec = job().one("kubernetes:batch/v1:Job").inputs["spec"]
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"status": "True", "type": "DisruptionTarget"}]}
     assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [EXIT_PREEMPTED]
     assert rules[2]["action"] == "FailJob"
     assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "NotIn", "values": [0, EXIT_PREEMPTED]}

@@ -67,6 +67,9 @@ class ModelServiceArgs:
         drain_seconds: preStop pause so load balancers deregister the pod before it gets SIGTERM.
         graceful_timeout_seconds: After SIGTERM, time the server gets to finish accepted requests.
         service_account_role_arn: IAM role (IRSA) with read access to the model artifacts.
+        allow_pickle: Let the server load pickle-serialized MLflow models (``MLPLAT_SERVING_ALLOW_PICKLE``).
+            mlplat's trainer logs pickled torch modules into the platform's own registry, which the server
+            trusts; turn it off to serve only ``pt2`` (torch.export) models, which run no code on load.
         ingress: Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split.
         internal: The ALB is internal (VPC only) rather than internet-facing.
         env: Extra environment variables for the server.
@@ -86,6 +89,7 @@ class ModelServiceArgs:
     drain_seconds: int = 10
     graceful_timeout_seconds: int = 30
     service_account_role_arn: pulumi.Input[str] | None = None
+    allow_pickle: bool = True
     ingress: bool = True
     internal: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
@@ -156,6 +160,7 @@ class ModelService(pulumi.ComponentResource):
             "MLPLAT_SERVING_DRAIN_DELAY_S": "0",
             "MLPLAT_SERVING_GRACEFUL_TIMEOUT_S": str(args.graceful_timeout_seconds),
             "MLPLAT_SERVING_DEVICE": "cuda" if args.resources.gpus else "cpu",
+            "MLPLAT_SERVING_ALLOW_PICKLE": "true" if args.allow_pickle else "false",
             **args.env,
         }
         if args.tracking_uri is not None:

@@ -40,6 +40,8 @@ def test_pods_are_non_root_read_only_with_probes_and_resources(service: Svc, pod
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
     assert env_of(container)["MLPLAT_SERVING_MODEL_URI"] == "models:/digits@champion"
+    # The trainer registers pickled torch modules: the server must be allowed to load them.
+    assert env_of(container)["MLPLAT_SERVING_ALLOW_PICKLE"] == "true"
 
 
 def test_drain_and_grace_period_match_the_server(service: Svc, pod_of: PodOf) -> None:

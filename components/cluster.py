@@ -22,7 +22,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from mlplat.components import cluster_system as system
-from mlplat.components.iam import service_trust_policy
+from mlplat.components.iam import rotated_key, service_trust_policy
 from mlplat.components.irsa import create_service_account_role
 from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
 
@@ -185,14 +185,8 @@ class Cluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         cluster_name = args.cluster_name or name
 
-        secrets_key = aws.kms.Key(
-            f"{name}-secrets",
-            description=f"Envelope encryption of Kubernetes secrets in {cluster_name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            tags={"Name": f"{cluster_name}-secrets"},
-            opts=child,
-        )
+        secrets_key = rotated_key(f"{name}-secrets", f"Envelope encryption of Kubernetes secrets in {cluster_name}",
+                                  child)
         node_role = aws.iam.Role(
             f"{name}-node",
             assume_role_policy=service_trust_policy("ec2.amazonaws.com"),

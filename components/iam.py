@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 
 def statement(
@@ -44,4 +45,16 @@ def service_trust_policy(service: str) -> str:
                 {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
             ],
         }
+    )
+
+
+def rotated_key(name: str, description: str, opts: pulumi.ResourceOptions) -> aws.kms.Key:
+    """A customer-managed KMS key with yearly rotation and the longest deletion window (30 days)."""
+    return aws.kms.Key(
+        name,
+        description=description,
+        enable_key_rotation=True,
+        deletion_window_in_days=30,
+        tags={"Name": name},
+        opts=opts,
     )

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from mlplat.components.iam import policy_document, statement
+from mlplat.components.iam import policy_document, rotated_key, statement
 
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
@@ -97,14 +97,7 @@ class ArtifactStore(pulumi.ComponentResource):
 
         self.kms_key_arn: pulumi.Input[str] | None = args.kms_key_arn
         if args.kms_key_arn is None and args.create_kms_key:
-            key = aws.kms.Key(
-                f"{name}-key",
-                description=f"Encrypts the {name} artifact bucket",
-                enable_key_rotation=True,
-                deletion_window_in_days=30,
-                tags={"Name": f"{name}-key"},
-                opts=stateful,
-            )
+            key = rotated_key(f"{name}-key", f"Encrypts the {name} artifact bucket", stateful)
             aws.kms.Alias(f"{name}-key", name_prefix=f"alias/{name}-", target_key_id=key.key_id, opts=child)
             self.kms_key_arn = key.arn
 

@@ -10,6 +10,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from mlplat.components.iam import rotated_key
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -154,14 +155,8 @@ class Tracking(pulumi.ComponentResource):
             tags={"Name": f"{name}-db"},
             opts=child,
         )
-        key = aws.kms.Key(
-            f"{name}-db",
-            description=f"Encrypts the {name} MLflow database",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            tags={"Name": f"{name}-db"},
-            opts=pulumi.ResourceOptions(parent=self, protect=db.protect),
-        )
+        key = rotated_key(f"{name}-db", f"Encrypts the {name} MLflow database",
+                          pulumi.ResourceOptions(parent=self, protect=db.protect))
         password = random.RandomPassword(
             f"{name}-db-password",
             length=32,

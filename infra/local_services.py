@@ -88,6 +88,24 @@ class ManagedProcess:
             self.proc.wait(5)
 
 
+class _Service:
+    """Shared lifecycle of the local servers: ``start`` (each its own), ``stop`` and ``restart`` in place."""
+
+    _process: ManagedProcess | None
+
+    def start(self) -> _Service:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, keeping the data."""
+        self.stop()
+        self.start()
+
+
 def _postgres_bin(tool: str) -> str:
     found = shutil.which(tool)
     if found:
@@ -100,7 +118,7 @@ def _postgres_bin(tool: str) -> str:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(_Service):
     """A throwaway PostgreSQL cluster in ``root``, owned by a non-root user (PostgreSQL refuses root).
 
     Run as root, the cluster belongs to ``os_user`` (default ``postgres``, which Debian's package creates),
@@ -174,17 +192,10 @@ class PostgresServer:
         )
         return completed.stdout.strip()
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 @dataclass
-class MotoS3Server:
+class MotoS3Server(_Service):
     """moto's server as an S3-compatible endpoint (``moto_server``), with ``buckets`` created at start.
 
     moto keeps objects in memory: a restart of this server loses them, unlike PostgreSQL's data.
@@ -218,13 +229,10 @@ class MotoS3Server:
                             aws_access_key_id=LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
 
 
 @dataclass
-class MlflowServer:
+class MlflowServer(_Service):
     """``mlflow server`` with a given backend store and artifact destination (``--serve-artifacts``)."""
 
     root: Path
@@ -257,13 +265,6 @@ class MlflowServer:
                   self._process.proc)
         return self
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 @contextlib.contextmanager

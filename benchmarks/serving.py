@@ -79,6 +79,7 @@ def build_model(directory: Path) -> Path:
 def in_process_limit(model_dir: Path, cpu: int, seconds: float) -> dict[int, float]:
     """Rows/s of the served module's forward at batch 1 and at the max batch, on the server's CPU, one thread."""
     import torch
+
     from mlplat.serving.model import load_model
     from mlplat.serving.settings import ServingSettings
 

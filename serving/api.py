@@ -15,6 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
 from mlplat.serving.protocol import (
     ErrorResponse,
     InferenceRequest,
@@ -28,8 +31,6 @@ from mlplat.serving.protocol import (
     ReadyResponse,
     ServerMetadataResponse,
 )
-from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException
 
 if TYPE_CHECKING:
     from mlplat.serving.app import ServingApp

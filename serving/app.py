@@ -18,6 +18,7 @@ import gc
 import hmac
 import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -28,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ValidationError
+
 from mlplat.serving.batcher import BatcherStopped, ClientDisconnected, DynamicBatcher, QueueFull, RequestTimedOut
 from mlplat.serving.drift import DriftMonitor
 from mlplat.serving.logs import request_id_var
@@ -43,7 +46,6 @@ from mlplat.serving.schema import (
     v2_input_to_array,
 )
 from mlplat.serving.settings import ServingSettings
-from pydantic import BaseModel, ValidationError
 
 logger = logging.getLogger("mlplat.serving")
 
@@ -151,6 +153,7 @@ class ServingApp:
             max_batch_size=settings.max_batch_size,
             max_delay_s=settings.max_batch_delay_s,
             queue_limit=settings.queue_limit,
+            overlap=len(os.sched_getaffinity(0)) > 1,
             on_batch=self._on_batch,
             on_skip=self.metrics.observe_skip,
         )

@@ -5,8 +5,11 @@ the results come back to the loop in one call per batch:
 
 - while the worker computes, new requests wait in the queue;
 - when it is idle, the queue is flushed at the end of the current loop iteration (after every request that
-  arrived in the same wake-up was parsed), or, when a forward finishes, at once: the next batch is whatever
-  queued meanwhile, up to ``max_batch_size`` rows.
+  arrived in the same wake-up was parsed); when a forward finishes, the next batch is whatever queued
+  meanwhile, up to ``max_batch_size`` rows. With ``overlap`` (several CPUs) it starts at once, while the loop
+  answers the finished batch; without (the loop and the worker share one CPU) the answers go out first, since
+  starting the next forward would only make the two threads fight over the CPU and the GIL, delaying the
+  answers and shrinking the next batch.
 
 So a lone caller never waits for a batch window, and under load batches grow by themselves. Optionally
 (``max_delay_s > 0``) a batch that is not full waits up to that long, counted from its oldest request, for
@@ -75,6 +78,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_delay_s: float = 0.0,
         queue_limit: int = 512,
+        overlap: bool = True,
         on_batch: BatchObserver | None = None,
         on_skip: SkipObserver | None = None,
     ) -> None:
@@ -82,6 +86,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.queue_limit = queue_limit
+        self.overlap = overlap
         self._on_batch = on_batch
         self._on_skip = on_skip
         self._pending: deque[_Item] = deque()
@@ -127,10 +132,9 @@ class DynamicBatcher:
             raise QueueFull(f"{self.queue_limit} requests are already waiting")
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append(_Item(rows, future))
-        if not self._busy and not self._flush_scheduled:
+        if not self._busy:
             # Flush after this loop iteration: requests that arrived in the same wake-up join the batch.
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+            self._schedule_flush()
         return future
 
     async def drain(self, timeout: float | None = None) -> None:
@@ -149,6 +153,12 @@ class DynamicBatcher:
         await asyncio.to_thread(self._thread.join, timeout)
 
     # -- on the event loop ------------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            assert self._loop is not None
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -193,7 +203,7 @@ class DynamicBatcher:
         self._flush()
 
     def _finished(self, batch: list[_Item], outputs: list[np.ndarray | BaseException]) -> None:
-        """The worker is done with `batch`: answer its callers, then start the next batch right away."""
+        """The worker is done with `batch`: answer its callers and start the next batch (see `overlap`)."""
         self._busy = False
         for item, result in zip(batch, outputs, strict=True):
             if item.future.done():  # timed out or abandoned during the forward
@@ -202,10 +212,12 @@ class DynamicBatcher:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
-        if self._pending:
+        if not self._pending:
+            self._set_idle_if_done()
+        elif self.overlap:
             self._flush()
         else:
-            self._set_idle_if_done()
+            self._schedule_flush()  # after the callers just answered have written their responses
 
     def _set_idle_if_done(self) -> None:
         if not self._busy and not self._pending:

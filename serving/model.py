@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from mlplat.serving.drift import ReferenceStats
 from mlplat.serving.schema import TensorSpec
 from mlplat.serving.settings import ServingSettings

@@ -20,6 +20,7 @@ import threading
 from types import FrameType
 
 import uvicorn
+
 from mlplat.serving.app import ServingApp, create_app
 from mlplat.serving.logs import configure_logging, logging_config
 from mlplat.serving.model import ModelLoadError, load_model
@@ -57,10 +58,14 @@ class DrainingServer(uvicorn.Server):
 
 
 def configure_torch(settings: ServingSettings) -> int:
-    """Set torch's intra-op threads: the setting, else the CPUs this process may run on. Returns the count."""
+    """Set torch's intra-op threads and return the count.
+
+    Default: the CPUs this process may run on, less one for the event loop (which parses and answers requests
+    while the forward runs), at least one.
+    """
     import torch
 
-    threads = settings.torch_threads or len(os.sched_getaffinity(0))
+    threads = settings.torch_threads or max(1, len(os.sched_getaffinity(0)) - 1)
     torch.set_num_threads(threads)
     return threads
 

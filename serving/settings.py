@@ -58,7 +58,9 @@ class ServingSettings(BaseSettings):
     access_log: bool = Field(default=False, description="Log one JSON line per request (costs ~20 us each).")
     device: str = Field(default="auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:<n>`.")
     torch_threads: int | None = Field(
-        default=None, ge=1, description="torch intra-op threads; default: the CPUs this process may run on."
+        default=None,
+        ge=1,
+        description="torch intra-op threads; default: the CPUs allowed, less one for the event loop.",
     )
     allow_pickle: bool = Field(
         default=False,

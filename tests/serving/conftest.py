@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from mlplat.serving.app import create_app
 from mlplat.serving.model import LoadedModel
 from mlplat.serving.settings import ServingSettings

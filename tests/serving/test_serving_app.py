@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from mlplat.serving.model import LoadedModel
 from serving_support import FEATURES, LiveServer, forward, make_mlp, slow_model, training_inputs
+
+from mlplat.serving.model import LoadedModel
 
 
 def predict(client: httpx.Client, rows: Any, **kwargs: Any) -> httpx.Response:

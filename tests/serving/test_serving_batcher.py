@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from serving_support import forward, make_mlp, training_inputs
+
 from mlplat.serving.batcher import (
     BatcherStopped,
     ClientDisconnected,
@@ -16,7 +18,6 @@ from mlplat.serving.batcher import (
     QueueFull,
     RequestTimedOut,
 )
-from serving_support import forward, make_mlp, training_inputs
 
 
 def torch_predict(module: torch.nn.Module, batches: list[int]):
@@ -173,3 +174,33 @@ def test_drain_finishes_queued_requests_then_refuses_new_ones() -> None:
             batcher.submit(np.zeros((1, 1), np.float32))
 
     asyncio.run(scenario())
+
+
+def test_without_overlap_the_finished_batch_is_answered_before_the_next_starts() -> None:
+    """On one CPU the loop and the worker share it: callers get their answers before the next forward."""
+    answered: list[int] = []
+    seen_at_start: list[int] = []
+    release = threading.Event()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        seen_at_start.append(len(answered))
+        release.wait(10)
+        return x
+
+    async def caller(batcher: DynamicBatcher, i: int) -> None:
+        await batcher.submit(np.full((1, 1), float(i), np.float32))
+        answered.append(i)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(predict, max_batch_size=4, overlap=False)
+        batcher.start(asyncio.get_running_loop())
+        first = [asyncio.create_task(caller(batcher, i)) for i in range(4)]
+        await asyncio.sleep(0.05)  # batch one (4 rows) is on the worker
+        second = [asyncio.create_task(caller(batcher, i)) for i in range(4, 6)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(*first, *second)
+        await batcher.drain(5)
+
+    asyncio.run(scenario())
+    assert seen_at_start == [0, 4]

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+from serving_support import FEATURES, make_mlp, save_mlflow_model, training_inputs
+
 from mlplat.serving.drift import (
     DriftMonitor,
     FeatureReference,
@@ -15,8 +18,6 @@ from mlplat.serving.drift import (
     compute_reference_stats,
     population_stability_index,
 )
-from pydantic import ValidationError
-from serving_support import FEATURES, make_mlp, save_mlflow_model, training_inputs
 
 
 def test_reference_stats_bin_the_training_data_into_deciles() -> None:

@@ -11,10 +11,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from serving_support import FEATURES, forward, make_mlp, run_server, save_mlflow_model, training_inputs
+
 from mlplat.serving.app import create_app
 from mlplat.serving.model import LoadedModel, ModelLoadError, load_model, select_device
 from mlplat.serving.settings import ServingSettings
-from serving_support import FEATURES, forward, make_mlp, run_server, save_mlflow_model, training_inputs
 
 
 def load(uri: str | Path, **settings: Any) -> LoadedModel:

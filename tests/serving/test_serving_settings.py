@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from mlplat.infra.cli import app as mlplat_cli
 from mlplat.serving.settings import SettingsError, load_settings
-from typer.testing import CliRunner
 
 
 def test_settings_come_from_mlplat_serving_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
-import mlplat
 import pytest
 from serving_support import SlowModel, free_port
+
+import mlplat
 
 DRAIN_DELAY_S = 1.5
 FORWARD_S = 0.25  # each forward pass sleeps this long, so requests are in flight when the listener closes

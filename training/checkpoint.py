@@ -5,21 +5,19 @@ A checkpoint is two objects in a :class:`~mlplat.training.storage.ByteStore`: th
 The manifest is the commit point: a payload without one (writer killed in between) is ignored, and a
 payload whose checksum does not match its manifest is skipped with a warning on load.
 
-The caller's thread only takes a snapshot (CPU copies of the live tensors); serialization, hashing and
-the upload run in one background thread so a slow store (S3) does not stall training. At most one write is in
+The caller's thread serializes (a consistent snapshot of the live tensors); hashing and the write or
+upload run in one background thread, so a slow store (S3) does not stall training. At most one write is in
 flight; :meth:`CheckpointManager.flush` waits for it and re-raises its error.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -57,24 +55,6 @@ class CorruptCheckpoint(Exception):
     """A checkpoint whose payload is missing, truncated or does not match its checksum."""
 
 
-def _cpu_copy(value: Any) -> Any:
-    """A deep copy of nested dicts/lists/tuples whose tensors are detached CPU copies."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, OrderedDict):  # state_dict(): keep its type and version metadata
-        copied = OrderedDict((key, _cpu_copy(item)) for key, item in value.items())
-        if hasattr(value, "_metadata"):
-            copied._metadata = copy.deepcopy(value._metadata)  # type: ignore[attr-defined]
-        return copied
-    if isinstance(value, dict):
-        return {key: _cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cpu_copy(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_cpu_copy(item) for item in value)
-    return value
-
-
 def checkpoint_names(step: int) -> tuple[str, str]:
     """Payload and manifest names for ``step`` (zero-padded so names sort by step)."""
     return f"ckpt-{step:012d}.pt", f"ckpt-{step:012d}.json"
@@ -92,18 +72,20 @@ class CheckpointManager:
         self._pending: Future[Manifest] | None = None
         self.last_saved_step: int | None = None
         self.save_seconds: list[float] = []
-        """Wall time of each save as seen by the training loop (snapshot + waiting for the previous write)."""
+        """Wall time of each save as seen by the training loop (serializing + waiting for the previous write)."""
 
     def save(self, state: dict[str, Any], step: int, epoch: int, wait: bool = False) -> None:
-        """Snapshot ``state`` now and write it in the background (``wait``: block until it is durable).
+        """Serialize ``state`` now and write it in the background (``wait``: block until it is durable).
 
-        The snapshot copies every tensor to CPU memory (a memcpy, and the device-to-host copy a GPU
-        needs anyway); serializing, hashing and uploading then happen off the training thread.
+        Serializing here (a consistent snapshot of the live tensors, with the device-to-host copy a GPU
+        needs anyway) keeps the GIL-bound work on the training thread; the background thread only hashes
+        and does I/O, which release the GIL, so it barely competes with training.
         """
         started = time.perf_counter()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
         self.flush()  # one write in flight at most, and in step order
-        snapshot = _cpu_copy(state)
-        self._pending = self._writer.submit(self._write, snapshot, step, epoch)
+        self._pending = self._writer.submit(self._write, buffer.getvalue(), step, epoch)
         self.last_saved_step = step
         if wait:
             self.flush()
@@ -122,10 +104,7 @@ class CheckpointManager:
         finally:
             self._writer.shutdown(wait=True)
 
-    def _write(self, snapshot: dict[str, Any], step: int, epoch: int) -> Manifest:
-        buffer = io.BytesIO()
-        torch.save(snapshot, buffer)
-        payload = buffer.getvalue()
+    def _write(self, payload: bytes, step: int, epoch: int) -> Manifest:
         payload_name, manifest_name = checkpoint_names(step)
         manifest = Manifest(
             step=step, epoch=epoch, sha256=hashlib.sha256(payload).hexdigest(), size=len(payload),

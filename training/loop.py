@@ -32,6 +32,9 @@ from mlplat.training.tracking import Tracker
 
 log = logging.getLogger("mlplat.training")
 STATE_FORMAT = 1
+PREEMPTION_SYNC_STEPS = 10
+"""Under DDP, how often (in steps) the ranks agree on whether SIGTERM arrived: a stop lands within this
+many steps of the signal, far inside Kubernetes' 30 s grace period for any realistic step time."""
 
 
 class Preempted(Exception):
@@ -167,7 +170,11 @@ class TrainLoop:
             barrier(self.ctx)
 
     # ---- the loop ---------------------------------------------------------------------------------
-    def _stop_if_preempted(self) -> None:
+    def _stop_if_preempted(self, every_step: bool = True) -> None:
+        # Ranks must agree to stop at the same step, which costs an all-reduce; under DDP they agree every
+        # PREEMPTION_SYNC_STEPS steps (and at epoch ends) instead of after each one.
+        if not every_step and self.ctx.is_distributed and self.step % PREEMPTION_SYNC_STEPS:
+            return
         if any_rank(self.ctx, self.preemption.requested):
             log.warning("SIGTERM received: checkpointing at step %d and exiting", self.step)
             self.checkpoint(wait=True)
@@ -250,7 +257,7 @@ class TrainLoop:
                     if self.batch < len(batches):
                         if every and self.step % every == 0:
                             self.checkpoint()
-                        self._stop_if_preempted()
+                        self._stop_if_preempted(every_step=False)
                 self._end_epoch()
                 self._stop_if_preempted()
             if self.checkpoints is not None:

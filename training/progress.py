@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
 from typing import Protocol
 
 log = logging.getLogger("mlplat.training")
@@ -47,10 +49,13 @@ class NullProgress:
 
 
 class LogProgress:
-    """One log line per report: readable in CI logs and ``kubectl logs``."""
+    """Plain log lines, readable in CI logs and ``kubectl logs``: every epoch end, and a step line at most
+    every ``min_interval`` seconds (a line per logging step would flood a fast job's log)."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_interval: float = 10.0) -> None:
         self.total = 0
+        self.min_interval = min_interval
+        self._last = -math.inf
 
     def start(self, total_steps: int, initial_step: int) -> None:
         """Log where the run starts."""
@@ -58,8 +63,11 @@ class LogProgress:
         log.info("training: step %d of %d", initial_step, total_steps)
 
     def update(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
-        """Log the step's metrics."""
-        log.info("step %d/%d epoch %d %s", step, self.total, epoch + 1, _format(metrics))
+        """Log the step's metrics, unless a step line went out less than ``min_interval`` ago."""
+        now = time.monotonic()
+        if now - self._last >= self.min_interval:
+            self._last = now
+            log.info("step %d/%d epoch %d %s", step, self.total, epoch + 1, _format(metrics))
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Log the epoch's validation metrics."""

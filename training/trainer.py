@@ -191,6 +191,9 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         samples_per_second=outcome.samples / outcome.train_seconds if outcome.train_seconds > 0 else 0.0,
         checkpoint_seconds=list(manager.save_seconds) if manager else [],
     )
+    if outcome.final_step > outcome.start_step:
+        tracker.log_metrics({"train_seconds": result.train_seconds,
+                             "train_samples_per_second": result.samples_per_second}, step=outcome.final_step)
     # Every rank stays in the process group until rank 0 has gated and registered: a rank that tears its
     # group down while another still holds it can abort the process (seen with gloo).
     if not ctx.is_main:

@@ -44,7 +44,10 @@ class LoadResult:
             "seconds": round(self.seconds, 3),
             "rps": round(len(done) / self.seconds, 1) if self.seconds else 0.0,
             "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90),
             "p99_ms": pct(0.99),
+            "p999_ms": pct(0.999),
+            "max_ms": round(done[-1] * 1000, 3) if done else float("nan"),
             "errors": self.errors,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
         }
@@ -78,7 +81,7 @@ async def _connection(
                     result.errors += 1
                 await asyncio.sleep(0.01)
                 continue
-        assert reader is not None
+        assert reader is not None and writer is not None
         budget[0] -= 1
         request = requests[i % len(requests)]
         i += 1
@@ -161,17 +164,15 @@ def main() -> None:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     bodies = [line.encode() for line in args.bodies.read_text().splitlines() if line.strip()]
+    load = run_load(
+        args.host, args.port, args.path, bodies, args.concurrency, args.duration, args.max_requests, args.warmup
+    )
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # plain asyncio works, just slower
-        runner = asyncio.run
-    result = runner(
-        run_load(
-            args.host, args.port, args.path, bodies, args.concurrency, args.duration, args.max_requests, args.warmup
-        )
-    )
+        result = asyncio.run(load)
+    else:
+        result = uvloop.run(load)
     print(json.dumps(result.summary()))
 
 

@@ -236,7 +236,7 @@ class ServingApp:
                     "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
                     ((b"www-authenticate", b'Bearer realm="mlplat"'),),
                 )
-            if length is not None and (not length.isdigit() or int(length) > self.settings.max_body_bytes):
+            if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
                 raise self._too_large()
             if handler is not None:
                 status = await handler(request)
@@ -365,7 +365,7 @@ class ServingApp:
         try:
             infer = InferenceRequest.model_validate_json(body)
         except ValidationError as exc:
-            raise HTTPError(422, describe_validation_error(exc, None).split(". expected")[0]) from None
+            raise HTTPError(422, describe_validation_error(exc)) from None
         output_name = model.output_spec.name if model.output_spec else "output-0"
         if len(infer.inputs) != 1:
             expected = model.input_spec.name if model.input_spec else "one input"

@@ -98,11 +98,10 @@ def _element_type(dtype: np.dtype[Any]) -> Any:
 
 
 def predict_request_model(spec: TensorSpec | None, max_rows: int) -> type[BaseModel]:
-    """A strict pydantic model for `{"inputs": [row, ...]}` whose rows must match `spec`.
+    """The pydantic model that documents `POST /predict` in OpenAPI, with the rows `spec` requires.
 
-    Known dimensions become exact list lengths; without a spec any nested list of numbers is accepted (and
-    checked by :func:`rows_to_array`). JSON ints are accepted for floats; strings, bools-for-numbers,
-    fractions-for-ints, NaN and Infinity are not.
+    It describes what :class:`PredictDecoder` enforces: known dimensions as exact list lengths, the element
+    type (JSON ints accepted for floats; strings, bools-for-numbers, NaN and Infinity not).
     """
     row: Any
     if spec is None:
@@ -221,26 +220,17 @@ def v2_input_to_array(
     return array
 
 
-def describe_validation_error(exc: ValidationError, spec: TensorSpec | None, limit: int = 5) -> str:
-    """A one-paragraph explanation of a request validation failure: where, what was wrong, what is allowed."""
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
+    """A one-line explanation of a request validation failure: where, and what was wrong."""
     problems = []
     for error in exc.errors()[:limit]:
         loc = "".join(
             f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(error["loc"])
         )
         given = error.get("input")
-        shown = (
-            ""
-            if error["type"] in {"missing", "json_invalid"} or isinstance(given, list | dict)
-            else f" (got {given!r:.40})"
-        )
-        problems.append(f"{loc or 'body'}: {error['msg']}{shown}")
+        quiet = error["type"] in {"missing", "json_invalid"} or isinstance(given, list | dict)
+        problems.append(f"{loc or 'body'}: {error['msg']}" + ("" if quiet else f" (got {given!r:.40})"))
     more = exc.error_count() - len(problems)
     if more > 0:
         problems.append(f"... and {more} more")
-    expected = (
-        f'expected {{"inputs": [row, ...]}} where each row is {spec.describe_row()}'
-        if spec is not None
-        else 'expected {"inputs": [row, ...]} with rows of numbers'
-    )
-    return "invalid request: " + "; ".join(problems) + f". {expected}"
+    return "invalid request: " + "; ".join(problems)

@@ -163,7 +163,10 @@ def test_a_missing_bucket_names_the_s3_error(s3_endpoint: str) -> None:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A local MLflow (sqlite) with `digits` registered twice and alias `champion` on version 2."""
+    """A local MLflow (sqlite) with `digits` registered twice and alias `champion` on version 2.
+
+    Yields (tracking URI, id of the run that logged version 2).
+    """
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
@@ -177,7 +180,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         for seed in (10, 11):
             module = make_mlp(seed)
             example = training_inputs(4)
-            with mlflow.start_run(experiment_id=experiment):
+            with mlflow.start_run(experiment_id=experiment) as run:
                 mlflow.pytorch.log_model(
                     module,
                     name="model",
@@ -188,7 +191,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
                     registered_model_name="digits",
                 )
         MlflowClient().set_registered_model_alias("digits", "champion", "2")
-        yield tracking, str(root)
+        yield tracking, run.info.run_id
     finally:
         mlflow.set_tracking_uri(previous)
 
@@ -214,6 +217,13 @@ def test_the_server_loads_a_registered_model_at_start_up(registry: tuple[str, st
     assert response.json()["model_version"] == "2"
     np.testing.assert_allclose(response.json()["predictions"], forward(make_mlp(11), rows), rtol=1e-5, atol=1e-6)
     assert metadata["versions"] == ["2"]
+
+
+def test_a_run_artifact_uri_loads_with_the_run_id_as_version(registry: tuple[str, str]) -> None:
+    tracking, run_id = registry
+    model = load(f"runs:/{run_id}/model", mlflow_tracking_uri=tracking)
+    assert model.version == run_id
+    assert_serves_like(model, make_mlp(11))
 
 
 def test_an_unknown_alias_fails_with_the_registry_message(registry: tuple[str, str]) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -14,6 +18,7 @@ import numpy as np
 import pytest
 from serving_support import FEATURES, LiveServer, forward, make_mlp, slow_model, training_inputs
 
+from mlplat.serving.logs import JsonFormatter
 from mlplat.serving.model import LoadedModel
 
 
@@ -189,12 +194,30 @@ def test_a_caller_that_disconnects_while_queued_costs_no_compute(serve: Any) -> 
     assert model.module.batches == [1]  # type: ignore[union-attr]
 
 
-def test_a_model_error_is_500_without_a_stack_trace(serve: Any) -> None:
+@contextmanager
+def json_log_lines() -> Iterator[list[dict[str, Any]]]:
+    """The server's log records as the JSON objects its formatter writes."""
+    stream, lines = io.StringIO(), []
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("mlplat.serving")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        lines.extend(json.loads(line) for line in stream.getvalue().splitlines())
+
+
+def test_a_model_error_is_500_without_a_stack_trace_which_goes_to_the_log(serve: Any) -> None:
     def broken(_: Any) -> Any:
         raise RuntimeError("weights are on fire at /secret/path.py line 12")
 
     model = LoadedModel(module=broken, name="broken", version="1", source="test")
-    with serve(model) as live, live.client() as client:
+    with json_log_lines() as logs, serve(model) as live, live.client() as client:
         response = predict(client, [[1.0, 2.0]], headers={"x-request-id": "req-42"})
     assert response.status_code == 500
     error = response.json()["error"]
@@ -202,6 +225,22 @@ def test_a_model_error_is_500_without_a_stack_trace(serve: Any) -> None:
     assert "req-42" in error
     assert "Traceback" not in response.text
     assert "/secret/path.py" not in response.text
+    (entry,) = [e for e in logs if e["message"] == "inference failed"]
+    assert entry["request_id"] == "req-42"
+    assert entry["level"] == "error"
+    assert "weights are on fire" in entry["exception"]
+
+
+def test_the_access_log_writes_one_json_line_per_request(serve: Any, mlflow_model_dir: Any) -> None:
+    server = serve(model_uri=str(mlflow_model_dir), access_log=True)
+    with json_log_lines() as logs, server as live, live.client() as client:
+        predict(client, training_inputs(1).tolist(), headers={"x-request-id": "acc-1"})
+        predict(client, [[1.0]], headers={"x-request-id": "acc-2"})
+    requests = {e["request_id"]: e for e in logs if e["message"] == "request"}
+    assert requests["acc-1"]["status"] == 200
+    assert requests["acc-2"]["status"] == 422
+    assert requests["acc-1"]["path"] == "/predict"
+    assert requests["acc-1"]["ms"] > 0
 
 
 def test_the_request_id_is_echoed_or_generated(mlp_server: LiveServer) -> None:

@@ -34,9 +34,10 @@ from benchmarks.report import machine_description, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python -m benchmarks.training"
-ROUNDS = 7
+ROUNDS = 5
 DDP_ROUNDS = 2
-EPOCHS = 4
+DDP_EPOCHS = 4
+EPOCHS = 16
 BATCH = 32
 HIDDEN = [256, 256]
 COPIES = 8
@@ -146,7 +147,12 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
 
     def row(label: str, which: str) -> str:
         values = rates[which]
-        extra = "baseline" if which == "bare" else f"{statistics.median(ratios[which]):+.1%}"
+        if which == "bare":
+            extra = "baseline | baseline"
+        else:
+            low, _, high = statistics.quantiles(ratios[which], n=4)
+            best = max(rates["bare"]) / max(values) - 1.0
+            extra = f"{statistics.median(ratios[which]):+.1%} ({low:+.0%} to {high:+.0%}) | {best:+.1%}"
         return f"| {label} | {statistics.median(values):,.0f} | {min(values):,.0f} | {max(values):,.0f} | {extra} |"
 
     lines = [
@@ -154,8 +160,9 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
         f"MLP 64-{'-'.join(map(str, HIDDEN))}-10, AdamW, batch {BATCH}, {EPOCHS} epochs ({steps} steps), "
         f"one CPU thread; {ROUNDS} rounds, each running every loop back to back.",
         "",
-        "| loop | samples/s (median) | min | max | overhead (median of per-round ratios) |",
-        "|---|---:|---:|---:|---:|",
+        "| loop | samples/s (median) | min | max | overhead: median of per-round ratios (quartiles) | "
+        "overhead: best run vs best run |",
+        "|---|---:|---:|---:|---:|---:|",
         row("bare torch loop: same batches, optimizer and per-epoch validation", "bare"),
         row(f"mlplat trainer: checkpoints every 100 steps + epoch ends ({steps // 100 + EPOCHS} per run), "
             "MLflow every 10 steps", "trainer"),
@@ -163,7 +170,11 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
             "epoch-ends"),
         "",
         f"**Trainer overhead: {overhead:+.1%}** with checkpoints every 100 steps and MLflow logging on "
-        f"(per round: {', '.join(f'{r:+.0%}' for r in ratios['trainer'])}). Target: <= 10%.",
+        f"(per round: {', '.join(f'{r:+.0%}' for r in ratios['trainer'])}). Target: <= 10%. A checkpoint goes out "
+        f"every ~{1000 * 100 * BATCH / statistics.median(rates['trainer']):.0f} ms of training (a stress setting: "
+        "real jobs checkpoint every few minutes); MLflow receives the buffered metrics every 5 s. "
+        "The machine is shared, so single runs swing by tens of percent either way; the median over rounds "
+        "and the best-vs-best ratio are the robust figures.",
     ]
     return lines, {"overhead": overhead, "loop_save_ms": 1000 * statistics.median(saves)}
 
@@ -209,7 +220,7 @@ def ddp_run(root: Path, name: str, nproc: int, batch: int) -> tuple[float, float
     """One whole `mlplat train --nproc-per-node` process: (training samples/s from MLflow, wall seconds)."""
     import mlflow
 
-    config = bench_config(root, name, batch_size=batch,
+    config = bench_config(root, name, batch_size=batch, epochs=DDP_EPOCHS,
                           tracking={"experiment": name, "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
                                     "log_every_n_steps": 10})
     path = root / f"{name}.yaml"
@@ -228,7 +239,7 @@ def ddp_run(root: Path, name: str, nproc: int, batch: int) -> tuple[float, float
 def ddp(root: Path) -> list[str]:
     rows = [
         f"`mlplat train --nproc-per-node N` (torchrun in-process, gloo over loopback), one thread per process, "
-        f"{EPOCHS} epochs, same data and model as above; batch is per process. Median of {DDP_ROUNDS} runs each, "
+        f"{DDP_EPOCHS} epochs, same data and model as above; batch is per process. Median of {DDP_ROUNDS} runs each, "
         "alternating.",
         "",
         "| batch per process | processes | training samples/s (all ranks) | x 1 process | whole process wall s |",
@@ -246,10 +257,12 @@ def ddp(root: Path) -> list[str]:
             rows.append(f"| {batch} | {nproc} | {rate:,.0f} | {rate / one:.2f} | {wall:.1f} |")
     rows += [
         "",
-        "Each step all-reduces the gradients (~0.3 M parameters, 1.3 MB) over gloo; with ~1 ms of compute per "
-        "step, that exchange costs more than the second process saves, so DDP only pays off on CPU once a step "
-        "carries more work (larger batches here), and on GPUs with NCCL. Whole-process wall time includes "
-        "start-up (imports, torchrun, the process group).",
+        "Here two processes do not beat one: every step all-reduces the gradients (~0.3 M parameters, 1.3 MB) "
+        "over gloo, and on two shared cores the two trainers and gloo's communication threads compete for the "
+        "same CPUs, so there is no idle core to overlap the exchange with. More work per step narrows the gap "
+        "(batch 256 vs 32). DDP's payoff is on GPU nodes with NCCL, or CPU nodes with cores to spare; this "
+        "measures the cost of the distributed path, not a speed-up. Whole-process wall time includes start-up "
+        "(imports, torchrun, the process group).",
     ]
     return rows
 

@@ -58,6 +58,9 @@ class LoopOutcome:
     final_step: int
     start_step: int
     train_seconds: float
+    cpu_seconds: float
+    """CPU time of the whole process (all threads) during the loop: unlike wall time, not inflated when
+    other work on the machine takes the CPU away."""
     samples: int
     """Training rows processed by this session, summed over ranks."""
 
@@ -234,6 +237,7 @@ class TrainLoop:
         start_step = self.step
         self.progress.start(self.total_steps, self.step)
         started = self._last_log = time.perf_counter()
+        cpu_started = time.process_time()
         self._samples = self._interval_samples = 0
         every = self.config.checkpoint.every_n_steps
         log_every = self.config.tracking.log_every_n_steps
@@ -266,5 +270,6 @@ class TrainLoop:
             self.progress.close()
         return LoopOutcome(
             history=self.history, final_step=self.step, start_step=start_step,
-            train_seconds=time.perf_counter() - started, samples=self._samples * self.ctx.world_size,
+            train_seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started,
+            samples=self._samples * self.ctx.world_size,
         )

@@ -7,6 +7,7 @@ through MLflow's asynchronous logging so a slow tracking server does not stall t
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Protocol
 
 from mlplat.training.config import TrackingConfig
@@ -104,6 +105,7 @@ class MlflowTracker:
         run = mlflow.start_run(run_id=run_id, experiment_id=experiment.experiment_id,
                                run_name=None if run_id else self.config.run_name)
         self.run_id = run.info.run_id
+        self._flushed_at = time.time()  # the first batch of per-step metrics goes out FLUSH_SECONDS from now
         return self.run_id
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -119,8 +121,6 @@ class MlflowTracker:
         the training loop for the GIL), so per-step metrics go out as one ``log_batch`` every
         :data:`FLUSH_SECONDS` or :data:`FLUSH_METRICS` values, whichever comes first.
         """
-        import time
-
         from mlflow.entities import Metric
 
         now = time.time()
@@ -130,8 +130,6 @@ class MlflowTracker:
 
     def flush(self, wait: bool = False) -> None:
         """Send the buffered metrics (``wait``: synchronously)."""
-        import time
-
         import mlflow
 
         if self._client is None:

@@ -51,6 +51,8 @@ class TrainingResult:
     history: list[dict[str, float]]
     train_seconds: float
     samples_per_second: float
+    cpu_seconds: float
+    """Process CPU time (all threads) of the training loop on this rank."""
     checkpoint_seconds: list[float] = field(default_factory=list)
     test_metrics: dict[str, float] | None = None
     gate: GateDecision | None = None
@@ -189,6 +191,7 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         resumed_from_step=state["step"] if state else None, history=outcome.history,
         train_seconds=outcome.train_seconds,
         samples_per_second=outcome.samples / outcome.train_seconds if outcome.train_seconds > 0 else 0.0,
+        cpu_seconds=outcome.cpu_seconds,
         checkpoint_seconds=list(manager.save_seconds) if manager else [],
     )
     if outcome.final_step > outcome.start_step:

@@ -34,7 +34,7 @@ from benchmarks.report import machine_description, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python -m benchmarks.training"
-ROUNDS = 5
+ROUNDS = 7
 DDP_ROUNDS = 2
 DDP_EPOCHS = 4
 EPOCHS = 16

@@ -261,6 +261,7 @@ class TrainingConfig(_Section):
         out: dict[str, str] = {}
 
         def walk(prefix: str, value: Any) -> None:
+            """Descend into mappings; lists and scalars become one param each."""
             if isinstance(value, dict) and value:
                 for key, item in value.items():
                     walk(f"{prefix}.{key}" if prefix else str(key), item)

@@ -81,6 +81,7 @@ def split_arrays(
     from sklearn.model_selection import train_test_split
 
     def stratify(labels: NDArray[Any]) -> NDArray[Any] | None:
+        """Stratify by label only when every class can appear on both sides of the split."""
         counts = np.unique(labels, return_counts=True)[1]
         return labels if counts.min(initial=0) >= 2 else None
 

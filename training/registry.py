@@ -48,6 +48,7 @@ class _PytorchWithReferenceStats:
         self.reference_stats_json = reference_stats_json
 
     def save_model(self, path: str, **kwargs: Any) -> None:
+        """Save as ``mlflow.pytorch`` does, then add the reference statistics next to ``MLmodel``."""
         import mlflow.pytorch
 
         mlflow.pytorch.save_model(path=path, **kwargs)

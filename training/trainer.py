@@ -70,6 +70,8 @@ class GateRejected(Exception):
 
 def train(config: TrainingConfig) -> TrainingResult:
     """Train, gate and (on success) register per ``config``; resumes from a checkpoint when one exists."""
+    # Determinism first: cuBLAS reads its workspace setting when CUDA starts, which device selection does.
+    configure_determinism(config.runtime.deterministic, config.runtime.num_threads)
     ctx = init_distributed(config.runtime.device)
     try:
         with PreemptionHandler() as preemption:
@@ -145,7 +147,6 @@ def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedC
 
 
 def _train(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler) -> TrainingResult:
-    configure_determinism(config.runtime.deterministic, config.runtime.num_threads)
     seed_everything(config.seed)
     tracker: Tracker = MlflowTracker(config.tracking) if ctx.is_main else NullTracker()
 
@@ -182,6 +183,11 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         if state is not None:
             loop.load_state_dict(state)
         outcome = _run_loop(loop, tracker, ctx, preemption)
+    except Preempted:
+        raise  # _run_loop closed the run as KILLED
+    except BaseException:
+        tracker.end("FAILED")  # e.g. a custom model builder failed after the run started
+        raise
     finally:
         if manager is not None:
             manager.close()

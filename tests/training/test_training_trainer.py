@@ -147,3 +147,16 @@ def test_rerunning_a_finished_job_neither_trains_nor_registers_again(
     assert again.history == first.history and again.test_metrics == first.test_metrics
     assert again.registered_version == first.registered_version == "1"
     assert registered_versions("digits") == ["1"]
+
+
+def test_a_model_builder_rejecting_its_options_is_a_config_error_and_fails_the_run(
+    make_config: Callable[..., dict[str, Any]],
+) -> None:
+    from mlplat.training.config import ConfigError
+
+    config = parse_config(make_config(model={"source": "training_builders:tiny_linear", "options": {"width": 3}}))
+    with pytest.raises(ConfigError, match=r"model.options: training_builders:tiny_linear rejected them: .*width"):
+        train(config)
+    assert mlflow.active_run() is None
+    (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED"

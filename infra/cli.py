@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,10 @@ from mlplat.training.cli import register as register_training
 
 if TYPE_CHECKING:
     from mlplat.infra.cost import Estimate
+
+# Parameters several commands share.
+StackArgument = Annotated[str, typer.Argument(help="Stack name: reads Pulumi.<stack>.yaml")]
+ProjectDirOption = Annotated[Path, typer.Option("--project-dir", "-C", help="Folder holding Pulumi.yaml")]
 
 app = typer.Typer(
     name="mlplat",
@@ -48,9 +52,9 @@ def fail(message: str) -> typer.Exit:
 
 @app.command()
 def synth(
-    stack: str = typer.Argument(..., help="Stack name: reads Pulumi.<stack>.yaml"),
+    stack: StackArgument,
     output_format: OutputFormat = typer.Option(OutputFormat.tree, "--format", "-f", help="tree or json"),
-    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    project_dir: ProjectDirOption = Path("."),
 ) -> None:
     """Render a stack offline (no cloud credentials) and print its resources."""
     from mlplat.infra.config import ConfigError
@@ -118,9 +122,9 @@ def _load_render_file(path: Path) -> dict[str, object]:
 
 @app.command()
 def check(
-    stack: str = typer.Argument(..., help="Stack name: reads Pulumi.<stack>.yaml"),
+    stack: StackArgument,
     output_format: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, json or markdown"),
-    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    project_dir: ProjectDirOption = Path("."),
     render_file: Path | None = typer.Option(None, "--render", help="Check this saved JSON render instead"),
     environment: str | None = typer.Option(
         None, "--environment", "-e", help="Enforce this environment's levels (default: the stack's own)"
@@ -166,9 +170,9 @@ def _stack_estimate(document: dict[str, object]) -> Estimate | None:
 
 @app.command()
 def cost(
-    stack: str = typer.Argument(..., help="Stack name: reads Pulumi.<stack>.yaml"),
+    stack: StackArgument,
     output_format: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, json or markdown"),
-    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    project_dir: ProjectDirOption = Path("."),
     render_file: Path | None = typer.Option(None, "--render", help="Price this saved JSON render instead"),
 ) -> None:
     """Estimate a stack's monthly AWS bill (idle and peak) from the dated price table."""
@@ -194,7 +198,7 @@ def diff(
     head: str | None = typer.Argument(None, help="A JSON render file or git ref; default: the working tree"),
     stacks: list[str] = typer.Option([], "--stack", "-s", help="Stack(s) to compare (default: every stack)"),
     output_format: DiffFormat = typer.Option(DiffFormat.markdown, "--format", "-f", help="markdown or json"),
-    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    project_dir: ProjectDirOption = Path("."),
     with_check: bool = typer.Option(False, "--check", help="Append the policy check of the head render"),
 ) -> None:
     """Compare two renders (git refs or JSON files): added, removed, changed and replaced resources, cost delta."""
@@ -268,7 +272,7 @@ def demo(
     ),
     requests: int = typer.Option(200, "--requests", min=1, max=10000, help="Single-row requests for the latency"),
     state_dir: Path = typer.Option(Path(".mlplat/demo"), "--state-dir", help="Where the demo keeps MLflow's data"),
-    project_dir: Path = typer.Option(Path("."), "--project-dir", "-C", help="Folder holding Pulumi.yaml"),
+    project_dir: ProjectDirOption = Path("."),
 ) -> None:
     """The platform on this machine: MLflow, training, the gate, registration, serving; then the offline preview."""
     from mlplat.infra.demo import run_demo

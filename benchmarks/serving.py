@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,13 +200,27 @@ def batch_totals(port: int) -> tuple[float, float] | None:
     return values.get("mlplat_batch_size_sum", 0.0), values["mlplat_batch_size_count"]
 
 
-def median_round(rounds: list[dict[str, object]]) -> dict[str, object]:
-    """The round with the median throughput (its latencies and errors come with it); errors summed over all."""
-    ordered = sorted(rounds, key=lambda r: float(str(r["rps"])))
-    chosen = dict(ordered[len(ordered) // 2])
-    chosen["errors"] = sum(int(str(r["errors"])) for r in rounds)
-    chosen["rounds"] = len(rounds)
-    return chosen
+def median_of_rounds(rounds: list[dict[str, object]]) -> dict[str, object]:
+    """Each figure's median over the rounds (errors summed), with the throughput range for context."""
+
+    def median(key: str) -> float:
+        return float(statistics.median(float(str(r[key])) for r in rounds))
+
+    rps = [float(str(r["rps"])) for r in rounds]
+    summary: dict[str, object] = {
+        "concurrency": rounds[0]["concurrency"],
+        "rps": median("rps"),
+        "rps_min": min(rps),
+        "rps_max": max(rps),
+        "p50_ms": median("p50_ms"),
+        "p99_ms": median("p99_ms"),
+        "errors": sum(int(str(r["errors"])) for r in rounds),
+        "max_abs_error": rounds[0]["max_abs_error"],
+        "rounds": len(rounds),
+    }
+    if all(isinstance(r.get("mean_batch"), float) for r in rounds):
+        summary["mean_batch"] = median("mean_batch")
+    return summary
 
 
 def main() -> None:
@@ -213,7 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point and round")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds before each point")
-    parser.add_argument("--rounds", type=int, default=3, help="measurements per point (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="measurements per point (medians are reported)")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
     server_cpu, client_cpu = cpus()
@@ -241,7 +256,7 @@ def main() -> None:
                 if error > 1e-4:
                     raise RuntimeError(f"{kind} server's answers differ from the model by {error}")
             # Both servers wait, idle, on the same CPU; each point alternates between them, round after round,
-            # so that other activity on a shared machine hits both alike. The median round is reported.
+            # so that other activity on a shared machine hits both alike. Medians over the rounds are reported.
             for _ in range(args.rounds):
                 for concurrency in CONCURRENCY:
                     for kind, port in ports.items():
@@ -254,7 +269,7 @@ def main() -> None:
                             summary["mean_batch"] = (after[0] - before[0]) / (after[1] - before[1])
                         samples.setdefault((kind, concurrency), []).append(summary)
                         print(kind, json.dumps(summary), flush=True)
-        results = {kind: [median_round(samples[(kind, c)]) for c in CONCURRENCY] for kind in ("naive", "mlplat")}
+        results = {kind: [median_of_rounds(samples[(kind, c)]) for c in CONCURRENCY] for kind in ("naive", "mlplat")}
     markdown = render(limit, results, load_before, os.getloadavg(), server_cpu, client_cpu, args)
     if args.no_write:
         print(markdown)
@@ -284,15 +299,16 @@ def render(
         f"per request. Servers pinned to CPU {server_cpu} with one torch thread; the load generator "
         f"(`benchmarks/serving_load.py`, its own process) on CPU {client_cpu}, closed loop over keep-alive "
         f"connections on 127.0.0.1: {args.warmup:g} s warm-up, then {args.duration:g} s (at most 200k requests) per "
-        f"point; {args.rounds} rounds alternating between the two servers, the median round shown (errors: all "
-        "rounds). mlplat: `mlplat serve --max-batch-size {MAX_BATCH}` (no batch window). Naive: FastAPI, pydantic "
+        f"point; {args.rounds} rounds alternating between the two servers; each figure is the median over the "
+        "rounds (errors: all rounds; req/s range in brackets). "
+        f"mlplat: `mlplat serve --max-batch-size {MAX_BATCH}` (no batch window). Naive: FastAPI, pydantic "
         "body, one forward per request inline in an `async def` route. Load average before/after: "
         f"{load_before[0]:.2f}/{load_after[0]:.2f} (the machine is shared; every number here is from the same run).",
         "",
         f"(a) In-process limit of the model's forward on the server CPU: batch 1: {limit[1]:,.0f} rows/s; "
         f"batch {MAX_BATCH}: {limit[MAX_BATCH]:,.0f} rows/s.",
         "",
-        "| server | concurrency | req/s | p50 ms | p99 ms | errors | mean batch |",
+        "| server | concurrency | req/s [range] | p50 ms | p99 ms | errors | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, table in (("(b) naive FastAPI", naive), ("(c) mlplat", ours)):
@@ -300,7 +316,8 @@ def render(
             r = table[c]
             batch = f"{r['mean_batch']:.1f}" if isinstance(r.get("mean_batch"), float) else "1 (none)"
             lines.append(
-                f"| {name} | {c} | {float(str(r['rps'])):,.0f} | {r['p50_ms']} | {r['p99_ms']} "
+                f"| {name} | {c} | {float(str(r['rps'])):,.0f} [{float(str(r['rps_min'])):,.0f}-"
+                f"{float(str(r['rps_max'])):,.0f}] | {float(str(r['p50_ms'])):.2f} | {float(str(r['p99_ms'])):.2f} "
                 f"| {r['errors']} | {batch} |"
             )
     top, one = max(CONCURRENCY), min(CONCURRENCY)

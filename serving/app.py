@@ -14,7 +14,6 @@ open), the body limit (413), request metrics and access logs, and `Connection: c
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import itertools
 import logging
@@ -139,7 +138,7 @@ class ServingApp:
             await self.shutdown()
 
     async def startup(self) -> None:
-        """Load and warm up the model, start the batcher, become ready, then freeze the GC's start-up heap."""
+        """Load and warm up the model (unless given), start the batcher, and become ready."""
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         if self.model is None:
@@ -166,10 +165,6 @@ class ServingApp:
         )
         self.ready = True
         self.metrics.ready.set(1)
-        # Everything allocated so far lives as long as the process: move it out of the collector's sight, so
-        # full collections stop walking it (they otherwise pause serving for ~100 ms with torch and mlflow loaded).
-        gc.collect()
-        gc.freeze()
         logger.info("ready", extra={"model": model.name, "version": model.version})
 
     async def shutdown(self) -> None:

@@ -92,6 +92,14 @@ def test_a_directory_that_is_not_a_model_is_rejected(tmp_path: Path) -> None:
         load(other)
 
 
+def test_reference_stats_are_found_at_the_top_of_the_model_directory(tmp_path: Path) -> None:
+    """Where the trainer writes them (next to MLmodel), as well as under extra_files/."""
+    path = save_mlflow_model(make_mlp(), tmp_path / "m")
+    (path / "extra_files" / "reference_stats.json").rename(path / "reference_stats.json")
+    stats = load(path).reference_stats
+    assert stats is not None and [f.name for f in stats.features][:2] == ["f0", "f1"]
+
+
 def test_invalid_reference_stats_are_reported(tmp_path: Path) -> None:
     path = save_mlflow_model(make_mlp(), tmp_path / "m")
     (path / "extra_files" / "reference_stats.json").write_text('{"n_samples": 0, "features": []}')

@@ -10,7 +10,7 @@ TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 # pip, minus the noise of this machine's local index mirrors and setuptools' deprecation banners.
 pip_install() {
   .venv/bin/python -m pip install --quiet "$@" 2>&1 \
-    | { grep -vE '^WARNING: Location|BuildBackendWarning|^ *!!|\*{20}|^ *$' || true; }
+    | { grep -vE '^WARNING: Location|BuildBackendWarning|^ *!!|\*{20}|^ *$|Please be careful|name as your package|with strategy, WheelFile' || true; }
   return "${PIPESTATUS[0]}"
 }
 

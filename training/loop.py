@@ -32,6 +32,7 @@ from mlplat.training.tracking import Tracker
 
 log = logging.getLogger("mlplat.training")
 STATE_FORMAT = 1
+LOG, EPOCH = 0, 1
 PREEMPTION_SYNC_STEPS = 10
 """Under DDP, how often (in steps) the ranks agree on whether SIGTERM arrived: a stop lands within this
 many steps of the signal, far inside Kubernetes' 30 s grace period for any realistic step time."""
@@ -111,9 +112,10 @@ class TrainLoop:
         self.batch = 0
         self.history: list[dict[str, float]] = []
         self._last_checkpoint_step: int | None = None
-        self._zero = torch.zeros((), device=ctx.device)
-        self._loss_sum, self._loss_count = self._zero.clone(), 0  # since the last log line
-        self._epoch_loss_sum, self._epoch_loss_count = self._zero.clone(), 0
+        # Loss sums since the last log line (LOG) and since the epoch began (EPOCH), in one tensor so a
+        # step adds its loss to both with one op; read back with .item() only when logging.
+        self._loss_sums = torch.zeros(2, device=ctx.device)
+        self._loss_count = self._epoch_loss_count = 0
         self._samples = self._interval_samples = 0
         self._last_log = time.perf_counter()
 
@@ -131,9 +133,9 @@ class TrainLoop:
             "rng": rng,
             "world_size": self.ctx.world_size,
             "history": self.history,
-            "loss_sum": float(self._loss_sum.item()),
+            "loss_sum": float(self._loss_sums[LOG].item()),
             "loss_count": self._loss_count,
-            "epoch_loss_sum": float(self._epoch_loss_sum.item()),
+            "epoch_loss_sum": float(self._loss_sums[EPOCH].item()),
             "epoch_loss_count": self._epoch_loss_count,
             "mlflow_run_id": run_id,
             "config_fingerprint": self.fingerprint,
@@ -146,10 +148,8 @@ class TrainLoop:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
         self.history = list(state["history"])
-        self._loss_sum = torch.tensor(state["loss_sum"], device=self.ctx.device)
-        self._loss_count = state["loss_count"]
-        self._epoch_loss_sum = torch.tensor(state["epoch_loss_sum"], device=self.ctx.device)
-        self._epoch_loss_count = state["epoch_loss_count"]
+        self._loss_sums = torch.tensor([state["loss_sum"], state["epoch_loss_sum"]], device=self.ctx.device)
+        self._loss_count, self._epoch_loss_count = state["loss_count"], state["epoch_loss_count"]
         if state["world_size"] == self.ctx.world_size:
             restore_rng_state(state["rng"][self.ctx.rank])
         else:
@@ -194,16 +194,14 @@ class TrainLoop:
         self.optimizer.step()
         self.scheduler.step()
         # Accumulate on the device; .item() only when logging, so a GPU is not synced every step.
-        loss = loss.detach()
-        self._loss_sum += loss
-        self._epoch_loss_sum += loss
+        self._loss_sums += loss.detach()
         self._loss_count += 1
         self._epoch_loss_count += 1
         self._samples += len(indices)
 
     def _log_step(self) -> None:
         now = time.perf_counter()
-        loss = mean_across(self.ctx, float(self._loss_sum.item()) / max(self._loss_count, 1))
+        loss = mean_across(self.ctx, float(self._loss_sums[LOG].item()) / max(self._loss_count, 1))
         metrics = {
             "train_loss": loss,
             "lr": float(self.scheduler.get_last_lr()[0]),
@@ -211,7 +209,7 @@ class TrainLoop:
         }
         self.tracker.log_metrics(metrics, step=self.step)
         self.progress.update(self.step, self.epoch, metrics)
-        self._loss_sum, self._loss_count = self._zero.clone(), 0
+        self._loss_sums[LOG], self._loss_count = 0.0, 0
         self._interval_samples, self._last_log = 0, now
 
     def _end_epoch(self) -> None:
@@ -219,7 +217,7 @@ class TrainLoop:
         record = {
             "epoch": float(self.epoch + 1),
             "epoch_train_loss": mean_across(
-                self.ctx, float(self._epoch_loss_sum.item()) / max(self._epoch_loss_count, 1)
+                self.ctx, float(self._loss_sums[EPOCH].item()) / max(self._epoch_loss_count, 1)
             ),
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
@@ -229,7 +227,7 @@ class TrainLoop:
         self.tracker.log_metrics(record, step=self.step)
         self.progress.epoch_end(self.epoch, record)
         self.epoch, self.batch = self.epoch + 1, 0
-        self._epoch_loss_sum, self._epoch_loss_count = self._zero.clone(), 0
+        self._loss_sums[EPOCH], self._epoch_loss_count = 0.0, 0
         self.checkpoint()
 
     def run(self) -> LoopOutcome:

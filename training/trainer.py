@@ -30,7 +30,7 @@ from mlplat.training.loop import LoopOutcome, Preempted, TrainLoop, steps_per_ep
 from mlplat.training.models import build_model
 from mlplat.training.optim import build_optimizer, build_scheduler
 from mlplat.training.preemption import PreemptionHandler
-from mlplat.training.progress import make_progress
+from mlplat.training.progress import Progress, make_progress
 from mlplat.training.registry import load_alias, register_model
 from mlplat.training.reproducibility import configure_determinism, git_commit, seed_everything
 from mlplat.training.storage import open_store
@@ -68,14 +68,17 @@ class GateRejected(Exception):
         super().__init__(decision.render())
 
 
-def train(config: TrainingConfig) -> TrainingResult:
-    """Train, gate and (on success) register per ``config``; resumes from a checkpoint when one exists."""
+def train(config: TrainingConfig, *, progress: Progress | None = None) -> TrainingResult:
+    """Train, gate and (on success) register per ``config``; resumes from a checkpoint when one exists.
+
+    ``progress`` receives rank 0's position and metrics (default: a bar on a terminal, log lines otherwise).
+    """
     # Determinism first: cuBLAS reads its workspace setting when CUDA starts, which device selection does.
     configure_determinism(config.runtime.deterministic, config.runtime.num_threads)
     ctx = init_distributed(config.runtime.device)
     try:
         with PreemptionHandler() as preemption:
-            return _train(config, ctx, preemption)
+            return _train(config, ctx, preemption, progress)
     finally:
         shutdown(ctx)
 
@@ -146,7 +149,8 @@ def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedC
     return decide(metrics, config.gate, champion_metrics, champion_version)
 
 
-def _train(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler) -> TrainingResult:
+def _train(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
+           progress: Progress | None) -> TrainingResult:
     seed_everything(config.seed)
     tracker: Tracker = MlflowTracker(config.tracking) if ctx.is_main else NullTracker()
 
@@ -172,12 +176,14 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         optimizer = build_optimizer(config.optimizer, model)
         total = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size) * config.epochs
         scheduler = build_scheduler(config.schedule, optimizer, total)
+        if progress is None or not ctx.is_main:
+            progress = make_progress(ctx.is_main)
         wrapped = model
         if ctx.is_distributed:
             wrapped = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
         loop = TrainLoop(
             config=config, ctx=ctx, model=wrapped, optimizer=optimizer, scheduler=scheduler, data=data,
-            checkpoints=manager, tracker=tracker, progress=make_progress(ctx.is_main), preemption=preemption,
+            checkpoints=manager, tracker=tracker, progress=progress, preemption=preemption,
             fingerprint=config.fingerprint(),
         )
         if state is not None:

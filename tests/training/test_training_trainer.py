@@ -23,6 +23,7 @@ from mlplat.serving.drift import ReferenceStats
 from mlplat.training import EXIT_GATE_REJECTED
 from mlplat.training.config import parse_config
 from mlplat.training.data import load_data
+from mlplat.training.progress import NullProgress
 from mlplat.training.runner import run_training
 from mlplat.training.trainer import GateRejected, train
 
@@ -135,6 +136,38 @@ def test_a_teams_own_data_and_model_builders_are_used(make_config: Callable[...,
     weights = {k for k, _ in torch.load(Path(config.checkpoint.uri) / f"ckpt-{result.final_step:012d}.pt",
                                         weights_only=True)["model"].items()}
     assert weights == {"0.weight", "0.bias"}, "the custom single-layer model was trained"
+
+
+class RecordingProgress(NullProgress):
+    """A caller's own progress sink: records what the trainer reports."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self, total_steps: int, initial_step: int) -> None:
+        self.calls.append(("start", total_steps, initial_step))
+
+    def update(self, step: int, epoch: int, metrics: dict[str, float]) -> None:
+        self.calls.append(("update", step, epoch, sorted(metrics)))
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.calls.append(("epoch_end", epoch, metrics["val_accuracy"]))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+def test_a_callers_progress_receives_every_step_report_and_epoch_end(
+    make_config: Callable[..., dict[str, Any]]
+) -> None:
+    progress = RecordingProgress()
+    result = train(parse_config(make_config()), progress=progress)
+    assert progress.calls[0] == ("start", result.final_step, 0) and progress.calls[-1] == ("close",)
+    updates = [call for call in progress.calls if call[0] == "update"]
+    assert [call[1] for call in updates] == list(range(5, result.final_step + 1, 5))
+    assert {tuple(call[3]) for call in updates} == {("lr", "samples_per_second", "train_loss")}
+    ends = [call for call in progress.calls if call[0] == "epoch_end"]
+    assert [(call[1], call[2]) for call in ends] == [(i, h["val_accuracy"]) for i, h in enumerate(result.history)]
 
 
 def test_rerunning_a_finished_job_neither_trains_nor_registers_again(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,15 @@ import pulumi_aws as aws
 import pulumi_random as random
 import pytest
 
-from mlplat.infra.engine import MASK, ProgramError, Render, program_from_module, program_from_path, render
+from mlplat.infra.engine import (
+    MASK,
+    ProgramError,
+    Render,
+    collector_paused,
+    program_from_module,
+    program_from_path,
+    render,
+)
 from mlplat.infra.synth import render_stack
 
 REQUIRED_TAGS = {"project", "environment", "owner", "cost-center"}
@@ -109,6 +118,24 @@ class Broken(pulumi.ComponentResource):
 def test_program_errors_name_the_failing_component(render_program: Callable[..., Render]) -> None:
     with pytest.raises(ProgramError, match=r"RuntimeError in component 'platform-net' \(Broken\): subnet math"):
         render_program(lambda: Broken("platform-net"))
+
+
+def test_the_collector_is_paused_during_a_render_and_restored_after_it(
+    render_program: Callable[..., Render],
+) -> None:
+    seen: list[bool] = []
+    render_program(lambda: seen.append(gc.isenabled()))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ProgramError):
+        render_program(lambda: Broken("platform-net"))
+    assert gc.isenabled(), "a failing program leaves the collector running"
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "a caller's own pause is kept"
+    finally:
+        gc.enable()
 
 
 def test_renders_in_one_process_are_independent(render_program: Callable[..., Render]) -> None:

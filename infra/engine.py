@@ -13,6 +13,7 @@ loop" when one resource is an input to two others. We record the wire form, turn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import copy
@@ -351,6 +352,21 @@ def render(
         )
 
 
+def _ensure_event_loop() -> None:
+    """Give this thread a usable current event loop, which Pulumi's runtime schedules on.
+
+    ``asyncio.run()`` (a caller's, or a library's) ends by unsetting the current loop, after which the
+    runtime's first ``asyncio.Future()`` raises "There is no current event loop".
+    """
+    policy = asyncio.get_event_loop_policy()
+    try:
+        if not policy.get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    policy.set_event_loop(policy.new_event_loop())
+
+
 def _render_in_context(
     program: Program,
     project: str,
@@ -359,6 +375,7 @@ def _render_in_context(
     secret_keys: list[str],
     mocks: MockOutputs | None,
 ) -> Render:
+    _ensure_event_loop()
     source = mocks or MockOutputs(project=project, stack=stack, region=config.get("aws:region", "us-east-1"))
     monitor = RecordingMonitor(source)
     pulumi_settings.ROOT.set(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from collections.abc import Callable
@@ -136,6 +137,11 @@ def test_the_collector_is_paused_during_a_render_and_restored_after_it(
         assert not gc.isenabled(), "a caller's own pause is kept"
     finally:
         gc.enable()
+
+
+def test_a_render_after_asyncio_run_gets_an_event_loop(render_program: Callable[..., Render]) -> None:
+    asyncio.run(asyncio.sleep(0))  # leaves the thread without a current event loop
+    assert [r.name for r in render_program(lambda: aws.s3.Bucket("after")).resources if r.custom] == ["after"]
 
 
 def test_renders_in_one_process_are_independent(render_program: Callable[..., Render]) -> None:

@@ -67,9 +67,9 @@ class ModelServiceArgs:
         drain_seconds: preStop pause so load balancers deregister the pod before it gets SIGTERM.
         graceful_timeout_seconds: After SIGTERM, time the server gets to finish accepted requests.
         service_account_role_arn: IAM role (IRSA) with read access to the model artifacts.
-        allow_pickle: Let the server load pickle-serialized MLflow models (``MLPLAT_SERVING_ALLOW_PICKLE``).
-            mlplat's trainer logs pickled torch modules into the platform's own registry, which the server
-            trusts; turn it off to serve only ``pt2`` (torch.export) models, which run no code on load.
+        allow_pickle: Let the server load pickle-serialized MLflow models (``MLPLAT_SERVING_ALLOW_PICKLE``),
+            which run code from the file when loaded. mlplat's trainer registers ``pt2`` (torch.export)
+            programs, which need no such trust; turn it on only for a trusted registry of pickled models.
         ingress: Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split.
         internal: The ALB is internal (VPC only) rather than internet-facing.
         env: Extra environment variables for the server.
@@ -89,7 +89,7 @@ class ModelServiceArgs:
     drain_seconds: int = 10
     graceful_timeout_seconds: int = 30
     service_account_role_arn: pulumi.Input[str] | None = None
-    allow_pickle: bool = True
+    allow_pickle: bool = False
     ingress: bool = True
     internal: bool = True
     env: Mapping[str, str] = field(default_factory=dict)

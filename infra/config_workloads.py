@@ -126,6 +126,8 @@ class ServiceConfig(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     canary: CanaryConfig | None = None
     internal: bool = True
+    allow_pickle: bool = False
+    """Serve a pickle-serialized model (a training job with ``registry.serialization_format: pickle``)."""
 
     @field_validator("model_uri")
     @classmethod
@@ -145,7 +147,7 @@ class ServiceConfig(_Section):
             namespace=PLATFORM, image=PLATFORM, model_uri=self.model_uri, min_replicas=self.min_replicas,
             max_replicas=self.max_replicas, target_cpu_utilization=self.target_cpu_utilization,
             max_batch_size=self.max_batch_size, resources=self.resources.to_args(), canary=canary,
-            internal=self.internal,
+            internal=self.internal, allow_pickle=self.allow_pickle,
         )
 
 

@@ -144,8 +144,6 @@ def _server(state: Path, env: dict[str, str], console: Console) -> Iterator[str]
     process.spawn([sys.executable, "-m", "mlplat.serving"], env={
         **env, "MLPLAT_SERVING_MODEL_URI": f"models:/{MODEL}@champion", "MLPLAT_SERVING_HOST": LOOPBACK,
         "MLPLAT_SERVING_PORT": str(port),
-        # The demo's own registry holds only what its trainer logged (pickled torch modules).
-        "MLPLAT_SERVING_ALLOW_PICKLE": "true",
     })
     try:
         with console.status(f"starting the model server on models:/{MODEL}@champion"):

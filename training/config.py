@@ -193,6 +193,10 @@ class RegistryConfig(_Section):
     """Registered model name; unset: train and evaluate but do not register."""
     alias: str = "staging"
     """Alias set on the new version (serving loads ``models:/<name>@<alias>``)."""
+    serialization_format: Literal["pt2", "pickle"] = "pt2"
+    """``pt2``: a torch.export program, which loads without running code from the file, so the model server
+    needs no pickle trust (batch size stays dynamic: the input example has 5 rows). ``pickle``: the whole
+    ``nn.Module``, for a team model torch.export cannot trace; serve it with ``allow_pickle``."""
 
     @field_validator("alias")
     @classmethod

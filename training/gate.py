@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,12 @@ class GateDecision(BaseModel):
         return "\n".join([head, *(f"  - {reason}" for reason in self.reasons)])
 
 
+def _set_mode(model: nn.Module, *, training: bool) -> None:
+    # A torch.export (pt2) program, e.g. a registered champion, refuses: its mode was fixed (eval) at export.
+    with contextlib.suppress(NotImplementedError):
+        model.train(training)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, x: NDArray[Any], y: NDArray[Any], num_classes: int, device: torch.device,
@@ -38,7 +45,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean cross-entropy loss, accuracy and macro F1 of ``model`` on ``(x, y)``."""
     was_training = model.training
-    model.eval()
+    _set_mode(model, training=False)
     try:
         features = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
         labels = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64))
@@ -48,7 +55,7 @@ def evaluate(
             loss_sum += float(nn.functional.cross_entropy(logits, yb.to(device), reduction="sum"))
             predictions.append(logits.argmax(dim=1).cpu())
     finally:
-        model.train(was_training)
+        _set_mode(model, training=was_training)
     predicted = torch.cat(predictions).numpy()
     return {"loss": loss_sum / max(len(labels), 1), **classification_metrics(labels.numpy(), predicted, num_classes)}
 

@@ -1,6 +1,7 @@
 """MLflow model registry: register a gated model for serving, load an alias, move aliases (promote).
 
-The registered model is an ``mlflow.pytorch`` model with a float32 tensor signature, an input example,
+The registered model is an ``mlflow.pytorch`` model (a torch.export program by default, which the model
+server loads without trusting pickles) with a float32 tensor signature, an input example,
 explicit pip requirements (no slow environment inference) and ``reference_stats.json`` at the top of its
 model directory: the training features' statistics that the model server's drift monitor compares
 live traffic against (``mlplat.serving.drift.compute_reference_stats``).
@@ -12,7 +13,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,6 +63,33 @@ def reference_stats_json(x_train: NDArray[Any], feature_names: Sequence[str] | N
     return compute_reference_stats(np.asarray(x_train, dtype=np.float32), feature_names).model_dump_json()
 
 
+EXAMPLE_ROWS = 5
+"""Rows of the logged input example: more than one, so torch.export keeps the batch dimension dynamic."""
+
+
+def check_exportable(model: nn.Module, x_train: NDArray[Any]) -> None:
+    """Raise :class:`~mlplat.training.config.ConfigError` if torch.export cannot trace ``model``.
+
+    The trainer calls this before training when the model will be registered as ``pt2``, so an untraceable
+    model (data-dependent Python control flow in ``forward``) fails in seconds, not after the whole job.
+    """
+    import torch
+
+    from mlplat.training.config import ConfigError
+
+    sample = torch.as_tensor(np.ascontiguousarray(x_train[:EXAMPLE_ROWS], dtype=np.float32))
+    try:
+        torch.export.export(copy.deepcopy(model).cpu().eval(), (sample,),
+                            dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError("registry.serialization_format", [
+            f"registry.serialization_format: 'pt2' registers a torch.export program, and torch.export cannot "
+            f"trace this {type(model).__name__} ({reason}); use 'pickle' (serve it with allow_pickle) or keep "
+            "forward() free of Python control flow on tensor values"
+        ]) from error
+
+
 def register_model(
     model: nn.Module,
     *,
@@ -71,10 +99,13 @@ def register_model(
     num_classes: int,
     feature_names: Sequence[str] | None = None,
     tags: dict[str, str] | None = None,
+    serialization_format: Literal["pt2", "pickle"] = "pt2",
 ) -> str:
     """Log ``model`` to the active MLflow run, register it as ``name`` and point ``alias`` at it.
 
-    Returns the new version number. The model is logged from a CPU copy so it loads on any machine.
+    Returns the new version number. The model is logged from a CPU copy in eval mode so it loads on any
+    machine; ``pt2`` exports it with torch.export, tracing the input example (:data:`EXAMPLE_ROWS` rows),
+    ``pickle`` pickles the module.
     """
     import mlflow
     import mlflow.pytorch
@@ -94,10 +125,9 @@ def register_model(
         registered_model_name=name,
         pytorch_model=cpu_model,
         signature=signature,
-        input_example=np.ascontiguousarray(x_train[:5], dtype=np.float32),
+        input_example=np.ascontiguousarray(x_train[:EXAMPLE_ROWS], dtype=np.float32),
         pip_requirements=pip_requirements(),
-        pickle_module=mlflow.pytorch.pickle_module,
-        serialization_format="pickle",
+        serialization_format=serialization_format,
     )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()

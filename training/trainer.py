@@ -31,7 +31,7 @@ from mlplat.training.models import build_model
 from mlplat.training.optim import build_optimizer, build_scheduler
 from mlplat.training.preemption import PreemptionHandler
 from mlplat.training.progress import Progress, make_progress
-from mlplat.training.registry import load_alias, register_model
+from mlplat.training.registry import check_exportable, load_alias, register_model
 from mlplat.training.reproducibility import configure_determinism, git_commit, seed_everything
 from mlplat.training.storage import open_store
 from mlplat.training.tracking import MlflowTracker, NullTracker, Tracker
@@ -173,6 +173,8 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
             tracker.set_tags({"mlplat.resumed_from_step": str(state["step"])})
 
         model = build_model(config.model, data.x_train.shape[1], data.classes).to(ctx.device)
+        if ctx.is_main and config.registry.model_name and config.registry.serialization_format == "pt2":
+            check_exportable(model, data.x_train)
         optimizer = build_optimizer(config.optimizer, model)
         total = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size) * config.epochs
         scheduler = build_scheduler(config.schedule, optimizer, total)
@@ -263,6 +265,7 @@ def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits
             num_classes=data.classes, feature_names=data.feature_names,
             tags={"mlplat.run_id": str(tracker.run_id), "mlplat.test_accuracy": f"{decision.metrics['accuracy']:.4f}",
                   "mlplat.test_macro_f1": f"{decision.metrics['macro_f1']:.4f}"},
+            serialization_format=config.registry.serialization_format,
         )
         tracker.set_tags({"mlplat.registered_version": result.registered_version})
     tracker.end("FINISHED")

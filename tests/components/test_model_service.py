@@ -40,7 +40,10 @@ def test_pods_are_non_root_read_only_with_probes_and_resources(service: Svc, pod
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
     assert env_of(container)["MLPLAT_SERVING_MODEL_URI"] == "models:/digits@champion"
-    # The trainer registers pickled torch modules: the server must be allowed to load them.
+    # The trainer registers torch.export programs: pickles, which run code on load, stay refused.
+    assert env_of(container)["MLPLAT_SERVING_ALLOW_PICKLE"] == "false"
+    trusting = service(allow_pickle=True)
+    (container,) = pod_of(trusting.one(DEPLOYMENT).inputs)["containers"]
     assert env_of(container)["MLPLAT_SERVING_ALLOW_PICKLE"] == "true"
 
 

@@ -39,6 +39,9 @@ def test_services_become_model_service_args_wired_by_the_platform() -> None:
     assert (args.namespace, args.image) == (PLATFORM, PLATFORM)
     assert (args.min_replicas, args.max_replicas, args.resources.gpus) == (3, 9, 1)
     assert args.canary is not None and args.canary.weight == 25
+    assert args.allow_pickle is False, "pickles stay refused unless a service opts in"
+    trusting = load(config("production", services={"digits": {"modelUri": "models:/d@a", "allowPickle": True}}))
+    assert trusting.services["digits"].to_args().allow_pickle is True
 
 
 def test_bad_service_entries_name_the_key() -> None:

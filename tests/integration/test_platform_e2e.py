@@ -83,7 +83,7 @@ def test_restarting_postgres_and_mlflow_loses_no_registered_model(trained: Any) 
 def test_the_server_loads_the_champion_by_alias_through_mlflow(trained: Any) -> None:
     port = free_port()
     env = {**client_env(trained), **LOCAL_AWS_ENV, "MLPLAT_SERVING_MODEL_URI": "models:/digits@champion",
-           "MLPLAT_SERVING_HOST": LOOPBACK, "MLPLAT_SERVING_PORT": str(port), "MLPLAT_SERVING_ALLOW_PICKLE": "true",
+           "MLPLAT_SERVING_HOST": LOOPBACK, "MLPLAT_SERVING_PORT": str(port), "MLPLAT_SERVING_ALLOW_PICKLE": "false",
            "MLPLAT_SERVING_MLFLOW_TRACKING_URI": trained.mlflow.uri}
     log = (trained.root / "serve.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "mlplat.serving"], env=env, stdout=log,

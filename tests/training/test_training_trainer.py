@@ -67,6 +67,8 @@ def test_tiny_config_trains_tracks_and_registers(make_config: Callable[..., dict
     model_dir = Path(mlflow.artifacts.download_artifacts("models:/digits@staging"))
     stats = ReferenceStats.model_validate_json((model_dir / "reference_stats.json").read_text())
     assert stats.n_samples == 1257 and len(stats.features) == 64 and stats.features[0].name == "pixel_0_0"
+    assert (model_dir / "data" / "model.pt2").is_file(), "registered as a torch.export program"
+    assert not (model_dir / "data" / "model.pth").exists(), "no pickle for the model server to trust"
     mlmodel = Model.load(str(model_dir))
     assert mlmodel.signature is not None
     (spec,) = mlmodel.signature.inputs.inputs
@@ -122,6 +124,34 @@ def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
     assert "mlplat.registered_version" not in run.data.tags
     gate = json.loads(Path(client().download_artifacts(run.info.run_id, "gate.json")).read_text())
     assert gate["passed"] is False and gate["metrics"]["accuracy"] < 0.9
+
+
+def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
+    make_config: Callable[..., dict[str, Any]]
+) -> None:
+    config = parse_config(make_config(
+        model={"source": "training_builders:data_dependent"},
+        registry={"model_name": "branchy", "serialization_format": "pickle"},
+    ))
+    result = train(config)
+    assert result.registered_version == "1"
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/branchy@staging"))
+    assert (model_dir / "data" / "model.pth").is_file() and not (model_dir / "data" / "model.pt2").exists()
+
+
+def test_a_model_torch_export_cannot_trace_fails_before_training_when_pt2_is_asked_for(
+    make_config: Callable[..., dict[str, Any]]
+) -> None:
+    from mlplat.training.config import ConfigError
+
+    config = parse_config(make_config(model={"source": "training_builders:data_dependent"},
+                                      registry={"model_name": "branchy"}))
+    with pytest.raises(ConfigError, match=r"registry.serialization_format: 'pt2' .* cannot trace this "
+                                          r"_DataDependent \(.*data-dependent.*\); use 'pickle'"):
+        train(config)
+    assert not Path(config.checkpoint.uri).exists(), "it failed before the first step"
+    (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED"
 
 
 def test_a_teams_own_data_and_model_builders_are_used(make_config: Callable[..., dict[str, Any]]) -> None:

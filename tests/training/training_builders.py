@@ -75,3 +75,22 @@ def tiny_linear(input_dim: int, num_classes: int, scale: float = 1.0) -> nn.Modu
     with_scale = nn.Sequential(layer)
     with_scale[0].weight.data.mul_(scale)
     return with_scale
+
+
+class _DataDependent(nn.Module):
+    """Branches in Python on a tensor's value, which torch.export cannot trace."""
+
+    def __init__(self, input_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.small = nn.Linear(input_dim, num_classes)
+        self.large = nn.Linear(input_dim, num_classes)
+
+    def forward(self, x: Any) -> Any:
+        if x.sum() > 0:
+            return self.large(x)
+        return self.small(x)
+
+
+def data_dependent(input_dim: int, num_classes: int) -> nn.Module:
+    """A team's model that only registers as a pickle."""
+    return _DataDependent(input_dim, num_classes)

@@ -70,9 +70,10 @@ class ChartVersions:
 
 
 def release(
-    resource_name: str, chart: Chart, values: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions
+    resource_name: str, chart: Chart, values: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions,
+    namespace: pulumi.Input[str] = SYSTEM_NAMESPACE,
 ) -> k8s.helm.v3.Release:
-    """A Helm release of a pinned chart into kube-system."""
+    """A Helm release of a pinned chart (into kube-system unless ``namespace`` says otherwise)."""
     return k8s.helm.v3.Release(
         resource_name,
         k8s.helm.v3.ReleaseArgs(
@@ -80,7 +81,7 @@ def release(
             name=chart.name,
             chart=chart.name,
             version=chart.version,
-            namespace=SYSTEM_NAMESPACE,
+            namespace=namespace,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             values=values,
             atomic=True,
@@ -133,6 +134,8 @@ def autoscaler_values(cluster_name: str, region: pulumi.Input[str], role_arn: pu
             "expander": "least-waste",
             "skip-nodes-with-system-pods": False,
             "scale-down-unneeded-time": "5m",
+            # Per-node-group min/max/target sizes on /metrics: the GPU-pool-at-max alert compares them.
+            "emit-per-nodegroup-metrics": True,
         },
         # A spot reclaim would take the autoscaler down exactly when it is needed.
         "nodeSelector": {"eks.amazonaws.com/capacityType": "ON_DEMAND"},

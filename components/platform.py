@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlplat.components.alarms import PlatformAlarms, PlatformAlarmsArgs
 from mlplat.components.cluster import Cluster, ClusterArgs
 from mlplat.components.load_balancer_controller import install_load_balancer_controller
 from mlplat.components.model_service import ModelService, ModelServiceArgs
+from mlplat.components.monitoring import Monitoring, MonitoringArgs
 from mlplat.components.network import Network, NetworkArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
@@ -64,6 +66,10 @@ class MlPlatformArgs:
         services: Model services by name (``namespace``, ``image``: PLATFORM).
         training_jobs: Training jobs by name (``namespace``, ``image``: PLATFORM).
         load_balancer_controller: Install the AWS Load Balancer Controller (needed by ALB Ingresses).
+        monitoring: Prometheus, Grafana and Alertmanager with mlplat's rules and dashboard; every service
+            gets a ServiceMonitor (``model_services``: filled in). None: no in-cluster monitoring.
+        alarms: CloudWatch alarms for RDS, the NAT gateways and the EKS control plane (``database_identifier``,
+            ``nat_gateway_ids``, ``cluster_name``: filled in). None: no alarms.
     """
 
     region: str
@@ -75,6 +81,8 @@ class MlPlatformArgs:
     services: Mapping[str, ModelServiceArgs] = field(default_factory=dict)
     training_jobs: Mapping[str, TrainingJobArgs] = field(default_factory=dict)
     load_balancer_controller: bool = True
+    monitoring: MonitoringArgs | None = None
+    alarms: PlatformAlarmsArgs | None = None
 
 
 def tracking_args(**overrides: Any) -> TrackingArgs:
@@ -149,6 +157,25 @@ class MlPlatform(pulumi.ComponentResource):
                 )
                 if service.ingress_hostname is not None:
                     self.service_endpoints[svc] = service.ingress_hostname
+        if args.monitoring is not None:
+            self.monitoring = Monitoring(
+                f"{name}-monitoring",
+                dataclasses.replace(args.monitoring, model_services={
+                    **{f"{name}-{svc}": SERVING_NAMESPACE for svc in args.services}, **args.monitoring.model_services}),
+                opts=on_cluster,
+            )
+        if args.alarms is not None:
+            nats = 1 if args.network.nat == "single" else args.network.az_count
+            PlatformAlarms(
+                f"{name}-alarms",
+                dataclasses.replace(
+                    wired(args.alarms, database_identifier=self.tracking.database.identifier if self.tracking else None,
+                          cluster_name=self.cluster.cluster_name),
+                    nat_gateway_ids=args.alarms.nat_gateway_ids or [
+                        self.network.nat_gateway_ids.apply(lambda ids, i=i: ids[i]) for i in range(nats)],
+                ),
+                opts=child,
+            )
         if args.training_jobs:
             namespace = self._namespace(TRAINING_NAMESPACE, on_cluster)
             image = self._image("training", "training_jobs")

@@ -21,7 +21,13 @@ from mlplat.components.cluster import REQUIRED_LOG_TYPES, AddonVersions, Cluster
 from mlplat.components.cluster_system import ChartVersions
 from mlplat.components.node_groups import NodePoolArgs, Taint
 from mlplat.components.subnets import plan_subnets
-from mlplat.infra.config_workloads import ServiceConfig, TrackingConfig, TrainingJobConfig
+from mlplat.infra.config_workloads import (
+    AlarmsConfig,
+    MonitoringConfig,
+    ServiceConfig,
+    TrackingConfig,
+    TrainingJobConfig,
+)
 
 Environment = Literal["dev", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
@@ -50,6 +56,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "tracking": {"replicas": 1, "workers": 1, "database": {
             "instanceClass": "db.t4g.small", "multiAz": False, "deletionProtection": False,
             "backupRetentionDays": 7, "finalSnapshot": False, "protect": False}},
+        "monitoring": {"prometheusReplicas": 1, "alertmanagerReplicas": 1, "retention": "7d", "storageGb": 20},
         "cluster": {
             "deletionProtection": False,
             "nodeGroups": {
@@ -64,6 +71,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 180},
         "registry": {"keepTaggedImages": 20, "forceDelete": False},
         "tracking": {"replicas": 1, "database": {"multiAz": False, "backupRetentionDays": 7}},
+        "monitoring": {"prometheusReplicas": 1, "alertmanagerReplicas": 1, "retention": "15d", "storageGb": 50},
         "cluster": {
             "deletionProtection": False,
             "nodeGroups": {
@@ -79,6 +87,8 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "registry": {"keepTaggedImages": 50, "forceDelete": False},
         "tracking": {"replicas": 2, "database": {"instanceClass": "db.r6g.large", "multiAz": True,
                                                  "backupRetentionDays": 14}},
+        # Two Prometheus replicas each scrape everything: a node loss or an upgrade leaves one recording.
+        "monitoring": {"prometheusReplicas": 2, "alertmanagerReplicas": 3, "retention": "30d", "storageGb": 200},
         "cluster": {
             "deletionProtection": True,
             "nodeGroups": {
@@ -369,6 +379,8 @@ class StackConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
     services: dict[str, ServiceConfig] = {}
     training_jobs: dict[str, TrainingJobConfig] = {}
+    monitoring: MonitoringConfig = MonitoringConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
 
     @field_validator("services", "training_jobs", mode="before")
     @classmethod

@@ -1,4 +1,6 @@
-"""Stack config of the platform's workloads: ``mlplat:tracking``, ``mlplat:services``, ``mlplat:trainingJobs``.
+"""Stack config of the platform's workloads and their observability.
+
+Sections: ``mlplat:tracking``, ``mlplat:services``, ``mlplat:trainingJobs``, ``mlplat:monitoring``, ``mlplat:alarms``.
 
 Each section turns into its component's args with the wiring fields left to
 :class:`~mlplat.components.platform.MlPlatform` (:data:`~mlplat.components.platform.PLATFORM`).
@@ -12,7 +14,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from mlplat.components.alarms import AlarmThresholds, PlatformAlarmsArgs
 from mlplat.components.model_service import Canary, ModelServiceArgs
+from mlplat.components.monitoring import MonitoringArgs
+from mlplat.components.monitoring_rules import AlertThresholds
 from mlplat.components.platform import PLATFORM, tracking_args
 from mlplat.components.pods import Resources
 from mlplat.components.tracking import DatabaseArgs, TrackingArgs
@@ -185,4 +190,66 @@ class TrainingJobConfig(_Section):
             namespace=PLATFORM, image=PLATFORM, config=self.config, nodes=self.nodes,
             processes_per_node=self.processes_per_node, resources=self.resources.to_args(),
             backoff_limit=self.backoff_limit, schedule=self.schedule,
+        )
+
+
+class AlertThresholdsConfig(_Section):
+    """``mlplat:monitoring.alerts``: when the model-service alerts fire."""
+
+    p99_latency_ms: float = Field(250.0, gt=0)
+    error_ratio: float = Field(0.01, gt=0, lt=1)
+    queue_depth: float = Field(64.0, gt=0)
+    drift_psi: float = Field(0.2, gt=0)
+    canary_margin: float = Field(1.5, ge=1)
+    for_minutes: int = Field(5, ge=1, le=120)
+
+    def to_args(self) -> AlertThresholds:
+        return AlertThresholds(p99_latency_seconds=self.p99_latency_ms / 1000, error_ratio=self.error_ratio,
+                               queue_depth=self.queue_depth, drift_psi=self.drift_psi,
+                               canary_margin=self.canary_margin, for_minutes=self.for_minutes)
+
+
+class MonitoringConfig(_Section):
+    """``mlplat:monitoring``: kube-prometheus-stack with mlplat's rules and dashboard."""
+
+    enabled: bool = True
+    prometheus_replicas: int = Field(1, ge=1, le=5)
+    alertmanager_replicas: int = Field(1, ge=1, le=5)
+    retention: str = Field("15d", pattern=r"^\d+[smhdwy]$")
+    storage_gb: int = Field(50, ge=1, le=16384)
+    alerts: AlertThresholdsConfig = AlertThresholdsConfig()
+
+    def to_args(self) -> MonitoringArgs | None:
+        if not self.enabled:
+            return None
+        return MonitoringArgs(prometheus_replicas=self.prometheus_replicas,
+                              alertmanager_replicas=self.alertmanager_replicas, retention=self.retention,
+                              storage_gb=self.storage_gb, thresholds=self.alerts.to_args())
+
+
+class AlarmsConfig(_Section):
+    """``mlplat:alarms``: CloudWatch alarms for RDS, NAT and the EKS control plane, to an SNS topic."""
+
+    enabled: bool = True
+    email_subscribers: list[str] = []
+    database_cpu_percent: float = Field(80.0, gt=0, le=100)
+    database_free_storage_gb: float = Field(5.0, gt=0)
+    database_connections: float = Field(80.0, gt=0)
+
+    @field_validator("email_subscribers")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v)]
+        if bad:
+            raise ValueError(f"{bad} are not email addresses")
+        return value
+
+    def to_args(self) -> PlatformAlarmsArgs | None:
+        if not self.enabled:
+            return None
+        return PlatformAlarmsArgs(
+            email_subscribers=tuple(self.email_subscribers),
+            thresholds=AlarmThresholds(database_cpu_percent=self.database_cpu_percent,
+                                       database_free_storage_gb=self.database_free_storage_gb,
+                                       database_connections=self.database_connections),
         )

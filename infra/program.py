@@ -64,6 +64,8 @@ def platform_args(cfg: StackConfig) -> MlPlatformArgs:
         tracking=cfg.tracking.to_args(),
         services={name: svc.to_args() for name, svc in cfg.services.items()},
         training_jobs={name: job.to_args() for name, job in cfg.training_jobs.items()},
+        monitoring=cfg.monitoring.to_args(),
+        alarms=cfg.alarms.to_args(),
     )
 
 

@@ -189,12 +189,17 @@ def test_system_charts_are_pinned_and_installed_through_the_clusters_provider(pr
     assert provider.inputs["kubeconfig"] == "[secret]"
     assert production_stack.outputs["kubeconfig"] == "[secret]"
     releases = production_stack.by_type(RELEASE)
-    # The cluster's own charts, plus the load balancer controller that MlPlatform installs for Ingresses.
+    # The cluster's own charts, plus what MlPlatform installs: the load balancer controller (for Ingresses) and
+    # the monitoring stack (in its own namespace).
     assert {r.inputs["chart"] for r in releases} == {"cluster-autoscaler", "aws-node-termination-handler",
-                                                      "nvidia-device-plugin", "aws-load-balancer-controller"}
+                                                      "nvidia-device-plugin", "aws-load-balancer-controller",
+                                                      "kube-prometheus-stack"}
     for r in releases:
-        assert r.options["provider"] == provider.urn
-        assert re.fullmatch(r"\d+\.\d+\.\d+", r.inputs["version"]) and r.inputs["namespace"] == "kube-system"
+        assert r.options["provider"] == provider.urn and re.fullmatch(r"\d+\.\d+\.\d+", r.inputs["version"])
+        expected = "monitoring" if r.inputs["chart"] == "kube-prometheus-stack" else "kube-system"
+        assert r.inputs["namespace"] == expected
+    # The GPU-pool-at-max alert reads the autoscaler's per-node-group sizes.
+    assert release(production_stack, "cluster-autoscaler").inputs["values"]["extraArgs"]["emit-per-nodegroup-metrics"]
 
 
 # -- control plane -----------------------------------------------------------------------------------------
@@ -248,7 +253,7 @@ def test_physical_names_fit_aws_and_helm_limits(production_stack: Render, dev_st
             assert len(r.inputs.get("name") or f"{r.name}-abcdef0") <= 64, r.name
         assert {r.inputs["name"] for r in stack.by_type(RELEASE)} == {
             "cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin",
-            "aws-load-balancer-controller"}
+            "aws-load-balancer-controller", "kube-prometheus-stack"}
     long = role(production_stack, "irsa-kube-system-aws-node-termination-handler")
     assert long.inputs["name"].startswith("mlplat-production-irsa-kube-system-aws-node-termin")
 

@@ -65,7 +65,7 @@ def test_typo_in_a_key_lists_the_allowed_keys() -> None:
     (problem,) = problems({"mlplat:environment": "dev", "mlplat:network": {"natt": "single"}})
     assert problem.startswith("mlplat:network.natt: unknown key; allowed: cidr, azCount,")
     (problem,) = problems({"mlplat:environment": "dev", "mlplat:netwrk": {}})
-    assert problem.startswith("mlplat:netwrk: unknown key; allowed: mlplat:artifacts,")
+    assert problem.startswith("mlplat:netwrk: unknown key; allowed: mlplat:alarms, mlplat:artifacts,")
 
 
 def test_min_greater_than_max_style_contradictions() -> None:

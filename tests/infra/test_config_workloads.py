@@ -74,3 +74,21 @@ def test_database_contradictions() -> None:
     assert "parameterFamily 'postgres16' does not match engineVersion '15'" in problem
     (problem,) = problems("production", tracking={"database": {"backupRetentionDays": 40}})
     assert problem.startswith("mlplat:tracking.database.backupRetentionDays:")
+
+
+def test_monitoring_defaults_per_environment_and_alert_thresholds() -> None:
+    prod, dev = load(config("production")).monitoring, load(config("dev")).monitoring
+    assert (prod.prometheus_replicas, prod.retention) == (2, "30d")
+    assert (dev.prometheus_replicas, dev.retention) == (1, "7d")
+    args = load(config("dev", monitoring={"alerts": {"p99LatencyMs": 80, "driftPsi": 0.3}})).monitoring.to_args()
+    assert args is not None and args.thresholds.p99_latency_seconds == 0.08 and args.thresholds.drift_psi == 0.3
+    assert load(config("dev", monitoring={"enabled": False})).monitoring.to_args() is None
+    assert load(config("dev", alarms={"enabled": False})).alarms.to_args() is None
+
+
+def test_bad_monitoring_and_alarm_entries_name_the_key() -> None:
+    found = problems("dev", monitoring={"retention": "2 weeks", "prometheusReplicas": 0})
+    assert any(p.startswith("mlplat:monitoring.retention:") for p in found)
+    assert any(p.startswith("mlplat:monitoring.prometheusReplicas:") for p in found)
+    (problem,) = problems("dev", alarms={"emailSubscribers": ["oncall@example.com", "not-an-address"]})
+    assert problem.startswith("mlplat:alarms.emailSubscribers:") and "not-an-address" in problem

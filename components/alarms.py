@@ -1,0 +1,130 @@
+"""CloudWatch alarms for the managed services the cluster's Prometheus cannot see: RDS, NAT, the EKS control plane."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class AlarmThresholds:
+    """When the CloudWatch alarms fire (each over ``evaluation_minutes``).
+
+    Attributes:
+        database_cpu_percent: RDS CPUUtilization above this.
+        database_free_storage_gb: RDS FreeStorageSpace below this.
+        database_connections: RDS DatabaseConnections above this (MLflow holds a small pool per replica).
+        replica_lag_seconds: ReplicaLag of a read replica above this.
+        nat_dropped_packets: NAT gateway PacketsDropCount above this (sum per 5 minutes).
+        apiserver_5xx: EKS API server 5xx responses above this (sum per 5 minutes).
+        evaluation_minutes: How long a breach must last.
+    """
+
+    database_cpu_percent: float = 80.0
+    database_free_storage_gb: float = 5.0
+    database_connections: float = 80.0
+    replica_lag_seconds: float = 60.0
+    nat_dropped_packets: float = 100.0
+    apiserver_5xx: float = 50.0
+    evaluation_minutes: int = 15
+
+    def __post_init__(self) -> None:
+        if not 0 < self.database_cpu_percent <= 100:
+            raise ValueError(f"AlarmThresholds.database_cpu_percent={self.database_cpu_percent}: must be in (0, 100]")
+        if self.evaluation_minutes < 5 or self.evaluation_minutes % 5:
+            raise ValueError(f"AlarmThresholds.evaluation_minutes={self.evaluation_minutes}: a multiple of 5, >= 5")
+
+
+@dataclass(frozen=True)
+class PlatformAlarmsArgs:
+    """Arguments of :class:`PlatformAlarms`.
+
+    Attributes:
+        email_subscribers: Addresses subscribed to the alarm topic (each confirms by email once).
+        database_identifier: The RDS instance (``identifier``) of the tracking database; None: no RDS alarms.
+        replica_identifiers: Read replicas to watch for lag. The platform's production database is Multi-AZ,
+            whose standby is synchronous and has no lag metric: list replicas here when you add some.
+        nat_gateway_ids: NAT gateways to watch for port-allocation errors and dropped packets.
+        cluster_name: The EKS cluster; its control-plane metrics (namespace ``AWS/EKS``) are watched.
+        thresholds: When the alarms fire.
+    """
+
+    email_subscribers: Sequence[str] = ()
+    database_identifier: pulumi.Input[str] | None = None
+    replica_identifiers: Sequence[pulumi.Input[str]] = ()
+    nat_gateway_ids: Sequence[pulumi.Input[str]] = ()
+    cluster_name: pulumi.Input[str] | None = None
+    thresholds: AlarmThresholds = field(default_factory=AlarmThresholds)
+
+
+class PlatformAlarms(pulumi.ComponentResource):
+    """An SNS topic and the CloudWatch alarms that publish to it (on alarm and on recovery).
+
+    The topic uses no customer KMS key: CloudWatch cannot publish to a topic under the AWS-managed SNS key,
+    and alarm notifications carry no data beyond the alarm's name and state.
+
+    Outputs: ``topic_arn``, ``alarm_names``.
+    """
+
+    def __init__(self, name: str, args: PlatformAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplat:observability:PlatformAlarms", name, None, opts)
+        self._name, self._child = name, pulumi.ResourceOptions(parent=self)
+        self.topic = aws.sns.Topic(f"{name}-alarms", opts=self._child)
+        for index, address in enumerate(args.email_subscribers):
+            aws.sns.TopicSubscription(f"{name}-email-{index}", topic=self.topic.arn, protocol="email",
+                                      endpoint=address, opts=self._child)
+        self.alarms: list[aws.cloudwatch.MetricAlarm] = []
+        t = args.thresholds
+        if args.database_identifier is not None:
+            rds = {"DBInstanceIdentifier": args.database_identifier}
+            self._alarm("db-cpu", "AWS/RDS", "CPUUtilization", rds, "GreaterThanThreshold", t.database_cpu_percent,
+                        t, "Tracking database CPU high: look for slow MLflow queries or scale the instance class")
+            self._alarm("db-free-storage", "AWS/RDS", "FreeStorageSpace", rds, "LessThanThreshold",
+                        t.database_free_storage_gb * GB, t,
+                        "Tracking database storage low: raise max allocated storage or prune old runs",
+                        statistic="Minimum")
+            self._alarm("db-connections", "AWS/RDS", "DatabaseConnections", rds, "GreaterThanThreshold",
+                        t.database_connections, t, "Tracking database connections high: check MLflow replicas")
+        for index, replica in enumerate(args.replica_identifiers):
+            self._alarm(f"db-replica-lag-{index}", "AWS/RDS", "ReplicaLag", {"DBInstanceIdentifier": replica},
+                        "GreaterThanThreshold", t.replica_lag_seconds, t, "Read replica lagging behind the primary")
+        for index, nat in enumerate(args.nat_gateway_ids):
+            gateway = {"NatGatewayId": nat}
+            self._alarm(f"nat-{index}-port-allocation", "AWS/NATGateway", "ErrorPortAllocation", gateway,
+                        "GreaterThanThreshold", 0, t, "NAT gateway out of source ports: spread egress or add NATs",
+                        statistic="Sum")
+            self._alarm(f"nat-{index}-dropped", "AWS/NATGateway", "PacketsDropCount", gateway,
+                        "GreaterThanThreshold", t.nat_dropped_packets, t, "NAT gateway dropping packets",
+                        statistic="Sum")
+        if args.cluster_name is not None:
+            self._alarm("eks-apiserver-5xx", "AWS/EKS", "apiserver_request_total_5XX",
+                        {"ClusterName": args.cluster_name}, "GreaterThanThreshold", t.apiserver_5xx, t,
+                        "EKS API server answering 5xx: check the AWS Health dashboard and webhooks", statistic="Sum")
+        self.register_outputs({"topic_arn": self.topic.arn})
+
+    def _alarm(self, suffix: str, namespace: str, metric: str, dimensions: Mapping[str, pulumi.Input[str]],
+               comparison: str, threshold: float, t: AlarmThresholds, description: str,
+               statistic: str = "Average") -> None:
+        period = 300
+        self.alarms.append(aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{suffix}",
+            alarm_description=description,
+            namespace=namespace,
+            metric_name=metric,
+            dimensions=dict(dimensions),
+            statistic=statistic,
+            period=period,
+            evaluation_periods=t.evaluation_minutes * 60 // period,
+            comparison_operator=comparison,
+            threshold=threshold,
+            # No data is not an outage for these metrics (e.g. no NAT traffic at night).
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=self._child,
+        ))

@@ -121,3 +121,9 @@ def test_bad_monitoring_args_name_the_field(args: dict[str, object], message: st
 def test_bad_alarm_thresholds_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"AlarmThresholds.evaluation_minutes=7: a multiple of 5"):
         AlarmThresholds(evaluation_minutes=7)
+
+
+def test_the_dashboard_ships_as_package_data() -> None:
+    from importlib.resources import files
+
+    assert (files("mlplat.components.dashboards") / "model-service.json").read_text() == dashboard_json()

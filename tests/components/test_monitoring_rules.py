@@ -357,5 +357,8 @@ def test_gpu_panel_reads_dcgm_and_says_where_it_has_data() -> None:
 
 def test_dashboard_ships_as_package_data() -> None:
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    assert "dashboards/*.json" in pyproject["tool"]["setuptools"]["package-data"]["mlplat.components"]
+    setuptools = pyproject["tool"]["setuptools"]
+    # A wheel carries the dashboard: its folder is a package of its own, whose package data is the JSON.
+    assert "mlplat.components.dashboards" in setuptools["packages"]
+    assert "*.json" in setuptools["package-data"]["mlplat.components.dashboards"]
     assert DASHBOARD_FILE.parent.name == "dashboards" and DASHBOARD_FILE.suffix == ".json"

@@ -262,6 +262,7 @@ class Network(pulumi.ComponentResource):
         self.private_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in private])
         self.database_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in database])
         self.availability_zones: pulumi.Output[list[str]] = pulumi.Output.all(*azs)
+        self.nat_gateways: list[aws.ec2.NatGateway] = nats
         self.nat_gateway_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[n.id for n in nats])
         self.private_route_table_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[r.id for r in private_rts])
         self.register_outputs(

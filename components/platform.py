@@ -157,6 +157,7 @@ class MlPlatform(pulumi.ComponentResource):
                 )
                 if service.ingress_hostname is not None:
                     self.service_endpoints[svc] = service.ingress_hostname
+        self.monitoring: Monitoring | None = None
         if args.monitoring is not None:
             self.monitoring = Monitoring(
                 f"{name}-monitoring",
@@ -165,14 +166,12 @@ class MlPlatform(pulumi.ComponentResource):
                 opts=on_cluster,
             )
         if args.alarms is not None:
-            nats = 1 if args.network.nat == "single" else args.network.az_count
             PlatformAlarms(
                 f"{name}-alarms",
                 dataclasses.replace(
                     wired(args.alarms, database_identifier=self.tracking.database.identifier if self.tracking else None,
                           cluster_name=self.cluster.cluster_name),
-                    nat_gateway_ids=args.alarms.nat_gateway_ids or [
-                        self.network.nat_gateway_ids.apply(lambda ids, i=i: ids[i]) for i in range(nats)],
+                    nat_gateway_ids=args.alarms.nat_gateway_ids or [n.id for n in self.network.nat_gateways],
                 ),
                 opts=child,
             )

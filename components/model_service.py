@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlplat.components.options import child_options
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -21,8 +22,13 @@ from mlplat.components.pods import (
 )
 
 PORT = 8080
+SERVICE_PORT = 80
+SERVICE_PORT_NAME = "http"
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+"""pulumi-kubernetes waits for a Deployment to become available and for a Service to have only ready endpoints
+unless an object carries this annotation (provider/pkg/metadata/annotations.go, ``AnnotationSkipAwait``)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class ModelServiceArgs:
             programs, which need no such trust; turn it on only for a trusted registry of pickled models.
         ingress: Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split.
         internal: The ALB is internal (VPC only) rather than internet-facing.
+        await_ready: ``pulumi up`` waits for the pods to turn ready (a failed rollout fails the update). Turn it
+            off for a first deploy, when the model the service serves is not registered yet: the server then
+            starts unready and keeps retrying the load, and ``pulumi up`` does not wait for it.
         env: Extra environment variables for the server.
     """
 
@@ -92,6 +101,7 @@ class ModelServiceArgs:
     allow_pickle: bool = False
     ingress: bool = True
     internal: bool = True
+    await_ready: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,7 +132,7 @@ class ModelService(pulumi.ComponentResource):
         super().__init__("mlplat:serving:ModelService", name, None, opts)
         self._service = name
         self._spec = args
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         self.service_account = service_account(f"{name}-sa", name, args.namespace,
                                                args.service_account_role_arn, child)
         self.service_names: dict[str, pulumi.Output[str]] = {}
@@ -150,6 +160,8 @@ class ModelService(pulumi.ComponentResource):
         args, name = self._spec, f"{self._service}-{track}"
         labels = self._labels(track)
         metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
+        awaited = metadata if args.await_ready else k8s.meta.v1.ObjectMetaArgs(
+            name=name, namespace=args.namespace, labels=labels, annotations=dict(SKIP_AWAIT))
         node_selector, tolerations = gpu_placement(args.resources.gpus)
         env: dict[str, pulumi.Input[str]] = {
             "MLPLAT_SERVING_MODEL_URI": model_uri,
@@ -188,7 +200,7 @@ class ModelService(pulumi.ComponentResource):
         ]
         deployment = k8s.apps.v1.Deployment(
             name,
-            metadata=metadata,
+            metadata=awaited,
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=fixed_replicas or args.min_replicas,
                 selector=selector,
@@ -211,17 +223,17 @@ class ModelService(pulumi.ComponentResource):
                 ),
             ),
             # The HPA owns the replica count of the stable version: don't fight it on every update.
-            opts=pulumi.ResourceOptions(
-                parent=self, ignore_changes=["spec.replicas"] if fixed_replicas is None else []
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=["spec.replicas"] if fixed_replicas is None else [])
             ),
         )
         service = k8s.core.v1.Service(
             name,
-            metadata=metadata,
+            metadata=awaited,
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=labels,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http")],
+                ports=[k8s.core.v1.ServicePortArgs(name=SERVICE_PORT_NAME, port=SERVICE_PORT, target_port="http")],
             ),
             opts=child,
         )
@@ -249,7 +261,7 @@ class ModelService(pulumi.ComponentResource):
                     max_replicas=args.max_replicas,
                     metrics=metrics,
                 ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
             )
         k8s.policy.v1.PodDisruptionBudget(
             name,
@@ -263,9 +275,12 @@ class ModelService(pulumi.ComponentResource):
     def _ingress(self, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
         args, name = self._spec, self._service
         stable_weight = 100 - (args.canary.weight if args.canary else 0)
-        targets = [{"serviceName": f"{name}-stable", "servicePort": "80", "weight": stable_weight}]
+        # The controller reads servicePort as an IntOrString: a JSON string is a port *name*, a number a port
+        # number (aws-load-balancer-controller v2.13, pkg/ingress/config_types.go TargetGroupTuple). Name it.
+        targets = [{"serviceName": f"{name}-stable", "servicePort": SERVICE_PORT_NAME, "weight": stable_weight}]
         if args.canary is not None:
-            targets.append({"serviceName": f"{name}-canary", "servicePort": "80", "weight": args.canary.weight})
+            targets.append({"serviceName": f"{name}-canary", "servicePort": SERVICE_PORT_NAME,
+                            "weight": args.canary.weight})
         action = f"{name}-split"
         annotations = {
             "alb.ingress.kubernetes.io/scheme": "internal" if args.internal else "internet-facing",
@@ -301,7 +316,8 @@ class ModelService(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.deployments.values())),
+            opts=pulumi.ResourceOptions.merge(child,
+                                              pulumi.ResourceOptions(depends_on=list(self.deployments.values()))),
         )
         return ingress.status.apply(
             lambda s: (s.load_balancer.ingress[0].hostname if s and s.load_balancer and s.load_balancer.ingress

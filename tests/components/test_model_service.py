@@ -86,8 +86,49 @@ def test_canary_ingress_splits_by_the_configured_weight(service: Svc, pod_of: Po
 def test_without_canary_all_traffic_goes_to_stable(service: Svc, pod_of: PodOf) -> None:
     ingress = service().one("kubernetes:networking.k8s.io/v1:Ingress").inputs
     action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.digits-split"])
-    assert action["forwardConfig"]["targetGroups"] == [{"serviceName": "digits-stable", "servicePort": "80",
+    assert action["forwardConfig"]["targetGroups"] == [{"serviceName": "digits-stable", "servicePort": "http",
                                                          "weight": 100}]
+
+
+def test_every_alb_action_target_names_a_port_its_service_has(service: Svc) -> None:
+    # The controller reads a JSON string servicePort as a port *name* (IntOrString), a number as a port number:
+    # "80" (a string) matched no port of these Services, so no ALB was ever built.
+    stack = service(canary=Canary(model_uri="models:/digits@challenger", weight=15))
+    ports = {s.name: s.inputs["spec"]["ports"] for s in stack.by_type("kubernetes:core/v1:Service")}
+    ingress = stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs
+    action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.digits-split"])
+    for target in action["forwardConfig"]["targetGroups"]:
+        port = target["servicePort"]
+        key = "name" if isinstance(port, str) else "port"
+        assert [p for p in ports[target["serviceName"]] if p.get(key) == port], (target, ports)
+
+
+def test_rollouts_are_awaited_unless_the_first_deploy_says_otherwise(service: Svc) -> None:
+    skip = {"pulumi.com/skipAwait": "true"}
+    awaited = service()
+    for type_ in (DEPLOYMENT, "kubernetes:core/v1:Service"):
+        assert "annotations" not in awaited.one(type_, "digits-stable").inputs["metadata"]
+    first = service(await_ready=False, canary=Canary(model_uri="models:/digits@challenger"))
+    for type_ in (DEPLOYMENT, "kubernetes:core/v1:Service"):
+        for record in first.by_type(type_):
+            assert record.inputs["metadata"]["annotations"] == skip, record.name
+
+
+def test_every_child_waits_for_what_the_component_waits_for(on_cluster: Callable[..., Render]) -> None:
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        gate = k8s.core.v1.ConfigMap("controller-ready", opts=opts)
+        ModelService("digits", ModelServiceArgs(namespace="serving", image="i:1", model_uri="models:/d@champion"),
+                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[gate])))
+
+    stack = on_cluster(build)
+    gate = stack.one("kubernetes:core/v1:ConfigMap").urn
+    children = [r for r in stack.resources if r.type.startswith("kubernetes:") and r.urn != gate]
+    assert len(children) >= 6
+    for child in children:
+        assert gate in child.options["depends_on"], child.name
 
 
 def test_gpu_variant_tolerates_the_taint_and_requests_gpus(service: Svc, pod_of: PodOf) -> None:

@@ -25,6 +25,7 @@ from mlplat.components import cluster_system as system
 from mlplat.components.iam import rotated_key, service_trust_policy
 from mlplat.components.irsa import create_service_account_role
 from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
+from mlplat.components.subnets import public_source_problem
 
 LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
@@ -38,11 +39,20 @@ NODE_POLICIES: tuple[str, ...] = (
 CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 _VERSION = re.compile(r"1\.(\d+)")
+# The Kubernetes version of a new cluster: in EKS standard support until 2027-03-27 (see k8s_versions). 1.36 is on
+# EKS too, but no cluster-autoscaler release for it exists yet (chart 9.59.0 ships 1.35.0), and its minor must match.
+DEFAULT_VERSION = "1.35"
+# The StorageClass that PersistentVolumeClaims name (monitoring's Prometheus volumes): gp3, encrypted, the default.
+STORAGE_CLASS = "gp3"
 
 
 @dataclass(frozen=True)
 class AddonVersions:
     """Pinned versions of the EKS managed add-ons (``aws eks describe-addon-versions`` lists them).
+
+    Defaults for Kubernetes 1.35, checked 2026-11-29: coredns and kube-proxy from the EKS user guide's
+    per-version tables (managing-coredns, managing-kube-proxy); vpc-cni, ebs-csi and metrics-server as published
+    for 1.35 clusters (see the module's version notes; confirm with ``describe-addon-versions`` on upgrade).
 
     Attributes:
         vpc_cni: ``vpc-cni`` (pod networking), runs with its own IRSA role.
@@ -52,11 +62,11 @@ class AddonVersions:
         metrics_server: ``metrics-server`` (resource metrics for the HorizontalPodAutoscaler).
     """
 
-    vpc_cni: str = "v1.19.2-eksbuild.1"
-    coredns: str = "v1.11.4-eksbuild.2"
-    kube_proxy: str = "v1.32.0-eksbuild.2"
-    aws_ebs_csi_driver: str = "v1.38.1-eksbuild.1"
-    metrics_server: str = "v0.7.2-eksbuild.1"
+    vpc_cni: str = "v1.21.1-eksbuild.8"
+    coredns: str = "v1.14.3-eksbuild.3"
+    kube_proxy: str = "v1.35.3-eksbuild.13"
+    aws_ebs_csi_driver: str = "v1.55.0-eksbuild.2"
+    metrics_server: str = "v0.8.1-eksbuild.5"
 
 
 def default_node_pools() -> list[NodePoolArgs]:
@@ -79,7 +89,8 @@ class ClusterArgs:
         private_subnet_ids: Subnets for the control-plane ENIs and the nodes (private, one per AZ).
         cluster_name: The EKS cluster's name; default the component's name. Must match the subnets'
             ``kubernetes.io/cluster/<name>`` tags.
-        version: Kubernetes minor version of the control plane (``1.32``).
+        version: Kubernetes minor version of the control plane (``1.35``); pick one in EKS standard support
+            (:func:`mlplat.components.k8s_versions.support_status`), extended support costs 6x the control plane.
         endpoint_public_access: Expose the API endpoint publicly (it is always reachable privately).
         public_access_cidrs: Source CIDRs allowed to the public endpoint; required when it is public,
             since EKS would otherwise admit 0.0.0.0/0.
@@ -96,7 +107,7 @@ class ClusterArgs:
     private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     region: str
     cluster_name: str | None = None
-    version: str = "1.32"
+    version: str = DEFAULT_VERSION
     endpoint_public_access: bool = False
     public_access_cidrs: Sequence[str] = ()
     admin_role_arns: Sequence[str] = ()
@@ -134,6 +145,10 @@ def check_cluster(args: ClusterArgs) -> list[str]:
             ipaddress.ip_network(cidr, strict=True)
         except ValueError as exc:
             problems.append(f"public_access_cidrs: {cidr!r} is not a CIDR ({exc})")
+            continue
+        unroutable = public_source_problem(cidr)
+        if unroutable:
+            problems.append(f"public_access_cidrs: {unroutable}")
     unknown = sorted(set(args.log_types) - set(LOG_TYPES))
     if unknown:
         problems.append(f"log_types {unknown} are not control-plane log types; allowed: {', '.join(LOG_TYPES)}")
@@ -175,8 +190,13 @@ class Cluster(pulumi.ComponentResource):
     Outputs: ``cluster_name``, ``endpoint``, ``kubeconfig`` (secret), ``provider`` (a Kubernetes provider
     for this cluster, its kubeconfig secret), ``oidc_provider_arn``, ``oidc_issuer`` (no ``https://``),
     ``node_security_group_id``, ``cluster_security_group_id``, ``node_role_arn``, ``node_groups`` (pool
-    name -> ``aws.eks.NodeGroup``), ``secrets_key_arn``. Use :meth:`service_account_role` to give a
-    workload AWS permissions.
+    name -> ``aws.eks.NodeGroup``), ``secrets_key_arn``, ``capacity``. Use :meth:`service_account_role` to give
+    a workload AWS permissions.
+
+    ``capacity`` lists what must be running before pods can be: the node groups and the add-ons their pods need
+    (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver for volumes). Pass it as ``depends_on`` to anything that
+    waits for pods (Helm releases, Deployments Pulumi awaits, Services/Ingresses served by the load balancer
+    controller), so their timeouts start when there is somewhere to run.
     """
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -234,8 +254,12 @@ class Cluster(pulumi.ComponentResource):
                 coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
                 kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
                 storage_classes={
-                    "gp3": eks.StorageClassArgs(type="gp3", default=True, encrypted=True, allow_volume_expansion=True,
-                                                volume_binding_mode="WaitForFirstConsumer")
+                    # pulumi-eks creates a k8s StorageClass whose metadata is this `metadata` (only an is-default
+                    # annotation added); without a name the Kubernetes provider auto-names it gp3-<suffix>.
+                    STORAGE_CLASS: eks.StorageClassArgs(
+                        type="gp3", default=True, encrypted=True, allow_volume_expansion=True,
+                        volume_binding_mode="WaitForFirstConsumer",
+                        metadata=k8s.meta.v1.ObjectMetaArgs(name=STORAGE_CLASS))
                 },
                 deletion_protection=args.deletion_protection,
                 tags={"Name": cluster_name},
@@ -300,7 +324,10 @@ class Cluster(pulumi.ComponentResource):
                 [*networking, *after_nodes], strict=True)
         }
 
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[*all_groups, *after_nodes])
+        addons = self.addons
+        self.capacity: list[pulumi.Resource] = [
+            *all_groups, *(addons[a] for a in ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver"))]
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=self.capacity)
         self.autoscaler_role = self.service_account_role(
             system.SYSTEM_NAMESPACE, system.AUTOSCALER_SA, policy=system.autoscaler_policy(cluster_name)
         )

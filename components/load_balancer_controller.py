@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplat.components.cluster_system import Chart, release
-from mlplat.components.iam import policy_document, statement
 
 if TYPE_CHECKING:
     from mlplat.components.cluster import Cluster
@@ -18,50 +18,27 @@ SERVICE_ACCOUNT = "aws-load-balancer-controller"
 CLUSTER_TAG = "elbv2.k8s.aws/cluster"
 
 
-def controller_policy() -> pulumi.Output[str]:
-    """The controller's permissions, condensed from its published ``iam_policy.json``.
+# The controller's IAM policy, verbatim from upstream at the chart's app version (chart 1.13.0 ships v2.13.0):
+# https://github.com/kubernetes-sigs/aws-load-balancer-controller/blob/v2.13.0/docs/install/iam_policy.json
+# (commit 73980cf11d1c79c310f4f14a089554f58b165d7d, git blob 761d0e73...; checked 2026-11-29). Bump it with CHART.
+POLICY_FILE: Path = Path(__file__).parent / "data" / "aws-load-balancer-controller-iam-policy-v2.13.0.json"
+POLICY_SOURCE = {
+    "url": "https://github.com/kubernetes-sigs/aws-load-balancer-controller/blob/v2.13.0/docs/install/iam_policy.json",
+    "tag": "v2.13.0",
+    "commit": "73980cf11d1c79c310f4f14a089554f58b165d7d",
+    "git_blob": "761d0e733c41089c91ea009dd29faf71918085e5",
+    "checked": "2026-11-29",
+}
 
-    Reads are account-wide (the API has no resource scoping for them); writes to load balancers, target
-    groups and security groups are limited to resources carrying the controller's ``elbv2.k8s.aws/cluster``
-    tag, or to creating resources with it, as the published policy does.
+
+def controller_policy() -> str:
+    """The controller's permissions: the published ``iam_policy.json`` of its app version, as is.
+
+    The controller uses grants a condensed copy missed (it opens the node security group to the ALB with
+    unconditioned ``ec2:AuthorizeSecurityGroupIngress``, reorders rules with ``SetRulePriorities``), so the
+    upstream document is shipped unchanged as package data and a test compares the rendered role against it.
     """
-    tagged = {"Null": {f"aws:ResourceTag/{CLUSTER_TAG}": "false"}}
-    requested = {"Null": {f"aws:RequestTag/{CLUSTER_TAG}": "false"}}
-    return policy_document(
-        [
-            statement(["iam:CreateServiceLinkedRole"], "*",
-                      condition={"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}}),
-            statement(
-                ["ec2:Describe*", "ec2:GetCoipPoolUsage", "ec2:GetSecurityGroupsForVpc",
-                 "elasticloadbalancing:Describe*", "acm:ListCertificates", "acm:DescribeCertificate",
-                 "iam:ListServerCertificates",
-                 "iam:GetServerCertificate", "cognito-idp:DescribeUserPoolClient", "wafv2:GetWebACL",
-                 "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
-                 "shield:GetSubscriptionState", "shield:DescribeProtection", "tag:GetResources"],
-                "*",
-                sid="Read",
-            ),
-            statement(["ec2:CreateSecurityGroup", "ec2:CreateTags"], "*", sid="CreateTaggedSecurityGroups",
-                      condition=requested),
-            statement(["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
-                       "ec2:DeleteSecurityGroup", "ec2:CreateTags", "ec2:DeleteTags"], "*",
-                      sid="ManageOwnSecurityGroups", condition=tagged),
-            statement(["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup",
-                       "elasticloadbalancing:AddTags"], "*", sid="CreateTaggedLoadBalancers", condition=requested),
-            statement(["elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener",
-                       "elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule",
-                       "elasticloadbalancing:ModifyListener", "elasticloadbalancing:ModifyRule",
-                       "elasticloadbalancing:AddListenerCertificates",
-                       "elasticloadbalancing:RemoveListenerCertificates"], "*", sid="Listeners"),
-            statement(["elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
-                       "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
-                       "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
-                       "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
-                       "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
-                       "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags",
-                       "elasticloadbalancing:SetWebAcl"], "*", sid="ManageOwnLoadBalancers", condition=tagged),
-        ]
-    )
+    return POLICY_FILE.read_text()
 
 
 def controller_values(cluster_name: pulumi.Input[str], region: str, vpc_id: pulumi.Input[str],
@@ -80,7 +57,12 @@ def controller_values(cluster_name: pulumi.Input[str], region: str, vpc_id: pulu
 def install_load_balancer_controller(
     name: str, cluster: Cluster, region: str, vpc_id: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> k8s.helm.v3.Release:
-    """The controller's IRSA role and its Helm release in kube-system."""
+    """The controller's IRSA role and its Helm release in kube-system.
+
+    The release waits for ``cluster.capacity`` (nodes, CNI, DNS) itself. Returns the Release: Services and
+    Ingresses it serves (and anything else that needs its webhook) should pass it in ``depends_on``.
+    """
     role = cluster.service_account_role("kube-system", SERVICE_ACCOUNT, controller_policy())
+    after_capacity = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=cluster.capacity))
     return release(f"{name}-aws-load-balancer-controller", CHART,
-                   controller_values(cluster.cluster_name, region, vpc_id, role.arn), opts)
+                   controller_values(cluster.cluster_name, region, vpc_id, role.arn), after_capacity)

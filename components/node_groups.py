@@ -1,10 +1,10 @@
 """EKS managed node pools: validated args, the scale-from-zero tags derived from them, and the resources.
 
-A pool is one ``aws.eks.NodeGroup`` with its own launch template (IMDSv2 with hop limit 1, an encrypted gp3
-root volume) and, because EKS does not copy node-group tags onto the Auto Scaling group, one
-``aws.autoscaling.Tag`` per cluster-autoscaler node-template tag. Those tags are computed from the pool's
-own labels, taints and GPU count, so what the autoscaler assumes about an empty group cannot drift from
-what the nodes actually get.
+A pool is one ``aws.eks.NodeGroup`` with its own launch template (IMDSv2 with hop limit 1, an encrypted gp3 root
+volume, instance tags that opt every pool in to aws-node-termination-handler) and, because EKS does not copy
+node-group tags onto the Auto Scaling group, one ``aws.autoscaling.Tag`` per cluster-autoscaler node-template tag. Those
+tags are computed from the pool's own labels, taints and GPU count, so what the autoscaler assumes about an empty
+group cannot drift from what the nodes actually get.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ AMI_TYPES: tuple[str, ...] = (
 NVIDIA_AMI_TYPES = frozenset(t for t in AMI_TYPES if t.endswith("_NVIDIA"))
 GPU_RESOURCE = "nvidia.com/gpu"
 NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
-# aws-node-termination-handler (queue mode) only drains nodes of groups carrying this tag.
+# aws-node-termination-handler (queue mode) only drains instances whose EC2 instance tags carry this key.
 NTH_MANAGED_TAG = "aws-node-termination-handler/managed"
 
 # Kubernetes taint effect -> the EKS API's spelling.
@@ -118,7 +118,7 @@ class NodePoolArgs:
         ami_type: An AL2023 EKS AMI type; ``*_NVIDIA`` for GPU instances (driver and container toolkit).
         version: Kubernetes minor version of the nodes; default the cluster's. Pinned per pool so an
             upgrade goes control plane first, then pool by pool.
-        release_version: The EKS AMI release to run (e.g. ``1.32.0-20250116``); default: the latest at
+        release_version: The EKS AMI release to run (e.g. ``1.35.6-20260714``); default: the latest at
             creation, then left alone. Pin it for GPU pools so driver versions change only on purpose.
         gpus_per_node: NVIDIA GPUs per node, advertised to the autoscaler for an empty pool; derived from
             the instance types for known GPU families, required for others with an NVIDIA AMI.
@@ -311,17 +311,19 @@ def create_node_pool(
             )
         ],
         vpc_security_group_ids=list(deps.security_group_ids),
+        # NTH reads the managed tag from the instance itself (DescribeInstances); EKS copies neither node-group
+        # nor ASG tags onto instances, but EC2 applies the launch template's instance tags at launch.
         tag_specifications=[
-            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags={"Name": group_name})
-            for kind in ("instance", "volume")
+            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance",
+                                                       tags={"Name": group_name, NTH_MANAGED_TAG: "true"}),
+            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="volume", tags={"Name": group_name}),
         ],
         update_default_version=True,
         tags={"Name": group_name},
         opts=opts,
     )
     ca_tags = pool.autoscaler_tags(cluster_name)
-    # Every pool opts in to the termination handler: spot reclaims, and EC2 maintenance on any instance.
-    group_tags = {"Name": group_name, **ca_tags, NTH_MANAGED_TAG: "true"}
+    group_tags = {"Name": group_name, **ca_tags}
     node_group = aws.eks.NodeGroup(
         name,
         cluster_name=deps.cluster_name,
@@ -348,7 +350,7 @@ def create_node_pool(
     # EKS puts the auto-discovery tags on the node group's Auto Scaling group itself, but not other
     # node-group tags; the node-template tags go there one by one, where the autoscaler reads them.
     asg_name = node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)  # type: ignore[index]
-    asg_only = {k: v for k, v in group_tags.items() if k.startswith(NODE_TEMPLATE) or k == NTH_MANAGED_TAG}
+    asg_only = {k: v for k, v in group_tags.items() if k.startswith(NODE_TEMPLATE)}
     asg_tags = [
         aws.autoscaling.Tag(
             f"{name}-asg-{_slug(key)}",

@@ -77,3 +77,25 @@ def _check_explicit(
             if a.overlaps(b):
                 raise ValueError(f"subnets.{tier_a} {a} overlaps subnets.{tier_b} {b}")
     return layout
+
+
+# Ranges that no client on the internet connects from: an allowlist naming one admits nobody (RFC 5737 and
+# RFC 3849 documentation ranges are placeholders copied from examples; RFC 1918/6598 and the like are not routed).
+_DOCUMENTATION = tuple(ipaddress.ip_network(n) for n in
+                       ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+
+
+def public_source_problem(cidr: str) -> str | None:
+    """Why ``cidr`` cannot be the source range of traffic to a public endpoint, or None when it can be.
+
+    Traffic reaching an AWS public endpoint carries public source addresses, so a documentation range (a
+    placeholder from an example), a private, shared, loopback or link-local range admits no one.
+    """
+    net = ipaddress.ip_network(cidr, strict=False)
+    if any(net.version == doc.version and net.subnet_of(doc) for doc in _DOCUMENTATION):  # type: ignore[arg-type]
+        return (f"{cidr} is a documentation range (RFC 5737/3849), a placeholder that no real client comes from; "
+                "put the public CIDRs of your VPN, office or CI runners")
+    if net.prefixlen and not net.is_global:
+        return (f"{cidr} is not a public range (private, shared, loopback or reserved addresses never reach a "
+                "public endpoint); list public CIDRs, or make the endpoint private and deploy from inside the VPC")
+    return None

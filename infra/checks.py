@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mlplat.components.k8s_versions import EKS_VERSIONS, UnknownVersion, support_status
+
 Enforcement = Literal["mandatory", "advisory"]
 PRODUCTION = "production"
 REQUIRED_TAGS: tuple[str, ...] = ("project", "environment", "owner", "cost-center")
@@ -114,6 +116,7 @@ class Levels:
 
 
 MANDATORY = Levels("mandatory", "mandatory")
+ADVISORY = Levels("advisory", "advisory")
 STRICTER_IN_PRODUCTION = Levels("advisory", "mandatory")
 
 
@@ -399,6 +402,25 @@ def eks_api_not_open(res: Resource) -> Iterator[Violation]:
                         "to your office/VPN ranges")
 
 
+def eks_standard_support(res: Resource) -> Iterator[Violation]:
+    """The control plane's Kubernetes version is in EKS standard support today."""
+    version = str(res.inputs.get("version") or "")
+    if not version:
+        return
+    try:
+        status = support_status(version)
+    except UnknownVersion:
+        return  # newer than mlplat's calendar: not past standard support
+    if status != "standard":
+        newest = max((v for v in EKS_VERSIONS if support_status(v) == "standard"), key=lambda v: int(v.split(".")[1]),
+                     default=None)
+        problem = (f"Kubernetes {version} is in EKS extended support (billed at about 6x the standard control-plane "
+                   "price)" if status == "extended" else
+                   f"Kubernetes {version} is past the end of EKS support (EKS upgrades such control planes itself)")
+        yield Violation(problem, "upgrade the control plane, then each node pool, one minor at a time"
+                        + (f" toward {newest}" if newest else ""))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # EC2: launch templates, node groups, security groups
 
@@ -675,6 +697,8 @@ RULES: tuple[Rule, ...] = (
                  eks_secrets_encrypted),
     ResourceRule("eks-control-plane-logs", "EKS ships api/audit/authenticator logs (mandatory in production)",
                  STRICTER_IN_PRODUCTION, EKS_CLUSTER_TYPES, eks_control_plane_logs),
+    ResourceRule("eks-standard-support", "the EKS version is in standard support (not extended, ~6x the price)",
+                 ADVISORY, EKS_CLUSTER_TYPES, eks_standard_support),
     ResourceRule("eks-api-not-open", "the EKS API is not open to 0.0.0.0/0 (mandatory in production)",
                  STRICTER_IN_PRODUCTION, EKS_CLUSTER_TYPES, eks_api_not_open),
     ResourceRule("imdsv2-required", "nodes require IMDSv2", MANDATORY,

@@ -16,7 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlplat.components.k8s_versions import UnknownVersion, support_status
+
 PRICE_FILE = "prices.json"
+
+
+def _eks_support(version: str) -> str:
+    try:
+        return support_status(version)
+    except UnknownVersion:  # newer than the calendar mlplat ships: not in extended support yet
+        return "standard"
 
 
 class _Strict(BaseModel):
@@ -27,6 +36,8 @@ class RegionPrices(_Strict):
     """List prices of one region (USD)."""
 
     eks_cluster_hour: float
+    eks_cluster_extended_support_hour: float
+    """A control plane whose Kubernetes version has left standard support (EKS extended support)."""
     nat_gateway_hour: float
     nat_gateway_gb: float
     public_ipv4_hour: float
@@ -189,8 +200,12 @@ class _Pricer:
 
         if type_ in ("eks:index:Cluster", "aws:eks/cluster:Cluster"):
             logs = u.control_plane_log_gb if inputs.get("enabledClusterLogTypes") else 0.0
-            return fixed(f"EKS control plane + {logs:g} GB control-plane logs",
-                         p.eks_cluster_hour * h + logs * p.cloudwatch_logs_ingest_gb)
+            version = str(inputs.get("version") or "")
+            extended = bool(version) and _eks_support(version) != "standard"
+            control = p.eks_cluster_extended_support_hour if extended else p.eks_cluster_hour
+            support = f" (Kubernetes {version}: extended support)" if extended else ""
+            return fixed(f"EKS control plane{support} + {logs:g} GB control-plane logs",
+                         control * h + logs * p.cloudwatch_logs_ingest_gb)
         if type_ in ("aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup"):
             return self._node_group(record)
         if type_ == "aws:ec2/instance:Instance":

@@ -35,7 +35,7 @@ def pool(stack: Render, name: str) -> ResourceRecord:
 
 
 def release(stack: Render, chart: str) -> ResourceRecord:
-    (found,) = [r for r in stack.by_type(RELEASE) if r.inputs["chart"] == chart]
+    (found,) = [r for r in stack.by_type(RELEASE) if r.inputs["chart"].rsplit("/", 1)[-1] == chart]
     return found
 
 
@@ -111,8 +111,8 @@ def test_pulumi_leaves_desired_size_to_the_autoscaler(production_stack: Render) 
 def test_node_groups_carry_their_own_version_and_gpu_ami_is_pinned(production_stack: Render) -> None:
     eks = production_stack.one(EKS)
     for group in production_stack.by_type(NODE_GROUP):
-        assert group.inputs["version"] == eks.inputs["version"] == "1.32"
-    assert pool(production_stack, "gpu").inputs["releaseVersion"] == "1.32.0-20250116"
+        assert group.inputs["version"] == eks.inputs["version"] == "1.35"
+    assert pool(production_stack, "gpu").inputs["releaseVersion"] == "1.35.6-20260714"
 
 
 def test_node_role_has_only_what_nodes_need(production_stack: Render) -> None:
@@ -167,13 +167,18 @@ def test_spot_interruptions_flow_from_eventbridge_through_sqs_to_the_handler(pro
     queue = production_stack.one("aws:sqs/queue:Queue")
     rules = production_stack.by_type("aws:cloudwatch/eventRule:EventRule")
     kinds = {json.loads(r.inputs["eventPattern"])["detail-type"][0] for r in rules}
-    assert "EC2 Spot Instance Interruption Warning" in kinds and "EC2 Instance Rebalance Recommendation" in kinds
+    # Rebalance recommendations are left to EKS managed node groups (replace first, then drain).
+    assert "EC2 Spot Instance Interruption Warning" in kinds and "EC2 Instance Rebalance Recommendation" not in kinds
     targets = production_stack.by_type("aws:cloudwatch/eventTarget:EventTarget")
     assert {t.inputs["rule"] for t in targets} == {r.id for r in rules}
     assert {t.inputs["arn"] for t in targets} == {f"arn:aws:sqs:us-east-1:123456789012:{queue.id.rsplit('/', 1)[1]}"}
     values = release(production_stack, "aws-node-termination-handler").inputs["values"]
     assert values["enableSqsTerminationDraining"] is True and values["queueURL"] == queue.id
-    assert asg_tags_of(production_stack, pool(production_stack, "gpu"))[values["managedTag"]] == "true"
+    gpu = pool(production_stack, "gpu")
+    template = production_stack.one(LAUNCH_TEMPLATE, "mlplat-production-gpu")
+    assert gpu.inputs["launchTemplate"]["id"] == template.id
+    (instance,) = [t for t in template.inputs["tagSpecifications"] if t["resourceType"] == "instance"]
+    assert values["managedTag"] in instance["tags"]
 
 
 def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint(production_stack: Render) -> None:
@@ -191,9 +196,9 @@ def test_system_charts_are_pinned_and_installed_through_the_clusters_provider(pr
     releases = production_stack.by_type(RELEASE)
     # The cluster's own charts, plus what MlPlatform installs: the load balancer controller (for Ingresses) and
     # the monitoring stack (in its own namespace).
-    assert {r.inputs["chart"] for r in releases} == {"cluster-autoscaler", "aws-node-termination-handler",
-                                                      "nvidia-device-plugin", "aws-load-balancer-controller",
-                                                      "kube-prometheus-stack"}
+    charts = {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases}  # an OCI chart is a full reference
+    assert charts == {"cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin",
+                      "aws-load-balancer-controller", "kube-prometheus-stack"}
     for r in releases:
         assert r.options["provider"] == provider.urn and re.fullmatch(r"\d+\.\d+\.\d+", r.inputs["version"])
         expected = "monitoring" if r.inputs["chart"] == "kube-prometheus-stack" else "kube-system"
@@ -204,12 +209,25 @@ def test_system_charts_are_pinned_and_installed_through_the_clusters_provider(pr
 
 # -- control plane -----------------------------------------------------------------------------------------
 
-def test_production_api_is_private_and_dev_is_restricted(production_stack: Render, dev_stack: Render) -> None:
-    prod = production_stack.one(EKS).inputs
-    assert prod["endpointPrivateAccess"] is True and prod["endpointPublicAccess"] is False
-    assert "publicAccessCidrs" not in prod
-    dev = dev_stack.one(EKS).inputs
-    assert dev["endpointPublicAccess"] is True and dev["publicAccessCidrs"] == ["203.0.113.0/24"]
+def test_shipped_apis_are_private(production_stack: Render, dev_stack: Render) -> None:
+    # Both stacks deploy from a self-hosted runner inside their VPC (mlplat:deploy.runner).
+    for stack in (production_stack, dev_stack):
+        api = stack.one(EKS).inputs
+        assert api["endpointPrivateAccess"] is True and api["endpointPublicAccess"] is False
+        assert "publicAccessCidrs" not in api
+
+
+@pytest.mark.parametrize(("cidr", "why"), [
+    ("203.0.113.0/24", "203.0.113.0/24 is a documentation range (RFC 5737/3849), a placeholder"),
+    ("198.51.100.7/32", "198.51.100.7/32 is a documentation range"),
+    ("10.0.0.0/8", "10.0.0.0/8 is not a public range"),
+    ("100.64.0.0/10", "100.64.0.0/10 is not a public range"),
+])
+def test_placeholder_and_private_api_sources_are_refused(cidr: str, why: str) -> None:
+    (problem,) = cluster_problems("dev", {"endpointPublicAccess": True, "publicAccessCidrs": [cidr]})
+    assert problem.startswith(f"mlplat:cluster: publicAccessCidrs: {why}"), problem
+    public = load(config("dev", {"endpointPublicAccess": True, "publicAccessCidrs": ["52.94.0.0/22"]}))
+    assert public.cluster.public_access_cidrs == ["52.94.0.0/22"]
 
 
 def test_secrets_are_encrypted_and_control_plane_logs_are_on(production_stack: Render) -> None:
@@ -235,7 +253,7 @@ def test_addons_are_pinned_and_ebs_csi_runs_with_its_irsa_role(production_stack:
     addons = {a.inputs["addonName"]: a for a in production_stack.by_type(ADDON)}
     assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "metrics-server"}
     assert all(re.fullmatch(r"v\d+\.\d+\.\d+-eksbuild\.\d+", a.inputs["addonVersion"]) for a in addons.values())
-    assert addons["kube-proxy"].inputs["addonVersion"].startswith("v1.32.")
+    assert addons["kube-proxy"].inputs["addonVersion"].startswith("v1.35.")
     ebs_role = role(production_stack, "irsa-kube-system-ebs-csi-controller-sa")
     assert addons["aws-ebs-csi-driver"].inputs["serviceAccountRoleArn"] == \
         f"arn:aws:iam::123456789012:role/{ebs_role.id}"
@@ -267,6 +285,7 @@ def test_every_irsa_role_admits_exactly_its_service_account(production_stack: Re
         "kube-system.aws-load-balancer-controller", "kube-system.aws-node-termination-handler",
         "kube-system.cluster-autoscaler", "kube-system.ebs-csi-controller-sa", "kube-system.aws-node",
         "mlflow.mlflow", "serving.mlplat-production-digits", "training.mlplat-production-digits",
+        "monitoring.kube-prometheus-stack-alertmanager",
     ])
     for record in irsa:
         namespace, account = record.inputs["tags"]["mlplat.io/service-account"].split(".", 1)
@@ -316,12 +335,12 @@ def test_production_api_open_to_the_world_is_rejected() -> None:
     ("cluster", "message"),
     [
         ({"endpointPublicAccess": True}, "publicAccessCidrs is empty, which EKS reads as 0.0.0.0/0"),
-        ({"nodeGroups": {"cpu": {"version": "1.33"}}}, "version 1.33 is newer than the control plane's 1.32"),
+        ({"nodeGroups": {"cpu": {"version": "1.36"}}}, "version 1.36 is newer than the control plane's 1.35"),
         ({"nodeGroups": {"cpu": {"taints": ["dedicated=x:NoSchedule"]}}}, "every node pool is tainted"),
         ({"nodeGroups": {"gpu": {"instanceTypes": ["g5.xlarge", "g5.12xlarge"]}}}, "mix GPU counts"),
         ({"nodeGroups": {"cpu": {"instanceTypes": ["g5.xlarge"]}}}, "have NVIDIA GPUs but amiType"),
         ({"nodeGroups": {"gpu": {"taints": ["nvidia.com/gpu=true"]}}}, "not of the form key=value:Effect"),
-        ({"nodeGroups": {"gpu": {"releaseVersion": "1.31.2-20250101"}}}, "not a release of Kubernetes 1.32"),
+        ({"nodeGroups": {"gpu": {"releaseVersion": "1.34.2-20260120"}}}, "not a release of Kubernetes 1.35"),
         ({"logTypes": ["api"]}, "logTypes must include api, audit, authenticator; missing audit, authenticator"),
         ({"nodeGroups": {"cpu": {"instanceTypes": []}}}, "instanceTypes is empty"),
     ],

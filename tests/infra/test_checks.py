@@ -412,3 +412,22 @@ def test_markdown_report_lists_findings() -> None:
     text = to_markdown(f, "dev", "dev")
     assert "**1 mandatory**, 0 advisory" in text and "`repo` (aws:ecr/repository:Repository)" in text
     assert to_markdown([], "dev", "dev").endswith(f"All {len(RULES)} rules pass.\n")
+
+
+def test_eks_versions_past_standard_support_are_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from mlplat.components import k8s_versions
+    from mlplat.infra import checks
+
+    # The calendar moves: judge on the day the versions were checked, not on the day the test runs.
+    monkeypatch.setattr(checks, "support_status",
+                        lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29)))
+    (finding,) = findings("eks-standard-support", res(EKS, version="1.32"))
+    assert finding.problem == ("Kubernetes 1.32 is in EKS extended support (billed at about 6x the standard "
+                               "control-plane price)")
+    assert finding.enforcement == "advisory" and "toward 1.35" in finding.fix
+    assert findings("eks-standard-support", res(EKS, version="1.35")) == []
+    assert findings("eks-standard-support", res(EKS, version="1.99")) == []  # newer than the calendar
+    (gone,) = findings("eks-standard-support", res(EKS, version="1.20"))
+    assert gone.problem.endswith("past the end of EKS support (EKS upgrades such control planes itself)")

@@ -142,3 +142,16 @@ def test_alb_ingresses_are_priced_once_per_load_balancer() -> None:
     assert {line.name: line.peak for line in est.lines} == {"a": pytest.approx(alb), "b": pytest.approx(alb)}
     assert [line.what for line in est.lines if line.name == "b"] == [
         "ALB (AWS Load Balancer Controller, group shared) + 1 LCU"]
+
+
+def test_a_control_plane_in_extended_support_is_priced_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from mlplat.components import k8s_versions
+    from mlplat.infra import cost
+
+    monkeypatch.setattr(cost, "support_status",
+                        lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29)))
+    old, new = (estimate(doc(rec("eks:index:Cluster", "eks", version=v)), "dev").lines[0] for v in ("1.32", "1.35"))
+    assert old.what.startswith("EKS control plane (Kubernetes 1.32: extended support)")
+    assert old.idle == pytest.approx(0.6 * 730) and new.idle == pytest.approx(0.1 * 730)

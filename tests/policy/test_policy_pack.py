@@ -85,8 +85,8 @@ def test_pack_serves_a_policy_per_rule_and_level(analyzer: analyzer_pb2_grpc.Ana
     levels = {p.name: analyzer_pb2.EnforcementLevel.Name(p.enforcementLevel) for p in info.policies}
     assert info.name == "mlplat"
     for rule in RULES:
-        assert levels[f"mlplat-{rule.id}"] == "MANDATORY"
-        if rule.levels.default == "advisory":
+        assert levels[f"mlplat-{rule.id}"] == rule.levels.production.upper()
+        if rule.levels.default != rule.levels.production:
             assert levels[f"mlplat-{rule.id}-advisory"] == "ADVISORY"
     assert len(levels) == len(RULES) + sum(r.levels.default != r.levels.production for r in RULES)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import pulumi
 import pulumi_aws as aws
@@ -11,6 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from mlplat.components.iam import rotated_key
+from mlplat.components.options import child_options
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -24,6 +28,50 @@ MLFLOW_PORT = 5000
 DB_NAME = "mlflow"
 DB_USER = "mlflow"
 BACKEND_URI_KEY = "MLFLOW_BACKEND_STORE_URI"
+PASSWORD_SPECIAL = "!#$%^&*()-_=+[]{}<>:?"
+"""Special characters of the generated database password (RDS rejects ``/``, ``@``, ``"`` and space)."""
+OFFICIAL_IMAGE = "ghcr.io/mlflow/mlflow"
+"""MLflow's own image: core MLflow only unless the tag ends in ``-full``."""
+ELB_HOSTS = "*.elb.amazonaws.com"
+"""The DNS names AWS gives load balancers (``internal-k8s-mlflow-<hash>.<region>.elb.amazonaws.com``)."""
+# ``mlflow db upgrade URL`` takes the URL only as an argument (mlflow/db.py: ``@click.argument("url")``, no
+# envvar), so the init container builds that argv inside Python from the env var: the password never appears
+# in the container's command line (the pod spec, ``ps``, /proc/<pid>/cmdline).
+DB_UPGRADE_SCRIPT = (
+    "import os; from mlflow.cli import cli; "
+    f"cli.main(args=['db', 'upgrade', os.environ['{BACKEND_URI_KEY}']], prog_name='mlflow')"
+)
+_HOST_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def backend_store_uri(password: str, host: str) -> str:
+    """MLflow's SQLAlchemy URI for the RDS database, the password percent-encoded.
+
+    SQLAlchemy's ``make_url`` unquotes the password (so a raw ``%41`` would become ``A``); quoting every
+    character (``safe=""``) makes any generated password round-trip exactly.
+    """
+    # Name the driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
+    return (f"postgresql+psycopg2://{DB_USER}:{quote(password, safe='')}@{host}:5432/{DB_NAME}"
+            "?sslmode=require")
+
+
+def check_image(image: str) -> str:
+    """``image`` unless it is known to lack what the component needs (psycopg2 and boto3); else ValueError."""
+    repository = image.split("@", 1)[0]  # drop a digest
+    tag = ""
+    if ":" in repository.rsplit("/", 1)[-1]:  # a ':' after the last '/' is the tag's, not a registry port's
+        repository, tag = repository.rsplit(":", 1)
+    # Upstream docker/Dockerfile installs `mlflow==$VERSION` alone; only docker/Dockerfile.full (the "-full"
+    # tags) adds the `db` and `extras` extras, which bring psycopg2-binary and boto3.
+    if repository.lower() == OFFICIAL_IMAGE and not tag.endswith("-full"):
+        raise ValueError(
+            f"TrackingArgs.image={image!r}: the official MLflow image is core MLflow only, without psycopg2 "
+            "(the backend store is postgresql+psycopg2://) or boto3 (artifacts go to S3), so `mlflow db upgrade` "
+            "and `mlflow server` fail. Use the image built from tracking/Dockerfile (mlflow, psycopg2-binary, "
+            "boto3; the platform's ECR 'tracking' repository), or the official '-full' variant "
+            f"({OFFICIAL_IMAGE}:v<version>-full)"
+        )
+    return image
 
 
 @dataclass(frozen=True)
@@ -80,12 +128,17 @@ class TrackingArgs:
         artifacts_uri: Where MLflow stores artifacts, e.g. ``s3://<bucket>/mlflow``.
         database: The RDS instance's settings.
         namespace: Namespace for the MLflow server (created by this component).
-        image: An MLflow image with psycopg2 and boto3 (the backend URI names the psycopg2 driver).
+        image: An MLflow image with psycopg2 and boto3 (the backend URI names the psycopg2 driver), such as
+            the one built from ``tracking/Dockerfile``; required (None is for MlPlatform to fill in). Core
+            ``ghcr.io/mlflow/mlflow`` tags are refused: they have neither.
         replicas: MLflow server replicas.
         workers: Server worker processes per replica.
         resources: Requests and limits per replica.
         service_account_role_arn: IRSA role with read/write access to ``artifacts_uri``.
         ingress: Also expose MLflow through an internal ALB (VPC only).
+        ingress_host: The DNS name clients use for the ALB (e.g. ``mlflow.internal.example.com``; a leading
+            ``*.`` is allowed): the Ingress routes only that host and MLflow accepts it. Without one, the
+            Ingress routes every request and MLflow accepts the ALB's own names (``*.elb.amazonaws.com``).
     """
 
     vpc_id: pulumi.Input[str]
@@ -94,18 +147,51 @@ class TrackingArgs:
     artifacts_uri: pulumi.Input[str]
     database: DatabaseArgs = field(default_factory=DatabaseArgs)
     namespace: str = "mlflow"
-    image: str = "ghcr.io/mlflow/mlflow:v3.17.2"
+    image: pulumi.Input[str] | None = None
     replicas: int = 2
     workers: int = 2
     resources: Resources = field(default_factory=lambda: Resources(cpu="500m", memory="1Gi"))
     service_account_role_arn: pulumi.Input[str] | None = None
     ingress: bool = False
+    ingress_host: str | None = None
 
     def __post_init__(self) -> None:
         if not self.client_security_group_ids:
             raise ValueError("TrackingArgs.client_security_group_ids is empty: nothing could reach the database")
         if self.replicas < 1 or self.workers < 1:
             raise ValueError("TrackingArgs: replicas and workers must be at least 1")
+        if isinstance(self.image, str):
+            check_image(self.image)
+        if self.ingress_host is not None:
+            if not self.ingress:
+                raise ValueError(f"TrackingArgs.ingress_host={self.ingress_host!r} needs ingress=True")
+            if not _HOST_NAME.match(self.ingress_host) or _is_ip(self.ingress_host):
+                raise ValueError(
+                    f"TrackingArgs.ingress_host={self.ingress_host!r} is not a DNS name: lowercase labels of "
+                    "a-z, 0-9 and '-', no port, no IP address, '*.' allowed only as the first label "
+                    "(e.g. mlflow.internal.example.com)"
+                )
+
+    def allowed_hosts(self) -> list[str]:
+        """The Host headers MLflow accepts: the Service's in-cluster names, and the Ingress's host(s) if any."""
+        service = "mlflow"
+        names = [service, f"{service}.{self.namespace}", f"{service}.{self.namespace}.svc",
+                 f"{service}.{self.namespace}.svc.cluster.local"]
+        hosts = [h for name in names for h in (name, f"{name}:{MLFLOW_PORT}")]
+        if self.ingress:
+            # MLflow matches each entry exactly, or with fnmatch when it holds a '*' (mlflow/server/
+            # security_utils.py: is_allowed_host_header); the ALB passes the client's Host through unchanged.
+            external = self.ingress_host or ELB_HOSTS
+            hosts += [external, f"{external}:*"]
+        return hosts
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Tracking(pulumi.ComponentResource):
@@ -114,8 +200,9 @@ class Tracking(pulumi.ComponentResource):
     The database: RDS PostgreSQL in the database subnets, reachable on 5432 only from the given security
     groups, KMS-encrypted gp3 with storage autoscaling, SSL forced by its parameter group, logs to
     CloudWatch, and a generated master password that stays a Pulumi secret (it reaches MLflow through a
-    Kubernetes Secret, never a plain env value). The server: ``mlflow db upgrade`` as an init container,
-    then ``mlflow server`` proxying artifacts to S3 (``--serve-artifacts``) with IRSA credentials.
+    Kubernetes Secret, never a plain env value or a command-line argument). The server: ``mlflow db upgrade``
+    as an init container, then ``mlflow server`` proxying artifacts to S3 (``--serve-artifacts``) with IRSA
+    credentials, accepting only its in-cluster names and (with ``ingress``) the ALB's host as Host headers.
 
     Outputs: ``uri`` (in-cluster tracking URI), ``db_endpoint``, ``db_security_group_id``,
     ``backend_store_uri`` (secret).
@@ -125,6 +212,11 @@ class Tracking(pulumi.ComponentResource):
         super().__init__("mlplat:tracking:Tracking", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         db = args.database
+        if args.image is None:  # MlPlatform fills it in; anyone else must give one
+            raise ValueError(
+                "TrackingArgs.image is not set: MLflow needs an image with mlflow, psycopg2 and boto3. Build "
+                "tracking/Dockerfile and pass its URI (MlPlatform passes its ECR 'tracking' repository's image)"
+            )
 
         sg = aws.ec2.SecurityGroup(
             f"{name}-db",
@@ -161,7 +253,7 @@ class Tracking(pulumi.ComponentResource):
             f"{name}-db-password",
             length=32,
             special=True,
-            override_special="!#$%^&*()-_=+[]{}<>:?",  # RDS rejects / @ " and space; URIs need no escaping
+            override_special=PASSWORD_SPECIAL,
             opts=child,
         )
         self.database = aws.rds.Instance(
@@ -197,18 +289,18 @@ class Tracking(pulumi.ComponentResource):
         )
         self.db_endpoint: pulumi.Output[str] = self.database.address
         self.db_security_group_id: pulumi.Output[str] = sg.id
+        # The password is percent-encoded: SQLAlchemy's make_url unquotes the userinfo (sqlalchemy/engine/url.py).
         self.backend_store_uri: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.concat(
-                # Name the driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
-                "postgresql+psycopg2://", DB_USER, ":", password.result, "@", self.database.address, ":5432/", DB_NAME,
-                "?sslmode=require",
-            )
+            pulumi.Output.all(password.result, self.database.address).apply(lambda pa: backend_store_uri(pa[0], pa[1]))
         )
-        self.uri: pulumi.Output[str] = self._server(name, args)
+        image = pulumi.Output.from_input(args.image).apply(check_image)  # an Output is checked once known
+        # The database is created at once; only the Kubernetes half waits for what the component waits for
+        # (nodes, the Load Balancer Controller's webhook).
+        self.uri: pulumi.Output[str] = self._server(name, args, image, child_options(self, opts))
         self.register_outputs({"uri": self.uri, "db_endpoint": self.db_endpoint})
 
-    def _server(self, name: str, args: TrackingArgs) -> pulumi.Output[str]:
-        child = pulumi.ResourceOptions(parent=self)
+    def _server(self, name: str, args: TrackingArgs, image: pulumi.Output[str],
+                child: pulumi.ResourceOptions) -> pulumi.Output[str]:
         labels = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/component": "tracking"}
         ns = k8s.core.v1.Namespace(
             f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace), opts=child
@@ -234,17 +326,16 @@ class Tracking(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(name="MLFLOW_SERVER_ENABLE_JOB_EXECUTION", value="false"),
         ]
         mounts = [k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")]
-        service_host = f"mlflow.{args.namespace}.svc.cluster.local"
+        # No --backend-store-uri: `mlflow server` reads MLFLOW_BACKEND_STORE_URI itself (mlflow/cli/__init__.py:
+        # the option's envvar), so the secret stays out of the container's argv.
         server_args = [
             "server",
             "--host", "0.0.0.0",
             "--port", str(MLFLOW_PORT),
             "--workers", str(args.workers),
-            "--backend-store-uri", f"$({BACKEND_URI_KEY})",
             "--artifacts-destination", args.artifacts_uri,
             "--serve-artifacts",
-            "--allowed-hosts", f"{service_host},{service_host}:{MLFLOW_PORT},mlflow,mlflow:{MLFLOW_PORT},"
-                               f"mlflow.{args.namespace},mlflow.{args.namespace}:{MLFLOW_PORT}",
+            "--allowed-hosts", ",".join(args.allowed_hosts()),
         ]
         deployment = k8s.apps.v1.Deployment(
             f"{name}-server",
@@ -260,9 +351,8 @@ class Tracking(pulumi.ComponentResource):
                         init_containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="db-upgrade",
-                                image=args.image,
-                                command=["mlflow"],
-                                args=["db", "upgrade", f"$({BACKEND_URI_KEY})"],
+                                image=image,
+                                command=["python", "-c", DB_UPGRADE_SCRIPT],
                                 env=common_env,
                                 resources=args.resources.to_args(),
                                 security_context=container_security_context(),
@@ -272,7 +362,7 @@ class Tracking(pulumi.ComponentResource):
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="mlflow",
-                                image=args.image,
+                                image=image,
                                 command=["mlflow"],
                                 args=server_args,
                                 env=common_env,
@@ -307,9 +397,14 @@ class Tracking(pulumi.ComponentResource):
                 selector=labels,
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=MLFLOW_PORT, target_port="http")],
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
         )
         if args.ingress:
+            backend = k8s.networking.v1.IngressBackendArgs(
+                service=k8s.networking.v1.IngressServiceBackendArgs(
+                    name="mlflow", port=k8s.networking.v1.ServiceBackendPortArgs(number=MLFLOW_PORT)
+                )
+            )
             k8s.networking.v1.Ingress(
                 f"{name}-ingress",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -318,16 +413,22 @@ class Tracking(pulumi.ComponentResource):
                     annotations={
                         "alb.ingress.kubernetes.io/scheme": "internal",
                         "alb.ingress.kubernetes.io/target-type": "ip",
+                        # The ALB's health checks send the target's IP as Host; MLflow exempts /health from
+                        # host validation (mlflow/server/security_utils.py: HEALTH_ENDPOINTS).
                         "alb.ingress.kubernetes.io/healthcheck-path": "/health",
                     },
                 ),
                 spec=k8s.networking.v1.IngressSpecArgs(
                     ingress_class_name="alb",
-                    default_backend=k8s.networking.v1.IngressBackendArgs(
-                        service=k8s.networking.v1.IngressServiceBackendArgs(
-                            name="mlflow", port=k8s.networking.v1.ServiceBackendPortArgs(number=MLFLOW_PORT)
+                    default_backend=None if args.ingress_host else backend,
+                    rules=[
+                        k8s.networking.v1.IngressRuleArgs(
+                            host=args.ingress_host,
+                            http=k8s.networking.v1.HTTPIngressRuleValueArgs(paths=[
+                                k8s.networking.v1.HTTPIngressPathArgs(path="/", path_type="Prefix", backend=backend)
+                            ]),
                         )
-                    ),
+                    ] if args.ingress_host else None,
                 ),
                 opts=child,
             )

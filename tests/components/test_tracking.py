@@ -2,29 +2,78 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
 
-from mlplat.components.tracking import DatabaseArgs, Tracking, TrackingArgs
-from mlplat.infra.engine import MASK, Render
+from mlplat.components import tracking as tracking_module
+from mlplat.components.tracking import (
+    PASSWORD_SPECIAL,
+    DatabaseArgs,
+    Tracking,
+    TrackingArgs,
+    backend_store_uri,
+)
+from mlplat.infra.engine import MASK, ProgramError, Render, render
+from mlplat.infra.mock_outputs import MockOutputs, fake_certificate, kubeconfig, secret
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlplat/tracking:0123abc"
+ALB_HOST = "internal-k8s-mlflow-abc123-1234567890.us-east-1.elb.amazonaws.com"
+
+
+def tracking_args(**overrides: Any) -> TrackingArgs:
+    base: dict[str, Any] = dict(
+        vpc_id="vpc-0abc", database_subnet_ids=["subnet-a", "subnet-b", "subnet-c"],
+        client_security_group_ids=["sg-nodes"], artifacts_uri="s3://artifacts-bucket/mlflow", image=IMAGE,
+        service_account_role_arn="arn:aws:iam::1:role/mlflow")
+    return TrackingArgs(**{**base, **overrides})
 
 
 @pytest.fixture
 def tracking(on_cluster: Callable[..., Render]) -> Callable[..., Render]:
-    def _render(**database: object) -> Render:
+    def _render(args: dict[str, Any] | None = None, **database: object) -> Render:
         def build(opts: pulumi.ResourceOptions) -> None:
-            t = Tracking("tracking", TrackingArgs(
-                vpc_id="vpc-0abc", database_subnet_ids=["subnet-a", "subnet-b", "subnet-c"],
-                client_security_group_ids=["sg-nodes"], artifacts_uri="s3://artifacts-bucket/mlflow",
-                database=DatabaseArgs(**database), service_account_role_arn="arn:aws:iam::1:role/mlflow"), opts=opts)
+            t = Tracking("tracking", tracking_args(database=DatabaseArgs(**database), **(args or {})), opts=opts)
             pulumi.export("uri", t.uri)
             pulumi.export("backend", t.backend_store_uri)
 
         return on_cluster(build)
 
     return _render
+
+
+def containers(stack: Render) -> list[dict[str, Any]]:
+    spec = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    return [*spec["initContainers"], *spec["containers"]]
+
+
+def server_args(stack: Render) -> list[str]:
+    (server,) = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]["containers"]
+    return list(server["args"])
+
+
+def allowed_hosts(stack: Render, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The rendered --allowed-hosts as MLflow reads it: `mlflow server` exports the flag's value as
+    MLFLOW_SERVER_ALLOWED_HOSTS (mlflow/cli/__init__.py) and the middleware parses that variable."""
+    from mlflow.server.security_utils import get_allowed_hosts_from_env
+
+    args = server_args(stack)
+    monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", args[args.index("--allowed-hosts") + 1])
+    hosts = get_allowed_hosts_from_env()
+    assert hosts
+    return hosts
 
 
 def test_production_database_is_multi_az_encrypted_private_and_protected(tracking: Callable[..., Render]) -> None:
@@ -74,13 +123,13 @@ def test_mlflow_points_at_rds_and_the_bucket(tracking: Callable[..., Render]) ->
     deployment = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
     (server,) = deployment["containers"]
     args = server["args"]
-    assert args[args.index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert "--backend-store-uri" not in args  # read from MLFLOW_BACKEND_STORE_URI (the Secret)
     assert args[args.index("--artifacts-destination") + 1] == "s3://artifacts-bucket/mlflow"
     assert "--serve-artifacts" in args
     backend = next(e for e in server["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI")
     assert backend["valueFrom"]["secretKeyRef"]["name"] == "mlflow-backend"
     (upgrade,) = deployment["initContainers"]
-    assert upgrade["args"] == ["db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert upgrade["name"] == "db-upgrade" and server["image"] == upgrade["image"] == IMAGE
     assert server["readinessProbe"]["httpGet"]["path"] == "/health"
     assert server["securityContext"]["readOnlyRootFilesystem"] is True
     assert stack.outputs["uri"] == "http://mlflow.mlflow.svc.cluster.local:5000"
@@ -93,3 +142,237 @@ def test_database_args_are_validated() -> None:
         DatabaseArgs(backup_retention_days=40)
     with pytest.raises(ValueError, match="does not match"):
         DatabaseArgs(engine_version="15", parameter_family="postgres16")
+
+
+# -- the image (issue 14, item 1) -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image", [
+    "ghcr.io/mlflow/mlflow:v3.17.2",
+    "ghcr.io/mlflow/mlflow",
+    "ghcr.io/mlflow/mlflow:latest",
+    "GHCR.IO/mlflow/mlflow:v3.17.2@sha256:" + "0" * 64,
+])
+def test_the_core_official_mlflow_image_is_refused_with_what_to_use(image: str) -> None:
+    with pytest.raises(ValueError, match=r"TrackingArgs\.image=.*without psycopg2.*or boto3.*tracking/Dockerfile"):
+        tracking_args(image=image)
+
+
+@pytest.mark.parametrize("image", [IMAGE, "ghcr.io/mlflow/mlflow:v3.17.2-full", "registry.local:5000/mlflow:v3.17.2",
+                                   "registry.local:5000/mlflow"])
+def test_images_with_the_driver_or_of_unknown_content_are_accepted(image: str) -> None:
+    assert tracking_args(image=image).image == image
+
+
+def test_an_image_is_required(on_cluster: Callable[..., Render]) -> None:
+    assert tracking_args(image=None).image is None  # MlPlatform fills it in later
+    with pytest.raises(ProgramError, match=r"TrackingArgs\.image is not set.*tracking/Dockerfile"):
+        on_cluster(lambda opts: Tracking("tracking", tracking_args(image=None), opts=opts))
+
+
+def test_an_image_output_is_used_and_checked_once_known(on_cluster: Callable[..., Render],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # (A render that fails inside an Output leaks its error into the next render in this process, so the check
+    # on an Output's value is observed rather than provoked.)
+    checked: list[str] = []
+    original = tracking_module.check_image
+
+    def check(image: str) -> str:
+        checked.append(image)
+        return original(image)
+
+    monkeypatch.setattr(tracking_module, "check_image", check)
+    stack = on_cluster(lambda opts: Tracking("tracking", tracking_args(image=pulumi.Output.from_input(IMAGE)),
+                                             opts=opts))
+    assert {c["image"] for c in containers(stack)} == {IMAGE}
+    assert checked == [IMAGE]
+
+
+# -- the database password in the URI (issue 14, item 3) --------------------------------------------------------
+
+# '%' followed by hex digits is what SQLAlchemy would decode in a raw (unquoted) password.
+PASSWORDS = [PASSWORD_SPECIAL, PASSWORD_SPECIAL[::-1], "Aa0%41%2F%25%%", *(f"x{c}41{c}2fy" for c in PASSWORD_SPECIAL)]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_the_backend_uri_gives_sqlalchemy_back_the_exact_password(password: str) -> None:
+    url = make_url(backend_store_uri(password, "tracking-db.abc.us-east-1.rds.amazonaws.com"))
+    assert url.password == password
+    assert (url.drivername, url.username, url.host, url.port, url.database) == (
+        "postgresql+psycopg2", "mlflow", "tracking-db.abc.us-east-1.rds.amazonaws.com", 5432, "mlflow")
+    assert dict(url.query) == {"sslmode": "require"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcXYZ0129" + PASSWORD_SPECIAL, min_size=1, max_size=40))
+def test_any_generated_password_round_trips(password: str) -> None:
+    assert make_url(backend_store_uri(password, "db.internal")).password == password
+
+
+class SpecialPasswords(MockOutputs):
+    """The mock runtime, but RandomPassword returns a password holding every special character it was given."""
+
+    def _RandomPassword(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        value = "Aa0%41" + inputs["overrideSpecial"]
+        return {"result": secret(value), "bcryptHash": secret("$2a$10$" + value)}
+
+
+def test_the_rendered_backend_uri_encodes_the_generated_password_and_stays_secret() -> None:
+    seen: list[str] = []
+
+    def program() -> None:
+        config = kubeconfig("test", "https://example.eks.amazonaws.com", fake_certificate("test"), "us-east-1")
+        provider = k8s.Provider("k8s", kubeconfig=pulumi.Output.secret(json.dumps(config)))
+        t = Tracking("tracking", tracking_args(), opts=pulumi.ResourceOptions(providers=[provider]))
+        t.backend_store_uri.apply(seen.append)
+        pulumi.export("backend", t.backend_store_uri)
+
+    stack = render(program, project="mlplat", stack="test", mocks=SpecialPasswords("mlplat", "test"))
+    special = stack.one("random:index/randomPassword:RandomPassword").inputs["overrideSpecial"]
+    password = "Aa0%41" + special
+    (uri,) = seen
+    assert make_url(uri).password == password
+    assert stack.outputs["backend"] == MASK
+    dump = stack.dumps()
+    assert password not in dump and uri.split("@")[0] not in dump
+
+
+def test_the_backend_uri_never_reaches_a_container_command_line(tracking: Callable[..., Render]) -> None:
+    stack = tracking()
+    from mlplat.infra.mock_outputs import MockOutputs
+    _, generated = MockOutputs("mlplat", "test").outputs("random:index/randomPassword:RandomPassword",
+                                                         "tracking-db-password", {"length": 32})
+    found = containers(stack)
+    assert [c["name"] for c in found] == ["db-upgrade", "mlflow"]
+    for container in found:
+        argv = [*container.get("command", []), *container.get("args", [])]
+        assert not [a for a in argv if "$(" in a or generated["result"]["value"] in a or "postgresql" in a], argv
+        (backend,) = [e for e in container["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI"]
+        assert backend["valueFrom"]["secretKeyRef"] == {"name": "mlflow-backend", "key": "MLFLOW_BACKEND_STORE_URI"}
+        assert "value" not in backend
+
+
+def test_mlflow_server_takes_the_backend_uri_from_the_env_var(tracking: Callable[..., Render],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parse the rendered argv with MLflow's own CLI (no server started).
+    from click.core import ParameterSource
+    from mlflow.cli import server
+
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "postgresql+psycopg2://mlflow:pw@db:5432/mlflow")
+    args = server_args(tracking())
+    assert args[0] == "server"
+    ctx = server.make_context("server", args[1:])
+    assert ctx.params["backend_store_uri"] == "postgresql+psycopg2://mlflow:pw@db:5432/mlflow"
+    assert ctx.get_parameter_source("backend_store_uri") == ParameterSource.ENVIRONMENT
+
+
+def test_the_init_container_upgrades_the_database_named_by_the_env_var(tracking: Callable[..., Render],
+                                                                       tmp_path: Path) -> None:
+    # Run the rendered init container's command line for real, against a SQLite store.
+    (upgrade, _) = containers(tracking())
+    command = [*upgrade["command"], *upgrade.get("args", [])]
+    assert command[0] == "python"
+    db = tmp_path / "mlflow.db"
+    env = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{db}", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, *command[1:]], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"alembic_version", "experiments", "runs"} <= tables
+
+
+# -- the Host check behind the load balancer (issue 14, item 11) ------------------------------------------------
+
+IN_CLUSTER_HOSTS = ["mlflow.mlflow.svc.cluster.local:5000", "mlflow.mlflow.svc.cluster.local", "mlflow:5000",
+                    "mlflow.mlflow:5000", "mlflow.mlflow.svc:5000"]
+FOREIGN_HOSTS = ["evil.example.com", "mlflow.evil.example.com", "elb.amazonaws.com.evil.example.com",
+                 "10.0.12.34:5000", "localhost:5000"]
+
+
+def test_mlflow_accepts_the_albs_name_and_the_in_cluster_names(tracking: Callable[..., Render],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    stack = tracking({"ingress": True})
+    hosts = allowed_hosts(stack, monkeypatch)
+    for host in [ALB_HOST, f"{ALB_HOST}:80", "internal-k8s-mlflow-x-1.eu-west-1.elb.amazonaws.com", *IN_CLUSTER_HOSTS]:
+        assert is_allowed_host_header(hosts, host), host
+    for host in FOREIGN_HOSTS:
+        assert not is_allowed_host_header(hosts, host), host
+    spec = stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["spec"]
+    assert spec["defaultBackend"]["service"] == {"name": "mlflow", "port": {"number": 5000}}
+
+
+def test_without_ingress_only_the_in_cluster_names_are_accepted(tracking: Callable[..., Render],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    hosts = allowed_hosts(tracking(), monkeypatch)
+    assert all(is_allowed_host_header(hosts, h) for h in IN_CLUSTER_HOSTS)
+    assert not any(is_allowed_host_header(hosts, h) for h in [ALB_HOST, *FOREIGN_HOSTS])
+
+
+def test_an_ingress_host_is_routed_and_accepted_and_nothing_else(tracking: Callable[..., Render],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    stack = tracking({"ingress": True, "ingress_host": "mlflow.internal.example.com"})
+    hosts = allowed_hosts(stack, monkeypatch)
+    assert is_allowed_host_header(hosts, "mlflow.internal.example.com")
+    assert all(is_allowed_host_header(hosts, h) for h in IN_CLUSTER_HOSTS)
+    assert not any(is_allowed_host_header(hosts, h) for h in [ALB_HOST, *FOREIGN_HOSTS])
+    spec = stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["spec"]
+    assert "defaultBackend" not in spec
+    (rule,) = spec["rules"]
+    assert rule["host"] == "mlflow.internal.example.com"
+    assert rule["http"]["paths"] == [{"path": "/", "pathType": "Prefix", "backend": {
+        "service": {"name": "mlflow", "port": {"number": 5000}}}}]
+
+
+def test_health_checks_from_the_alb_pass_mlflows_host_middleware(tracking: Callable[..., Render],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The ALB's health checks (and kubelet probes) send the pod IP as Host; MLflow's own middleware lets /health by.
+    from mlflow.server.fastapi_security import HostValidationMiddleware
+
+    stack = tracking({"ingress": True})
+    assert stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["metadata"]["annotations"][
+        "alb.ingress.kubernetes.io/healthcheck-path"] == "/health"
+    middleware = HostValidationMiddleware(_ok, allowed_hosts=allowed_hosts(stack, monkeypatch))
+    assert _status(middleware, "/health", "10.0.12.34:5000") == 200
+    assert _status(middleware, "/api/2.0/mlflow/experiments/search", ALB_HOST) == 200
+    assert _status(middleware, "/api/2.0/mlflow/experiments/search", "10.0.12.34:5000") == 403
+    assert _status(middleware, "/api/2.0/mlflow/experiments/search", "evil.example.com") == 403
+
+
+async def _ok(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"OK"})
+
+
+def _status(app: Any, path: str, host: str) -> int:
+    """The status an ASGI ``app`` answers a GET of ``path`` with ``Host: host``."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [(b"host", host.encode())]}
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(app(scope, receive, send))
+    finally:
+        loop.close()
+    return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+
+def test_ingress_host_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"ingress_host='mlflow\.example\.com' needs ingress=True"):
+        tracking_args(ingress_host="mlflow.example.com")
+    for bad in ["MLflow.example.com", "mlflow.example.com:80", "10.0.0.1", "a.*.example.com", "https://x.com"]:
+        with pytest.raises(ValueError, match=r"TrackingArgs\.ingress_host=.*is not a DNS name"):
+            tracking_args(ingress=True, ingress_host=bad)
+    assert tracking_args(ingress=True, ingress_host="*.ml.example.com").ingress_host == "*.ml.example.com"

@@ -70,7 +70,7 @@ def test_the_validator_catches_a_misspelt_field() -> None:
 
 def test_the_dockerfiles_pass_hadolint() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
-    dockerfiles = [REPO / "serving" / "Dockerfile", REPO / "training" / "Dockerfile"]
+    dockerfiles = [REPO / "serving" / "Dockerfile", REPO / "training" / "Dockerfile", REPO / "tracking" / "Dockerfile"]
     completed = subprocess.run([str(hadolint), *map(str, dockerfiles)], capture_output=True, text=True,
                                check=False, timeout=60)
     assert completed.returncode == 0, completed.stdout + completed.stderr

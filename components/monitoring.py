@@ -6,6 +6,12 @@ labelled for this release). Each :class:`~mlplat.components.model_service.ModelS
 labels, which the rules (:mod:`mlplat.components.monitoring_rules`) and the dashboard
 (``dashboards/model-service.json``) group by. A team running its own Prometheus Operator can use
 :func:`service_monitor` with :data:`MODEL_SERVICE_RELABELINGS` directly.
+
+Alertmanager pages someone: the chart's default config sends every alert to a ``null`` receiver, so
+:func:`alertmanager_config` replaces it with a route to the platform's SNS topic (``sns_configs``, signed
+with the pod's IRSA credentials) and/or a receiver of the caller's (Slack, PagerDuty, ...). The
+control-plane scrape targets EKS does not expose (controller manager, scheduler, etcd, kube-proxy's
+loopback-only metrics) are switched off with their default rules, so nothing fires forever about them.
 """
 
 from __future__ import annotations
@@ -18,14 +24,68 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from mlplat.components.cluster_system import Chart, release
+from mlplat.components.cluster import STORAGE_CLASS
+from mlplat.components.cluster_system import ROLE_ARN_ANNOTATION, Chart, release
+from mlplat.components.iam import policy_document, statement
 from mlplat.components.monitoring_rules import AlertThresholds, dashboard_json, model_service_rule_groups
+from mlplat.components.options import child_options
 
 CHART = Chart("kube-prometheus-stack", "75.15.0", "https://prometheus-community.github.io/helm-charts")
 MONITORING_API = "monitoring.coreos.com/v1"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 DASHBOARD_LABEL = "grafana_dashboard"
 """The label Grafana's dashboard sidecar watches for (the chart's default)."""
+ALERTMANAGER_SERVICE_ACCOUNT = "kube-prometheus-stack-alertmanager"
+"""Alertmanager's service account: the chart's own name for it (``<fullname>-alertmanager``; the release is named
+after the chart, so fullname is ``kube-prometheus-stack``), also set explicitly in the values so the IRSA role's
+trust policy (``cluster.service_account_role(namespace, ALERTMANAGER_SERVICE_ACCOUNT, ...)``) cannot drift from it."""
+NULL_RECEIVER = "null"
+"""Upstream's receiver that drops alerts; only Watchdog and InfoInhibitor go there."""
+SNS_RECEIVER = "sns"
+SILENCED_ALERTS = ("InfoInhibitor", "Watchdog")
+"""Alerts that are plumbing, not pages: Watchdog always fires (a dead man's switch for an external heartbeat, which
+this platform does not run yet) and InfoInhibitor only exists to inhibit ``severity=info`` alerts."""
+ALERT_GROUP_BY = ("namespace", "alertname")
+ALERT_GROUP_WAIT = "30s"  # collect the alerts one failure raises together before the first page
+ALERT_GROUP_INTERVAL = "5m"  # a group that grows or resolves is re-sent at most this often
+ALERT_REPEAT_INTERVAL = "4h"  # a page still firing is repeated so an unanswered one is not forgotten overnight
+# The SNS Publish API refuses a Subject of 100 characters or more and Alertmanager (0.28) does not truncate it
+# (prometheus/alertmanager#2781): a short status prefix plus the group's labels cut to 80 characters.
+SNS_SUBJECT = (
+    '[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] '
+    '{{ reReplaceAll "(?s)^(.{80}).+$" "$1" (.GroupLabels.SortedPairs.Values | join " ") }}'
+)
+# The default message joins the annotations common to the group, empty when they differ, which SNS refuses:
+# one block per alert instead.
+SNS_MESSAGE = (
+    "{{ range .Alerts }}[{{ .Status | toUpper }}] {{ .Labels.alertname }}"
+    "{{ with .Labels.namespace }} (namespace {{ . }}){{ end }}\n"
+    "{{ range .Annotations.SortedPairs }}{{ .Name }}: {{ .Value }}\n{{ end }}"
+    "labels:{{ range .Labels.SortedPairs }} {{ .Name }}={{ .Value }}{{ end }}\n\n{{ end }}"
+)
+# Upstream's inhibit rules (kube-prometheus-stack 75.15.0 values.yaml, alertmanager.config), kept verbatim: a
+# critical alert mutes the same alert's warning/info, a warning its info, and InfoInhibitor (which fires while a
+# namespace has only info alerts) mutes those info alerts and is itself muted by any other alert.
+UPSTREAM_INHIBIT_RULES: tuple[dict[str, Any], ...] = (
+    {"source_matchers": ["severity = critical"], "target_matchers": ["severity =~ warning|info"],
+     "equal": ["namespace", "alertname"]},
+    {"source_matchers": ["severity = warning"], "target_matchers": ["severity = info"],
+     "equal": ["namespace", "alertname"]},
+    {"source_matchers": ["alertname = InfoInhibitor"], "target_matchers": ["severity = info"], "equal": ["namespace"]},
+    {"target_matchers": ["alertname = InfoInhibitor"]},
+)
+# Components kube-prometheus-stack scrapes that an EKS cluster does not let Prometheus reach, each with the chart's
+# default-rule groups that alert on them (``defaultRules.rules.<key>``, which the chart also gates on the component).
+EKS_HIDDEN_COMPONENTS: dict[str, tuple[str, ...]] = {
+    # EKS runs the controller manager inside its managed control plane: no pod, no endpoint to scrape.
+    "kubeControllerManager": ("kubeControllerManager",),
+    # Likewise the scheduler: KubeSchedulerDown would fire forever.
+    "kubeScheduler": ("kubeSchedulerAlerting", "kubeSchedulerRecording"),
+    # etcd is AWS-managed and unreachable from the cluster (its health shows in the API server's metrics).
+    "kubeEtcd": ("etcd",),
+    # The EKS kube-proxy add-on binds its metrics to 127.0.0.1:10249 (kube-proxy-config), unreachable from Prometheus.
+    "kubeProxy": ("kubeProxy",),
+}
 
 
 @dataclass(frozen=True)
@@ -39,11 +99,25 @@ class MonitoringArgs:
             scraping (each replica scrapes everything: HA by duplication).
         retention: How long Prometheus keeps samples (Prometheus duration, e.g. ``15d``).
         storage_gb: Size of each Prometheus replica's persistent volume.
-        storage_class: StorageClass of that volume (gp3 by default).
+        storage_class: StorageClass of that volume; default the gp3 class mlplat's Cluster creates under that
+            exact name (a PVC naming a class that does not exist stays Pending, and Prometheus never starts).
         alertmanager_replicas: Alertmanager replicas (they form a cluster and deduplicate notifications).
         thresholds: Thresholds of the model-service alerts.
         model_services: ModelServices to scrape, name -> namespace: one ServiceMonitor each, covering its
             stable and canary versions.
+        sns_topic_arn: SNS topic every alert is published to (the platform's alarm topic), with
+            ``send_resolved``; the signing region is the topic's. Needs ``alertmanager_role_arn``.
+        alertmanager_role_arn: IAM role of Alertmanager's service account (IRSA, annotated on
+            :data:`ALERTMANAGER_SERVICE_ACCOUNT`): the default AWS credential chain in the pod picks it up and
+            signs the SNS requests with it. Give it :func:`alertmanager_policy`.
+        receiver: An Alertmanager receiver of your own (``{"name": ..., "slack_configs": [...]}``, any
+            ``*_configs`` of https://prometheus.io/docs/alerting/latest/configuration/#receiver), which gets every
+            alert too (alongside the SNS topic when both are set). It travels in the Helm values: give credentials
+            as Pulumi secrets, or as ``*_file`` fields of Secrets mounted through ``alertmanagerSpec.secrets``.
+        alerts_receiver_optional: Allow a Monitoring whose alerts go nowhere (upstream's ``null`` receiver).
+            Without a topic or a receiver, :class:`Monitoring` raises instead: rules that fire and page no one
+            look like monitoring but are not, and nothing in the cluster would show it; opt out only where that
+            is the intent (a throwaway cluster, or a team that adds AlertmanagerConfigs of its own).
     """
 
     namespace: str = "monitoring"
@@ -51,10 +125,14 @@ class MonitoringArgs:
     prometheus_replicas: int = 1
     retention: str = "15d"
     storage_gb: int = 50
-    storage_class: str = "gp3"
+    storage_class: str = STORAGE_CLASS
     alertmanager_replicas: int = 1
     thresholds: AlertThresholds = field(default_factory=AlertThresholds)
     model_services: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    sns_topic_arn: pulumi.Input[str] | None = None
+    alertmanager_role_arn: pulumi.Input[str] | None = None
+    receiver: Mapping[str, Any] | None = None
+    alerts_receiver_optional: bool = False
 
     def __post_init__(self) -> None:
         for name in ("prometheus_replicas", "alertmanager_replicas", "storage_gb"):
@@ -62,6 +140,94 @@ class MonitoringArgs:
                 raise ValueError(f"MonitoringArgs.{name}={getattr(self, name)}: must be >= 1")
         if not self.retention[:-1].isdigit() or self.retention[-1] not in "smhdwy":
             raise ValueError(f"MonitoringArgs.retention={self.retention!r}: expected a duration such as 15d or 12h")
+        if isinstance(self.sns_topic_arn, str):
+            sns_topic_region(self.sns_topic_arn)
+        if self.receiver is not None:
+            label = self.receiver.get("name")
+            if not isinstance(label, str) or not label or label in (NULL_RECEIVER, SNS_RECEIVER):
+                raise ValueError(f"MonitoringArgs.receiver: needs a 'name' other than {NULL_RECEIVER!r} and "
+                                 f"{SNS_RECEIVER!r}, got {label!r}")
+            if not any(key.endswith("_configs") and value for key, value in self.receiver.items()):
+                raise ValueError(f"MonitoringArgs.receiver {label!r}: no integration (*_configs) to send alerts to")
+        # Whether any receiver is set is checked by alertmanager_config(): the platform fills the topic in later.
+
+
+def sns_topic_region(topic_arn: str) -> str:
+    """The region of an SNS topic ARN (``arn:<partition>:sns:<region>:<account>:<name>``): where to publish."""
+    parts = topic_arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sns" or not parts[3]:
+        raise ValueError(f"MonitoringArgs.sns_topic_arn={topic_arn!r}: not an SNS topic ARN "
+                         "(arn:aws:sns:<region>:<account>:<topic>)")
+    return parts[3]
+
+
+def alertmanager_policy(topic_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str] | None = None,
+                        ) -> pulumi.Output[str]:
+    """Alertmanager's permissions: ``sns:Publish`` on exactly the alert topic.
+
+    ``kms_key_arn``: the topic's customer-managed key, if it has one (publishing to an encrypted topic needs
+    ``kms:GenerateDataKey*`` and ``kms:Decrypt`` on it); the platform's alarm topic has none.
+    """
+    statements = [statement(["sns:Publish"], [topic_arn], sid="PublishAlerts")]
+    if kms_key_arn is not None:
+        statements.append(statement(["kms:GenerateDataKey*", "kms:Decrypt"], [kms_key_arn], sid="EncryptAlerts"))
+    return policy_document(statements)
+
+
+def alertmanager_config(args: MonitoringArgs) -> dict[str, Any]:
+    """Alertmanager's configuration (the chart's ``alertmanager.config``): every alert to the configured receivers.
+
+    Upstream's defaults are kept where they do not hide alerts: ``resolve_timeout``, the inhibit rules, the
+    template path, and Watchdog and InfoInhibitor on ``null``. Everything else goes, grouped by namespace and
+    alert, to the SNS topic and/or ``args.receiver``; with both, each gets every alert (``continue``).
+
+    Raises:
+        ValueError: no topic and no receiver (unless ``alerts_receiver_optional``), a topic without the IRSA
+            role that lets Alertmanager publish to it, or that role without a topic.
+    """
+    receivers: list[dict[str, Any]] = []
+    if args.sns_topic_arn is not None:
+        if args.alertmanager_role_arn is None:
+            raise ValueError("MonitoringArgs.sns_topic_arn needs alertmanager_role_arn: without an IRSA role "
+                             "Alertmanager has no credentials to publish with (see alertmanager_policy)")
+        region = pulumi.Output.from_input(args.sns_topic_arn).apply(sns_topic_region)
+        receivers.append({"name": SNS_RECEIVER, "sns_configs": [{
+            "topic_arn": args.sns_topic_arn,
+            # No keys, profile or role_arn: the SDK's default chain reads the IRSA web identity token.
+            "sigv4": {"region": region},
+            "subject": SNS_SUBJECT,
+            "message": SNS_MESSAGE,
+            "send_resolved": True,
+        }]})
+    elif args.alertmanager_role_arn is not None:
+        raise ValueError("MonitoringArgs.alertmanager_role_arn is set but sns_topic_arn is not: "
+                         "Alertmanager would hold AWS credentials for nothing")
+    if args.receiver is not None:
+        receivers.append(dict(args.receiver))
+    if not receivers and not args.alerts_receiver_optional:
+        raise ValueError("Monitoring has no alert receiver: set MonitoringArgs.sns_topic_arn (with "
+                         "alertmanager_role_arn) or MonitoringArgs.receiver, or alerts_receiver_optional=True to "
+                         "accept alerts that page no one")
+    silenced = {"receiver": NULL_RECEIVER,
+                "matchers": [f'alertname =~ "{"|".join(SILENCED_ALERTS)}"']}
+    routes: list[dict[str, Any]] = [silenced]
+    if len(receivers) > 1:
+        # A matching child route replaces its parent's receiver, so each receiver is a child that continues.
+        routes += [{"receiver": r["name"], "continue": True} for r in receivers]
+    return {
+        "global": {"resolve_timeout": "5m"},
+        "inhibit_rules": [dict(rule) for rule in UPSTREAM_INHIBIT_RULES],
+        "route": {
+            "receiver": receivers[0]["name"] if receivers else NULL_RECEIVER,
+            "group_by": list(ALERT_GROUP_BY),
+            "group_wait": ALERT_GROUP_WAIT,
+            "group_interval": ALERT_GROUP_INTERVAL,
+            "repeat_interval": ALERT_REPEAT_INTERVAL,
+            "routes": routes,
+        },
+        "receivers": [{"name": NULL_RECEIVER}, *receivers],
+        "templates": ["/etc/alertmanager/config/*.tmpl"],
+    }
 
 
 def chart_values(args: MonitoringArgs) -> dict[str, Any]:
@@ -86,11 +252,23 @@ def chart_values(args: MonitoringArgs) -> dict[str, Any]:
                 },
             }
         },
-        "alertmanager": {"alertmanagerSpec": {"replicas": args.alertmanager_replicas}},
+        "alertmanager": {
+            "config": alertmanager_config(args),
+            "serviceAccount": {
+                "create": True,
+                "name": ALERTMANAGER_SERVICE_ACCOUNT,
+                "annotations": ({ROLE_ARN_ANNOTATION: args.alertmanager_role_arn}
+                                if args.alertmanager_role_arn is not None else {}),
+            },
+            "alertmanagerSpec": {"replicas": args.alertmanager_replicas},
+        },
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "searchNamespace": "ALL"}},
         },
+        # Not on EKS (see EKS_HIDDEN_COMPONENTS): no ServiceMonitor, no Service, and no rules about them.
+        **{component: {"enabled": False} for component in EKS_HIDDEN_COMPONENTS},
+        "defaultRules": {"rules": {rule: False for rules in EKS_HIDDEN_COMPONENTS.values() for rule in rules}},
     }
 
 
@@ -128,13 +306,17 @@ class Monitoring(pulumi.ComponentResource):
     Grafana's admin password is generated and stays a Pulumi secret (a Kubernetes Secret the chart reads).
     Prometheus keeps ``retention`` of samples on a gp3 volume per replica.
 
+    Alertmanager sends every alert but Watchdog and InfoInhibitor to the SNS topic and/or the receiver of
+    ``args`` (:func:`alertmanager_config`); a Monitoring with neither raises unless ``alerts_receiver_optional``.
+
     Outputs: ``namespace``, ``grafana_admin_password`` (secret), ``release`` (the Helm release; resources
     that need the operator's CRDs, e.g. ServiceMonitors, should depend on it).
     """
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplat:observability:Monitoring", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        values = chart_values(args)  # before any child: a Monitoring without a receiver fails, creating nothing
+        child = child_options(self, opts)
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace),
                                    opts=child)
         self.namespace = ns.metadata.name
@@ -148,9 +330,10 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         chart = Chart(CHART.name, args.chart_version, CHART.repo)
-        self.release = release(f"{name}-stack", chart, chart_values(args),
-                               pulumi.ResourceOptions(parent=self, depends_on=[admin]), namespace=self.namespace)
-        after_crds = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
+        self.release = release(f"{name}-stack", chart, values,
+                               pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[admin])),
+                               namespace=self.namespace)
+        after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="mlplat-model-service-dashboard", namespace=self.namespace,

@@ -267,6 +267,24 @@ def diff(
 
 
 @app.command()
+def runner(stack: StackArgument, project_dir: ProjectDirOption = Path(".")) -> None:
+    """Print the runs-on labels (JSON) of the runner that deploys a stack (``mlplat:deploy.runner``)."""
+    import json
+
+    from mlplat.infra.config import ConfigError, load
+    from mlplat.infra.stacks import StackNotFound, load_stack
+
+    try:
+        files = load_stack(project_dir.resolve(), stack)
+        cfg = load({k: v for k, v in files.config.items() if k.startswith("mlplat:") or k == "aws:region"})
+    except (StackNotFound, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    except ConfigError as exc:
+        raise fail(f"stack {stack!r}: {exc}") from None
+    typer.echo(json.dumps(cfg.deploy.labels(cfg.environment)))
+
+
+@app.command()
 def demo(
     production_topology: bool = typer.Option(
         False, "--production-topology", help="Back MLflow with PostgreSQL and an S3 endpoint (moto) instead of sqlite"

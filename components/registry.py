@@ -29,12 +29,22 @@ class ImageBuild:
     platform: str = "linux/amd64"
 
 
+CUDA_TAG_SUFFIX = "-cuda"
+CUDA_BUILD_ARGS: Mapping[str, str] = {
+    # The NVIDIA AL2023 AMI's driver (570 series) runs CUDA 12.x user space; the torch wheels must match it.
+    "BASE_IMAGE": "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04",
+    "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu126",
+}
+"""Build arguments of ``training/Dockerfile`` for a CUDA build (its header documents them)."""
+
+
 @dataclass(frozen=True)
 class ContainerRegistryArgs:
     """Arguments of :class:`ContainerRegistry`.
 
     Attributes:
-        repositories: Short names of the repositories (e.g. ``serving``, ``training``).
+        repositories: Short names of the repositories (``serving``, ``training``, ``tracking``: the images of
+            ``serving/Dockerfile``, ``training/Dockerfile`` and ``tracking/Dockerfile``).
         name_prefix: Repository names are ``<name_prefix>/<short name>``.
         keep_tagged_images: Keep at most this many tagged images per repository.
         untagged_expire_days: Delete untagged images after this many days.
@@ -44,9 +54,13 @@ class ContainerRegistryArgs:
         images: Per repository, an image URI built elsewhere (used when there is no build).
         default_tag: For repositories with neither a build nor an image: run ``<repository url>:<tag>``,
             the tag CI pushes (tags are immutable, so a release is a config change).
+        cuda_repositories: Repositories that also hold a CUDA build, tagged ``<tag>-cuda`` (GPU workloads run
+            it; the CPU build stays small for CPU pods). A build of such a repository is built twice.
+        cuda_build_args: The ``--build-arg`` values of a CUDA build (a CUDA base image, the CUDA torch wheels).
+        cuda_images: Per repository, a CUDA image URI built elsewhere (used when there is no build).
     """
 
-    repositories: Sequence[str] = ("serving", "training")
+    repositories: Sequence[str] = ("serving", "training", "tracking")
     name_prefix: str = "mlplat"
     keep_tagged_images: int = 50
     untagged_expire_days: int = 7
@@ -55,9 +69,12 @@ class ContainerRegistryArgs:
     builds: Mapping[str, ImageBuild] = field(default_factory=dict)
     images: Mapping[str, str] = field(default_factory=dict)
     default_tag: str | None = None
+    cuda_repositories: Sequence[str] = ("training",)
+    cuda_build_args: Mapping[str, str] = field(default_factory=lambda: dict(CUDA_BUILD_ARGS))
+    cuda_images: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = (set(self.builds) | set(self.images)) - set(self.repositories)
+        unknown = (set(self.builds) | set(self.images) | set(self.cuda_images)) - set(self.repositories)
         if unknown:
             raise ValueError(
                 f"ContainerRegistryArgs: builds/images name {sorted(unknown)}, which are not in repositories "
@@ -106,7 +123,8 @@ class ContainerRegistry(pulumi.ComponentResource):
     With ``builds``, each image is built from its Dockerfile and pushed (ECR credentials from
     ``aws.ecr.get_authorization_token``); otherwise ``images`` gives URIs built elsewhere (e.g. by CI).
 
-    Outputs: ``repository_urls`` (short name -> URL), ``image_uris`` (short name -> the image to run: the
+    Outputs: ``cuda_image_uris`` (short name -> the CUDA build, for ``cuda_repositories``, same sources as
+    ``image_uris``), ``repository_urls`` (short name -> URL), ``image_uris`` (short name -> the image to run: the
     pushed digest, the configured URI, or ``<url>:<default_tag>``; otherwise no entry).
     """
 
@@ -119,6 +137,7 @@ class ContainerRegistry(pulumi.ComponentResource):
         self.repositories: dict[str, aws.ecr.Repository] = {}
         self.repository_urls: dict[str, pulumi.Output[str]] = {}
         self.image_uris: dict[str, pulumi.Output[str]] = {}
+        self.cuda_image_uris: dict[str, pulumi.Output[str]] = {}
 
         for short in args.repositories:
             repo = aws.ecr.Repository(
@@ -143,15 +162,30 @@ class ContainerRegistry(pulumi.ComponentResource):
             self.repository_urls[short] = repo.repository_url
             build = args.builds.get(short)
             if build is not None:
-                self.image_uris[short] = self._build(name, short, repo, build)
+                self.image_uris[short] = self._build(f"{name}-{short}-image", repo, build)
             elif short in args.images:
                 self.image_uris[short] = pulumi.Output.from_input(args.images[short])
             elif args.default_tag is not None:
                 self.image_uris[short] = pulumi.Output.concat(repo.repository_url, ":", args.default_tag)
+            if short in args.cuda_repositories:
+                self._add_cuda_variant(name, short, repo, args)
 
-        self.register_outputs({"repository_urls": self.repository_urls, "image_uris": self.image_uris})
+        self.register_outputs({"repository_urls": self.repository_urls, "image_uris": self.image_uris,
+                               "cuda_image_uris": self.cuda_image_uris})
 
-    def _build(self, name: str, short: str, repo: aws.ecr.Repository, build: ImageBuild) -> pulumi.Output[str]:
+    def _add_cuda_variant(self, name: str, short: str, repo: aws.ecr.Repository, args: ContainerRegistryArgs) -> None:
+        build = args.builds.get(short)
+        if build is not None:
+            cuda = ImageBuild(context=build.context, dockerfile=build.dockerfile, tag=build.tag + CUDA_TAG_SUFFIX,
+                              build_args={**build.build_args, **args.cuda_build_args}, platform=build.platform)
+            self.cuda_image_uris[short] = self._build(f"{name}-{short}-cuda-image", repo, cuda)
+        elif short in args.cuda_images:
+            self.cuda_image_uris[short] = pulumi.Output.from_input(args.cuda_images[short])
+        elif args.default_tag is not None:
+            self.cuda_image_uris[short] = pulumi.Output.concat(repo.repository_url, ":", args.default_tag,
+                                                               CUDA_TAG_SUFFIX)
+
+    def _build(self, resource_name: str, repo: aws.ecr.Repository, build: ImageBuild) -> pulumi.Output[str]:
         # Imported here: only stacks that build images need the docker SDK (it adds ~50 ms to every render).
         import pulumi_docker as docker
 
@@ -159,7 +193,7 @@ class ContainerRegistry(pulumi.ComponentResource):
             registry_id=repo.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )
         image = docker.Image(
-            f"{name}-{short}-image",
+            resource_name,
             build=docker.DockerBuildArgs(
                 context=build.context,
                 dockerfile=build.dockerfile,

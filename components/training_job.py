@@ -10,6 +10,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from mlplat.components.cluster_system import SPOT_POD_GRACE_SECONDS
+from mlplat.components.options import child_options
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -45,6 +47,10 @@ class TrainingJobArgs:
         service_account_role_arn: IAM role (IRSA) with write access to the checkpoint prefix.
         schedule: A cron schedule: make a CronJob for scheduled retraining instead of a one-off Job.
         env: Extra environment variables for the trainer.
+        image_cuda: Whether ``image`` is a CUDA build of the trainer (``training/Dockerfile`` with a CUDA base and
+            torch wheel index). None: read it from the tag (a tag ending in ``-cuda``, as mlplat's registry tags
+            CUDA builds). A job that requests GPUs refuses an image that is not a CUDA build, since CPU torch
+            would leave the GPU idle (or, with ``runtime.device: cuda``, fail at start).
     """
 
     namespace: pulumi.Input[str]
@@ -61,6 +67,7 @@ class TrainingJobArgs:
     service_account_role_arn: pulumi.Input[str] | None = None
     schedule: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    image_cuda: bool | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.processes_per_node < 1:
@@ -68,6 +75,31 @@ class TrainingJobArgs:
                              f"({self.processes_per_node}) must be at least 1")
         if self.schedule is not None and len(self.schedule.split()) != 5:
             raise ValueError(f"TrainingJobArgs.schedule={self.schedule!r}: a cron expression has 5 fields")
+
+
+def is_cuda_image(image: str) -> bool:
+    """Whether an image reference names a CUDA build by mlplat's convention (its tag ends in ``-cuda``)."""
+    reference = image.split("@", 1)[0]
+    tag = reference.rsplit(":", 1)[1] if ":" in reference.rsplit("/", 1)[-1] else ""
+    return tag.endswith("-cuda")
+
+
+def check_gpu_image(args: TrainingJobArgs) -> None:
+    """Refuse a job that requests GPUs with an image that is (or may be) CPU-only torch."""
+    if not args.resources.gpus:
+        return
+    cuda = args.image_cuda
+    if cuda is None and isinstance(args.image, str):
+        cuda = is_cuda_image(args.image)
+    if cuda is None:
+        raise ValueError("TrainingJobArgs.image_cuda: the job requests "
+                         f"{args.resources.gpus} GPU(s) and its image is only known at deploy time; "
+                         "set image_cuda=True for a CUDA build of training/Dockerfile")
+    if not cuda:
+        raise ValueError(f"TrainingJobArgs.image: the job requests {args.resources.gpus} GPU(s) but {args.image!r} "
+                         "is not a CUDA build (CPU torch cannot use the GPU); build training/Dockerfile with "
+                         "--build-arg BASE_IMAGE=<a CUDA runtime image> --build-arg TORCH_INDEX_URL=<a CUDA wheel "
+                         "index>, tag it <version>-cuda, or set image_cuda=True if it is one")
 
 
 def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
@@ -136,11 +168,16 @@ class TrainingJob(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplat:training:TrainingJob", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        check_gpu_image(args)
+        child = child_options(self, opts)
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "trainer"}
         sa = service_account(f"{name}-sa", name, args.namespace, args.service_account_role_arn, child)
 
         config = dict(args.config)
+        if args.resources.gpus:
+            # A pod that holds a GPU must use it: with device 'cuda' the trainer fails at start when torch sees
+            # no GPU (mlplat.training.distributed.select_device) instead of training on the CPU beside it.
+            config["runtime"] = {**config.get("runtime", {}), "device": "cuda"}
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-config", namespace=args.namespace, labels=labels),
@@ -174,7 +211,8 @@ class TrainingJob(pulumi.ComponentResource):
             subdomain=name if multi_node else None,
             node_selector=node_selector,
             tolerations=tolerations,
-            termination_grace_period_seconds=120,  # time to finish the step and write the checkpoint
+            # Time to finish the step and write the checkpoint, inside the spot warning once the handler drains.
+            termination_grace_period_seconds=SPOT_POD_GRACE_SECONDS,
             containers=[
                 k8s.core.v1.ContainerArgs(
                     name=CONTAINER,
@@ -214,6 +252,10 @@ class TrainingJob(pulumi.ComponentResource):
         )
         metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
         if args.schedule is None:
+            # pulumi-kubernetes waits for a Job to complete (provider/pkg/await/job.go) unless it is told not to:
+            # a training run of hours, or one waiting for a spot GPU, must never hold `pulumi up`.
+            metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels,
+                                                  annotations={"pulumi.com/skipAwait": "true"})
             job = k8s.batch.v1.Job(name, metadata=metadata, spec=job_spec, opts=child)
             self.job_name: pulumi.Output[str] = job.metadata.name
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pulumi
 import pytest
 import yaml
 
@@ -19,7 +20,7 @@ PodOf = Callable[[dict], dict]
 @pytest.fixture
 def job(on_cluster: Callable[..., Render]) -> Jobs:
     def _render(**kwargs: object) -> Render:
-        args = {"namespace": "training", "image": "123.dkr.ecr/training:1", "checkpoint_uri": "s3://art/ckpt/digits",
+        args = {"namespace": "training", "image": "123.dkr.ecr/training:1-cuda", "checkpoint_uri": "s3://art/ckpt/digits",
                 "tracking_uri": "http://mlflow.mlflow.svc.cluster.local:5000", "config": {"epochs": 5}, **kwargs}
         return on_cluster(lambda opts: TrainingJob("digits", TrainingJobArgs(**args), opts=opts))  # type: ignore[arg-type]
 
@@ -44,7 +45,7 @@ def test_single_node_runs_the_trainer_with_its_config(job: Jobs, pod_of: PodOf) 
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc.cluster.local:5000"
     config = yaml.safe_load(stack.one("kubernetes:core/v1:ConfigMap").inputs["data"]["training.yaml"])
-    assert config == {"epochs": 5, "checkpoint": {"uri": "s3://art/ckpt/digits"}}
+    assert config == {"epochs": 5, "checkpoint": {"uri": "s3://art/ckpt/digits"}, "runtime": {"device": "cuda"}}
     assert stack.by_type("kubernetes:core/v1:Service") == []
 
 
@@ -94,3 +95,32 @@ def test_bad_args() -> None:
         TrainingJobArgs(namespace="n", image="i", nodes=0)
     with pytest.raises(ValueError, match="5 fields"):
         TrainingJobArgs(namespace="n", image="i", schedule="daily")
+
+
+def test_a_one_off_job_never_holds_pulumi_up(job: Jobs) -> None:
+    # pulumi-kubernetes waits for a Job to complete unless it carries pulumi.com/skipAwait: a run of hours (or one
+    # waiting for a spot GPU) would otherwise fail `pulumi up` after its 10-minute await.
+    metadata = job().one("kubernetes:batch/v1:Job").inputs["metadata"]
+    assert metadata["annotations"] == {"pulumi.com/skipAwait": "true"}
+
+
+def test_gpu_jobs_refuse_an_image_that_is_not_a_cuda_build(job: Jobs) -> None:
+    from mlplat.infra.engine import ProgramError
+
+    with pytest.raises(ProgramError, match=r"requests 1 GPU\(s\) but '123.dkr.ecr/training:1' is not a CUDA build"):
+        job(image="123.dkr.ecr/training:1")
+    with pytest.raises(ProgramError, match="image_cuda: the job requests 1 GPU"):
+        job(image=pulumi.Output.from_input("123.dkr.ecr/training:1"))
+    # Declared, or tagged by the registry's convention: accepted. A CPU job may run any build.
+    job(image=pulumi.Output.from_input("123.dkr.ecr/training:1"), image_cuda=True)
+    job(image="123.dkr.ecr/training:1@sha256:abc", image_cuda=True)
+    job(image="123.dkr.ecr/training:1", resources=Resources(cpu="2", memory="4Gi"))
+
+
+def test_gpu_jobs_make_the_trainer_insist_on_cuda(job: Jobs, pod_of: PodOf) -> None:
+    stack = job(config={"epochs": 5, "runtime": {"deterministic": False}})
+    config_map = stack.one("kubernetes:core/v1:ConfigMap").inputs
+    document = yaml.safe_load(config_map["data"]["training.yaml"])
+    assert document["runtime"] == {"deterministic": False, "device": "cuda"}
+    cpu = job(resources=Resources(cpu="2", memory="4Gi")).one("kubernetes:core/v1:ConfigMap").inputs
+    assert "runtime" not in yaml.safe_load(cpu["data"]["training.yaml"])

@@ -11,10 +11,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplat.components.alarms import PlatformAlarms, PlatformAlarmsArgs
+from mlplat.components.capacity import check_workload_capacity
 from mlplat.components.cluster import Cluster, ClusterArgs
 from mlplat.components.load_balancer_controller import install_load_balancer_controller
 from mlplat.components.model_service import ModelService, ModelServiceArgs
-from mlplat.components.monitoring import Monitoring, MonitoringArgs
+from mlplat.components.monitoring import (
+    ALERTMANAGER_SERVICE_ACCOUNT,
+    Monitoring,
+    MonitoringArgs,
+    alertmanager_policy,
+)
 from mlplat.components.network import Network, NetworkArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
@@ -59,8 +65,9 @@ class MlPlatformArgs:
         network: The VPC.
         cluster: The EKS cluster (``vpc_id``/``private_subnet_ids``: PLATFORM).
         artifacts: The artifact bucket.
-        registry: The ECR repositories; ``images`` or ``builds`` must give ``serving`` and ``training``
-            images when services or training jobs are declared.
+        registry: The ECR repositories; ``images``, ``builds`` or ``default_tag`` must give ``serving`` and
+            ``training`` images (and a CUDA ``training`` build for GPU jobs) when services or training jobs are
+            declared, and a ``tracking`` image (``tracking/Dockerfile``) unless ``tracking.image`` names one.
         tracking: MLflow and its database (``vpc_id``, ``database_subnet_ids``,
             ``client_security_group_ids``, ``artifacts_uri``: PLATFORM).
         services: Model services by name (``namespace``, ``image``: PLATFORM).
@@ -69,7 +76,9 @@ class MlPlatformArgs:
         monitoring: Prometheus, Grafana and Alertmanager with mlplat's rules and dashboard; every service
             gets a ServiceMonitor (``model_services``: filled in). None: no in-cluster monitoring.
         alarms: CloudWatch alarms for RDS, the NAT gateways and the EKS control plane (``database_identifier``,
-            ``nat_gateway_ids``, ``cluster_name``: filled in). None: no alarms.
+            ``nat_gateway_ids``, ``cluster_name``: filled in). None: no alarms. Alertmanager pages the alarms'
+            SNS topic too (through an IRSA role that may publish only there) unless ``monitoring`` names a topic
+            or receiver of its own.
     """
 
     region: str
@@ -105,6 +114,10 @@ class MlPlatform(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MlPlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplat:platform:MlPlatform", name, None, opts)
+        # A pod that fits no node of the pools that may host it stays Pending, and Pulumi's await fails later.
+        problems = check_workload_capacity(args)
+        if problems:
+            raise ValueError("MlPlatformArgs: " + "; ".join(problems))
         child = pulumi.ResourceOptions(parent=self)
         cluster_args = wired(args.cluster, cluster_name=name)
         # The subnets' kubernetes.io/cluster/<name> tags must name the cluster that uses them.
@@ -118,8 +131,13 @@ class MlPlatform(pulumi.ComponentResource):
         self.artifacts = ArtifactStore(f"{name}-artifacts", args.artifacts, opts=child)
         self.registry = ContainerRegistry(f"{name}-registry", args.registry, opts=child)
         on_cluster = pulumi.ResourceOptions(parent=self, providers=[self.cluster.provider])
+        # Pods need nodes and their add-ons; every Service needs the Load Balancer Controller's webhook, which
+        # rejects Services (failurePolicy: Fail) until the controller runs. Workloads wait for both.
+        ready: list[pulumi.Resource] = list(self.cluster.capacity)
         if args.load_balancer_controller:
-            install_load_balancer_controller(name, self.cluster, args.region, self.network.vpc_id, on_cluster)
+            ready.append(install_load_balancer_controller(name, self.cluster, args.region, self.network.vpc_id,
+                                                          on_cluster))
+        workloads = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=ready))
 
         self.tracking: Tracking | None = None
         tracking_uri: pulumi.Input[str] | None = None
@@ -137,8 +155,9 @@ class MlPlatform(pulumi.ComponentResource):
                                                self.cluster.node_security_group_id],
                     artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
                     service_account_role_arn=role.arn,
+                    image=args.tracking.image or self._image("tracking", "tracking"),
                 ),
-                opts=on_cluster,
+                opts=workloads,
             )
             tracking_uri = self.tracking.uri
 
@@ -153,20 +172,13 @@ class MlPlatform(pulumi.ComponentResource):
                     f"{name}-{svc}",
                     wired(svc_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
                           service_account_role_arn=role.arn),
-                    opts=on_cluster,
+                    opts=workloads,
                 )
                 if service.ingress_hostname is not None:
                     self.service_endpoints[svc] = service.ingress_hostname
-        self.monitoring: Monitoring | None = None
-        if args.monitoring is not None:
-            self.monitoring = Monitoring(
-                f"{name}-monitoring",
-                dataclasses.replace(args.monitoring, model_services={
-                    **{f"{name}-{svc}": SERVING_NAMESPACE for svc in args.services}, **args.monitoring.model_services}),
-                opts=on_cluster,
-            )
+        self.alarms: PlatformAlarms | None = None
         if args.alarms is not None:
-            PlatformAlarms(
+            self.alarms = PlatformAlarms(
                 f"{name}-alarms",
                 dataclasses.replace(
                     wired(args.alarms, database_identifier=self.tracking.database.identifier if self.tracking else None,
@@ -175,20 +187,40 @@ class MlPlatform(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+        self.monitoring: Monitoring | None = None
+        if args.monitoring is not None:
+            self.monitoring = Monitoring(f"{name}-monitoring", self._monitoring_args(args), opts=workloads)
         if args.training_jobs:
             namespace = self._namespace(TRAINING_NAMESPACE, on_cluster)
-            image = self._image("training", "training_jobs")
             for job, job_args in args.training_jobs.items():
                 prefix = f"checkpoints/{job}"
                 role = self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}")
                 self.artifacts.grant_write(role.name, prefix=prefix, name=f"train-{job}")
-                TrainingJob(
-                    f"{name}-{job}",
-                    wired(job_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
-                          checkpoint_uri=self.artifacts.uri(prefix), service_account_role_arn=role.arn),
-                    opts=on_cluster,
-                )
+                gpu = job_args.resources.gpus > 0
+                wired_job = wired(job_args, namespace=namespace,
+                                  image=self._image("training", "training_jobs", cuda=gpu),
+                                  tracking_uri=tracking_uri, checkpoint_uri=self.artifacts.uri(prefix),
+                                  service_account_role_arn=role.arn)
+                if _is_open(job_args.image):
+                    # The platform picked the image: GPU jobs the CUDA build of the trainer, CPU jobs the CPU build.
+                    wired_job = dataclasses.replace(wired_job, image_cuda=gpu)
+                TrainingJob(f"{name}-{job}", wired_job, opts=workloads)
         self.register_outputs({"service_endpoints": self.service_endpoints})
+
+    def _monitoring_args(self, args: MlPlatformArgs) -> MonitoringArgs:
+        """The monitoring args with every service scraped and, by default, alerts paging the alarm topic."""
+        assert args.monitoring is not None
+        monitoring = dataclasses.replace(args.monitoring, model_services={
+            **{f"{self._name}-{svc}": SERVING_NAMESPACE for svc in args.services}, **args.monitoring.model_services})
+        topic = monitoring.sns_topic_arn
+        if topic is None and self.alarms is not None:
+            topic = self.alarms.topic.arn
+        # `is None`, not `wired()`: a topic the caller configured keeps the role the caller configured.
+        if topic is not None and monitoring.alertmanager_role_arn is None:
+            role = self.cluster.service_account_role(monitoring.namespace, ALERTMANAGER_SERVICE_ACCOUNT,
+                                                     alertmanager_policy(topic))
+            monitoring = dataclasses.replace(monitoring, sns_topic_arn=topic, alertmanager_role_arn=role.arn)
+        return monitoring
 
     def _namespace(self, namespace: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         ns = k8s.core.v1.Namespace(
@@ -202,12 +234,14 @@ class MlPlatform(pulumi.ComponentResource):
         )
         return ns.metadata.name
 
-    def _image(self, repository: str, field_name: str) -> pulumi.Output[str]:
-        image = self.registry.image_uris.get(repository)
+    def _image(self, repository: str, field_name: str, *, cuda: bool = False) -> pulumi.Output[str]:
+        image = (self.registry.cuda_image_uris if cuda else self.registry.image_uris).get(repository)
         if image is None:
+            which = "cuda_images" if cuda else "images"
             raise ValueError(
-                f"MlPlatformArgs.{field_name} needs a {repository!r} image: set registry images[{repository!r}] "
-                f"(an image built elsewhere) or registry builds[{repository!r}]"
+                f"MlPlatformArgs.{field_name} needs a {'CUDA ' if cuda else ''}{repository!r} image: set registry "
+                f"{which}[{repository!r}] (an image built elsewhere), registry builds[{repository!r}] or a "
+                f"default_tag{' (with ' + repr(repository) + ' in cuda_repositories)' if cuda else ''}"
             )
         return image
 

@@ -11,12 +11,15 @@ import copy
 import ipaddress
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mlplat.components.capacity import Workload, check_workloads
 from mlplat.components.cluster import REQUIRED_LOG_TYPES, AddonVersions, ClusterArgs
 from mlplat.components.cluster_system import ChartVersions
 from mlplat.components.node_groups import NodePoolArgs, Taint
@@ -62,7 +65,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
             "nodeGroups": {
                 "cpu": _cpu_pool(["t3.large", "t3a.large"], min_size=1, desired_size=2, max_size=3),
                 "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], max_size=2,
-                                 release_version="1.32.0-20250116"),
+                                 release_version="1.35.6-20260714"),
             },
         },
     },
@@ -77,7 +80,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
             "nodeGroups": {
                 "cpu": _cpu_pool(["m6i.large", "m6a.large", "m5.large"], min_size=2, desired_size=2, max_size=5),
                 "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], max_size=4,
-                                 release_version="1.32.0-20250116"),
+                                 release_version="1.35.6-20260714"),
             },
         },
     },
@@ -94,7 +97,7 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
             "nodeGroups": {
                 "cpu": _cpu_pool(["m6i.xlarge", "m6a.xlarge", "m5.xlarge"], min_size=3, desired_size=3, max_size=10),
                 "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"], max_size=8,
-                                 release_version="1.32.0-20250116"),
+                                 release_version="1.35.6-20260714"),
             },
         },
     },
@@ -220,13 +223,15 @@ class ArtifactsConfig(_Section):
 class RegistryConfig(_Section):
     """``mlplat:registry``: ECR repositories and, optionally, image builds."""
 
-    repositories: list[str] = ["serving", "training"]
+    repositories: list[str] = ["serving", "training", "tracking"]
     keep_tagged_images: int = Field(50, ge=1, le=1000)
     untagged_expire_days: int = Field(7, ge=1)
     force_delete: bool = False
     build_images: bool = False
     image_tag: str = "0.1.0"
     images: dict[str, str] = {}
+    cuda_images: dict[str, str] = {}
+    """CUDA builds built elsewhere, per repository (GPU training jobs run them); default ``<repo>:<imageTag>-cuda``."""
 
     @field_validator("repositories")
     @classmethod
@@ -241,10 +246,11 @@ class RegistryConfig(_Section):
 
     @model_validator(mode="after")
     def _images(self) -> RegistryConfig:
-        unknown = set(self.images) - set(self.repositories)
-        if unknown:
-            raise ValueError(f"images names {sorted(unknown)}, which are not repositories; allowed: "
-                             f"{self.repositories}")
+        for key, images in (("images", self.images), ("cudaImages", self.cuda_images)):
+            unknown = set(images) - set(self.repositories)
+            if unknown:
+                raise ValueError(f"{key} names {sorted(unknown)}, which are not repositories; allowed: "
+                                 f"{self.repositories}")
         return self
 
 
@@ -299,7 +305,7 @@ class ChartsConfig(_Section):
 class ClusterConfig(_Section):
     """``mlplat:cluster``: EKS, its node groups, add-ons and system charts."""
 
-    version: str = "1.32"
+    version: str = "1.35"
     endpoint_public_access: bool = False
     public_access_cidrs: list[str] = []
     admin_role_arns: list[str] = []
@@ -365,6 +371,32 @@ def _camel_fields(message: str) -> str:
     return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: to_camel(m.group(0)), message)
 
 
+GITHUB_HOSTED_RUNNER = re.compile(r"(ubuntu|windows|macos)-[\w.-]+")
+
+
+class DeployConfig(_Section):
+    """``mlplat:deploy``: where this stack's ``pulumi up`` runs (``.github/workflows/deploy-stack.yml``).
+
+    ``runner`` is the job's ``runs-on`` labels. The Kubernetes half of ``pulumi up`` talks to the cluster's API
+    endpoint, so the runner must reach it: a private endpoint needs a runner inside the VPC (a self-hosted
+    runner, e.g. a CodeBuild-hosted or EC2 runner in the private subnets); GitHub-hosted runners come from
+    changing public addresses that no ``publicAccessCidrs`` list can name.
+    """
+
+    runner: list[str] | None = None
+    """Default: ``[self-hosted, linux, mlplat-<environment>]``."""
+
+    @field_validator("runner")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list names no runner; give runs-on labels such as [self-hosted, mlplat-dev]")
+        return value
+
+    def labels(self, environment: str) -> list[str]:
+        return list(self.runner) if self.runner else ["self-hosted", "linux", f"mlplat-{environment}"]
+
+
 class StackConfig(_Section):
     """The whole stack config, after environment defaults are applied."""
 
@@ -381,6 +413,7 @@ class StackConfig(_Section):
     training_jobs: dict[str, TrainingJobConfig] = {}
     monitoring: MonitoringConfig = MonitoringConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @field_validator("services", "training_jobs", mode="before")
     @classmethod
@@ -400,6 +433,51 @@ class StackConfig(_Section):
                 raise ValueError(f"{NAMESPACE}:cluster.publicAccessCidrs: {open_to_all} opens production's Kubernetes "
                                  "API to the whole internet; list your VPN/office CIDRs or set "
                                  "endpointPublicAccess: false")
+        return self
+
+    @model_validator(mode="after")
+    def _alerts_page_someone(self) -> StackConfig:
+        mon = self.monitoring
+        if mon.enabled and not (self.alarms.enabled or mon.sns_topic_arn or mon.receiver
+                                or mon.alerts_receiver_optional):
+            raise ValueError(f"{NAMESPACE}:monitoring: alerts would page no one (mlplat:alarms is disabled and no "
+                             "snsTopicArn or receiver is set); enable mlplat:alarms, set monitoring.snsTopicArn or "
+                             "monitoring.receiver, or set monitoring.alertsReceiverOptional: true")
+        return self
+
+    @model_validator(mode="after")
+    def _runner_reaches_the_api(self) -> StackConfig:
+        hosted = [label for label in self.deploy.labels(self.environment) if GITHUB_HOSTED_RUNNER.fullmatch(label)]
+        world_open = self.cluster.endpoint_public_access and any(
+            ipaddress.ip_network(c).prefixlen == 0 for c in self.cluster.public_access_cidrs)
+        if hosted and not world_open:
+            where = ("private" if not self.cluster.endpoint_public_access
+                     else f"open only to {self.cluster.public_access_cidrs}")
+            raise ValueError(f"{NAMESPACE}:deploy.runner: {hosted} is a GitHub-hosted runner, which cannot reach this "
+                             f"stack's Kubernetes API ({where}); use a self-hosted runner inside the VPC, e.g. "
+                             f"[self-hosted, linux, mlplat-{self.environment}]")
+        return self
+
+    @model_validator(mode="after")
+    def _workloads_fit_the_nodes(self) -> StackConfig:
+        # Every pod must fit the smallest instance type of a pool that can host it, after the kubelet's
+        # reservations and the DaemonSets (mlplat.components.capacity): else it stays Pending forever.
+        workloads = [Workload("tracking.resources", **self.tracking.resources.model_dump())] \
+            if self.tracking.enabled else []
+        workloads += [Workload(f"services.{name}.resources", **svc.resources.model_dump())  # the canary's too
+                      for name, svc in self.services.items()]
+        workloads += [Workload(f"trainingJobs.{name}.resources", **job.resources.model_dump())
+                      for name, job in self.training_jobs.items()]
+        with warnings.catch_warnings():  # the pools' own warnings were given when the cluster section loaded
+            warnings.simplefilter("ignore")
+            pools = self.cluster.node_pools()
+        problems = check_workloads(workloads, pools, monitoring=self.monitoring.enabled)
+        if problems:  # one line each, through load()'s error list
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("capacity", "{problem}", {"problem": f"{NAMESPACE}:{p}"}),
+                                 loc=(), input=None)
+                for p in problems
+            ])
         return self
 
     @field_validator("region")

@@ -91,10 +91,13 @@ class TrackingConfig(_Section):
     """``mlplat:tracking``: MLflow on the cluster, backed by RDS."""
 
     enabled: bool = True
-    image: str = "ghcr.io/mlflow/mlflow:v3.17.2"
+    image: str | None = None
+    """An MLflow image with psycopg2 and boto3; default: the stack's ECR ``tracking`` image (tracking/Dockerfile)."""
     replicas: int = Field(2, ge=1, le=10)
     workers: int = Field(2, ge=1, le=16)
     ingress: bool = False
+    ingress_host: str | None = None
+    """The DNS name clients reach MLflow's internal ALB by; default: the ALB's own ``*.elb.amazonaws.com`` name."""
     resources: ResourcesConfig = ResourcesConfig(cpu="500m", memory="1Gi")
     database: DatabaseConfig = DatabaseConfig()
 
@@ -103,6 +106,7 @@ class TrackingConfig(_Section):
             return None
         return tracking_args(
             image=self.image, replicas=self.replicas, workers=self.workers, ingress=self.ingress,
+            ingress_host=self.ingress_host,
             resources=self.resources.to_args(), database=DatabaseArgs(**self.database.model_dump()),
         )
 
@@ -133,6 +137,8 @@ class ServiceConfig(_Section):
     internal: bool = True
     allow_pickle: bool = False
     """Serve a pickle-serialized model (a training job with ``registry.serialization_format: pickle``)."""
+    await_ready: bool = True
+    """``pulumi up`` waits for the pods to turn ready; false for a first deploy, before the model is registered."""
 
     @field_validator("model_uri")
     @classmethod
@@ -152,7 +158,7 @@ class ServiceConfig(_Section):
             namespace=PLATFORM, image=PLATFORM, model_uri=self.model_uri, min_replicas=self.min_replicas,
             max_replicas=self.max_replicas, target_cpu_utilization=self.target_cpu_utilization,
             max_batch_size=self.max_batch_size, resources=self.resources.to_args(), canary=canary,
-            internal=self.internal, allow_pickle=self.allow_pickle,
+            internal=self.internal, allow_pickle=self.allow_pickle, await_ready=self.await_ready,
         )
 
 
@@ -218,13 +224,22 @@ class MonitoringConfig(_Section):
     retention: str = Field("15d", pattern=r"^\d+[smhdwy]$")
     storage_gb: int = Field(50, ge=1, le=16384)
     alerts: AlertThresholdsConfig = AlertThresholdsConfig()
+    receiver: dict[str, Any] | None = None
+    """An Alertmanager receiver of your own (Slack, PagerDuty, ...), beside the alarm topic; credentials as
+    ``*_file`` fields or secrets."""
+    sns_topic_arn: str | None = None
+    """An existing SNS topic to page instead of ``mlplat:alarms``' topic."""
+    alerts_receiver_optional: bool = False
+    """Accept alerts that page no one (no alarm topic, topic or receiver)."""
 
     def to_args(self) -> MonitoringArgs | None:
         if not self.enabled:
             return None
         return MonitoringArgs(prometheus_replicas=self.prometheus_replicas,
                               alertmanager_replicas=self.alertmanager_replicas, retention=self.retention,
-                              storage_gb=self.storage_gb, thresholds=self.alerts.to_args())
+                              storage_gb=self.storage_gb, thresholds=self.alerts.to_args(), receiver=self.receiver,
+                              sns_topic_arn=self.sns_topic_arn,
+                              alerts_receiver_optional=self.alerts_receiver_optional)
 
 
 class AlarmsConfig(_Section):

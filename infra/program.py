@@ -17,7 +17,7 @@ from mlplat.components.storage import ArtifactStoreArgs
 from mlplat.infra.config import StackConfig, from_pulumi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILES = {"serving": "serving/Dockerfile", "training": "training/Dockerfile"}
+DOCKERFILES = {"serving": "serving/Dockerfile", "training": "training/Dockerfile", "tracking": "tracking/Dockerfile"}
 
 
 def platform_args(cfg: StackConfig) -> MlPlatformArgs:
@@ -59,6 +59,7 @@ def platform_args(cfg: StackConfig) -> MlPlatformArgs:
             force_delete=reg.force_delete,
             builds=builds,
             images=reg.images,
+            cuda_images=reg.cuda_images,
             default_tag=reg.image_tag,
         ),
         tracking=cfg.tracking.to_args(),

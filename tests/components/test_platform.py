@@ -17,7 +17,8 @@ from mlplat.components.registry import ContainerRegistryArgs
 from mlplat.components.training_job import TrainingJobArgs
 from mlplat.infra.engine import ProgramError, Render
 
-IMAGES = {"serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1", "training": "123.dkr.ecr/training:1"}
+IMAGES = {"serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1", "training": "123.dkr.ecr/training:1",
+          "tracking": "123.dkr.ecr/tracking:1"}
 
 
 def platform_args(**overrides: object) -> MlPlatformArgs:
@@ -25,7 +26,7 @@ def platform_args(**overrides: object) -> MlPlatformArgs:
         "region": "us-east-1",
         "network": NetworkArgs(nat="single", interface_endpoints=False),
         "cluster": ClusterArgs(vpc_id=PLATFORM, private_subnet_ids=PLATFORM, region="us-east-1"),
-        "registry": ContainerRegistryArgs(images=IMAGES),
+        "registry": ContainerRegistryArgs(images=IMAGES, cuda_images={"training": "123.dkr.ecr/training:1-cuda"}),
         "tracking": tracking_args(),
         "services": {"digits": ModelServiceArgs(namespace=PLATFORM, image=PLATFORM,
                                                 model_uri="models:/digits@champion",
@@ -85,7 +86,8 @@ def test_services_and_jobs_get_images_tracking_and_scoped_roles(platform: Render
     assert env(container)["MLFLOW_TRACKING_URI"] == tracking_uri
     job = platform.one("kubernetes:batch/v1:Job", "mlp-digits")
     trainer = job.inputs["spec"]["template"]["spec"]["containers"][0]
-    assert trainer["image"] == IMAGES["training"] and env(trainer)["MLFLOW_TRACKING_URI"] == tracking_uri
+    # The job requests a GPU (TrainingJobArgs' default): it runs the CUDA build of the trainer.
+    assert trainer["image"] == "123.dkr.ecr/training:1-cuda" and env(trainer)["MLFLOW_TRACKING_URI"] == tracking_uri
     bucket = platform.one("aws:s3/bucket:Bucket").id
     checkpoint = json.loads(platform.one("aws:iam/rolePolicy:RolePolicy", "mlp-artifacts-write-train-digits")
                             .inputs["policy"])
@@ -121,13 +123,64 @@ def test_workloads_use_the_clusters_kubernetes_provider(platform: Render) -> Non
 
 def test_a_service_without_an_image_is_a_clear_error(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        MlPlatform("mlp", platform_args(registry=ContainerRegistryArgs(), training_jobs={}))
+        MlPlatform("mlp", platform_args(registry=ContainerRegistryArgs(images={"tracking": "t:1"}), training_jobs={}))
 
     with pytest.raises(ProgramError, match=r"MlPlatformArgs.services needs a 'serving' image"):
         render_program(program)
+
+    with pytest.raises(ProgramError, match=r"MlPlatformArgs.tracking needs a 'tracking' image: set registry "
+                                           r"images\['tracking'\]"):
+        render_program(lambda: MlPlatform("mlp", platform_args(
+            registry=ContainerRegistryArgs(images={"serving": "s:1"}), training_jobs={}, services={})))
 
 
 def test_explicit_values_win_over_the_wiring() -> None:
     args = ModelServiceArgs(namespace="team-ns", image=PLATFORM, model_uri="m", tracking_uri="http://their-mlflow")
     result = wired(args, namespace="serving", image="img", tracking_uri="http://ours")
     assert (result.namespace, result.image, result.tracking_uri) == ("team-ns", "img", "http://their-mlflow")
+
+
+def test_cpu_jobs_run_the_cpu_build_and_tracking_runs_the_tracking_image(
+        render_program: Callable[..., Render]) -> None:
+    from mlplat.components.pods import Resources
+
+    def program() -> None:
+        provider = aws.Provider("aws", region="us-east-1")
+        jobs = {"small": TrainingJobArgs(namespace=PLATFORM, image=PLATFORM,
+                                         resources=Resources(cpu="1", memory="2Gi"))}
+        MlPlatform("mlp", platform_args(training_jobs=jobs, registry=ContainerRegistryArgs(default_tag="7")),
+                   opts=pulumi.ResourceOptions(providers=[provider]))
+
+    stack = render_program(program)
+    trainer = stack.one("kubernetes:batch/v1:Job").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert trainer["image"].endswith("/mlplat/training:7")
+    mlflow = stack.one("kubernetes:apps/v1:Deployment", "mlp-tracking-server").inputs["spec"]["template"]["spec"]
+    assert mlflow["containers"][0]["image"].endswith("/mlplat/tracking:7")
+    assert mlflow["initContainers"][0]["image"] == mlflow["containers"][0]["image"]
+
+
+def test_workloads_wait_for_nodes_and_the_load_balancer_controller(platform: Render) -> None:
+    # The controller's Service webhook (failurePolicy: Fail) rejects every Service until it runs, and pods need
+    # nodes: on a fresh stack nothing may race either.
+    controller = platform.one("kubernetes:helm.sh/v3:Release", "mlp-aws-load-balancer-controller").urn
+    node_groups = {r.urn for r in platform.by_type("aws:eks/nodeGroup:NodeGroup")}
+    assert node_groups
+    waiting = [r for r in platform.resources if r.type in (
+        "kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress", "kubernetes:apps/v1:Deployment",
+        "kubernetes:batch/v1:Job", "kubernetes:helm.sh/v3:Release") and r.urn != controller]
+    assert {r.type for r in waiting} >= {"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress",
+                                         "kubernetes:batch/v1:Job", "kubernetes:helm.sh/v3:Release"}
+    for record in waiting:
+        deps = set(record.options["depends_on"])
+        assert node_groups <= deps, record.name
+        if not record.parent.split("::")[-2].endswith("mlplat:cluster:Cluster"):  # the cluster's own charts
+            assert controller in deps, record.name
+
+
+def test_monitoring_waits_for_nodes_volumes_and_the_controller(production_stack: Render) -> None:
+    monitoring = production_stack.one("kubernetes:helm.sh/v3:Release", "mlplat-production-monitoring-stack")
+    deps = set(monitoring.options["depends_on"])
+    controller = production_stack.one("kubernetes:helm.sh/v3:Release", "mlplat-production-aws-load-balancer-controller")
+    ebs = production_stack.one("aws:eks/addon:Addon", "mlplat-production-aws-ebs-csi-driver")
+    assert {controller.urn, ebs.urn} <= deps
+    assert monitoring.inputs["timeout"] >= 600  # Prometheus' volumes and pods come up after the nodes do

@@ -29,7 +29,7 @@ def test_synth_production_json_lists_the_platform() -> None:
     types = [r["type"] for r in document["resources"]]
     assert types.count("aws:ec2/subnet:Subnet") == 9
     assert types.count("aws:ec2/natGateway:NatGateway") == 3
-    assert types.count("aws:ecr/repository:Repository") == 2
+    assert types.count("aws:ecr/repository:Repository") == 3  # serving, training, tracking
     assert "aws:ec2/flowLog:FlowLog" in types and "aws:s3/bucketPolicy:BucketPolicy" in types
 
 

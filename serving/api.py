@@ -65,9 +65,17 @@ def build_api(server: ServingApp) -> FastAPI:
 
     def model_or_404(name: str, model_version: str | None = None) -> Any:
         model = server.model
-        if model is None or name != model.name or model_version not in (None, model.version):
-            served = f"{model.name!r} version {model.version!r}" if model else "no model yet"
-            raise HTTPException(404, f"no such model {name!r}; this server serves {served}")
+        if model is None:  # still waiting for it: its name is not known yet
+            status = server.load_status
+            raise HTTPException(
+                503,
+                f"the model is not loaded yet: {server.unready_reason()['reason']}",
+                headers={"Retry-After": str(status.retry_after() if status is not None else 1)},
+            )
+        if name != model.name or model_version not in (None, model.version):
+            raise HTTPException(
+                404, f"no such model {name!r}; this server serves {model.name!r} version {model.version!r}"
+            )
         return model
 
     @api.get("/v2/health/live", response_model=LiveResponse, tags=["health"])
@@ -79,8 +87,10 @@ def build_api(server: ServingApp) -> FastAPI:
         "/v2/health/ready", response_model=ReadyResponse, tags=["health"], responses={503: {"model": ReadyResponse}}
     )
     async def ready() -> JSONResponse:
-        """Readiness: the model is loaded and the server is not shutting down (503 otherwise)."""
-        return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
+        """Readiness: the model is loaded and the server is not shutting down (503 otherwise, saying why)."""
+        if server.ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, **server.unready_reason()}, status_code=503)
 
     @api.get("/v2", response_model=ServerMetadataResponse, tags=["v2"])
     async def server_metadata() -> ServerMetadataResponse:
@@ -104,9 +114,12 @@ def build_api(server: ServingApp) -> FastAPI:
     @api.get("/v2/models/{name}/ready", response_model=ModelReadyResponse, tags=["v2"], responses=_ERRORS)
     @api.get("/v2/models/{name}/versions/{model_version}/ready", response_model=ModelReadyResponse, tags=["v2"])
     async def model_ready(name: str, model_version: str | None = None) -> JSONResponse:
-        """Model readiness (KServe V2): 200 when ready, 503 otherwise."""
-        model_or_404(name, model_version)
-        return JSONResponse({"name": name, "ready": server.ready}, status_code=200 if server.ready else 503)
+        """Model readiness (KServe V2): 200 when ready, 503 otherwise (while loading, for any name: it is unknown)."""
+        if server.model is not None:
+            model_or_404(name, model_version)
+        if server.ready:
+            return JSONResponse({"name": name, "ready": True})
+        return JSONResponse({"name": name, "ready": False, **server.unready_reason()}, status_code=503)
 
     @api.get("/metrics", tags=["observability"], response_class=Response)
     async def metrics() -> Response:

@@ -9,18 +9,25 @@ metadata, metrics, OpenAPI docs) is an ordinary FastAPI app (:mod:`mlplat.servin
 Cross-cutting rules live in the dispatcher and apply to every route: the request id (`X-Request-ID`, taken
 from the caller or generated), the optional bearer API key (constant-time compare; health and metrics stay
 open), the body limit (413), request metrics and access logs, and `Connection: close` while draining.
+
+Unless it is handed a loaded model, the app starts unready and loads its model in the background, retrying
+until it succeeds (:meth:`ServingApp.load_until_ready`): the HTTP server is up (live) from the first moment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hmac
 import itertools
 import logging
 import os
+import random
 import re
 import secrets
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,10 +39,12 @@ from pydantic import BaseModel, ValidationError
 
 from mlplat.serving.batcher import BatcherStopped, ClientDisconnected, DynamicBatcher, QueueFull, RequestTimedOut
 from mlplat.serving.drift import DriftMonitor
+from mlplat.serving.loading import LoadStatus, backoff_delay, classify, describe, in_daemon_thread
 from mlplat.serving.logs import request_id_var
 from mlplat.serving.metrics import ServingMetrics
-from mlplat.serving.model import LoadedModel, load_model
+from mlplat.serving.model import LoadedModel, load_model, select_device
 from mlplat.serving.protocol import InferenceRequest
+from mlplat.serving.redaction import redact
 from mlplat.serving.schema import (
     InputError,
     PredictDecoder,
@@ -102,6 +111,9 @@ class ServingApp:
         self.decoder: PredictDecoder | None = None  # parses /predict bodies
         self.ready = False
         self.draining = False
+        self.load_status: LoadStatus | None = None  # set while the model loads in the background
+        self.on_loaded: Callable[[], None] | None = None  # called once the model is loaded, before readiness
+        self._load_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
         self._id_prefix = secrets.token_hex(4)
@@ -138,12 +150,137 @@ class ServingApp:
             await self.shutdown()
 
     async def startup(self) -> None:
-        """Load and warm up the model (unless given), start the batcher, and become ready."""
-        settings = self.settings
+        """Serve a given model at once; otherwise start loading it in the background and answer unready meanwhile.
+
+        Raises :class:`~mlplat.serving.model.ModelLoadError` (failing the ASGI start-up) only for what waiting
+        cannot fix: a device this machine does not have.
+        """
         self._loop = asyncio.get_running_loop()
-        if self.model is None:
-            self.model = await asyncio.to_thread(load_model, settings)
-        model: LoadedModel = self.model
+        if self.model is not None:
+            self._activate(self.model)
+            return
+        select_device(self.settings.device)
+        uri = self.settings.model_uri
+        tracking = self.settings.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        self.load_status = LoadStatus(
+            uri=redact(uri),
+            tracking_uri=redact(tracking) if tracking and uri.startswith(("models:", "runs:")) else None,
+        )
+        self._load_task = self._loop.create_task(self.load_until_ready(), name="mlplat-model-load")
+        self._load_task.add_done_callback(self._load_ended)
+
+    async def load_until_ready(self, rand: Callable[[], float] = random.random) -> None:
+        """Try to load the model until it loads (then serve it) or the server shuts down.
+
+        Each failed attempt is counted (``mlplat_model_load_attempts_total{outcome}``), logged with the URI, the
+        reason and the time of the next attempt (credentials removed), and followed by a wait that doubles up to
+        ``load_retry_max_s`` (:func:`~mlplat.serving.loading.backoff_delay`).
+
+        Waiting in-process instead of exiting spares a first deploy the crash loop (CrashLoopBackOff delays each
+        restart by up to 5 minutes, and every restart pays the imports of torch and MLflow again).
+
+        Errors that waiting cannot fix are not retried here: a malformed or unsupported URI fails the settings
+        (exit status 2) and a missing CUDA device fails start-up (exit status 1). A model that is found but
+        refused (pickle without MLPLAT_SERVING_ALLOW_PICKLE, not a pytorch model, an unusable signature, a
+        fixed batch size) keeps the server up and unready, with the reason in readiness (`"refused": true`), the
+        log (error level) and the metric (`outcome="refused"`), and is retried at the longest interval: the URI
+        is a reference that can be moved to an acceptable model without a redeploy (re-pointing the
+        `@champion` alias is the fix for a bad promotion), and exiting would only turn a clear readiness
+        reason into a crash loop.
+        """
+        settings, status = self.settings, self.load_status
+        assert status is not None
+        failures = 0
+        started = time.monotonic()
+        # Relies on Kubernetes probing readiness and liveness separately: a pod failing its readiness probe is
+        # only taken out of its Service's endpoints (no traffic) and is not restarted; only liveness (and
+        # startup) probe failures restart it. So /v2/health/live is 200 from the start, /v2/health/ready 503 here.
+        while not self.draining:
+            status.attempts += 1
+            status.loading, status.next_attempt_at = True, None
+            try:
+                model = await in_daemon_thread(functools.partial(load_model, settings))
+            except Exception as exc:
+                failures += 1
+                outcome = classify(exc)
+                status.loading, status.outcome, status.error = False, outcome, describe(exc)
+                self.metrics.load_attempts.labels(outcome).inc()
+                # A refused model needs a person to act; retrying it at the fastest rate would waste downloads.
+                delay = backoff_delay(
+                    failures if outcome != "refused" else 64,
+                    settings.load_retry_initial_s,
+                    settings.load_retry_max_s,
+                    settings.load_retry_jitter,
+                    rand,
+                )
+                status.next_attempt_at = time.monotonic() + delay
+                extra: dict[str, Any] = {
+                    "uri": status.uri,
+                    "attempt": status.attempts,
+                    "outcome": outcome,
+                    "reason": status.error,
+                    "next_attempt_in_s": round(delay, 3),
+                }
+                if status.tracking_uri:
+                    extra["tracking_uri"] = status.tracking_uri
+                if outcome == "error":  # unexpected: keep the trace, minus credentials
+                    extra["traceback"] = redact("".join(traceback.format_exception(exc)))
+                logger.log(
+                    logging.WARNING if outcome == "unavailable" else logging.ERROR,
+                    "model not loaded (attempt %d, %s): waiting for %s: %s; next attempt in %.1f s",
+                    status.attempts,
+                    outcome,
+                    status.uri,
+                    status.error,
+                    delay,
+                    extra=extra,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.metrics.load_attempts.labels("success").inc()
+            status.loading, status.outcome, status.error = False, "success", None
+            if self.draining:
+                logger.info("the model loaded after shutdown began: not serving it")
+                return
+            if status.attempts > 1:
+                logger.info(
+                    "model loaded after %d attempts (%.1f s)",
+                    status.attempts,
+                    time.monotonic() - started,
+                    extra={"uri": status.uri, "attempt": status.attempts},
+                )
+            if self.on_loaded is not None:
+                self.on_loaded()
+            self.model = model
+            self._activate(model)
+            return
+
+    def _load_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the model loader stopped; the server stays unready", exc_info=task.exception())
+
+    def unready_reason(self) -> dict[str, Any]:
+        """Why the server is not ready: the fields of the 503 readiness answer (besides `ready`)."""
+        if self.draining:
+            return {"reason": "shutting down"}
+        if self.load_status is not None and self.model is None:
+            return self.load_status.body()
+        return {"reason": "starting"}
+
+    def _not_loaded(self) -> HTTPError:
+        status = self.load_status
+        if status is None:
+            return HTTPError(503, "the model is still loading; retry shortly", ((b"retry-after", b"1"),))
+        return HTTPError(
+            503,
+            f"the model is not loaded yet: {status.reason()}; retry later",
+            ((b"retry-after", b"%d" % status.retry_after()),),
+        )
+
+    def _activate(self, model: LoadedModel) -> None:
+        """Serve `model`: build its decoder, drift monitor and batcher, and turn readiness on."""
+        settings = self.settings
+        assert self._loop is not None
         self.request_model = predict_request_model(model.input_spec, settings.max_request_rows)
         self.decoder = PredictDecoder(model.input_spec, settings.max_request_rows)
         self.drift = self._drift_monitor(model)
@@ -163,13 +300,20 @@ class ServingApp:
         self.metrics.model_info.info(
             {"name": model.name, "version": model.version, "platform": model.platform, "device": str(model.device)}
         )
+        self.metrics.model_loaded.set(1)
+        self.api.openapi_schema = None  # document /predict with the model's own request schema
         self.ready = True
         self.metrics.ready.set(1)
         logger.info("ready", extra={"model": model.name, "version": model.version})
 
     async def shutdown(self) -> None:
-        """Stop taking work and let the batcher finish everything already queued."""
+        """Stop loading, stop taking work and let the batcher finish everything already queued."""
         self.begin_drain()
+        if self._load_task is not None and not self._load_task.done():
+            # The load thread (a daemon) may be stuck on an unanswering store; it is abandoned, not awaited.
+            self._load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._load_task
         if self.batcher is not None:
             await self.batcher.drain(self.settings.graceful_timeout_s)
         logger.info("stopped")
@@ -335,7 +479,7 @@ class ServingApp:
 
     def _served_model(self) -> LoadedModel:
         if self.model is None or self.decoder is None:
-            raise HTTPError(503, "the model is still loading; retry shortly", ((b"retry-after", b"1"),))
+            raise self._not_loaded()
         return self.model
 
     async def _predict(self, request: _Request) -> int:
@@ -398,7 +542,7 @@ class ServingApp:
         """Queue rows on the batcher and wait for them, within the deadline and only while the caller listens."""
         batcher = self.batcher
         if batcher is None:
-            raise HTTPError(503, "the model is still loading; retry shortly", ((b"retry-after", b"1"),))
+            raise self._not_loaded()
         try:
             future = batcher.submit(rows)
         except QueueFull:

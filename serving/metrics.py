@@ -7,6 +7,9 @@ Exposed at `GET /metrics`:
 - ``mlplat_queue_depth`` (requests waiting), ``mlplat_ready`` (1 when ready for traffic);
 - ``mlplat_requests_skipped_total{reason}``: requests dropped before compute (timeout, disconnect);
 - ``mlplat_model_load_seconds`` and ``mlplat_model_info{name,version,platform,device}``;
+- ``mlplat_model_loaded`` (1 once the model is loaded) and ``mlplat_model_load_attempts_total{outcome}``
+  (``success``, ``unavailable``: not there yet or the store unreachable, ``refused``: found but not servable,
+  ``error``: anything unexpected) while the server waits for its model;
 - ``mlplat_feature_drift_psi{feature}`` and ``mlplat_drift_window_rows`` when the model has reference stats.
 """
 
@@ -59,6 +62,17 @@ class ServingMetrics:
             "mlplat_model_load_seconds", "Time taken to fetch, load and warm up the model", registry=r
         )
         self.model_info = Info("mlplat_model", "The served model", registry=r)
+        self.model_loaded = Gauge(
+            "mlplat_model_loaded", "1 once the model is loaded, 0 while the server waits for it", registry=r
+        )
+        self.load_attempts = Counter(
+            "mlplat_model_load_attempts",
+            "Attempts to load the model, by outcome (success, unavailable, refused, error)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("success", "unavailable", "refused", "error"):
+            self.load_attempts.labels(outcome)  # export zeros, so rate() and alerts see every series from the start
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
 

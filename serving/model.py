@@ -33,17 +33,24 @@ import numpy as np
 import torch
 
 from mlplat.serving.drift import ReferenceStats
+from mlplat.serving.redaction import redact
 from mlplat.serving.schema import TensorSpec
-from mlplat.serving.settings import ServingSettings
+from mlplat.serving.settings import MODELS_URI, ServingSettings
 
 logger = logging.getLogger("mlplat.serving")
 
 REFERENCE_STATS_FILES = ("reference_stats.json", "extra_files/reference_stats.json")
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message names the source and what to do about it."""
+    """The model could not be loaded; the message names the source and what to do about it.
+
+    Raised as is when the model is not there (yet): not registered, not written, the store unreachable.
+    """
+
+
+class ModelRefused(ModelLoadError):
+    """The model was found but mlplat will not serve it (pickle without trust, wrong flavor or contract, ...)."""
 
 
 @dataclass
@@ -95,7 +102,7 @@ class LoadedModel:
             self.predict(np.repeat(sample, max_batch_size, axis=0))
         except Exception as exc:
             if max_batch_size > 1:
-                raise ModelLoadError(
+                raise ModelRefused(
                     f"model {self.source!r} runs on one row but fails on a batch of {max_batch_size} ({exc}). "
                     "A torch.export (pt2) model logged with a one-row input example has a fixed batch size: "
                     "log it with an input example of 2+ rows, or serve it with MLPLAT_SERVING_MAX_BATCH_SIZE=1."
@@ -147,9 +154,7 @@ def load_model(settings: ServingSettings) -> LoadedModel:
         elif local.is_file():
             model = _load_torchscript(local, device)
         else:
-            raise ModelLoadError(
-                f"{uri!r} is neither an MLflow model directory (no MLmodel file) nor a TorchScript file"
-            )
+            raise ModelRefused(f"{uri!r} is neither an MLflow model directory (no MLmodel file) nor a TorchScript file")
     model.source = uri
     model.name = settings.model_name or registry_name or model.name
     model.version = settings.model_version or version or model.version
@@ -186,30 +191,33 @@ def _download_mlflow(uri: str, destination: str, settings: ServingSettings) -> P
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    try:
-        with _mlflow_tracking(settings):
+    with _mlflow_tracking(settings):
+        tracking = redact(mlflow.get_tracking_uri())  # the server asked, not the default restored afterwards
+        try:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=destination))
-    except MlflowException as exc:
-        raise ModelLoadError(
-            f"could not fetch {uri!r} from MLflow ({mlflow.get_tracking_uri()}): {exc.message}"
-        ) from None
-    except OSError as exc:
-        raise ModelLoadError(f"could not fetch {uri!r} from MLflow: {exc}") from None
+        except MlflowException as exc:
+            raise ModelLoadError(f"could not fetch {uri!r} from MLflow ({tracking}): {exc.message}") from None
+        except OSError as exc:
+            raise ModelLoadError(f"could not fetch {uri!r} from MLflow ({tracking}): {exc}") from None
 
 
 def _registry_identity(uri: str, settings: ServingSettings) -> tuple[str | None, str | None]:
     """(registered name, version) for `models:/` URIs; the run id stands in as the version of `runs:/` URIs."""
     if uri.startswith("runs:/"):
         return None, uri.removeprefix("runs:/").split("/", 1)[0] or None
-    match = _MODELS_URI.match(uri)
+    match = MODELS_URI.match(uri)
     if match is None:
         return None, None
     name, alias, version = match["name"], match["alias"], match["version"]
     if alias:
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        with _mlflow_tracking(settings):
-            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        try:
+            with _mlflow_tracking(settings):
+                version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            raise ModelLoadError(f"could not resolve {uri!r} in MLflow: {exc.message}") from None
     elif version is not None and not version.isdigit():
         version = None  # a stage name or a logged-model id: the model's uuid identifies it better
     return (None if name.startswith("m-") else name), version
@@ -260,13 +268,13 @@ def _load_mlflow_dir(path: Path, device: torch.device, allow_pickle: bool) -> Lo
 
     meta = Model.load(str(path))
     if "pytorch" not in meta.flavors:
-        raise ModelLoadError(
+        raise ModelRefused(
             f"{path} is an MLflow model with flavors {sorted(meta.flavors)}; mlplat serves 'pytorch' models"
         )
     data_dir = path / meta.flavors["pytorch"].get("model_data", "data")
     pickled = (data_dir / "model.pth").exists()
     if pickled and not allow_pickle:
-        raise ModelLoadError(
+        raise ModelRefused(
             f"{path} holds a pickle-serialized model, which runs code from the file when loaded. Log it with "
             "mlflow.pytorch.log_model(..., serialization_format='pt2'), or, for a trusted source, set "
             "MLPLAT_SERVING_ALLOW_PICKLE=true"
@@ -275,7 +283,7 @@ def _load_mlflow_dir(path: Path, device: torch.device, allow_pickle: bool) -> Lo
         with _pickle_allowed(pickled):
             module = mlflow.pytorch.load_model(str(path), device=str(device))
     except (MlflowException, RuntimeError, OSError, ImportError, AttributeError) as exc:
-        raise ModelLoadError(f"could not load the torch model in {path}: {exc}") from None
+        raise ModelRefused(f"could not load the torch model in {path}: {exc}") from None
     # MLflow already put pickled models in eval mode; exported (pt2) programs have no train mode to leave.
     input_spec, output_spec = _signature_specs(meta)
     example = _input_example(meta, path)
@@ -324,7 +332,7 @@ def _schema_spec(schema: Any, default_name: str) -> TensorSpec | None:
         return None
     if schema.is_tensor_spec():
         if len(schema.inputs) != 1:
-            raise ModelLoadError(
+            raise ModelRefused(
                 f"the signature has {len(schema.inputs)} tensors ({schema.input_names()}); "
                 "mlplat serves models with one input tensor"
             )
@@ -336,7 +344,7 @@ def _schema_spec(schema: Any, default_name: str) -> TensorSpec | None:
     # Column-based signature (a DataFrame): numeric columns become the features of a float32 row.
     kinds = {str(col.type) for col in schema.inputs}
     if not kinds <= {"double", "float", "long", "integer", "boolean"}:
-        raise ModelLoadError(f"the signature has non-numeric columns ({sorted(kinds)}); mlplat serves numeric inputs")
+        raise ModelRefused(f"the signature has non-numeric columns ({sorted(kinds)}); mlplat serves numeric inputs")
     return TensorSpec(default_name, np.dtype(np.float32), (-1, len(schema.inputs)))
 
 
@@ -361,7 +369,7 @@ def _reference_stats(path: Path) -> ReferenceStats | None:
             try:
                 return ReferenceStats.model_validate_json(candidate.read_bytes())
             except ValidationError as exc:
-                raise ModelLoadError(f"{candidate} is not valid reference statistics: {exc}") from None
+                raise ModelRefused(f"{candidate} is not valid reference statistics: {exc}") from None
     return None
 
 
@@ -369,7 +377,7 @@ def _load_torchscript(path: Path, device: torch.device) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location=device)
     except RuntimeError as exc:
-        raise ModelLoadError(
+        raise ModelRefused(
             f"{path} is not a TorchScript file ({str(exc).splitlines()[0]}); serve other torch models as MLflow models"
         ) from None
     module.eval()

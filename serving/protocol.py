@@ -38,16 +38,27 @@ class LiveResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    """`GET /v2/health/ready`: false while loading and from the moment a shutdown begins."""
+    """`GET /v2/health/ready`: false while loading and from the moment a shutdown begins, then saying why.
+
+    While the server waits for its model: what it waits for (`waiting_for`, and the MLflow `tracking_uri`, with
+    credentials removed), the attempts so far, the last error, whether the model was found but `refused`, and
+    when the next attempt starts.
+    """
 
     ready: bool
+    reason: str | None = None
+    waiting_for: str | None = None
+    tracking_uri: str | None = None
+    attempts: int | None = None
+    last_error: str | None = None
+    refused: bool | None = None
+    next_attempt_in_s: float | None = None
 
 
-class ModelReadyResponse(BaseModel):
+class ModelReadyResponse(ReadyResponse):
     """`GET /v2/models/<name>/ready`."""
 
     name: str
-    ready: bool
 
 
 class ServerMetadataResponse(BaseModel):

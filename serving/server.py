@@ -1,4 +1,7 @@
-"""Run the model server in this process: logging, torch threads, model load, uvicorn, graceful shutdown.
+"""Run the model server in this process: logging, torch threads, uvicorn, background model load, graceful shutdown.
+
+The HTTP server starts at once, live but not ready; the model loads in the background, retried with backoff
+until it is there (:meth:`mlplat.serving.app.ServingApp.load_until_ready`), and readiness turns true then.
 
 Shutdown on SIGTERM (what Kubernetes and `docker stop` send):
 
@@ -7,7 +10,8 @@ Shutdown on SIGTERM (what Kubernetes and `docker stop` send):
 2. then uvicorn stops accepting connections and waits for in-flight requests (``graceful_timeout_s``);
 3. then the lifespan shutdown lets the batcher finish its queue, and the process exits with status 0.
 
-SIGINT (Ctrl-C) skips the delay; a second SIGINT forces the exit.
+SIGINT (Ctrl-C) skips the delay; a second SIGINT forces the exit. A server that never became ready (still
+waiting for its model) skips the delay too: no load balancer sends it anything.
 """
 
 from __future__ import annotations
@@ -24,8 +28,14 @@ import uvicorn
 
 from mlplat.serving.app import ServingApp, create_app
 from mlplat.serving.logs import configure_logging, logging_config
-from mlplat.serving.model import ModelLoadError, load_model
+from mlplat.serving.model import ModelLoadError, select_device
+from mlplat.serving.redaction import redact
 from mlplat.serving.settings import ServingSettings, SettingsError, load_settings
+
+# MLflow's own HTTP retries (default: 7, backoff factor 2, about 4 minutes against a server that is down) would
+# make one load attempt last minutes; the server retries whole attempts itself, so MLflow retries briefly. Values
+# set in the environment win.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 logger = logging.getLogger("mlplat.serving")
 
@@ -40,9 +50,10 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Signal handler: drain on the first SIGTERM; otherwise uvicorn's behaviour."""
         first = not self.app.draining
+        never_ready = self.app.model is None  # still waiting for the model: out of every rotation already
         self.app.begin_drain()
         if sig == signal.SIGTERM:
-            delay = self.app.settings.drain_delay_s
+            delay = 0.0 if never_ready else self.app.settings.drain_delay_s
             if first and delay > 0:
                 logger.info("SIGTERM: draining for %.1f s before closing the listener", delay)
                 timer = threading.Timer(delay, self._stop_accepting)
@@ -86,17 +97,29 @@ def uvicorn_config(app: ServingApp, settings: ServingSettings) -> uvicorn.Config
     )
 
 
-def run(settings: ServingSettings) -> None:
-    """Load the model, then serve until shut down. Raises :class:`ModelLoadError` if the model cannot load."""
-    configure_logging(settings.log_level)
-    threads = configure_torch(settings)
-    logger.info("loading model", extra={"uri": settings.model_uri, "torch_threads": threads})
-    model = load_model(settings)
-    app = create_app(settings, model)
+def _freeze_gc() -> None:
     # Everything allocated so far (torch, MLflow, the model) lives as long as the process: move it out of the
     # collector's sight, so full collections stop walking it (they otherwise pause serving for ~100 ms).
     gc.collect()
     gc.freeze()
+
+
+def run(settings: ServingSettings) -> None:
+    """Serve until shut down; the model loads in the background, retried until it is there.
+
+    Raises :class:`ModelLoadError` only for what waiting cannot fix (a CUDA device this machine lacks).
+    """
+    configure_logging(settings.log_level)
+    select_device(settings.device)
+    threads = configure_torch(settings)
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    logger.info(
+        "starting; the model loads in the background",
+        extra={"uri": redact(settings.model_uri), "torch_threads": threads},
+    )
+    app = create_app(settings)
+    app.on_loaded = _freeze_gc
     DrainingServer(uvicorn_config(app, settings), app).run()
 
 

@@ -6,12 +6,22 @@ fails at start-up with the variable's name, the value given and what is allowed 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mlplat.serving.redaction import redact
+
 ENV_PREFIX = "MLPLAT_SERVING_"
+# models:/<name>, models:/<name>@<alias>, models:/<name>/<version>
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
+_RUNS_URI = re.compile(r"^runs:/[^/]+/.+")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/")
+_SUPPORTED_SCHEMES = ("models", "runs", "s3", "file")
+# Fields whose values may carry credentials (user:password@host): redacted in error messages.
+_URI_FIELDS = frozenset({"model_uri", "mlflow_tracking_uri", "s3_endpoint_url"})
 
 
 class SettingsError(ValueError):
@@ -81,6 +91,39 @@ class ServingSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint for `s3://` URIs (else boto3's, e.g. AWS_ENDPOINT_URL_S3)."
     )
+    load_retry_initial_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=3600.0,
+        description="While the model cannot be loaded (not registered yet, MLflow down), the server stays up, unready, "
+        "and retries: first after this many seconds, then twice as long each time.",
+    )
+    load_retry_max_s: float = Field(
+        default=60.0, gt=0.0, le=3600.0, description="The longest wait between two load attempts (the backoff's cap)."
+    )
+    load_retry_jitter: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Each wait is shortened by a random fraction up to this, so replicas do not retry in lockstep.",
+    )
+
+    @field_validator("model_uri")
+    @classmethod
+    def _check_model_uri(cls, value: str) -> str:
+        # A malformed URI can never be fixed by waiting: it fails here, at start-up (exit status 2).
+        scheme = _SCHEME.match(value)
+        if scheme is not None and scheme["scheme"].lower() not in _SUPPORTED_SCHEMES:
+            raise ValueError(
+                f"unsupported URI scheme {scheme['scheme']!r}; use models:/, runs:/, s3://, file:// or a local path"
+            )
+        if value.startswith("models:") and not MODELS_URI.match(value):
+            raise ValueError("a models: URI is models:/<name>@<alias> or models:/<name>/<version>")
+        if value.startswith("runs:") and not _RUNS_URI.match(value):
+            raise ValueError("a runs: URI is runs:/<run id>/<artifact path>")
+        if value.startswith("s3:") and not value.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError("an s3: URI is s3://<bucket>/<prefix>")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -96,6 +139,15 @@ class ServingSettings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> ServingSettings:
+        if self.load_retry_max_s < self.load_retry_initial_s:
+            raise ValueError(
+                f"{ENV_PREFIX}LOAD_RETRY_MAX_S ({self.load_retry_max_s:g}) must be at least "
+                f"{ENV_PREFIX}LOAD_RETRY_INITIAL_S ({self.load_retry_initial_s:g})"
+            )
+        return self
 
     @property
     def max_batch_delay_s(self) -> float:
@@ -114,9 +166,13 @@ def load_settings(**overrides: Any) -> ServingSettings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            where = f"--{field.replace('_', '-')}" if field in given else f"{ENV_PREFIX}{field.upper()}"
+            if not error["loc"]:  # a rule across fields: its message names them
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
+            option = "--model" if field == "model_uri" else f"--{field.replace('_', '-')}"  # as `mlplat serve` names it
+            where = option if field in given else f"{ENV_PREFIX}{field.upper()}"
             secret = field == "api_key"
             got = "" if error["type"] == "missing" or secret else f" (got {error.get('input')!r})"
-            problems.append(f"{where}: {error['msg']}{got}")
+            problems.append(f"{where}: {error['msg']}{redact(got) if field in _URI_FIELDS else got}")
         raise SettingsError("invalid serving settings:\n  " + "\n  ".join(problems)) from None

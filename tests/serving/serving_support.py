@@ -139,8 +139,11 @@ class LiveServer:
 
 
 @contextmanager
-def run_server(app: ServingApp) -> Iterator[LiveServer]:
-    """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread until the block ends."""
+def run_server(app: ServingApp, *, wait_ready: bool = True) -> Iterator[LiveServer]:
+    """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread until the block ends.
+
+    The model loads in the background; with `wait_ready` (the default) this waits until it is served.
+    """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -150,9 +153,13 @@ def run_server(app: ServingApp) -> Iterator[LiveServer]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while not server.started:
+    while not server.started or (wait_ready and not app.ready):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
+            server.should_exit = True
+            thread.join(30)
+            sock.close()
+            status = app.unready_reason() if server.started else "not started"
+            raise RuntimeError(f"test server did not become ready: {status}")
         time.sleep(0.02)
     try:
         yield LiveServer(app, f"http://127.0.0.1:{port}", server)

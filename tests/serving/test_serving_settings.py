@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mlplat.infra.cli import app as mlplat_cli
@@ -85,8 +87,54 @@ def test_serve_without_a_model_exits_2_with_the_variable_to_set() -> None:
     assert "MLPLAT_SERVING_MODEL_URI: Field required" in result.output + result.stderr
 
 
-def test_serve_with_a_missing_model_exits_1_saying_why(tmp_path: Path) -> None:
-    result = CliRunner().invoke(mlplat_cli, ["serve", "--model", str(tmp_path / "nothing"), "--log-level", "error"])
+def test_serve_with_a_malformed_model_uri_exits_2_saying_why() -> None:
+    # A missing model is waited for (tests/serving/test_serving_wait.py); a malformed URI never gets better.
+    result = CliRunner().invoke(mlplat_cli, ["serve", "--model", "models:/digits/1/extra", "--log-level", "error"])
+    assert result.exit_code == 2
+    assert "--model: Value error, a models: URI is models:/<name>@<alias> or models:/<name>/<version>" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_serve_on_a_missing_cuda_device_exits_1_saying_why(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        mlplat_cli, ["serve", "--model", str(tmp_path / "nothing"), "--device", "cuda", "--log-level", "error"]
+    )
     assert result.exit_code == 1
     assert "could not load the model" in result.stderr
-    assert "does not exist" in result.stderr
+    assert "CUDA is not available" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("uri", "rule"),
+    [
+        ("https://alice:hunter2@models.example/digits", "unsupported URI scheme 'https'"),
+        ("gs://bucket/model", "unsupported URI scheme 'gs'"),
+        ("models:/", "a models: URI is"),
+        ("runs:/abc", "a runs: URI is runs:/<run id>/<artifact path>"),
+        ("s3:///key", "an s3: URI is s3://<bucket>/<prefix>"),
+    ],
+)
+def test_malformed_model_uris_fail_the_settings_without_their_credentials(uri: str, rule: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(rule)) as info:
+        load_settings(model_uri=uri)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "uri", ["models:/digits@champion", "models:/digits/3", "runs:/abc/model", "s3://b/p", "file:///m", "./m", "/m"]
+)
+def test_well_formed_model_uris_pass(uri: str) -> None:
+    assert load_settings(model_uri=uri).model_uri == uri
+
+
+def test_load_retry_settings_have_safe_defaults_and_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(model_uri="/m")
+    assert (settings.load_retry_initial_s, settings.load_retry_max_s, settings.load_retry_jitter) == (1.0, 60.0, 0.2)
+    monkeypatch.setenv("MLPLAT_SERVING_LOAD_RETRY_INITIAL_S", "10")
+    monkeypatch.setenv("MLPLAT_SERVING_LOAD_RETRY_MAX_S", "5")
+    with pytest.raises(SettingsError, match="MLPLAT_SERVING_LOAD_RETRY_MAX_S \\(5\\) must be at least"):
+        load_settings(model_uri="/m")
+    monkeypatch.setenv("MLPLAT_SERVING_LOAD_RETRY_MAX_S", "30")
+    monkeypatch.setenv("MLPLAT_SERVING_LOAD_RETRY_JITTER", "1.5")
+    with pytest.raises(SettingsError, match="MLPLAT_SERVING_LOAD_RETRY_JITTER: Input should be less than or equal"):
+        load_settings(model_uri="/m")

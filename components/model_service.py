@@ -266,7 +266,10 @@ class ModelService(pulumi.ComponentResource):
         k8s.policy.v1.PodDisruptionBudget(
             name,
             metadata=metadata,
-            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector),
+            # A server waiting for its model is unready; with the default policy a PDB counts it as disrupted
+            # already and blocks every node drain (cluster upgrades, spot reclaims) until the model appears.
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector,
+                                                           unhealthy_pod_eviction_policy="AlwaysAllow"),
             opts=child,
         )
         self.deployments[track] = deployment

@@ -157,3 +157,8 @@ def test_bad_args_are_rejected(kwargs: dict, message: str) -> None:
         ModelServiceArgs(namespace="n", image="i", model_uri="m", **kwargs)
     with pytest.raises(ValueError, match="between 0 and 100"):
         Canary(model_uri="m", weight=120)
+
+
+def test_unready_servers_never_block_a_node_drain(service: Svc) -> None:
+    pdb = service().one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
+    assert pdb["maxUnavailable"] == 1 and pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

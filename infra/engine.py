@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2
@@ -49,6 +49,19 @@ log = logging.getLogger(__name__)
 
 class ProgramError(Exception):
     """The stack program raised: carries the component (URN) that was being built when it failed."""
+
+
+class OfflineUnsupported(Exception):
+    """The program asked the offline engine for something it cannot answer (an invoke, a stack reference)."""
+
+
+class DuplicateUrn(Exception):
+    """Two resources with one URN: the Pulumi engine refuses the second, and so does the offline engine."""
+
+
+STACK_REFERENCES_KEY = "offline:stackReferences"
+"""Stack config key (a JSON object: stack name -> its outputs) that feeds ``pulumi.StackReference`` offline."""
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
 
 
 @dataclass(frozen=True)
@@ -178,11 +191,14 @@ def _provider_urn(ref: str) -> str | None:
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """A resource monitor that records wire inputs and options, and answers from :class:`MockOutputs`."""
 
-    def __init__(self, mocks: MockOutputs) -> None:
+    def __init__(self, mocks: MockOutputs, stack_references: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__(mocks)
         self.outputs_source = mocks
+        self.stack_references = dict(stack_references or {})
         self.records: list[ResourceRecord] = []
         self.invoked: list[str] = []
+        self._urns: set[str] = set()
+        self._stack_transforms: list[Any] = []
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         # As the Pulumi engine does: a child's qualified type is its parent's whole qualified type chain
@@ -199,21 +215,68 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 resource_pb2.RESOURCE_MONITOR_FEATURE_SECRETS,
                 resource_pb2.RESOURCE_MONITOR_FEATURE_ALIAS_SPECS,
                 resource_pb2.RESOURCE_MONITOR_FEATURE_DELETED_WITH,
+                resource_pb2.RESOURCE_MONITOR_FEATURE_TRANSFORMS,
             ]
         )
 
     def SupportsFeature(self, request: Any) -> Any:
-        has = request.id in {"secrets", "aliasSpecs", "deletedWith"}
+        has = request.id in {"secrets", "aliasSpecs", "deletedWith", "transforms"}
         return type("SupportsFeatureResponse", (object,), {"hasSupport": has})
 
     def Invoke(self, request: Any) -> Any:
         self.invoked.append(request.tok)
         args = to_plain(json_format.MessageToDict(request.args), mask_secrets=False)
         result = self.outputs_source.invoke(request.tok, args)
+        if result is None:
+            raise OfflineUnsupported(
+                f"the offline engine has no answer for the data source {request.tok!r} (args {sorted(args)}); "
+                "look it up in the program's config instead, or add it to mlplat.infra.mock_outputs")
         return resource_pb2.ResourceInvokeResponse(failures=None, **{"return": _struct(result)})
+
+    def RegisterStackTransform(self, request: Any) -> Any:
+        # pulumi.runtime.register_resource_transform: applies to every resource registered after it.
+        self._stack_transforms.append(request)
+        return empty_pb2.Empty()
+
+    def _transform(self, request: Any) -> Any:
+        """``request`` after its own transforms, then the stack's, as the Pulumi engine applies them."""
+        callbacks = [*request.transforms, *self._stack_transforms]
+        if not callbacks:
+            return request
+        for callback in callbacks:
+            transform = resource_pb2.TransformRequest(
+                type=request.type, name=request.name, custom=request.custom, parent=request.parent,
+                properties=request.object,
+                options=resource_pb2.TransformResourceOptions(
+                    depends_on=list(request.dependencies), protect=request.protect,
+                    ignore_changes=list(request.ignoreChanges), retain_on_delete=request.retainOnDelete,
+                    delete_before_replace=request.deleteBeforeReplace,
+                    additional_secret_outputs=list(request.additionalSecretOutputs)),
+            )
+            response = resource_pb2.TransformResponse.FromString(_call_back(callback, transform.SerializeToString()))
+            changed = resource_pb2.RegisterResourceRequest()
+            changed.CopyFrom(request)
+            changed.object.CopyFrom(response.properties)
+            if response.HasField("options"):
+                options = response.options
+                del changed.dependencies[:]
+                changed.dependencies.extend(options.depends_on)
+                changed.protect = options.protect
+                del changed.ignoreChanges[:]
+                changed.ignoreChanges.extend(options.ignore_changes)
+                changed.retainOnDelete = options.retain_on_delete
+                changed.deleteBeforeReplace = options.delete_before_replace
+                del changed.additionalSecretOutputs[:]
+                changed.additionalSecretOutputs.extend(options.additional_secret_outputs)
+            request = changed
+        return request
 
     def RegisterResource(self, request: Any) -> Any:
         urn = self.make_urn(request.parent, request.type, request.name)
+        if urn in self._urns:
+            raise DuplicateUrn(f"Duplicate resource URN '{urn}'; try giving it a unique name")
+        self._urns.add(urn)
+        request = self._transform(request)
         if request.type == "pulumi:pulumi:Stack":
             self.records.append(
                 ResourceRecord(urn, request.type, request.name, None, False, {}, {})
@@ -264,6 +327,44 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=_struct(state))
 
 
+    def ReadResource(self, request: Any) -> Any:
+        # `Resource.get(...)` and StackReference read what exists instead of creating it: answered, not recorded
+        # (the stack does not manage it, so it is neither priced, checked nor diffed).
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == STACK_REFERENCE:
+            _, state = self._stack_reference(request.id)
+        else:
+            wire = json_format.MessageToDict(request.properties)
+            _, computed = self.outputs_source.outputs(request.type, request.name, to_plain(wire, mask_secrets=False))
+            state = {**wire, **computed, "id": request.id}
+        return resource_pb2.ReadResourceResponse(urn=urn, properties=_struct(state))
+
+    def _stack_reference(self, name: str) -> tuple[str, dict[str, Any]]:
+        outputs = self.stack_references.get(name)
+        if outputs is None:
+            known = ", ".join(sorted(self.stack_references)) or "none"
+            raise OfflineUnsupported(
+                f"StackReference {name!r}: no outputs for it offline (given: {known}); put them in the stack config "
+                f"as {STACK_REFERENCES_KEY}: {{{name!r}: {{output: value, ...}}}} or pass --stack-references FILE")
+        return name, {"name": name, "outputs": dict(outputs), "secretOutputNames": []}
+
+
+def _call_back(callback: Any, payload: bytes) -> bytes:
+    """Run one of the program's callbacks (a transform) on the program's event loop and return its answer.
+
+    The SDK serves callbacks over gRPC for the real engine; offline, the monitor runs in the SDK's worker
+    thread, so it calls the registered coroutine directly on the loop that owns it.
+    """
+    from pulumi.runtime._callbacks import _CallbackServicer
+
+    for servicer in _CallbackServicer._servicers:
+        if servicer._target == callback.target and callback.token in servicer._callbacks:
+            coroutine = servicer._callbacks[callback.token](payload)
+            message = asyncio.run_coroutine_threadsafe(coroutine, servicer._loop).result()
+            return bytes(message.SerializeToString())
+    raise OfflineUnsupported(f"callback {callback.token} at {callback.target} is not registered")
+
+
 Program = Callable[[], None]
 
 
@@ -300,6 +401,24 @@ def _failing_component(error: BaseException) -> str:
             where = f"component {owner._name!r} ({type(owner).__name__})"
         tb = tb.tb_next
     return where
+
+
+_LIBRARY_PATHS = (str(Path(pulumi.__file__).parent.parent), str(Path(asyncio.__file__).parent), __file__)
+
+
+def _program_location(error: BaseException) -> str | None:
+    """``file:line`` of the innermost frame of the program (or of mlplat's components), not of the SDKs."""
+    location = None
+    tb = error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith(_LIBRARY_PATHS) and not filename.startswith("<"):
+            path = Path(filename)
+            with contextlib.suppress(ValueError):
+                path = path.relative_to(Path.cwd())
+            location = f"{path}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return location
 
 
 def _resolve(value: Any) -> tuple[Any, bool]:
@@ -340,16 +459,39 @@ def render(
     config: Mapping[str, str] | None = None,
     secret_keys: list[str] | None = None,
     mocks: MockOutputs | None = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Render:
     """Run ``program`` under the mock runtime with ``config`` and return every resource it registered.
 
-    Each render runs in a fresh ``contextvars`` context, so renders are independent within one process,
-    with the garbage collector paused (:func:`collector_paused`).
+    ``pulumi.StackReference(name)`` reads ``stack_references[name]``, else the outputs given for it in the
+    config key :data:`STACK_REFERENCES_KEY`. Each render runs in a fresh ``contextvars`` context, so renders are
+    independent within one process, with the garbage collector paused (:func:`collector_paused`).
     """
+    config = dict(config or {})
+    references = {**_configured_references(config), **(stack_references or {})}
     with collector_paused():
-        return contextvars.Context().run(
-            _render_in_context, program, project, stack, dict(config or {}), list(secret_keys or []), mocks
-        )
+        try:
+            return contextvars.Context().run(
+                _render_in_context, program, project, stack, config, list(secret_keys or []), mocks, references
+            )
+        finally:
+            # Some of the SDK's Output tasks land in the process-wide settings' set rather than the render's
+            # context; a failed render leaves failed ones there, which the next render would await and re-raise.
+            if pulumi_settings.SETTINGS.outputs:
+                pulumi_settings.SETTINGS.outputs.clear()
+
+
+def _configured_references(config: Mapping[str, str]) -> dict[str, Mapping[str, Any]]:
+    raw = config.get(STACK_REFERENCES_KEY)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ProgramError(f"{STACK_REFERENCES_KEY}: not a JSON object ({exc})") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ProgramError(f"{STACK_REFERENCES_KEY}: expected {{stack name: {{output: value}}}}, got {value!r}")
+    return value
 
 
 def _ensure_event_loop() -> None:
@@ -374,10 +516,11 @@ def _render_in_context(
     config: dict[str, str],
     secret_keys: list[str],
     mocks: MockOutputs | None,
+    stack_references: Mapping[str, Mapping[str, Any]],
 ) -> Render:
     _ensure_event_loop()
     source = mocks or MockOutputs(project=project, stack=stack, region=config.get("aws:region", "us-east-1"))
-    monitor = RecordingMonitor(source)
+    monitor = RecordingMonitor(source, stack_references)
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config, secret_keys)
     pulumi.runtime.set_mocks(source, project=project, stack=stack, preview=False, monitor=monitor)
@@ -392,7 +535,9 @@ def _render_in_context(
     except BaseException as exc:
         error = exc
     if error is not None:
-        raise ProgramError(f"{type(error).__name__} in {_failing_component(error)}: {error}") from error
+        where = _program_location(error)
+        raise ProgramError(f"{type(error).__name__} in {_failing_component(error)}: {error}"
+                           + (f"\n  at {where}" if where else "")) from error
 
     outputs: dict[str, Any] = {}
     stack_outputs: Mapping[str, Any] = getattr(root, "outputs", {}) or {}

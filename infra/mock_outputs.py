@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pulumi.runtime import mocks as pulumi_mocks
@@ -248,11 +249,11 @@ class MockOutputs(pulumi_mocks.Mocks):
         return rid, {**args.inputs, **computed}
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-        return self.invoke(args.token, dict(args.args)), None
+        return self.invoke(args.token, dict(args.args)) or {}, None
 
     # -- invokes ---------------------------------------------------------------------------------------
-    def invoke(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
-        """The result of a data-source call such as ``aws.get_availability_zones``."""
+    def invoke(self, token: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """The result of a data-source call such as ``aws.get_availability_zones``; None for one we cannot answer."""
         region = args.get("region") or self.region
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             letters = "abcdef"
@@ -279,5 +280,93 @@ class MockOutputs(pulumi_mocks.Mocks):
                 "expiresAt": "2099-01-01T00:00:00Z",
                 "id": region,
             }
-        return {}
+        lookup = _LOOKUPS.get(token)
+        return None if lookup is None else lookup(self, args, region)
+
+    # -- lookups of things that already exist: deterministic answers derived from what was asked for ------------
+
+    def _policy_document(self, args: dict[str, Any], region: str) -> dict[str, Any]:
+        document = policy_document_json(args)
+        return {"json": json.dumps(document, indent=2), "minifiedJson": json.dumps(document, separators=(",", ":")),
+                "id": _digest("policy", json.dumps(document, sort_keys=True), length=10)}
+
+    def _eks_cluster_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
+        name = str(args.get("name"))
+        outputs = self._eks_cluster(name, name, name, {"name": name})
+        vpc = f"vpc-{_digest('vpc', name)}"
+        return {
+            "id": name, "name": name, "arn": f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{name}",
+            "endpoint": outputs["kubeconfig"]["clusters"][0]["cluster"]["server"],
+            "certificateAuthorities": [{"data": fake_certificate(name)}],
+            "identities": [{"oidcs": [{"issuer": "https://" + outputs["oidcIssuer"]}]}],
+            "version": "1.35", "platformVersion": "eks.1", "status": "ACTIVE",
+            "roleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-cluster",
+            "vpcConfig": {"vpcId": vpc, "subnetIds": self._subnet_ids(vpc, 3),
+                          "securityGroupIds": [], "clusterSecurityGroupId": outputs["clusterSecurityGroupId"],
+                          "endpointPrivateAccess": True, "endpointPublicAccess": False, "publicAccessCidrs": []},
+            "accessConfigs": [{"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": False}],
+            "tags": {},
+        }
+
+    def _vpc_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
+        vpc = args.get("id") or f"vpc-{_digest('vpc', json.dumps(args, sort_keys=True))}"
+        return {"id": vpc, "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:vpc/{vpc}", "cidrBlock": "10.0.0.0/16",
+                "default": False, "state": "available", "ownerId": ACCOUNT_ID, "tags": args.get("tags") or {},
+                "mainRouteTableId": f"rtb-{_digest('main', vpc)}", "enableDnsHostnames": True,
+                "enableDnsSupport": True, "instanceTenancy": "default"}
+
+    def _subnets_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
+        key = json.dumps(args, sort_keys=True)
+        return {"id": region, "ids": self._subnet_ids(key, 3)}
+
+    def _subnet_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
+        subnet = args.get("id") or f"subnet-{_digest('subnet', json.dumps(args, sort_keys=True))}"
+        return {"id": subnet, "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:subnet/{subnet}",
+                "vpcId": args.get("vpcId") or f"vpc-{_digest('vpc', subnet)}", "availabilityZone": f"{region}a",
+                "cidrBlock": "10.0.0.0/19", "state": "available", "tags": args.get("tags") or {}}
+
+    @staticmethod
+    def _subnet_ids(seed: str, count: int) -> list[str]:
+        return [f"subnet-{_digest('subnet', seed, str(i))}" for i in range(count)]
+
+
+def policy_document_json(args: dict[str, Any]) -> dict[str, Any]:
+    """The IAM policy document ``aws.iam.get_policy_document`` would build from its arguments (no override docs)."""
+
+    def one_or_many(values: list[Any]) -> Any:
+        return values[0] if len(values) == 1 else sorted(values)
+
+    statements = []
+    for stmt in args.get("statements") or []:
+        out: dict[str, Any] = {}
+        if stmt.get("sid"):
+            out["Sid"] = stmt["sid"]
+        out["Effect"] = stmt.get("effect") or "Allow"
+        for key, field in (("Action", "actions"), ("NotAction", "notActions"), ("Resource", "resources"),
+                           ("NotResource", "notResources")):
+            if stmt.get(field):
+                out[key] = one_or_many(stmt[field])
+        for key, field in (("Principal", "principals"), ("NotPrincipal", "notPrincipals")):
+            if stmt.get(field):
+                out[key] = {p["type"]: one_or_many(p["identifiers"]) for p in stmt[field]}
+        conditions: dict[str, dict[str, Any]] = {}
+        for cond in stmt.get("conditions") or []:
+            conditions.setdefault(cond["test"], {})[cond["variable"]] = one_or_many(cond["values"])
+        if conditions:
+            out["Condition"] = conditions
+        statements.append(out)
+    document: dict[str, Any] = {"Version": args.get("version") or "2012-10-17", "Statement": statements}
+    if args.get("policyId"):
+        document["Id"] = args["policyId"]
+    return document
+
+
+_LOOKUPS: dict[str, Callable[[MockOutputs, dict[str, Any], str], dict[str, Any]]] = {
+    "aws:iam/getPolicyDocument:getPolicyDocument": MockOutputs._policy_document,
+    "aws:eks/getCluster:getCluster": MockOutputs._eks_cluster_lookup,
+    "aws:ec2/getVpc:getVpc": MockOutputs._vpc_lookup,
+    "aws:ec2/getSubnets:getSubnets": MockOutputs._subnets_lookup,
+    "aws:ec2/getSubnet:getSubnet": MockOutputs._subnet_lookup,
+}
+"""Data sources answered offline beyond the account/region basics above; any other one is an error."""
 

@@ -359,8 +359,8 @@ def _call_back(callback: Any, payload: bytes) -> bytes:
 
     for servicer in _CallbackServicer._servicers:
         if servicer._target == callback.target and callback.token in servicer._callbacks:
-            coroutine = servicer._callbacks[callback.token](payload)
-            message = asyncio.run_coroutine_threadsafe(coroutine, servicer._loop).result()
+            coroutine: Any = servicer._callbacks[callback.token](payload)
+            message: Any = asyncio.run_coroutine_threadsafe(coroutine, servicer._loop).result()
             return bytes(message.SerializeToString())
     raise OfflineUnsupported(f"callback {callback.token} at {callback.target} is not registered")
 

@@ -101,8 +101,8 @@ def test_duplicate_urns_are_refused_as_pulumi_refuses_them() -> None:
         aws.s3.Bucket("data")
         aws.s3.Bucket("data")
 
-    with pytest.raises(ProgramError, match=r"Duplicate resource URN 'urn:pulumi:dev::team::aws:s3/bucket:Bucket::data'; "
-                                           r"try giving it a unique name"):
+    urn = "urn:pulumi:dev::team::aws:s3/bucket:Bucket::data"
+    with pytest.raises(ProgramError, match=f"Duplicate resource URN '{urn}'; try giving it a unique name"):
         run(program)
 
 

@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import runpy
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -474,6 +475,13 @@ def render(
             return contextvars.Context().run(
                 _render_in_context, program, project, stack, config, list(secret_keys or []), mocks, references
             )
+        except ProgramError:
+            # A failed program drops Output coroutines it never awaited. Finalize them here, quietly: left to a
+            # later collection, their "never awaited" warning can fire inside compile() and break the caller.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gc.collect()
+            raise
         finally:
             # Some of the SDK's Output tasks land in the process-wide settings' set rather than the render's
             # context; a failed render leaves failed ones there, which the next render would await and re-raise.

@@ -3,8 +3,10 @@
 - the S3 bucket for `pulumi login s3://...` (versioned, KMS-encrypted, public access blocked, TLS-only,
   protected), built from mlplat's own ArtifactStore;
 - a KMS key for the `awskms://` secrets provider of the stacks;
-- GitHub's OIDC provider, a deploy role that only this repository's main branch and its deployment
-  environments can assume, and a read-only preview role for its pull requests. No long-lived keys.
+- GitHub's OIDC provider, a deploy role that only the named protected deployment environments of this
+  repository can assume (``deployEnvironments``; each must exist in GitHub with protection rules), a
+  read-only preview role for its pull requests, and the ML pipeline's role (push serving images, describe the
+  cluster). No long-lived keys.
 """
 
 import pulumi
@@ -32,6 +34,8 @@ alias = aws.kms.Alias("mlplat-pulumi-secrets", name="alias/mlplat-pulumi-secrets
 access = GitHubAccess("github", GitHubAccessArgs(
     repository=repository,
     deploy_branch=config.get("deployBranch") or "main",
+    deploy_environments=tuple(config.get_object("deployEnvironments") or ("dev", "production")),
+    pipeline_stacks=tuple(config.get_object("pipelineStacks") or ("dev", "production")),
     state_bucket_arn=state.bucket_arn,
     state_key_arn=state.kms_key_arn,
     secrets_key_arn=secrets_key.arn,
@@ -42,3 +46,4 @@ pulumi.export("pulumiLogin", pulumi.Output.concat("s3://", state.bucket_name))
 pulumi.export("secretsProvider", pulumi.Output.concat("awskms://", alias.name, "?region=", region))
 pulumi.export("deployRoleArn", access.deploy_role.arn)
 pulumi.export("previewRoleArn", access.preview_role.arn)
+pulumi.export("pipelineRoleArn", access.pipeline_role.arn)

@@ -1,4 +1,5 @@
-"""GitHubAccess: GitHub Actions reaches AWS through OIDC, with a deploy role and a read-only preview role."""
+"""GitHubAccess: GitHub Actions reaches AWS through OIDC: a deploy role only protected environments can assume, a
+read-only preview role for pull requests, and a pipeline role with only what the ML workflow needs."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ class GitHubAccessArgs:
 
     Attributes:
         repository: ``owner/name`` of the repository whose workflows may assume the roles.
-        deploy_branch: The branch whose workflows deploy (``pulumi up``).
+        deploy_branch: The branch the ML pipeline's build jobs run from (its jobs without an environment).
+        deploy_environments: The GitHub deployment environments whose jobs may assume the deploy role, by exact
+            name. Each must exist in the repository's settings with protection rules (required reviewers,
+            deployment branches = the deploy branch): GitHub creates an environment a job names on the fly,
+            *without* protection, so only names that already exist with rules are safe to trust, and a
+            wildcard would admit any job that names any environment, a pull request's included.
+        pipeline_stacks: Stacks whose ECR ``mlplat-<stack>/serving`` repository and ``mlplat-<stack>`` cluster the
+            ML pipeline's role may push to and describe.
         state_bucket_arn: The Pulumi state bucket (previews need its objects and lock files).
         state_key_arn: The KMS key of the state bucket.
         secrets_key_arn: The KMS key of the ``awskms://`` secrets provider.
@@ -32,6 +40,8 @@ class GitHubAccessArgs:
 
     repository: str
     deploy_branch: str = "main"
+    deploy_environments: tuple[str, ...] = ("dev", "production")
+    pipeline_stacks: tuple[str, ...] = ("dev", "production")
     state_bucket_arn: pulumi.Input[str] | None = None
     state_key_arn: pulumi.Input[str] | None = None
     secrets_key_arn: pulumi.Input[str] | None = None
@@ -40,10 +50,18 @@ class GitHubAccessArgs:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repository):
             raise ValueError(f"GitHubAccessArgs.repository={self.repository!r}: expected owner/name")
+        if not self.deploy_environments:
+            raise ValueError("GitHubAccessArgs.deploy_environments: name at least one protected environment")
+        for field_name in ("deploy_environments", "pipeline_stacks"):
+            for value in getattr(self, field_name):
+                if not re.fullmatch(r"[\w.-]+", value):
+                    raise ValueError(f"GitHubAccessArgs.{field_name}: {value!r} is not an exact name (no wildcards: "
+                                     "GitHub creates an unknown environment on the fly, without protection rules)")
 
 
 def github_trust_policy(provider_arn: str, subjects: list[str]) -> str:
-    """A trust policy admitting GitHub's OIDC tokens for exactly these ``sub`` patterns, audience STS."""
+    """A trust policy admitting GitHub's OIDC tokens for exactly these ``sub`` values (no wildcards), audience
+    STS."""
     return json.dumps({
         "Version": "2012-10-17",
         "Statement": [{
@@ -51,8 +69,8 @@ def github_trust_policy(provider_arn: str, subjects: list[str]) -> str:
             "Principal": {"Federated": provider_arn},
             "Action": "sts:AssumeRoleWithWebIdentity",
             "Condition": {
-                "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com"},
-                "StringLike": {f"{GITHUB_OIDC_HOST}:sub": subjects},
+                "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
+                                 f"{GITHUB_OIDC_HOST}:sub": subjects},
             },
         }],
     }, sort_keys=True)
@@ -62,12 +80,17 @@ class GitHubAccess(pulumi.ComponentResource):
     """OIDC trust between GitHub Actions and the account: no long-lived AWS keys in CI.
 
     The deploy role can do what ``pulumi up`` of the platform needs (it creates IAM roles, VPCs and
-    clusters, so it is an administrator); its guard is the trust policy: only workflows on the deploy
-    branch, or jobs bound to a GitHub deployment environment (where approvals apply), of this one
-    repository. The preview role is read-only plus the state bucket's lock files and decryption of the
-    state and secrets, and only pull requests of the repository can assume it.
+    clusters, so it is an administrator); its guard is the trust policy: only jobs bound to one of the named
+    deployment environments of this one repository (``repo:<repo>:environment:production``...), exact
+    names, never a wildcard nor a branch: a job that names an environment GitHub does not know gets one created
+    on the fly without protection rules, so ``environment:*`` would let a pull request's workflow skip the
+    production approval. The preview role is read-only plus the state bucket's lock files and decryption of
+    the state and secrets, and only pull requests of the repository can assume it. The pipeline role (the ML
+    workflow, ``.github/workflows/ml-pipeline.yml``) can push images to the stacks' ``serving`` repositories
+    and describe their clusters (for ``aws eks update-kubeconfig``), from the deploy branch's jobs and the
+    named environments' jobs only; what it may do inside the cluster is the cluster's access entry for it.
 
-    Outputs: ``deploy_role``, ``preview_role``, ``oidc_provider_arn``.
+    Outputs: ``deploy_role``, ``preview_role``, ``pipeline_role``, ``oidc_provider_arn``.
     """
 
     def __init__(self, name: str, args: GitHubAccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -86,9 +109,9 @@ class GitHubAccess(pulumi.ComponentResource):
         self.oidc_provider_arn = pulumi.Output.from_input(provider_arn)
         self.deploy_role = aws.iam.Role(
             f"{name}-deploy",
-            description=f"pulumi up from {repo}'s {args.deploy_branch} branch and deployment environments",
+            description=f"pulumi up from {repo}'s protected environments: {', '.join(args.deploy_environments)}",
             assume_role_policy=self.oidc_provider_arn.apply(lambda arn: github_trust_policy(
-                arn, [f"repo:{repo}:ref:refs/heads/{args.deploy_branch}", f"repo:{repo}:environment:*"])),
+                arn, [f"repo:{repo}:environment:{env}" for env in args.deploy_environments])),
             max_session_duration=3600 * 2,
             tags={"Name": f"{name}-deploy"},
             opts=child,
@@ -117,4 +140,31 @@ class GitHubAccess(pulumi.ComponentResource):
         if statements:
             aws.iam.RolePolicy(f"{name}-preview-state", role=self.preview_role.id,
                                policy=policy_document(statements), opts=child)
-        self.register_outputs({"deploy_role_arn": self.deploy_role.arn, "preview_role_arn": self.preview_role.arn})
+        self.pipeline_role = aws.iam.Role(
+            f"{name}-pipeline",
+            description=f"The ML pipeline of {repo}: push serving images, describe the cluster",
+            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: github_trust_policy(
+                arn, [f"repo:{repo}:ref:refs/heads/{args.deploy_branch}",
+                      *(f"repo:{repo}:environment:{env}" for env in args.deploy_environments)])),
+            max_session_duration=3600 * 2,
+            tags={"Name": f"{name}-pipeline"},
+            opts=child,
+        )
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        region = aws.get_region_output(opts=invoke).region
+        repositories = [
+            pulumi.Output.concat("arn:aws:ecr:", region, ":", account, f":repository/mlplat-{stack}/serving")
+            for stack in args.pipeline_stacks]
+        clusters = [pulumi.Output.concat("arn:aws:eks:", region, ":", account, f":cluster/mlplat-{stack}")
+                    for stack in args.pipeline_stacks]
+        aws.iam.RolePolicy(f"{name}-pipeline", role=self.pipeline_role.id, policy=policy_document([
+            # GetAuthorizationToken has no resource-level permissions (ECR's service authorization reference).
+            statement(["ecr:GetAuthorizationToken"], ["*"], sid="RegistryLogin"),
+            statement(["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                       "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchGetImage",
+                       "ecr:GetDownloadUrlForLayer"], repositories, sid="PushServingImages"),
+            statement(["eks:DescribeCluster"], clusters, sid="Kubeconfig"),
+        ]), opts=child)
+        self.register_outputs({"deploy_role_arn": self.deploy_role.arn, "preview_role_arn": self.preview_role.arn,
+                               "pipeline_role_arn": self.pipeline_role.arn})

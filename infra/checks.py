@@ -674,7 +674,7 @@ def required_tags(res: Resource) -> Iterator[Violation]:
 # ----------------------------------------------------------------------------------------------------------
 # The rule set
 
-RULES: tuple[Rule, ...] = (
+POLICY_RULES: tuple[Rule, ...] = (
     ResourceRule("s3-public-access-block-complete", "S3 public access blocks turn on all four flags", MANDATORY,
                  frozenset({PUBLIC_ACCESS_BLOCK}), s3_public_access_block_complete),
     ResourceRule("s3-no-public-acl", "S3 buckets grant no public canned ACL", MANDATORY,
@@ -721,6 +721,14 @@ RULES: tuple[Rule, ...] = (
     ResourceRule("required-tags", "taggable AWS resources carry project/environment/owner/cost-center", MANDATORY,
                  frozenset(), required_tags),
 )
+"""The per-resource policy rules (and the S3/security-group stack rules that stand in for one resource)."""
+
+# Contracts between resources (names, ports, selectors, capacity, ordering, runtime): mlplat.infra.contracts, which
+# builds on this module's types (defined above), so it is imported here, after them.
+from mlplat.infra.contracts.rules import CONTRACT_RULES  # noqa: E402
+
+RULES: tuple[Rule, ...] = POLICY_RULES + CONTRACT_RULES
+"""Every rule ``mlplat check`` and the CrossGuard pack run."""
 
 RULES_BY_ID: dict[str, Rule] = {rule.id: rule for rule in RULES}
 
@@ -787,3 +795,23 @@ def to_text(findings: Sequence[Finding], stack: str, environment: str) -> str:
     for f in findings:
         out.append(f"[{f.enforcement}] {f.rule}: {f.resource} ({f.type})\n  problem: {f.problem}\n  fix: {f.fix}")
     return "\n".join(out) + "\n"
+
+
+def _escape(text: str, *, property_: bool = False) -> str:
+    """GitHub workflow-command escaping (actions/toolkit, command.ts: escapeData / escapeProperty)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_ else text
+
+
+def to_github(findings: Sequence[Finding], stack: str, environment: str, file: str | None = None) -> str:
+    """GitHub Actions annotations: ``::error`` for mandatory findings, ``::warning`` for advisory ones."""
+    lines = []
+    where = f"file={_escape(file, property_=True)}," if file else ""
+    for f in findings:
+        level = "error" if f.enforcement == "mandatory" else "warning"
+        title = _escape(f"mlplat check {stack} ({environment}): {f.rule}", property_=True)
+        message = _escape(f"{f.resource} ({f.type}): {f.problem}. Fix: {f.fix}")
+        lines.append(f"::{level} {where}title={title}::{message}")
+    if not findings:
+        lines.append(f"::notice title={_escape(f'mlplat check {stack}', property_=True)}::all {len(RULES)} rules pass")
+    return "\n".join(lines) + "\n"

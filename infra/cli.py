@@ -19,7 +19,6 @@ from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
 
 if TYPE_CHECKING:
-    from mlplat.infra.cost import Estimate
     from mlplat.infra.engine import Render
 
 # Parameters several commands share.
@@ -37,8 +36,19 @@ register_serving(app)
 register_training(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import importlib.metadata
+
+        typer.echo(f"mlplat {importlib.metadata.version('mlplat')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print mlplat's version and exit", is_eager=True,
+                                 callback=_print_version),
+) -> None:
     """mlplat: an ML platform on AWS as Pulumi components, plus the training and serving code it runs."""
 
 
@@ -121,20 +131,31 @@ def _load_render_file(path: Path) -> dict[str, object]:
     return document
 
 
+class CheckFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+    github = "github"
+
+
 @app.command()
 def check(
     stack: StackArgument,
-    output_format: ReportFormat = typer.Option(ReportFormat.text, "--format", "-f", help="text, json or markdown"),
+    output_format: CheckFormat = typer.Option(
+        CheckFormat.text, "--format", "-f", help="text, json, markdown or github (workflow annotations)"),
     project_dir: ProjectDirOption = Path("."),
     render_file: Path | None = typer.Option(None, "--render", help="Check this saved JSON render instead"),
     environment: str | None = typer.Option(
         None, "--environment", "-e", help="Enforce this environment's levels (default: the stack's own)"
     ),
 ) -> None:
-    """Run mlplat's policy rules over a stack rendered offline; exit 1 on a mandatory violation."""
+    """Run mlplat's policy and contract rules over a stack rendered offline; exit 1 on a mandatory violation.
+
+    ``--render FILE`` checks a saved render (``mlplat synth STACK --format json``), e.g. one edited by hand.
+    """
     import json
 
-    from mlplat.infra.checks import check_render, environment_of, has_mandatory, to_markdown, to_text
+    from mlplat.infra.checks import check_render, environment_of, has_mandatory, to_github, to_markdown, to_text
     from mlplat.infra.config import ENVIRONMENTS
 
     document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
@@ -142,11 +163,14 @@ def check(
         raise fail(f"--environment {environment!r} is not an environment; allowed: {', '.join(ENVIRONMENTS)}")
     env = environment or environment_of(document)
     findings = check_render(document, env)
-    if output_format is ReportFormat.json:
+    if output_format is CheckFormat.json:
         typer.echo(json.dumps({"stack": stack, "environment": env, "findings": [f.to_json() for f in findings]},
                               indent=2))
-    elif output_format is ReportFormat.markdown:
+    elif output_format is CheckFormat.markdown:
         typer.echo(to_markdown(findings, stack, env), nl=False)
+    elif output_format is CheckFormat.github:
+        typer.echo(to_github(findings, stack, env, str(render_file) if render_file else f"Pulumi.{stack}.yaml"),
+                   nl=False)
     else:
         typer.echo(to_text(findings, stack, env), nl=False)
     if has_mandatory(findings):
@@ -156,17 +180,6 @@ def check(
 class DiffFormat(enum.StrEnum):
     markdown = "markdown"
     json = "json"
-
-
-def _stack_estimate(document: dict[str, object]) -> Estimate | None:
-    """The cost estimate of a render, or None when its region or environment is not priced."""
-    from mlplat.infra.checks import environment_of
-    from mlplat.infra.cost import PriceTableError, estimate
-
-    try:
-        return estimate(document, environment_of(document))
-    except PriceTableError:
-        return None
 
 
 @app.command()
@@ -193,69 +206,136 @@ def cost(
         typer.echo(to_text(result), nl=False)
 
 
+EXIT_BLOCKED = 3
+"""``mlplat diff``'s exit code when the change holds something ``pulumi up`` (or AWS) would refuse."""
+_BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+def _progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the report)."""
+    typer.echo(message, err=True)
+
+
 @app.command()
 def diff(
     base: str = typer.Argument(..., help="A git ref (e.g. origin/main), or a JSON render file"),
-    head: str | None = typer.Argument(None, help="A JSON render file or git ref; default: the working tree"),
-    stacks: list[str] = typer.Option([], "--stack", "-s", help="Stack(s) to compare (default: every stack)"),
+    head: str | None = typer.Argument(
+        None, help="A JSON render file or git ref; default: the working tree, rendered with the working tree's code"),
+    stacks: list[str] = typer.Option([], "--stack", "-s", help="Stack to compare (repeat for more; default: every "
+                                                               "stack); an unknown name is an error"),
     output_format: DiffFormat = typer.Option(DiffFormat.markdown, "--format", "-f", help="markdown or json"),
     project_dir: ProjectDirOption = Path("."),
-    with_check: bool = typer.Option(False, "--check", help="Append the policy check of the head render"),
+    with_check: bool = typer.Option(False, "--check", help="Append the policy check of the head render (a flag: "
+                                                           "it takes no value); exit 1 on a mandatory violation"),
 ) -> None:
-    """Compare two renders (git refs or JSON files): added, removed, changed and replaced resources, cost delta."""
+    """Compare two renders (git refs or JSON files): added, removed, changed and replaced resources, cost delta.
+
+    Exit codes: 0 done; 1 a mandatory policy violation (with --check); 2 a usage or render error; 3 the change
+    deletes or replaces something `pulumi up` (or AWS) would refuse. Progress goes to stderr.
+    """
     import json
-    from dataclasses import replace
+    import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from mlplat.infra import diff as diffing
-    from mlplat.infra.checks import check_render, environment_of
+    from mlplat.infra.checks import check_render, environment_of, has_mandatory
     from mlplat.infra.checks import to_markdown as check_markdown
-    from mlplat.infra.cost import delta_markdown
+    from mlplat.infra.cost import diff_costs, estimate_or_unpriced
     from mlplat.infra.stacks import available_stacks
 
     project = project_dir.resolve()
+    if head is not None and head.lower() in _BOOLEAN_WORDS and not Path(head).is_file():
+        raise fail(f"{head!r} given as the head side: --check is a flag and takes no value (write `--check`, and "
+                   "leave the head out to compare with the working tree)")
+    repo: Path | None = None
 
-    def side(spec: str | None, stack: str) -> dict[str, object]:
+    def git_repo() -> Path:
+        nonlocal repo
+        if repo is None:
+            try:
+                repo = diffing.repo_root(project)
+            except diffing.RefRenderError as exc:
+                raise fail(f"{project} is not in a git repository ({exc}); pass two JSON renders instead") from None
+        return repo
+
+    def kind(spec: str | None, side: str) -> tuple[str, diffing.RenderSource]:
         if spec is None:
-            if stack not in available_stacks(project):
-                return {"stack": stack, "resources": []}  # the change deletes this stack
-            return _render_document(stack, project)
+            return "tree", diffing.describe_tree(project, side)
         if Path(spec).is_file():
-            return _load_render_file(Path(spec))
+            return "file", diffing.describe_file(Path(spec), side)
         try:
-            repo = diffing.repo_root(project)
-            return diffing.render_ref(repo, spec, stack, str(project.relative_to(repo)))
-        except diffing.StackMissingAtRef:
-            return {"stack": stack, "resources": []}  # the change adds this stack
+            return "ref", diffing.describe_ref(git_repo(), spec, side)
         except diffing.RefRenderError as exc:
             raise fail(f"{spec!r} is neither a render file nor a usable git ref: {exc}") from None
+
+    base_kind, base_source = kind(base, "base")
+    head_kind, head_source = kind(head, "head")
+    subdir = str(project.relative_to(git_repo())) if "ref" in (base_kind, head_kind) else "."
+
+    def stacks_at(spec: str | None, how: str) -> set[str] | None:
+        if how == "tree":
+            return set(available_stacks(project))
+        if how == "ref" and spec is not None:
+            listing = diffing._git(git_repo(), "ls-tree", "--name-only", spec + ":" + ("" if subdir == "." else subdir))
+            return {n[len("Pulumi."):-len(".yaml")] for n in listing.decode().split() if n.startswith("Pulumi.")
+                    and n.endswith(".yaml") and n.count(".") == 2}
+        return None  # a file: one stack, named inside it
 
     files = [s for s in (base, head) if s is not None and Path(s).is_file()]
     if files and not stacks:
         stacks = [str(_load_render_file(Path(files[0])).get("stack", "?"))]
+    known = [k for k in (stacks_at(base, base_kind), stacks_at(head, head_kind)) if k is not None]
+    everywhere = set().union(*known) if known else set()
     if not stacks:
-        stacks = available_stacks(project)
+        stacks = sorted(everywhere)
+    unknown = [s for s in stacks if known and s not in everywhere]
+    if unknown:
+        raise fail(f"unknown stack{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no "
+                   f"Pulumi.<stack>.yaml on either side; stacks: {', '.join(sorted(everywhere)) or 'none'}")
     if not stacks:
         raise fail(f"no stacks to compare: no Pulumi.<stack>.yaml in {project}; pass --stack")
+
+    def side(spec: str | None, how: str, stack: str) -> dict[str, object]:
+        label = "the working tree" if how == "tree" else spec
+        started = time.monotonic()
+        _progress(f"rendering {stack} from {label} ...")
+        try:
+            if how == "file":
+                return _load_render_file(Path(str(spec)))
+            if how == "tree":
+                if stack not in available_stacks(project):
+                    return {"stack": stack, "resources": []}  # the change deletes this stack
+                return diffing.render_tree(project, stack)
+            return diffing.render_ref(git_repo(), str(spec), stack, subdir)
+        except diffing.StackMissingAtRef:
+            return {"stack": stack, "resources": []}  # the change adds this stack
+        finally:
+            _progress(f"rendered {stack} from {label} in {time.monotonic() - started:.1f} s")
+
+    jobs = [(stack, spec, how) for stack in stacks for spec, how in ((base, base_kind), (head, head_kind))]
+    try:
+        with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+            futures = [pool.submit(side, spec, how, stack) for stack, spec, how in jobs]
+            documents = [f.result() for f in futures]
+    except diffing.RefRenderError as exc:
+        raise fail(str(exc)) from None
     sections: list[str] = []
     report: list[dict[str, object]] = []
-    for stack in stacks:
-        old, new = side(base, stack), side(head, stack)
+    blocked = mandatory = False
+    sources = [base_source.line(), head_source.line()]
+    for index, stack in enumerate(stacks):
+        old, new = documents[2 * index], documents[2 * index + 1]
         change = diffing.diff_renders(old, new)
-        before, after = _stack_estimate(old), _stack_estimate(new)
-        # A stack the change adds (or deletes) costs nothing on the side where it does not exist.
-        if before is None and after is not None and not old["resources"]:
-            before = replace(after, lines=[], unpriced=[])
-        if after is None and before is not None and not new["resources"]:
-            after = replace(before, lines=[], unpriced=[])
-        entry: dict[str, object] = change.to_json()
-        markdown = diffing.to_markdown(change)
-        if before is not None and after is not None:
-            entry["cost"] = {"base": before.to_json(), "head": after.to_json(),
-                             "idle_delta": round(after.idle - before.idle, 2),
-                             "peak_delta": round(after.peak - before.peak, 2)}
-            markdown += "\n" + delta_markdown(before, after)
+        blocked = blocked or bool(change.blockers)
+        entry: dict[str, object] = {**change.to_json(), "code": {"base": base_source.code, "head": head_source.code}}
+        markdown = diffing.to_markdown(change, sources)
+        costs = diff_costs(estimate_or_unpriced(old), estimate_or_unpriced(new))
+        if costs is not None:
+            entry["cost"] = costs.to_json()
+            markdown += "\n" + costs.markdown()
         if with_check:
             findings = check_render(new)
+            mandatory = mandatory or has_mandatory(findings)
             entry["findings"] = [f.to_json() for f in findings]
             markdown += "\n" + check_markdown(findings, stack, environment_of(new))
         report.append(entry)
@@ -264,6 +344,10 @@ def diff(
         typer.echo(json.dumps({"base": base, "head": head or "working tree", "stacks": report}, indent=2))
     else:
         typer.echo("\n".join(sections), nl=False)
+    if blocked:
+        raise typer.Exit(code=EXIT_BLOCKED)
+    if mandatory:
+        raise typer.Exit(code=1)
 
 
 @app.command()

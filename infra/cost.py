@@ -9,7 +9,7 @@ table are listed as unpriced rather than silently counted as free.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -88,6 +88,13 @@ class UsageAssumptions(_Strict):
     environments: dict[str, Usage]
 
 
+class NotPriced(_Strict):
+    """What the config accepts but the table does not price (no verified list price), and why."""
+
+    comment: str
+    ec2: dict[str, str]
+
+
 class PriceTable(_Strict):
     """The whole price file: when, from where, and the prices per region."""
 
@@ -99,6 +106,7 @@ class PriceTable(_Strict):
     regions: dict[str, RegionPrices]
     spot: SpotAssumption
     usage: UsageAssumptions
+    not_priced: NotPriced
 
 
 class PriceTableError(ValueError):
@@ -143,6 +151,13 @@ class Estimate:
     lines: list[CostLine] = field(default_factory=list)
     unpriced: list[str] = field(default_factory=list)
     assumptions: dict[str, float] = field(default_factory=dict)
+    unpriced_keys: list[tuple[str, str]] = field(default_factory=list)
+    """(type, name) of each resource in :attr:`unpriced`: left out of the totals, which are then incomplete."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every resource of a priced type is in the totals."""
+        return not self.unpriced
 
     @property
     def idle(self) -> float:
@@ -158,8 +173,8 @@ class Estimate:
         """A plain dict for JSON output."""
         return {"stack": self.stack, "environment": self.environment, "region": self.region,
                 "prices_as_of": self.as_of, "idle_monthly": round(self.idle, 2), "peak_monthly": round(self.peak, 2),
-                "lines": [line.to_json() for line in self.lines], "unpriced": self.unpriced,
-                "assumptions": self.assumptions}
+                "complete": self.complete, "lines": [line.to_json() for line in self.lines],
+                "unpriced": self.unpriced, "assumptions": self.assumptions}
 
 
 def _region_of(document: Mapping[str, Any]) -> str | None:
@@ -181,6 +196,7 @@ class _Pricer:
         self.by_urn = {r["urn"]: r for r in records}
         self.records = records
         self.unpriced: list[str] = []
+        self.unpriced_keys: list[tuple[str, str]] = []
         nats = [r for r in records if r["type"] == "aws:ec2/natGateway:NatGateway"]
         self.nat_share = usage.nat_data_gb / len(nats) if nats else 0.0
         endpoints = [r for r in records if _interface_endpoint(r)]
@@ -209,7 +225,7 @@ class _Pricer:
         if type_ in ("aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup"):
             return self._node_group(record)
         if type_ == "aws:ec2/instance:Instance":
-            hourly = self._ec2(str(inputs.get("instanceType")), name)
+            hourly = self._ec2(str(inputs.get("instanceType")), record)
             return None if hourly is None else fixed(f"1 x {inputs.get('instanceType')}", hourly * h)
         if type_ == "aws:ec2/natGateway:NatGateway":
             return fixed(f"NAT gateway + {self.nat_share:,.0f} GB processed",
@@ -240,6 +256,16 @@ class _Pricer:
             group = _alb_group(record)
             what = f"ALB (AWS Load Balancer Controller{', group ' + group if group else ''}) + "
             return fixed(what + f"{u.load_balancer_lcu:g} LCU", (p.alb_hour + u.load_balancer_lcu * p.alb_lcu_hour) * h)
+        if type_ == "kubernetes:helm.sh/v3:Release":
+            claims = list(_volume_claims(inputs.get("values")))
+            if not claims:
+                return None
+            gb = sum(size * copies for size, copies in claims)
+            what = " + ".join(f"{copies} x {size:g} GB" for size, copies in claims)
+            return fixed(f"{what} gp3 (persistent volumes in its values)", gb * self._ebs("gp3"))
+        if type_ == "kubernetes:core/v1:PersistentVolumeClaim":
+            size = _gib((((inputs.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage"))
+            return None if size is None else fixed(f"{size:g} GB gp3 persistent volume", size * self._ebs("gp3"))
         if type_ == "aws:ebs/volume:Volume":
             gb = float(inputs.get("size") or 0)
             return fixed(f"{gb:g} GB {inputs.get('type', 'gp3')}", gb * self._ebs(str(inputs.get("type", "gp3"))))
@@ -255,10 +281,15 @@ class _Pricer:
         first = min(r["urn"] for r in self.records if _is_alb_ingress(r) and _alb_group(r) == group)
         return bool(record["urn"] == first)
 
-    def _ec2(self, instance_type: str, name: str) -> float | None:
+    def skip(self, record: Mapping[str, Any], why: str) -> None:
+        """Name a resource that cannot be priced (never counted as free)."""
+        self.unpriced.append(f"{record['name']}: {why}")
+        self.unpriced_keys.append((record["type"], record["name"]))
+
+    def _ec2(self, instance_type: str, record: Mapping[str, Any]) -> float | None:
         hourly = self.prices.ec2_hour.get(instance_type)
         if hourly is None:
-            self.unpriced.append(f"{name}: no EC2 price for {instance_type!r} in the table")
+            self.skip(record, f"no EC2 price for {instance_type!r} in the table")
         return hourly
 
     def _ebs(self, volume_type: str) -> float:
@@ -268,10 +299,10 @@ class _Pricer:
         inputs, name = record.get("inputs") or {}, record["name"]
         types = [str(t) for t in inputs.get("instanceTypes") or []]
         if not types:
-            self.unpriced.append(f"{name}: node group without instanceTypes (set in its launch template?)")
+            self.skip(record, "node group without instanceTypes (set in its launch template?)")
             return None
         # The first listed type is the one the group prefers; price the group as all nodes of it.
-        hourly = self._ec2(types[0], name)
+        hourly = self._ec2(types[0], record)
         if hourly is None:
             return None
         spot = str(inputs.get("capacityType", "ON_DEMAND")).upper() == "SPOT"
@@ -301,7 +332,7 @@ class _Pricer:
         cls = str(inputs.get("instanceClass"))
         hourly = self.prices.rds_hour.get(cls)
         if hourly is None:
-            self.unpriced.append(f"{name}: no RDS price for {cls!r} in the table")
+            self.skip(record, f"no RDS price for {cls!r} in the table")
             return None
         copies = 2 if inputs.get("multiAz") is True else 1
         storage_type = str(inputs.get("storageType", "gp2"))
@@ -310,6 +341,41 @@ class _Pricer:
         monthly = copies * (hourly * self.hours + storage)
         what = f"{cls}{' multi-AZ' if copies == 2 else ''}, {gb:g} GB {storage_type}"
         return CostLine(name, record["type"], what, monthly, monthly)
+
+
+def _gib(quantity: Any) -> float | None:
+    """A Kubernetes storage quantity (``200Gi``, ``1Ti``, ``500M``) in GB (GiB, as EBS bills), or None."""
+    text = str(quantity or "").strip()
+    units = {"Ki": 1 / 1024**2, "Mi": 1 / 1024, "Gi": 1.0, "Ti": 1024.0, "K": 1e3 / 1024**3, "M": 1e6 / 1024**3,
+             "G": 1e9 / 1024**3, "T": 1e12 / 1024**3}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            try:
+                return float(text[: -len(unit)]) * factor
+            except ValueError:
+                return None
+    try:
+        return float(text) / 1024**3 if text else None
+    except ValueError:
+        return None
+
+
+def _volume_claims(values: Any) -> Iterator[tuple[float, int]]:
+    """(GB, copies) of each persistent volume a Helm chart's values ask for: ``storageSpec`` volume claim
+    templates (kube-prometheus-stack's Prometheus and Alertmanager), with the ``replicas`` beside them."""
+    if isinstance(values, Mapping):
+        template = (values.get("storageSpec") or values.get("storage") or {})
+        claim = template.get("volumeClaimTemplate") if isinstance(template, Mapping) else None
+        if isinstance(claim, Mapping):
+            size = _gib((((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage"))
+            if size:
+                yield size, int(values.get("replicas") or 1)
+        for key, value in values.items():
+            if key not in ("storageSpec", "storage"):
+                yield from _volume_claims(value)
+    elif isinstance(values, list):
+        for item in values:
+            yield from _volume_claims(item)
 
 
 def _is_alb_ingress(record: Mapping[str, Any]) -> bool:
@@ -355,7 +421,102 @@ def estimate(document: Mapping[str, Any], environment: str, table: PriceTable | 
         if line is not None:
             result.lines.append(line)
     result.unpriced = pricer.unpriced
+    result.unpriced_keys = pricer.unpriced_keys
     return result
+
+
+# Types the estimator prices (by type, or by its inputs: interface endpoints, ALB ingresses, Helm volumes).
+PRICED_TYPES = frozenset({
+    "eks:index:Cluster", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup",
+    "aws:ec2/instance:Instance", "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip", "aws:rds/instance:Instance",
+    "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2", "aws:cloudwatch/logGroup:LogGroup", "aws:kms/key:Key",
+    "aws:ecr/repository:Repository", "aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer",
+    "aws:ebs/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim",
+})
+
+
+def estimate_or_unpriced(document: Mapping[str, Any], table: PriceTable | None = None) -> Estimate | None:
+    """:func:`estimate` in the render's own environment; where its region (or environment) has no prices, an
+    estimate that names every resource of a priced type as unpriced instead of dropping the stack's cost.
+    None for an empty render (a stack that does not exist on this side)."""
+    from mlplat.infra.checks import environment_of
+
+    records = [r for r in document.get("resources") or [] if r["type"] != "pulumi:pulumi:Stack"]
+    if not records:
+        return None
+    table = table or load_prices()
+    environment = environment_of(document)
+    try:
+        return estimate(document, environment, table)
+    except PriceTableError as exc:
+        result = Estimate(stack=str(document.get("stack", "?")), environment=environment,
+                          region=_region_of(document) or "?", as_of=table.as_of)
+        for record in sorted(records, key=lambda r: (r["type"], r["name"])):
+            if record["type"] in PRICED_TYPES or _interface_endpoint(record):
+                result.unpriced.append(f"{record['name']}: {exc}")
+                result.unpriced_keys.append((record["type"], record["name"]))
+        return result
+
+
+@dataclass(frozen=True)
+class CostDelta:
+    """How the monthly estimate moves, over the resources priced on both sides; what is left out is named."""
+
+    base: Estimate | None
+    head: Estimate | None
+    idle_delta: float
+    peak_delta: float
+    left_out: list[str]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every resource of a priced type is counted on both sides."""
+        return not self.left_out
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for JSON output."""
+        return {"base": self.base.to_json() if self.base else None, "head": self.head.to_json() if self.head else None,
+                "idle_delta": round(self.idle_delta, 2), "peak_delta": round(self.peak_delta, 2),
+                "complete": self.complete, "left_out": self.left_out}
+
+    def markdown(self) -> str:
+        """The cost headline: totals, the delta, and (first, not folded) what is not priced."""
+        def signed(value: float) -> str:
+            return ("+" if value >= 0 else "-") + money(abs(value))
+
+        def total(est: Estimate | None, attr: str) -> str:
+            return money(0.0) if est is None else money(getattr(est, attr)) + ("" if est.complete else "*")
+
+        mark = "" if self.complete else " (incomplete)"
+        text = (f"**Cost{mark}:** idle {total(self.base, 'idle')} → {total(self.head, 'idle')} "
+                f"({signed(self.idle_delta)}), peak {total(self.base, 'peak')} → {total(self.head, 'peak')} "
+                f"({signed(self.peak_delta)}) per month")
+        either = self.head or self.base
+        as_of = either.as_of if either is not None else "?"
+        text += f", list prices as of {as_of}.\n"
+        if self.left_out:
+            text += ("\n> [!WARNING]\n> **Not priced, left out of the totals (\\*) and of the delta:**\n"
+                     + "".join(f"> - {u}\n" for u in self.left_out))
+        return text
+
+
+def diff_costs(base: Estimate | None, head: Estimate | None) -> CostDelta | None:
+    """The cost delta from ``base`` to ``head`` (None on a side: the stack does not exist there).
+
+    A resource unpriced on either side is left out of both sides' sums, so a database upsized to a class the
+    table lacks is never read as a saving; each is named."""
+    if base is None and head is None:
+        return None
+    skip = {*(base.unpriced_keys if base else []), *(head.unpriced_keys if head else [])}
+
+    def counted(est: Estimate | None, attr: str) -> float:
+        return 0.0 if est is None else sum(getattr(line, attr) for line in est.lines
+                                           if (line.type, line.name) not in skip)
+
+    left_out = list(dict.fromkeys([*(f"head: {u}" for u in (head.unpriced if head else [])),
+                                   *(f"base: {u}" for u in (base.unpriced if base else []))]))
+    return CostDelta(base, head, counted(head, "idle") - counted(base, "idle"),
+                     counted(head, "peak") - counted(base, "peak"), left_out)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -371,14 +532,14 @@ def to_markdown(est: Estimate, table: PriceTable | None = None) -> str:
     """A Markdown section: totals, a line per resource, the assumptions and the price sources."""
     table = table or load_prices()
     lines = [f"### Monthly cost estimate: `{est.stack}` ({est.region})\n",
-             f"**Idle (min nodes): {money(est.idle)} · Peak (max nodes): {money(est.peak)}** "
-             f"— list prices as of {est.as_of}.\n",
+             f"**Idle (min nodes): {money(est.idle)} · Peak (max nodes): {money(est.peak)}**"
+             f"{'' if est.complete else ' **(incomplete)**'} — list prices as of {est.as_of}.\n",
+             *([f"> [!WARNING]\n> **Not priced ({len(est.unpriced)}), left out of the totals:** "
+                + "; ".join(est.unpriced) + "\n"] if est.unpriced else []),
              "| resource | type | what | idle | peak |", "|---|---|---|---:|---:|"]
     for line in sorted(est.lines, key=lambda x: -x.peak):
         lines.append(f"| `{line.name}` | {line.type} | {line.what} | {money(line.idle)} | {money(line.peak)} |")
     lines.append("")
-    if est.unpriced:
-        lines.append("Not priced: " + "; ".join(est.unpriced) + "\n")
     lines.append("Assumptions: " + ", ".join(f"{k}={v:g}" for k, v in est.assumptions.items()) + ". "
                  + "Sources: " + ", ".join(f"[{k}]({v})" for k, v in table.sources.items()) + ".\n")
     return "\n".join(lines) + "\n"
@@ -388,6 +549,8 @@ def to_text(est: Estimate) -> str:
     """Plain text for the terminal."""
     width = max([len(line.name) for line in est.lines] + [8])
     out = [f"{est.stack} ({est.environment}, {est.region}), list prices as of {est.as_of}:"]
+    if est.unpriced:
+        out.append(f"  INCOMPLETE: {len(est.unpriced)} resource(s) not priced, left out of the totals (listed below)")
     for line in sorted(est.lines, key=lambda x: -x.peak):
         out.append(f"  {line.name:<{width}}  {money(line.idle):>12} {money(line.peak):>12}  {line.what}")
     out.append(f"  {'TOTAL':<{width}}  {money(est.idle):>12} {money(est.peak):>12}  idle (min nodes) / peak (max)")

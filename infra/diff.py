@@ -1,13 +1,22 @@
-"""Compare two offline renders of a stack: what a PR adds, removes, changes and replaces.
+"""Compare two offline renders of a stack: what a PR adds, removes, changes and replaces, and what that cascades to.
 
 Resources are matched by URN (as Pulumi matches them; a rename without ``aliases`` is a delete plus a create).
 Changed resources list property-level changes, and a change to a property the provider cannot update in place
-(a VPC's CIDR, a subnet's AZ, an RDS engine, a node group's instance types...) is flagged as a replacement,
-from :data:`REPLACE_ON_CHANGE`. A replaced or removed protected resource is called out: ``pulumi up`` refuses it.
+(a VPC's CIDR, a subnet's AZ, an RDS engine, a node group's instance types...) is flagged as a replacement, from
+the sourced table in :mod:`mlplat.infra.replacements`. Properties named in a resource's ``ignore_changes`` are
+left out, as ``pulumi up`` leaves them.
 
-The base render may come from a git ref: :func:`render_ref` unpacks the ref's tree (``git archive``) into a
-temporary folder and renders its stack with its own code, in a subprocess whose import path maps the ``mlplat``
-packages to that tree, so the comparison covers program changes as well as stack-file changes.
+**Cascades.** Offline ids do not change when a resource is replaced, so a replacement would otherwise move
+nothing downstream. :func:`diff_renders` follows the dependency graph instead: every input of a dependant that
+carries an output of a replaced resource (its id, ARN, endpoint...; found by value, from the engine's
+deterministic mock outputs) becomes unknown until the replacement exists, which updates the dependant, or
+replaces it when that input forces replacement, and so on down the graph. A replaced provider replaces every
+resource it manages. Protected resources, and databases with deletion protection, that a change deletes or
+replaces are the *blockers*: ``pulumi up`` (or AWS) refuses them.
+
+Both sides render in subprocesses with their own code: a git ref from its tree (``git archive``), the working
+tree from its folders (:func:`render_tree`), never whatever ``mlplat`` happens to be installed. Each render
+says which code produced it (:class:`RenderSource`).
 """
 
 from __future__ import annotations
@@ -19,120 +28,129 @@ import sys
 import tarfile
 import tempfile
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Properties whose change forces a replacement, by type (dotted paths, as the wire inputs nest them). From the
-# providers' schemas ("replaceOnChanges"/ForceNew) for the types mlplat creates or is likely to create.
-REPLACE_ON_CHANGE: dict[str, frozenset[str]] = {
-    "aws:ec2/vpc:Vpc": frozenset({"cidrBlock", "instanceTenancy"}),
-    "aws:ec2/subnet:Subnet": frozenset({"cidrBlock", "availabilityZone", "availabilityZoneId", "vpcId"}),
-    "aws:ec2/natGateway:NatGateway": frozenset({"subnetId", "allocationId", "connectivityType", "privateIp"}),
-    "aws:ec2/eip:Eip": frozenset({"domain", "networkBorderGroup"}),
-    "aws:ec2/routeTable:RouteTable": frozenset({"vpcId"}),
-    "aws:ec2/route:Route": frozenset({"routeTableId", "destinationCidrBlock", "destinationIpv6CidrBlock"}),
-    "aws:ec2/routeTableAssociation:RouteTableAssociation": frozenset({"subnetId", "gatewayId"}),
-    "aws:ec2/securityGroup:SecurityGroup": frozenset({"name", "namePrefix", "vpcId", "description"}),
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": frozenset({"securityGroupId"}),
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": frozenset({"securityGroupId"}),
-    "aws:ec2/vpcEndpoint:VpcEndpoint": frozenset({"vpcId", "serviceName", "vpcEndpointType"}),
-    "aws:ec2/flowLog:FlowLog": frozenset({"vpcId", "logDestination", "logDestinationType", "trafficType",
-                                          "iamRoleArn", "maxAggregationInterval"}),
-    "aws:ec2/launchTemplate:LaunchTemplate": frozenset({"name", "namePrefix"}),
-    "aws:rds/instance:Instance": frozenset({"engine", "identifier", "identifierPrefix", "dbName", "username",
-                                            "kmsKeyId", "storageEncrypted", "availabilityZone",
-                                            "characterSetName", "timezone"}),
-    "aws:rds/cluster:Cluster": frozenset({"engine", "clusterIdentifier", "clusterIdentifierPrefix", "databaseName",
-                                          "masterUsername", "kmsKeyId", "storageEncrypted", "availabilityZones"}),
-    "aws:rds/subnetGroup:SubnetGroup": frozenset({"name", "namePrefix"}),
-    "aws:rds/parameterGroup:ParameterGroup": frozenset({"name", "namePrefix", "family"}),
-    "aws:eks/cluster:Cluster": frozenset({"name", "roleArn", "vpcConfig.subnetIds", "kubernetesNetworkConfig",
-                                          "outpostConfig"}),
-    "eks:index:Cluster": frozenset({"name", "subnetIds", "privateSubnetIds", "publicSubnetIds", "vpcId",
-                                    "serviceRole", "kubernetesServiceIpAddressRange", "ipFamily"}),
-    "aws:eks/nodeGroup:NodeGroup": frozenset({"clusterName", "nodeGroupName", "nodeGroupNamePrefix", "nodeRoleArn",
-                                              "subnetIds", "instanceTypes", "capacityType", "amiType", "diskSize",
-                                              "remoteAccess"}),
-    "eks:index:ManagedNodeGroup": frozenset({"cluster", "clusterName", "nodeGroupName", "nodeGroupNamePrefix",
-                                             "nodeRole", "nodeRoleArn", "subnetIds", "instanceTypes", "capacityType",
-                                             "amiType", "diskSize", "remoteAccess"}),
-    "aws:eks/addon:Addon": frozenset({"clusterName", "addonName"}),
-    "aws:s3/bucket:Bucket": frozenset({"bucket", "bucketPrefix", "objectLockEnabled"}),
-    "aws:ecr/repository:Repository": frozenset({"name", "encryptionConfigurations"}),
-    "aws:ecr/lifecyclePolicy:LifecyclePolicy": frozenset({"repository"}),
-    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": frozenset({"bucket"}),
-    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": frozenset(
-        {"bucket", "expectedBucketOwner"}),
-    "aws:s3/bucketVersioning:BucketVersioning": frozenset({"bucket", "expectedBucketOwner"}),
-    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": frozenset({"bucket", "expectedBucketOwner"}),
-    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": frozenset({"bucket"}),
-    "aws:s3/bucketPolicy:BucketPolicy": frozenset({"bucket"}),
-    "aws:kms/key:Key": frozenset({"customerMasterKeySpec", "keyUsage", "multiRegion", "keySpec"}),
-    "aws:kms/alias:Alias": frozenset({"name", "namePrefix"}),
-    "aws:iam/role:Role": frozenset({"name", "namePrefix", "path"}),
-    "aws:iam/rolePolicy:RolePolicy": frozenset({"name", "namePrefix", "role"}),
-    "aws:iam/policy:Policy": frozenset({"name", "namePrefix", "path"}),
-    "aws:cloudwatch/logGroup:LogGroup": frozenset({"name", "namePrefix", "logGroupClass"}),
-    "kubernetes:helm.sh/v3:Release": frozenset({"name", "namespace"}),
-    "kubernetes:apps/v1:Deployment": frozenset({"spec.selector"}),
-    "kubernetes:apps/v1:StatefulSet": frozenset({"spec.selector", "spec.serviceName", "spec.volumeClaimTemplates"}),
-    "kubernetes:apps/v1:DaemonSet": frozenset({"spec.selector"}),
-    "kubernetes:batch/v1:Job": frozenset({"spec.template", "spec.selector", "spec.completions", "spec.completionMode"}),
+from mlplat.infra.replacements import forces_replacement, replace_paths
+
+__all__ = [
+    "STATEFUL_TYPES",
+    "PropertyChange",
+    "RefRenderError",
+    "RenderSource",
+    "ResourceChange",
+    "ResourceRef",
+    "StackDiff",
+    "StackMissingAtRef",
+    "diff_renders",
+    "forces_replacement",
+    "render_ref",
+    "render_tree",
+    "replace_paths",
+    "to_markdown",
+]
+
+# Types whose deletion or replacement loses data or live state: never folded away in a PR comment.
+STATEFUL_TYPES: dict[str, str] = {
+    "aws:rds/instance:Instance": "database",
+    "aws:rds/cluster:Cluster": "database",
+    "aws:s3/bucket:Bucket": "bucket and its objects",
+    "aws:s3/bucketV2:BucketV2": "bucket and its objects",
+    "aws:ebs/volume:Volume": "volume",
+    "aws:efs/fileSystem:FileSystem": "file system",
+    "aws:dynamodb/table:Table": "table",
+    "aws:ecr/repository:Repository": "image repository and its images",
+    "aws:kms/key:Key": "KMS key (data encrypted with it becomes unreadable)",
+    "aws:cloudwatch/logGroup:LogGroup": "log group and its logs",
+    "aws:secretsmanager/secret:Secret": "secret",
+    "random:index/randomPassword:RandomPassword": "generated password (a new one is generated)",
+    "eks:index:Cluster": "Kubernetes cluster and everything running on it",
+    "aws:eks/cluster:Cluster": "Kubernetes cluster and everything running on it",
+    "kubernetes:core/v1:PersistentVolumeClaim": "persistent volume",
 }
-# Every Kubernetes object is replaced when its name or namespace changes; a provider when its region does.
-K8S_IDENTITY = frozenset({"metadata.name", "metadata.namespace"})
-PROVIDER_REPLACE = frozenset({"region"})
+# Types that serve live traffic: deleting one takes a service down.
+LIVE_TYPES: dict[str, str] = {
+    "mlplat:serving:ModelService": "model service",
+    "kubernetes:apps/v1:Deployment": "workload",
+    "kubernetes:apps/v1:StatefulSet": "workload",
+    "kubernetes:core/v1:Service": "service endpoint",
+    "kubernetes:networking.k8s.io/v1:Ingress": "load balancer / ingress",
+    "kubernetes:helm.sh/v3:Release": "Helm release",
+}
+# Inputs that hold a resource's physical name: a change replaces it under a new name, and aliases cannot help.
+PHYSICAL_NAME_PATHS = frozenset({"name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix",
+                                 "clusterIdentifier", "nodeGroupName", "metadata.name", "metadata.namespace",
+                                 "repository"})
+UNKNOWN_AFTER = "(known after replacement)"
+MASK = "[secret]"  # how the engine records a secret input
 
 
-def replace_paths(type_: str) -> frozenset[str]:
-    """The property paths of ``type_`` that force a replacement."""
-    if type_.startswith("kubernetes:") and type_ != "kubernetes:helm.sh/v3:Release":
-        return REPLACE_ON_CHANGE.get(type_, frozenset()) | K8S_IDENTITY
-    if type_.startswith("pulumi:providers:"):
-        return PROVIDER_REPLACE
-    return REPLACE_ON_CHANGE.get(type_, frozenset())
-
-
-def forces_replacement(type_: str, path: str) -> bool:
-    """Whether changing ``path`` (e.g. ``vpcConfig.subnetIds[1]``) of a ``type_`` replaces the resource."""
-    return any(path == p or path.startswith((p + ".", p + "[")) for p in replace_paths(type_))
+def is_stateful(type_: str) -> bool:
+    """Whether deleting or replacing a ``type_`` loses data or live state."""
+    return type_ in STATEFUL_TYPES
 
 
 @dataclass(frozen=True)
 class PropertyChange:
-    """One property that differs: its path, both values (None when absent), and whether it replaces."""
+    """One property that differs: its path, both values (None when absent), whether it replaces, and the
+    replaced resource (URN) whose new output it waits for, when the change cascades from one."""
 
     path: str
     before: Any
     after: Any
     replaces: bool
+    cause: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"path": self.path, "before": self.before, "after": self.after, "replaces": self.replaces}
+        out = {"path": self.path, "before": self.before, "after": self.after, "replaces": self.replaces}
+        if self.cause:
+            out["after"] = UNKNOWN_AFTER
+            out["cascade_from"] = self.cause
+        return out
+
+
+def _guard(record: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(protected, deletion protection on) of a record."""
+    options, inputs = record.get("options") or {}, record.get("inputs") or {}
+    return bool(options.get("protect")), inputs.get("deletionProtection") is True
 
 
 @dataclass(frozen=True)
 class ResourceChange:
-    """A resource present in both renders whose inputs or guard options differ."""
+    """A resource present in both renders whose inputs or guard options differ (or wait for a replacement)."""
 
     urn: str
     type: str
     name: str
     changes: tuple[PropertyChange, ...]
     protected: bool
+    deletion_protection: bool = False
+    ignored: tuple[str, ...] = ()
 
     @property
     def replaces(self) -> bool:
         """Whether any change forces the resource to be replaced."""
         return any(c.replaces for c in self.changes)
 
+    @property
+    def cascaded(self) -> bool:
+        """Whether the resource changes only because something it depends on is replaced."""
+        return all(c.cause for c in self.changes)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether replacing it loses data or live state."""
+        return is_stateful(self.type)
+
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
         return {"urn": self.urn, "type": self.type, "name": self.name, "replace": self.replaces,
-                "protected": self.protected, "changes": [c.to_json() for c in self.changes]}
+                "protected": self.protected, "deletion_protection": self.deletion_protection,
+                "stateful": self.stateful, "cascade": self.cascaded, "ignored_by_ignore_changes": list(self.ignored),
+                "changes": [c.to_json() for c in self.changes]}
 
 
 @dataclass(frozen=True)
@@ -143,10 +161,40 @@ class ResourceRef:
     type: str
     name: str
     protected: bool = False
+    deletion_protection: bool = False
+    physical: str | None = None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether deleting it loses data or live state."""
+        return is_stateful(self.type)
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"urn": self.urn, "type": self.type, "name": self.name, "protected": self.protected}
+        return {"urn": self.urn, "type": self.type, "name": self.name, "protected": self.protected,
+                "deletion_protection": self.deletion_protection, "stateful": self.stateful}
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A resource ``pulumi up`` (or AWS) will refuse to delete or replace, and why."""
+
+    name: str
+    type: str
+    action: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        """A plain dict for JSON output."""
+        return {"name": self.name, "type": self.type, "action": self.action, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Rename:
+    """A removed and an added resource that are one logical resource under a new URN (aliases keep it)."""
+
+    old: ResourceRef
+    new: ResourceRef
 
 
 @dataclass
@@ -158,6 +206,7 @@ class StackDiff:
     removed: list[ResourceRef] = field(default_factory=list)
     changed: list[ResourceChange] = field(default_factory=list)
     unchanged: int = 0
+    renames: list[Rename] = field(default_factory=list)
 
     @property
     def replaced(self) -> list[ResourceChange]:
@@ -170,17 +219,35 @@ class StackDiff:
         return not (self.added or self.removed or self.changed)
 
     @property
+    def blockers(self) -> list[Blocker]:
+        """What ``pulumi up`` would refuse: protected resources, or databases with deletion protection, that
+        this change deletes or replaces."""
+        found: list[Blocker] = []
+        items: list[tuple[str, str, str, bool, bool]] = [
+            (r.name, r.type, "delete", r.protected, r.deletion_protection) for r in self.removed]
+        items += [(c.name, c.type, "replace", c.protected, c.deletion_protection) for c in self.replaced]
+        for name, type_, action, protected, deletion_protection in items:
+            if protected:
+                found.append(Blocker(name, type_, action, "protected (`protect`): `pulumi up` refuses to " + action))
+            elif deletion_protection:
+                found.append(Blocker(name, type_, action, "deletion protection on: AWS refuses the delete"))
+        return sorted(found, key=lambda b: (b.type, b.name))
+
+    @property
     def blocked(self) -> list[str]:
-        """Names of protected resources this change would delete or replace (``pulumi up`` refuses)."""
-        return sorted({r.name for r in self.removed if r.protected} | {c.name for c in self.replaced if c.protected})
+        """Names of resources this change would delete or replace that ``pulumi up`` refuses."""
+        return sorted({b.name for b in self.blockers})
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
         return {
             "stack": self.stack,
             "summary": {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed),
-                        "replaced": len(self.replaced), "unchanged": self.unchanged},
+                        "replaced": len(self.replaced), "unchanged": self.unchanged,
+                        "cascaded": sum(1 for c in self.changed if c.cascaded)},
             "blocked_by_protect": self.blocked,
+            "blockers": [b.to_json() for b in self.blockers],
+            "renames": [{"from": r.old.urn, "to": r.new.urn} for r in self.renames],
             "added": [r.to_json() for r in self.added],
             "removed": [r.to_json() for r in self.removed],
             "changed": [c.to_json() for c in self.changed],
@@ -201,12 +268,56 @@ def _walk(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
         yield path, before, after
 
 
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for key in sorted(value):
+            yield from _leaves(value[key], f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def _get(value: Any, path: str) -> Any:
+    """The value at a dotted/indexed path, or None."""
+    current = value
+    for part in path.replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            index = int(part[1:-1])
+            current = current[index] if isinstance(current, list) and index < len(current) else None
+        else:
+            current = current.get(part) if isinstance(current, Mapping) else None
+        if current is None:
+            return None
+    return current
+
+
+def _ignored(path: str, ignore: Sequence[str]) -> bool:
+    """Whether ``ignore_changes`` (Pulumi's property paths) covers ``path``."""
+    for pattern in ignore:
+        pattern = pattern.replace('["', ".").replace('"]', "").replace("[*]", "")
+        if path == pattern or path.startswith((pattern + ".", pattern + "[")):
+            return True
+    return False
+
+
 GUARD_OPTIONS = ("protect", "retain_on_delete", "delete_before_replace", "ignore_changes")
 
 
-def _record_changes(type_: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[PropertyChange]:
-    changes = [PropertyChange(p, b, a, forces_replacement(type_, p))
-               for p, b, a in _walk(before.get("inputs") or {}, after.get("inputs") or {}, "")]
+def _record_changes(type_: str, before: Mapping[str, Any], after: Mapping[str, Any]
+                    ) -> tuple[list[PropertyChange], list[str]]:
+    """The changes from ``before`` to ``after`` of one resource, and the paths ``ignore_changes`` hides."""
+    ignore = (after.get("options") or {}).get("ignore_changes") or []
+    changes: list[PropertyChange] = []
+    ignored: list[str] = []
+    for p, b, a in _walk(before.get("inputs") or {}, after.get("inputs") or {}, ""):
+        if _ignored(p, ignore):
+            ignored.append(p)
+        else:
+            changes.append(PropertyChange(p, b, a, forces_replacement(type_, p)))
     b_opts, a_opts = before.get("options") or {}, after.get("options") or {}
     for option in GUARD_OPTIONS:
         if b_opts.get(option) != a_opts.get(option):
@@ -214,12 +325,147 @@ def _record_changes(type_: str, before: Mapping[str, Any], after: Mapping[str, A
     # Moving a resource to another provider instance makes Pulumi replace it (the old provider deletes it).
     if b_opts.get("provider") != a_opts.get("provider") and not type_.startswith("pulumi:providers:"):
         changes.append(PropertyChange("options.provider", b_opts.get("provider"), a_opts.get("provider"), True))
-    return changes
+    return changes, ignored
+
+
+def _physical(record: Mapping[str, Any]) -> str | None:
+    inputs = record.get("inputs") or {}
+    for key in ("bucket", "identifier", "name", "clusterIdentifier"):
+        if isinstance(inputs.get(key), str):
+            return str(inputs[key])
+    meta = inputs.get("metadata")
+    if isinstance(meta, Mapping) and meta.get("name"):
+        return f"{meta.get('namespace', '')}/{meta['name']}"
+    return None
 
 
 def _ref(record: Mapping[str, Any]) -> ResourceRef:
-    protected = bool((record.get("options") or {}).get("protect"))
-    return ResourceRef(record["urn"], record["type"], record["name"], protected)
+    protected, deletion_protection = _guard(record)
+    return ResourceRef(record["urn"], record["type"], record["name"], protected, deletion_protection,
+                       _physical(record))
+
+
+def _output_values(record: Mapping[str, Any], project: str, stack: str, region: str) -> set[str]:
+    """The distinctive output strings of a resource (id, ARN, endpoints...): unknown again once it is replaced.
+
+    Taken from the engine's own deterministic mock outputs, minus what merely echoes an input (a name the
+    program sets stays known across a replacement only in the sense that the program sets it again)."""
+    from mlplat.infra.mock_outputs import MockOutputs
+
+    inputs = dict(record.get("inputs") or {})
+    mocks = MockOutputs(project, stack, region)
+    try:
+        _, computed = mocks.outputs(record["type"], record["name"], inputs)
+        # What a same-typed resource of another name also gets (the account id, fixed strings) is not its own.
+        renamed = {k: v + "-other" if isinstance(v, str) else v for k, v in inputs.items()}
+        _, other = mocks.outputs(record["type"], record["name"] + "-other", renamed)
+    except Exception:  # a mock that cannot answer for masked inputs: fall back to nothing
+        return set()
+    common = {v for _, v in _leaves(other) if isinstance(v, str)}
+    echoed = {v for _, v in _leaves(inputs) if isinstance(v, str)}
+    values: set[str] = set()
+    for _, value in _leaves(computed):
+        if isinstance(value, str) and len(value) >= 10 and value not in common:
+            # An output that echoes an input (a name the program sets) counts only where used verbatim.
+            values.add(f"={value}" if value in echoed else value)
+    return values
+
+
+def _carries(value: Any, values: set[str]) -> bool:
+    """Whether an input value holds one of ``values`` (``=x``: exactly x; else: x within it)."""
+    if value == MASK:  # a secret input is masked in the render: it may carry the output, so it counts
+        return True
+    if not isinstance(value, str):
+        return False
+    return any(value == v[1:] if v.startswith("=") else v in value for v in values)
+
+
+def _region(doc: Mapping[str, Any]) -> str:
+    for record in doc.get("resources") or []:
+        if record["type"] == "pulumi:providers:aws" and (record.get("inputs") or {}).get("region"):
+            return str(record["inputs"]["region"])
+    return "us-east-1"
+
+
+def _cascade(result: StackDiff, old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]],
+             head: Mapping[str, Any]) -> None:
+    """Propagate replacements to the resources that take their outputs (or are managed by them)."""
+    project, stack, region = str(head.get("project") or "mlplat"), result.stack, _region(head)
+    dependants: dict[str, list[str]] = {}
+    for urn, record in new.items():
+        options = record.get("options") or {}
+        for dep in {*(options.get("depends_on") or []), options.get("provider")}:
+            if dep:
+                dependants.setdefault(str(dep), []).append(urn)
+    by_urn = {c.urn: c for c in result.changed}
+    queue = [c.urn for c in result.changed if c.replaces]
+    seen: set[str] = set()
+    while queue:
+        cause = queue.pop(0)
+        if cause in seen:
+            continue
+        seen.add(cause)
+        values = _output_values(new[cause], project, stack, region)
+        is_provider = new[cause]["type"].startswith("pulumi:providers:")
+        for urn in sorted(dependants.get(cause, [])):
+            if urn not in old:
+                continue  # created anyway
+            record = new[urn]
+            type_ = record["type"]
+            ignore = (record.get("options") or {}).get("ignore_changes") or []
+            found: list[PropertyChange] = []
+            if is_provider and (record.get("options") or {}).get("provider") == cause:
+                found.append(PropertyChange("options.provider", cause, UNKNOWN_AFTER, True, cause))
+            for path, value in _leaves(record.get("inputs") or {}):
+                if _carries(value, values) and not _ignored(path, ignore):
+                    found.append(PropertyChange(path, _get(old[urn].get("inputs") or {}, path), UNKNOWN_AFTER,
+                                                forces_replacement(type_, path), cause))
+            if not found:
+                continue
+            existing = by_urn.get(urn)
+            known = {c.path for c in existing.changes} if existing else set()
+            extra = tuple(c for c in found if c.path not in known)
+            if not extra:
+                continue
+            was_replaced = existing is not None and existing.replaces
+            if existing is None:
+                protected, deletion_protection = _guard(old[urn])
+                change = ResourceChange(urn, type_, record["name"], extra, protected, deletion_protection)
+                result.changed.append(change)
+                result.unchanged -= 1
+            else:
+                change = ResourceChange(urn, type_, existing.name, existing.changes + extra, existing.protected,
+                                        existing.deletion_protection, existing.ignored)
+                result.changed[result.changed.index(existing)] = change
+            by_urn[urn] = change
+            if change.replaces and not was_replaced:
+                queue.append(urn)
+    result.changed.sort(key=lambda c: c.urn)
+
+
+def _comparable(record: Mapping[str, Any]) -> str:
+    inputs = {k: v for k, v in (record.get("inputs") or {}).items() if k not in ("tags", "name", "bucket")}
+    return json.dumps(inputs, sort_keys=True)
+
+
+def _renames(removed: Sequence[ResourceRef], added: Sequence[ResourceRef], old: Mapping[str, Mapping[str, Any]],
+             new: Mapping[str, Mapping[str, Any]]) -> list[Rename]:
+    """Removed/added pairs that are one logical resource under a new URN: same type, and the same physical
+    name, the same logical name (re-parented) or the same inputs (an auto-named resource renamed)."""
+    pairs: list[Rename] = []
+    taken: set[str] = set()
+    for gone in removed:
+        for came in added:
+            if came.urn in taken or came.type != gone.type:
+                continue
+            same_physical = gone.physical is not None and gone.physical == came.physical
+            same_name = gone.name == came.name  # re-parented
+            same_inputs = _comparable(old[gone.urn]) == _comparable(new[came.urn])
+            if same_physical or same_name or same_inputs:
+                pairs.append(Rename(gone, came))
+                taken.add(came.urn)
+                break
+    return pairs
 
 
 def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
@@ -233,77 +479,27 @@ def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
     result.added = [_ref(new[u]) for u in sorted(new.keys() - old.keys())]
     result.removed = [_ref(old[u]) for u in sorted(old.keys() - new.keys())]
     for urn in sorted(old.keys() & new.keys()):
-        changes = _record_changes(new[urn]["type"], old[urn], new[urn])
+        changes, ignored = _record_changes(new[urn]["type"], old[urn], new[urn])
         if changes:
-            protected = bool((old[urn].get("options") or {}).get("protect"))
-            result.changed.append(ResourceChange(urn, new[urn]["type"], new[urn]["name"], tuple(changes), protected))
+            protected, deletion_protection = _guard(old[urn])
+            result.changed.append(ResourceChange(urn, new[urn]["type"], new[urn]["name"], tuple(changes), protected,
+                                                 deletion_protection, tuple(ignored)))
         else:
             result.unchanged += 1
+    _cascade(result, old, new, head)
+    result.renames = _renames(result.removed, result.added, old, new)
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Markdown
+def to_markdown(diff: StackDiff, sources: Sequence[str] = ()) -> str:
+    """A Markdown section for a PR comment (:mod:`mlplat.infra.diff_report`)."""
+    from mlplat.infra.diff_report import to_markdown as report
 
-MAX_VALUE = 60
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "_(none)_"
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-    text = text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
-    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
-
-
-def to_markdown(diff: StackDiff) -> str:
-    """A Markdown section for a PR comment."""
-    head = f"### Infrastructure diff: `{diff.stack}`\n\n"
-    if diff.empty:
-        return head + f"No changes ({diff.unchanged} resources unchanged).\n"
-    lines = [head + f"**{len(diff.added)} to add, {len(diff.changed)} to change "
-             f"({len(diff.replaced)} replaced), {len(diff.removed)} to delete**, {diff.unchanged} unchanged.\n"]
-    if diff.blocked:
-        lines.append("> [!WARNING]\n> Deletes or replaces protected resources: "
-                     + ", ".join(f"`{n}`" for n in diff.blocked) + ". `pulumi up` will refuse; add `aliases` or "
-                     "revert the change.\n")
-    if diff.replaced:
-        lines.append("> [!CAUTION]\n> Replaced (delete and re-create): "
-                     + ", ".join(f"`{c.name}`" for c in diff.replaced) + "\n")
-    if diff.added or diff.removed:
-        rows = ["| | resource | type |", "|---|---|---|"]
-        rows += [f"| + add | `{r.name}` | {r.type} |" for r in sorted(diff.added, key=_by_type)]
-        rows += [f"| - delete | `{r.name}`{' (protected)' if r.protected else ''} | {r.type} |"
-                 for r in sorted(diff.removed, key=_by_type)]
-        lines += _fold(rows, f"{len(diff.added)} added, {len(diff.removed)} deleted")
-    if diff.changed:
-        rows = ["| | resource | property | before | after |", "|---|---|---|---|---|"]
-        for change in diff.changed:
-            action = "**± replace**" if change.replaces else "~ update"
-            for prop in change.changes:
-                flag = " **(forces replacement)**" if prop.replaces else ""
-                rows.append(f"| {action} | `{change.name}` | `{prop.path}`{flag} | {_show(prop.before)} "
-                            f"| {_show(prop.after)} |")
-        lines += _fold(rows, f"{len(diff.changed)} changed")
-    return "\n".join(lines)
-
-
-FOLD_ROWS = 20
-
-
-def _by_type(ref: ResourceRef) -> tuple[str, str]:
-    return ref.type, ref.name
-
-
-def _fold(rows: list[str], summary: str) -> list[str]:
-    """A table, folded into <details> when long, so a PR comment stays readable."""
-    if len(rows) - 2 <= FOLD_ROWS:
-        return [*rows, ""]
-    return [f"<details><summary>{summary}</summary>\n", *rows, "\n</details>\n"]
+    return report(diff, sources)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Rendering a git ref
+# Rendering a git ref or the working tree, each with its own code
 
 
 class RefRenderError(RuntimeError):
@@ -312,6 +508,19 @@ class RefRenderError(RuntimeError):
 
 class StackMissingAtRef(RefRenderError):
     """The stack has no ``Pulumi.<stack>.yaml`` at the ref (a stack the change adds or removes)."""
+
+
+@dataclass(frozen=True)
+class RenderSource:
+    """Which code rendered one side of a diff, in words a reviewer can check."""
+
+    side: str
+    spec: str
+    code: str
+
+    def line(self) -> str:
+        """One Markdown line."""
+        return f"**{self.side}:** {self.code}"
 
 
 def _git(repo: Path, *args: str) -> bytes:
@@ -329,9 +538,23 @@ def repo_root(path: Path) -> Path:
     return Path(_git(path, "rev-parse", "--show-toplevel").decode().strip())
 
 
+def resolve_ref(repo: Path, ref: str) -> str:
+    """The commit ``ref`` names; :class:`RefRenderError` when it names none."""
+    return _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
+
+
+def is_ref(repo: Path, ref: str) -> bool:
+    """Whether ``ref`` names a commit in ``repo``."""
+    try:
+        resolve_ref(repo, ref)
+    except RefRenderError:
+        return False
+    return True
+
+
 def unpack_ref(repo: Path, ref: str, into: Path) -> None:
     """Write the tree of ``ref`` into ``into`` (no checkout: the work tree is untouched)."""
-    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
+    commit = resolve_ref(repo, ref)
     archive = into / "ref.tar"
     archive.write_bytes(_git(repo, "archive", "--format=tar", commit))
     with tarfile.open(archive) as tar:
@@ -339,18 +562,52 @@ def unpack_ref(repo: Path, ref: str, into: Path) -> None:
     archive.unlink()
 
 
-def _package_links(src: Path, into: Path) -> Path:
-    """A folder where ``mlplat/<pkg>`` points at the ref's folders, per its pyproject's package-dir."""
+def _package_dirs(src: Path) -> dict[str, str]:
     pyproject = src / "pyproject.toml"
-    mapping: Mapping[str, str] = {}
-    if pyproject.exists():
-        mapping = tomllib.loads(pyproject.read_text()).get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    if not pyproject.exists():
+        return {}
+    setuptools = tomllib.loads(pyproject.read_text()).get("tool", {}).get("setuptools", {})
+    return {k: v for k, v in (setuptools.get("package-dir") or {}).items()
+            if k.startswith("mlplat.") and k.count(".") == 1 and (src / v).is_dir()}
+
+
+def _package_links(src: Path, into: Path) -> Path:
+    """A folder where ``mlplat/<pkg>`` points at ``src``'s folders, per its pyproject's package-dir."""
     root = into / "pkgs"
     (root / "mlplat").mkdir(parents=True)
-    for package, folder in mapping.items():
-        if package.startswith("mlplat.") and package.count(".") == 1 and (src / folder).is_dir():
-            (root / "mlplat" / package.split(".", 1)[1]).symlink_to(src / folder, target_is_directory=True)
+    for package, folder in _package_dirs(src).items():
+        (root / "mlplat" / package.split(".", 1)[1]).symlink_to((src / folder).resolve(), target_is_directory=True)
     return root
+
+
+def code_root(project: Path) -> Path | None:
+    """The nearest folder at or above ``project`` whose pyproject maps the ``mlplat`` packages (its code)."""
+    for folder in (project, *project.parents):
+        if _package_dirs(folder):
+            return folder
+    return None
+
+
+def _synth(project: Path, stack: str, pkgs: Path | None, what: str, timeout: float) -> dict[str, Any]:
+    """Render ``stack`` of ``project`` in a subprocess whose ``mlplat`` packages come from ``pkgs``."""
+    env = dict(os.environ)
+    if pkgs is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkgs), os.environ.get("PYTHONPATH")]))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlplat.infra.cli", "synth", stack, "--format", "json", "-C", str(project)],
+            capture_output=True, text=True, env=env, cwd=project, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RefRenderError(f"rendering {stack!r} {what} took more than {timeout:g} s") from exc
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        raise RefRenderError(f"rendering {stack!r} {what} failed: " + " / ".join(tail))
+    try:
+        document: dict[str, Any] = json.loads(done.stdout)
+    except ValueError as exc:
+        raise RefRenderError(f"rendering {stack!r} {what} printed no JSON render ({exc})") from exc
+    return document
 
 
 def render_ref(repo: Path, ref: str, stack: str, project_subdir: str = ".", timeout: float = 300) -> dict[str, Any]:
@@ -362,16 +619,45 @@ def render_ref(repo: Path, ref: str, stack: str, project_subdir: str = ".", time
         if not (project / f"Pulumi.{stack}.yaml").exists():
             raise StackMissingAtRef(f"stack {stack!r} does not exist at {ref} (no Pulumi.{stack}.yaml)")
         pkgs = _package_links(where / "src", where)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pkgs), os.environ.get("PYTHONPATH")]))}
-        done = subprocess.run(
-            [sys.executable, "-m", "mlplat.infra.cli", "synth", stack, "--format", "json", "-C", str(project)],
-            capture_output=True, text=True, env=env, cwd=project, timeout=timeout, check=False,
-        )
-        if done.returncode != 0:
-            tail = done.stderr.strip().splitlines()[-3:]
-            raise RefRenderError(f"rendering {stack!r} at {ref} failed: " + " / ".join(tail))
-        try:
-            document: dict[str, Any] = json.loads(done.stdout)
-        except ValueError as exc:
-            raise RefRenderError(f"rendering {stack!r} at {ref} printed no JSON render ({exc})") from exc
-        return document
+        return _synth(project, stack, pkgs, f"at {ref}", timeout)
+
+
+def render_tree(project: Path, stack: str, timeout: float = 300) -> dict[str, Any]:
+    """Render ``stack`` from the working tree: its stack files and the code in its folders (not the installed
+    ``mlplat``, which may be another checkout or a release), in a subprocess."""
+    root = code_root(project)
+    if root is None:
+        return _synth(project, stack, None, "in the working tree (installed mlplat)", timeout)
+    with tempfile.TemporaryDirectory(prefix="mlplat-diff-") as tmp:
+        return _synth(project, stack, _package_links(root, Path(tmp)), "in the working tree", timeout)
+
+
+def describe_ref(repo: Path, ref: str, side: str) -> RenderSource:
+    """Which code renders a ref: that commit's own."""
+    commit = resolve_ref(repo, ref)
+    return RenderSource(side, ref, f"`{ref}` at `{commit[:12]}`, rendered with that commit's own code")
+
+
+def describe_tree(project: Path, side: str) -> RenderSource:
+    """Which code renders the working tree: its own folders (and whether they differ from HEAD)."""
+    root = code_root(project)
+    if root is None:
+        import importlib.metadata
+
+        version = importlib.metadata.version("mlplat")
+        return RenderSource(side, "working tree", f"the working tree's stack files, rendered with the installed "
+                                                  f"mlplat {version} (no mlplat source tree above {project})")
+    state = ""
+    try:
+        head = _git(root, "rev-parse", "--short=12", "HEAD").decode().strip()
+        dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no").strip())
+        state = f" (HEAD `{head}`{' plus uncommitted changes' if dirty else ''})"
+    except RefRenderError:
+        pass
+    return RenderSource(side, "working tree", f"the working tree{state}, rendered with its own code "
+                                              f"(`{root}`)")
+
+
+def describe_file(path: Path, side: str) -> RenderSource:
+    """A saved render: whatever code wrote it."""
+    return RenderSource(side, str(path), f"the saved render `{path}` (its code is whatever wrote it)")

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlplat.infra.cli import app
-from mlplat.infra.cost import PriceTableError, estimate, load_prices, to_markdown
+from mlplat.infra.cost import PriceTableError, estimate, load_prices, to_markdown, to_text
 from mlplat.infra.engine import Render
 
 runner = CliRunner()
@@ -83,7 +83,10 @@ def test_unknown_prices_are_listed_not_counted_as_free() -> None:
     assert est.lines == []
     assert est.unpriced == ["odd: no EC2 price for 'x9.huge' in the table",
                             "db: no RDS price for 'db.x9.huge' in the table"]
-    assert "Not priced: odd" in to_markdown(est)
+    markdown = to_markdown(est)
+    assert "**(incomplete)**" in markdown.splitlines()[2]  # in the headline, not a footnote
+    assert "**Not priced (2), left out of the totals:** odd: no EC2 price" in markdown
+    assert "INCOMPLETE: 2 resource(s) not priced" in to_text(est)
 
 
 def test_unpriced_region_and_environment_are_clear_errors() -> None:
@@ -155,3 +158,46 @@ def test_a_control_plane_in_extended_support_is_priced_as_such(monkeypatch: pyte
     old, new = (estimate(doc(rec("eks:index:Cluster", "eks", version=v)), "dev").lines[0] for v in ("1.32", "1.35"))
     assert old.what.startswith("EKS control plane (Kubernetes 1.32: extended support)")
     assert old.idle == pytest.approx(0.6 * 730) and new.idle == pytest.approx(0.1 * 730)
+
+
+def test_every_node_type_the_config_accepts_is_priced_or_named_unpriced() -> None:
+    # the capacity table is what the config accepts for node pools (an unknown type is a config error)
+    from mlplat.components.capacity import INSTANCE_TYPES
+
+    table = load_prices()
+    for region, prices in table.regions.items():
+        missing = set(INSTANCE_TYPES) - set(prices.ec2_hour) - set(table.not_priced.ec2)
+        assert not missing, f"{region}: neither priced nor listed in not_priced.ec2: {sorted(missing)}"
+
+
+def test_an_upsized_database_outside_the_table_is_never_a_saving() -> None:
+    from mlplat.infra.cost import diff_costs
+
+    before = estimate(doc(rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large")), "production")
+    after = estimate(doc(rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.xlarge")), "production")
+    delta = diff_costs(before, after)
+    assert delta is not None and not delta.complete
+    assert delta.idle_delta == 0  # left out of both sides, not a -$164 "saving"
+    assert delta.markdown().startswith("**Cost (incomplete):** idle $164.25 → $0.00* (+$0.00)")
+    assert "head: db: no RDS price for 'db.r6g.xlarge'" in delta.markdown()
+
+
+def test_prometheus_volumes_in_helm_values_are_priced() -> None:
+    values = {"prometheus": {"prometheusSpec": {"replicas": 2, "storageSpec": {"volumeClaimTemplate": {
+        "spec": {"resources": {"requests": {"storage": "200Gi"}}}}}}}}
+    est = estimate(doc(rec("kubernetes:helm.sh/v3:Release", "monitoring", values=values)), "production")
+    (line,) = est.lines
+    assert line.what.startswith("2 x 200 GB gp3") and line.idle == pytest.approx(400 * 0.08)
+
+
+def test_an_unpriced_region_names_every_priced_resource_instead_of_dropping_the_cost() -> None:
+    from mlplat.infra.cost import diff_costs, estimate_or_unpriced
+
+    other = {**PROVIDER, "inputs": {"region": "ap-south-2"}}
+    document = {"stack": "x", "resources": [other, rec("aws:rds/instance:Instance", "db",
+                                                       instanceClass="db.r6g.large")]}
+    est = estimate_or_unpriced(document)
+    assert est is not None and est.lines == [] and est.unpriced_keys == [("aws:rds/instance:Instance", "db")]
+    assert "no prices for region 'ap-south-2'" in est.unpriced[0]
+    delta = diff_costs(est, est)
+    assert delta is not None and "(incomplete)" in delta.markdown()

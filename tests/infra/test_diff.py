@@ -67,7 +67,7 @@ def test_changed_instance_type_forces_node_group_replacement(rendered: Callable[
                                                                    ["g5.xlarge"], True)
     assert [c.name for c in change.replaced] == ["cpu"]
     markdown = to_markdown(change)
-    assert "**± replace** | `cpu` | `instanceTypes` **(forces replacement)**" in markdown
+    assert "| `cpu` | `aws:eks/NodeGroup` | `instanceTypes` **(forces replacement)** | `[\"m6i.xlarge\"]` " in markdown
     assert "1 to change (1 replaced)" in markdown
 
 
@@ -89,14 +89,18 @@ def test_tag_change_is_an_in_place_update(rendered: Callable[..., dict[str, Any]
 def test_added_resource_and_removed_protected_resource(rendered: Callable[..., dict[str, Any]]) -> None:
     grown = diff_renders(rendered(), rendered(extra_bucket=True))
     assert [(r.name, r.type) for r in grown.added] == [("scratch", "aws:s3/bucket:Bucket")]
-    assert "| + add | `scratch` | aws:s3/bucket:Bucket |" in to_markdown(grown)
+    assert "| + add | `scratch` | `aws:s3/Bucket` |" in to_markdown(grown)
     shrunk = diff_renders(rendered(extra_bucket=True), rendered())
     assert [r.name for r in shrunk.removed] == ["scratch"] and shrunk.blocked == []
     base = rendered()
     head = {**base, "resources": [r for r in base["resources"] if r["name"] != "data"]}
     dropped = diff_renders(base, head)
     assert dropped.blocked == ["data"]
-    assert "Deletes or replaces protected resources: `data`" in to_markdown(dropped)
+    markdown = to_markdown(dropped)
+    assert "**`pulumi up` would refuse this change**" in markdown
+    assert "delete `data` (`aws:s3/Bucket`): protected (`protect`)" in markdown
+    # a stateful deletion sits at the top, never folded
+    assert "| **delete** | `data` (protected) | `aws:s3/Bucket` | bucket and its objects |" in markdown
 
 
 def test_unprotecting_is_reported_as_an_option_change(rendered: Callable[..., dict[str, Any]]) -> None:
@@ -130,7 +134,7 @@ def test_long_tables_fold_into_details(rendered: Callable[..., dict[str, Any]]) 
         head["resources"].append({"urn": f"urn:x::b{i}", "type": "aws:s3/bucket:Bucket", "name": f"b{i}",
                                   "inputs": {}, "options": {}})
     markdown = to_markdown(diff_renders(base, head))
-    assert "<details><summary>25 added, 0 deleted</summary>" in markdown
+    assert "<details><summary>25 added</summary>" in markdown
 
 
 def test_cli_diffs_two_json_renders_with_cost_delta(tmp_path: Path, rendered: Callable[..., dict[str, Any]]) -> None:
@@ -142,8 +146,8 @@ def test_cli_diffs_two_json_renders_with_cost_delta(tmp_path: Path, rendered: Ca
     assert "`instanceTypes` **(forces replacement)**" in result.output
     assert "**Cost:**" in result.output
     result = runner.invoke(app, ["diff", str(tmp_path / "base.json"), str(tmp_path / "head.json"), "-f", "json"])
-    (stack,) = json.loads(result.output)["stacks"]
-    assert stack["summary"] == {"added": 0, "removed": 0, "changed": 1, "replaced": 1, "unchanged": 4}
+    (stack,) = json.loads(result.stdout)["stacks"]
+    assert stack["summary"] == {"added": 0, "removed": 0, "changed": 1, "replaced": 1, "unchanged": 4, "cascaded": 0}
     # one to three m6i nodes: doubling the instance size adds 0.192 $/h x 730 h per node
     assert stack["cost"]["idle_delta"] == pytest.approx(0.192 * 730, abs=0.01)
     assert stack["cost"]["peak_delta"] == pytest.approx(3 * 0.192 * 730, abs=0.01)
@@ -184,7 +188,7 @@ def test_diff_against_a_git_ref_renders_the_refs_stack(project_repo: Path) -> No
     assert vpc["inputs"]["cidrBlock"] == "10.10.0.0/16"  # the committed stack file, not the edited one
     result = runner.invoke(app, ["diff", "main", "--stack", "dev", "-C", str(project_repo), "-f", "json"])
     assert result.exit_code == 0, result.output
-    (stack,) = json.loads(result.output)["stacks"]
+    (stack,) = json.loads(result.stdout)["stacks"]
     vpc_change = next(c for c in stack["changed"] if c["type"] == "aws:ec2/vpc:Vpc")
     assert vpc_change["replace"] is True
     assert {"path": "cidrBlock", "before": "10.10.0.0/16", "after": "10.11.0.0/16", "replaces": True} in (
@@ -199,11 +203,11 @@ def test_a_stack_the_change_adds_shows_every_resource_added(project_repo: Path) 
                                                                   "mlplat:environment: staging"))
     result = runner.invoke(app, ["diff", "main", "--stack", "staging", "-C", str(project_repo), "-f", "json"])
     assert result.exit_code == 0, result.output
-    (stack,) = json.loads(result.output)["stacks"]
+    (stack,) = json.loads(result.stdout)["stacks"]
     assert stack["summary"]["added"] > 50 and stack["summary"]["removed"] == stack["summary"]["changed"] == 0
     # the whole estimate is the delta: the stack costs nothing before the change
     assert stack["cost"]["idle_delta"] == stack["cost"]["head"]["idle_monthly"] > 0
-    assert stack["cost"]["base"]["lines"] == []
+    assert stack["cost"]["base"] is None
 
 
 def test_moving_to_another_provider_is_a_replacement(rendered: Callable[..., dict[str, Any]]) -> None:
@@ -211,6 +215,76 @@ def test_moving_to_another_provider_is_a_replacement(rendered: Callable[..., dic
     head = json.loads(json.dumps(base))
     vpc = next(r for r in head["resources"] if r["name"] == "vpc")
     vpc["options"]["provider"] = "urn:pulumi:dev::mlplat::pulumi:providers:aws::aws-west"
-    (change,) = diff_renders(base, head).changed
-    assert change.name == "vpc" and change.replaces
+    change = next(c for c in diff_renders(base, head).changed if c.name == "vpc")
+    assert change.replaces
     assert [p.path for p in change.changes] == ["options.provider"]
+
+
+def test_the_head_side_renders_with_the_working_trees_code(project_repo: Path) -> None:
+    # A code change (no stack-file change) that unprotects the production database: the working tree's code
+    # must render the head side, not the installed mlplat (which would print "No changes").
+    tracking = project_repo / "components" / "tracking.py"
+    text = tracking.read_text()
+    assert "protect=db.protect, retain_on_delete=db.protect" in text
+    tracking.write_text(text.replace("opts=pulumi.ResourceOptions(parent=self, protect=db.protect, "
+                                     "retain_on_delete=db.protect)",
+                                     "opts=pulumi.ResourceOptions(parent=self, protect=False)"))
+    result = runner.invoke(app, ["diff", "main", "-s", "production", "-C", str(project_repo), "-f", "json"])
+    (stack,) = json.loads(result.stdout)["stacks"]
+    db = next(c for c in stack["changed"] if c["type"] == "aws:rds/instance:Instance")
+    assert {"path": "options.protect", "before": True, "after": False, "replaces": False} in db["changes"]
+    assert "rendered with its own code" in stack["code"]["head"] and str(project_repo) in stack["code"]["head"]
+    assert "that commit's own code" in stack["code"]["base"]
+    assert "rendering production from the working tree" in result.stderr
+
+
+def test_cli_habits_unknown_stack_boolean_head_version_and_exit_code(
+        tmp_path: Path, rendered: Callable[..., dict[str, Any]]) -> None:
+    result = runner.invoke(app, ["diff", "HEAD", "-s", "prodution", "-C", str(REPO)])
+    assert result.exit_code == 2 and "unknown stack 'prodution'" in result.output
+    result = runner.invoke(app, ["diff", "HEAD", "--check", "true", "-C", str(REPO)])
+    assert result.exit_code == 2 and "--check is a flag and takes no value" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("mlplat ")
+    base = rendered()
+    head = {**base, "resources": [r for r in base["resources"] if r["name"] != "data"]}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "head.json").write_text(json.dumps(head))
+    result = runner.invoke(app, ["diff", str(tmp_path / "base.json"), str(tmp_path / "head.json")])
+    assert result.exit_code == 3 and "`pulumi up` would refuse this change" in result.stdout
+
+
+def test_ignore_changes_hides_a_property_and_its_cascade(rendered: Callable[..., dict[str, Any]]) -> None:
+    base = rendered()
+    head = json.loads(json.dumps(base))
+    group = next(r for r in head["resources"] if r["name"] == "cpu")
+    group["inputs"]["scalingConfig"]["desiredSize"] = 3
+    group["options"]["ignore_changes"] = ["scalingConfig.desiredSize"]
+    base_group = next(r for r in base["resources"] if r["name"] == "cpu")
+    base_group["options"]["ignore_changes"] = ["scalingConfig.desiredSize"]
+    change = diff_renders(base, head)
+    assert change.empty
+
+
+def test_a_replaced_subnet_replaces_the_node_group_that_uses_it(rendered: Callable[..., dict[str, Any]]) -> None:
+    change = diff_renders(rendered(), rendered(cidr="10.1.0.0/16"))
+    by_name = {c.name: c for c in change.changed}
+    assert by_name["private-0"].replaces and by_name["vpc"].replaces
+    cpu = by_name["cpu"]  # its subnetIds wait for the new subnet: ForceNew on a node group
+    assert cpu.replaces and cpu.cascaded
+    assert [(p.path, p.replaces) for p in cpu.changes] == [("subnetIds[0]", True)] or any(
+        p.path.startswith("subnetIds") and p.replaces for p in cpu.changes)
+
+
+def test_the_replacement_table_was_checked_against_the_installed_sdks() -> None:
+    import importlib.metadata
+
+    from mlplat.infra.replacements import table
+
+    data = table()
+    for package, version in data["pinned"].items():
+        installed = ".".join(importlib.metadata.version(package).split(".")[:2])
+        assert installed == version, (f"{package} is {installed}, the replace-on-change table was checked against "
+                                      f"{version}: re-check infra/replacements.json and update `pinned`")
+    assert all(entry["source"].startswith(("ForceNew", "every", "immutable", "pulumi-", "Service", "Persistent"))
+               for entry in data["types"].values())

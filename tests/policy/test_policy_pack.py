@@ -179,3 +179,16 @@ def test_environment_falls_back_to_the_variable_then_production(monkeypatch: pyt
     monkeypatch.setenv("MLPLAT_ENVIRONMENT", "dev")
     assert policies.environment({}) == "dev"
     assert policies.environment({"environment": "staging"}) == "staging"
+
+
+def test_contract_rules_are_served_as_stack_policies(analyzer: analyzer_pb2_grpc.AnalyzerStub,
+                                                      production_stack: Render) -> None:
+    document = production_stack.to_json()
+    for record in document["resources"]:
+        if record["type"] == "eks:index:Cluster":
+            del record["inputs"]["storageClasses"]["gp3"]["metadata"]  # auto-named: PVCs naming gp3 stay Pending
+    records = [r for r in document["resources"] if r["type"] != "pulumi:pulumi:Stack"]
+    served = {(name, urn.rsplit("::", 1)[-1]) for name, urn, _ in analyze_stack(analyzer, records)}
+    assert served == {("mlplat-contract-ref-storage-class", "mlplat-production-monitoring-stack")}
+    assert {(f"mlplat-{f.rule}", f.resource) for f in check_render(document)
+            if f.rule.startswith("contract-")} == served

@@ -1,0 +1,45 @@
+"""Which input changes make a provider replace a resource: the data in ``replacements.json``, with sources.
+
+The providers' Pulumi schemas do not publish this for the types mlplat uses (bridged providers emit no
+``willReplaceOnChanges``; pulumi-kubernetes decides in code), so every entry is kept by hand and cites its
+source. ``pinned`` records the SDK versions the table was checked against; a test compares them with the
+installed ones, so an SDK upgrade asks for a re-check.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+DATA_FILE = "replacements.json"
+
+
+@cache
+def table() -> dict[str, Any]:
+    """The packaged replace-on-change table."""
+    data: dict[str, Any] = json.loads(resources.files("mlplat.infra").joinpath(DATA_FILE).read_text())
+    return data
+
+
+def replace_paths(type_: str) -> frozenset[str]:
+    """The input paths of ``type_`` (dotted, as the wire inputs nest them) that force a replacement."""
+    data = table()
+    if type_.startswith("pulumi:providers:"):
+        return frozenset(data["provider_replace"].get(type_, []))
+    own = frozenset((data["types"].get(type_) or {}).get("replace_on_change", []))
+    if type_.startswith("kubernetes:") and type_ != "kubernetes:helm.sh/v3:Release":
+        return own | frozenset(data["kubernetes_identity"])
+    return own
+
+
+def forces_replacement(type_: str, path: str) -> bool:
+    """Whether changing ``path`` (e.g. ``vpcConfig.subnetIds[1]``) of a ``type_`` replaces the resource."""
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in replace_paths(type_))
+
+
+def source(type_: str) -> str | None:
+    """Where the entry for ``type_`` comes from."""
+    entry = table()["types"].get(type_)
+    return None if entry is None else str(entry["source"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from mlplat.components.options import child_options
 from mlplat.components.pods import (
@@ -26,6 +27,10 @@ SERVICE_PORT = 80
 SERVICE_PORT_NAME = "http"
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
+API_KEY_SECRET_KEY = "api-key"
+"""The key, in the API key Secret, that holds the bearer token (``MLPLAT_SERVING_API_KEY``)."""
+ALB_IDLE_TIMEOUT_S = 60
+"""The ALB's default idle timeout; the server keeps idle connections open longer, so the ALB closes them first."""
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 """pulumi-kubernetes waits for a Deployment to become available and for a Service to have only ready endpoints
 unless an object carries this annotation (provider/pkg/metadata/annotations.go, ``AnnotationSkipAwait``)."""
@@ -82,6 +87,18 @@ class ModelServiceArgs:
             off for a first deploy, when the model the service serves is not registered yet: the server then
             starts unready and keeps retrying the load, and ``pulumi up`` does not wait for it.
         env: Extra environment variables for the server.
+        api_key_secret: An existing Secret in ``namespace`` whose ``api-key`` entry is the bearer token every
+            caller must send (``Authorization: Bearer <key>``; health and metrics stay open).
+        generate_api_key: Without ``api_key_secret``, generate a random key into a Secret ``<name>-api-key``
+            (output ``api_key``, a Pulumi secret). Off and no secret: the server takes requests without a key.
+        network_policy: A NetworkPolicy admitting only ``load_balancer_cidrs`` (the ALB), Prometheus
+            (``monitoring_namespace``) and ``allowed_namespaces`` to the server's port. Enforced only where the
+            cluster's network plugin enforces policies (VPC CNI: ``enableNetworkPolicy``).
+        allowed_namespaces: Namespaces whose pods may call the model servers (e.g. a batch-scoring pipeline).
+        monitoring_namespace: Prometheus's namespace (it scrapes ``/metrics``); None: not admitted.
+        load_balancer_cidrs: Where the ALB's own addresses lie. With target type ``ip`` the ALB connects to pod
+            IPs from its ENIs in the subnets it was placed in (no namespace, no pod labels: an ``ipBlock`` is the
+            only way a NetworkPolicy can name it); its health checks come from there too.
     """
 
     namespace: pulumi.Input[str]
@@ -103,6 +120,12 @@ class ModelServiceArgs:
     internal: bool = True
     await_ready: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
+    api_key_secret: str | None = None
+    generate_api_key: bool = True
+    network_policy: bool = True
+    allowed_namespaces: Sequence[str] = ()
+    monitoring_namespace: str | None = "monitoring"
+    load_balancer_cidrs: Sequence[pulumi.Input[str]] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.max_replicas:
@@ -125,7 +148,12 @@ class ModelService(pulumi.ComponentResource):
     the ALB deregister them, then SIGTERM makes the server refuse new work and finish what it accepted;
     terminationGracePeriodSeconds covers both.
 
-    Outputs: ``service_names`` (version -> Service name), ``ingress_hostname`` (None without an Ingress).
+    Access: a bearer API key from a Secret (given, or generated), a NetworkPolicy that admits only the ALB,
+    Prometheus and named namespaces, and no Kubernetes API token in the pods (the server never calls the API;
+    IRSA still works: the EKS webhook mounts its own projected token for AWS).
+
+    Outputs: ``service_names`` (version -> Service name), ``ingress_hostname`` (None without an Ingress),
+    ``api_key`` (the generated key, a secret; None when it comes from ``api_key_secret`` or is off).
     """
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -137,6 +165,22 @@ class ModelService(pulumi.ComponentResource):
                                                args.service_account_role_arn, child)
         self.service_names: dict[str, pulumi.Output[str]] = {}
         self.deployments: dict[str, k8s.apps.v1.Deployment] = {}
+        self.api_key: pulumi.Output[str] | None = None
+        self._api_key_secret: pulumi.Input[str] | None = args.api_key_secret
+        if args.api_key_secret is None and args.generate_api_key:
+            key = random.RandomPassword(f"{name}-api-key", length=40, special=False, opts=child)
+            secret = k8s.core.v1.Secret(
+                f"{name}-api-key",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-api-key", namespace=args.namespace,
+                                                    labels={"app.kubernetes.io/name": name}),
+                type="Opaque",
+                string_data={API_KEY_SECRET_KEY: key.result},
+                opts=child,
+            )
+            self.api_key = pulumi.Output.secret(key.result)
+            self._api_key_secret = secret.metadata.name
+        if args.network_policy:
+            self._network_policy(child)
 
         versions: list[tuple[str, str, pulumi.Input[str], int | None]] = [
             ("stable", args.model_uri, args.image, None)
@@ -149,7 +193,37 @@ class ModelService(pulumi.ComponentResource):
         self.ingress_hostname: pulumi.Output[str] | None = None
         if args.ingress:
             self.ingress_hostname = self._ingress(child)
-        self.register_outputs({"service_names": self.service_names, "ingress_hostname": self.ingress_hostname})
+        self.register_outputs({"service_names": self.service_names, "ingress_hostname": self.ingress_hostname,
+                               "api_key": self.api_key})
+
+    def _network_policy(self, child: pulumi.ResourceOptions) -> None:
+        """Only the ALB (by address), Prometheus and the named namespaces reach the servers' port."""
+        args, name = self._spec, self._service
+        port = [k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=PORT)]
+        sources: list[k8s.networking.v1.NetworkPolicyPeerArgs] = [
+            k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr))
+            for cidr in args.load_balancer_cidrs
+        ]
+        namespaces = [*([args.monitoring_namespace] if args.monitoring_namespace else []), *args.allowed_namespaces]
+        if namespaces:
+            sources.append(k8s.networking.v1.NetworkPolicyPeerArgs(
+                namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
+                    k8s.meta.v1.LabelSelectorRequirementArgs(key="kubernetes.io/metadata.name", operator="In",
+                                                             values=sorted(set(namespaces)))
+                ])
+            ))
+        k8s.networking.v1.NetworkPolicy(
+            name,
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace,
+                                                labels={"app.kubernetes.io/name": name}),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": name}),
+                policy_types=["Ingress"],
+                # No source at all still selects the pods: then nothing may connect (deny all), never "allow all".
+                ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=sources, ports=port)] if sources else [],
+            ),
+            opts=child,
+        )
 
     def _labels(self, track: str) -> dict[str, str]:
         return {"app.kubernetes.io/name": self._service, "app.kubernetes.io/component": "model-server",
@@ -175,13 +249,22 @@ class ModelService(pulumi.ComponentResource):
             "MLPLAT_SERVING_ALLOW_PICKLE": "true" if args.allow_pickle else "false",
             **args.env,
         }
+        if args.ingress:  # the ALB reuses idle connections for up to its idle timeout: the server must outlast it
+            env.setdefault("MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S", str(ALB_IDLE_TIMEOUT_S + 5))
         if args.tracking_uri is not None:
             env["MLFLOW_TRACKING_URI"] = args.tracking_uri
+        variables = env_vars(env)
+        if self._api_key_secret is not None:
+            variables = [*variables, k8s.core.v1.EnvVarArgs(
+                name="MLPLAT_SERVING_API_KEY",
+                value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                    name=self._api_key_secret, key=API_KEY_SECRET_KEY)),
+            )]
         container = k8s.core.v1.ContainerArgs(
             name="server",
             image=image,
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=PORT)],
-            env=env_vars(env),
+            env=variables,
             resources=args.resources.to_args(),
             security_context=container_security_context(),
             startup_probe=http_probe(LIVE_PATH, "http", period=5, failures=60),
@@ -212,6 +295,9 @@ class ModelService(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=self.service_account.metadata.name,
+                        # The server never calls the Kubernetes API: no token in the pod. IRSA is unaffected (the
+                        # EKS pod identity webhook mounts its own projected token, audience sts.amazonaws.com).
+                        automount_service_account_token=False,
                         security_context=pod_security_context(),
                         containers=[container],
                         volumes=[scratch_volume()],

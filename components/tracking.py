@@ -139,6 +139,12 @@ class TrackingArgs:
         ingress_host: The DNS name clients use for the ALB (e.g. ``mlflow.internal.example.com``; a leading
             ``*.`` is allowed): the Ingress routes only that host and MLflow accepts it. Without one, the
             Ingress routes every request and MLflow accepts the ALB's own names (``*.elb.amazonaws.com``).
+        network_policy: A NetworkPolicy admitting only ``allowed_namespaces`` and ``load_balancer_cidrs`` to
+            MLflow's port (enforced where the network plugin enforces policies; VPC CNI: ``enableNetworkPolicy``).
+        allowed_namespaces: Namespaces whose pods may reach MLflow (the model servers, the trainer, pipelines).
+            Empty: no pod may.
+        load_balancer_cidrs: Where the ALB's addresses lie, with ``ingress`` (target type ``ip``: the ALB
+            connects to pod IPs from its ENIs; an ``ipBlock`` is the only way to name it).
     """
 
     vpc_id: pulumi.Input[str]
@@ -154,6 +160,9 @@ class TrackingArgs:
     service_account_role_arn: pulumi.Input[str] | None = None
     ingress: bool = False
     ingress_host: str | None = None
+    network_policy: bool = True
+    allowed_namespaces: Sequence[str] = ()
+    load_balancer_cidrs: Sequence[pulumi.Input[str]] = ()
 
     def __post_init__(self) -> None:
         if not self.client_security_group_ids:
@@ -347,6 +356,8 @@ class Tracking(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=sa.metadata.name,
+                        # MLflow never calls the Kubernetes API: no token. IRSA (S3) mounts its own projected token.
+                        automount_service_account_token=False,
                         security_context=pod_security_context(),
                         init_containers=[
                             k8s.core.v1.ContainerArgs(
@@ -399,6 +410,28 @@ class Tracking(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
         )
+        if args.network_policy:
+            sources = [k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr))
+                       for cidr in (args.load_balancer_cidrs if args.ingress else ())]
+            if args.allowed_namespaces:
+                sources.append(k8s.networking.v1.NetworkPolicyPeerArgs(
+                    namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
+                        k8s.meta.v1.LabelSelectorRequirementArgs(key="kubernetes.io/metadata.name", operator="In",
+                                                                 values=sorted(set(args.allowed_namespaces)))
+                    ])
+                ))
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-network-policy",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name="mlflow", namespace=namespace, labels=labels),
+                spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                    pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                    policy_types=["Ingress"],
+                    ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                        from_=sources, ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=MLFLOW_PORT)]
+                    )] if sources else [],
+                ),
+                opts=child,
+            )
         if args.ingress:
             backend = k8s.networking.v1.IngressBackendArgs(
                 service=k8s.networking.v1.IngressServiceBackendArgs(

@@ -22,6 +22,7 @@ import functools
 import hmac
 import itertools
 import logging
+import math
 import os
 import random
 import re
@@ -35,20 +36,27 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from mlplat.serving.batcher import BatcherStopped, ClientDisconnected, DynamicBatcher, QueueFull, RequestTimedOut
+from mlplat.serving.batcher import (
+    BatcherStopped,
+    ClientDisconnected,
+    DynamicBatcher,
+    QueueFull,
+    RequestTimedOut,
+    WouldMissDeadline,
+)
 from mlplat.serving.drift import DriftMonitor
 from mlplat.serving.loading import LoadStatus, backoff_delay, classify, describe, in_daemon_thread
 from mlplat.serving.logs import request_id_var
 from mlplat.serving.metrics import ServingMetrics
 from mlplat.serving.model import LoadedModel, load_model, select_device
-from mlplat.serving.protocol import InferenceRequest
 from mlplat.serving.redaction import redact
 from mlplat.serving.schema import (
     InputError,
     PredictDecoder,
-    describe_validation_error,
+    body_limit,
+    decode_v2_request,
     predict_request_model,
     v2_datatype,
     v2_input_to_array,
@@ -69,6 +77,9 @@ _JSON = (b"content-type", b"application/json")
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # Requests still waiting after this long get a task that notices if their caller disconnects (see _Watch).
 DISCONNECT_WATCH_AFTER_S = 0.02
+# A request is admitted only if it is expected to be answered within this fraction of the request timeout
+# (the estimate is a moving average; the rest is the margin that keeps answered requests within the timeout).
+DUE_FRACTION = 0.9
 # HTTP status for "the client went away before we answered" (nginx's convention); it is only ever a metric label.
 CLIENT_CLOSED = 499
 
@@ -94,6 +105,8 @@ class _Request:
     send: Send
     request_id: bytes
     deadline: float  # event-loop time after which the caller gets a 504
+    length: int | None  # the declared Content-Length
+    due: float  # when the answer is due, in time.monotonic() time (the batcher's clock): DUE_FRACTION of the timeout
 
 
 class ServingApp:
@@ -109,6 +122,7 @@ class ServingApp:
         self.drift: DriftMonitor | None = None
         self.request_model: type[BaseModel] | None = None  # documents /predict in OpenAPI
         self.decoder: PredictDecoder | None = None  # parses /predict bodies
+        self.body_limit = settings.max_body_bytes  # for inference bodies: lowered to what the model's rows need
         self.ready = False
         self.draining = False
         self.load_status: LoadStatus | None = None  # set while the model loads in the background
@@ -283,6 +297,7 @@ class ServingApp:
         assert self._loop is not None
         self.request_model = predict_request_model(model.input_spec, settings.max_request_rows)
         self.decoder = PredictDecoder(model.input_spec, settings.max_request_rows)
+        self.body_limit = body_limit(model.input_spec, settings.max_request_rows, settings.max_body_bytes)
         self.drift = self._drift_monitor(model)
         self.batcher = DynamicBatcher(
             model.predict,
@@ -367,7 +382,11 @@ class ServingApp:
         route, handler = self._match(path, method)
         status = 500
         loop = self._loop or asyncio.get_running_loop()
-        request = _Request(scope, receive, send, request_id, loop.time() + self.settings.request_timeout_s)
+        declared = int(length) if length is not None and length.isdigit() else None
+        timeout = self.settings.request_timeout_s
+        request = _Request(
+            scope, receive, send, request_id, loop.time() + timeout, declared, time.monotonic() + timeout * DUE_FRACTION
+        )
         try:
             if self._api_key is not None and path not in PUBLIC_PATHS and not self._authorized(auth):
                 raise HTTPError(
@@ -375,7 +394,7 @@ class ServingApp:
                     "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
                     ((b"www-authenticate", b'Bearer realm="mlplat"'),),
                 )
-            if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
+            if declared is not None and declared > self.settings.max_body_bytes:
                 raise self._too_large()
             if handler is not None:
                 status = await handler(request)
@@ -414,11 +433,17 @@ class ServingApp:
         scheme, _, token = header.partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._api_key)
 
-    def _too_large(self) -> HTTPError:
-        limit = self.settings.max_body_bytes
+    def _too_large(self, limit: int | None = None) -> HTTPError:
+        if limit is None or limit >= self.settings.max_body_bytes:
+            limit = self.settings.max_body_bytes
+            why = "MLPLAT_SERVING_MAX_BODY_BYTES"
+        else:
+            spec = self.model.input_spec if self.model is not None else None
+            values = "x".join(str(d) for d in spec.row_shape) if spec is not None else "?"
+            why = f"what {self.settings.max_request_rows} rows of {values} values need, MLPLAT_SERVING_MAX_REQUEST_ROWS"
         return HTTPError(
             413,
-            f"request body is larger than the limit of {limit} bytes (MLPLAT_SERVING_MAX_BODY_BYTES)",
+            f"request body is larger than the limit of {limit} bytes ({why})",
             # The unread rest of the body must not be parsed as a next request on this connection.
             ((b"connection", b"close"),),
         )
@@ -463,7 +488,10 @@ class ServingApp:
     # -- hot handlers -------------------------------------------------------------------------------------
 
     async def _read_body(self, request: _Request) -> bytes:
-        limit = self.settings.max_body_bytes
+        """The body of an inference request, refused (413) by its declared size before anything is read."""
+        limit = self.body_limit
+        if request.length is not None and request.length > limit:
+            raise self._too_large(limit)
         chunks, size = [], 0
         while True:
             message = await request.receive()
@@ -472,18 +500,41 @@ class ServingApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise self._too_large()
+                raise self._too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _served_model(self) -> LoadedModel:
+    def _served_model(self, request: _Request) -> LoadedModel:
+        """The model, if there is one and the request could be answered in time (else 503 before any parsing)."""
         if self.model is None or self.decoder is None:
             raise self._not_loaded()
+        if self.batcher is not None:
+            try:
+                self.batcher.check_deadline(request.due)
+            except WouldMissDeadline as exc:
+                raise self._shed(exc) from None
         return self.model
 
+    def _shed(self, exc: QueueFull) -> HTTPError:
+        """503 + Retry-After for a request refused at once (it could not finish in time, or the queue is full)."""
+        timeout = self.settings.request_timeout_s
+        if isinstance(exc, WouldMissDeadline):
+            self.metrics.shed.labels("deadline").inc()
+            return HTTPError(
+                503,
+                f"server busy: the queue would not reach this request within the request timeout of {timeout:g} s "
+                f"(about {exc.wait_s:.2f} s); retry shortly",
+                ((b"retry-after", b"%d" % max(1, math.ceil(exc.excess_s))),),
+            )
+        self.metrics.shed.labels("queue_full").inc()
+        limit = self.batcher.queue_limit if self.batcher is not None else self.settings.queue_limit
+        return HTTPError(
+            503, f"server busy: {limit} requests are already queued; retry shortly", ((b"retry-after", b"1"),)
+        )
+
     async def _predict(self, request: _Request) -> int:
-        model = self._served_model()
+        model = self._served_model(request)
         assert self.decoder is not None
         body = await self._read_body(request)
         try:
@@ -496,15 +547,15 @@ class ServingApp:
         return 200
 
     async def _v2_infer(self, request: _Request) -> int:
-        model = self._served_model()
+        model = self._served_model(request)
         match = _INFER_PATH.match(request.scope["path"])
         if match is None or match["name"] != model.name or match["version"] not in (None, model.version):
             raise HTTPError(404, f"no such model; this server serves model {model.name!r} version {model.version!r}")
         body = await self._read_body(request)
         try:
-            infer = InferenceRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise HTTPError(422, describe_validation_error(exc)) from None
+            infer = decode_v2_request(body)
+        except InputError as exc:
+            raise HTTPError(422, str(exc)) from None
         output_name = model.output_spec.name if model.output_spec else "output-0"
         if len(infer.inputs) != 1:
             expected = model.input_spec.name if model.input_spec else "one input"
@@ -512,15 +563,10 @@ class ServingApp:
         unknown = [o.name for o in infer.outputs or () if o.name != output_name]
         if unknown:
             raise HTTPError(422, f"unknown outputs {unknown}; the model's output is {output_name!r}")
-        given = infer.inputs[0]
         try:
-            rows = v2_input_to_array(given.name, given.datatype, given.shape, given.data, model.input_spec)
+            rows = v2_input_to_array(infer.inputs[0], model.input_spec, self.settings.max_request_rows)
         except InputError as exc:
             raise HTTPError(422, str(exc)) from None
-        if not 1 <= rows.shape[0] <= self.settings.max_request_rows:
-            raise HTTPError(
-                422, f"the batch dimension must be 1 to {self.settings.max_request_rows} rows, got {rows.shape[0]}"
-            )
         outputs = await self._infer(rows, request)
         answer = {
             "model_name": model.name,
@@ -544,13 +590,9 @@ class ServingApp:
         if batcher is None:
             raise self._not_loaded()
         try:
-            future = batcher.submit(rows)
-        except QueueFull:
-            raise HTTPError(
-                503,
-                f"server busy: {batcher.queue_limit} requests are already queued; retry shortly",
-                ((b"retry-after", b"1"),),
-            ) from None
+            future = batcher.submit(rows, request.due)
+        except QueueFull as exc:
+            raise self._shed(exc) from None
         except BatcherStopped:
             raise HTTPError(
                 503, "the server is shutting down; retry on another replica", ((b"retry-after", b"1"),)
@@ -559,6 +601,8 @@ class ServingApp:
         watch = _Watch(future, request.receive, request.deadline, loop)
         try:
             return await future
+        except WouldMissDeadline as exc:  # its deadline came before its batch could finish
+            raise self._shed(exc) from None
         except RequestTimedOut:
             raise HTTPError(
                 504,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -42,6 +43,18 @@ class BatcherStopped(RuntimeError):
     """The batcher is not accepting work (not started yet, or shutting down)."""
 
 
+class WouldMissDeadline(QueueFull):
+    """The request cannot finish before its deadline at the current pace: refused at once (HTTP 503).
+
+    `wait_s` is the estimated time until it would be answered; `excess_s` how far past the deadline that is.
+    """
+
+    def __init__(self, wait_s: float, excess_s: float) -> None:
+        super().__init__(f"estimated wait {wait_s:.3f} s exceeds the time left by {excess_s:.3f} s")
+        self.wait_s = wait_s
+        self.excess_s = excess_s
+
+
 class RequestTimedOut(Exception):
     """Set on a request's future when its deadline passes before its rows come back."""
 
@@ -54,6 +67,7 @@ class ClientDisconnected(Exception):
 class _Item:
     rows: np.ndarray
     future: asyncio.Future[np.ndarray]
+    deadline: float = math.inf  # time.monotonic() by which the answer is due
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -98,6 +112,9 @@ class DynamicBatcher:
         self._flush_scheduled = False
         self._window_timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
+        self._pending_rows = 0
+        self._batch_started = 0.0  # time.monotonic() when the batch on the worker started
+        self._batch_s: float | None = None  # moving average of one forward (a full batch under load)
 
     @property
     def depth(self) -> int:
@@ -118,20 +135,43 @@ class DynamicBatcher:
         self._thread.start()
         self._accepting = True
 
-    def submit(self, rows: np.ndarray) -> asyncio.Future[np.ndarray]:
+    def estimated_wait(self, rows: int = 1, now: float | None = None) -> float:
+        """Seconds until `rows` queued now would be answered, at the pace of recent forwards (0 before any)."""
+        batch_s = self._batch_s
+        if batch_s is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        current = max(0.0, self._batch_started + batch_s - now) if self._busy else 0.0
+        batches = -(-(self._pending_rows + rows) // self.max_batch_size)
+        return current + batches * batch_s
+
+    def check_deadline(self, deadline: float, rows: int = 1) -> None:
+        """Raise :class:`WouldMissDeadline` if `rows` queued now could not be answered by `deadline` (monotonic)."""
+        now = time.monotonic()
+        wait = self.estimated_wait(rows, now)
+        if now + wait > deadline:
+            raise WouldMissDeadline(wait, now + wait - deadline)
+
+    def submit(self, rows: np.ndarray, deadline: float | None = None) -> asyncio.Future[np.ndarray]:
         """Queue `rows` (shape [n, ...]) for inference; the future resolves to the n output rows.
 
-        Must be called on the loop given to :meth:`start`. Raises :class:`QueueFull` or :class:`BatcherStopped`
+        Must be called on the loop given to :meth:`start`. Raises :class:`QueueFull`, :class:`WouldMissDeadline`
+        (`deadline`, in ``time.monotonic()`` time, cannot be met at the current pace) or :class:`BatcherStopped`
         instead of queueing when the request cannot be served. Finish the future (e.g. with
-        :class:`RequestTimedOut`) to withdraw the request; if its batch has not formed yet it is skipped.
+        :class:`RequestTimedOut`) to withdraw the request; if its batch has not formed yet it is skipped. A
+        request whose deadline comes before its batch could finish is refused when the batch forms
+        (:class:`WouldMissDeadline` on its future) instead of being computed for nobody.
         """
         loop = self._loop
         if not self._accepting or loop is None:
             raise BatcherStopped("the batcher is not accepting requests")
         if len(self._pending) >= self.queue_limit:
             raise QueueFull(f"{self.queue_limit} requests are already waiting")
+        if deadline is not None:
+            self.check_deadline(deadline, len(rows))
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._pending.append(_Item(rows, future))
+        self._pending.append(_Item(rows, future, math.inf if deadline is None else deadline))
+        self._pending_rows += len(rows)
         if not self._busy:
             # Flush after this loop iteration: requests that arrived in the same wake-up join the batch.
             self._schedule_flush()
@@ -167,10 +207,16 @@ class DynamicBatcher:
         pending = self._pending
         batch: list[_Item] = []
         rows = 0
+        now = time.monotonic()
+        # A request due before this batch could finish would be computed for nobody: refuse it now instead.
+        due = now + (self._batch_s or 0.0)
         while pending:
             item = pending[0]
-            if item.future.done():  # its caller gave up before the batch formed: drop it, compute nothing
+            if item.future.done() or item.deadline < due:
                 pending.popleft()
+                self._pending_rows -= len(item.rows)
+                if not item.future.done():
+                    item.future.set_exception(WouldMissDeadline(due - now, due - item.deadline))
                 if self._on_skip is not None:
                     self._on_skip(_skip_reason(item.future))
                 continue
@@ -180,11 +226,13 @@ class DynamicBatcher:
             if not batch and self.max_delay_s > 0 and not self._window_closed(item):
                 return
             batch.append(pending.popleft())
+            self._pending_rows -= n
             rows += n
         if not batch:
             self._set_idle_if_done()
             return
         self._busy = True
+        self._batch_started = now
         self._work.put(batch)
 
     def _window_closed(self, first: _Item) -> bool:
@@ -205,6 +253,9 @@ class DynamicBatcher:
     def _finished(self, batch: list[_Item], outputs: list[np.ndarray | BaseException]) -> None:
         """The worker is done with `batch`: answer its callers and start the next batch (see `overlap`)."""
         self._busy = False
+        took = time.monotonic() - self._batch_started
+        # Forward times of the recent past, weighted to the full batches that matter under load.
+        self._batch_s = took if self._batch_s is None else 0.8 * self._batch_s + 0.2 * took
         for item, result in zip(batch, outputs, strict=True):
             if item.future.done():  # timed out or abandoned during the forward
                 continue
@@ -269,6 +320,8 @@ def _skip_reason(future: asyncio.Future[np.ndarray]) -> str:
     error = future.exception()
     if isinstance(error, RequestTimedOut):
         return "timeout"
+    if isinstance(error, WouldMissDeadline):
+        return "deadline"
     if isinstance(error, ClientDisconnected):
         return "disconnect"
     return "other"

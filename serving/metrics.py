@@ -10,6 +10,10 @@ Exposed at `GET /metrics`:
 - ``mlplat_model_loaded`` (1 once the model is loaded) and ``mlplat_model_load_attempts_total{outcome}``
   (``success``, ``unavailable``: not there yet or the store unreachable, ``refused``: found but not servable,
   ``error``: anything unexpected) while the server waits for its model;
+- ``mlplat_connections_closed_total{reason}``: connections the guard ended (``header_timeout``, ``body_timeout``,
+  ``header_too_large``, ``evicted``, ``refused``; :mod:`mlplat.serving.connection`);
+- ``mlplat_requests_shed_total{reason}``: requests refused at once with 503 (``deadline``: could not finish in
+  time, ``queue_full``);
 - ``mlplat_feature_drift_psi{feature}`` and ``mlplat_drift_window_rows`` when the model has reference stats.
 """
 
@@ -73,6 +77,18 @@ class ServingMetrics:
         )
         for outcome in ("success", "unavailable", "refused", "error"):
             self.load_attempts.labels(outcome)  # export zeros, so rate() and alerts see every series from the start
+        self.connections_closed = Counter(
+            "mlplat_connections_closed",
+            "Connections closed by the guard (header_timeout, body_timeout, header_too_large, evicted, refused)",
+            ["reason"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "mlplat_requests_shed",
+            "Requests refused at once with 503 + Retry-After (deadline: could not finish in time; queue_full)",
+            ["reason"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
 
@@ -96,6 +112,10 @@ class ServingMetrics:
     def observe_skip(self, reason: str) -> None:
         """Count a request dropped before compute."""
         self.skipped.labels(reason).inc()
+
+    def connection_closed(self, reason: str) -> None:
+        """Count a connection the guard closed."""
+        self.connections_closed.labels(reason).inc()
 
     def track_queue(self, depth: Callable[[], float]) -> None:
         """Read the queue depth at scrape time (nothing is paid per request)."""

@@ -156,6 +156,7 @@ def load_model(settings: ServingSettings) -> LoadedModel:
         else:
             raise ModelRefused(f"{uri!r} is neither an MLflow model directory (no MLmodel file) nor a TorchScript file")
     model.source = uri
+    _settle_input_spec(model, settings.input_shape)
     model.name = settings.model_name or registry_name or model.name
     model.version = settings.model_version or version or model.version
     model.warm_up(settings.max_batch_size)
@@ -170,6 +171,61 @@ def load_model(settings: ServingSettings) -> LoadedModel:
         },
     )
     return model
+
+
+def _settle_input_spec(model: LoadedModel, configured: tuple[int, ...] | None) -> None:
+    """Give a model without a signature (or input example) its row shape, so requests of another shape are 422.
+
+    From `configured` (``MLPLAT_SERVING_INPUT_SHAPE``) when given, which must agree with a signature if there is
+    one; otherwise, learned from the module: the input width of its first 2-D weight (``nn.Linear``), kept only
+    if a forward pass on rows of that width works.
+    """
+    spec = model.input_spec
+    if configured is not None:
+        if spec is not None and any(w not in (-1, c) for w, c in zip(spec.row_shape, configured, strict=False)):
+            raise ModelRefused(
+                f"MLPLAT_SERVING_INPUT_SHAPE {list(configured)} contradicts the model's signature "
+                f"{list(spec.row_shape)}"
+            )
+        if spec is None or len(spec.row_shape) != len(configured) or -1 in spec.row_shape:
+            dtype = spec.dtype if spec is not None else np.dtype(np.float32)
+            model.input_spec = TensorSpec(spec.name if spec else "input-0", dtype, (-1, *configured))
+        return
+    if spec is not None:
+        return
+    width = _first_layer_width(model.module)
+    if width is None:
+        logger.warning(
+            "the model has no signature or input example and its input width cannot be learned: set "
+            "MLPLAT_SERVING_INPUT_SHAPE, or requests of a wrong shape fail inside the model (500)"
+        )
+        return
+    try:
+        model.predict(np.zeros((2, width), dtype=np.float32))
+    except Exception as exc:
+        logger.warning(
+            "input width %d from the first layer does not run (%s); set MLPLAT_SERVING_INPUT_SHAPE", width, exc
+        )
+        return
+    model.input_spec = TensorSpec("input-0", np.dtype(np.float32), (-1, width))
+    logger.info(
+        "no signature: rows of %d float32 values, learned from the model's first layer "
+        "(MLPLAT_SERVING_INPUT_SHAPE overrides)",
+        width,
+    )
+
+
+def _first_layer_width(module: Any) -> int | None:
+    parameters = getattr(module, "parameters", None)
+    if parameters is None:
+        return None
+    try:
+        first = next(iter(parameters()), None)
+    except Exception:
+        return None
+    if first is None or first.ndim != 2:
+        return None
+    return int(first.shape[1])
 
 
 @contextlib.contextmanager

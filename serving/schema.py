@@ -35,8 +35,6 @@ V2_DATATYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
 }
 _DATATYPE_OF = {dtype: name for name, dtype in V2_DATATYPES.items()}
-# Which kinds of JSON numbers each target dtype kind accepts: no bools for numbers, no fractions for ints.
-_ACCEPTED_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 
 
 class InputError(ValueError):
@@ -182,10 +180,84 @@ def rows_to_array(rows: list[Any], spec: TensorSpec | None) -> np.ndarray:
     return array
 
 
-def v2_input_to_array(
-    name: str, datatype: str, shape: Sequence[int], data: list[Any], spec: TensorSpec | None
-) -> np.ndarray:
-    """One V2 request input (flat or nested `data` in row-major order) -> a numpy array, checked against `spec`."""
+# A JSON number takes at most this many bytes with its separator and some whitespace ("-1.2345678901234567e-308, "
+# is 26): bodies larger than the model's rows allow are refused by size, before they are parsed.
+MAX_BYTES_PER_VALUE = 48
+BODY_OVERHEAD_BYTES = 64 * 1024  # the envelope: names, ids, parameters, brackets
+
+
+def body_limit(spec: TensorSpec | None, max_rows: int, max_body_bytes: int) -> int:
+    """The largest body a request for `spec` can legitimately need: the work a request may cost, bounded by
+    the model's row width and the row limit before anything is parsed (never above `max_body_bytes`)."""
+    if spec is None or any(d < 0 for d in spec.row_shape):
+        return max_body_bytes
+    values = max_rows * math.prod(spec.row_shape)
+    return min(max_body_bytes, BODY_OVERHEAD_BYTES + values * MAX_BYTES_PER_VALUE)
+
+
+class V2Input(msgspec.Struct, forbid_unknown_fields=False):
+    """One input tensor of a V2 request; `data` stays raw JSON until its datatype and size are checked."""
+
+    name: str
+    shape: Annotated[list[int], msgspec.Meta(min_length=1)]
+    datatype: str
+    data: msgspec.Raw
+    parameters: dict[str, Any] | None = None
+
+
+class V2Output(msgspec.Struct, forbid_unknown_fields=False):
+    """An output a V2 client asks for by name."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2Request(msgspec.Struct, forbid_unknown_fields=False):
+    """`POST /v2/models/<name>/infer` body (documented by :class:`mlplat.serving.protocol.InferenceRequest`)."""
+
+    inputs: Annotated[list[V2Input], msgspec.Meta(min_length=1)]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2Output] | None = None
+
+
+_V2_DECODER = msgspec.json.Decoder(V2Request)
+_DATA_DECODERS: dict[tuple[str, int], msgspec.json.Decoder[Any]] = {}
+
+
+def decode_v2_request(body: bytes) -> V2Request:
+    """The V2 envelope (tensor data left raw), or :class:`InputError` saying where it is wrong."""
+    try:
+        return _V2_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InputError(f"invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InputError(f"invalid request: the body is not valid JSON ({exc})") from None
+
+
+def _data_decoder(kind: str, depth: int) -> msgspec.json.Decoder[Any]:
+    """A strict decoder of `data` for a dtype kind: flat (depth 1) or nested up to `depth` levels.
+
+    Strict: no booleans among numbers, no fractions among integers, no strings, no null.
+    """
+    key = (kind, depth)
+    decoder = _DATA_DECODERS.get(key)
+    if decoder is None:
+        element: Any = {"b": bool, "i": int, "u": int, "f": float}[kind]
+        item: Any = element
+        for _ in range(depth - 1):
+            item = element | list[item]
+        decoder = _DATA_DECODERS[key] = msgspec.json.Decoder(list[item])
+    return decoder
+
+
+def v2_input_to_array(given: V2Input, spec: TensorSpec | None, max_rows: int) -> np.ndarray:
+    """One V2 input (`data` flat or nested to match `shape`, row-major) -> an array, checked against `spec`.
+
+    The declared shape and the raw size are checked before `data` is parsed, so an oversized tensor costs no
+    parsing; `data` is then parsed strictly for its datatype.
+    """
+    name, datatype, shape = given.name, given.datatype, given.shape
     where = f"input {name!r}"
     if spec is not None:
         if spec.name and name != spec.name:
@@ -194,29 +266,42 @@ def v2_input_to_array(
             raise InputError(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
     if datatype not in V2_DATATYPES:
         raise InputError(f"{where}: unsupported datatype {datatype!r}; supported: {', '.join(V2_DATATYPES)}")
-    if any(d < 0 for d in shape) or len(shape) < 1:
+    if any(d < 0 for d in shape):
         raise InputError(f"{where}: shape must list non-negative sizes with a batch dimension first, got {list(shape)}")
+    if not 1 <= shape[0] <= max_rows:
+        raise InputError(f"the batch dimension must be 1 to {max_rows} rows, got {shape[0]}")
+    if spec is not None:
+        spec.check_row_shape(shape[1:])
+    count = math.prod(shape)
+    raw = given.data
+    if len(raw) > BODY_OVERHEAD_BYTES + count * MAX_BYTES_PER_VALUE:
+        raise InputError(f"{where}: data is far larger than shape {list(shape)} needs ({len(raw)} bytes)")
     dtype = V2_DATATYPES[datatype]
+    decoder = _data_decoder(dtype.kind, 1)
     try:
-        raw = np.asarray(data)
+        values = decoder.decode(raw)
+    except msgspec.ValidationError:
+        try:
+            values = _data_decoder(dtype.kind, len(shape)).decode(raw)
+        except msgspec.ValidationError as exc:
+            what = {"b": "true or false", "i": "integers", "u": "integers", "f": "numbers"}[dtype.kind]
+            raise InputError(f"{where}: data must hold {what} for {datatype} ({exc})") from None
+    except msgspec.DecodeError as exc:
+        raise InputError(f"{where}: data is not valid JSON ({exc})") from None
+    try:
+        with np.errstate(over="ignore"):  # float overflow becomes inf, refused below
+            array = np.asarray(values, dtype=dtype)
+    except OverflowError:
+        raise InputError(f"{where}: values are out of range for {datatype}") from None
     except ValueError as exc:
         raise InputError(f"{where}: data is ragged: {exc}") from None
-    if raw.size and raw.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
-        raise InputError(f"{where}: data holds {raw.dtype} values, which are not valid {datatype}")
-    if raw.size != math.prod(shape):
-        raise InputError(f"{where}: shape {list(shape)} needs {math.prod(shape)} values, data has {raw.size}")
-    if raw.ndim > 1 and tuple(raw.shape) != tuple(shape):
-        raise InputError(f"{where}: nested data has shape {list(raw.shape)}, declared shape is {list(shape)}")
-    try:
-        array = raw.astype(dtype, casting="unsafe" if dtype.kind == "f" else "same_kind").reshape(shape)
-    except TypeError as exc:
-        raise InputError(f"{where}: data cannot be cast to {datatype}: {exc}") from None
-    if raw.dtype.kind in "iu" and dtype.kind in "iu" and not np.array_equal(array.reshape(raw.shape), raw):
-        raise InputError(f"{where}: values are out of range for {datatype}")
+    if array.size != count:
+        raise InputError(f"{where}: shape {list(shape)} needs {count} values, data has {array.size}")
+    if array.ndim > 1 and tuple(array.shape) != tuple(shape):
+        raise InputError(f"{where}: nested data has shape {list(array.shape)}, declared shape is {list(shape)}")
+    array = array.reshape(shape)
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"{where}: values overflow {datatype} (finite numbers only)")
-    if spec is not None:
-        spec.check_row_shape(array.shape[1:])
     return array
 
 

@@ -27,6 +27,7 @@ from types import FrameType
 import uvicorn
 
 from mlplat.serving.app import ServingApp, create_app
+from mlplat.serving.connection import ConnectionLimits, connection_cap, guarded_protocol, raise_fd_limit
 from mlplat.serving.logs import configure_logging, logging_config
 from mlplat.serving.model import ModelLoadError, select_device
 from mlplat.serving.redaction import redact
@@ -82,14 +83,40 @@ def configure_torch(settings: ServingSettings) -> int:
     return threads
 
 
-def uvicorn_config(app: ServingApp, settings: ServingSettings) -> uvicorn.Config:
-    """uvicorn settings for serving `app` (JSON logs, no access log of its own, graceful timeout)."""
+def connection_limits(settings: ServingSettings) -> ConnectionLimits:
+    """The connection guard's limits from the settings."""
+    return ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        max_connections=settings.max_connections,
+    )
+
+
+def uvicorn_config(app: ServingApp, settings: ServingSettings, *, log_config: bool = True) -> uvicorn.Config:
+    """uvicorn settings for serving `app`: the connection guard (read timeouts, header limit, connection cap,
+    :mod:`mlplat.serving.connection`), the idle keep-alive timeout, JSON logs, the graceful timeout.
+
+    uvicorn's own ``limit_concurrency`` stays off: it answers 503 to every request (health checks too) once
+    that many connections are open, slow and idle ones included; the guard evicts those instead.
+    """
+    limits = connection_limits(settings)
+    cap = connection_cap(limits.max_connections)
+    if cap < limits.max_connections:
+        logger.warning(
+            "connection cap lowered from %d to %d to stay clear of the file-descriptor limit",
+            limits.max_connections,
+            cap,
+        )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        log_config=logging_config(settings.log_level),
+        http=guarded_protocol(limits, cap, on_close=app.metrics.connection_closed),
+        loop="auto",
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type,unused-ignore]  # a float works
+        log_config=logging_config(settings.log_level) if log_config else None,
         access_log=False,  # the dispatcher writes its own (JSON, with the request id) when asked to
         proxy_headers=False,
         server_header=False,
@@ -110,6 +137,7 @@ def run(settings: ServingSettings) -> None:
     Raises :class:`ModelLoadError` only for what waiting cannot fix (a CUDA device this machine lacks).
     """
     configure_logging(settings.log_level)
+    raise_fd_limit()  # before the connection cap is derived from it
     select_device(settings.device)
     threads = configure_torch(settings)
     for name, value in MLFLOW_HTTP_DEFAULTS.items():

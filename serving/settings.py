@@ -58,6 +58,44 @@ class ServingSettings(BaseSettings):
     request_timeout_s: float = Field(default=5.0, gt=0.0, description="Time from arrival to answer before a 504.")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body; larger is 413.")
     max_request_rows: int = Field(default=1024, ge=1, description="Most rows one request may carry (422 beyond).")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description="A request's line and headers must arrive within this many seconds of the connection's start "
+        "(or of a next request's first byte); then 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=600.0,
+        description="A request's body must arrive within this many seconds of its headers; then 408 and close.",
+    )
+    keepalive_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=3600.0,
+        description="An idle kept-alive connection is closed after this many seconds. Behind a load balancer "
+        "that reuses connections, set it above the balancer's idle timeout (ALB: 60 s).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=8,
+        description="Most open connections; a new one beyond it evicts an idle or slow one. Lowered "
+        "automatically to stay clear of the file-descriptor limit.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers; larger is 431 and the connection is closed.",
+    )
+    input_shape: Annotated[tuple[int, ...] | None, NoDecode] = Field(
+        default=None,
+        description="The shape of one input row (comma-separated, e.g. `64` or `3,32,32`) for a model whose "
+        "signature and input example do not give it; requests of another shape are then 422. Unset: learned at "
+        "load from the model's first layer where possible.",
+    )
     api_key: SecretStr | None = Field(
         default=None, description="When set, every route but health and metrics needs `Authorization: Bearer <key>`."
     )
@@ -131,6 +169,16 @@ class ServingSettings(BaseSettings):
         head, _, index = value.partition(":")
         if head not in {"auto", "cpu", "cuda"} or (index and (head != "cuda" or not index.isdigit())):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<n>', not {value!r}")
+        return value
+
+    @field_validator("input_shape", mode="before")
+    @classmethod
+    def _split_shape(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
+                raise ValueError("input shape is positive sizes separated by commas, e.g. '64' or '3,32,32'")
+            return tuple(int(part) for part in parts)
         return value
 
     @field_validator("cors_origins", mode="before")

@@ -162,3 +162,77 @@ def test_bad_args_are_rejected(kwargs: dict, message: str) -> None:
 def test_unready_servers_never_block_a_node_drain(service: Svc) -> None:
     pdb = service().one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
     assert pdb["maxUnavailable"] == 1 and pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+# -- access: API key from a Secret, NetworkPolicy, no API token in the pods ----------------------------------
+
+SECRET = "kubernetes:core/v1:Secret"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def api_key_env(container: dict) -> dict:
+    (variable,) = [e for e in container["env"] if e["name"] == "MLPLAT_SERVING_API_KEY"]
+    return variable
+
+
+def test_the_api_key_is_generated_into_a_secret_the_server_reads(service: Svc, pod_of: PodOf) -> None:
+    stack = service()
+    secret = stack.one(SECRET)
+    assert secret.inputs["metadata"]["name"] == "digits-api-key"
+    data = secret.inputs["stringData"]
+    assert data == "[secret]" or data == {"api-key": "[secret]"}  # never the key itself
+    (container,) = pod_of(stack.one(DEPLOYMENT).inputs)["containers"]
+    variable = api_key_env(container)
+    assert "value" not in variable
+    assert variable["valueFrom"]["secretKeyRef"] == {"name": "digits-api-key", "key": "api-key"}
+
+
+def test_a_given_api_key_secret_is_used_and_none_is_generated(service: Svc, pod_of: PodOf) -> None:
+    stack = service(api_key_secret="team-key")
+    assert stack.by_type(SECRET) == []
+    (container,) = pod_of(stack.one(DEPLOYMENT).inputs)["containers"]
+    assert api_key_env(container)["valueFrom"]["secretKeyRef"] == {"name": "team-key", "key": "api-key"}
+
+
+def test_without_a_key_the_server_gets_none(service: Svc, pod_of: PodOf) -> None:
+    stack = service(generate_api_key=False)
+    (container,) = pod_of(stack.one(DEPLOYMENT).inputs)["containers"]
+    assert all(e["name"] != "MLPLAT_SERVING_API_KEY" for e in container["env"])
+
+
+def test_pods_mount_no_kubernetes_api_token_but_keep_irsa(service: Svc, pod_of: PodOf) -> None:
+    stack = service(service_account_role_arn="arn:aws:iam::123456789012:role/serve")
+    for deployment in stack.by_type(DEPLOYMENT):
+        assert pod_of(deployment.inputs)["automountServiceAccountToken"] is False
+    account = stack.one("kubernetes:core/v1:ServiceAccount")
+    assert account.inputs["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("role/serve")
+
+
+def test_the_network_policy_admits_only_the_alb_prometheus_and_named_namespaces(service: Svc) -> None:
+    stack = service(load_balancer_cidrs=["10.0.192.0/22"], allowed_namespaces=["pipelines"],
+                    canary=Canary(model_uri="models:/digits@challenger"))
+    policy = stack.one(NETWORK_POLICY).inputs
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == "serving"
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "digits"}}  # stable and canary
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert {"ipBlock": {"cidr": "10.0.192.0/22"}} in rule["from"]
+    (namespaces,) = [peer["namespaceSelector"] for peer in rule["from"] if "namespaceSelector" in peer]
+    assert namespaces == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring", "pipelines"]}]}
+    assert all("podSelector" not in peer for peer in rule["from"])  # no "any pod in this namespace" escape
+
+
+def test_a_network_policy_with_no_sources_denies_all_instead_of_allowing_all(service: Svc) -> None:
+    spec = service(monitoring_namespace=None).one(NETWORK_POLICY).inputs["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and not spec.get("ingress")
+    assert service(network_policy=False).by_type(NETWORK_POLICY) == []
+
+
+def test_behind_the_alb_idle_connections_outlast_its_idle_timeout(service: Svc, pod_of: PodOf) -> None:
+    (container,) = pod_of(service().one(DEPLOYMENT).inputs)["containers"]
+    assert env_of(container)["MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S"] == "65"
+    (container,) = pod_of(service(ingress=False).one(DEPLOYMENT).inputs)["containers"]
+    assert "MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S" not in env_of(container)

@@ -376,3 +376,26 @@ def test_ingress_host_is_validated() -> None:
         with pytest.raises(ValueError, match=r"TrackingArgs\.ingress_host=.*is not a DNS name"):
             tracking_args(ingress=True, ingress_host=bad)
     assert tracking_args(ingress=True, ingress_host="*.ml.example.com").ingress_host == "*.ml.example.com"
+
+
+def test_only_the_named_namespaces_and_the_alb_reach_mlflow(tracking: Callable[..., Render]) -> None:
+    stack = tracking({"allowed_namespaces": ["training", "serving"], "ingress": True,
+                      "load_balancer_cidrs": ["10.0.0.0/19"]})
+    spec = stack.one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "mlflow"
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert rule["from"] == [
+        {"ipBlock": {"cidr": "10.0.0.0/19"}},
+        {"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["serving", "training"]}]}},
+    ]
+
+
+def test_mlflow_without_allowed_clients_is_closed_and_mounts_no_api_token(tracking: Callable[..., Render]) -> None:
+    stack = tracking()
+    spec = stack.one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs["spec"]
+    assert not spec.get("ingress")  # selected, no rule: deny all
+    pod = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False

@@ -139,16 +139,23 @@ class LiveServer:
 
 
 @contextmanager
-def run_server(app: ServingApp, *, wait_ready: bool = True) -> Iterator[LiveServer]:
+def run_server(app: ServingApp, *, wait_ready: bool = True, guarded: bool = False) -> Iterator[LiveServer]:
     """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread until the block ends.
 
-    The model loads in the background; with `wait_ready` (the default) this waits until it is served.
+    The model loads in the background; with `wait_ready` (the default) this waits until it is served. With
+    `guarded`, uvicorn runs with the server's own config (`mlplat serve`'s connection guard and keep-alive).
     """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=10)
+    if guarded:
+        from mlplat.serving.server import uvicorn_config
+
+        config = uvicorn_config(app, app.settings, log_config=False)
+        config.timeout_graceful_shutdown = 10
+    else:
+        config = uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

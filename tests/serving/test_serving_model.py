@@ -14,7 +14,8 @@ import torch
 from serving_support import FEATURES, forward, make_mlp, run_server, save_mlflow_model, training_inputs
 
 from mlplat.serving.app import create_app
-from mlplat.serving.model import LoadedModel, ModelLoadError, load_model, select_device
+from mlplat.serving.model import LoadedModel, ModelLoadError, ModelRefused, load_model, select_device
+from mlplat.serving.schema import TensorSpec
 from mlplat.serving.settings import ServingSettings
 
 
@@ -59,8 +60,27 @@ def test_a_torchscript_file_loads(tmp_path: Path) -> None:
     model = load(path)
     assert model.name == "scripted"
     assert model.platform == "pytorch_torchscript"
-    assert model.input_spec is None  # no signature: rows are checked for shape consistency only
+    # No signature: the row width is learned from the first layer, so a wrong shape is the caller's error (422).
+    assert model.input_spec == TensorSpec("input-0", np.dtype(np.float32), (-1, FEATURES))
     assert_serves_like(model, module)
+
+
+class _NoWeights(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1, keepdim=True)
+
+
+def test_input_shape_setting_gives_a_signatureless_model_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "sum.pt"
+    torch.jit.script(_NoWeights()).save(str(path))
+    assert load(path).input_spec is None  # nothing to learn it from
+    model = load(path, input_shape="3,2")
+    assert model.input_spec == TensorSpec("input-0", np.dtype(np.float32), (-1, 3, 2))
+
+
+def test_an_input_shape_that_contradicts_the_signature_is_refused(mlflow_model_dir: Path) -> None:
+    with pytest.raises(ModelRefused, match=r"INPUT_SHAPE \[5\] contradicts the model's signature \[8\]"):
+        load(mlflow_model_dir, input_shape="5")
 
 
 def test_an_exported_model_with_a_fixed_batch_size_fails_with_advice(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ NODE_POLICIES: tuple[str, ...] = (
 )
 CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+VPC_CNI_CONFIGURATION: Mapping[str, Any] = {"enableNetworkPolicy": "true"}
 _VERSION = re.compile(r"1\.(\d+)")
 # The Kubernetes version of a new cluster: in EKS standard support until 2027-03-27 (see k8s_versions). 1.36 is on
 # EKS too, but no cluster-autoscaler release for it exists yet (chart 9.59.0 ships 1.35.0), and its minor must match.
@@ -291,7 +292,9 @@ class Cluster(pulumi.ComponentResource):
         cni_role = self.service_account_role("kube-system", "aws-node", managed_policy_arns=[CNI_POLICY])
         versions = args.addon_versions
         networking = [
-            self._addon("vpc-cni", versions.vpc_cni, role_arn=cni_role.arn),
+            # The CNI's network policy agent enforces NetworkPolicies (the model servers' and MLflow's); without it
+            # EKS accepts them and enforces nothing (EKS user guide, "Configure your cluster for network policies").
+            self._addon("vpc-cni", versions.vpc_cni, role_arn=cni_role.arn, configuration=VPC_CNI_CONFIGURATION),
             self._addon("kube-proxy", versions.kube_proxy),
         ]
 
@@ -378,6 +381,7 @@ class Cluster(pulumi.ComponentResource):
         *,
         role_arn: pulumi.Input[str] | None = None,
         depends_on: Sequence[pulumi.Resource] = (),
+        configuration: Mapping[str, Any] | None = None,
     ) -> aws.eks.Addon:
         return aws.eks.Addon(
             f"{self._prefix}-{addon}",
@@ -385,6 +389,7 @@ class Cluster(pulumi.ComponentResource):
             addon_name=addon,
             addon_version=version,
             service_account_role_arn=role_arn,
+            configuration_values=json.dumps(configuration, sort_keys=True) if configuration else None,
             # Take over what EKS or an earlier install left; afterwards keep manual tuning on upgrade.
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="PRESERVE",

@@ -146,7 +146,7 @@ class MlPlatform(pulumi.ComponentResource):
             self.artifacts.grant_write(role.name, prefix=MLFLOW_PREFIX, name="mlflow")
             self.tracking = Tracking(
                 f"{name}-tracking",
-                wired(
+                dataclasses.replace(wired(
                     args.tracking,
                     vpc_id=self.network.vpc_id,
                     database_subnet_ids=self.network.database_subnet_ids,
@@ -157,21 +157,34 @@ class MlPlatform(pulumi.ComponentResource):
                     service_account_role_arn=role.arn,
                     image=args.tracking.image or self._image("tracking", "tracking"),
                 ),
+                    # MLflow's clients (NetworkPolicy): the model servers and the trainer, plus any the caller named.
+                    allowed_namespaces=sorted({SERVING_NAMESPACE, TRAINING_NAMESPACE,
+                                               *args.tracking.allowed_namespaces}),
+                    # The internal ALB's ENIs lie in the private subnets, as do pods (VPC CNI): the VPC CIDR.
+                    load_balancer_cidrs=list(args.tracking.load_balancer_cidrs) or [self.network.vpc_cidr],
+                ),
                 opts=workloads,
             )
             tracking_uri = self.tracking.uri
 
         self.service_endpoints: dict[str, pulumi.Output[str]] = {}
+        self._serving_namespace: pulumi.Output[str] | None = None
         if args.services:
-            namespace = self._namespace(SERVING_NAMESPACE, on_cluster)
+            namespace = self._serving_namespace = self._namespace(SERVING_NAMESPACE, on_cluster)
             image = self._image("serving", "services")
             for svc, svc_args in args.services.items():
                 role = self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}")
                 self.artifacts.grant_read(role.name, prefix=MLFLOW_PREFIX, name=f"serve-{svc}")
                 service = ModelService(
                     f"{name}-{svc}",
-                    wired(svc_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
-                          service_account_role_arn=role.arn),
+                    dataclasses.replace(
+                        wired(svc_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
+                              service_account_role_arn=role.arn),
+                        # The ALB (target type ip) reaches pods from its ENIs: an ipBlock, not a namespace.
+                        load_balancer_cidrs=list(svc_args.load_balancer_cidrs) or [self.network.vpc_cidr],
+                        monitoring_namespace=args.monitoring.namespace if args.monitoring is not None
+                        else svc_args.monitoring_namespace,
+                    ),
                     opts=workloads,
                 )
                 if service.ingress_hostname is not None:
@@ -193,6 +206,8 @@ class MlPlatform(pulumi.ComponentResource):
         if args.training_jobs:
             namespace = self._namespace(TRAINING_NAMESPACE, on_cluster)
             for job, job_args in args.training_jobs.items():
+                # One prefix per job: the job's lineage. Each run of the job (a Job, or each CronJob run) is a new
+                # attempt identified by its Job's uid, which retires the previous run's checkpoints there.
                 prefix = f"checkpoints/{job}"
                 role = self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}")
                 self.artifacts.grant_write(role.name, prefix=prefix, name=f"train-{job}")
@@ -211,7 +226,9 @@ class MlPlatform(pulumi.ComponentResource):
         """The monitoring args with every service scraped and, by default, alerts paging the alarm topic."""
         assert args.monitoring is not None
         monitoring = dataclasses.replace(args.monitoring, model_services={
-            **{f"{self._name}-{svc}": SERVING_NAMESPACE for svc in args.services}, **args.monitoring.model_services})
+            # The Namespace's own output, so each ServiceMonitor waits for the namespace it is created in.
+            **{f"{self._name}-{svc}": self._serving_namespace for svc in args.services if self._serving_namespace},
+            **args.monitoring.model_services})
         topic = monitoring.sns_topic_arn
         if topic is None and self.alarms is not None:
             topic = self.alarms.topic.arn

@@ -222,3 +222,10 @@ def test_termination_handler_comes_from_its_upstream_registry(stack: Render) -> 
     assert "repositoryOpts" not in nth.inputs and nth.inputs["version"] == "0.27.6"
 
 
+
+
+def test_network_policies_are_enforced_by_the_cni(production_stack: Render) -> None:
+    # ModelService and Tracking render NetworkPolicies; EKS enforces them only with the CNI's policy agent on.
+    assert production_stack.by_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    cni = production_stack.one("aws:eks/addon:Addon", "mlplat-production-vpc-cni")
+    assert json.loads(cni.inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}

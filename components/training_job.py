@@ -23,6 +23,13 @@ from mlplat.components.pods import (
 )
 from mlplat.training.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
 
+ATTEMPT_ENV = "MLPLAT_ATTEMPT_ID"
+"""The trainer's attempt id (``mlplat.training.lineage.ATTEMPT_ENV``; not imported: that module loads torch)."""
+JOB_NAME_ENV = "MLPLAT_JOB_NAME"
+CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+"""Set by the Job controller on every pod of one Job run (retries included); a CronJob's next run is a new Job."""
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
 RENDEZVOUS_PORT = 29500
 CONFIG_DIR = "/etc/mlplat"
 CONTAINER = "trainer"
@@ -36,7 +43,8 @@ class TrainingJobArgs:
         namespace: The Kubernetes namespace (must exist).
         image: The ``mlplat.training`` image (``training/Dockerfile``).
         config: The trainer's config (the YAML ``mlplat train --config`` reads), as a mapping.
-        checkpoint_uri: Where checkpoints go, e.g. ``s3://bucket/checkpoints/digits``; overrides the config's.
+        checkpoint_uri: Where checkpoints go, e.g. ``s3://bucket/checkpoints/digits``; overrides the config's. The
+            job's lineage: it holds the current attempt's checkpoints (``attempt.json`` names the attempt).
         tracking_uri: MLflow tracking URI.
         nodes: Pods (1 = single-node; more = torchrun across an Indexed Job with a headless Service).
         processes_per_node: torchrun processes per pod (usually the GPUs per node).
@@ -159,8 +167,11 @@ def rendezvous_env(name: str, nodes: int) -> dict[str, str]:
 class TrainingJob(pulumi.ComponentResource):
     """A training run as a Kubernetes Job (or CronJob), safe on spot capacity.
 
-    The trainer checkpoints to ``checkpoint_uri`` and exits with a dedicated code on SIGTERM; the Job's
-    podFailurePolicy retries exactly those interruptions and fails fast on anything else. Multi-node runs
+    The trainer checkpoints to ``checkpoint_uri`` and exits with a dedicated code on SIGTERM (and when a
+    tracking or store outage outlasts its retry budget); the Job's podFailurePolicy retries exactly those and
+    fails fast on anything else. The pods get the Job's ``controller-uid`` as ``MLPLAT_ATTEMPT_ID``: retries of
+    one Job run resume its checkpoints, a new Job (each CronJob run) starts a new attempt on the same prefix,
+    and the CronJob's ``concurrencyPolicy: Forbid`` keeps two runs off that prefix at once. Multi-node runs
     use an Indexed Job with one pod per node and a headless Service for torchrun's rendezvous.
 
     Outputs: ``job_name``.
@@ -218,7 +229,7 @@ class TrainingJob(pulumi.ComponentResource):
                     name=CONTAINER,
                     image=args.image,
                     command=trainer_command(args.nodes, args.processes_per_node),
-                    env=[*env_vars(env), *(_completion_index_env() if multi_node else [])],
+                    env=[*env_vars(env), *_attempt_env(), *(_completion_index_env() if multi_node else [])],
                     resources=args.resources.to_args(),
                     security_context=container_security_context(),
                     ports=[k8s.core.v1.ContainerPortArgs(name="rendezvous", container_port=RENDEZVOUS_PORT)]
@@ -264,7 +275,8 @@ class TrainingJob(pulumi.ComponentResource):
                 metadata=metadata,
                 spec=k8s.batch.v1.CronJobSpecArgs(
                     schedule=args.schedule,
-                    concurrency_policy="Forbid",  # never two retrainings writing the same checkpoints
+                    # One lineage, one run at a time: a new attempt retires the previous one's checkpoints.
+                    concurrency_policy="Forbid",
                     successful_jobs_history_limit=3,
                     failed_jobs_history_limit=3,
                     job_template=k8s.batch.v1.JobTemplateSpecArgs(spec=job_spec),
@@ -273,6 +285,22 @@ class TrainingJob(pulumi.ComponentResource):
             )
             self.job_name = cron.metadata.name
         self.register_outputs({"job_name": self.job_name})
+
+
+def _label_env(name: str, label: str) -> k8s.core.v1.EnvVarArgs:
+    return k8s.core.v1.EnvVarArgs(
+        name=name,
+        value_from=k8s.core.v1.EnvVarSourceArgs(
+            field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path=f"metadata.labels['{label}']")
+        ),
+    )
+
+
+def _attempt_env() -> list[k8s.core.v1.EnvVarArgs]:
+    """The run's lineage through the downward API: every pod of one Job run (a preempted pod's replacement
+    too) shares the Job's uid, so it resumes that run's checkpoints; the next scheduled run is a new Job, a
+    new uid, and trains from scratch (mlplat.training.lineage)."""
+    return [_label_env(ATTEMPT_ENV, CONTROLLER_UID_LABEL), _label_env(JOB_NAME_ENV, JOB_NAME_LABEL)]
 
 
 def _completion_index_env() -> list[k8s.core.v1.EnvVarArgs]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from mlplat.training.exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_DATA_INVALID,
+    EXIT_DIVERGED,
     EXIT_GATE_REJECTED,
     EXIT_OK,
     EXIT_PREEMPTED,
@@ -19,6 +20,7 @@ from mlplat.training.exit_codes import (
 __all__ = [
     "EXIT_CONFIG_INVALID",
     "EXIT_DATA_INVALID",
+    "EXIT_DIVERGED",
     "EXIT_GATE_REJECTED",
     "EXIT_OK",
     "EXIT_PREEMPTED",

@@ -30,7 +30,8 @@ NprocOption = Annotated[
 def train_command(config: ConfigOption, set_: SetOption = None, nproc_per_node: NprocOption = None) -> None:
     """Train, evaluate and (if the gate passes) register a model; resumes from the newest checkpoint.
 
-    Exit codes: 0 done, 3 gate rejected, 65 data invalid, 75 preempted (retry to resume), 78 config invalid.
+    Exit codes: 0 done, 3 gate rejected, 4 loss not finite, 65 data invalid, 75 preempted or a transient fault
+    outlasted its retry budget (retry to resume), 78 config invalid (or changed within an attempt).
     """
     overrides = set_ or []
     if nproc_per_node is not None:

@@ -45,7 +45,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: `lr: .inf` or `max_grad_norm: .nan` is a config error, not a diverged run.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_source(value: str, builtins: tuple[str, ...]) -> str:
@@ -151,13 +152,15 @@ class CheckpointConfig(_Section):
     """Where and how often checkpoints are written."""
 
     uri: str = "checkpoints"
-    """A local directory or ``s3://bucket/prefix``. Give each training job its own."""
+    """A local directory or ``s3://bucket/prefix``: one job's lineage. It holds the checkpoints of one attempt
+    at a time (a Job run and its retries; see ``mlplat.training.lineage``), so give each job its own."""
     every_n_steps: PositiveInt | None = 100
     """Checkpoint every N optimizer steps (and always at the end of each epoch); unset: epoch ends only."""
     keep_last: PositiveInt = 3
     """How many checkpoints to keep; older ones are deleted after a new one is complete."""
     resume: bool = True
-    """Resume from the newest valid checkpoint under `uri` when one exists."""
+    """Resume from the newest valid checkpoint of the current attempt (never across attempts); false: every
+    run starts a fresh attempt."""
     s3_endpoint_url: str | None = None
     """S3-compatible endpoint (MinIO, moto); unset: boto3's default, which honours ``AWS_ENDPOINT_URL_S3``."""
 
@@ -175,6 +178,21 @@ class CheckpointConfig(_Section):
         return value
 
 
+class RetryConfig(_Section):
+    """Retries of transient faults of the tracking server and the checkpoint store (outages, 5xx, throttling).
+
+    Failed calls are retried with exponential backoff (full jitter) for up to `budget_seconds`; per-step
+    metrics are buffered meanwhile and sent when the server is back. A fault that outlasts the budget
+    stops the run with a final checkpoint and exit 75 (which the TrainingJob retries); a permanent error
+    (permission denied, a bad request) fails at once.
+    """
+
+    budget_seconds: PositiveFloat = 600.0
+    """How long one fault may last before the run checkpoints and exits 75."""
+    initial_backoff_seconds: PositiveFloat = 1.0
+    max_backoff_seconds: PositiveFloat = 30.0
+
+
 class TrackingConfig(_Section):
     """MLflow tracking."""
 
@@ -184,6 +202,8 @@ class TrackingConfig(_Section):
     run_name: str | None = None
     log_every_n_steps: PositiveInt = 10
     """Per-step metrics (loss, lr, throughput) are logged every N steps, asynchronously."""
+    flush_seconds: PositiveFloat = 5.0
+    """Buffered per-step metrics are sent at most this often (in one batch, from a background thread)."""
 
 
 class RegistryConfig(_Section):
@@ -247,6 +267,7 @@ class TrainingConfig(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
 
     @model_validator(mode="after")
     def _champion_needs_a_name(self) -> TrainingConfig:

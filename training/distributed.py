@@ -83,6 +83,15 @@ def any_rank(ctx: DistributedContext, flag: bool) -> bool:
     return bool(value.item())
 
 
+def any_ranks(ctx: DistributedContext, flags: list[bool]) -> list[bool]:
+    """:func:`any_rank` for several flags in one all-reduce."""
+    if not ctx.is_distributed:
+        return list(flags)
+    value = torch.tensor([1 if flag else 0 for flag in flags], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in value.tolist()]
+
+
 def mean_across(ctx: DistributedContext, value: float) -> float:
     """The mean of ``value`` over all ranks."""
     if not ctx.is_distributed:

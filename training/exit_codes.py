@@ -15,15 +15,21 @@ EXIT_OK: Final = 0
 EXIT_GATE_REJECTED: Final = 3
 """Training finished but the evaluation gate rejected the model; nothing was registered."""
 
+EXIT_DIVERGED: Final = 4
+"""Training stopped because the loss became NaN or infinite; nothing was registered. Not retried: the same
+config diverges again (lower the learning rate, clip gradients, check the data)."""
+
 EXIT_DATA_INVALID: Final = 65
 """Data validation failed before training (sysexits `EX_DATAERR`); the report names each failed check."""
 
 EXIT_PREEMPTED: Final = 75
-"""SIGTERM (spot interruption): the current step finished and a checkpoint was written (sysexits
-`EX_TEMPFAIL`, "try again later"). A retried pod resumes from that checkpoint."""
+"""SIGTERM (spot interruption), or a transient fault (tracking server, checkpoint store) that outlasted its
+retry budget: the current step finished and a checkpoint was written (sysexits `EX_TEMPFAIL`, "try again
+later"). A retried pod of the same Job resumes from that checkpoint."""
 
 EXIT_CONFIG_INVALID: Final = 78
-"""The config file is missing or invalid (sysexits `EX_CONFIG`); the message names the field."""
+"""The config file is missing or invalid (sysexits `EX_CONFIG`); the message names the field. Also: a retry
+of a training attempt whose config, data or model differs from what the attempt started with."""
 
 RETRYABLE_EXIT_CODES: Final = frozenset({EXIT_PREEMPTED})
 """Exit codes a scheduler should retry; everything else non-zero is a permanent failure."""

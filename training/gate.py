@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import numpy as np
@@ -81,18 +82,23 @@ def decide(
     """Apply the thresholds, and the champion comparison when configured."""
     failed: list[str] = []
     passed: list[str] = []
+    # A model whose metrics are NaN or infinite (a diverged one) is never registered, whatever the thresholds.
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            failed.append(f"{name} is {value}: not a finite number, the model cannot be trusted")
     thresholds = {"accuracy": config.min_accuracy, "macro_f1": config.min_macro_f1}
     for name in GATE_METRICS:
         value, limit = metrics[name], thresholds[name]
-        line = f"{name} {value:.4f} {'>=' if value >= limit else '<'} min_{name} {limit:.4f}"
-        (passed if value >= limit else failed).append(line)
+        ok = math.isfinite(value) and value >= limit
+        line = f"{name} {value:.4f} {'>=' if ok else '<'} min_{name} {limit:.4f}"
+        (passed if ok else failed).append(line)
     if config.must_beat_champion:
         if champion_metrics is None:
             passed.append(f"no model has alias {config.champion_alias!r} yet: nothing to beat")
         else:
             for name in GATE_METRICS:
                 value, target = metrics[name], champion_metrics[name] + config.min_improvement
-                ok = value >= target
+                ok = math.isfinite(value) and value >= target
                 line = (
                     f"{name} {value:.4f} {'>=' if ok else '<'} champion v{champion_version}'s "
                     f"{champion_metrics[name]:.4f} + min_improvement {config.min_improvement:.4f}"

@@ -23,7 +23,15 @@ from torch.utils.data import Dataset, DistributedSampler
 from mlplat.training.checkpoint import CheckpointManager
 from mlplat.training.config import TrainingConfig
 from mlplat.training.data import DataSplits
-from mlplat.training.distributed import DistributedContext, any_rank, barrier, gather_objects, mean_across
+from mlplat.training.distributed import (
+    DistributedContext,
+    any_rank,
+    any_ranks,
+    barrier,
+    gather_objects,
+    mean_across,
+)
+from mlplat.training.faults import TransientFault
 from mlplat.training.gate import evaluate
 from mlplat.training.preemption import PreemptionHandler
 from mlplat.training.progress import Progress
@@ -39,11 +47,26 @@ many steps of the signal, far inside Kubernetes' 30 s grace period for any reali
 
 
 class Preempted(Exception):
-    """SIGTERM stopped the run after a step; a checkpoint at :attr:`step` was written (on rank 0)."""
+    """SIGTERM, or a transient fault past its retry budget, stopped the run after a step; a checkpoint at
+    :attr:`step` was written (on rank 0, unless the store itself is what failed). Exit 75: retry to resume."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, reason: str = "SIGTERM") -> None:
         self.step = step
-        super().__init__(f"preempted by SIGTERM at step {step}; checkpoint written, resume to continue")
+        self.reason = reason
+        what = "preempted by SIGTERM" if reason == "SIGTERM" else f"stopped ({reason})"
+        super().__init__(f"{what} at step {step}; checkpoint written, resume to continue")
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite: the run stops at once (exit 4), nothing is registered."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        self.step = step
+        self.loss = loss
+        super().__init__(
+            f"training loss is {loss} at step {step}: the run diverged and is stopped (nothing registered, no "
+            "checkpoint of the diverged weights); lower optimizer.lr, set optimizer.max_grad_norm or check the data"
+        )
 
 
 def steps_per_epoch(train_rows: int, world_size: int, batch_size: int) -> int:
@@ -83,6 +106,7 @@ class TrainLoop:
         progress: Progress,
         preemption: PreemptionHandler,
         fingerprint: str,
+        lineage: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.ctx = ctx
@@ -96,6 +120,8 @@ class TrainLoop:
         self.progress = progress
         self.preemption = preemption
         self.fingerprint = fingerprint
+        self.lineage = dict(lineage or {})
+        """Attempt id and data/model fingerprints, stored in every checkpoint."""
         self.x_train = torch.as_tensor(data.x_train, device=ctx.device)
         self.y_train = torch.as_tensor(data.y_train, device=ctx.device)
         # The sampler only needs len(); its permutation depends on (seed, epoch) alone.
@@ -139,6 +165,9 @@ class TrainLoop:
             "epoch_loss_count": self._epoch_loss_count,
             "mlflow_run_id": run_id,
             "config_fingerprint": self.fingerprint,
+            **self.lineage,
+            # Metrics the tracking server has not confirmed (it is away): re-sent after a resume.
+            "pending_metrics": self.tracker.unsent_metrics(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -150,6 +179,7 @@ class TrainLoop:
         self.history = list(state["history"])
         self._loss_sums = torch.tensor([state["loss_sum"], state["epoch_loss_sum"]], device=self.ctx.device)
         self._loss_count, self._epoch_loss_count = state["loss_count"], state["epoch_loss_count"]
+        self.tracker.requeue([(str(k), float(v), int(t), int(s)) for k, v, t, s in state.get("pending_metrics", [])])
         if state["world_size"] == self.ctx.world_size:
             restore_rng_state(state["rng"][self.ctx.rank])
         else:
@@ -160,9 +190,26 @@ class TrainLoop:
             )
         self._last_checkpoint_step = self.step
 
+    def _check_finite(self, loss: float | None = None) -> None:
+        """Raise NonFiniteLoss if the loss (``loss``, else this rank's running sums) is NaN or infinite.
+
+        Collective under DDP (the ranks agree), so call it where every rank does: at a log step, a
+        checkpoint, an epoch end. Every step's loss is in a sum checked before the next checkpoint.
+        """
+        if loss is None:
+            sums = self._loss_sums
+            bad = any_rank(self.ctx, not bool(torch.isfinite(sums).all().item()))
+            loss = float("nan") if bad else 0.0
+            if bad:
+                local = [float(v) for v in sums.tolist()]
+                loss = next((v for v in local if not math.isfinite(v)), float("nan"))
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(self.step, loss)
+
     def checkpoint(self, wait: bool = False) -> None:
         """Write a checkpoint of the current position (collective: every rank must call it)."""
         if self._last_checkpoint_step != self.step:
+            self._check_finite()  # never commit diverged weights
             rng = gather_objects(self.ctx, capture_rng_state())
             if self.checkpoints is not None:
                 self.checkpoints.save(self.state_dict(rng, self.tracker.run_id), self.step, self.epoch, wait=wait)
@@ -173,15 +220,30 @@ class TrainLoop:
             barrier(self.ctx)
 
     # ---- the loop ---------------------------------------------------------------------------------
+    def _fault(self) -> str | None:
+        """A transient fault past its budget on this rank (tracking server, checkpoint store), if any."""
+        fault = self.tracker.fault or (self.checkpoints.fault if self.checkpoints is not None else None)
+        return str(fault) if fault is not None else None
+
     def _stop_if_preempted(self, every_step: bool = True) -> None:
         # Ranks must agree to stop at the same step, which costs an all-reduce; under DDP they agree every
         # PREEMPTION_SYNC_STEPS steps (and at epoch ends) instead of after each one.
         if not every_step and self.ctx.is_distributed and self.step % PREEMPTION_SYNC_STEPS:
             return
-        if any_rank(self.ctx, self.preemption.requested):
+        fault = self._fault()
+        preempted, faulted = any_ranks(self.ctx, [self.preemption.requested, fault is not None])
+        if preempted:
             log.warning("SIGTERM received: checkpointing at step %d and exiting", self.step)
             self.checkpoint(wait=True)
             raise Preempted(self.step)
+        if faulted:
+            log.error("a transient fault outlasted its retry budget (%s): checkpointing at step %d and exiting %d",
+                      fault or "on another rank", self.step, 75)
+            try:
+                self.checkpoint(wait=True)
+            except Exception as error:  # the store is what failed: the retry resumes from the last committed one
+                log.error("the final checkpoint could not be written either: %s", error)
+            raise Preempted(self.step, reason=fault or "a transient fault on another rank")
 
     def _train_step(self, indices: torch.Tensor) -> None:
         features = self.x_train.index_select(0, indices)
@@ -207,6 +269,7 @@ class TrainLoop:
             "lr": float(self.scheduler.get_last_lr()[0]),
             "samples_per_second": self._interval_samples * self.ctx.world_size / max(now - self._last_log, 1e-9),
         }
+        self._check_finite(loss)
         self.tracker.log_metrics(metrics, step=self.step)
         self.progress.update(self.step, self.epoch, metrics)
         self._loss_sums[LOG], self._loss_count = 0.0, 0
@@ -223,6 +286,8 @@ class TrainLoop:
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
         }
+        self._check_finite(record["epoch_train_loss"])
+        self._check_finite(val["loss"])
         self.history.append(record)
         self.tracker.log_metrics(record, step=self.step)
         self.progress.epoch_end(self.epoch, record)
@@ -263,7 +328,10 @@ class TrainLoop:
                 self._end_epoch()
                 self._stop_if_preempted()
             if self.checkpoints is not None:
-                self.checkpoints.flush()
+                try:
+                    self.checkpoints.flush()
+                except TransientFault as fault:  # the final checkpoint did not land: the retry redoes the end
+                    raise Preempted(self.step, reason=str(fault)) from fault
         finally:
             self.progress.close()
         return LoopOutcome(

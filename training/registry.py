@@ -138,6 +138,14 @@ def register_model(
     return version
 
 
+def find_version_for_run(name: str, run_id: str) -> str | None:
+    """The version of ``name`` registered from MLflow run ``run_id``, if there is one (the newest)."""
+    import mlflow
+
+    versions = mlflow.MlflowClient().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
 def load_alias(name: str, alias: str) -> tuple[str, nn.Module] | None:
     """The version and model that ``name@alias`` points at, or None when there is no such alias."""
     import mlflow

@@ -12,6 +12,7 @@ from mlplat.training.config import ConfigError, load_config
 from mlplat.training.exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_DATA_INVALID,
+    EXIT_DIVERGED,
     EXIT_GATE_REJECTED,
     EXIT_OK,
     EXIT_PREEMPTED,
@@ -34,6 +35,10 @@ def configure_logging(rank: int) -> None:
 def run_training(config_path: str | Path, overrides: Sequence[str] = ()) -> int:
     """Load the config, train, and return an exit code from :mod:`mlplat.training.exit_codes`."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The trainer retries the tracking server itself, with backoff in a budget (retry.*): MLflow's own retries
+    # (7 by default, minutes of backoff per call) would stall the loop and blur that budget.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     rank = int(os.environ.get("RANK", "0"))
     configure_logging(rank)
     try:
@@ -43,15 +48,17 @@ def run_training(config_path: str | Path, overrides: Sequence[str] = ()) -> int:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG_INVALID
 
-    from mlplat.training.loop import Preempted
+    from mlplat.training.faults import TransientFault
+    from mlplat.training.loop import NonFiniteLoss, Preempted
     from mlplat.training.trainer import GateRejected, train
     from mlplat.training.validation import DataValidationError
 
     try:
         result = train(config)
-    except ConfigError as error:  # a custom data/model builder that cannot be imported or called
+    except ConfigError as error:  # a builder that cannot be imported or called, or a lineage mismatch
         if rank == 0:
             print(f"error: {error}", file=sys.stderr)
+            log.error("%s (exit %d)", error, EXIT_CONFIG_INVALID)
         return EXIT_CONFIG_INVALID
     except DataValidationError as error:
         log.error("%s", error.report.render())
@@ -59,6 +66,13 @@ def run_training(config_path: str | Path, overrides: Sequence[str] = ()) -> int:
     except Preempted as error:
         log.warning("%s (exit %d)", error, EXIT_PREEMPTED)
         return EXIT_PREEMPTED
+    except TransientFault as error:
+        log.error("%s (exit %d: the Job retries, and the retry resumes from the last checkpoint)", error,
+                  EXIT_PREEMPTED)
+        return EXIT_PREEMPTED
+    except NonFiniteLoss as error:
+        log.error("%s (exit %d)", error, EXIT_DIVERGED)
+        return EXIT_DIVERGED
     except GateRejected as error:
         log.error("nothing registered: %s", error.decision.render())
         return EXIT_GATE_REJECTED

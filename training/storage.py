@@ -17,6 +17,13 @@ class ObjectMissing(KeyError):
     """The named object does not exist in the store."""
 
 
+def check_name(name: str) -> str:
+    """Refuse an object name that would leave the store's directory or prefix (``/``, ``..``, empty)."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise ValueError(f"object name {name!r} is not a plain name inside the store's prefix")
+    return name
+
+
 class ByteStore(Protocol):
     """A flat namespace of named byte blobs."""
 
@@ -45,7 +52,7 @@ class LocalStore:
     def put(self, name: str, data: bytes) -> None:
         """Write to a hidden temp file, fsync it, rename it into place, then fsync the directory."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / name
+        final = self.directory / check_name(name)
         temp = self.directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             with open(temp, "wb") as handle:
@@ -66,7 +73,7 @@ class LocalStore:
     def get(self, name: str) -> bytes:
         """Read the whole file."""
         try:
-            return (self.directory / name).read_bytes()
+            return (self.directory / check_name(name)).read_bytes()
         except FileNotFoundError:
             raise ObjectMissing(name) from None
 
@@ -78,7 +85,7 @@ class LocalStore:
 
     def delete(self, name: str) -> None:
         """Remove the file if it exists."""
-        (self.directory / name).unlink(missing_ok=True)
+        (self.directory / check_name(name)).unlink(missing_ok=True)
 
     def remove_stale_temp_files(self) -> None:
         """Delete temp files left by a writer that was killed mid-write."""
@@ -100,6 +107,7 @@ class S3Store:
         self._client: Any = boto3.client("s3", endpoint_url=endpoint_url)
 
     def _key(self, name: str) -> str:
+        check_name(name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def put(self, name: str, data: bytes) -> None:

@@ -2,12 +2,16 @@
 
 :func:`train` runs the same in one process and as one rank of a torchrun job; rank 0 alone logs,
 checkpoints and registers. It raises :class:`~mlplat.training.validation.DataValidationError`,
-:class:`~mlplat.training.loop.Preempted` or :class:`GateRejected` for the outcomes the CLI turns into
-exit codes (see :mod:`mlplat.training.exit_codes`).
+:class:`~mlplat.training.loop.Preempted` (SIGTERM, or a transient fault past its retry budget),
+:class:`~mlplat.training.loop.NonFiniteLoss`, :class:`~mlplat.training.lineage.LineageMismatch`,
+:class:`~mlplat.training.faults.TransientFault` or :class:`GateRejected` for the outcomes the CLI turns
+into exit codes (see :mod:`mlplat.training.exit_codes`). Which checkpoints a run may resume is decided by
+:mod:`mlplat.training.lineage`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,15 +29,25 @@ from mlplat.training.distributed import (
     init_distributed,
     shutdown,
 )
+from mlplat.training.faults import RetryPolicy, retry_call
 from mlplat.training.gate import GateDecision, decide, evaluate
-from mlplat.training.loop import LoopOutcome, Preempted, TrainLoop, steps_per_epoch
+from mlplat.training.lineage import (
+    AttemptPlan,
+    Fingerprint,
+    LineageMismatch,
+    model_fingerprint,
+    plan_attempt,
+    read_record,
+    write_record,
+)
+from mlplat.training.loop import LoopOutcome, NonFiniteLoss, Preempted, TrainLoop, steps_per_epoch
 from mlplat.training.models import build_model
 from mlplat.training.optim import build_optimizer, build_scheduler
 from mlplat.training.preemption import PreemptionHandler
 from mlplat.training.progress import Progress, make_progress
-from mlplat.training.registry import check_exportable, load_alias, register_model
+from mlplat.training.registry import check_exportable, find_version_for_run, load_alias, register_model
 from mlplat.training.reproducibility import configure_determinism, git_commit, seed_everything
-from mlplat.training.storage import open_store
+from mlplat.training.storage import ByteStore, open_store
 from mlplat.training.tracking import MlflowTracker, NullTracker, Tracker
 from mlplat.training.validation import DataValidationError, ValidationReport, validate_data
 
@@ -100,13 +114,15 @@ def _reject_data(tracker: Tracker, report: ValidationReport) -> DataValidationEr
     return DataValidationError(report)
 
 
-def _log_new_run(tracker: Tracker, config: TrainingConfig, ctx: DistributedContext, data: DataSplits,
-                 report: ValidationReport) -> None:
+def _log_new_run(tracker: Tracker, config: TrainingConfig, ctx: DistributedContext, fingerprint: Fingerprint,
+                 report: ValidationReport, attempt: str | None) -> None:
     tracker.log_params({**config.flat_params(), "world_size": str(ctx.world_size)})
     tracker.set_tags({
         "mlflow.source.git.commit": git_commit(),
-        "mlplat.data_sha256": data.fingerprint(),
-        "mlplat.config_fingerprint": config.fingerprint(),
+        "mlplat.data_sha256": fingerprint.data,
+        "mlplat.config_fingerprint": fingerprint.config,
+        "mlplat.model_fingerprint": fingerprint.model,
+        "mlplat.attempt": attempt or "-",
         "mlplat.device": str(ctx.device),
         "mlplat.data_validation": "passed",
     })
@@ -114,22 +130,90 @@ def _log_new_run(tracker: Tracker, config: TrainingConfig, ctx: DistributedConte
     tracker.log_dict(report.model_dump(), "data_validation.json")
 
 
-def _resume_state(config: TrainingConfig, ctx: DistributedContext,
-                  manager: CheckpointManager | None) -> dict[str, Any] | None:
-    """Rank 0 finds the newest valid checkpoint and hands it to every rank (local disks need not be shared)."""
-    state = None
-    if manager is not None and config.checkpoint.resume:
-        loaded = manager.load_latest()
-        if loaded is not None:
-            state = loaded.state
-            log.info("resuming from checkpoint step %d in %s", loaded.manifest.step, manager.store.uri)
-            if state["config_fingerprint"] != config.fingerprint():
-                log.warning(
-                    "checkpoint in %s was written with a different config (fingerprint %s, now %s); "
-                    "resuming anyway: give each training job its own checkpoint.uri",
-                    manager.store.uri, state["config_fingerprint"], config.fingerprint(),
-                )
-    return broadcast_state(ctx, state)
+@dataclass
+class _Lineage:
+    """Rank 0's view of the attempt this run belongs to."""
+
+    store: ByteStore
+    plan: AttemptPlan
+    policy: RetryPolicy
+    starting_over: int = 0
+    """Corrupt checkpoints found when none verified (the attempt starts over from step 0)."""
+
+    def commit(self, **changes: Any) -> None:
+        """Write the attempt record with ``changes`` (status, MLflow run id, outcome)."""
+        self.plan = dataclasses.replace(self.plan, record=write_record(
+            self.store, dataclasses.replace(self.plan.record, **changes), self.policy))
+
+
+def _plan_lineage(config: TrainingConfig, store: ByteStore, fingerprint: Fingerprint,
+                  policy: RetryPolicy) -> _Lineage:
+    plan = plan_attempt(read_record(store, policy), fingerprint, uri=store.uri, resume=config.checkpoint.resume)
+    log.info("attempt %s: %s", plan.attempt, plan.reason)
+    for note in plan.notes:
+        log.warning("starting a fresh attempt: the %s", note)
+    lineage = _Lineage(store=store, plan=plan, policy=policy)
+    if not plan.resume:
+        lineage.commit()  # the commit point: from here on, only this attempt's checkpoints count
+        if plan.retired:
+            log.info("attempt %s replaces attempt %s in %s; its checkpoints are retired", plan.attempt,
+                     plan.retired, store.uri)
+    return lineage
+
+
+def _resume_state(config: TrainingConfig, ctx: DistributedContext, manager: CheckpointManager | None,
+                  lineage: _Lineage | None, fingerprint: Fingerprint | None) -> dict[str, Any] | None:
+    """Rank 0 finds this attempt's newest valid checkpoint and hands it to every rank (local disks need not
+    be shared). A lineage error on rank 0 is raised on every rank."""
+    state: dict[str, Any] | None = None
+    error: str | None = None
+    if manager is not None and lineage is not None and fingerprint is not None:
+        try:
+            retry_call(manager.retire_foreign, f"retiring old checkpoints in {manager.store.uri}", lineage.policy)
+            if lineage.plan.resume:
+                state = _load_attempt_state(manager, lineage, fingerprint)
+        except LineageMismatch as mismatch:
+            if not ctx.is_distributed:
+                raise
+            error = str(mismatch)
+    if ctx.is_distributed:
+        box = broadcast_state(ctx, {"error": error} if error else state)
+        if box is not None and "error" in box and len(box) == 1:
+            raise LineageMismatch(config.checkpoint.uri, [str(box["error"])])
+        return box
+    return state
+
+
+def _load_attempt_state(manager: CheckpointManager, lineage: _Lineage,
+                        fingerprint: Fingerprint) -> dict[str, Any] | None:
+    loaded = retry_call(manager.load_latest, f"reading checkpoints in {manager.store.uri}", lineage.policy)
+    if loaded is None:
+        if manager.corrupt_steps:
+            lineage.starting_over = len(manager.corrupt_steps)
+            log.error(
+                "STARTING OVER: every checkpoint of attempt %s in %s is corrupt (steps %s); training restarts "
+                "from step 0 (metric checkpoint_start_over)", lineage.plan.attempt, manager.store.uri,
+                sorted(manager.corrupt_steps),
+            )
+            retry_call(lambda: manager.retire_newer_than(-1), "retiring corrupt checkpoints", lineage.policy)
+        else:
+            log.info("attempt %s has no checkpoint yet in %s: starting at step 0", lineage.plan.attempt,
+                     manager.store.uri)
+        return None
+    state = loaded.state
+    recorded = Fingerprint(config=state.get("config_fingerprint", "?"), data=state.get("data_fingerprint", "?"),
+                           model=state.get("model_fingerprint", "?"))
+    differences = recorded.differences(fingerprint)
+    if differences:
+        raise LineageMismatch(f"{manager.store.uri}/{loaded.manifest.payload}", [
+            f"checkpoint step {loaded.manifest.step} of attempt {lineage.plan.attempt} holds a different {d}"
+            for d in differences
+        ] + ["refusing to load it into this run; run a new Job (a new attempt) to train the change"])
+    if manager.corrupt_steps:
+        retry_call(lambda: manager.retire_newer_than(loaded.manifest.step), "retiring corrupt checkpoints",
+                   lineage.policy)
+    log.info("resuming from checkpoint step %d in %s", loaded.manifest.step, manager.store.uri)
+    return state
 
 
 def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedContext) -> GateDecision:
@@ -137,7 +221,9 @@ def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedC
     metrics = {k: v for k, v in metrics.items() if k != "loss"}
     champion_metrics, champion_version = None, None
     if config.gate.must_beat_champion and config.registry.model_name:
-        champion = load_alias(config.registry.model_name, config.gate.champion_alias)
+        name, alias = config.registry.model_name, config.gate.champion_alias
+        champion = retry_call(lambda: load_alias(name, alias), f"loading {name}@{alias}",
+                              _policy(config))
         if champion is not None:
             champion_version, model = champion
             try:
@@ -149,32 +235,71 @@ def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedC
     return decide(metrics, config.gate, champion_metrics, champion_version)
 
 
+def _policy(config: TrainingConfig) -> RetryPolicy:
+    return RetryPolicy(config.retry.budget_seconds, config.retry.initial_backoff_seconds,
+                       config.retry.max_backoff_seconds)
+
+
+def _fail_before_start(tracker: Tracker) -> None:
+    """Record a run that failed before training (a model builder or export check): a FAILED MLflow run."""
+    try:
+        tracker.start(None)
+    finally:
+        tracker.end("FAILED")
+
+
 def _train(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
            progress: Progress | None) -> TrainingResult:
     seed_everything(config.seed)
-    tracker: Tracker = MlflowTracker(config.tracking) if ctx.is_main else NullTracker()
+    policy = _policy(config)
+    tracker: Tracker = MlflowTracker(config.tracking, policy) if ctx.is_main else NullTracker()
 
     loaded_data, report = _load_validated(config)
     if loaded_data is None or not report.passed:
         raise _reject_data(tracker, report)
     data = loaded_data.as_float32()
 
-    manager = (
-        CheckpointManager(open_store(config.checkpoint.uri, config.checkpoint.s3_endpoint_url),
-                          config.checkpoint.keep_last)
-        if ctx.is_main else None
-    )
+    # The model comes first: its architecture is part of the fingerprint that decides whether to resume.
     try:
-        state = _resume_state(config, ctx, manager)
-        tracker.start(state["mlflow_run_id"] if state else None)
-        if state is None:
-            _log_new_run(tracker, config, ctx, data, report)
-        else:
-            tracker.set_tags({"mlplat.resumed_from_step": str(state["step"])})
-
         model = build_model(config.model, data.x_train.shape[1], data.classes).to(ctx.device)
         if ctx.is_main and config.registry.model_name and config.registry.serialization_format == "pt2":
             check_exportable(model, data.x_train)
+    except BaseException:
+        _fail_before_start(tracker)
+        raise
+    fingerprint = Fingerprint(config=config.fingerprint(), data=data.fingerprint(), model=model_fingerprint(model))
+
+    manager: CheckpointManager | None = None
+    lineage: _Lineage | None = None
+    if ctx.is_main:
+        store = open_store(config.checkpoint.uri, config.checkpoint.s3_endpoint_url)
+        try:
+            lineage = _plan_lineage(config, store, fingerprint, policy)
+        except LineageMismatch as mismatch:
+            if not ctx.is_distributed:
+                raise
+            broadcast_state(ctx, {"error": str(mismatch)})
+            raise
+        manager = CheckpointManager(store, config.checkpoint.keep_last, attempt=lineage.plan.attempt, retry=policy)
+    try:
+        state = _resume_state(config, ctx, manager, lineage, fingerprint)
+        run_id = state["mlflow_run_id"] if state else None
+        if run_id is None and lineage is not None and lineage.plan.resume:
+            run_id = lineage.plan.record.mlflow_run_id  # the attempt's run, restarted from step 0
+        tracker.start(run_id)
+        if lineage is not None and lineage.plan.record.mlflow_run_id != tracker.run_id:
+            lineage.commit(mlflow_run_id=tracker.run_id)
+        if state is None:
+            _log_new_run(tracker, config, ctx, fingerprint, report, lineage.plan.attempt if lineage else None)
+        else:
+            tracker.set_tags({"mlplat.resumed_from_step": str(state["step"])})
+        if lineage is not None and lineage.starting_over:
+            tracker.set_tags({"mlplat.checkpoint_start_over": f"{lineage.starting_over} corrupt checkpoint(s)"})
+            tracker.log_metrics({"checkpoint_start_over": 1.0,
+                                 "checkpoints_corrupt": float(lineage.starting_over)}, step=0)
+        elif manager is not None and manager.corrupt_steps and state is not None:
+            tracker.log_metrics({"checkpoints_corrupt": float(len(manager.corrupt_steps))}, step=state["step"])
+
         optimizer = build_optimizer(config.optimizer, model)
         total = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size) * config.epochs
         scheduler = build_scheduler(config.schedule, optimizer, total)
@@ -186,13 +311,19 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         loop = TrainLoop(
             config=config, ctx=ctx, model=wrapped, optimizer=optimizer, scheduler=scheduler, data=data,
             checkpoints=manager, tracker=tracker, progress=progress, preemption=preemption,
-            fingerprint=config.fingerprint(),
+            fingerprint=fingerprint.config,
+            lineage={"attempt": lineage.plan.attempt if lineage else "", "data_fingerprint": fingerprint.data,
+                     "model_fingerprint": fingerprint.model},
         )
         if state is not None:
             loop.load_state_dict(state)
         outcome = _run_loop(loop, tracker, ctx, preemption)
     except Preempted:
         raise  # _run_loop closed the run as KILLED
+    except NonFiniteLoss as diverged:
+        if lineage is not None:  # a terminal outcome: a later run starts a new attempt
+            lineage.commit(status="failed", outcome=str(diverged))
+        raise
     except BaseException:
         tracker.end("FAILED")  # e.g. a custom model builder failed after the run started
         raise
@@ -217,7 +348,9 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         barrier(ctx)
         return result
     try:
-        return _gate_and_register(config, loop, data, ctx, tracker, result)
+        return _gate_and_register(config, loop, data, ctx, tracker, result, lineage)
+    except GateRejected:
+        raise  # the run was closed as FINISHED
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -236,6 +369,13 @@ def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,
     except Preempted:
         tracker.end("KILLED")
         raise
+    except NonFiniteLoss as diverged:
+        log.error("%s", diverged)
+        try:
+            tracker.set_tags({"mlplat.diverged": f"step {diverged.step}: loss {diverged.loss}"})
+        finally:
+            tracker.end("FAILED")
+        raise
     except BaseException:
         tracker.end("FAILED")
         raise
@@ -243,7 +383,7 @@ def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,
 
 
 def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits, ctx: DistributedContext,
-                       tracker: Tracker, result: TrainingResult) -> TrainingResult:
+                       tracker: Tracker, result: TrainingResult, lineage: _Lineage | None) -> TrainingResult:
     decision = _gate(config, loop.core, data, ctx)
     result.gate, result.test_metrics = decision, decision.metrics
     tracker.log_metrics({f"test_{k}": v for k, v in decision.metrics.items()}, step=loop.step, wait=True)
@@ -251,22 +391,38 @@ def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits
     tracker.log_dict(decision.model_dump(), "gate.json")
     if not decision.passed:
         log.error("%s", decision.render())
-        tracker.end("FINISHED")
+        tracker.end("FINISHED", must_succeed=True)
+        if lineage is not None:
+            lineage.commit(status="finished", outcome="gate rejected")
         raise GateRejected(decision, result)
     log.info("%s", decision.render())
+    name = config.registry.model_name
     done = tracker.tags().get("mlplat.registered_version")
-    if config.registry.model_name and done:
-        # A retried job whose first attempt registered before it died: don't register a duplicate.
-        log.info("this run already registered %s version %s", config.registry.model_name, done)
+    if name and done:
+        # A retried pod whose predecessor registered before it died: don't register a duplicate.
+        log.info("this run already registered %s version %s", name, done)
         result.registered_version = done
-    elif config.registry.model_name:
-        result.registered_version = register_model(
-            loop.core, name=config.registry.model_name, alias=config.registry.alias, x_train=data.x_train,
-            num_classes=data.classes, feature_names=data.feature_names,
-            tags={"mlplat.run_id": str(tracker.run_id), "mlplat.test_accuracy": f"{decision.metrics['accuracy']:.4f}",
-                  "mlplat.test_macro_f1": f"{decision.metrics['macro_f1']:.4f}"},
-            serialization_format=config.registry.serialization_format,
-        )
+    elif name:
+        run_id = str(tracker.run_id)
+
+        def register() -> str:
+            # Idempotent: a registration cut off by an outage after the version was created is not repeated.
+            existing = find_version_for_run(name, run_id)
+            if existing is not None:
+                log.info("%s version %s of this run exists already; not registering it again", name, existing)
+                return existing
+            return register_model(
+                loop.core, name=name, alias=config.registry.alias, x_train=data.x_train,
+                num_classes=data.classes, feature_names=data.feature_names,
+                tags={"mlplat.run_id": run_id, "mlplat.test_accuracy": f"{decision.metrics['accuracy']:.4f}",
+                      "mlplat.test_macro_f1": f"{decision.metrics['macro_f1']:.4f}"},
+                serialization_format=config.registry.serialization_format,
+            )
+
+        result.registered_version = retry_call(register, f"registering {name}", _policy(config))
         tracker.set_tags({"mlplat.registered_version": result.registered_version})
-    tracker.end("FINISHED")
+    tracker.end("FINISHED", must_succeed=True)
+    if lineage is not None:
+        lineage.commit(status="finished",
+                       outcome=f"registered {name} version {result.registered_version}" if name else "gate passed")
     return result

@@ -124,3 +124,24 @@ def test_gpu_jobs_make_the_trainer_insist_on_cuda(job: Jobs, pod_of: PodOf) -> N
     assert document["runtime"] == {"deterministic": False, "device": "cuda"}
     cpu = job(resources=Resources(cpu="2", memory="4Gi")).one("kubernetes:core/v1:ConfigMap").inputs
     assert "runtime" not in yaml.safe_load(cpu["data"]["training.yaml"])
+
+
+def test_every_pod_knows_its_attempt_from_the_jobs_uid(job: Jobs, pod_of: PodOf) -> None:
+    """Retries of one Job run share the Job's controller-uid (they resume); a CronJob's next run is a new Job
+    with a new uid (it trains from scratch). The trainer reads it as MLPLAT_ATTEMPT_ID."""
+    from mlplat.training.lineage import ATTEMPT_ENV, JOB_NAME_ENV
+
+    for stack in (job(), job(schedule="0 3 * * 1"), job(nodes=2)):
+        resource = (stack.by_type("kubernetes:batch/v1:Job") or stack.by_type("kubernetes:batch/v1:CronJob"))[0]
+        env = {e["name"]: e for e in pod_of(resource.inputs)["containers"][0]["env"]}
+        assert env[ATTEMPT_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == \
+            "metadata.labels['batch.kubernetes.io/controller-uid']"
+        assert env[JOB_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == \
+            "metadata.labels['batch.kubernetes.io/job-name']"
+
+
+def test_a_scheduled_job_keeps_one_run_per_lineage_and_the_spot_settings(job: Jobs, pod_of: PodOf) -> None:
+    cron = job(schedule="0 3 * * 1").one("kubernetes:batch/v1:CronJob").inputs
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert pod_of(cron)["terminationGracePeriodSeconds"] == 90
+    assert job().one("kubernetes:batch/v1:Job").inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}

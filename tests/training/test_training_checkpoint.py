@@ -140,18 +140,22 @@ def test_s3_endpoint_comes_from_the_environment_when_not_configured(
     assert keys == ["a/b/x"]
 
 
-def test_training_checkpoints_to_s3_and_a_rerun_resumes_there(
-    moto_endpoint: str, make_config: Callable[..., dict[str, Any]]
+def test_training_checkpoints_to_s3_and_a_retry_of_the_attempt_resumes_there(
+    moto_endpoint: str, make_config: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket="training")
+    monkeypatch.setenv("MLPLAT_ATTEMPT_ID", "job-uid-1")
     config = parse_config(make_config(checkpoint={"uri": "s3://training/jobs/run-1", "s3_endpoint_url": moto_endpoint,
                                                   "every_n_steps": 7, "keep_last": 2}))
     first = train(config)
     objects = boto3.client("s3", endpoint_url=moto_endpoint).list_objects_v2(Bucket="training")["Contents"]
     names = sorted(o["Key"].rsplit("/", 1)[1] for o in objects)
     previous = (first.final_step - 1) // 7 * 7  # the last every-7-steps checkpoint before the final one
-    assert names == sorted([*checkpoint_names(first.final_step), *checkpoint_names(previous)])
-    again = train(config)
+    assert names == sorted([*checkpoint_names(first.final_step), *checkpoint_names(previous), "attempt.json"])
+    record = json.loads(boto3.client("s3", endpoint_url=moto_endpoint).get_object(
+        Bucket="training", Key="jobs/run-1/attempt.json")["Body"].read())
+    assert record["attempt"] == "job-uid-1" and record["status"] == "finished"
+    again = train(config)  # a retried pod of the same Job (same attempt id): resumes, trains nothing
     assert again.resumed_from_step == first.final_step
     assert again.history == first.history
     assert again.test_metrics == first.test_metrics

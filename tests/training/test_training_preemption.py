@@ -112,10 +112,12 @@ def test_kill_9_loses_only_the_steps_since_the_last_checkpoint_and_resumes_ident
 
 
 def test_a_corrupt_newest_checkpoint_is_skipped_and_the_run_still_matches(
-    tmp_path: Path, reference: tuple[TrainingResult, dict[str, torch.Tensor]], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, reference: tuple[TrainingResult, dict[str, torch.Tensor]], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Damage the newest checkpoints of a finished run: the rerun resumes from an older one, retrains the
-    missing steps, and lands on the same weights."""
+    """Damage the newest checkpoints of a finished attempt: a retried pod of the same Job resumes from an older
+    one, retrains the missing steps, and lands on the same weights."""
+    monkeypatch.setenv("MLPLAT_ATTEMPT_ID", "job-uid-corrupt")
     config = resume_config(tmp_path, "checkpoints")
     final = train(parse_config(config)).final_step
     directory = tmp_path / "checkpoints"

@@ -200,16 +200,18 @@ def test_a_callers_progress_receives_every_step_report_and_epoch_end(
     assert [(call[1], call[2]) for call in ends] == [(i, h["val_accuracy"]) for i, h in enumerate(result.history)]
 
 
-def test_rerunning_a_finished_job_neither_trains_nor_registers_again(
+def test_rerunning_a_finished_job_trains_a_fresh_attempt_and_registers_again(
     make_config: Callable[..., dict[str, Any]]
 ) -> None:
+    """No scheduler-given attempt id (a laptop, CI): a finished attempt is never resumed; the rerun trains."""
     config = parse_config(make_config(registry={"model_name": "digits"}))
     first = train(config)
     again = train(config)
-    assert again.resumed_from_step == first.final_step == again.final_step
+    assert again.resumed_from_step is None and again.final_step == first.final_step
+    assert again.run_id != first.run_id
     assert again.history == first.history and again.test_metrics == first.test_metrics
-    assert again.registered_version == first.registered_version == "1"
-    assert registered_versions("digits") == ["1"]
+    assert (first.registered_version, again.registered_version) == ("1", "2")
+    assert registered_versions("digits") == ["1", "2"]
 
 
 def test_a_model_builder_rejecting_its_options_is_a_config_error_and_fails_the_run(

@@ -94,3 +94,30 @@ class _DataDependent(nn.Module):
 def data_dependent(input_dim: int, num_classes: int) -> nn.Module:
     """A team's model that only registers as a pickle."""
     return _DataDependent(input_dim, num_classes)
+
+
+def from_file(path: str) -> tuple[NDArray[Any], NDArray[Any]]:
+    """A team's data read from a file whose contents change between runs (same config, new data)."""
+    loaded = np.load(path)
+    return loaded["x"], loaded["y"]
+
+
+def write_blobs(path: Any, rows: int = 300, seed: int = 0) -> None:
+    """Write blobs for :func:`from_file`."""
+    x, y = _blobs(rows, seed=seed)
+    np.savez(path, x=x, y=y)
+
+
+def width_from_env(input_dim: int, num_classes: int) -> nn.Module:
+    """A team's model whose architecture changed in code (a new image) while the config stayed the same."""
+    import os
+
+    width = int(os.environ.get("TEST_MODEL_WIDTH", "8"))
+    return nn.Sequential(nn.Linear(input_dim, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+
+def exploding(input_dim: int, num_classes: int) -> nn.Module:
+    """A model whose logits overflow float32 at once: the loss is NaN from the first step."""
+    layer = nn.Linear(input_dim, num_classes)
+    layer.weight.data.fill_(3e38)
+    return nn.Sequential(layer)

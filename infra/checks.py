@@ -14,6 +14,8 @@ so one set of functions serves ``mlplat check`` and ``pulumi preview --policy-pa
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
@@ -111,8 +113,56 @@ class Levels:
     production: Enforcement
 
     def for_environment(self, environment: str) -> Enforcement:
-        """The level that applies in ``environment``."""
-        return self.production if environment == PRODUCTION else self.default
+        """The level that applies in ``environment`` (a strict one, by the policy in force, or not)."""
+        return self.production if environment in current_policy().strict_environments else self.default
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """An organisation's side of the rules: the tags every resource carries, and which environments are strict.
+
+    mlplat's values are the defaults. ``mlplat check`` reads them from the stack config (``mlplat:policy``:
+    ``requiredTags``, ``strictEnvironments``), the CrossGuard pack from its policy config (the same keys).
+    """
+
+    required_tags: tuple[str, ...] = REQUIRED_TAGS
+    strict_environments: tuple[str, ...] = (PRODUCTION,)
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None, where: str = "mlplat:policy") -> PolicyConfig:
+        """Read ``{"requiredTags": [...], "strictEnvironments": [...]}``; a bad entry is a ValueError naming it."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - {"requiredTags", "strictEnvironments"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: requiredTags, strictEnvironments")
+        fields: dict[str, tuple[str, ...]] = {}
+        for key, field_name in (("requiredTags", "required_tags"), ("strictEnvironments", "strict_environments")):
+            if key not in values:
+                continue
+            value = values[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ValueError(f"{where}.{key}: {value!r} is not a list of names")
+            fields[field_name] = tuple(value)
+        return cls(**fields)
+
+
+_POLICY: contextvars.ContextVar[PolicyConfig | None] = contextvars.ContextVar("mlplat_policy", default=None)
+_MLPLAT_POLICY = PolicyConfig()
+
+
+def current_policy() -> PolicyConfig:
+    """The policy the rules judge by (set for a run by :func:`policy_in_force`; mlplat's by default)."""
+    return _POLICY.get() or _MLPLAT_POLICY
+
+
+@contextlib.contextmanager
+def policy_in_force(policy: PolicyConfig | None) -> Iterator[None]:
+    """Judge by ``policy`` (None: mlplat's defaults) inside the block."""
+    token = _POLICY.set(policy)
+    try:
+        yield
+    finally:
+        _POLICY.reset(token)
 
 
 MANDATORY = Levels("mandatory", "mandatory")
@@ -660,12 +710,13 @@ def is_taggable(type_: str) -> bool:
 
 
 def required_tags(res: Resource) -> Iterator[Violation]:
-    """project, environment, owner and cost-center on every taggable AWS resource (own tags over defaults)."""
+    """The policy's required tags (mlplat's: project, environment, owner, cost-center) on every taggable AWS
+    resource (own tags over defaults)."""
     if not res.type.startswith("aws:") or not is_taggable(res.type):
         return
     own = res.inputs.get("tags") or {}
     tags = {**res.provider_default_tags, **(own if isinstance(own, Mapping) else {})}
-    missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
+    missing = [t for t in current_policy().required_tags if not tags.get(t)]
     if missing:
         yield Violation(f"missing tag(s) {', '.join(missing)}",
                         "set them once as the AWS provider's defaultTags (or on the resource's tags)")
@@ -739,23 +790,25 @@ def _finding(rule: Rule, environment: str, res: Resource, violation: Violation) 
 
 
 def check_resources(resources: Sequence[Resource], environment: str,
-                    rules: Iterable[Rule] = RULES) -> list[Finding]:
+                    rules: Iterable[Rule] = RULES, policy: PolicyConfig | None = None) -> list[Finding]:
     """Run ``rules`` over ``resources``; findings sorted mandatory first, then by rule and resource."""
     findings: list[Finding] = []
-    for rule in rules:
-        if isinstance(rule, ResourceRule):
-            for res in resources:
-                if rule.applies_to(res.type):
-                    findings.extend(_finding(rule, environment, res, v) for v in rule.check(res))
-        else:
-            findings.extend(_finding(rule, environment, res, v) for res, v in rule.check(resources))
+    with policy_in_force(policy):
+        for rule in rules:
+            if isinstance(rule, ResourceRule):
+                for res in resources:
+                    if rule.applies_to(res.type):
+                        findings.extend(_finding(rule, environment, res, v) for v in rule.check(res))
+            else:
+                findings.extend(_finding(rule, environment, res, v) for res, v in rule.check(resources))
     return sorted(findings, key=lambda f: (f.enforcement != "mandatory", f.rule, f.urn, f.problem))
 
 
-def check_render(document: Mapping[str, Any], environment: str | None = None) -> list[Finding]:
+def check_render(document: Mapping[str, Any], environment: str | None = None,
+                 policy: PolicyConfig | None = None) -> list[Finding]:
     """Run every rule over a render's JSON form (``Render.to_json()``)."""
     env = environment or environment_of(document)
-    return check_resources(resources_from_render(document), env)
+    return check_resources(resources_from_render(document), env, policy=policy)
 
 
 def has_mandatory(findings: Iterable[Finding]) -> bool:

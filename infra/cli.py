@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import gc
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +20,7 @@ from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
 
 if TYPE_CHECKING:
+    from mlplat.infra.checks import PolicyConfig
     from mlplat.infra.engine import Render
 
 # Parameters several commands share.
@@ -44,12 +46,35 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Session:
+    """Options given before the command (``mlplat --debug synth dev``) that the render commands share."""
+
+    debug = False
+    stack_references: dict[str, dict[str, object]] | None = None
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", help="Print mlplat's version and exit", is_eager=True,
                                  callback=_print_version),
+    debug: bool = typer.Option(False, "--debug", help="On a failing program, print its whole traceback"),
+    stack_references: Path | None = typer.Option(
+        None, "--stack-references", help="JSON or YAML file: stack name -> outputs, for the program's "
+                                         "StackReferences (over offline:stackReferences in the stack config)"),
 ) -> None:
     """mlplat: an ML platform on AWS as Pulumi components, plus the training and serving code it runs."""
+    _Session.debug = debug
+    _Session.stack_references = None
+    if stack_references is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(stack_references.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise fail(f"--stack-references {stack_references}: {exc}") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise fail(f"--stack-references {stack_references}: expected a mapping of stack name -> outputs")
+        _Session.stack_references = loaded
 
 
 class OutputFormat(enum.StrEnum):
@@ -95,13 +120,33 @@ def _render(stack: str, project_dir: Path) -> Render:
 
     logging.getLogger("pulumi").setLevel(logging.ERROR)
     try:
-        return render_stack(stack, project_dir.resolve())
+        return render_stack(stack, project_dir.resolve(), _Session.stack_references)
     except (StackNotFound, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     except ProgramError as exc:
         if isinstance(exc.__cause__, ConfigError):
             raise fail(f"stack {stack!r}: {exc.__cause__}") from None
-        raise fail(str(exc)) from None
+        if _Session.debug and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        raise fail(str(exc) + ("" if _Session.debug else "\n(mlplat --debug ... prints the whole traceback)")) from None
+
+
+def _policy_of(stack: str, project_dir: Path) -> PolicyConfig | None:
+    """The stack's ``mlplat:policy`` config (required tags, strict environments), or None for mlplat's own."""
+    import json
+
+    from mlplat.infra.checks import PolicyConfig
+    from mlplat.infra.stacks import load_stack
+
+    raw = load_stack(project_dir.resolve(), stack).config.get("mlplat:policy")
+    if not raw:
+        return None
+    try:
+        return PolicyConfig.from_config(json.loads(raw))
+    except ValueError as exc:
+        raise fail(f"stack {stack!r}: {exc}") from None
 
 
 def _render_document(stack: str, project_dir: Path) -> dict[str, object]:
@@ -159,10 +204,13 @@ def check(
     from mlplat.infra.config import ENVIRONMENTS
 
     document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
-    if environment is not None and environment not in ENVIRONMENTS:
-        raise fail(f"--environment {environment!r} is not an environment; allowed: {', '.join(ENVIRONMENTS)}")
+    policy = None if render_file else _policy_of(stack, project_dir)
+    strict = policy.strict_environments if policy else ()
+    if environment is not None and environment not in (*ENVIRONMENTS, *strict):
+        raise fail(f"--environment {environment!r} is not an environment; allowed: "
+                   f"{', '.join(dict.fromkeys((*ENVIRONMENTS, *strict)))}")
     env = environment or environment_of(document)
-    findings = check_render(document, env)
+    findings = check_render(document, env, policy)
     if output_format is CheckFormat.json:
         typer.echo(json.dumps({"stack": stack, "environment": env, "findings": [f.to_json() for f in findings]},
                               indent=2))

@@ -21,8 +21,9 @@ import gc
 import json
 import logging
 import runpy
+import sysconfig
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,10 +193,14 @@ def _provider_urn(ref: str) -> str | None:
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """A resource monitor that records wire inputs and options, and answers from :class:`MockOutputs`."""
 
-    def __init__(self, mocks: MockOutputs, stack_references: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(self, mocks: MockOutputs, stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+                 config: Mapping[str, str] | None = None, secret_keys: Sequence[str] = ()) -> None:
         super().__init__(mocks)
         self.outputs_source = mocks
         self.stack_references = dict(stack_references or {})
+        self.config = dict(config or {})
+        self.secret_keys = set(secret_keys)
+        self._default_providers: dict[str, str] = {}
         self.records: list[ResourceRecord] = []
         self.invoked: list[str] = []
         self._urns: set[str] = set()
@@ -300,6 +305,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         }
         if request.deletedWith:
             options["deleted_with"] = request.deletedWith
+        if request.custom and not request.provider and not request.type.startswith("pulumi:providers:"):
+            options["provider"] = self._default_provider(request.type.split(":", 1)[0], request.version)
         resource_id: str | None = None
         state: dict[str, Any] = {}
         if request.custom:
@@ -327,6 +334,31 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=_struct(state))
 
+
+    def _default_provider(self, package: str, version: str) -> str:
+        """The URN of the provider the Pulumi engine would make for ``package`` from the ``<package>:*`` config.
+
+        A resource given no provider gets the package's default one, configured from the stack config (e.g.
+        ``aws:region``, ``aws:defaultTags``); recording it lets cost and checks see that region and those tags.
+        """
+        name = "default" + (f"_{version.replace('.', '_').replace('-', '_')}" if version else "")
+        urn = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::pulumi:providers:{package}::{name}"
+        if package not in self._default_providers:
+            self._default_providers[package] = urn
+            inputs = {}
+            for key, value in sorted(self.config.items()):
+                namespace, _, setting = key.partition(":")
+                if namespace != package:
+                    continue
+                decoded: Any = value
+                if isinstance(value, str) and value[:1] in "{[":
+                    with contextlib.suppress(ValueError):
+                        decoded = json.loads(value)
+                inputs[setting] = MASK if key in self.secret_keys else decoded
+            self.records.append(ResourceRecord(urn, f"pulumi:providers:{package}", name, None, True, inputs,
+                                               {"provider": None, "depends_on": [], "protect": False},
+                                               id=f"{package}-default-provider"))
+        return self._default_providers[package]
 
     def ReadResource(self, request: Any) -> Any:
         # `Resource.get(...)` and StackReference read what exists instead of creating it: answered, not recorded
@@ -404,7 +436,8 @@ def _failing_component(error: BaseException) -> str:
     return where
 
 
-_LIBRARY_PATHS = (str(Path(pulumi.__file__).parent.parent), str(Path(asyncio.__file__).parent), __file__)
+# Frames of the SDKs (site-packages), the standard library and this engine are not the program's.
+_LIBRARY_PATHS = (str(Path(pulumi.__file__).parent.parent), sysconfig.get_paths()["stdlib"], __file__)
 
 
 def _program_location(error: BaseException) -> str | None:
@@ -528,7 +561,7 @@ def _render_in_context(
 ) -> Render:
     _ensure_event_loop()
     source = mocks or MockOutputs(project=project, stack=stack, region=config.get("aws:region", "us-east-1"))
-    monitor = RecordingMonitor(source, stack_references)
+    monitor = RecordingMonitor(source, stack_references, config, secret_keys)
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config, secret_keys)
     pulumi.runtime.set_mocks(source, project=project, stack=stack, preview=False, monitor=monitor)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -14,8 +16,13 @@ from mlplat.infra.stacks import load_stack
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def render_stack(stack: str, root: Path = PROJECT_ROOT) -> Render:
-    """Render ``Pulumi.<stack>.yaml`` of the project at ``root`` with its program (``main:``)."""
+def render_stack(stack: str, root: Path = PROJECT_ROOT,
+                 stack_references: Mapping[str, Mapping[str, Any]] | None = None) -> Render:
+    """Render ``Pulumi.<stack>.yaml`` of the project at ``root`` with its program (``main:``).
+
+    ``stack_references`` (stack name -> outputs) answer the program's ``StackReference``s, over any given in
+    the stack config (``offline:stackReferences``).
+    """
     files = load_stack(root, stack)
     return render(
         program_from_path(files.main),
@@ -23,6 +30,7 @@ def render_stack(stack: str, root: Path = PROJECT_ROOT) -> Render:
         stack=files.stack,
         config=files.config,
         secret_keys=files.secret_keys,
+        stack_references=stack_references,
     )
 
 

@@ -7,7 +7,8 @@ CrossGuard fixes a policy's enforcement level when the pack loads, but mlplat's 
 environment, known only from the resources. So a rule whose level differs between environments is served
 as two policies, ``mlplat-<rule>`` (mandatory) and ``mlplat-<rule>-advisory``, and each reports only where
 its level is the one that applies. The environment is the AWS provider's ``environment`` default tag, else
-``$MLPLAT_ENVIRONMENT``, else production (the strictest).
+``$MLPLAT_ENVIRONMENT``, else production (the strictest). Which environments are strict, and which tags are
+required, is each policy's config (:data:`CONFIG_SCHEMA`; mlplat's values by default).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
+    PolicyConfigSchema,
     PolicyProviderResource,
     PolicyResource,
     ReportViolation,
@@ -44,11 +46,13 @@ from mlplat.infra.checks import (
     RULES,
     UNKNOWN,
     Enforcement,
+    PolicyConfig,
     Resource,
     ResourceRule,
     Rule,
     StackRule,
     default_tags_of,
+    policy_in_force,
 )
 
 PACK_NAME = "mlplat"
@@ -56,6 +60,13 @@ ENVIRONMENT_VARIABLE = "MLPLAT_ENVIRONMENT"
 _UNKNOWNS = frozenset({UNKNOWN_ARCHIVE_VALUE, UNKNOWN_ARRAY_VALUE, UNKNOWN_ASSET_VALUE, UNKNOWN_BOOLEAN_VALUE,
                        UNKNOWN_NUMBER_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE})
 _LEVELS = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY}
+_NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
+CONFIG_SCHEMA = PolicyConfigSchema(properties={
+    "requiredTags": {**_NAMES, "description": "Tags every taggable AWS resource carries (mlplat-required-tags)"},
+    "strictEnvironments": {**_NAMES, "description": "Environments where every rule is mandatory (default: "
+                                                    "production)"},
+})
+"""Each policy's config (``pulumi preview --policy-pack policy --policy-pack-config FILE``), as ``mlplat:policy``."""
 
 
 def plain(value: Any) -> Any:
@@ -109,10 +120,11 @@ def _resource_validator(rule: ResourceRule, level: Enforcement) -> Callable[...,
         if not rule.applies_to(args.resource_type):
             return
         res = resource_from_args(args)
-        if rule.levels.for_environment(environment(res.provider_default_tags)) != level:
-            return
-        for violation in rule.check(res):
-            report_violation(_message(violation.problem, violation.fix), None)
+        with policy_in_force(PolicyConfig.from_config(args.get_config(), where=policy_name(rule, level))):
+            if rule.levels.for_environment(environment(res.provider_default_tags)) != level:
+                return
+            for violation in rule.check(res):
+                report_violation(_message(violation.problem, violation.fix), None)
 
     return validate
 
@@ -122,10 +134,11 @@ def _stack_validator(rule: StackRule, level: Enforcement) -> Callable[..., None]
         resources = [resource_from_stack(r) for r in args.resources]
         tags: Mapping[str, str] = next(
             (r.provider_default_tags for r in resources if r.provider_default_tags.get("environment")), {})
-        if rule.levels.for_environment(environment(tags)) != level:
-            return
-        for res, violation in rule.check(resources):
-            report_violation(_message(f"{res.name}: {violation.problem}", violation.fix), res.urn)
+        with policy_in_force(PolicyConfig.from_config(args.get_config(), where=policy_name(rule, level))):
+            if rule.levels.for_environment(environment(tags)) != level:
+                return
+            for res, violation in rule.check(resources):
+                report_violation(_message(f"{res.name}: {violation.problem}", violation.fix), res.urn)
 
     return validate
 
@@ -145,9 +158,9 @@ def build_policies(rules: Sequence[Rule] = RULES) -> list[Policy]:
             if isinstance(rule, ResourceRule):
                 policies.append(ResourceValidationPolicy(name=name, description=description,
                                                          validate=_resource_validator(rule, level),
-                                                         enforcement_level=_LEVELS[level]))
+                                                         enforcement_level=_LEVELS[level], config_schema=CONFIG_SCHEMA))
             else:
                 policies.append(StackValidationPolicy(name=name, description=description,
                                                       validate=_stack_validator(rule, level),
-                                                      enforcement_level=_LEVELS[level]))
+                                                      enforcement_level=_LEVELS[level], config_schema=CONFIG_SCHEMA))
     return policies

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,20 @@ from mlplat.infra.synth import render_stack
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 logging.getLogger("pulumi").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what a test's in-process `mlplat serve` did to logging (JSON handlers, ``propagate: False`` on the
+    ``mlplat`` logger), which would hide later tests' log lines from ``caplog``."""
+    loggers = [logging.getLogger(name) for name in ("mlplat", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers), lg.disabled) for lg in loggers]
+    yield
+    for lg, level, propagate, handlers, disabled in saved:
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.handlers[:] = handlers
+        lg.disabled = disabled
 
 
 @pytest.fixture(scope="session")

@@ -37,3 +37,13 @@ def test_the_example_bucket_is_protected_and_grants_only_the_models_prefix(team_
     assert grant["Statement"][0]["Resource"] == [f"arn:aws:s3:::{bucket.id}/models/*"]
     assert team_stack.one("pulumi:providers:aws").inputs["region"] == "eu-west-1"
     assert team_stack.outputs["services"] == {"stable": "fraud-scorer-stable"}
+
+
+def test_check_judges_the_example_by_the_teams_own_policy() -> None:
+    from typer.testing import CliRunner
+
+    from mlplat.infra.cli import app
+
+    result = CliRunner().invoke(app, ["check", "dev", "-C", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "rules pass" in result.output  # its tags are team and project, as its mlplat:policy requires

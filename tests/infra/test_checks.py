@@ -431,3 +431,23 @@ def test_eks_versions_past_standard_support_are_flagged(monkeypatch: pytest.Monk
     assert findings("eks-standard-support", res(EKS, version="1.99")) == []  # newer than the calendar
     (gone,) = findings("eks-standard-support", res(EKS, version="1.20"))
     assert gone.problem.endswith("past the end of EKS support (EKS upgrades such control planes itself)")
+
+
+def test_required_tags_and_strict_environments_are_policy_config() -> None:
+    from mlplat.infra.checks import PolicyConfig
+
+    bucket = res("aws:s3/bucket:Bucket", default_tags={"team": "search", "environment": "qa"})
+    own = PolicyConfig(required_tags=("team",), strict_environments=("qa", "prod"))
+    assert check_resources([bucket], "qa", [RULES_BY_ID["required-tags"]], policy=own) == []
+    (missing,) = check_resources([bucket], "qa", [RULES_BY_ID["required-tags"]])
+    assert missing.problem == "missing tag(s) project, owner, cost-center"
+    # Strict where the organisation says so, not only in an environment spelled "production".
+    multi_az = RULES_BY_ID["rds-multi-az"]
+    db = res("aws:rds/instance:Instance", multiAz=False)
+    assert check_resources([db], "qa", [multi_az], policy=own)[0].enforcement == "mandatory"
+    assert check_resources([db], "qa", [multi_az])[0].enforcement == "advisory"
+    assert PolicyConfig.from_config({"requiredTags": ["team"]}).required_tags == ("team",)
+    with pytest.raises(ValueError, match=r"mlplat:policy: unknown key\(s\) \['tags'\]; allowed: requiredTags"):
+        PolicyConfig.from_config({"tags": ["team"]})
+    with pytest.raises(ValueError, match=r"mlplat:policy.strictEnvironments: 'prod' is not a list of names"):
+        PolicyConfig.from_config({"strictEnvironments": "prod"})

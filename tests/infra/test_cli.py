@@ -68,3 +68,26 @@ def test_console_script_runs_in_a_fresh_process() -> None:
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["stack"] == "dev"
+
+
+def test_a_failing_team_program_points_at_its_line_and_debug_prints_the_traceback(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: team\nruntime: python\n")
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  aws:region: us-east-1\n")
+    program = ("import pulumi\n\nnetwork = pulumi.StackReference('acme/net/prod')\n"
+               "pulumi.export('vpc', network.require_output('vpcId'))\n")
+    (tmp_path / "__main__.py").write_text(program)
+    refs = tmp_path / "refs.yaml"
+    refs.write_text("acme/net/prod:\n  vpcId: vpc-1\n")
+    ok = runner.invoke(app, ["--stack-references", str(refs), "synth", "dev", "-C", str(tmp_path), "-f", "json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["outputs"] == {"vpc": "vpc-1"}
+    missing = runner.invoke(app, ["synth", "dev", "-C", str(tmp_path)])
+    assert missing.exit_code == 2 and "StackReference 'acme/net/prod': no outputs for it offline" in missing.output
+
+    (tmp_path / "__main__.py").write_text(program + "raise RuntimeError('bad input')\n")
+    plain = runner.invoke(app, ["--stack-references", str(refs), "synth", "dev", "-C", str(tmp_path)])
+    assert plain.exit_code == 2
+    assert "RuntimeError in the stack program: bad input" in plain.output and "__main__.py:5" in plain.output
+    assert "mlplat --debug" in plain.output and "Traceback" not in plain.output
+    debug = runner.invoke(app, ["--debug", "--stack-references", str(refs), "synth", "dev", "-C", str(tmp_path)])
+    assert debug.exit_code == 2 and "Traceback (most recent call last)" in debug.output

@@ -126,3 +126,14 @@ def test_a_failed_render_leaves_nothing_behind_for_the_next() -> None:
     with pytest.raises(ProgramError):
         run(broken)
     assert [r.name for r in run(lambda: aws.s3.Bucket("fine")).by_type(BUCKET)] == ["fine"]
+
+
+def test_resources_without_a_provider_get_the_default_one_from_the_stack_config() -> None:
+    config = {"aws:region": "eu-west-1", "aws:defaultTags": json.dumps({"tags": {"owner": "search"}}),
+              "aws:accessKey": "AKIAOFFLINE"}
+    stack = run(lambda: aws.s3.Bucket("data"), config=config, secret_keys=["aws:accessKey"])
+    (provider,) = stack.by_type("pulumi:providers:aws")
+    assert provider.name.startswith("default_7_")  # as the Pulumi engine names it: default_<sdk version>
+    assert provider.inputs == {"region": "eu-west-1", "defaultTags": {"tags": {"owner": "search"}},
+                               "accessKey": "[secret]"}
+    assert stack.one(BUCKET).options["provider"] == provider.urn

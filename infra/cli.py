@@ -238,14 +238,14 @@ def cost(
     render_file: Path | None = typer.Option(None, "--render", help="Price this saved JSON render instead"),
 ) -> None:
     """Estimate a stack's monthly AWS bill (idle and peak) from the dated price table."""
-    from mlplat.infra.checks import environment_of
-    from mlplat.infra.cost import PriceTableError, dumps, estimate, to_markdown, to_text
+    from mlplat.infra.cost import dumps, estimate_or_unpriced, to_markdown, to_text
 
     document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
-    try:
-        result = estimate(document, environment_of(document))
-    except PriceTableError as exc:
-        raise fail(f"stack {stack!r}: {exc}") from None
+    # A region or environment the price table lacks names every priced resource as unpriced (the total is then
+    # marked incomplete), rather than dropping the stack's estimate.
+    result = estimate_or_unpriced(document)
+    if result is None:
+        raise fail(f"stack {stack!r}: the render holds no resources, so there is nothing to price")
     if output_format is ReportFormat.json:
         typer.echo(dumps(result))
     elif output_format is ReportFormat.markdown:

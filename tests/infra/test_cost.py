@@ -128,9 +128,16 @@ def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
     assert data["idle_monthly"] == pytest.approx(sum(line["idle"] for line in data["lines"]), abs=0.05)
     assert runner.invoke(app, ["cost", "dev", "-f", "markdown"]).output.startswith("### Monthly cost estimate")
     saved = tmp_path / "r.json"
-    saved.write_text(json.dumps({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "ap-south-2"}}]}))
+    bucket = rec("aws:s3/bucket:Bucket", "data")
+    saved.write_text(json.dumps({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "ap-south-2"}},
+                                                             bucket]}))
     result = runner.invoke(app, ["cost", "x", "--render", str(saved)])
-    assert result.exit_code == 2 and "regions priced: us-east-1" in result.output
+    assert result.exit_code == 0 and "INCOMPLETE: 1 resource(s) not priced" in result.output
+    assert "not priced: data: no prices for region 'ap-south-2'" in result.output
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"stack": "x", "resources": []}))
+    result = runner.invoke(app, ["cost", "x", "--render", str(empty)])
+    assert result.exit_code == 2 and "holds no resources" in result.output
 
 
 def test_alb_ingresses_are_priced_once_per_load_balancer() -> None:
@@ -201,3 +208,14 @@ def test_an_unpriced_region_names_every_priced_resource_instead_of_dropping_the_
     assert "no prices for region 'ap-south-2'" in est.unpriced[0]
     delta = diff_costs(est, est)
     assert delta is not None and "(incomplete)" in delta.markdown()
+
+
+def test_cost_of_a_stack_in_an_unpriced_region_names_every_priced_resource(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "team-stack"  # eu-west-1: not in the table
+    result = runner.invoke(app, ["cost", "dev", "-C", str(example)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "dev (dev, eu-west-1), list prices as of 2025-01:"
+    assert lines[1] == "  INCOMPLETE: 2 resource(s) not priced, left out of the totals (listed below)"
+    assert sum("not priced: fraud-artifacts" in line and "no prices for region 'eu-west-1'" in line
+               for line in lines) == 2

@@ -12,12 +12,10 @@ import json
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from benchmarks.report import machine_description, write_section
+from benchmarks.report import machine_description, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ".venv/bin/python -m benchmarks.contracts"
@@ -32,15 +30,6 @@ WITHOUT = ("checks.RULES = checks.POLICY_RULES; "
            "_cr = checks.check_resources; "
            "checks.check_render = lambda d, e=None: _cr(checks.resources_from_render(d), "
            "e or checks.environment_of(d), checks.POLICY_RULES); ")
-
-
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def run(argv: list[str]) -> None:

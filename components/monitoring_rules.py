@@ -190,6 +190,20 @@ def _model_service_rules(t: AlertThresholds) -> list[dict[str, Any]]:
             ),
         },
         {
+            # The server starts unready and keeps retrying a model it cannot load (not registered yet, MLflow
+            # down, refused): readiness keeps it out of traffic, so without this nobody learns it is waiting.
+            "alert": "ModelNotLoaded",
+            "expr": f"min {_BY} (mlplat_model_loaded) == 0",
+            "for": for_,
+            "labels": {"severity": "warning"},
+            "annotations": _annotations(
+                "{{ $labels.model_service }} ({{ $labels.track }}): a server is still waiting for its model",
+                f"At least one pod has not loaded its model for {for_}; it answers readiness 503 and serves nothing.",
+                "Read the pod's readiness body or log (curl /v2/health/ready): register or promote the model the "
+                "URI names, fix MLflow access, or allowPickle for a pickled model.",
+            ),
+        },
+        {
             "alert": "ModelFeatureDrift",
             "expr": (
                 f"max by (model_service, track, feature) (mlplat_feature_drift_psi) > {_num(t.drift_psi)}"

@@ -355,7 +355,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     with contextlib.suppress(ValueError):
                         decoded = json.loads(value)
                 inputs[setting] = MASK if key in self.secret_keys else decoded
-            self.records.append(ResourceRecord(urn, f"pulumi:providers:{package}", name, None, True, inputs,
+            stack = next((r.urn for r in self.records if r.type == "pulumi:pulumi:Stack"), None)
+            self.records.append(ResourceRecord(urn, f"pulumi:providers:{package}", name, stack, True, inputs,
                                                {"provider": None, "depends_on": [], "protect": False},
                                                id=f"{package}-default-provider"))
         return self._default_providers[package]

@@ -43,6 +43,7 @@ ALERTS = {
     "ModelServerP99AboveSlo",
     "ModelServerErrorRateHigh",
     "ModelServerQueueSaturated",
+    "ModelNotLoaded",
     "ModelFeatureDrift",
     "CanaryWorseThanStable",
     "ModelServerPodCrashLooping",

@@ -141,14 +141,16 @@ def test_the_collector_is_paused_during_a_render_and_restored_after_it(
 
 def test_a_render_after_asyncio_run_gets_an_event_loop(render_program: Callable[..., Render]) -> None:
     asyncio.run(asyncio.sleep(0))  # leaves the thread without a current event loop
-    assert [r.name for r in render_program(lambda: aws.s3.Bucket("after")).resources if r.custom] == ["after"]
+    assert [r.name for r in render_program(lambda: aws.s3.Bucket("after")).by_type("aws:s3/bucket:Bucket")] == ["after"]
 
 
 def test_renders_in_one_process_are_independent(render_program: Callable[..., Render]) -> None:
     one = render_program(lambda: aws.s3.Bucket("a"), stack="one")
     two = render_program(lambda: aws.s3.Bucket("b"), stack="two")
-    assert [r.name for r in one.resources if r.custom] == ["a"]
-    assert [r.name for r in two.resources if r.custom] == ["b"]
+    assert [r.name for r in one.by_type("aws:s3/bucket:Bucket")] == ["a"]
+    assert [r.name for r in two.by_type("aws:s3/bucket:Bucket")] == ["b"]
+    # Each render records its own default provider, once.
+    assert len(one.by_type("pulumi:providers:aws")) == len(two.by_type("pulumi:providers:aws")) == 1
     assert one.one("pulumi:pulumi:Stack").name == "mlplat-one"
 
 

@@ -144,27 +144,25 @@ class MlPlatform(pulumi.ComponentResource):
         if args.tracking is not None:
             role = self.cluster.service_account_role(args.tracking.namespace, "mlflow")
             self.artifacts.grant_write(role.name, prefix=MLFLOW_PREFIX, name="mlflow")
-            self.tracking = Tracking(
-                f"{name}-tracking",
-                dataclasses.replace(wired(
-                    args.tracking,
-                    vpc_id=self.network.vpc_id,
-                    database_subnet_ids=self.network.database_subnet_ids,
-                    # Managed node groups carry the EKS cluster security group; pods share their node's.
-                    client_security_group_ids=[self.cluster.cluster_security_group_id,
-                                               self.cluster.node_security_group_id],
-                    artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
-                    service_account_role_arn=role.arn,
-                    image=args.tracking.image or self._image("tracking", "tracking"),
-                ),
-                    # MLflow's clients (NetworkPolicy): the model servers and the trainer, plus any the caller named.
-                    allowed_namespaces=sorted({SERVING_NAMESPACE, TRAINING_NAMESPACE,
-                                               *args.tracking.allowed_namespaces}),
-                    # The internal ALB's ENIs lie in the private subnets, as do pods (VPC CNI): the VPC CIDR.
-                    load_balancer_cidrs=list(args.tracking.load_balancer_cidrs) or [self.network.vpc_cidr],
-                ),
-                opts=workloads,
+            tracking = wired(
+                args.tracking,
+                vpc_id=self.network.vpc_id,
+                database_subnet_ids=self.network.database_subnet_ids,
+                # Managed node groups carry the EKS cluster security group; pods share their node's.
+                client_security_group_ids=[self.cluster.cluster_security_group_id,
+                                           self.cluster.node_security_group_id],
+                artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
+                service_account_role_arn=role.arn,
+                image=args.tracking.image or self._image("tracking", "tracking"),
             )
+            tracking = dataclasses.replace(
+                tracking,
+                # MLflow's clients (NetworkPolicy): the model servers and the trainer, plus any the caller named.
+                allowed_namespaces=sorted({SERVING_NAMESPACE, TRAINING_NAMESPACE, *args.tracking.allowed_namespaces}),
+                # The internal ALB's ENIs lie in the private subnets, as do pods (VPC CNI): the VPC CIDR.
+                load_balancer_cidrs=list(args.tracking.load_balancer_cidrs) or [self.network.vpc_cidr],
+            )
+            self.tracking = Tracking(f"{name}-tracking", tracking, opts=workloads)
             tracking_uri = self.tracking.uri
 
         self.service_endpoints: dict[str, pulumi.Output[str]] = {}

@@ -21,6 +21,13 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.validation import (
+    DerivedName,
+    InvalidValue,
+    check_certificate_arn,
+    check_model_uri,
+    check_name,
+)
 
 PORT = 8080
 SERVICE_PORT = 80
@@ -31,6 +38,16 @@ API_KEY_SECRET_KEY = "api-key"
 """The key, in the API key Secret, that holds the bearer token (``MLPLAT_SERVING_API_KEY``)."""
 ALB_IDLE_TIMEOUT_S = 60
 """The ALB's default idle timeout; the server keeps idle connections open longer, so the ALB closes them first."""
+ALB = "alb.ingress.kubernetes.io/"
+ALB_ACTION_PREFIX = f"{ALB}actions."
+SPLIT_SUFFIX = "-split"
+SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+"""TLS 1.3 and 1.2 only (AWS's recommended ALB policy); the controller's default, ELBSecurityPolicy-2016-08
+(aws-load-balancer-controller v2.13.0, pkg/config/controller_config.go), still accepts TLS 1.0 and 1.1."""
+PUBLIC_WITHOUT_TLS = "mlplat.io/public-without-tls"
+PUBLIC_WITHOUT_AUTH = "mlplat.io/public-without-auth"
+"""Ingress annotations that record an opt-out of TLS or of the API key on an internet-facing ALB; ``mlplat
+check`` (rule ``public-endpoint-protected``) flags them."""
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 """pulumi-kubernetes waits for a Deployment to become available and for a Service to have only ready endpoints
 unless an object carries this annotation (provider/pkg/metadata/annotations.go, ``AnnotationSkipAwait``)."""
@@ -53,6 +70,10 @@ class Canary:
     replicas: int = 1
 
     def __post_init__(self) -> None:
+        try:
+            check_model_uri(self.model_uri)
+        except InvalidValue as exc:
+            raise exc.of("Canary.model_uri") from None
         if not 0 <= self.weight <= 100:
             raise ValueError(f"Canary.weight={self.weight}: must be a percentage between 0 and 100")
         if self.replicas < 1:
@@ -82,7 +103,16 @@ class ModelServiceArgs:
             which run code from the file when loaded. mlplat's trainer registers ``pt2`` (torch.export)
             programs, which need no such trust; turn it on only for a trusted registry of pickled models.
         ingress: Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split.
-        internal: The ALB is internal (VPC only) rather than internet-facing.
+        internal: The ALB is internal (VPC only) rather than internet-facing. An internet-facing one needs TLS
+            (``certificate_arn``) and an API key (``generate_api_key`` or ``api_key_secret``), or the explicit
+            opt-outs below.
+        certificate_arn: An ACM certificate (in the ALB's region) for the host names clients use: the ALB then
+            listens on HTTPS 443 only (TLS 1.2/1.3, :data:`SSL_POLICY`), with no plain-HTTP listener a client
+            could send its API key to. Internal ALBs may use one too.
+        allow_public_without_tls: Let an internet-facing ALB serve plain HTTP on port 80 (no certificate).
+            ``mlplat check`` flags it (rule ``public-endpoint-protected``; mandatory in production).
+        allow_public_without_auth: Let an internet-facing ALB reach servers that take requests without an API
+            key. Flagged by ``mlplat check`` as above.
         await_ready: ``pulumi up`` waits for the pods to turn ready (a failed rollout fails the update). Turn it
             off for a first deploy, when the model the service serves is not registered yet: the server then
             starts unready and keeps retrying the load, and ``pulumi up`` does not wait for it.
@@ -118,6 +148,9 @@ class ModelServiceArgs:
     allow_pickle: bool = False
     ingress: bool = True
     internal: bool = True
+    certificate_arn: pulumi.Input[str] | None = None
+    allow_public_without_tls: bool = False
+    allow_public_without_auth: bool = False
     await_ready: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
     api_key_secret: str | None = None
@@ -137,6 +170,47 @@ class ModelServiceArgs:
             raise ValueError(f"ModelServiceArgs.target_cpu_utilization={self.target_cpu_utilization}: 1..100")
         if self.drain_seconds < 0 or self.graceful_timeout_seconds < 1:
             raise ValueError("ModelServiceArgs: drain_seconds must be >= 0 and graceful_timeout_seconds >= 1")
+        for name, check in (("model_uri", check_model_uri), ("certificate_arn", check_certificate_arn)):
+            try:
+                check(getattr(self, name))
+            except InvalidValue as exc:
+                raise exc.of(f"ModelServiceArgs.{name}") from None
+        if self.public and self.certificate_arn is None and not self.allow_public_without_tls:
+            raise ValueError(
+                "ModelServiceArgs.internal=False: an internet-facing ALB without certificate_arn serves plain HTTP, "
+                "API keys and predictions in clear text; set certificate_arn to an ACM certificate "
+                "(arn:aws:acm:<region>:<account id>:certificate/<id>), or allow_public_without_tls=True "
+                "(flagged by mlplat check)")
+        if self.public and not self.authenticated and not self.allow_public_without_auth:
+            raise ValueError(
+                "ModelServiceArgs.internal=False: an internet-facing ALB in front of servers that take requests "
+                "without an API key lets anyone on the internet call the model; keep generate_api_key=True or "
+                "set api_key_secret, or allow_public_without_auth=True (flagged by mlplat check)")
+
+    @property
+    def public(self) -> bool:
+        """Whether the service is reachable from the internet (an internet-facing ALB)."""
+        return self.ingress and not self.internal
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the servers require an API key (given as a Secret, or generated)."""
+        return self.api_key_secret is not None or self.generate_api_key
+
+
+def derived_names(args: ModelServiceArgs) -> list[DerivedName]:
+    """The Kubernetes names a :class:`ModelService` builds from its name, each with its length limit."""
+    names = [
+        DerivedName("Service (a DNS-1035 label)", f"-{track}") for track in ("stable", "canary")
+    ] + [DerivedName("label value app.kubernetes.io/name")]
+    if args.ingress:
+        names += [
+            DerivedName("Ingress backend (a DNS-1035 label)", SPLIT_SUFFIX),
+            # An annotation key's name part (after the prefix's '/') has at most 63 characters.
+            DerivedName(f"ALB action annotation (key {ALB}<name part>)", SPLIT_SUFFIX,
+                        prefix=ALB_ACTION_PREFIX.removeprefix(ALB)),
+        ]
+    return names
 
 
 class ModelService(pulumi.ComponentResource):
@@ -148,9 +222,13 @@ class ModelService(pulumi.ComponentResource):
     the ALB deregister them, then SIGTERM makes the server refuse new work and finish what it accepted;
     terminationGracePeriodSeconds covers both.
 
-    Access: a bearer API key from a Secret (given, or generated), a NetworkPolicy that admits only the ALB,
+    Access: TLS at the ALB with ``certificate_arn`` (required, with an API key, for an internet-facing one unless
+    explicitly waived), a bearer API key from a Secret (given, or generated), a NetworkPolicy that admits only the ALB,
     Prometheus and named namespaces, and no Kubernetes API token in the pods (the server never calls the API;
     IRSA still works: the EKS webhook mounts its own projected token for AWS).
+
+    The name becomes Kubernetes object names (``<name>-stable``, ``<name>-canary``, the ALB action
+    ``<name>-split``): a DNS-1035 label short enough for the longest (:func:`derived_names`), checked here.
 
     Outputs: ``service_names`` (version -> Service name), ``ingress_hostname`` (None without an Ingress),
     ``api_key`` (the generated key, a secret; None when it comes from ``api_key_secret`` or is off).
@@ -158,6 +236,8 @@ class ModelService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplat:serving:ModelService", name, None, opts)
+        check_name("ModelService", name, derived_names(args), dns1035=True,
+                   why="it names the Services <name>-stable and <name>-canary")
         self._service = name
         self._spec = args
         child = child_options(self, opts)
@@ -370,16 +450,30 @@ class ModelService(pulumi.ComponentResource):
         if args.canary is not None:
             targets.append({"serviceName": f"{name}-canary", "servicePort": SERVICE_PORT_NAME,
                             "weight": args.canary.weight})
-        action = f"{name}-split"
-        annotations = {
-            "alb.ingress.kubernetes.io/scheme": "internal" if args.internal else "internet-facing",
-            "alb.ingress.kubernetes.io/target-type": "ip",
-            "alb.ingress.kubernetes.io/healthcheck-path": READY_PATH,
-            "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}]),
-            f"alb.ingress.kubernetes.io/actions.{action}": json.dumps(
+        action = f"{name}{SPLIT_SUFFIX}"
+        annotations: dict[str, pulumi.Input[str]] = {
+            f"{ALB}scheme": "internal" if args.internal else "internet-facing",
+            f"{ALB}target-type": "ip",
+            f"{ALB}healthcheck-path": READY_PATH,
+            f"{ALB}listen-ports": json.dumps([{"HTTP": 80}]),
+            f"{ALB_ACTION_PREFIX}{action}": json.dumps(
                 {"type": "forward", "forwardConfig": {"targetGroups": targets}}, sort_keys=True
             ),
         }
+        if args.certificate_arn is not None:
+            # HTTPS only (aws-load-balancer-controller v2.13, docs/guide/ingress/annotations.md): no HTTP listener,
+            # so a client never sends its key in clear text only to be redirected afterwards; ssl-redirect turns
+            # any HTTP listener added later (listen-ports are merged across an IngressGroup) into a redirect.
+            annotations.update({
+                f"{ALB}certificate-arn": args.certificate_arn,
+                f"{ALB}listen-ports": json.dumps([{"HTTPS": 443}]),
+                f"{ALB}ssl-policy": SSL_POLICY,
+                f"{ALB}ssl-redirect": "443",
+            })
+        elif args.public:
+            annotations[PUBLIC_WITHOUT_TLS] = "true"  # allow_public_without_tls: mlplat check flags it
+        if args.public and self._api_key_secret is None:
+            annotations[PUBLIC_WITHOUT_AUTH] = "true"  # allow_public_without_auth: mlplat check flags it
         ingress = k8s.networking.v1.Ingress(
             name,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, annotations=annotations,

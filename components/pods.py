@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlplat.components.validation import InvalidValue, check_cpu, check_gpus, check_memory
+
 # The node-group contract of mlplat's Cluster: GPU nodes carry this label and taint.
 GPU_NODE_LABEL = {"workload": "gpu"}
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -24,8 +26,9 @@ class Resources:
     """CPU and memory requests (limits: memory = request, CPU unlimited to avoid CFS throttling).
 
     Attributes:
-        cpu: CPU request, e.g. ``"500m"``.
-        memory: Memory request and limit, e.g. ``"1Gi"``.
+        cpu: CPU request, e.g. ``"500m"`` or ``"2"`` (a Kubernetes quantity in cores or millicores, above 0).
+        memory: Memory request and limit, e.g. ``"1Gi"`` (a Kubernetes quantity in whole bytes, above 0:
+            ``Ki``/``Mi``/``Gi``/``Ti`` or ``k``/``M``/``G``/``T``; ``2GB`` and ``500m`` are refused).
         gpus: ``nvidia.com/gpu`` count (0 for CPU workloads); GPUs are requested and limited alike.
     """
 
@@ -34,8 +37,12 @@ class Resources:
     gpus: int = 0
 
     def __post_init__(self) -> None:
-        if self.gpus < 0:
-            raise ValueError(f"Resources.gpus={self.gpus}: must be 0 or more")
+        # Quantities the API server would refuse (or read as nonsense: 2GB, "2 cores", 500m of memory) fail here.
+        for name, check in (("cpu", check_cpu), ("memory", check_memory), ("gpus", check_gpus)):
+            try:
+                check(getattr(self, name))
+            except InvalidValue as exc:
+                raise exc.of(f"Resources.{name}") from None
 
     def to_args(self) -> k8s.core.v1.ResourceRequirementsArgs:
         requests = {"cpu": self.cpu, "memory": self.memory}

@@ -21,6 +21,13 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.validation import (
+    CRONJOB_NAME_MAX,
+    DerivedName,
+    InvalidValue,
+    check_name,
+    check_schedule,
+)
 from mlplat.training.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
 
 ATTEMPT_ENV = "MLPLAT_ATTEMPT_ID"
@@ -53,7 +60,8 @@ class TrainingJobArgs:
         active_deadline_seconds: Wall-clock limit for the whole Job, retries included.
         ttl_seconds_after_finished: Delete the finished Job (and its pods) after this long.
         service_account_role_arn: IAM role (IRSA) with write access to the checkpoint prefix.
-        schedule: A cron schedule: make a CronJob for scheduled retraining instead of a one-off Job.
+        schedule: A cron schedule: make a CronJob for scheduled retraining instead of a one-off Job. Checked as
+            the API server does (5 fields, each in its range, or a descriptor such as ``@daily``).
         env: Extra environment variables for the trainer.
         image_cuda: Whether ``image`` is a CUDA build of the trainer (``training/Dockerfile`` with a CUDA base and
             torch wheel index). None: read it from the tag (a tag ending in ``-cuda``, as mlplat's registry tags
@@ -81,8 +89,24 @@ class TrainingJobArgs:
         if self.nodes < 1 or self.processes_per_node < 1:
             raise ValueError(f"TrainingJobArgs: nodes ({self.nodes}) and processes_per_node "
                              f"({self.processes_per_node}) must be at least 1")
-        if self.schedule is not None and len(self.schedule.split()) != 5:
-            raise ValueError(f"TrainingJobArgs.schedule={self.schedule!r}: a cron expression has 5 fields")
+        if self.schedule is not None:
+            try:
+                check_schedule(self.schedule)
+            except InvalidValue as exc:
+                raise exc.of("TrainingJobArgs.schedule") from None
+
+
+def derived_names(args: TrainingJobArgs) -> list[DerivedName]:
+    """The Kubernetes names a :class:`TrainingJob` builds from its name, each with its length limit."""
+    names = [DerivedName("label value batch.kubernetes.io/job-name")]
+    if args.schedule is not None:
+        # The CronJob controller names each run's Job <name>-<minutes since the epoch>: 11 more characters.
+        names.append(DerivedName("CronJob (its runs' Jobs add 11 characters)", limit=CRONJOB_NAME_MAX))
+    if args.nodes > 1:
+        # The Indexed Job's last pod hostname must be a DNS-1123 label (Kubernetes' ValidateJob).
+        names += [DerivedName("pod hostname", f"-{args.nodes - 1}"),
+                  DerivedName("rendezvous Service (a DNS-1035 label)")]
+    return names
 
 
 def is_cuda_image(image: str) -> bool:
@@ -179,6 +203,9 @@ class TrainingJob(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplat:training:TrainingJob", name, None, opts)
+        multi = args.nodes > 1
+        check_name("TrainingJob", name, derived_names(args), dns1035=multi,
+                   why="it names the rendezvous Service" if multi else "its pods take their hostnames from it")
         check_gpu_image(args)
         child = child_options(self, opts)
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "trainer"}

@@ -419,9 +419,11 @@ class StackConfig(_Section):
     @classmethod
     def _names(cls, value: Any) -> Any:
         for name in value if isinstance(value, dict) else ():
-            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", name):
-                raise ValueError(f"{name!r} is not a valid workload name (lowercase letters, digits and '-', "
-                                 "at most 32 characters: it names Kubernetes objects)")
+            # It names Kubernetes objects as mlplat-<environment>-<name>(-stable|-canary|-split): a DNS-1035 label
+            # whose longest form (production, an ALB action annotation) must stay within 63 characters.
+            if not re.fullmatch(r"[a-z]([a-z0-9-]{0,29}[a-z0-9])?", name):
+                raise ValueError(f"{name!r} is not a valid workload name (a lowercase letter, then lowercase "
+                                 "letters, digits and '-', at most 31 characters: it names Kubernetes objects)")
         return value
 
     @model_validator(mode="after")

@@ -22,8 +22,13 @@ from mlplat.components.platform import PLATFORM, tracking_args
 from mlplat.components.pods import Resources
 from mlplat.components.tracking import DatabaseArgs, TrackingArgs
 from mlplat.components.training_job import TrainingJobArgs
-
-_MODEL_URI = re.compile(r"(models:/[\w.-]+(@[\w-]+|/\d+)|runs:/\w+/.+|s3://.+)")
+from mlplat.components.validation import (
+    check_certificate_arn,
+    check_cpu,
+    check_memory,
+    check_model_uri,
+    check_schedule,
+)
 
 
 class _Section(BaseModel):
@@ -31,10 +36,7 @@ class _Section(BaseModel):
 
 
 def _model_uri(value: str) -> str:
-    if not _MODEL_URI.fullmatch(value):
-        raise ValueError(f"{value!r} is not a model URI; use models:/<name>@<alias>, models:/<name>/<version>, "
-                         "runs:/<run id>/<path> or s3://<bucket>/<path>")
-    return value
+    return check_model_uri(value)  # one definition, the component's: "'<uri>' is not a model URI; use ..."
 
 
 class ResourcesConfig(_Section):
@@ -44,19 +46,16 @@ class ResourcesConfig(_Section):
     memory: str = "1Gi"
     gpus: int = Field(0, ge=0, le=8)
 
+    # The component's checks (mlplat.components.validation), as Resources runs them.
     @field_validator("cpu")
     @classmethod
     def _cpu(cls, value: str) -> str:
-        if not re.fullmatch(r"\d+(\.\d+)?|\d+m", value):
-            raise ValueError(f"{value!r} is not a Kubernetes CPU quantity such as 500m or 2")
-        return value
+        return check_cpu(value)
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        if not re.fullmatch(r"\d+(Ki|Mi|Gi|Ti)", value):
-            raise ValueError(f"{value!r} is not a Kubernetes memory quantity such as 512Mi or 4Gi")
-        return value
+        return check_memory(value)
 
     def to_args(self) -> Resources:
         return Resources(cpu=self.cpu, memory=self.memory, gpus=self.gpus)
@@ -135,6 +134,12 @@ class ServiceConfig(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     canary: CanaryConfig | None = None
     internal: bool = True
+    """false: an internet-facing ALB, which needs ``certificateArn`` (or ``allowPublicWithoutTls``); the servers
+    always require the generated API key (Secret ``mlplat-<environment>-<service>-api-key``, namespace serving)."""
+    certificate_arn: str | None = None
+    """An ACM certificate for the ALB: HTTPS 443 only (ModelServiceArgs.certificate_arn)."""
+    allow_public_without_tls: bool = False
+    """Let an internet-facing service serve plain HTTP; ``mlplat check`` flags it (mandatory in production)."""
     allow_pickle: bool = False
     """Serve a pickle-serialized model (a training job with ``registry.serialization_format: pickle``)."""
     await_ready: bool = True
@@ -145,10 +150,20 @@ class ServiceConfig(_Section):
     def _uri(cls, value: str) -> str:
         return _model_uri(value)
 
+    @field_validator("certificate_arn")
+    @classmethod
+    def _certificate(cls, value: str | None) -> str | None:
+        return check_certificate_arn(value)
+
     @model_validator(mode="after")
     def _replicas(self) -> ServiceConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas ({self.min_replicas}) is greater than maxReplicas ({self.max_replicas})")
+        if not self.internal and self.certificate_arn is None and not self.allow_public_without_tls:
+            raise ValueError("internal: false makes an internet-facing ALB, which would serve API keys and "
+                             "predictions over plain HTTP; set certificateArn to an ACM certificate "
+                             "(arn:aws:acm:<region>:<account id>:certificate/<id>), or allowPublicWithoutTls: true "
+                             "(flagged by mlplat check)")
         return self
 
     def to_args(self) -> ModelServiceArgs:
@@ -158,7 +173,9 @@ class ServiceConfig(_Section):
             namespace=PLATFORM, image=PLATFORM, model_uri=self.model_uri, min_replicas=self.min_replicas,
             max_replicas=self.max_replicas, target_cpu_utilization=self.target_cpu_utilization,
             max_batch_size=self.max_batch_size, resources=self.resources.to_args(), canary=canary,
-            internal=self.internal, allow_pickle=self.allow_pickle, await_ready=self.await_ready,
+            internal=self.internal, certificate_arn=self.certificate_arn,
+            allow_public_without_tls=self.allow_public_without_tls, allow_pickle=self.allow_pickle,
+            await_ready=self.await_ready,
         )
 
 
@@ -187,9 +204,7 @@ class TrainingJobConfig(_Section):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) != 5:
-            raise ValueError(f"{value!r} is not a cron schedule (5 fields, e.g. '0 3 * * 1')")
-        return value
+        return None if value is None else check_schedule(value)  # "'<value>' is not a cron schedule: ..."
 
     def to_args(self) -> TrainingJobArgs:
         return TrainingJobArgs(

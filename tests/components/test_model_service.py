@@ -154,9 +154,140 @@ def test_irsa_role_is_annotated_on_the_service_account(service: Svc, pod_of: Pod
 )
 def test_bad_args_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ModelServiceArgs(namespace="n", image="i", model_uri="m", **kwargs)
+        ModelServiceArgs(namespace="n", image="i", model_uri="models:/d@champion", **kwargs)
     with pytest.raises(ValueError, match="between 0 and 100"):
-        Canary(model_uri="m", weight=120)
+        Canary(model_uri="models:/d@challenger", weight=120)
+
+
+def test_model_uris_the_server_cannot_load_on_the_cluster_are_rejected() -> None:
+    allowed = ("use models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or "
+               "s3://<bucket>/<path>")
+    with pytest.raises(ValueError) as caught:
+        ModelServiceArgs(namespace="n", image="i", model_uri="digits-latest")
+    assert str(caught.value) == f"ModelServiceArgs.model_uri='digits-latest': not a model URI; {allowed}"
+    with pytest.raises(ValueError) as caught:
+        Canary(model_uri="/models/digits")
+    assert str(caught.value) == f"Canary.model_uri='/models/digits': not a model URI; {allowed}"
+    for uri in ("models:/digits@champion", "models:/digits/3", "runs:/0a1b/model", "s3://bucket/models/digits"):
+        assert ModelServiceArgs(namespace="n", image="i", model_uri=uri).model_uri == uri
+
+
+# -- names: the component's name becomes Kubernetes names ---------------------------------------------------
+
+def test_a_name_kubernetes_would_refuse_fails_at_construction_naming_the_rule(
+        on_cluster: Callable[..., Render]) -> None:
+    from mlplat.infra.engine import ProgramError
+
+    args = ModelServiceArgs(namespace="serving", image="i:1", model_uri="models:/scorer@champion")
+    with pytest.raises(ProgramError) as caught:
+        on_cluster(lambda opts: ModelService("Scorer_V2", args, opts=opts))
+    assert ("ModelService name='Scorer_V2': not a DNS-1035 label (it names the Services <name>-stable and "
+            "<name>-canary); use lowercase letters, digits and '-', starting with a letter and ending with a letter "
+            "or digit, at most 49 characters: it names Kubernetes objects, and the strictest, ALB action annotation "
+            "(key alb.ingress.kubernetes.io/<name part>) 'actions.Scorer_V2-split', may have at most 63; "
+            "e.g. 'scorer-v2'") in str(caught.value)
+
+
+def test_the_longest_derived_name_sets_the_length_limit(on_cluster: Callable[..., Render]) -> None:
+    from mlplat.infra.engine import ProgramError
+
+    def build(name: str, **kwargs: object) -> Render:
+        args = ModelServiceArgs(namespace="serving", image="i:1", model_uri="models:/d@a", **kwargs)
+        return on_cluster(lambda opts: ModelService(name, args, opts=opts))
+
+    # With an Ingress, the annotation alb.ingress.kubernetes.io/actions.<name>-split caps the name at 49 characters.
+    stack = build("s" * 49)
+    assert f"alb.ingress.kubernetes.io/actions.{'s' * 49}-split" in \
+        stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["metadata"]["annotations"]
+    with pytest.raises(ProgramError, match=r"too long \(50 characters\); .*at most 49 characters"):
+        build("s" * 50)
+    # Without one, the Services <name>-stable and <name>-canary (DNS-1035 labels, 63 at most) cap it at 56.
+    build("s" * 56, ingress=False)
+    with pytest.raises(ProgramError, match=r"at most 56 characters: .*Service \(a DNS-1035 label\) 's{57}-stable'"):
+        build("s" * 57, ingress=False)
+
+
+# -- public services: TLS and an API key, or an explicit opt-out that mlplat check flags ---------------------
+
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+
+
+def public(**kwargs: object) -> ModelServiceArgs:
+    return ModelServiceArgs(namespace="n", image="i", model_uri="models:/d@champion", internal=False,
+                            **kwargs)
+
+
+def test_an_internet_facing_service_without_tls_is_refused() -> None:
+    with pytest.raises(ValueError) as caught:
+        public()
+    assert str(caught.value) == (
+        "ModelServiceArgs.internal=False: an internet-facing ALB without certificate_arn serves plain HTTP, API keys "
+        "and predictions in clear text; set certificate_arn to an ACM certificate "
+        "(arn:aws:acm:<region>:<account id>:certificate/<id>), or allow_public_without_tls=True "
+        "(flagged by mlplat check)")
+
+
+def test_an_internet_facing_service_without_an_api_key_is_refused() -> None:
+    with pytest.raises(ValueError) as caught:
+        public(certificate_arn=CERT, generate_api_key=False)
+    assert str(caught.value) == (
+        "ModelServiceArgs.internal=False: an internet-facing ALB in front of servers that take requests without an "
+        "API key lets anyone on the internet call the model; keep generate_api_key=True or set api_key_secret, or "
+        "allow_public_without_auth=True (flagged by mlplat check)")
+    assert public(certificate_arn=CERT, generate_api_key=False, api_key_secret="team-key").authenticated
+    # Without an ALB, or behind an internal one, nothing is exposed to the internet.
+    ModelServiceArgs(namespace="n", image="i", model_uri="models:/d@a", internal=False, ingress=False,
+                     generate_api_key=False)
+
+
+@pytest.mark.parametrize("arn", [
+    "arn:aws:iam::123456789012:server-certificate/web", "arn:aws:acm:us-east-1:1234:certificate/abc", "my-cert"])
+def test_a_certificate_arn_of_the_wrong_shape_is_refused(arn: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        public(certificate_arn=arn)
+    assert str(caught.value) == (
+        f"ModelServiceArgs.certificate_arn={arn!r}: not an ACM certificate ARN; use "
+        "arn:aws:acm:<region>:<account id>:certificate/<certificate id>, in the ALB's region")
+
+
+def test_a_public_service_with_a_certificate_and_a_key_listens_on_https_only(service: Svc, pod_of: PodOf) -> None:
+    stack = service(internal=False, certificate_arn=CERT)
+    annotations = stack.one(INGRESS).inputs["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
+    assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == CERT
+    assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTPS": 443}]
+    assert annotations["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    assert annotations["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert not [k for k in annotations if k.startswith("mlplat.io/")]
+    (container,) = pod_of(stack.one(DEPLOYMENT).inputs)["containers"]
+    assert api_key_env(container)["valueFrom"]["secretKeyRef"] == {"name": "digits-api-key", "key": "api-key"}
+    # An internal service keeps plain HTTP inside the VPC unless it is given a certificate too.
+    internal = service().one(INGRESS).inputs["metadata"]["annotations"]
+    assert json.loads(internal["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}]
+    assert "alb.ingress.kubernetes.io/certificate-arn" not in internal
+
+
+def test_the_opt_outs_are_recorded_and_flagged_by_mlplat_check(service: Svc) -> None:
+    from mlplat.infra.checks import check_render
+
+    opted_out = service(internal=False, allow_public_without_tls=True, generate_api_key=False,
+                        allow_public_without_auth=True)
+    annotations = opted_out.one(INGRESS).inputs["metadata"]["annotations"]
+    assert annotations["mlplat.io/public-without-tls"] == "true"
+    assert annotations["mlplat.io/public-without-auth"] == "true"
+    assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}]
+    findings = sorted((f for f in check_render(opted_out.to_json(), "dev") if f.rule == "public-endpoint-protected"),
+                      key=lambda f: f.problem)
+    assert [(f.resource, f.enforcement) for f in findings] == [("digits", "advisory"), ("digits", "advisory")]
+    assert findings[0].problem == ("internet-facing ALB in front of model servers that take requests without an API "
+                                   "key (allow_public_without_auth)")
+    assert findings[1].problem == ("internet-facing ALB serves plain HTTP on port 80 (allow_public_without_tls): "
+                                   "API keys and payloads cross the internet in clear text")
+    production = [f for f in check_render(opted_out.to_json(), "production") if f.rule == "public-endpoint-protected"]
+    assert {f.enforcement for f in production} == {"mandatory"}
+    protected = service(internal=False, certificate_arn=CERT)
+    assert [f for f in check_render(protected.to_json(), "production") if f.rule == "public-endpoint-protected"] == []
 
 
 def test_unready_servers_never_block_a_node_drain(service: Svc) -> None:

@@ -135,7 +135,8 @@ def test_a_service_without_an_image_is_a_clear_error(render_program: Callable[..
 
 
 def test_explicit_values_win_over_the_wiring() -> None:
-    args = ModelServiceArgs(namespace="team-ns", image=PLATFORM, model_uri="m", tracking_uri="http://their-mlflow")
+    args = ModelServiceArgs(namespace="team-ns", image=PLATFORM, model_uri="models:/m@a",
+                            tracking_uri="http://their-mlflow")
     result = wired(args, namespace="serving", image="img", tracking_uri="http://ours")
     assert (result.namespace, result.image, result.tracking_uri) == ("team-ns", "img", "http://their-mlflow")
 

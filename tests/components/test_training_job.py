@@ -93,8 +93,59 @@ def test_schedule_makes_a_cron_job_that_never_overlaps(job: Jobs, pod_of: PodOf)
 def test_bad_args() -> None:
     with pytest.raises(ValueError, match=r"nodes \(0\)"):
         TrainingJobArgs(namespace="n", image="i", nodes=0)
-    with pytest.raises(ValueError, match="5 fields"):
+    with pytest.raises(ValueError, match=r"TrainingJobArgs.schedule='daily': not a cron schedule: 1 field instead "
+                                         r"of 5; use 5 fields"):
         TrainingJobArgs(namespace="n", image="i", schedule="daily")
+
+
+@pytest.mark.parametrize(("schedule", "problem"), [
+    ("61 3 * * *", "minute 61 is above the maximum 59"),
+    ("0 24 * * *", "hour 24 is above the maximum 23"),
+    ("0 3 0 * *", "day of month 0 is below the minimum 1"),
+    ("0 3 * 13 *", "month 13 is above the maximum 12"),
+    ("0 3 * * 7", "day of week 7 is above the maximum 6 (Sunday is 0 or sun)"),
+    ("0 3 * * mon-funday", "day of week 'funday' is not a number or a name (sun-sat)"),
+    ("0 3 * * 5-1", "day of week range '5-1' starts after it ends"),
+    ("*/0 3 * * *", "minute step in '*/0' is 0"),
+    ("0 */25 * * *", "hour step 25 in '*/25' is longer than its range 0-23, so it matches 0 only"),
+    ("0 0 30 2 *", "day of month '30' never falls in month '2', so it never runs"),
+    ("CRON_TZ=Europe/Paris 0 3 * * *", "Kubernetes refuses TZ= and CRON_TZ= in a schedule (a CronJob's timeZone "
+                                       "field sets the zone)"),
+    ("@fortnightly", "unknown descriptor '@fortnightly'"),
+])
+def test_schedules_the_api_server_would_refuse_or_never_run_are_refused(schedule: str, problem: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        TrainingJobArgs(namespace="n", image="i", schedule=schedule)
+    assert str(caught.value).startswith(f"TrainingJobArgs.schedule={schedule!r}: not a cron schedule: {problem}; ")
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * 1", "*/15 * * * *", "0 3 * * MON-fri", "0 0 1,15 jan-jun ?",
+                                      "0 0 30 2 1", "30 2 1-7/2 * *", "@daily", "@every 6h"])
+def test_standard_schedules_pass(schedule: str) -> None:
+    assert TrainingJobArgs(namespace="n", image="i", schedule=schedule).schedule == schedule
+
+
+def test_a_job_name_must_fit_every_object_it_names(on_cluster: Callable[..., Render]) -> None:
+    from mlplat.infra.engine import ProgramError
+
+    def build(name: str, **kwargs: object) -> None:
+        args = TrainingJobArgs(namespace="training", image="i:1-cuda", **kwargs)
+        on_cluster(lambda opts: TrainingJob(name, args, opts=opts))
+
+    with pytest.raises(ProgramError) as caught:
+        build("Retrain_V2")
+    assert ("TrainingJob name='Retrain_V2': not a DNS-1123 label (its pods take their hostnames from it); use "
+            "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters: "
+            "it names Kubernetes objects, and the strictest, label value batch.kubernetes.io/job-name 'Retrain_V2', "
+            "may have at most 63; e.g. 'retrain-v2'") in str(caught.value)
+    build("2026-retrain")  # a single-node Job's name may start with a digit
+    with pytest.raises(ProgramError, match=r"name='2026-retrain': not a DNS-1035 label \(it names the rendezvous "):
+        build("2026-retrain", nodes=2)  # ... but multi-node names its headless Service after itself
+    with pytest.raises(ProgramError, match=r"too long \(53 characters\); .* at most 52 characters: .*CronJob"):
+        build("r" * 53, schedule="0 3 * * 1")
+    build("r" * 53)
+    with pytest.raises(ProgramError, match=r"at most 60 characters: .*pod hostname 'r{61}-10', may have at most 63"):
+        build("r" * 61, nodes=11)
 
 
 def test_a_one_off_job_never_holds_pulumi_up(job: Jobs) -> None:

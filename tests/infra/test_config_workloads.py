@@ -93,3 +93,12 @@ def test_bad_monitoring_and_alarm_entries_name_the_key() -> None:
     assert any(p.startswith("mlplat:monitoring.prometheusReplicas:") for p in found)
     (problem,) = problems("dev", alarms={"emailSubscribers": ["oncall@example.com", "not-an-address"]})
     assert problem.startswith("mlplat:alarms.emailSubscribers:") and "not-an-address" in problem
+
+
+def test_workload_names_fit_the_longest_kubernetes_name_they_make() -> None:
+    longest = "a" * 31
+    assert longest in load(config("production", services={longest: {"modelUri": "models:/m@champion"}})).services
+    (problem,) = problems("production", services={"a" * 32: {"modelUri": "models:/m@champion"}})
+    assert problem.startswith(f"mlplat:services: '{'a' * 32}' is not a valid workload name (a lowercase letter")
+    (problem,) = problems("dev", trainingJobs={"9lives": {"resources": {"cpu": "1", "memory": "2Gi", "gpus": 0}}})
+    assert "'9lives' is not a valid workload name" in problem

@@ -26,6 +26,7 @@ from mlplat.components.iam import rotated_key, service_trust_policy
 from mlplat.components.irsa import create_service_account_role
 from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
 from mlplat.components.subnets import public_source_problem
+from mlplat.components.validation import check_list_of_names
 
 LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
@@ -119,6 +120,8 @@ class ClusterArgs:
     charts: system.ChartVersions = field(default_factory=system.ChartVersions)
 
     def __post_init__(self) -> None:
+        for name in ("public_access_cidrs", "admin_role_arns", "log_types"):
+            check_list_of_names("ClusterArgs", name, getattr(self, name))
         problems = check_cluster(self)
         if problems:
             raise ValueError("ClusterArgs: " + "; ".join(problems))

@@ -18,6 +18,8 @@ from typing import Literal
 import pulumi
 import pulumi_aws as aws
 
+from mlplat.components.validation import check_list_of_names
+
 CapacityType = Literal["ON_DEMAND", "SPOT"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
@@ -141,6 +143,7 @@ class NodePoolArgs:
     max_unavailable_percentage: int = 33
 
     def __post_init__(self) -> None:
+        check_list_of_names(f"NodePoolArgs({self.name!r})", "instance_types", self.instance_types)
         errors, notes = check_pool(self)
         if errors:
             raise ValueError(f"node pool {self.name!r}: " + "; ".join(errors))

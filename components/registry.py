@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from mlplat.components.validation import check_list_of_names
+
 
 @dataclass(frozen=True)
 class ImageBuild:
@@ -74,6 +76,8 @@ class ContainerRegistryArgs:
     cuda_images: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("repositories", "cuda_repositories"):
+            check_list_of_names("ContainerRegistryArgs", name, getattr(self, name))
         unknown = (set(self.builds) | set(self.images) | set(self.cuda_images)) - set(self.repositories)
         if unknown:
             raise ValueError(

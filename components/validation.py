@@ -288,3 +288,10 @@ def check_schedule(value: Any) -> str:
     if any_weekday and not any(day <= calendar.monthrange(2024, month)[1] for day in days for month in months):
         raise _cron_error(value, f"day of month {fields[2]!r} never falls in month {fields[3]!r}, so it never runs")
     return value
+
+
+def check_list_of_names(owner: str, field: str, value: Any) -> None:
+    """Refuse a bare string where a list of names is meant: Python would iterate it letter by letter."""
+    if isinstance(value, str | bytes):
+        raise ValueError(f"{owner}.{field}={value!r}: a single string, which would be read as one name per "
+                         f"letter; give a list, e.g. [{value!r}]")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from mlplat.components.cluster import ClusterArgs
+from mlplat.components.node_groups import NodePoolArgs
 from mlplat.components.pods import Resources
+from mlplat.components.registry import ContainerRegistryArgs
 from mlplat.components.validation import (
     DerivedName,
     InvalidValue,
@@ -209,3 +214,17 @@ def test_the_shipped_stacks_still_load_with_internal_services(stack: str) -> Non
         assert not args.public and args.certificate_arn is None
     for job in cfg.training_jobs.values():
         job.to_args()
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: ContainerRegistryArgs(repositories="serving"),  # type: ignore[arg-type]
+     "ContainerRegistryArgs.repositories='serving': a single string"),
+    (lambda: NodePoolArgs(name="cpu", instance_types="m6i.large"),  # type: ignore[arg-type]
+     "NodePoolArgs('cpu').instance_types='m6i.large': a single string"),
+    (lambda: ClusterArgs(vpc_id="v", private_subnet_ids=["s"], region="us-east-1",
+                         endpoint_public_access=True, public_access_cidrs="52.94.0.0/22"),  # type: ignore[arg-type]
+     "ClusterArgs.public_access_cidrs='52.94.0.0/22': a single string"),
+])
+def test_a_string_where_a_list_of_names_belongs_is_refused(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message) + r", which would be read as one name per letter"):
+        build()

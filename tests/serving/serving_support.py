@@ -6,8 +6,10 @@ as a subprocess); requests go over real sockets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -105,6 +107,33 @@ def slow_model(delay: float) -> LoadedModel:
         source="test",
         input_spec=TensorSpec("x", np.dtype(np.float32), (-1, 4)),
     )
+
+
+def save_slow_model(directory: Path, forward_s: float) -> Path:
+    """A pickled MLflow model of :class:`SlowModel` (a server process imports the class from this module)."""
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    example = np.ones((4, 4), np.float32)
+    model = SlowModel(forward_s)
+    signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    path = directory / "slow"
+    mlflow.pytorch.save_model(
+        model, str(path), signature=signature, serialization_format="pickle", pip_requirements=["torch"]
+    )
+    return path
+
+
+def wait_until_ready(url: str, server: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
+    """Poll readiness of a server process on 127.0.0.1 until 200; fail with its output if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.2)
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from serving_support import LiveServer, free_port, make_mlp, run_server, slow_model
+from serving_support import LiveServer, free_port, make_mlp, run_server, slow_model, wait_until_ready
 
 import mlplat
 from mlplat.serving.app import create_app
@@ -185,14 +185,7 @@ def test_many_slow_connections_under_a_lowered_file_limit_do_not_stop_health(tmp
     url = f"http://127.0.0.1:{port}"
     slow: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(url, server)
         for _ in range(400):
             with suppress(OSError):
                 sock = socket.create_connection(("127.0.0.1", port), timeout=5)

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving_support import FEATURES, SlowModel, free_port, make_mlp, run_server
+from serving_support import FEATURES, free_port, make_mlp, run_server, save_slow_model, wait_until_ready
 
 import mlplat
 from mlplat.serving.app import create_app
@@ -51,14 +51,7 @@ def server_process(model: Path, **settings: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(url, server)
         yield url
     finally:
         server.terminate()
@@ -228,18 +221,8 @@ CAPACITY = BATCH / FORWARD_S  # requests per second
 
 @pytest.fixture(scope="module")
 def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pickled MLflow model of SlowModel: every forward takes FORWARD_S, whatever the batch size."""
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    example = np.ones((4, 4), np.float32)
-    model = SlowModel(FORWARD_S)
-    signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    path = tmp_path_factory.mktemp("slow") / "slow"
-    mlflow.pytorch.save_model(
-        model, str(path), signature=signature, serialization_format="pickle", pip_requirements=["torch"]
-    )
-    return path
+    """Every forward of this model takes FORWARD_S, whatever the batch size."""
+    return save_slow_model(tmp_path_factory.mktemp("slow"), FORWARD_S)
 
 
 def test_a_retry_storm_at_many_times_capacity_keeps_goodput_and_answers_within_the_timeout(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import SlowModel, free_port
+from serving_support import free_port, save_slow_model
 
 import mlplat
 
@@ -22,20 +22,7 @@ FORWARD_S = 0.25  # each forward pass sleeps this long, so requests are in fligh
 
 @pytest.fixture(scope="module")
 def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A pickled MLflow model of SlowModel (the server process imports the class from serving_support)."""
-    import mlflow.pytorch
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
-
-    example = np.ones((4, 4), np.float32)
-    model = SlowModel(FORWARD_S)
-    signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    path = tmp_path_factory.mktemp("slow") / "slow"
-    mlflow.pytorch.save_model(
-        model, str(path), signature=signature, serialization_format="pickle", pip_requirements=["torch"]
-    )
-    return path
+    return save_slow_model(tmp_path_factory.mktemp("slow"), FORWARD_S)
 
 
 def test_sigterm_under_load_finishes_every_accepted_request(slow_model_dir: Path) -> None:

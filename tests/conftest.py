@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from mlplat.infra.engine import Render, render
 from mlplat.infra.synth import render_stack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# --import-mode=importlib keeps test folders off sys.path: shared helpers (config_support.py) are found here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 logging.getLogger("pulumi").setLevel(logging.ERROR)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from config_support import config, problems
 
 from mlplat.components.cluster import ClusterArgs
 from mlplat.components.node_groups import NodePoolArgs
@@ -22,7 +22,7 @@ from mlplat.components.validation import (
     check_name,
     check_schedule,
 )
-from mlplat.infra.config import ConfigError, load
+from mlplat.infra.config import load
 from mlplat.infra.stacks import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,17 +162,6 @@ def test_what_the_api_server_accepts_passes(schedule: str) -> None:
 
 # -- the stack config -----------------------------------------------------------------------------------------
 
-BASE = {"aws:region": "us-east-1"}
-
-
-def config(env: str, **sections: object) -> dict[str, str]:
-    return {**BASE, "mlplat:environment": env, **{f"mlplat:{k}": json.dumps(v) for k, v in sections.items()}}
-
-
-def problems(env: str, **sections: object) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load(config(env, **sections))
-    return caught.value.problems
 
 
 def test_config_quantities_and_schedules_use_the_component_checks() -> None:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from config_support import config, problems
 
 from mlplat.components.capacity import INSTANCE_TYPES
 from mlplat.components.cluster import default_node_pools
-from mlplat.infra.config import ENVIRONMENT_DEFAULTS, ConfigError, load
+from mlplat.infra.config import ENVIRONMENT_DEFAULTS, load
 from mlplat.infra.stacks import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = {"aws:region": "us-east-1"}
 JOB = {"config": {"epochs": 1, "registry": {"model_name": "digits"}}}
 
 OLD_DEV = ("mlplat:trainingJobs.digits.resources: cpu '2' does not fit on t3.large (pool 'cpu'), which has 1.75 CPU "
@@ -26,14 +25,6 @@ OLD_PRODUCTION = ("mlplat:trainingJobs.digits.resources: cpu '4' and memory '16G
                   "DaemonSets; the largest request that fits is cpu '3740m', memory '14042Mi', gpus 1")
 
 
-def config(env: str, **sections: object) -> dict[str, str]:
-    return {**BASE, "mlplat:environment": env, **{f"mlplat:{k}": json.dumps(v) for k, v in sections.items()}}
-
-
-def problems(env: str, **sections: object) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load(config(env, **sections))
-    return caught.value.problems
 
 
 @pytest.mark.parametrize("stack", ["dev", "production"])

@@ -8,14 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from config_support import config
 
 from mlplat.infra.config import ConfigError, load
-
-BASE = {"aws:region": "us-east-1"}
-
-
-def config(environment: str, **sections: object) -> dict[str, str]:
-    return {**BASE, "mlplat:environment": environment, **{f"mlplat:{k}": json.dumps(v) for k, v in sections.items()}}
 
 
 def problems(values: dict[str, str]) -> list[str]:

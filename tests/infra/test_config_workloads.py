@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
-import pytest
+from config_support import config, problems
 
 from mlplat.components.platform import PLATFORM
-from mlplat.infra.config import ConfigError, load
-
-BASE = {"aws:region": "us-east-1"}
-
-
-def config(env: str, **sections: object) -> dict[str, str]:
-    return {**BASE, "mlplat:environment": env, **{f"mlplat:{k}": json.dumps(v) for k, v in sections.items()}}
-
-
-def problems(env: str, **sections: object) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        load(config(env, **sections))
-    return caught.value.problems
+from mlplat.infra.config import load
 
 
 def test_production_database_defaults_are_ha_and_protected() -> None:

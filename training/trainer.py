@@ -11,8 +11,10 @@ into exit codes (see :mod:`mlplat.training.exit_codes`). Which checkpoints a run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,13 +107,11 @@ def _load_validated(config: TrainingConfig) -> tuple[DataSplits | None, Validati
     return data, validate_data(data, config.data.validation)
 
 
-def _reject_data(tracker: Tracker, report: ValidationReport) -> DataValidationError:
+def _log_rejected_data(tracker: Tracker, report: ValidationReport) -> None:
     tracker.start(None)
     tracker.set_tags({"mlplat.data_validation": "failed"})
     tracker.log_dict(report.model_dump(), "data_validation.json")
     tracker.log_text(report.render(), "data_validation.txt")
-    tracker.end("FAILED")
-    return DataValidationError(report)
 
 
 def _log_new_run(tracker: Tracker, config: TrainingConfig, ctx: DistributedContext, fingerprint: Fingerprint,
@@ -144,6 +144,18 @@ class _Lineage:
         """Write the attempt record with ``changes`` (status, MLflow run id, outcome)."""
         self.plan = dataclasses.replace(self.plan, record=write_record(
             self.store, dataclasses.replace(self.plan.record, **changes), self.policy))
+
+
+@dataclass
+class _AttemptOutcome:
+    """Where rank 0 records how its attempt ended, once the MLflow run is closed (see :func:`_train`)."""
+
+    lineage: _Lineage | None = None
+
+    def record(self, status: str, outcome: str) -> None:
+        """Commit the attempt's terminal status (no-op on other ranks, or before the attempt was planned)."""
+        if self.lineage is not None:
+            self.lineage.commit(status=status, outcome=outcome)
 
 
 def _plan_lineage(config: TrainingConfig, store: ByteStore, fingerprint: Fingerprint,
@@ -240,23 +252,56 @@ def _policy(config: TrainingConfig) -> RetryPolicy:
                        config.retry.max_backoff_seconds)
 
 
-def _fail_before_start(tracker: Tracker) -> None:
-    """Record a run that failed before training (a model builder or export check): a FAILED MLflow run."""
+@contextlib.contextmanager
+def _closes_run(tracker: Tracker) -> Iterator[None]:
+    """The one place the MLflow run is closed, once, with the status the way out of the block implies.
+
+    FINISHED when the block returns or the gate rejects the model (the run itself succeeded), KILLED when
+    preempted (a retry reopens it), FAILED for anything else. A failure before any run could open (data
+    rejected, a model that does not build) has its own run, which the block opens with ``start(None)``.
+    """
     try:
-        tracker.start(None)
-    finally:
+        yield
+    except GateRejected:
+        tracker.end("FINISHED", must_succeed=True)
+        raise
+    except Preempted:
+        tracker.end("KILLED")
+        raise
+    except BaseException:
         tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED", must_succeed=True)
 
 
 def _train(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
            progress: Progress | None) -> TrainingResult:
     seed_everything(config.seed)
-    policy = _policy(config)
-    tracker: Tracker = MlflowTracker(config.tracking, policy) if ctx.is_main else NullTracker()
+    tracker: Tracker = MlflowTracker(config.tracking, _policy(config)) if ctx.is_main else NullTracker()
+    attempt = _AttemptOutcome()
+    # The attempt's terminal status is committed after the run is closed: if closing fails (tracking
+    # outage), the retried pod still resumes this attempt and closes the run instead of training again.
+    try:
+        with _closes_run(tracker):
+            result = _train_tracked(config, ctx, preemption, progress, tracker, attempt)
+    except NonFiniteLoss as diverged:
+        attempt.record("failed", str(diverged))  # terminal: a later run starts a new attempt
+        raise
+    except GateRejected:
+        attempt.record("finished", "gate rejected")
+        raise
+    name = config.registry.model_name
+    attempt.record("finished", f"registered {name} version {result.registered_version}" if name else "gate passed")
+    return result
 
+
+def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
+                   progress: Progress | None, tracker: Tracker, attempt: _AttemptOutcome) -> TrainingResult:
+    policy = _policy(config)
     loaded_data, report = _load_validated(config)
     if loaded_data is None or not report.passed:
-        raise _reject_data(tracker, report)
+        _log_rejected_data(tracker, report)
+        raise DataValidationError(report)
     data = loaded_data.as_float32()
 
     # The model comes first: its architecture is part of the fingerprint that decides whether to resume.
@@ -265,7 +310,7 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         if ctx.is_main and config.registry.model_name and config.registry.serialization_format == "pt2":
             check_exportable(model, data.x_train)
     except BaseException:
-        _fail_before_start(tracker)
+        tracker.start(None)  # the failure gets a run of its own: the attempt's run is not known yet
         raise
     fingerprint = Fingerprint(config=config.fingerprint(), data=data.fingerprint(), model=model_fingerprint(model))
 
@@ -280,6 +325,7 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
                 raise
             broadcast_state(ctx, {"error": str(mismatch)})
             raise
+        attempt.lineage = lineage
         manager = CheckpointManager(store, config.checkpoint.keep_last, attempt=lineage.plan.attempt, retry=policy)
     try:
         state = _resume_state(config, ctx, manager, lineage, fingerprint)
@@ -318,15 +364,6 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         if state is not None:
             loop.load_state_dict(state)
         outcome = _run_loop(loop, tracker, ctx, preemption)
-    except Preempted:
-        raise  # _run_loop closed the run as KILLED
-    except NonFiniteLoss as diverged:
-        if lineage is not None:  # a terminal outcome: a later run starts a new attempt
-            lineage.commit(status="failed", outcome=str(diverged))
-        raise
-    except BaseException:
-        tracker.end("FAILED")  # e.g. a custom model builder failed after the run started
-        raise
     finally:
         if manager is not None:
             manager.close()
@@ -348,12 +385,7 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
         barrier(ctx)
         return result
     try:
-        return _gate_and_register(config, loop, data, ctx, tracker, result, lineage)
-    except GateRejected:
-        raise  # the run was closed as FINISHED
-    except BaseException:
-        tracker.end("FAILED")
-        raise
+        return _gate_and_register(config, loop, data, ctx, tracker, result)
     finally:
         barrier(ctx)
 
@@ -362,28 +394,19 @@ def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,
               preemption: PreemptionHandler) -> LoopOutcome:
     try:
         outcome = loop.run()
-        # SIGTERM after the last step: the final checkpoint exists; a retry goes straight to the gate.
-        if any_rank(ctx, preemption.requested):
-            raise Preempted(loop.step)
-        barrier(ctx)
-    except Preempted:
-        tracker.end("KILLED")
-        raise
     except NonFiniteLoss as diverged:
         log.error("%s", diverged)
-        try:
-            tracker.set_tags({"mlplat.diverged": f"step {diverged.step}: loss {diverged.loss}"})
-        finally:
-            tracker.end("FAILED")
+        tracker.set_tags({"mlplat.diverged": f"step {diverged.step}: loss {diverged.loss}"})
         raise
-    except BaseException:
-        tracker.end("FAILED")
-        raise
+    # SIGTERM after the last step: the final checkpoint exists; a retry goes straight to the gate.
+    if any_rank(ctx, preemption.requested):
+        raise Preempted(loop.step)
+    barrier(ctx)
     return outcome
 
 
 def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits, ctx: DistributedContext,
-                       tracker: Tracker, result: TrainingResult, lineage: _Lineage | None) -> TrainingResult:
+                       tracker: Tracker, result: TrainingResult) -> TrainingResult:
     decision = _gate(config, loop.core, data, ctx)
     result.gate, result.test_metrics = decision, decision.metrics
     tracker.log_metrics({f"test_{k}": v for k, v in decision.metrics.items()}, step=loop.step, wait=True)
@@ -391,9 +414,6 @@ def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits
     tracker.log_dict(decision.model_dump(), "gate.json")
     if not decision.passed:
         log.error("%s", decision.render())
-        tracker.end("FINISHED", must_succeed=True)
-        if lineage is not None:
-            lineage.commit(status="finished", outcome="gate rejected")
         raise GateRejected(decision, result)
     log.info("%s", decision.render())
     name = config.registry.model_name
@@ -421,8 +441,4 @@ def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits
 
         result.registered_version = retry_call(register, f"registering {name}", _policy(config))
         tracker.set_tags({"mlplat.registered_version": result.registered_version})
-    tracker.end("FINISHED", must_succeed=True)
-    if lineage is not None:
-        lineage.commit(status="finished",
-                       outcome=f"registered {name} version {result.registered_version}" if name else "gate passed")
     return result

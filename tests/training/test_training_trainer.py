@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -23,9 +24,12 @@ from mlplat.serving.drift import ReferenceStats
 from mlplat.training import EXIT_GATE_REJECTED
 from mlplat.training.config import parse_config
 from mlplat.training.data import load_data
+from mlplat.training.gate import GateDecision
+from mlplat.training.loop import NonFiniteLoss, Preempted
 from mlplat.training.progress import NullProgress
 from mlplat.training.runner import run_training
-from mlplat.training.trainer import GateRejected, train
+from mlplat.training.tracking import NullTracker
+from mlplat.training.trainer import GateRejected, _closes_run, train
 
 
 def client() -> mlflow.MlflowClient:
@@ -121,6 +125,7 @@ def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
     assert client().search_registered_models() == []
     (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
     assert run.data.tags["mlplat.gate"] == "rejected"
+    assert run.info.status == "FINISHED", "the run succeeded; the model it produced was rejected"
     assert "mlplat.registered_version" not in run.data.tags
     gate = json.loads(Path(client().download_artifacts(run.info.run_id, "gate.json")).read_text())
     assert gate["passed"] is False and gate["metrics"]["accuracy"] < 0.9
@@ -225,3 +230,28 @@ def test_a_model_builder_rejecting_its_options_is_a_config_error_and_fails_the_r
     assert mlflow.active_run() is None
     (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
     assert run.info.status == "FAILED"
+
+
+class _RecordingTracker(NullTracker):
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, bool]] = []
+
+    def end(self, status: str, must_succeed: bool = False) -> None:
+        self.ended.append((status, must_succeed))
+
+
+@pytest.mark.parametrize(("raised", "status"), [
+    (None, ("FINISHED", True)),
+    (GateRejected(GateDecision(passed=False, metrics={}, reasons=["x"]), None), ("FINISHED", True)),  # type: ignore[arg-type]
+    (Preempted(7), ("KILLED", False)),
+    (NonFiniteLoss(3, float("nan")), ("FAILED", False)),
+    (KeyboardInterrupt(), ("FAILED", False)),
+])
+def test_the_run_is_closed_once_with_the_status_its_way_out_implies(
+    raised: BaseException | None, status: tuple[str, bool]
+) -> None:
+    tracker = _RecordingTracker()
+    with contextlib.suppress(BaseException), _closes_run(tracker):
+        if raised is not None:
+            raise raised
+    assert tracker.ended == [status]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,9 +63,10 @@ class RetryPolicy:
 
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` may go away by itself (network, timeouts, 5xx, throttling)."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(error, MlflowException):
+    # An MlflowException exists only once MLflow is imported: no import here (a run without MLflow, such as
+    # checkpoint I/O on a GPU box that has only torch, must not need it).
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if mlflow_exceptions is not None and isinstance(error, mlflow_exceptions.MlflowException):
         message = str(error)
         code = str(getattr(error, "error_code", ""))
         return code in _MLFLOW_TRANSIENT_CODES or bool(_HTTP_5XX.search(message)) or (

@@ -19,15 +19,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from training_helpers import load_final_weights, resume_config  # noqa: E402
+from training_helpers import load_final_weights, resume_config
 
-from mlplat.serving.model import load_model  # noqa: E402
-from mlplat.serving.settings import ServingSettings  # noqa: E402
-from mlplat.training import trainer  # noqa: E402
-from mlplat.training.config import parse_config  # noqa: E402
-from mlplat.training.loop import Preempted  # noqa: E402
-from mlplat.training.progress import NullProgress  # noqa: E402
-from mlplat.training.tracking import NullTracker  # noqa: E402
+from mlplat.serving.model import load_model
+from mlplat.serving.settings import ServingSettings
+from mlplat.training import trainer
+from mlplat.training.config import parse_config
+from mlplat.training.loop import Preempted
+from mlplat.training.progress import NullProgress
+from mlplat.training.tracking import NullTracker
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run scripts/gpu-check.sh)")
 

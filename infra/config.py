@@ -1,29 +1,49 @@
 """The stack's typed config: one schema for every stack, validated with errors that name the key.
 
 Keys live in the ``mlplat:`` namespace of ``Pulumi.<stack>.yaml`` (camelCase, as Pulumi config is written);
-``aws:region`` comes from the AWS provider's namespace. Per-environment defaults live in one table,
-:data:`ENVIRONMENT_DEFAULTS`: the components take explicit knobs and never look at the environment name.
+``aws:region`` comes from the AWS provider's namespace.
+
+**Environment defaults** live in one documented preset per environment, ``infra/presets/<environment>.yaml``
+(shipped in the package; :func:`preset`), written like a stack file. :func:`load` lays the stack file over it:
+
+* sections (objects with a fixed set of keys: ``network``, ``tracking.database``, ...) merge key by key;
+* a map of named entries (a ``dict`` field: ``cluster.nodeGroups``, ``services``, ``trainingJobs``, ``labels``,
+  ``images``) given in the stack file replaces the preset's whole, so a stack can drop or rename a pool;
+* a key set in neither takes its field default below (the component's own for a node pool): generic values,
+  never another environment's or another pool's.
+
+We chose presets over spelling every default in each stack file so that an environment without a stack file in
+this repository (staging) still has its defaults, and the shipped stack files stay short; the components take
+explicit knobs and never look at the environment name.
+
+Errors name the key as the stack file spells it (pydantic aliases, camelCase) from the error's location and repeat
+the user's value verbatim; messages are never rewritten after the fact.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.resources
 import ipaddress
 import json
 import re
+import types
 import warnings
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mlplat.components import node_groups
 from mlplat.components.capacity import Workload, check_workloads
-from mlplat.components.cluster import REQUIRED_LOG_TYPES, AddonVersions, ClusterArgs
+from mlplat.components.cluster import LOG_TYPES, REQUIRED_LOG_TYPES, AddonVersions, ClusterArgs, default_node_pools
 from mlplat.components.cluster_system import ChartVersions
-from mlplat.components.node_groups import NodePoolArgs, Taint
-from mlplat.components.subnets import plan_subnets
+from mlplat.components.node_groups import AMI_TYPES, NVIDIA_AMI_TYPES, NodePoolArgs, Taint, gpu_count
+from mlplat.components.subnets import plan_subnets, public_source_problem
 from mlplat.infra.config_workloads import (
     AlarmsConfig,
     MonitoringConfig,
@@ -36,72 +56,21 @@ Environment = Literal["dev", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
 NAMESPACE = "mlplat"
 
-def _cpu_pool(types: list[str], *, min_size: int, desired_size: int, max_size: int) -> dict[str, Any]:
-    """The on-demand CPU pool: system pods, serving, MLflow."""
-    return {"instanceTypes": types, "capacityType": "ON_DEMAND", "minSize": min_size, "desiredSize": desired_size,
-            "maxSize": max_size, "diskSizeGib": 50, "labels": {"workload": "general"},
-            "amiType": "AL2023_x86_64_STANDARD"}
+# The node pool's name patterns, the component's own (one definition each).
+INSTANCE_TYPE_NAME = node_groups._INSTANCE_TYPE
+LABEL_KEY = node_groups._LABEL_KEY
+LABEL_VALUE = node_groups._LABEL_VALUE
+POOL_NAME = node_groups._POOL_NAME
+# The component's rules (mlplat.components.cluster.check_cluster), restated here so that errors can name the
+# stack file's keys: a Kubernetes minor version and an IAM role ARN.
+_K8S_MINOR = re.compile(r"1\.(\d+)")
+IAM_ROLE_ARN = re.compile(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
-def _gpu_pool(types: list[str], *, max_size: int, release_version: str) -> dict[str, Any]:
-    """The spot GPU pool: empty until a pod asks for ``nvidia.com/gpu``; its AMI (and driver) pinned."""
-    return {"instanceTypes": types, "capacityType": "SPOT", "minSize": 0, "desiredSize": 0, "maxSize": max_size,
-            "diskSizeGib": 100, "labels": {"workload": "gpu"}, "taints": ["nvidia.com/gpu=true:NoSchedule"],
-            "amiType": "AL2023_x86_64_NVIDIA", "releaseVersion": release_version}
+def _minor(version: str) -> int | None:
+    match = _K8S_MINOR.fullmatch(version)
+    return int(match.group(1)) if match else None
 
-
-# What differs between environments, and nothing else. Stack files override any of it.
-ENVIRONMENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dev": {
-        "network": {"nat": "single", "interfaceEndpoints": False, "flowLogRetentionDays": 7},
-        "artifacts": {"forceDestroy": True, "protect": False, "noncurrentExpireDays": 90},
-        "registry": {"keepTaggedImages": 10, "forceDelete": True},
-        "tracking": {"replicas": 1, "workers": 1, "database": {
-            "instanceClass": "db.t4g.small", "multiAz": False, "deletionProtection": False,
-            "backupRetentionDays": 7, "finalSnapshot": False, "protect": False}},
-        "monitoring": {"prometheusReplicas": 1, "alertmanagerReplicas": 1, "retention": "7d", "storageGb": 20},
-        "cluster": {
-            "deletionProtection": False,
-            "nodeGroups": {
-                "cpu": _cpu_pool(["t3.large", "t3a.large"], min_size=1, desired_size=2, max_size=3),
-                "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], max_size=2,
-                                 release_version="1.35.6-20260714"),
-            },
-        },
-    },
-    "staging": {
-        "network": {"nat": "single", "interfaceEndpoints": True, "flowLogRetentionDays": 30},
-        "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 180},
-        "registry": {"keepTaggedImages": 20, "forceDelete": False},
-        "tracking": {"replicas": 1, "database": {"multiAz": False, "backupRetentionDays": 7}},
-        "monitoring": {"prometheusReplicas": 1, "alertmanagerReplicas": 1, "retention": "15d", "storageGb": 50},
-        "cluster": {
-            "deletionProtection": False,
-            "nodeGroups": {
-                "cpu": _cpu_pool(["m6i.large", "m6a.large", "m5.large"], min_size=2, desired_size=2, max_size=5),
-                "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], max_size=4,
-                                 release_version="1.35.6-20260714"),
-            },
-        },
-    },
-    "production": {
-        "network": {"nat": "per_az", "interfaceEndpoints": True, "flowLogRetentionDays": 90},
-        "artifacts": {"forceDestroy": False, "protect": True, "noncurrentExpireDays": 365},
-        "registry": {"keepTaggedImages": 50, "forceDelete": False},
-        "tracking": {"replicas": 2, "database": {"instanceClass": "db.r6g.large", "multiAz": True,
-                                                 "backupRetentionDays": 14}},
-        # Two Prometheus replicas each scrape everything: a node loss or an upgrade leaves one recording.
-        "monitoring": {"prometheusReplicas": 2, "alertmanagerReplicas": 3, "retention": "30d", "storageGb": 200},
-        "cluster": {
-            "deletionProtection": True,
-            "nodeGroups": {
-                "cpu": _cpu_pool(["m6i.xlarge", "m6a.xlarge", "m5.xlarge"], min_size=3, desired_size=3, max_size=10),
-                "gpu": _gpu_pool(["g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"], max_size=8,
-                                 release_version="1.35.6-20260714"),
-            },
-        },
-    },
-}
 
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
@@ -118,6 +87,22 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+PROBLEM = "mlplat_problem"
+"""The error type of a problem whose message already shows the user's value (so no ``(got ...)`` is added)."""
+
+Problem = tuple[tuple[str, ...], str]
+"""Where a problem is, relative to the model being validated (camelCase keys as in the stack file), and what."""
+
+
+def _raise(model: str, problems: Sequence[Problem]) -> NoReturn:
+    # Raised inside a validator, pydantic prefixes each location with the field path above it, so the key is built
+    # from locations (aliases) and the message is never rewritten.
+    raise ValidationError.from_exception_data(model, [
+        InitErrorDetails(type=PydanticCustomError(PROBLEM, "{problem}", {"problem": message}), loc=loc, input=None)
+        for loc, message in problems
+    ])
 
 
 class SubnetCidrs(_Section):
@@ -228,10 +213,30 @@ class RegistryConfig(_Section):
     untagged_expire_days: int = Field(7, ge=1)
     force_delete: bool = False
     build_images: bool = False
-    image_tag: str = "0.1.0"
+    image_tag: str | None = None
+    """The tag the workloads run (``<repo>:<imageTag>``), pinned in the stack file. Usually unset: the tag is then
+    ``MLPLAT_IMAGE_TAG`` (which wins over this key; the deploy workflow sets it to the commit whose images it
+    pushed) or the commit checked out; see :mod:`mlplat.infra.images`."""
     images: dict[str, str] = {}
     cuda_images: dict[str, str] = {}
     """CUDA builds built elsewhere, per repository (GPU training jobs run them); default ``<repo>:<imageTag>-cuda``."""
+
+    @staticmethod
+    def check_tag(value: str) -> str:
+        """A Docker tag that stays one with ``-cuda`` appended (128 characters at most), and never ``latest``:
+        the repositories' tags are immutable, so a tag names one build."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,122}", value):
+            raise ValueError(f"{value!r} is not an image tag: 1-123 letters, digits, '_', '.' and '-', not starting "
+                             "with '.' or '-' (e.g. the commit the images were built from)")
+        if value == "latest":
+            raise ValueError("'latest' is not an image tag here: tags are immutable, each names one build "
+                             "(e.g. the commit the images were built from)")
+        return value
+
+    @field_validator("image_tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        return None if value is None else cls.check_tag(value)
 
     @field_validator("repositories")
     @classmethod
@@ -254,29 +259,139 @@ class RegistryConfig(_Section):
         return self
 
 
+def _pool_default(name: str) -> Any:
+    """A node pool field's default as the component declares it (one definition of each)."""
+    return NodePoolArgs.__dataclass_fields__[name].default
+
+
 class NodeGroupConfig(_Section):
-    """One entry of ``mlplat:cluster.nodeGroups`` (the key is the pool's name); see NodePoolArgs."""
+    """One entry of ``mlplat:cluster.nodeGroups`` (the key is the pool's name); the fields of NodePoolArgs.
+
+    A key the entry leaves out takes the field default below (the component's), never a value from a preset's pool
+    of the same name: a stack file's ``nodeGroups`` replaces the preset's whole.
+    """
 
     instance_types: list[str]
-    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
-    min_size: int = 1
-    max_size: int = 3
-    desired_size: int | None = None
-    disk_size_gib: int = 50
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = _pool_default("capacity_type")
+    min_size: int = Field(_pool_default("min_size"), ge=0)
+    max_size: int = Field(_pool_default("max_size"), ge=1)
+    desired_size: int | None = Field(None, ge=0)
+    """Nodes at creation; default ``minSize``, so a pool that sets only ``maxSize`` is valid."""
+    disk_size_gib: int = Field(_pool_default("disk_size_gib"), ge=20, le=16384)
     labels: dict[str, str] = {}
     taints: list[str] = []
-    ami_type: str = "AL2023_x86_64_STANDARD"
+    ami_type: str = _pool_default("ami_type")
     version: str | None = None
     release_version: str | None = None
     gpus_per_node: int | None = None
-    max_unavailable_percentage: int = 33
+    max_unavailable_percentage: int = Field(_pool_default("max_unavailable_percentage"), ge=1, le=100)
+
+    @classmethod
+    def of(cls, pool: NodePoolArgs) -> NodeGroupConfig:
+        """The config entry of a component pool (the schema's default pools are the component's)."""
+        fields = {name: getattr(pool, name) for name in cls.model_fields if name not in ("taints", "instance_types")}
+        return cls(instance_types=list(pool.instance_types), taints=[str(t) for t in pool.taints], **fields)
+
+    @field_validator("instance_types")
+    @classmethod
+    def _instance_types(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("[] lists no instance type; list at least one EC2 instance type such as m6i.xlarge")
+        bad = [t for t in value if not INSTANCE_TYPE_NAME.fullmatch(t)]
+        if bad:
+            raise ValueError(f"{bad} are not EC2 instance type names such as m6i.xlarge")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} lists a type twice")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        problems: list[Problem] = []
+        for key, text in value.items():
+            if not LABEL_KEY.fullmatch(key):
+                problems.append(((key,), f"{key!r} is not a Kubernetes label name: at most 63 letters, digits, '-', "
+                                         "'_' and '.', starting and ending with a letter or digit, with an optional "
+                                         "DNS prefix and '/' (e.g. example.com/team)"))
+            elif not LABEL_VALUE.fullmatch(text):
+                problems.append(((key,), f"{text!r} is not a Kubernetes label value: at most 63 letters, digits, "
+                                         "'-', '_' and '.', starting and ending with a letter or digit (or empty)"))
+        if problems:
+            _raise(cls.__name__, problems)
+        return value
 
     @field_validator("taints")
     @classmethod
     def _taints(cls, value: list[str]) -> list[str]:
-        for text in value:
-            Taint.parse(text)  # raises naming the taint and the form it should take
+        keys = [Taint.parse(text).key for text in value]  # raises naming the taint and the form it should take
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{value} repeat a key; the autoscaler keeps one taint per key")
         return value
+
+    @field_validator("ami_type")
+    @classmethod
+    def _ami_type(cls, value: str) -> str:
+        if value not in AMI_TYPES:
+            raise ValueError(f"{value!r} is not an EKS AMI type; allowed: {', '.join(AMI_TYPES)}")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and _minor(value) is None:
+            raise ValueError(f"{value!r} is not a Kubernetes minor version such as '1.35'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeGroupConfig:
+        problems = [((), message) for message in [*self._size_problems(), *self._gpu_problems()]]
+        if problems:
+            _raise(type(self).__name__, problems)
+        return self
+
+    def _shown(self, field: str) -> str:
+        # Say when a value is the field's default: the user may not know it is there, and must set the key.
+        value = getattr(self, field)
+        return f"{value}" if field in self.model_fields_set else f"{value}, the default"
+
+    def _size_problems(self) -> list[str]:
+        if self.min_size > self.max_size:
+            fix = "" if "max_size" in self.model_fields_set else f"; set maxSize to {self.min_size} or more"
+            return [f"minSize ({self._shown('min_size')}) is greater than maxSize ({self._shown('max_size')}){fix}"]
+        desired = self.desired_size
+        if desired is None or self.min_size <= desired <= self.max_size:
+            return []
+        if desired > self.max_size:
+            fix = "" if "max_size" in self.model_fields_set else f"; set maxSize to {desired} or more"
+        else:
+            fix = "" if "min_size" in self.model_fields_set else f"; set minSize to {desired} or less"
+        return [f"desiredSize ({desired}) must lie between minSize ({self._shown('min_size')}) and maxSize "
+                f"({self._shown('max_size')}){fix}"]
+
+    def _gpu_problems(self) -> list[str]:
+        counts = {t: gpu_count(t) for t in self.instance_types}
+        ami = f"amiType {self.ami_type!r}" + ("" if "ami_type" in self.model_fields_set else " (the default)")
+        if self.ami_type not in NVIDIA_AMI_TYPES:
+            gpu_types = sorted(t for t, n in counts.items() if n is not None)
+            if gpu_types:
+                return [f"instanceTypes {gpu_types} have NVIDIA GPUs but {ami} has no driver; set amiType: "
+                        "AL2023_x86_64_NVIDIA"]
+            if self.gpus_per_node:
+                return [f"gpusPerNode ({self.gpus_per_node}) needs an NVIDIA amiType, not {ami}"]
+            return []
+        if self.gpus_per_node is not None:
+            if self.gpus_per_node < 1:
+                return [f"gpusPerNode ({self.gpus_per_node}) must be at least 1 for an NVIDIA pool"]
+            wrong = {t: n for t, n in counts.items() if n is not None and n != self.gpus_per_node}
+            return [f"gpusPerNode ({self.gpus_per_node}) contradicts the GPUs per node of {wrong}"] if wrong else []
+        unknown = sorted(t for t, n in counts.items() if n is None)
+        if unknown:
+            return [f"instanceTypes {unknown} are not known GPU types; set gpusPerNode, or use g4dn/g5/g6/g6e/p3/"
+                    "p4d/p5 types"]
+        if len(set(counts.values())) > 1:
+            # The autoscaler sizes an empty group from one template node: mixed GPU counts make it guess wrong.
+            return [f"instanceTypes mix GPU counts {counts}; a pool must have one GPU count per node"]
+        return []
 
     def to_args(self, name: str) -> NodePoolArgs:
         """The component's args for this pool (validates it; a spot pool of one type warns)."""
@@ -302,6 +417,10 @@ class ChartsConfig(_Section):
     nvidia_device_plugin: str = ChartVersions.nvidia_device_plugin
 
 
+def _component_pools() -> dict[str, NodeGroupConfig]:
+    return {pool.name: NodeGroupConfig.of(pool) for pool in default_node_pools()}
+
+
 class ClusterConfig(_Section):
     """``mlplat:cluster``: EKS, its node groups, add-ons and system charts."""
 
@@ -311,40 +430,104 @@ class ClusterConfig(_Section):
     admin_role_arns: list[str] = []
     log_types: list[str] = list(REQUIRED_LOG_TYPES)
     deletion_protection: bool = True
-    node_groups: dict[str, NodeGroupConfig] = Field(
-        default_factory=lambda: {name: NodeGroupConfig.model_validate(pool) for name, pool
-                                 in ENVIRONMENT_DEFAULTS["production"]["cluster"]["nodeGroups"].items()}
-    )
+    node_groups: dict[str, NodeGroupConfig] = Field(default_factory=_component_pools)
+    """Pool name -> pool. Without presets, the component's default pools (``default_node_pools``)."""
     addons: AddonsConfig = AddonsConfig()
     charts: ChartsConfig = ChartsConfig()
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if _minor(value) is None:
+            raise ValueError(f"{value!r} is not a Kubernetes minor version such as '1.35'")
+        return value
 
     @field_validator("public_access_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
+        problems = []
         for cidr in value:
             try:
                 ipaddress.ip_network(cidr, strict=True)
             except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not a CIDR such as 203.0.113.0/24 ({exc})") from exc
+                problems.append(f"{cidr!r} is not a CIDR such as 52.94.0.0/22 ({exc})")
+                continue
+            unroutable = public_source_problem(cidr)
+            if unroutable:
+                problems.append(unroutable)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("admin_role_arns")
+    @classmethod
+    def _admin_roles(cls, value: list[str]) -> list[str]:
+        bad = [arn for arn in value if not IAM_ROLE_ARN.fullmatch(arn)]
+        if bad:
+            raise ValueError(f"{bad} are not IAM role ARNs (arn:aws:iam::<12-digit account>:role/<name>)")
+        return value
+
+    @field_validator("log_types")
+    @classmethod
+    def _log_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(LOG_TYPES))
+        if unknown:
+            raise ValueError(f"{unknown} are not control-plane log types; allowed: {', '.join(LOG_TYPES)}")
+        missing = [t for t in REQUIRED_LOG_TYPES if t not in value]
+        if missing:
+            raise ValueError(f"{value} must include {', '.join(REQUIRED_LOG_TYPES)}; missing {', '.join(missing)}")
+        return value
+
+    @field_validator("node_groups")
+    @classmethod
+    def _pool_names(cls, value: dict[str, NodeGroupConfig]) -> dict[str, NodeGroupConfig]:
+        bad = [((name,), f"{name!r} is not a node pool name: 1-31 characters of a-z, 0-9 and '-', starting with a "
+                         "letter (it names the node group <cluster>-<pool>)")
+               for name in value if not POOL_NAME.fullmatch(name)]
+        if bad:
+            _raise(cls.__name__, bad)
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterConfig:
-        problems: list[str] = []
-        pools = []
-        for name, group in self.node_groups.items():
-            try:
-                pools.append(group.to_args(name))
-            except ValueError as exc:
-                problems.append(f"nodeGroups.{name}: {_camel_fields(str(exc).split(': ', 1)[-1])}")
-        if not problems:
-            try:  # the cross-pool checks (versions, an untainted pool, endpoint CIDRs) live in ClusterArgs
-                self._args(pools, "vpc-config-check", [], "us-east-1")
-            except ValueError as exc:
-                problems.append(_camel_fields(str(exc).removeprefix("ClusterArgs: ")))
+        problems: list[Problem] = []
+        if self.endpoint_public_access and not self.public_access_cidrs:
+            problems.append(((), "endpointPublicAccess is true but publicAccessCidrs is empty, which EKS reads as "
+                                 "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private"))
+        if not self.endpoint_public_access and self.public_access_cidrs:
+            problems.append(((), f"publicAccessCidrs {self.public_access_cidrs} is set but endpointPublicAccess is "
+                                 "false; set it to true or drop the CIDRs"))
+        if not self.node_groups:
+            problems.append((("nodeGroups",), "{} lists no pool; the cluster needs at least one for system pods"))
+        elif all(pool.taints for pool in self.node_groups.values()):
+            problems.append((("nodeGroups",), "every node pool is tainted, so coredns and the autoscaler cannot "
+                                              "schedule; leave at least one pool without taints"))
+        for name, pool in self.node_groups.items():
+            problems += [(("nodeGroups", name, *loc), message) for loc, message in self._version_skew(pool)]
         if problems:
-            raise ValueError("; ".join(problems))
+            _raise(type(self).__name__, problems)
+        try:  # the component has the last word; a rule of its own this schema lacks is reported in its words
+            self._args(self.node_pools(), "vpc-config-check", [], "us-east-1")
+        except ValueError as exc:
+            _raise(type(self).__name__, [((), str(exc))])
         return self
+
+    def _version_skew(self, pool: NodeGroupConfig) -> list[Problem]:
+        control = _minor(self.version)
+        version = pool.version or self.version
+        node = _minor(version)
+        problems: list[Problem] = []
+        if control is not None and node is not None and node > control:
+            problems.append((("version",), f"{version!r} is newer than the control plane's {self.version!r} "
+                                           "(mlplat:cluster.version); upgrade the control plane first"))
+        elif control is not None and node is not None and control - node > 3:
+            problems.append((("version",), f"{version!r} is more than 3 minors behind the control plane's "
+                                           f"{self.version!r}, beyond the kubelet skew Kubernetes supports"))
+        if pool.release_version is not None and not pool.release_version.startswith(f"{version}."):
+            whose = "the pool's version" if pool.version else "the cluster's version"
+            problems.append((("releaseVersion",), f"{pool.release_version!r} is not a release of Kubernetes "
+                                                  f"{version} ({whose}); expected {version}.<patch>-<date>"))
+        return problems
 
     def node_pools(self) -> list[NodePoolArgs]:
         """The node pools, in config order."""
@@ -365,12 +548,6 @@ class ClusterConfig(_Section):
         )
 
 
-def _camel_fields(message: str) -> str:
-    # Component messages name Python fields (min_size); stack files spell them in camelCase (minSize).
-    message = message.replace("node_pools", "nodeGroups")
-    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: to_camel(m.group(0)), message)
-
-
 GITHUB_HOSTED_RUNNER = re.compile(r"(ubuntu|windows|macos)-[\w.-]+")
 
 
@@ -385,6 +562,17 @@ class DeployConfig(_Section):
 
     runner: list[str] | None = None
     """Default: ``[self-hosted, linux, mlplat-<environment>]``."""
+    pipeline_role_arn: str | None = None
+    """The ML pipeline's IAM role (the bootstrap stack's ``pipelineRoleArn`` output). Given, it gets an EKS access
+    entry with only what ``ml-pipeline.yml`` runs with kubectl (see :mod:`mlplat.components.pipeline_access`);
+    unset, the pipeline cannot reach the cluster."""
+
+    @field_validator("pipeline_role_arn")
+    @classmethod
+    def _pipeline_role(cls, value: str | None) -> str | None:
+        if value is not None and not IAM_ROLE_ARN.fullmatch(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)")
+        return value
 
     @field_validator("runner")
     @classmethod
@@ -505,13 +693,68 @@ class StackConfig(_Section):
 SECTIONS = {to_camel(name): name for name in StackConfig.model_fields if name != "region"}
 
 
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
+PRESET_PACKAGE = "mlplat.infra"
+PRESET_FOLDER = "presets"
+"""Where the presets ship: ``infra/presets/<environment>.yaml`` (package data of ``mlplat.infra``)."""
+
+
+def preset(environment: str) -> dict[str, Any]:
+    """The environment's defaults, as a stack file's ``config:`` block (``{"mlplat:network": {...}, ...}``).
+
+    A fresh copy each call: callers may change it.
+    """
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"{environment!r} is not an environment; allowed: {', '.join(ENVIRONMENTS)}")
+    return copy.deepcopy(_read_preset(environment))
+
+
+@functools.cache
+def _read_preset(environment: str) -> dict[str, Any]:
+    resource = importlib.resources.files(PRESET_PACKAGE) / PRESET_FOLDER / f"{environment}.yaml"
+    config: dict[str, Any] = yaml.safe_load(resource.read_text(encoding="utf-8"))["config"]
+    return config
+
+
+def _field(model: type[BaseModel], key: str) -> tuple[str, Any] | None:
+    """(alias, annotation) of the field ``key`` names, by alias (``azCount``) or by name (``az_count``)."""
+    for name, info in model.model_fields.items():
+        if key in (to_camel(name), name):
+            return to_camel(name), info.annotation
+    return None
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds (a model, optional or not), or None for scalars, lists and maps."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    models = [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _entry_of(annotation: Any) -> type[BaseModel] | None:
+    """The model of each entry of a map of named entries (``dict[str, NodeGroupConfig]``), or None."""
+    if get_origin(annotation) is not dict:
+        return None
+    return _section_of(get_args(annotation)[1])
+
+
+def _overlay(model: type[BaseModel], base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` (the stack file) laid over ``base`` (the preset), guided by the schema.
+
+    Sections merge key by key; anything else the stack file sets (a scalar, a list, a map of named entries such as
+    ``nodeGroups``) replaces the preset's value whole, so a stack can drop a pool the preset has.
+    """
+    merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
+        field = _field(model, key)
+        if field is None:  # unknown: validation reports it, spelled as the user wrote it
             merged[key] = value
+            continue
+        alias, annotation = field
+        section = _section_of(annotation)
+        if section is not None and isinstance(value, Mapping) and isinstance(merged.get(alias), Mapping):
+            merged[alias] = _overlay(section, merged[alias], value)
+        else:
+            merged[alias] = value
     return merged
 
 
@@ -555,7 +798,8 @@ def load(values: Mapping[str, Any]) -> StackConfig:
         problems.append(f"{NAMESPACE}:environment: {env!r} is not an environment; allowed: {', '.join(ENVIRONMENTS)}")
     if problems:
         raise ConfigError(problems)
-    merged = _deep_merge(ENVIRONMENT_DEFAULTS[str(env)], raw)
+    defaults = {key.partition(":")[2]: value for key, value in preset(str(env)).items()}
+    merged = _overlay(StackConfig, defaults, raw)
     try:
         return StackConfig.model_validate(merged)
     except ValidationError as exc:
@@ -571,23 +815,27 @@ def _describe(err: Any) -> str:
         return f"{_key_path(loc)}: unknown key{_allowed_keys(loc[:-1])}"
     if err["type"] == "missing":
         return f"{_key_path(loc)}: required"
+    if err["type"] == PROBLEM:  # the message shows the value itself
+        return f"{_key_path(loc)}: {msg}"
     got = err.get("input")
     shown = "" if isinstance(got, dict | list) or msg.startswith(repr(got)) else f" (got {got!r})"
     return f"{_key_path(loc)}: {msg}{shown}"
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> str:
-    model: Any = StackConfig
-    for part in loc:
-        field = model.model_fields.get(to_snake(str(part)))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+    model: type[BaseModel] | None = StackConfig
+    parts = [str(p) for p in loc]
+    while parts and model is not None:
+        field = _field(model, parts.pop(0))
+        if field is None:
             return ""
-        model = field.annotation
-    return "; allowed: " + ", ".join(to_camel(name) for name in model.model_fields)
-
-
-def to_snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        entry = _entry_of(field[1])
+        if entry is not None and parts:  # nodeGroups.<pool>: skip the entry's name
+            parts.pop(0)
+            model = entry
+        else:
+            model = _section_of(field[1])
+    return "" if model is None else "; allowed: " + ", ".join(to_camel(name) for name in model.model_fields)
 
 
 def from_pulumi() -> StackConfig:

@@ -14,7 +14,7 @@ import yaml
 
 from mlplat.components.cluster import Cluster, ClusterArgs, default_node_pools
 from mlplat.components.node_groups import NodePoolArgs, SpotDiversityWarning, Taint
-from mlplat.infra.config import ConfigError, load
+from mlplat.infra.config import ConfigError, load, preset
 from mlplat.infra.engine import Render, ResourceRecord
 from mlplat.infra.program import build
 
@@ -54,6 +54,11 @@ def issuer_of(stack: Render) -> str:
 
 
 def config(env: str, cluster: dict[str, Any]) -> dict[str, str]:
+    """The env's preset pools with the given pools' fields changed (a stack's nodeGroups replace the preset's)."""
+    if "nodeGroups" in cluster:
+        pools = preset(env)["mlplat:cluster"]["nodeGroups"]
+        changed = {name: {**pools.get(name, {}), **pool} for name, pool in cluster["nodeGroups"].items()}
+        cluster = {**cluster, "nodeGroups": {**pools, **changed}}
     return {**BASE, "mlplat:environment": env, "mlplat:cluster": json.dumps(cluster)}
 
 
@@ -225,7 +230,7 @@ def test_shipped_apis_are_private(production_stack: Render, dev_stack: Render) -
 ])
 def test_placeholder_and_private_api_sources_are_refused(cidr: str, why: str) -> None:
     (problem,) = cluster_problems("dev", {"endpointPublicAccess": True, "publicAccessCidrs": [cidr]})
-    assert problem.startswith(f"mlplat:cluster: publicAccessCidrs: {why}"), problem
+    assert problem.startswith(f"mlplat:cluster.publicAccessCidrs: {why}"), problem
     public = load(config("dev", {"endpointPublicAccess": True, "publicAccessCidrs": ["52.94.0.0/22"]}))
     assert public.cluster.public_access_cidrs == ["52.94.0.0/22"]
 
@@ -318,7 +323,7 @@ def test_service_account_role_helper(render_program: Callable[..., Render]) -> N
 
 def test_min_greater_than_max_fails_naming_the_pool_and_keys() -> None:
     (problem,) = cluster_problems("dev", {"nodeGroups": {"gpu": {"minSize": 5, "maxSize": 3}}})
-    assert problem == "mlplat:cluster: nodeGroups.gpu: minSize (5) is greater than maxSize (3)"
+    assert problem == "mlplat:cluster.nodeGroups.gpu: minSize (5) is greater than maxSize (3)"
 
 
 def test_spot_pool_with_one_instance_type_warns() -> None:
@@ -335,14 +340,15 @@ def test_production_api_open_to_the_world_is_rejected() -> None:
     ("cluster", "message"),
     [
         ({"endpointPublicAccess": True}, "publicAccessCidrs is empty, which EKS reads as 0.0.0.0/0"),
-        ({"nodeGroups": {"cpu": {"version": "1.36"}}}, "version 1.36 is newer than the control plane's 1.35"),
+        ({"nodeGroups": {"cpu": {"version": "1.36"}}}, "version: '1.36' is newer than the control plane's '1.35'"),
         ({"nodeGroups": {"cpu": {"taints": ["dedicated=x:NoSchedule"]}}}, "every node pool is tainted"),
         ({"nodeGroups": {"gpu": {"instanceTypes": ["g5.xlarge", "g5.12xlarge"]}}}, "mix GPU counts"),
         ({"nodeGroups": {"cpu": {"instanceTypes": ["g5.xlarge"]}}}, "have NVIDIA GPUs but amiType"),
         ({"nodeGroups": {"gpu": {"taints": ["nvidia.com/gpu=true"]}}}, "not of the form key=value:Effect"),
         ({"nodeGroups": {"gpu": {"releaseVersion": "1.34.2-20260120"}}}, "not a release of Kubernetes 1.35"),
-        ({"logTypes": ["api"]}, "logTypes must include api, audit, authenticator; missing audit, authenticator"),
-        ({"nodeGroups": {"cpu": {"instanceTypes": []}}}, "instanceTypes is empty"),
+        ({"logTypes": ["api"]}, "logTypes: ['api'] must include api, audit, authenticator; missing audit, "
+                                "authenticator"),
+        ({"nodeGroups": {"cpu": {"instanceTypes": []}}}, "instanceTypes: [] lists no instance type"),
     ],
 )
 def test_bad_cluster_config_names_what_is_wrong(cluster: dict[str, Any], message: str) -> None:
@@ -377,8 +383,12 @@ def test_readme_third_pool_renders_with_its_own_tags(repo_root: Path, render_pro
     snippet = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert snippet is not None
     extra = yaml.safe_load(snippet.group(1))["mlplat:cluster"]
-    cfg = load(config("dev", extra))
-    stack = render_program(lambda: build(cfg), config=config("dev", extra), stack="dev")
+    # The snippet goes into the stack file's nodeGroups, beside its pools (the map replaces the preset's whole).
+    cluster = yaml.safe_load((repo_root / "Pulumi.dev.yaml").read_text())["config"]["mlplat:cluster"]
+    cluster["nodeGroups"].update(extra["nodeGroups"])
+    values = {**BASE, "mlplat:environment": "dev", "mlplat:cluster": json.dumps(cluster)}
+    cfg = load(values)
+    stack = render_program(lambda: build(cfg), config=values, stack="dev")
     assert {g.inputs["nodeGroupName"] for g in stack.by_type(NODE_GROUP)} == {
         "mlplat-dev-cpu", "mlplat-dev-gpu", "mlplat-dev-inference"}
     inference = stack.one(NODE_GROUP, "mlplat-dev-inference")
@@ -386,5 +396,5 @@ def test_readme_third_pool_renders_with_its_own_tags(repo_root: Path, render_pro
     tags = asg_tags_of(stack, inference)
     assert tags[f"{TEMPLATE}/label/workload"] == "inference"
     assert tags[f"{TEMPLATE}/taint/workload"] == "inference:NoSchedule"
-    # The environment's pools are still there, merged, not replaced.
+    # The stack file's own pools are still there beside it.
     assert stack.one(NODE_GROUP, "mlplat-dev-gpu").inputs["capacityType"] == "SPOT"

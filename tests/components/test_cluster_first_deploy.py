@@ -17,7 +17,7 @@ from mlplat.components import cluster_system as system
 from mlplat.components.cluster import DEFAULT_VERSION, STORAGE_CLASS, AddonVersions, Cluster, ClusterArgs
 from mlplat.components.k8s_versions import CHECKED, EKS_VERSIONS, UnknownVersion, support_status
 from mlplat.components.load_balancer_controller import POLICY_FILE, POLICY_SOURCE, install_load_balancer_controller
-from mlplat.infra.config import ENVIRONMENT_DEFAULTS, ClusterConfig
+from mlplat.infra.config import ENVIRONMENTS, ClusterConfig, preset
 from mlplat.infra.engine import Render, render
 
 EKS = "eks:index:Cluster"
@@ -207,8 +207,8 @@ def test_pins_match_the_kubernetes_version(repo_root: Path) -> None:
     assert AddonVersions().kube_proxy.startswith(f"v{minor}.")
     app = system.AUTOSCALER_APP_VERSIONS[system.ChartVersions().cluster_autoscaler]
     assert app.rsplit(".", 1)[0] == minor  # cluster-autoscaler's minor must match the cluster's
-    releases = [pool["releaseVersion"] for env in ENVIRONMENT_DEFAULTS.values()
-                for pool in env["cluster"]["nodeGroups"].values() if "releaseVersion" in pool]
+    releases = [pool["releaseVersion"] for env in ENVIRONMENTS
+                for pool in preset(env)["mlplat:cluster"]["nodeGroups"].values() if "releaseVersion" in pool]
     for env in ("dev", "production"):
         config = yaml.safe_load((repo_root / f"Pulumi.{env}.yaml").read_text())["config"]
         releases += [p["releaseVersion"] for p in config["mlplat:cluster"]["nodeGroups"].values()

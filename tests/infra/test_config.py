@@ -1,12 +1,21 @@
-"""Stack config: defaults per environment and error messages that name the key, the value and the fix."""
+"""Stack config: the environment presets, how a stack file overrides them, and errors that name the key and value."""
 
 from __future__ import annotations
 
+import copy
 import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import pulumi
 import pytest
 
-from mlplat.infra.config import ConfigError, load
+from mlplat.infra.config import ENVIRONMENTS, SECTIONS, ConfigError, StackConfig, load, preset
+from mlplat.infra.engine import Render
+from mlplat.infra.program import build
+from mlplat.infra.stacks import load_stack
 
 BASE = {"aws:region": "us-east-1"}
 
@@ -96,3 +105,118 @@ def test_default_tags_are_plan_time_constants() -> None:
     tags = load({**BASE, "mlplat:environment": "staging"}).tags
     assert tags == {"project": "mlplat", "environment": "staging", "owner": "ml-platform", "cost-center": "ml",
                     "managed-by": "pulumi"}
+
+
+# -- presets: the environment defaults, visible and overridable key by key ------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pool(env: str, name: str, **changes: object) -> dict[str, object]:
+    """A pool of the env's preset with some fields changed, as a stack file would spell it out."""
+    return {**preset(env)["mlplat:cluster"]["nodeGroups"][name], **changes}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_has_a_preset_of_known_keys_that_loads_alone(env: str) -> None:
+    defaults = preset(env)
+    assert set(defaults) <= {f"mlplat:{key}" for key in SECTIONS}, sorted(defaults)
+    cfg = load({**BASE, "mlplat:environment": env})
+    assert list(cfg.cluster.node_groups) == list(defaults["mlplat:cluster"]["nodeGroups"])
+    assert cfg.network.flow_log_retention_days == defaults["mlplat:network"]["flowLogRetentionDays"]
+
+
+def test_the_presets_ship_in_the_package() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "mlplat.infra.presets" in setuptools["packages"]
+    assert setuptools["package-data"]["mlplat.infra.presets"] == ["*.yaml"]
+    assert sorted(p.stem for p in (ROOT / "infra" / "presets").glob("*.yaml")) == sorted(ENVIRONMENTS)
+
+
+def test_a_stack_can_drop_a_preset_pool() -> None:
+    cfg = load({**BASE, "mlplat:environment": "dev",
+                "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": pool("dev", "cpu")}})})
+    assert list(cfg.cluster.node_groups) == ["cpu"]
+    assert [p.name for p in cfg.cluster.node_pools()] == ["cpu"]
+    assert load({**BASE, "mlplat:environment": "dev"}).cluster.node_groups.keys() == {"cpu", "gpu"}
+
+
+def test_a_pool_with_only_max_size_one_takes_its_own_field_defaults() -> None:
+    # Under dev's preset, whose cpu pool has desiredSize 2: none of it leaks into the stack's pool.
+    cfg = load({**BASE, "mlplat:environment": "dev",
+                "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "maxSize": 1}}})})
+    (args,) = cfg.cluster.node_pools()
+    assert (args.min_size, args.desired_size, args.initial_size, args.max_size) == (1, None, 1, 1)
+    assert (dict(args.labels), list(args.taints), args.capacity_type) == ({}, [], "ON_DEMAND")
+    # Without the required key, the error names it, and nothing the user never set.
+    assert problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {"cpu": {"maxSize": 1}}}}) == [
+        "mlplat:cluster.nodeGroups.cpu.instanceTypes: required"]
+
+
+def test_a_size_that_contradicts_a_default_says_which_key_to_set() -> None:
+    (problem,) = problems({"mlplat:environment": "dev",
+                           "mlplat:cluster": {"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "minSize": 4}}}})
+    assert problem == ("mlplat:cluster.nodeGroups.cpu: minSize (4) is greater than maxSize (3, the default); "
+                       "set maxSize to 4 or more")
+    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
+        "cpu": {"instanceTypes": ["t3.large"], "minSize": 0, "desiredSize": 5}}}})
+    assert problem == ("mlplat:cluster.nodeGroups.cpu: desiredSize (5) must lie between minSize (0) and maxSize "
+                       "(3, the default); set maxSize to 5 or more")
+
+
+def test_errors_repeat_values_with_underscores_and_punctuation_verbatim() -> None:
+    found = problems({"mlplat:environment": "dev", "mlplat:cluster": {
+        "adminRoleArns": ["arn:aws:iam::12345:role/ml_admin"],
+        "nodeGroups": {"cpu": pool("dev", "cpu", labels={"team_name": "data_science!"})}}})
+    assert found == [
+        "mlplat:cluster.adminRoleArns: ['arn:aws:iam::12345:role/ml_admin'] are not IAM role ARNs "
+        "(arn:aws:iam::<12-digit account>:role/<name>)",
+        "mlplat:cluster.nodeGroups.cpu.labels.team_name: 'data_science!' is not a Kubernetes label value: at most 63 "
+        "letters, digits, '-', '_' and '.', starting and ending with a letter or digit (or empty)",
+    ]
+    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
+        "cpu": pool("dev", "cpu"), "gpu_pool": pool("dev", "gpu")}}})
+    assert problem.startswith("mlplat:cluster.nodeGroups.gpu_pool: 'gpu_pool' is not a node pool name")
+
+
+def test_pool_errors_name_the_stack_files_keys() -> None:
+    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
+        "cpu": pool("dev", "cpu"), "gpu": pool("dev", "gpu", amiType="AL2023_x86_64_STANDARD")}}})
+    assert problem == ("mlplat:cluster.nodeGroups.gpu: instanceTypes ['g4dn.xlarge', 'g5.xlarge', 'g6.xlarge'] have "
+                       "NVIDIA GPUs but amiType 'AL2023_x86_64_STANDARD' has no driver; set amiType: "
+                       "AL2023_x86_64_NVIDIA")
+    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
+        "cpu": pool("dev", "cpu", maxsize=3)}}})
+    assert problem.startswith("mlplat:cluster.nodeGroups.cpu.maxsize: unknown key; allowed: instanceTypes, "
+                              "capacityType, minSize, maxSize, desiredSize,")
+
+
+def test_a_key_spelled_in_snake_case_still_overrides_the_preset() -> None:
+    cfg = load({**BASE, "mlplat:environment": "dev", "mlplat:network": json.dumps({"flow_log_retention_days": 30})})
+    assert cfg.network.flow_log_retention_days == 30 and cfg.network.nat == "single"
+
+
+def _merge_every_mapping(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """The rule before presets: every mapping, node pools included, merged key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        old = merged.get(key)
+        merged[key] = _merge_every_mapping(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+    return merged
+
+
+@pytest.mark.parametrize("stack", ["dev", "production"])
+def test_the_shipped_stacks_render_as_under_the_old_merge_rule(
+        stack: str, request: pytest.FixtureRequest, render_program: Callable[..., Render]) -> None:
+    files = load_stack(ROOT, stack)
+    raw = {key.partition(":")[2] if key.startswith("mlplat:") else "region":
+           json.loads(value) if value[:1] in "{[" else value for key, value in files.config.items()}
+    defaults = {key.partition(":")[2]: value for key, value in preset(stack).items()}
+    old = StackConfig.model_validate(_merge_every_mapping(defaults, raw))
+    def program() -> None:  # the stack program (mlplat.infra.program.main) with the old rule's config
+        for key, value in build(old).items():
+            pulumi.export(key, value)
+
+    before = render_program(program, config=files.config, stack=stack).to_json()
+    now: Render = request.getfixturevalue(f"{stack}_stack")
+    assert before == now.to_json()

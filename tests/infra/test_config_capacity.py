@@ -11,7 +11,7 @@ from config_support import config, problems
 
 from mlplat.components.capacity import INSTANCE_TYPES
 from mlplat.components.cluster import default_node_pools
-from mlplat.infra.config import ENVIRONMENT_DEFAULTS, load
+from mlplat.infra.config import ENVIRONMENTS, load, preset
 from mlplat.infra.stacks import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,13 +60,14 @@ def test_services_and_tracking_are_checked_one_line_each() -> None:
 
 
 def test_gpu_job_without_a_gpu_pool() -> None:
-    # The stack's nodeGroups merge over the environment's, so relabel dev's GPU pool rather than drop it.
-    found = problems("dev", cluster={"nodeGroups": {"gpu": {"labels": {"workload": "training"}}}},
+    # The stack's nodeGroups replace the preset's whole: listing only dev's CPU pool drops the GPU pool.
+    cpu = preset("dev")["mlplat:cluster"]["nodeGroups"]["cpu"]
+    found = problems("dev", cluster={"nodeGroups": {"cpu": cpu}},
         trainingJobs={"digits": {**JOB, "resources": {"cpu": "1", "memory": "1Gi", "gpus": 1}}})
     assert found == [
         "mlplat:trainingJobs.digits.resources: no node pool can host this pod: a GPU pod (gpus 1) runs only on a "
         "pool labelled workload=gpu whose taints it tolerates (nvidia.com/gpu=true:NoSchedule), with an NVIDIA "
-        "AMI; pools: 'cpu': no label workload=gpu; 'gpu': no label workload=gpu"
+        "AMI; pools: 'cpu': no label workload=gpu"
     ]
 
 
@@ -87,7 +88,7 @@ def _types_in_stack_files() -> set[str]:
 
 
 def test_every_instance_type_the_repo_uses_is_in_the_table() -> None:
-    used = {t for env in ENVIRONMENT_DEFAULTS.values() for group in env["cluster"]["nodeGroups"].values()
+    used = {t for env in ENVIRONMENTS for group in preset(env)["mlplat:cluster"]["nodeGroups"].values()
             for t in group["instanceTypes"]}
     used |= {t for pool in default_node_pools() for t in pool.instance_types}
     used |= _types_in_stack_files()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pulumi
 import pytest
 from config_support import config
 
 from mlplat.infra.config import ConfigError, load
+from mlplat.infra.engine import Render
+from mlplat.infra.program import build
 
 
 def problems(values: dict[str, str]) -> list[str]:
@@ -58,3 +62,29 @@ def test_monitoring_must_page_someone() -> None:
     slack = {"name": "team", "slack_configs": [{"api_url_file": "/etc/am/slack", "channel": "#ml"}]}
     assert load(config("dev", alarms={"enabled": False}, monitoring={"receiver": slack})).monitoring.receiver == slack
     assert load(config("dev", alarms={"enabled": False}, monitoring={"alertsReceiverOptional": True}))
+
+
+PIPELINE_ROLE = "arn:aws:iam::123456789012:role/mlplat-pipeline"
+
+
+def test_the_pipeline_role_gets_its_cluster_access_only_when_the_stack_names_it(
+        render_program: Callable[..., Render]) -> None:
+    def rendered(values: dict[str, str]) -> Render:
+        def program() -> None:
+            for key, value in build(load(values)).items():
+                pulumi.export(key, value)
+        return render_program(program, config=values, stack="dev")
+
+    named = rendered(config("dev", deploy={"pipelineRoleArn": PIPELINE_ROLE}))
+    (entry,) = [r for r in named.resources if r.type == "aws:eks/accessEntry:AccessEntry"
+                and r.inputs.get("principalArn") == PIPELINE_ROLE]
+    assert entry.inputs["kubernetesGroups"], "the role maps to the pipeline's RBAC group, not to an access policy"
+    assert not [r for r in named.resources if r.type == "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
+                and r.inputs.get("principalArn") == PIPELINE_ROLE]
+    unnamed = rendered(config("dev"))
+    assert not [r for r in unnamed.resources if r.inputs.get("principalArn") == PIPELINE_ROLE]
+
+
+def test_a_pipeline_role_that_is_not_a_role_arn_is_refused_verbatim() -> None:
+    (problem,) = problems(config("dev", deploy={"pipelineRoleArn": "arn:aws:iam::123:user/ci_bot!"}))
+    assert problem.startswith("mlplat:deploy.pipelineRoleArn: 'arn:aws:iam::123:user/ci_bot!' is not an IAM role ARN")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from config_support import config, problems
 
 from mlplat.components.platform import PLATFORM
+from mlplat.infra import config as config_module
 from mlplat.infra.config import load
 
 
@@ -88,3 +92,25 @@ def test_workload_names_fit_the_longest_kubernetes_name_they_make() -> None:
     assert problem.startswith(f"mlplat:services: '{'a' * 32}' is not a valid workload name (a lowercase letter")
     (problem,) = problems("dev", trainingJobs={"9lives": {"resources": {"cpu": "1", "memory": "2Gi", "gpus": 0}}})
     assert "'9lives' is not a valid workload name" in problem
+
+
+def test_services_and_jobs_of_a_preset_are_replaced_whole_by_the_stack_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipped presets declare no workloads; one that does (an organisation's own) is overridden map by map.
+    shipped = config_module.preset
+
+    def with_workloads(env: str) -> dict[str, Any]:
+        defaults = shipped(env)
+        defaults["mlplat:services"] = {"digits": {"modelUri": "models:/digits@champion", "minReplicas": 3,
+                                                  "maxReplicas": 3},
+                                       "fraud": {"modelUri": "models:/fraud@champion"}}
+        defaults["mlplat:trainingJobs"] = {"digits": {"nodes": 2, "resources": {"cpu": "1", "memory": "2Gi",
+                                                                                "gpus": 0}}}
+        return defaults
+
+    monkeypatch.setattr(config_module, "preset", with_workloads)
+    kept = load(config("dev"))
+    assert set(kept.services) == {"digits", "fraud"} and kept.training_jobs["digits"].nodes == 2
+    cfg = load(config("dev", services={"digits": {"modelUri": "models:/digits@challenger"}}, trainingJobs={}))
+    assert list(cfg.services) == ["digits"], "a stack drops a preset's service by leaving it out"
+    assert cfg.services["digits"].min_replicas == 2, "the field default, not the preset entry's 3"
+    assert cfg.training_jobs == {}, "an empty map drops the preset's jobs"

@@ -2,12 +2,18 @@
 
 Infrastructure commands (synth, ...) live here; the serving and training packages add their own
 commands through their `register` hooks, which keep heavy imports (torch, mlflow) out of start-up.
+
+This module is the console script of every install, the serving and training images included, which lack the
+Pulumi SDKs (the ``infra`` extra): it imports neither them nor the IaC modules at module level, and each
+infrastructure command checks for them first (:func:`require_infra`), so ``mlplat serve`` and ``mlplat train``
+run without them and ``mlplat synth`` without them says which extra to install.
 """
 
 from __future__ import annotations
 
 import enum
 import gc
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
@@ -83,8 +90,35 @@ class OutputFormat(enum.StrEnum):
 
 
 def fail(message: str) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    # Escaped: a message's own brackets (`mlplat[infra]`, `nodeGroups[cpu]`) are text, not rich markup.
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code=2)
+
+
+INFRA_MODULES = ("pulumi", "pulumi_aws", "pulumi_eks", "pulumi_kubernetes", "pulumi_docker", "pulumi_random")
+"""The import names of the ``infra`` extra's distributions (pyproject.toml)."""
+INFRA_EXTRA_HINT = "pip install 'mlplat[infra]'"
+
+
+def missing_infra_message(command: str, missing: list[str]) -> str:
+    """What to tell a user whose install lacks the ``infra`` extra."""
+    return (f"`mlplat {command}` needs the Pulumi SDKs, which this install lacks ({', '.join(missing)}); they are "
+            f"mlplat's infra extra: {INFRA_EXTRA_HINT} (the serving and training images install only "
+            "`mlplat serve` / `mlplat train` and leave them out)")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder that refuses the name outright (an import hook) means "not here" too
+        return False
+
+
+def require_infra(command: str) -> None:
+    """Fail with the install command when the ``infra`` extra is missing (checked by spec, nothing imported)."""
+    missing = [name for name in INFRA_MODULES if not _installed(name)]
+    if missing:
+        raise fail(missing_infra_message(command, missing))
 
 
 @app.command()
@@ -94,6 +128,7 @@ def synth(
     project_dir: ProjectDirOption = Path("."),
 ) -> None:
     """Render a stack offline (no cloud credentials) and print its resources."""
+    require_infra("synth")
     from mlplat.infra.engine import collector_paused
     from mlplat.infra.synth import print_tree
 
@@ -198,6 +233,7 @@ def check(
 
     ``--render FILE`` checks a saved render (``mlplat synth STACK --format json``), e.g. one edited by hand.
     """
+    require_infra("check")
     import json
 
     from mlplat.infra.checks import check_render, environment_of, has_mandatory, to_github, to_markdown, to_text
@@ -238,6 +274,7 @@ def cost(
     render_file: Path | None = typer.Option(None, "--render", help="Price this saved JSON render instead"),
 ) -> None:
     """Estimate a stack's monthly AWS bill (idle and peak) from the dated price table."""
+    require_infra("cost")
     from mlplat.infra.cost import dumps, estimate_or_unpriced, to_markdown, to_text
 
     document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
@@ -281,6 +318,7 @@ def diff(
     Exit codes: 0 done; 1 a mandatory policy violation (with --check); 2 a usage or render error; 3 the change
     deletes or replaces something `pulumi up` (or AWS) would refuse. Progress goes to stderr.
     """
+    require_infra("diff")
     import json
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -401,6 +439,7 @@ def diff(
 @app.command()
 def runner(stack: StackArgument, project_dir: ProjectDirOption = Path(".")) -> None:
     """Print the runs-on labels (JSON) of the runner that deploys a stack (``mlplat:deploy.runner``)."""
+    require_infra("runner")
     import json
 
     from mlplat.infra.config import ConfigError, load
@@ -417,6 +456,34 @@ def runner(stack: StackArgument, project_dir: ProjectDirOption = Path(".")) -> N
 
 
 @app.command()
+def images(stack: StackArgument, project_dir: ProjectDirOption = Path(".")) -> None:
+    """Print (JSON) the images CI builds and pushes for a stack, and their tag.
+
+    Read from the offline render: every workload image in the stack's own repositories at the resolved tag
+    (MLPLAT_IMAGE_TAG, registry.imageTag or the commit checked out), with its Dockerfile and build args:
+    ``{"tag": ..., "images": [{"repository", "name", "dockerfile", "tag", "buildArgs", "ref"}, ...]}``.
+    """
+    require_infra("images")
+    import json
+
+    from mlplat.infra.config import ConfigError, load
+    from mlplat.infra.images import images_to_push, needs_tag, resolve_image_tag
+    from mlplat.infra.stacks import StackNotFound, load_stack
+
+    try:
+        files = load_stack(project_dir.resolve(), stack)
+        cfg = load({k: v for k, v in files.config.items() if k.startswith("mlplat:") or k == "aws:region"})
+        registry = cfg.registry
+        tag = resolve_image_tag(registry) if needs_tag(registry) else None
+    except (StackNotFound, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    except ConfigError as exc:
+        raise fail(f"stack {stack!r}: {exc}") from None
+    pushed = [] if tag is None else images_to_push(_render_document(stack, project_dir), tag)
+    typer.echo(json.dumps({"stack": stack, "tag": tag, "images": [i.to_json() for i in pushed]}))
+
+
+@app.command()
 def demo(
     production_topology: bool = typer.Option(
         False, "--production-topology", help="Back MLflow with PostgreSQL and an S3 endpoint (moto) instead of sqlite"
@@ -426,6 +493,7 @@ def demo(
     project_dir: ProjectDirOption = Path("."),
 ) -> None:
     """The platform on this machine: MLflow, training, the gate, registration, serving; then the offline preview."""
+    require_infra("demo")
     from mlplat.infra.demo import run_demo
     from mlplat.infra.local_services import ServiceError
 

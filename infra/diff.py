@@ -588,9 +588,16 @@ def code_root(project: Path) -> Path | None:
     return None
 
 
+DIFF_IMAGE_TAG = "diff"
+"""The image tag both sides of ``mlplat diff`` render when ``MLPLAT_IMAGE_TAG`` is unset."""
+
+
 def _synth(project: Path, stack: str, pkgs: Path | None, what: str, timeout: float) -> dict[str, Any]:
     """Render ``stack`` of ``project`` in a subprocess whose ``mlplat`` packages come from ``pkgs``."""
     env = dict(os.environ)
+    # Both sides render one image tag: which commit's images run is the deploy's input (MLPLAT_IMAGE_TAG), not
+    # the change's, and a ref unpacked from git has no work tree to take its commit from (mlplat.infra.images).
+    env.setdefault("MLPLAT_IMAGE_TAG", DIFF_IMAGE_TAG)
     if pkgs is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkgs), os.environ.get("PYTHONPATH")]))
     try:

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pulumi
 import pulumi_aws as aws
 
@@ -15,16 +13,17 @@ from mlplat.components.platform import PLATFORM, MlPlatform, MlPlatformArgs
 from mlplat.components.registry import ContainerRegistryArgs, ImageBuild
 from mlplat.components.storage import ArtifactStoreArgs
 from mlplat.infra.config import StackConfig, from_pulumi
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILES = {"serving": "serving/Dockerfile", "training": "training/Dockerfile", "tracking": "tracking/Dockerfile"}
+from mlplat.infra.images import DOCKERFILES, REPO_ROOT, needs_tag, resolve_image_tag
 
 
 def platform_args(cfg: StackConfig) -> MlPlatformArgs:
     """The platform's component args from the stack config."""
     net, art, reg = cfg.network, cfg.artifacts, cfg.registry
+    # The tag the workloads run: what the deploy workflow pushed (MLPLAT_IMAGE_TAG), a pinned imageTag, or the
+    # commit checked out; never a constant that no build produces.
+    tag = resolve_image_tag(reg, repo=REPO_ROOT) if needs_tag(reg) else None
     builds = {
-        repo: ImageBuild(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / DOCKERFILES[repo]), tag=reg.image_tag)
+        repo: ImageBuild(context=str(REPO_ROOT), dockerfile=str(REPO_ROOT / DOCKERFILES[repo]), tag=str(tag))
         for repo in reg.repositories
         if reg.build_images and repo in DOCKERFILES
     }
@@ -60,13 +59,14 @@ def platform_args(cfg: StackConfig) -> MlPlatformArgs:
             builds=builds,
             images=reg.images,
             cuda_images=reg.cuda_images,
-            default_tag=reg.image_tag,
+            default_tag=tag,
         ),
         tracking=cfg.tracking.to_args(),
         services={name: svc.to_args() for name, svc in cfg.services.items()},
         training_jobs={name: job.to_args() for name, job in cfg.training_jobs.items()},
         monitoring=cfg.monitoring.to_args(),
         alarms=cfg.alarms.to_args(),
+        pipeline_role_arn=cfg.deploy.pipeline_role_arn,
     )
 
 

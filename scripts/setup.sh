@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip_install --upgrade pip
 pip_install "torch==${TORCH_VERSION}"
-pip_install -e '.[serving,training,dev]'
+pip_install -e '.[infra,serving,training,dev]'
 # An editable install leaves byte-compiling mlplat to its first import, which never writes a .pyc where
 # PYTHONDONTWRITEBYTECODE is set (as on this project's machines): compile once here, as a wheel install would.
 .venv/bin/python -m compileall -q components infra serving training >/dev/null

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 
 from mlplat.infra.engine import Render, render
@@ -17,6 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 logging.getLogger("pulumi").setLevel(logging.ERROR)
+# hypothesis is imported up front: its plugin otherwise imports it at the session's end, and on CPython 3.11.7 the
+# assertion rewriter's ast.parse there can fail with "AST constructor recursion depth mismatch" after tests whose
+# Pulumi programs recursed deeply (seen running tests/infra/test_cli.py alone), failing a green session.
+
+# The image tag the renders in the tests run (mlplat.infra.images), as the deploy workflow sets it: fixed, so renders
+# do not follow the commit checked out. `local` is what scripts/build-images.sh tags the images it builds here, so
+# the container tests run the rendered specs in those; a tag given in the environment wins for both.
+os.environ.setdefault("MLPLAT_IMAGE_TAG", "local")
 
 
 @pytest.fixture(autouse=True)

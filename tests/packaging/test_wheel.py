@@ -2,11 +2,13 @@
 
 `python -m build` makes the sdist and then the wheel from that sdist (so the sdist is complete too). The wheel goes
 into a fresh virtualenv, created in a temporary folder outside the repository, with the team example's own
-requirements.txt and without the serving/training extras (no torch: pip fetches the Pulumi SDKs and boto3,
-not gigabytes). From a folder outside the repository, that virtualenv's `mlplat` renders, checks and prices a copy
-of examples/team-stack, and mypy, pointed at its interpreter, resolves `mlplat.components` from the install.
+requirements.txt (which asks for the `infra` extra) and without the serving/training extras (no torch: pip fetches
+the Pulumi SDKs and boto3, not gigabytes). A second virtualenv gets the wheel alone, as the images get it without
+their torch extras: no Pulumi SDK there, and `mlplat serve` / `mlplat train` still start. From a folder outside
+the repository, the first virtualenv's `mlplat` renders, checks and prices a copy of examples/team-stack, and mypy,
+pointed at its interpreter, resolves `mlplat.components` from the install.
 
-One build and one install per module; about a minute on a small machine, most of it pip (it uses pip's cache and
+One build and two installs per module; about a minute on a small machine, most of it pip (it uses pip's cache and
 whatever index the environment configures). Run only these with ``pytest -m packaging``.
 """
 
@@ -16,6 +18,7 @@ import email.parser
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,6 +181,21 @@ def installed(built: Built) -> Installed:
     return Installed(built, venv, python, env, workdir, team)
 
 
+@pytest.fixture(scope="module")
+def bare_install(built: Built) -> Installed:
+    """The wheel alone, no extra, in its own clean virtualenv: what the images hold besides their torch extras."""
+    venv = built.root / "image-venv"
+    succeeded(run([sys.executable, "-m", "venv", venv], cwd=built.root, env=clean_environment()))
+    python = venv / "bin" / "python"
+    env = clean_environment(venv)
+    workdir = built.root / "image-work"
+    workdir.mkdir()
+    team = workdir / "team-stack"
+    shutil.copytree(EXAMPLE, team, ignore=not_source)
+    succeeded(run([python, "-m", "pip", "install", "--disable-pip-version-check", built.wheel], cwd=workdir, env=env))
+    return Installed(built, venv, python, env, workdir, team)
+
+
 # -- the distributions -------------------------------------------------------------------------------------------
 
 def test_the_wheel_ships_every_package_module_and_data_file(built: Built) -> None:
@@ -200,10 +218,14 @@ def test_the_wheel_metadata_keeps_torch_in_the_extras_and_declares_the_cli(built
         metadata = email.parser.Parser().parsestr(wheel.read(f"mlplat-{built.version}.dist-info/METADATA").decode())
         entry_points = wheel.read(f"mlplat-{built.version}.dist-info/entry_points.txt").decode()
     requires = metadata.get_all("Requires-Dist") or []
-    assert any(r.startswith("pulumi-aws") for r in requires)
+    # The Pulumi SDKs are the infra extra's only: the serving and training images install neither.
+    sdks = {re.split(r"[<>=;]", r)[0] for r in requires if r.startswith("pulumi") and r.endswith('extra == "infra"')}
+    assert sdks == {"pulumi", "pulumi-aws", "pulumi-eks", "pulumi-kubernetes", "pulumi-docker", "pulumi-random"}
+    unconditional = [r for r in requires if r.startswith("pulumi") and "extra ==" not in r]
+    assert not unconditional, unconditional
     torch = [r for r in requires if r.startswith("torch")]
     assert torch and all("extra ==" in r for r in torch), torch
-    assert set(metadata.get_all("Provides-Extra") or []) >= {"serving", "training"}
+    assert set(metadata.get_all("Provides-Extra") or []) >= {"infra", "serving", "training"}
     assert "mlplat = mlplat.infra.cli:main" in entry_points
 
 
@@ -322,3 +344,29 @@ def test_a_type_checker_resolves_mlplat_components_from_the_install(installed: I
     succeeded(run([sys.executable, "-m", "venv", "--without-pip", bare], cwd=project, env=clean_environment()))
     missing = mypy(bare / "bin" / "python", "stack.py")
     assert missing.returncode == 1 and "import-not-found" in missing.stdout, missing.stdout
+
+
+# -- the wheel without the infra extra (what the images install) ------------------------------------------------
+
+def test_without_the_infra_extra_there_is_no_pulumi_and_serve_and_train_start(bare_install: Installed) -> None:
+    listed = json.loads(succeeded(run([bare_install.python, "-m", "pip", "list", "--format", "json"],
+                                      cwd=bare_install.workdir, env=bare_install.env)))
+    names = {entry["name"].lower() for entry in listed}
+    assert "mlplat" in names
+    assert not {n for n in names if n.startswith("pulumi")}, sorted(names)
+    assert run([bare_install.python, "-c", "import pulumi"], cwd=bare_install.workdir,
+               env=bare_install.env).returncode != 0
+
+    for command, option in (("serve", "--model"), ("train", "--config"), ("promote", "--from")):
+        shown = succeeded(run([bare_install.mlplat, command, "--help"], cwd=bare_install.workdir,
+                              env=bare_install.env))
+        assert option in shown, shown
+
+
+def test_without_the_infra_extra_the_iac_commands_name_it(bare_install: Installed) -> None:
+    for args in (["synth", "dev", "-C", str(bare_install.team)], ["check", "dev", "-C", str(bare_install.team)]):
+        refused = run([bare_install.mlplat, *args], cwd=bare_install.workdir, env=bare_install.env)
+        message = " ".join(refused.stderr.split())
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"`mlplat {args[0]}` needs the Pulumi SDKs" in message, message
+        assert "pip install 'mlplat[infra]'" in message and "Traceback" not in refused.stderr

@@ -21,6 +21,7 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.tracking import tracking_credentials_env
 from mlplat.components.validation import (
     DerivedName,
     InvalidValue,
@@ -89,6 +90,10 @@ class ModelServiceArgs:
         image: The ``mlplat.serving`` image (``serving/Dockerfile``).
         model_uri: The model to serve, e.g. ``models:/digits@champion``.
         tracking_uri: MLflow tracking URI for ``models:/`` and ``runs:/`` URIs.
+        tracking_credentials_secret: A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and
+            ``password``) with the MLflow identity the server reads the registry as (``MLFLOW_TRACKING_USERNAME``/
+            ``MLFLOW_TRACKING_PASSWORD``); MlPlatform passes the Tracking's read-only ``serving`` identity
+            (:meth:`~mlplat.components.tracking.Tracking.client_credentials`). None: no credentials.
         min_replicas: HPA floor (at least 2 for a PDB that allows voluntary disruption without downtime).
         max_replicas: HPA ceiling.
         target_cpu_utilization: HPA CPU target, percent of the request.
@@ -135,6 +140,7 @@ class ModelServiceArgs:
     image: pulumi.Input[str]
     model_uri: str
     tracking_uri: pulumi.Input[str] | None = None
+    tracking_credentials_secret: pulumi.Input[str] | None = None
     min_replicas: int = 2
     max_replicas: int = 10
     target_cpu_utilization: int = 70
@@ -334,6 +340,8 @@ class ModelService(pulumi.ComponentResource):
         if args.tracking_uri is not None:
             env["MLFLOW_TRACKING_URI"] = args.tracking_uri
         variables = env_vars(env)
+        if args.tracking_credentials_secret is not None:
+            variables = [*variables, *tracking_credentials_env(args.tracking_credentials_secret)]
         if self._api_key_secret is not None:
             variables = [*variables, k8s.core.v1.EnvVarArgs(
                 name="MLPLAT_SERVING_API_KEY",

@@ -22,9 +22,10 @@ from mlplat.components.monitoring import (
     alertmanager_policy,
 )
 from mlplat.components.network import Network, NetworkArgs
+from mlplat.components.pipeline_access import PipelineAccess, PipelineAccessArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
-from mlplat.components.tracking import Tracking, TrackingArgs
+from mlplat.components.tracking import SERVING, TRAINER, Tracking, TrackingArgs, registered_model_of
 from mlplat.components.training_job import TrainingJob, TrainingJobArgs
 
 PLATFORM = "<wired by MlPlatform>"
@@ -69,7 +70,10 @@ class MlPlatformArgs:
             ``training`` images (and a CUDA ``training`` build for GPU jobs) when services or training jobs are
             declared, and a ``tracking`` image (``tracking/Dockerfile``) unless ``tracking.image`` names one.
         tracking: MLflow and its database (``vpc_id``, ``database_subnet_ids``,
-            ``client_security_group_ids``, ``artifacts_uri``: PLATFORM).
+            ``client_security_group_ids``, ``artifacts_uri``: PLATFORM). With ``auth`` (the default) the training
+            jobs get the ``trainer`` identity's credentials and the services the read-only ``serving`` one (Secrets
+            ``mlflow-trainer``/``mlflow-serving`` in their namespaces), and the models they name are created up
+            front so that no other identity can own them.
         services: Model services by name (``namespace``, ``image``: PLATFORM).
         training_jobs: Training jobs by name (``namespace``, ``image``: PLATFORM).
         load_balancer_controller: Install the AWS Load Balancer Controller (needed by ALB Ingresses).
@@ -79,6 +83,10 @@ class MlPlatformArgs:
             ``nat_gateway_ids``, ``cluster_name``: filled in). None: no alarms. Alertmanager pages the alarms'
             SNS topic too (through an IRSA role that may publish only there) unless ``monitoring`` names a topic
             or receiver of its own.
+        pipeline_role_arn: The ML pipeline's IAM role (the bootstrap's ``pipelineRoleArn``): given, it gets an EKS
+            access entry with only what ``.github/workflows/ml-pipeline.yml`` runs with kubectl (restart and watch
+            the services' canary Deployments, read their pods, port-forward to Prometheus); see
+            :mod:`mlplat.components.pipeline_access`. None: the pipeline has no access to the cluster.
     """
 
     region: str
@@ -92,6 +100,7 @@ class MlPlatformArgs:
     load_balancer_controller: bool = True
     monitoring: MonitoringArgs | None = None
     alarms: PlatformAlarmsArgs | None = None
+    pipeline_role_arn: str | None = None
 
 
 def tracking_args(**overrides: Any) -> TrackingArgs:
@@ -99,6 +108,17 @@ def tracking_args(**overrides: Any) -> TrackingArgs:
     base: dict[str, Any] = {"vpc_id": PLATFORM, "database_subnet_ids": [PLATFORM],
                             "client_security_group_ids": [PLATFORM], "artifacts_uri": PLATFORM}
     return TrackingArgs(**{**base, **overrides})
+
+
+def platform_models(args: MlPlatformArgs) -> list[str]:
+    """The registered models the platform's MLflow holds: those its services serve and its training jobs register."""
+    names = [registered_model_of(uri) for svc in args.services.values() if _is_open(svc.tracking_uri)
+             for uri in (svc.model_uri, *([svc.canary.model_uri] if svc.canary else []))]
+    for job in args.training_jobs.values():
+        registry = job.config.get("registry")
+        if _is_open(job.tracking_uri) and isinstance(registry, Mapping):
+            names.append(registry.get("model_name"))
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
 class MlPlatform(pulumi.ComponentResource):
@@ -161,6 +181,11 @@ class MlPlatform(pulumi.ComponentResource):
                 allowed_namespaces=sorted({SERVING_NAMESPACE, TRAINING_NAMESPACE, *args.tracking.allowed_namespaces}),
                 # The internal ALB's ENIs lie in the private subnets, as do pods (VPC CNI): the VPC CIDR.
                 load_balancer_cidrs=list(args.tracking.load_balancer_cidrs) or [self.network.vpc_cidr],
+                # Created up front, so that only the trainer and the pipeline ever hold write access to them.
+                auth=None if args.tracking.auth is None else dataclasses.replace(
+                    args.tracking.auth,
+                    registered_models=list(dict.fromkeys([*args.tracking.auth.registered_models,
+                                                          *platform_models(args)]))),
             )
             self.tracking = Tracking(f"{name}-tracking", tracking, opts=workloads)
             tracking_uri = self.tracking.uri
@@ -170,6 +195,7 @@ class MlPlatform(pulumi.ComponentResource):
         if args.services:
             namespace = self._serving_namespace = self._namespace(SERVING_NAMESPACE, on_cluster)
             image = self._image("serving", "services")
+            reader = self._tracking_credentials(SERVING, namespace)  # read-only: resolve aliases, download models
             for svc, svc_args in args.services.items():
                 role = self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}")
                 self.artifacts.grant_read(role.name, prefix=MLFLOW_PREFIX, name=f"serve-{svc}")
@@ -177,7 +203,9 @@ class MlPlatform(pulumi.ComponentResource):
                     f"{name}-{svc}",
                     dataclasses.replace(
                         wired(svc_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
-                              service_account_role_arn=role.arn),
+                              service_account_role_arn=role.arn,
+                              # Only with the platform's MLflow: another server knows nothing of its users.
+                              tracking_credentials_secret=reader if _is_open(svc_args.tracking_uri) else None),
                         # The ALB (target type ip) reaches pods from its ENIs: an ipBlock, not a namespace.
                         load_balancer_cidrs=list(svc_args.load_balancer_cidrs) or [self.network.vpc_cidr],
                         monitoring_namespace=args.monitoring.namespace if args.monitoring is not None
@@ -203,6 +231,7 @@ class MlPlatform(pulumi.ComponentResource):
             self.monitoring = Monitoring(f"{name}-monitoring", self._monitoring_args(args), opts=workloads)
         if args.training_jobs:
             namespace = self._namespace(TRAINING_NAMESPACE, on_cluster)
+            writer = self._tracking_credentials(TRAINER, namespace)  # logs runs, registers, sets the alias
             for job, job_args in args.training_jobs.items():
                 # One prefix per job: the job's lineage. Each run of the job (a Job, or each CronJob run) is a new
                 # attempt identified by its Job's uid, which retires the previous run's checkpoints there.
@@ -213,12 +242,27 @@ class MlPlatform(pulumi.ComponentResource):
                 wired_job = wired(job_args, namespace=namespace,
                                   image=self._image("training", "training_jobs", cuda=gpu),
                                   tracking_uri=tracking_uri, checkpoint_uri=self.artifacts.uri(prefix),
-                                  service_account_role_arn=role.arn)
+                                  service_account_role_arn=role.arn,
+                                  tracking_credentials_secret=writer if _is_open(job_args.tracking_uri) else None)
                 if _is_open(job_args.image):
                     # The platform picked the image: GPU jobs the CUDA build of the trainer, CPU jobs the CPU build.
                     wired_job = dataclasses.replace(wired_job, image_cuda=gpu)
                 TrainingJob(f"{name}-{job}", wired_job, opts=workloads)
+        if args.pipeline_role_arn is not None:
+            PipelineAccess(f"{name}-pipeline", PipelineAccessArgs(
+                cluster_name=self.cluster.cluster_name, role_arn=args.pipeline_role_arn,
+                service_namespace=self._serving_namespace,
+                canary_deployments=[f"{name}-{svc}-canary" for svc, svc_args in args.services.items()
+                                    if svc_args.canary is not None],
+                monitoring_namespace=self.monitoring.namespace if self.monitoring is not None else None,
+            ), opts=on_cluster)
         self.register_outputs({"service_endpoints": self.service_endpoints})
+
+    def _tracking_credentials(self, identity: str, namespace: pulumi.Output[str]) -> pulumi.Output[str] | None:
+        """The Secret with ``identity``'s MLflow credentials in ``namespace``; None without MLflow or its auth."""
+        if self.tracking is None or not self.tracking.passwords:
+            return None
+        return self.tracking.client_credentials(identity, namespace)
 
     def _monitoring_args(self, args: MlPlatformArgs) -> MonitoringArgs:
         """The monitoring args with every service scraped and, by default, alerts paging the alarm topic."""

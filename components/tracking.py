@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import configparser
+import hashlib
+import io
 import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 import pulumi
@@ -13,6 +17,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from mlplat.components import mlflow_auth_bootstrap as auth_bootstrap
 from mlplat.components.iam import rotated_key
 from mlplat.components.options import child_options
 from mlplat.components.pods import (
@@ -41,6 +46,33 @@ DB_UPGRADE_SCRIPT = (
     "import os; from mlflow.cli import cli; "
     f"cli.main(args=['db', 'upgrade', os.environ['{BACKEND_URI_KEY}']], prog_name='mlflow')"
 )
+# -- authentication (MLflow's basic-auth app) ------------------------------------------------------------------
+AUTH_APP = "basic-auth"
+"""``mlflow server --app-name``: MLflow's own users, passwords and per-resource permissions (mlflow.server.auth)."""
+AUTH_SECRET = "mlflow-auth"
+"""The Secret (MLflow's namespace) with the auth config file, the admin password and the Flask secret key."""
+AUTH_CONFIG_KEY = "basic_auth.ini"
+ADMIN_PASSWORD_KEY = "admin-password"
+FLASK_SECRET_KEY = "flask-secret-key"
+AUTH_CONFIG_DIR = "/etc/mlflow-auth"
+AUTH_CONFIG_PATH = f"{AUTH_CONFIG_DIR}/{AUTH_CONFIG_KEY}"
+BOOTSTRAP_CONFIG_MAP = "mlflow-auth-bootstrap"
+BOOTSTRAP_KEY = "bootstrap.py"
+BOOTSTRAP_DIR = "/etc/mlflow-auth-bootstrap"
+USERS_DIR = auth_bootstrap.PASSWORDS_DIR
+USERNAME_KEY = "username"
+PASSWORD_KEY = "password"
+"""The keys of a ``kubernetes.io/basic-auth`` Secret, which every MLflow identity's Secret is."""
+USER_SECRET_PREFIX = "mlflow-user-"
+"""``mlflow-user-<identity>`` in MLflow's namespace: each identity's credentials, read by the bootstrap."""
+CLIENT_SECRET_PREFIX = "mlflow-"
+"""``mlflow-<identity>`` in a client's namespace: what its pods send (:meth:`Tracking.client_credentials`)."""
+TRAINER = "trainer"
+PIPELINE = "pipeline"
+SERVING = "serving"
+BOOTSTRAP_SOURCE = Path(auth_bootstrap.__file__).read_text()
+"""The bootstrap script the init container runs (stdlib + MLflow only: the tracking image has no mlplat)."""
+_USERNAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _HOST_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -72,6 +104,106 @@ def check_image(image: str) -> str:
             f"({OFFICIAL_IMAGE}:v<version>-full)"
         )
     return image
+
+
+def auth_config_ini(database_uri: str, admin_username: str, cache_seconds: int) -> str:
+    """MLflow's auth config file (``MLFLOW_AUTH_CONFIG_PATH``; keys as mlflow/server/auth/basic_auth.ini).
+
+    The users live in the tracking database itself: the auth tables (users, roles, role_permissions,
+    user_role_assignments) have names of their own and their migrations their own version table
+    (``alembic_version_auth``). MLflow reads the file with :class:`configparser.ConfigParser`, whose interpolation
+    treats ``%`` as special, so the percent-encoded password is written with ``%%``.
+    """
+    parser = configparser.ConfigParser()
+    parser["mlflow"] = {
+        "default_permission": auth_bootstrap.DEFAULT_PERMISSION,
+        "database_uri": database_uri.replace("%", "%%"),
+        "admin_username": admin_username,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "grant_default_workspace_access": "false",
+        "auth_cache_ttl_seconds": str(cache_seconds),
+    }
+    text = io.StringIO()
+    parser.write(text)
+    return text.getvalue()
+
+
+def registered_model_of(model_uri: str) -> str | None:
+    """The registered model a ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` URI names, else None."""
+    if not model_uri.startswith("models:/"):
+        return None
+    rest = model_uri.removeprefix("models:/")
+    return rest.split("@", 1)[0] if "@" in rest else rest.split("/", 1)[0]
+
+
+def tracking_credentials_env(secret_name: pulumi.Input[str]) -> list[k8s.core.v1.EnvVarArgs]:
+    """``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` from a ``kubernetes.io/basic-auth`` Secret: MLflow's client sends
+    them as HTTP basic auth on every request, artifact downloads and uploads through the server included."""
+    return [
+        k8s.core.v1.EnvVarArgs(name=name, value_from=k8s.core.v1.EnvVarSourceArgs(
+            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key=key)))
+        for name, key in (("MLFLOW_TRACKING_USERNAME", USERNAME_KEY), ("MLFLOW_TRACKING_PASSWORD", PASSWORD_KEY))
+    ]
+
+
+@dataclass(frozen=True)
+class TrackingAuth:
+    """Authentication for MLflow: who may register models and move their aliases.
+
+    MLflow runs its basic-auth app. Every request but ``/health`` needs a user and password (anonymous: 401);
+    without a grant a user may only read (``default_permission`` READ; writing someone else's experiment or model:
+    403). An init container creates the users below from generated passwords kept in Kubernetes Secrets, on every
+    start of a pod (first deploy and restarts alike), see :mod:`mlplat.components.mlflow_auth_bootstrap`.
+
+    Attributes:
+        writers: Identities that log runs, register model versions and move aliases: EDIT on every experiment and
+            every registered model. The trainer's pods and the ML pipeline.
+        readers: Identities that may only read (and resolve ``models:/<name>@<alias>``): the model servers.
+        registered_models: Registered models the bootstrap creates when missing, so that no reader creates one of
+            them first and owns it (MLflow gives a model's creator MANAGE on it); a reader's grants on them are
+            revoked. MlPlatform adds the models its services serve and its training jobs register.
+        admin_username: MLflow's admin (for people: user and permission management); its password is in Secret
+            ``mlflow-auth``, key ``admin-password``.
+        credential_cache_seconds: Each server worker caches a verified user and password this long (MLflow's
+            ``auth_cache_ttl_seconds``): checking a password hash costs a few hundred milliseconds of CPU per
+            request. A changed or deleted password may keep working on other workers that long. 0: no cache.
+    """
+
+    writers: Sequence[str] = (TRAINER, PIPELINE)
+    readers: Sequence[str] = (SERVING,)
+    registered_models: Sequence[str] = ()
+    admin_username: str = "admin"
+    credential_cache_seconds: int = 60
+
+    def __post_init__(self) -> None:
+        for name in ("writers", "readers", "registered_models"):
+            if isinstance(getattr(self, name), str):
+                raise ValueError(f"TrackingAuth.{name}={getattr(self, name)!r}: a list of names, not one string")
+        if not self.writers:
+            raise ValueError("TrackingAuth.writers is empty: nothing could register a model or move an alias")
+        names = [self.admin_username, *self.writers, *self.readers]
+        for user in names:
+            if not isinstance(user, str) or not _USERNAME.match(user):
+                raise ValueError(f"TrackingAuth: user name {user!r} is not allowed; use 1-40 characters of a-z, 0-9 "
+                                 "and '-', starting and ending with a letter or digit (it names a Secret and a file)")
+        twice = sorted({user for user in names if names.count(user) > 1})
+        if twice:
+            raise ValueError(f"TrackingAuth: {twice} named more than once among admin_username, writers and readers")
+        for model in self.registered_models:
+            if not isinstance(model, str) or not model.strip() or model != model.strip() or "\n" in model:
+                raise ValueError(f"TrackingAuth.registered_models: {model!r} is not a registered model name")
+        if self.credential_cache_seconds < 0:
+            raise ValueError(f"TrackingAuth.credential_cache_seconds={self.credential_cache_seconds}: must be >= 0")
+
+    @property
+    def users(self) -> list[str]:
+        """Every platform identity (writers, then readers)."""
+        return [*self.writers, *self.readers]
+
+    def bootstrap_args(self) -> list[str]:
+        """The bootstrap script's arguments (``--name=value``: a name starting with '-' stays a value)."""
+        return [*(f"--writer={u}" for u in self.writers), *(f"--reader={u}" for u in self.readers),
+                *(f"--model={m}" for m in dict.fromkeys(self.registered_models)), f"--passwords-dir={USERS_DIR}"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +277,9 @@ class TrackingArgs:
             Empty: no pod may.
         load_balancer_cidrs: Where the ALB's addresses lie, with ``ingress`` (target type ``ip``: the ALB
             connects to pod IPs from its ENIs; an ``ipBlock`` is the only way to name it).
+        auth: MLflow authentication (on by default): only the writers (trainer, pipeline) may register models and
+            move aliases, readers (model servers) may read, anonymous requests get 401. None: MLflow takes
+            requests from anyone who can reach it (then only the NetworkPolicy guards the registry).
     """
 
     vpc_id: pulumi.Input[str]
@@ -163,6 +298,7 @@ class TrackingArgs:
     network_policy: bool = True
     allowed_namespaces: Sequence[str] = ()
     load_balancer_cidrs: Sequence[pulumi.Input[str]] = ()
+    auth: TrackingAuth | None = field(default_factory=TrackingAuth)
 
     def __post_init__(self) -> None:
         if not self.client_security_group_ids:
@@ -203,6 +339,18 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _AuthPod:
+    """What MLflow's pod needs for authentication: env vars, mounts and volumes."""
+
+    env: list[k8s.core.v1.EnvVarArgs]
+    admin_password_env: k8s.core.v1.EnvVarArgs
+    flask_key_env: k8s.core.v1.EnvVarArgs
+    server_mounts: list[k8s.core.v1.VolumeMountArgs]
+    bootstrap_mounts: list[k8s.core.v1.VolumeMountArgs]
+    volumes: list[k8s.core.v1.VolumeArgs]
+
+
 class Tracking(pulumi.ComponentResource):
     """MLflow tracking for the platform.
 
@@ -213,8 +361,14 @@ class Tracking(pulumi.ComponentResource):
     as an init container, then ``mlflow server`` proxying artifacts to S3 (``--serve-artifacts``) with IRSA
     credentials, accepting only its in-cluster names and (with ``ingress``) the ALB's host as Host headers.
 
+    Authentication (``auth``, on by default): ``mlflow server --app-name basic-auth`` with its users in the same
+    database; an init container (``auth-bootstrap``) creates the admin and the platform's identities from generated
+    passwords (Secrets ``mlflow-auth`` and ``mlflow-user-<identity>``) and grants the writers EDIT, on every start.
+    :meth:`client_credentials` copies an identity's credentials into a client's namespace for its pods.
+
     Outputs: ``uri`` (in-cluster tracking URI), ``db_endpoint``, ``db_security_group_id``,
-    ``backend_store_uri`` (secret).
+    ``backend_store_uri`` (secret); with auth: ``passwords`` (identity -> secret), ``admin_password`` (secret),
+    ``auth_config`` (the auth config file, secret: it holds the database URI).
     """
 
     def __init__(self, name: str, args: TrackingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -303,10 +457,117 @@ class Tracking(pulumi.ComponentResource):
             pulumi.Output.all(password.result, self.database.address).apply(lambda pa: backend_store_uri(pa[0], pa[1]))
         )
         image = pulumi.Output.from_input(args.image).apply(check_image)  # an Output is checked once known
+        self._auth = args.auth
+        self.passwords: dict[str, pulumi.Output[str]] = {}
+        self.admin_password: pulumi.Output[str] | None = None
+        self.auth_config: pulumi.Output[str] | None = None
+        if args.auth is not None:
+            self._generate_credentials(name, args.auth, child)
         # The database is created at once; only the Kubernetes half waits for what the component waits for
         # (nodes, the Load Balancer Controller's webhook).
-        self.uri: pulumi.Output[str] = self._server(name, args, image, child_options(self, opts))
-        self.register_outputs({"uri": self.uri, "db_endpoint": self.db_endpoint})
+        self._k8s_options = child_options(self, opts)
+        self.uri: pulumi.Output[str] = self._server(name, args, image, self._k8s_options)
+        self.register_outputs({"uri": self.uri, "db_endpoint": self.db_endpoint,
+                               "users": args.auth.users if args.auth is not None else []})
+
+    def _generate_credentials(self, name: str, auth: TrackingAuth, child: pulumi.ResourceOptions) -> None:
+        """Generated passwords (alphanumeric: they travel in HTTP basic auth) and MLflow's auth config file."""
+        def generated(suffix: str) -> pulumi.Output[str]:
+            return pulumi.Output.secret(
+                random.RandomPassword(f"{name}-{suffix}", length=32, special=False, opts=child).result)
+
+        self.admin_password = generated("mlflow-admin-password")
+        # Signs the auth app's sessions and CSRF tokens; one value for every worker and replica.
+        self._flask_secret_key = generated("mlflow-flask-secret-key")
+        self.passwords = {user: generated(f"mlflow-{user}-password") for user in auth.users}
+        self.auth_config = pulumi.Output.secret(self.backend_store_uri.apply(
+            lambda uri: auth_config_ini(uri, auth.admin_username, auth.credential_cache_seconds)))
+
+    def client_credentials(self, identity: str, namespace: pulumi.Input[str],
+                           resource_name: str | None = None) -> pulumi.Output[str]:
+        """A ``kubernetes.io/basic-auth`` Secret ``mlflow-<identity>`` in ``namespace`` with that MLflow identity's
+        username and password, for the pods there to send (:func:`tracking_credentials_env`); returns its name.
+
+        Secrets are read only from a pod's own namespace, so each client namespace gets its own copy. Pass
+        ``resource_name`` when one identity is needed in several namespaces.
+        """
+        if self._auth is None:
+            raise ValueError(f"Tracking.client_credentials({identity!r}): MLflow authentication is off "
+                             "(TrackingArgs.auth=None), so there are no credentials to hand out")
+        if identity not in self.passwords:
+            raise ValueError(f"Tracking.client_credentials: no MLflow identity {identity!r}; identities: "
+                             f"{', '.join(self.passwords)} (TrackingAuth.writers and readers)")
+        secret = k8s.core.v1.Secret(
+            resource_name or f"{self._name}-{identity}-credentials",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{CLIENT_SECRET_PREFIX}{identity}", namespace=namespace,
+                                                labels={"app.kubernetes.io/name": "mlflow",
+                                                        "app.kubernetes.io/component": "tracking-credentials"}),
+            type="kubernetes.io/basic-auth",
+            string_data={USERNAME_KEY: identity, PASSWORD_KEY: self.passwords[identity]},
+            opts=self._k8s_options,
+        )
+        return secret.metadata.name
+
+    def _auth_objects(self, name: str, auth: TrackingAuth, namespace: pulumi.Output[str], labels: dict[str, str],
+                      child: pulumi.ResourceOptions) -> _AuthPod:
+        """The auth Secrets and bootstrap ConfigMap in MLflow's namespace, and how the pod reads them."""
+        assert self.auth_config is not None and self.admin_password is not None
+        config = k8s.core.v1.Secret(
+            f"{name}-auth",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=AUTH_SECRET, namespace=namespace, labels=labels),
+            type="Opaque",
+            string_data={AUTH_CONFIG_KEY: self.auth_config, ADMIN_PASSWORD_KEY: self.admin_password,
+                         FLASK_SECRET_KEY: self._flask_secret_key},
+            opts=child,
+        )
+        users = {
+            user: k8s.core.v1.Secret(
+                f"{name}-user-{user}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{USER_SECRET_PREFIX}{user}", namespace=namespace,
+                                                    labels=labels),
+                type="kubernetes.io/basic-auth",
+                string_data={USERNAME_KEY: user, PASSWORD_KEY: password},
+                opts=child,
+            )
+            for user, password in self.passwords.items()
+        }
+        script = k8s.core.v1.ConfigMap(
+            f"{name}-auth-bootstrap",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=BOOTSTRAP_CONFIG_MAP, namespace=namespace, labels=labels),
+            data={BOOTSTRAP_KEY: BOOTSTRAP_SOURCE},
+            opts=child,
+        )
+
+        def from_config(env: str, key: str) -> k8s.core.v1.EnvVarArgs:
+            return k8s.core.v1.EnvVarArgs(name=env, value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=config.metadata.name, key=key)))
+
+        config_mount = k8s.core.v1.VolumeMountArgs(name="auth-config", mount_path=AUTH_CONFIG_DIR, read_only=True)
+        return _AuthPod(
+            env=[k8s.core.v1.EnvVarArgs(name="MLFLOW_AUTH_CONFIG_PATH", value=AUTH_CONFIG_PATH)],
+            admin_password_env=from_config("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD_KEY),
+            flask_key_env=from_config("MLFLOW_FLASK_SERVER_SECRET_KEY", FLASK_SECRET_KEY),
+            server_mounts=[config_mount],
+            bootstrap_mounts=[
+                config_mount,
+                k8s.core.v1.VolumeMountArgs(name="mlflow-users", mount_path=USERS_DIR, read_only=True),
+                k8s.core.v1.VolumeMountArgs(name="auth-bootstrap", mount_path=BOOTSTRAP_DIR, read_only=True),
+            ],
+            volumes=[
+                # Only the config file: the admin password and the Flask key reach the processes as env vars.
+                k8s.core.v1.VolumeArgs(name="auth-config", secret=k8s.core.v1.SecretVolumeSourceArgs(
+                    secret_name=config.metadata.name, default_mode=0o440,
+                    items=[k8s.core.v1.KeyToPathArgs(key=AUTH_CONFIG_KEY, path=AUTH_CONFIG_KEY)])),
+                # One file per user, named after it: what the bootstrap reads (mlflow_auth_bootstrap.read_passwords).
+                k8s.core.v1.VolumeArgs(name="mlflow-users", projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+                    default_mode=0o440,
+                    sources=[k8s.core.v1.VolumeProjectionArgs(secret=k8s.core.v1.SecretProjectionArgs(
+                        name=secret.metadata.name, items=[k8s.core.v1.KeyToPathArgs(key=PASSWORD_KEY, path=user)]))
+                        for user, secret in users.items()])),
+                k8s.core.v1.VolumeArgs(name="auth-bootstrap", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                    name=script.metadata.name, default_mode=0o444)),
+            ],
+        )
 
     def _server(self, name: str, args: TrackingArgs, image: pulumi.Output[str],
                 child: pulumi.ResourceOptions) -> pulumi.Output[str]:
@@ -346,6 +607,40 @@ class Tracking(pulumi.ComponentResource):
             "--serve-artifacts",
             "--allowed-hosts", ",".join(args.allowed_hosts()),
         ]
+        init_containers = [
+            k8s.core.v1.ContainerArgs(
+                name="db-upgrade",
+                image=image,
+                command=["python", "-c", DB_UPGRADE_SCRIPT],
+                env=common_env,
+                resources=args.resources.to_args(),
+                security_context=container_security_context(),
+                volume_mounts=mounts,
+            )
+        ]
+        server_env, server_mounts = list(common_env), list(mounts)
+        volumes = [scratch_volume()]
+        annotations: dict[str, str] | None = None
+        if args.auth is not None:
+            auth = self._auth_objects(name, args.auth, namespace, labels, child)
+            server_args += ["--app-name", AUTH_APP]
+            init_containers.append(k8s.core.v1.ContainerArgs(
+                name="auth-bootstrap",
+                image=image,
+                command=["python", f"{BOOTSTRAP_DIR}/{BOOTSTRAP_KEY}", *args.auth.bootstrap_args()],
+                env=[*common_env, *auth.env, auth.admin_password_env],
+                resources=args.resources.to_args(),
+                security_context=container_security_context(),
+                volume_mounts=[*mounts, *auth.bootstrap_mounts],
+            ))
+            # The server never needs the admin password: the bootstrap has created the admin already.
+            server_env += [*auth.env, auth.flask_key_env,
+                           # Deny a route that has no authorization rule instead of letting it through.
+                           k8s.core.v1.EnvVarArgs(name="MLFLOW_BASIC_AUTH_FAIL_CLOSED", value="true")]
+            server_mounts += auth.server_mounts
+            volumes += auth.volumes
+            # A changed bootstrap script rolls the pods, so it runs (ConfigMap changes alone restart nothing).
+            annotations = {"mlplat.io/auth-bootstrap-sha256": hashlib.sha256(BOOTSTRAP_SOURCE.encode()).hexdigest()}
         deployment = k8s.apps.v1.Deployment(
             f"{name}-server",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="mlflow", namespace=namespace, labels=labels),
@@ -353,40 +648,31 @@ class Tracking(pulumi.ComponentResource):
                 replicas=args.replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=annotations),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=sa.metadata.name,
                         # MLflow never calls the Kubernetes API: no token. IRSA (S3) mounts its own projected token.
                         automount_service_account_token=False,
                         security_context=pod_security_context(),
-                        init_containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="db-upgrade",
-                                image=image,
-                                command=["python", "-c", DB_UPGRADE_SCRIPT],
-                                env=common_env,
-                                resources=args.resources.to_args(),
-                                security_context=container_security_context(),
-                                volume_mounts=mounts,
-                            )
-                        ],
+                        init_containers=init_containers,
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="mlflow",
                                 image=image,
                                 command=["mlflow"],
                                 args=server_args,
-                                env=common_env,
+                                env=server_env,
                                 ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=MLFLOW_PORT)],
                                 resources=args.resources.to_args(),
                                 security_context=container_security_context(),
+                                # /health answers without credentials (mlflow.server.auth: is_unprotected_route).
                                 liveness_probe=http_probe("/health", "http", period=15, failures=4,
                                                           initial_delay=10),
                                 readiness_probe=http_probe("/health", "http", period=5, failures=2),
-                                volume_mounts=mounts,
+                                volume_mounts=server_mounts,
                             )
                         ],
-                        volumes=[scratch_volume()],
+                        volumes=volumes,
                         topology_spread_constraints=[
                             k8s.core.v1.TopologySpreadConstraintArgs(
                                 max_skew=1,

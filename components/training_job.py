@@ -21,6 +21,7 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.tracking import tracking_credentials_env
 from mlplat.components.validation import (
     CRONJOB_NAME_MAX,
     DerivedName,
@@ -53,6 +54,10 @@ class TrainingJobArgs:
         checkpoint_uri: Where checkpoints go, e.g. ``s3://bucket/checkpoints/digits``; overrides the config's. The
             job's lineage: it holds the current attempt's checkpoints (``attempt.json`` names the attempt).
         tracking_uri: MLflow tracking URI.
+        tracking_credentials_secret: A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and
+            ``password``) with the MLflow identity the trainer logs and registers as
+            (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``); MlPlatform passes the Tracking's
+            ``trainer`` (:meth:`~mlplat.components.tracking.Tracking.client_credentials`). None: no credentials.
         nodes: Pods (1 = single-node; more = torchrun across an Indexed Job with a headless Service).
         processes_per_node: torchrun processes per pod (usually the GPUs per node).
         resources: Requests and limits per pod; ``gpus > 0`` schedules on the tainted GPU pool.
@@ -74,6 +79,7 @@ class TrainingJobArgs:
     config: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_uri: pulumi.Input[str] | None = None
     tracking_uri: pulumi.Input[str] | None = None
+    tracking_credentials_secret: pulumi.Input[str] | None = None
     nodes: int = 1
     processes_per_node: int = 1
     resources: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi", gpus=1))
@@ -256,7 +262,9 @@ class TrainingJob(pulumi.ComponentResource):
                     name=CONTAINER,
                     image=args.image,
                     command=trainer_command(args.nodes, args.processes_per_node),
-                    env=[*env_vars(env), *_attempt_env(), *(_completion_index_env() if multi_node else [])],
+                    env=[*env_vars(env), *_attempt_env(), *(_completion_index_env() if multi_node else []),
+                         *(tracking_credentials_env(args.tracking_credentials_secret)
+                           if args.tracking_credentials_secret is not None else [])],
                     resources=args.resources.to_args(),
                     security_context=container_security_context(),
                     ports=[k8s.core.v1.ContainerPortArgs(name="rendezvous", container_port=RENDEZVOUS_PORT)]

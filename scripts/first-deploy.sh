@@ -90,6 +90,14 @@ for entry in $jobs; do
 done
 run sh -c "kubectl -n mlflow port-forward svc/mlflow 5000:5000 >/dev/null 2>&1 & echo \$! > .mlplat-port-forward.pid"
 run sleep 5
+# MLflow lets only its writers move an alias: promote as the pipeline identity, its password read from the
+# stack's Secret into the environment (never printed, never in argv).
+echo "+ export MLFLOW_TRACKING_USERNAME=pipeline MLFLOW_TRACKING_PASSWORD=<Secret mlflow/mlflow-user-pipeline>"
+if [ "$dry_run" = false ]; then
+  MLFLOW_TRACKING_PASSWORD=$(kubectl -n mlflow get secret mlflow-user-pipeline -o jsonpath='{.data.password}' \
+    | base64 -d)
+  export MLFLOW_TRACKING_USERNAME=pipeline MLFLOW_TRACKING_PASSWORD
+fi
 run "$mlplat" promote "$model" --from staging --to champion --tracking-uri http://127.0.0.1:5000
 run sh -c 'kill "$(cat .mlplat-port-forward.pid)"; rm -f .mlplat-port-forward.pid'
 

@@ -320,6 +320,8 @@ def _requirements(pods: Pods, c: Mapping[str, Any]) -> list[tuple[str, str]]:
             value = _flag(argv, flag)
             if value and value.startswith("s3://"):
                 needs.append(("boto3", f"{flag} s3://…"))
+        if _flag(argv, "--app-name") == "basic-auth":  # mlflow.server.auth imports flask_wtf (mlflow's auth extra)
+            needs.append(("Flask-WTF", "--app-name basic-auth"))
         backend = _flag(argv, "--backend-store-uri") or get(env.get("MLFLOW_BACKEND_STORE_URI"), "value")
         if isinstance(backend, str) and known(backend) and backend.startswith("postgresql"):
             scheme = backend.split(":", 1)[0]

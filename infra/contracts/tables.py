@@ -213,8 +213,9 @@ class ImageContents:
 # Repositories the platform's registry fills from this repository's Dockerfiles, by short name (the last path
 # segment of the ECR repository); a tag ending in -cuda adds `cuda` (training/Dockerfile with CUDA build args).
 OWN_IMAGES: dict[str, ImageContents] = {
-    "tracking": ImageContents(frozenset({"mlflow", "psycopg2", "boto3"}),
-                              "tracking/Dockerfile + tracking/requirements.txt (mlflow, psycopg2-binary, boto3)"),
+    "tracking": ImageContents(frozenset({"mlflow", "psycopg2", "boto3", "Flask-WTF"}),
+                              "tracking/Dockerfile + tracking/requirements.txt (mlflow, psycopg2-binary, boto3, "
+                              "Flask-WTF)"),
     "serving": ImageContents(frozenset({"mlplat-serve", "mlflow", "boto3"}), "serving/Dockerfile"),
     "training": ImageContents(frozenset({"mlplat-train", "mlflow", "boto3"}), "training/Dockerfile"),
 }

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pulumi
 import pytest
+from secrets_support import CreatedSecrets, record_secrets, unresolved
 
 from mlplat.components.model_service import Canary, ModelService, ModelServiceArgs
 from mlplat.components.pods import Resources
+from mlplat.components.tracking import Tracking, TrackingArgs
 from mlplat.infra.engine import Render
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -367,3 +370,42 @@ def test_behind_the_alb_idle_connections_outlast_its_idle_timeout(service: Svc, 
     assert env_of(container)["MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S"] == "65"
     (container,) = pod_of(service(ingress=False).one(DEPLOYMENT).inputs)["containers"]
     assert "MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S" not in env_of(container)
+
+
+# -- MLflow credentials (issue 18, item 5) ----------------------------------------------------------------------
+
+def test_model_servers_read_mlflow_as_the_read_only_serving_identity(on_cluster: Callable[..., Render],
+                                                                     pod_of: PodOf) -> None:
+    created: CreatedSecrets = {}
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        record_secrets(created)
+        tracking = Tracking("tracking", TrackingArgs(
+            vpc_id="vpc-1", database_subnet_ids=["subnet-a"], client_security_group_ids=["sg-nodes"],
+            artifacts_uri="s3://art/mlflow", image="123.dkr.ecr/tracking:1"), opts=opts)
+        ModelService("digits", ModelServiceArgs(
+            namespace="serving", image="123.dkr.ecr/serving:1", model_uri="models:/digits@champion",
+            canary=Canary(model_uri="models:/digits@challenger"), tracking_uri=tracking.uri,
+            tracking_credentials_secret=tracking.client_credentials("serving", "serving")), opts=opts)
+
+    stack = on_cluster(build)
+    servers = [r for r in stack.by_type(DEPLOYMENT) if r.name.startswith("digits-")]
+    assert {r.name for r in servers} == {"digits-stable", "digits-canary"}
+    for deployment in servers:
+        (server,) = pod_of(deployment.inputs)["containers"]
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]
+                if "secretKeyRef" in e.get("valueFrom", {})}
+        assert refs == {"MLFLOW_TRACKING_USERNAME": {"name": "mlflow-serving", "key": "username"},
+                        "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-serving", "key": "password"},
+                        "MLPLAT_SERVING_API_KEY": {"name": "digits-api-key", "key": "api-key"}}
+    assert unresolved(stack, created) == []  # every Secret key the servers' and MLflow's pods read is rendered
+    # The servers send the reader's credentials, which MLflow's bootstrap holds to no grant (READ only).
+    assert created[("serving", "mlflow-serving")] == created[("mlflow", "mlflow-user-serving")]
+    assert created[("serving", "mlflow-serving")]["username"] == "serving"
+    bootstrap = pod_of(stack.one(DEPLOYMENT, "tracking-server").inputs)["initContainers"][1]
+    assert "--reader=serving" in bootstrap["command"] and "--writer=serving" not in bootstrap["command"]
+
+
+def test_without_credentials_the_server_sends_none(service: Svc, pod_of: PodOf) -> None:
+    (server,) = pod_of(service().one(DEPLOYMENT).inputs)["containers"]
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(env_of(server))

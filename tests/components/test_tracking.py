@@ -16,14 +16,19 @@ import pulumi_kubernetes as k8s
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from secrets_support import CreatedSecrets, record_secrets, secret_refs, unresolved
 from sqlalchemy.engine import make_url
 
+from mlplat.components import mlflow_auth_bootstrap
 from mlplat.components import tracking as tracking_module
+from mlplat.components.model_service import ModelServiceArgs
 from mlplat.components.tracking import (
     PASSWORD_SPECIAL,
     DatabaseArgs,
     Tracking,
     TrackingArgs,
+    TrackingAuth,
+    auth_config_ini,
     backend_store_uri,
 )
 from mlplat.infra.engine import MASK, ProgramError, Render, render
@@ -109,7 +114,8 @@ def test_security_group_admits_only_the_cluster_on_5432(tracking: Callable[..., 
 def test_password_never_appears_in_plain_text(tracking: Callable[..., Render]) -> None:
     stack = tracking()
     assert stack.one("aws:rds/instance:Instance").inputs["password"] == MASK
-    assert stack.one("kubernetes:core/v1:Secret").inputs["stringData"] == MASK
+    assert all(s.inputs["stringData"] == MASK for s in stack.by_type("kubernetes:core/v1:Secret"))
+    assert stack.one("kubernetes:core/v1:Secret", "tracking-backend").inputs["stringData"] == MASK
     assert stack.outputs["backend"] == MASK
     # The mock's generated password is derived from the resource name; it must not leak anywhere.
     from mlplat.infra.mock_outputs import MockOutputs
@@ -128,8 +134,9 @@ def test_mlflow_points_at_rds_and_the_bucket(tracking: Callable[..., Render]) ->
     assert "--serve-artifacts" in args
     backend = next(e for e in server["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI")
     assert backend["valueFrom"]["secretKeyRef"]["name"] == "mlflow-backend"
-    (upgrade,) = deployment["initContainers"]
-    assert upgrade["name"] == "db-upgrade" and server["image"] == upgrade["image"] == IMAGE
+    upgrade, bootstrap = deployment["initContainers"]
+    assert upgrade["name"] == "db-upgrade" and server["image"] == upgrade["image"] == bootstrap["image"] == IMAGE
+    assert bootstrap["name"] == "auth-bootstrap"  # after the upgrade: the auth tables share the database
     assert server["readinessProbe"]["httpGet"]["path"] == "/health"
     assert server["securityContext"]["readOnlyRootFilesystem"] is True
     assert stack.outputs["uri"] == "http://mlflow.mlflow.svc.cluster.local:5000"
@@ -213,7 +220,7 @@ class SpecialPasswords(MockOutputs):
     """The mock runtime, but RandomPassword returns a password holding every special character it was given."""
 
     def _RandomPassword(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        value = "Aa0%41" + inputs["overrideSpecial"]
+        value = "Aa0%41" + inputs.get("overrideSpecial", "")
         return {"result": secret(value), "bcryptHash": secret("$2a$10$" + value)}
 
 
@@ -228,7 +235,7 @@ def test_the_rendered_backend_uri_encodes_the_generated_password_and_stays_secre
         pulumi.export("backend", t.backend_store_uri)
 
     stack = render(program, project="mlplat", stack="test", mocks=SpecialPasswords("mlplat", "test"))
-    special = stack.one("random:index/randomPassword:RandomPassword").inputs["overrideSpecial"]
+    special = stack.one("random:index/randomPassword:RandomPassword", "tracking-db-password").inputs["overrideSpecial"]
     password = "Aa0%41" + special
     (uri,) = seen
     assert make_url(uri).password == password
@@ -243,7 +250,7 @@ def test_the_backend_uri_never_reaches_a_container_command_line(tracking: Callab
     _, generated = MockOutputs("mlplat", "test").outputs("random:index/randomPassword:RandomPassword",
                                                          "tracking-db-password", {"length": 32})
     found = containers(stack)
-    assert [c["name"] for c in found] == ["db-upgrade", "mlflow"]
+    assert [c["name"] for c in found] == ["db-upgrade", "auth-bootstrap", "mlflow"]
     for container in found:
         argv = [*container.get("command", []), *container.get("args", [])]
         assert not [a for a in argv if "$(" in a or generated["result"]["value"] in a or "postgresql" in a], argv
@@ -269,7 +276,7 @@ def test_mlflow_server_takes_the_backend_uri_from_the_env_var(tracking: Callable
 def test_the_init_container_upgrades_the_database_named_by_the_env_var(tracking: Callable[..., Render],
                                                                        tmp_path: Path) -> None:
     # Run the rendered init container's command line for real, against a SQLite store.
-    (upgrade, _) = containers(tracking())
+    (upgrade, _, _) = containers(tracking())
     command = [*upgrade["command"], *upgrade.get("args", [])]
     assert command[0] == "python"
     db = tmp_path / "mlflow.db"
@@ -399,3 +406,196 @@ def test_mlflow_without_allowed_clients_is_closed_and_mounts_no_api_token(tracki
     assert not spec.get("ingress")  # selected, no rule: deny all
     pod = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
+
+
+# -- MLflow authentication (issue 18, item 5) -------------------------------------------------------------------
+
+def render_with_secrets(args: dict[str, Any] | None = None,
+                        clients: tuple[tuple[str, str], ...] = ()) -> tuple[Render, CreatedSecrets, dict[str, str]]:
+    """Tracking rendered with every Secret's plain keys and values recorded; ``clients``: (identity, namespace)
+    pairs handed out with ``client_credentials``. Also returns the secret outputs (resolved)."""
+    created: CreatedSecrets = {}
+    seen: dict[str, str] = {}
+
+    def program() -> None:
+        record_secrets(created)
+        config = kubeconfig("test", "https://example.eks.amazonaws.com", fake_certificate("test"), "us-east-1")
+        provider = k8s.Provider("k8s", kubeconfig=pulumi.Output.secret(json.dumps(config)))
+        t = Tracking("tracking", tracking_args(**(args or {})), opts=pulumi.ResourceOptions(providers=[provider]))
+        t.backend_store_uri.apply(lambda v: seen.__setitem__("backend", v))
+        if t.auth_config is not None:
+            t.auth_config.apply(lambda v: seen.__setitem__("auth_config", v))
+        for identity, namespace in clients:
+            t.client_credentials(identity, namespace, resource_name=f"{identity}-in-{namespace}")
+
+    return render(program, project="mlplat", stack="test"), created, seen
+
+
+def test_mlflow_runs_basic_auth_with_every_secret_it_reads_rendered(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from mlflow.server.auth.config import read_auth_config
+
+    stack, created, seen = render_with_secrets(clients=(("trainer", "training"), ("serving", "serving")))
+    assert server_args(stack)[-2:] == ["--app-name", "basic-auth"]
+    assert unresolved(stack, created) == []
+    refs = {(r.secret, r.key, r.where) for r in secret_refs(stack)}
+    assert ("mlflow-auth", "admin-password", "auth-bootstrap env MLFLOW_AUTH_ADMIN_PASSWORD") in refs
+    assert ("mlflow-auth", "flask-secret-key", "mlflow env MLFLOW_FLASK_SERVER_SECRET_KEY") in refs
+    assert {(r.secret, r.key) for r in secret_refs(stack) if r.where == "volume mlflow-users"} == {
+        ("mlflow-user-trainer", "password"), ("mlflow-user-pipeline", "password"), ("mlflow-user-serving", "password")}
+    # The server never holds the admin password: the bootstrap has created the admin before it starts.
+    assert not any(r.where.startswith("mlflow env MLFLOW_AUTH_ADMIN") for r in secret_refs(stack))
+    # Every identity's Secret is kubernetes.io/basic-auth with its own name as username; the clients' copies match.
+    users = {s.inputs["metadata"]["name"]: s.inputs["type"] for s in stack.by_type("kubernetes:core/v1:Secret")}
+    for identity in ("trainer", "pipeline", "serving"):
+        assert users[f"mlflow-user-{identity}"] == "kubernetes.io/basic-auth"
+        assert created[("mlflow", f"mlflow-user-{identity}")]["username"] == identity
+        assert len(created[("mlflow", f"mlflow-user-{identity}")]["password"]) == 32
+    for identity, namespace in (("trainer", "training"), ("serving", "serving")):
+        assert created[(namespace, f"mlflow-{identity}")] == created[("mlflow", f"mlflow-user-{identity}")]
+    # MLflow's own reader sees the rendered file as the platform means it.
+    auth = created[("mlflow", "mlflow-auth")]
+    assert auth["basic_auth.ini"] == seen["auth_config"]
+    path = tmp_path / "basic_auth.ini"
+    path.write_text(auth["basic_auth.ini"])
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", auth["admin-password"])
+    config = read_auth_config()
+    assert (config.default_permission, config.admin_username, config.auth_cache_ttl_seconds) == ("READ", "admin", 60)
+    assert config.database_uri == seen["backend"] == created[("mlflow", "mlflow-backend")]["MLFLOW_BACKEND_STORE_URI"]
+    assert config.grant_default_workspace_access is False
+    (server,) = pod_of_tracking(stack)["containers"]
+    assert {"name": "MLFLOW_BASIC_AUTH_FAIL_CLOSED", "value": "true"} in server["env"]
+    assert {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": "/etc/mlflow-auth/basic_auth.ini"} in server["env"]
+    # Generated passwords stay secrets: none of them is in the recorded render.
+    dump = stack.dumps()
+    assert not [k for values in created.values() for k, v in values.items() if len(v) >= 12 and v in dump]
+
+
+def pod_of_tracking(stack: Render) -> dict[str, Any]:
+    return dict(stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["spec"])
+
+
+def test_health_probes_use_the_path_basic_auth_leaves_open(tracking: Callable[..., Render]) -> None:
+    from mlflow.server.auth import is_unprotected_route
+
+    (server,) = pod_of_tracking(tracking())["containers"]
+    paths = {server[probe]["httpGet"]["path"] for probe in ("livenessProbe", "readinessProbe")}
+    assert paths == {"/health"}
+    assert all(is_unprotected_route(p) for p in paths)
+    assert not is_unprotected_route("/api/2.0/mlflow/registered-models/alias")  # the check is live
+
+
+def test_the_bootstrap_ships_verbatim_and_runs_between_the_upgrade_and_the_server(
+        tracking: Callable[..., Render]) -> None:
+    import hashlib
+
+    stack = tracking({"auth": TrackingAuth(registered_models=["digits", "-odd name"])})
+    pod = pod_of_tracking(stack)
+    script = stack.one("kubernetes:core/v1:ConfigMap").inputs
+    assert script["metadata"]["name"] == "mlflow-auth-bootstrap"
+    assert script["data"]["bootstrap.py"] == Path(mlflow_auth_bootstrap.__file__).read_text()
+    annotations = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["mlplat.io/auth-bootstrap-sha256"] == hashlib.sha256(
+        script["data"]["bootstrap.py"].encode()).hexdigest()
+    _, bootstrap = pod["initContainers"]
+    assert bootstrap["command"][:2] == ["python", "/etc/mlflow-auth-bootstrap/bootstrap.py"]
+    parsed = mlflow_auth_bootstrap.parse_args(bootstrap["command"][2:])
+    assert (parsed.writer, parsed.reader) == (["trainer", "pipeline"], ["serving"])
+    assert parsed.model == ["digits", "-odd name"]  # --model=<name>: a name that starts with '-' stays a value
+    assert parsed.passwords_dir == "/etc/mlflow-users"
+    mounts = {m["mountPath"]: m["name"] for m in bootstrap["volumeMounts"]}
+    assert mounts == {"/tmp": "tmp", "/etc/mlflow-auth": "auth-config", "/etc/mlflow-users": "mlflow-users",
+                      "/etc/mlflow-auth-bootstrap": "auth-bootstrap"}
+    assert all(m.get("readOnly") for m in bootstrap["volumeMounts"] if m["mountPath"] != "/tmp")
+    assert bootstrap["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_client_credentials_need_auth_and_a_known_identity(on_cluster: Callable[..., Render]) -> None:
+    with pytest.raises(ProgramError, match=r"no MLflow identity 'admin'; identities: trainer, pipeline, serving"):
+        on_cluster(lambda opts: Tracking("tracking", tracking_args(), opts=opts).client_credentials("admin", "x"))
+    with pytest.raises(ProgramError, match=r"authentication is off \(TrackingArgs\.auth=None\)"):
+        on_cluster(lambda opts: Tracking("tracking", tracking_args(auth=None), opts=opts)
+                   .client_credentials("trainer", "training"))
+
+
+def test_without_auth_mlflow_serves_everyone_and_renders_no_auth_objects(tracking: Callable[..., Render]) -> None:
+    stack = tracking({"auth": None})
+    assert "--app-name" not in server_args(stack)
+    assert [c["name"] for c in containers(stack)] == ["db-upgrade", "mlflow"]
+    assert [s.inputs["metadata"]["name"] for s in stack.by_type("kubernetes:core/v1:Secret")] == ["mlflow-backend"]
+    assert not stack.by_type("kubernetes:core/v1:ConfigMap")
+    assert [p.name for p in stack.by_type("random:index/randomPassword:RandomPassword")] == ["tracking-db-password"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"writers": []}, r"writers is empty"),
+    ({"writers": "trainer"}, r"writers='trainer': a list of names, not one string"),
+    ({"readers": ["Serving"]}, r"user name 'Serving' is not allowed"),
+    ({"readers": ["a_b"]}, r"user name 'a_b' is not allowed"),
+    ({"readers": ["trainer"]}, r"\['trainer'\] named more than once"),
+    ({"admin_username": "pipeline"}, r"\['pipeline'\] named more than once"),
+    ({"registered_models": [" digits"]}, r"' digits' is not a registered model name"),
+    ({"registered_models": [""]}, r"'' is not a registered model name"),
+    ({"credential_cache_seconds": -1}, r"credential_cache_seconds=-1: must be >= 0"),
+])
+def test_auth_settings_are_validated(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=r"TrackingAuth.*" + message):
+        TrackingAuth(**kwargs)
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_the_auth_config_gives_mlflow_back_the_exact_database_uri(password: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # configparser's interpolation reads '%' as a directive: the percent-encoded password must be escaped.
+    from mlflow.server.auth.config import read_auth_config
+
+    uri = backend_store_uri(password, "db.internal")
+    path = tmp_path / "basic_auth.ini"
+    path.write_text(auth_config_ini(uri, "admin", 0))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    config = read_auth_config()
+    assert config.database_uri == uri and make_url(config.database_uri).password == password
+    assert config.auth_cache_ttl_seconds == 0
+
+
+def test_auth_tables_share_the_tracking_database_without_colliding(tmp_path: Path) -> None:
+    # The auth store's own migrations, on an empty database: their tables and version table against the tracking
+    # store's (and the registry's) tables, which `mlflow db upgrade` creates in the same database.
+    import mlflow.store.model_registry.dbmodels.models  # registers the registry's tables
+    import mlflow.store.tracking.dbmodels.models  # noqa: F401 - registers the tracking tables
+    import sqlalchemy
+    from mlflow.server.auth.db.utils import migrate
+    from mlflow.store.db.base_sql_model import Base
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'auth.db'}")
+    migrate(engine, "head")
+    auth_tables = set(sqlalchemy.inspect(engine).get_table_names())
+    assert {"users", "roles", "role_permissions", "alembic_version_auth"} <= auth_tables
+    tracking_tables = {*Base.metadata.tables, "alembic_version"}
+    assert {"experiments", "registered_models", "registered_model_aliases"} <= tracking_tables
+    assert auth_tables & tracking_tables == set()
+
+
+def test_the_platform_hands_each_workload_its_identity_and_creates_its_models_first(production_stack: Render) -> None:
+    from mlplat.components.platform import MlPlatformArgs, platform_models
+
+    secrets = {(s.inputs["metadata"]["namespace"], s.inputs["metadata"]["name"]): s.inputs["type"]
+               for s in production_stack.by_type("kubernetes:core/v1:Secret")}
+    refs = list(secret_refs(production_stack))
+    assert [r for r in refs if (r.namespace, r.secret) not in secrets] == []  # keys are masked in the shipped render
+    users = {(r.owner.rsplit("-", 1)[-1], r.secret) for r in refs if r.where.endswith("MLFLOW_TRACKING_USERNAME")}
+    assert users == {("stable", "mlflow-serving"), ("canary", "mlflow-serving"), ("digits", "mlflow-trainer")}
+    basic_auth = "kubernetes.io/basic-auth"
+    assert secrets[("serving", "mlflow-serving")] == secrets[("training", "mlflow-trainer")] == basic_auth
+    server = production_stack.one("kubernetes:apps/v1:Deployment", "mlplat-production-tracking-server")
+    bootstrap = server.inputs["spec"]["template"]["spec"]["initContainers"][1]
+    assert "--model=digits" in bootstrap["command"]  # served (stable and canary) and registered by the job: once
+    assert [a for a in bootstrap["command"] if a.startswith("--model")] == ["--model=digits"]
+    # Models of a service or job that uses another MLflow are not the platform's to create.
+    args = MlPlatformArgs(region="us-east-1", network=None, cluster=None,  # type: ignore[arg-type]
+                          services={"a": ModelServiceArgs(namespace="s", image="i", model_uri="models:/a@champion"),
+                                    "b": ModelServiceArgs(namespace="s", image="i", model_uri="models:/b/3",
+                                                          tracking_uri="http://other:5000"),
+                                    "c": ModelServiceArgs(namespace="s", image="i", model_uri="s3://bucket/c")})
+    assert platform_models(args) == ["a"]

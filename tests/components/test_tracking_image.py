@@ -35,8 +35,10 @@ def test_the_tracking_dockerfile_passes_hadolint() -> None:
 
 def test_the_image_pins_mlflow_as_tested_with_the_driver_and_boto3() -> None:
     found = pins()
-    assert set(found) == {"mlflow", "psycopg2-binary", "boto3"}
+    assert set(found) == {"mlflow", "psycopg2-binary", "boto3", "flask-wtf"}
     assert found["mlflow"] == importlib.metadata.version("mlflow")  # the version this repository tests against
+    # The basic-auth app (TrackingArgs.auth, on by default) imports flask_wtf; pinned as the tests run it.
+    assert found["flask-wtf"] == importlib.metadata.version("Flask-WTF")
     assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in found.values())
 
 
@@ -46,7 +48,8 @@ def test_the_dockerfile_is_multi_stage_non_root_and_read_only_friendly() -> None
     assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
     build, runtime = text.split("AS runtime", 1)
     assert "COPY tracking/requirements.txt" in build and "pip install --no-cache-dir -r" in build
-    assert 'python -c "import mlflow, psycopg2, boto3"' in build  # the build fails if the driver is missing
+    # The build fails if the driver, boto3 or the basic-auth app's Flask-WTF is missing.
+    assert 'python -c "import mlflow, psycopg2, boto3, flask_wtf"' in build
     assert "pip install" not in runtime  # the runtime stage only copies the built virtualenv
     assert "--uid 10001" in runtime and "USER 10001:10001" in runtime
     # python and mlflow from the virtualenv: the component runs `mlflow server` and `python -c` (db upgrade).

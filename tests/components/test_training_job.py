@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pulumi
 import pytest
 import yaml
+from secrets_support import CreatedSecrets, record_secrets, unresolved
 
 from mlplat.components.pods import Resources
+from mlplat.components.tracking import Tracking, TrackingArgs
 from mlplat.components.training_job import TrainingJob, TrainingJobArgs
 from mlplat.infra.engine import Render
 from mlplat.training.exit_codes import EXIT_PREEMPTED
@@ -196,3 +199,45 @@ def test_a_scheduled_job_keeps_one_run_per_lineage_and_the_spot_settings(job: Jo
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert pod_of(cron)["terminationGracePeriodSeconds"] == 90
     assert job().one("kubernetes:batch/v1:Job").inputs["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+
+
+# -- MLflow credentials (issue 18, item 5) ----------------------------------------------------------------------
+
+def with_tracking(on_cluster: Callable[..., Render], created: CreatedSecrets, **job: object) -> Render:
+    """A TrainingJob next to the Tracking whose trainer identity it gets, as MlPlatform wires them."""
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        record_secrets(created)
+        tracking = Tracking("tracking", TrackingArgs(
+            vpc_id="vpc-1", database_subnet_ids=["subnet-a"], client_security_group_ids=["sg-nodes"],
+            artifacts_uri="s3://art/mlflow", image="123.dkr.ecr/tracking:1"), opts=opts)
+        args: dict[str, Any] = {
+            "namespace": "training", "image": "123.dkr.ecr/training:1-cuda", "tracking_uri": tracking.uri,
+            "tracking_credentials_secret": tracking.client_credentials("trainer", "training"), **job}
+        TrainingJob("digits", TrainingJobArgs(**args), opts=opts)
+
+    return on_cluster(build)
+
+
+@pytest.mark.parametrize("schedule", [None, "0 3 * * 1"])
+def test_the_trainer_logs_in_to_mlflow_as_the_trainer_identity(on_cluster: Callable[..., Render], pod_of: PodOf,
+                                                                schedule: str | None) -> None:
+    created: CreatedSecrets = {}
+    stack = with_tracking(on_cluster, created, schedule=schedule)
+    kind = "kubernetes:batch/v1:CronJob" if schedule else "kubernetes:batch/v1:Job"
+    (trainer,) = pod_of(stack.one(kind).inputs)["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in trainer["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {"MLFLOW_TRACKING_USERNAME": {"name": "mlflow-trainer", "key": "username"},
+                    "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-trainer", "key": "password"}}
+    assert unresolved(stack, created) == []  # every Secret key the job's and MLflow's pods read is rendered
+    # The trainer sends the credentials MLflow's bootstrap gives the trainer user (a writer).
+    assert created[("training", "mlflow-trainer")] == created[("mlflow", "mlflow-user-trainer")]
+    assert created[("training", "mlflow-trainer")]["username"] == "trainer"
+    bootstrap = pod_of(stack.one("kubernetes:apps/v1:Deployment").inputs)["initContainers"][1]
+    assert "--writer=trainer" in bootstrap["command"]
+
+
+def test_without_credentials_the_trainer_sends_none(job: Jobs, pod_of: PodOf) -> None:
+    (trainer,) = pod_of(job().one("kubernetes:batch/v1:Job").inputs)["containers"]
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & {e["name"] for e in trainer["env"]}

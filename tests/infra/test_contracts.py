@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -322,14 +323,14 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
     ],
     'official-mlflow-image': [
         ('contract-rt-image-contents', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'db-upgrade' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks ps"
-         "ycopg2 (the Tracking component's backend store (postgresql+psycopg2, from a Secret)); it carrie"
-         's mlflow (mlflow/mlflow docker/Dockerfile: `pip install mlflow==$VERSION` only)'),
+         "Deployment mlflow/mlflow container 'db-upgrade' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks psy"
+         "copg2 (the Tracking component's backend store (postgresql+psycopg2, from a Secret)); it carries "
+         'mlflow (mlflow/mlflow docker/Dockerfile: `pip install mlflow==$VERSION` only)'),
         ('contract-rt-image-contents', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks boto3 "
-         "(--artifacts-destination s3://…), psycopg2 (the Tracking component's backend store (postgresql+"
-         'psycopg2, from a Secret)); it carries mlflow (mlflow/mlflow docker/Dockerfile: `pip install mlf'
-         'low==$VERSION` only)'),
+         "Deployment mlflow/mlflow container 'mlflow' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks boto3 ("
+         '--artifacts-destination s3://…), Flask-WTF (--app-name basic-auth), psycopg2 (the Tracking compo'
+         "nent's backend store (postgresql+psycopg2, from a Secret)); it carries mlflow (mlflow/mlflow doc"
+         'ker/Dockerfile: `pip install mlflow==$VERSION` only)'),
     ],
     'service-before-lb-controller': [
         ('contract-ready-order', 'mlplat-production-tracking-server',
@@ -365,7 +366,8 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
     'secret-renamed': [
         ('contract-ref-secret', 'mlplat-production-tracking-server',
          "Deployment mlflow/mlflow container 'mlflow' env MLFLOW_BACKEND_STORE_URI → Secret mlflow/mlflow"
-         '-db: no such Secret; Secrets in mlflow: mlflow-backend'),
+         '-db: no such Secret; Secrets in mlflow: mlflow-auth, mlflow-backend, mlflow-user-pipeline, '
+         'mlflow-user-serving, mlflow-user-trainer'),
     ],
     'config-key-missing': [
         ('contract-ref-configmap', 'mlplat-production-digits',
@@ -428,15 +430,20 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
     ],
     'image-repository-missing': [
         ('contract-ready-image', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'db-upgrade' → image 123456789012.dkr.ecr.us-east-1.amazonaw"
-         "s.com/mlplat-production/mlflow:0.1.0: the stack's registry has no repository 'mlplat-production"
-         "/mlflow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-productio"
+         "Deployment mlflow/mlflow container 'auth-bootstrap' → image 123456789012.dkr.ecr.us-east-1.amazo"
+         "naws.com/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-productio"
+         "n/mlflow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-productio"
          'n/training'),
         ('contract-ready-image', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' → image 123456789012.dkr.ecr.us-east-1.amazonaws.co"
-         "m/mlplat-production/mlflow:0.1.0: the stack's registry has no repository 'mlplat-production/mlf"
-         "low'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/tr"
+         "Deployment mlflow/mlflow container 'db-upgrade' → image 123456789012.dkr.ecr.us-east-1.amazonaws"
+         ".com/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-production/ml"
+         "flow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/tr"
          'aining'),
+        ('contract-ready-image', 'mlplat-production-tracking-server',
+         "Deployment mlflow/mlflow container 'mlflow' → image 123456789012.dkr.ecr.us-east-1.amazonaws.com"
+         "/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-production/mlflow"
+         "'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/traini"
+         'ng'),
     ],
     'service-awaited-pods-not': [
         ('contract-ready-endpoints', 'mlplat-production-tracking-server',
@@ -453,10 +460,14 @@ EXPECTED: dict[str, list[tuple[str, str, str]]] = {
     'gpu-job-cpu-image': [
         ('contract-rt-image-contents', 'mlplat-production-digits',
          "CronJob training/mlplat-production-digits container 'trainer' → image 123456789012.dkr.ecr.us-e"
-         'ast-1.amazonaws.com/mlplat-production/training:0.1.0: lacks cuda (requests nvidia.com/gpu); it '
+         'ast-1.amazonaws.com/mlplat-production/training:<tag>: lacks cuda (requests nvidia.com/gpu); it '
          'carries boto3, mlflow, mlplat-train (training/Dockerfile)'),
     ],
 }
+
+# The renders run the tests' image tag (MLPLAT_IMAGE_TAG, tests/conftest.py); messages naming an image say <tag>.
+EXPECTED = {name: [(rule, resource, problem.replace("<tag>", os.environ["MLPLAT_IMAGE_TAG"]))
+                   for rule, resource, problem in found] for name, found in EXPECTED.items()}
 
 FIRST_DEPLOY_DEFECTS = (
     "alb-action-port-as-string-number", "storage-class-auto-named", "training-requests-exceed-node",

@@ -5,8 +5,9 @@
 - a KMS key for the `awskms://` secrets provider of the stacks;
 - GitHub's OIDC provider, a deploy role that only the named protected deployment environments of this
   repository can assume (``deployEnvironments``; each must exist in GitHub with protection rules), a
-  read-only preview role for its pull requests, and the ML pipeline's role (push serving images, describe the
-  cluster). No long-lived keys.
+  read-only preview role for its pull requests, and the ML pipeline's role (describe the clusters; its kubectl
+  access is an EKS access entry the platform stack makes, ``MlPlatformArgs.pipeline_role_arn``). No long-lived
+  keys.
 """
 
 import pulumi
@@ -36,6 +37,7 @@ access = GitHubAccess("github", GitHubAccessArgs(
     deploy_branch=config.get("deployBranch") or "main",
     deploy_environments=tuple(config.get_object("deployEnvironments") or ("dev", "production")),
     pipeline_stacks=tuple(config.get_object("pipelineStacks") or ("dev", "production")),
+    pipeline_push_repositories=tuple(config.get_object("pipelinePushRepositories") or ()),
     state_bucket_arn=state.bucket_arn,
     state_key_arn=state.kms_key_arn,
     secrets_key_arn=secrets_key.arn,

@@ -1,5 +1,9 @@
 """GitHubAccess: GitHub Actions reaches AWS through OIDC: a deploy role only protected environments can assume, a
-read-only preview role for pull requests, and a pipeline role with only what the ML workflow needs."""
+read-only preview role for pull requests, and a pipeline role with only what the ML workflow needs.
+
+The pipeline role's Kubernetes access is the other half: :class:`mlplat.components.pipeline_access.PipelineAccess`
+in the platform stack (``MlPlatformArgs.pipeline_role_arn``) gives it an EKS access entry with only the kubectl
+verbs ``.github/workflows/ml-pipeline.yml`` uses."""
 
 from __future__ import annotations
 
@@ -29,8 +33,12 @@ class GitHubAccessArgs:
             deployment branches = the deploy branch): GitHub creates an environment a job names on the fly,
             *without* protection, so only names that already exist with rules are safe to trust, and a
             wildcard would admit any job that names any environment, a pull request's included.
-        pipeline_stacks: Stacks whose ECR ``mlplat-<stack>/serving`` repository and ``mlplat-<stack>`` cluster the
-            ML pipeline's role may push to and describe.
+        pipeline_stacks: Stacks whose ``mlplat-<stack>`` cluster the ML pipeline's role may describe (``aws eks
+            update-kubeconfig``), and whose ECR repositories in ``pipeline_push_repositories`` it may push to.
+        pipeline_push_repositories: ECR repositories (``mlplat-<stack>/<repository>``) the pipeline pushes images
+            to. None by default: ``ml-pipeline.yml`` trains, registers and moves MLflow aliases, and pushes no
+            image (deploy.yml builds and deploys the images); the model registry is MLflow over HTTP, whose
+            server stores the artifacts (``--serve-artifacts``), so the role needs no S3 access either.
         state_bucket_arn: The Pulumi state bucket (previews need its objects and lock files).
         state_key_arn: The KMS key of the state bucket.
         secrets_key_arn: The KMS key of the ``awskms://`` secrets provider.
@@ -42,6 +50,7 @@ class GitHubAccessArgs:
     deploy_branch: str = "main"
     deploy_environments: tuple[str, ...] = ("dev", "production")
     pipeline_stacks: tuple[str, ...] = ("dev", "production")
+    pipeline_push_repositories: tuple[str, ...] = ()
     state_bucket_arn: pulumi.Input[str] | None = None
     state_key_arn: pulumi.Input[str] | None = None
     secrets_key_arn: pulumi.Input[str] | None = None
@@ -52,7 +61,7 @@ class GitHubAccessArgs:
             raise ValueError(f"GitHubAccessArgs.repository={self.repository!r}: expected owner/name")
         if not self.deploy_environments:
             raise ValueError("GitHubAccessArgs.deploy_environments: name at least one protected environment")
-        for field_name in ("deploy_environments", "pipeline_stacks"):
+        for field_name in ("deploy_environments", "pipeline_stacks", "pipeline_push_repositories"):
             for value in getattr(self, field_name):
                 if not re.fullmatch(r"[\w.-]+", value):
                     raise ValueError(f"GitHubAccessArgs.{field_name}: {value!r} is not an exact name (no wildcards: "
@@ -86,9 +95,10 @@ class GitHubAccess(pulumi.ComponentResource):
     on the fly without protection rules, so ``environment:*`` would let a pull request's workflow skip the
     production approval. The preview role is read-only plus the state bucket's lock files and decryption of
     the state and secrets, and only pull requests of the repository can assume it. The pipeline role (the ML
-    workflow, ``.github/workflows/ml-pipeline.yml``) can push images to the stacks' ``serving`` repositories
-    and describe their clusters (for ``aws eks update-kubeconfig``), from the deploy branch's jobs and the
-    named environments' jobs only; what it may do inside the cluster is the cluster's access entry for it.
+    workflow, ``.github/workflows/ml-pipeline.yml``) can describe the stacks' clusters (for ``aws eks
+    update-kubeconfig``) and push to ``pipeline_push_repositories`` (none by default), from the deploy branch's
+    jobs and the named environments' jobs only; what it may do inside the cluster is the platform's access entry
+    for it (:class:`mlplat.components.pipeline_access.PipelineAccess`).
 
     Outputs: ``deploy_role``, ``preview_role``, ``pipeline_role``, ``oidc_provider_arn``.
     """
@@ -142,7 +152,7 @@ class GitHubAccess(pulumi.ComponentResource):
                                policy=policy_document(statements), opts=child)
         self.pipeline_role = aws.iam.Role(
             f"{name}-pipeline",
-            description=f"The ML pipeline of {repo}: push serving images, describe the cluster",
+            description=f"The ML pipeline of {repo}: describe the cluster (kubectl access: its EKS access entry)",
             assume_role_policy=self.oidc_provider_arn.apply(lambda arn: github_trust_policy(
                 arn, [f"repo:{repo}:ref:refs/heads/{args.deploy_branch}",
                       *(f"repo:{repo}:environment:{env}" for env in args.deploy_environments)])),
@@ -153,18 +163,21 @@ class GitHubAccess(pulumi.ComponentResource):
         invoke = pulumi.InvokeOutputOptions(parent=self)
         account = aws.get_caller_identity_output(opts=invoke).account_id
         region = aws.get_region_output(opts=invoke).region
-        repositories = [
-            pulumi.Output.concat("arn:aws:ecr:", region, ":", account, f":repository/mlplat-{stack}/serving")
-            for stack in args.pipeline_stacks]
         clusters = [pulumi.Output.concat("arn:aws:eks:", region, ":", account, f":cluster/mlplat-{stack}")
                     for stack in args.pipeline_stacks]
-        aws.iam.RolePolicy(f"{name}-pipeline", role=self.pipeline_role.id, policy=policy_document([
-            # GetAuthorizationToken has no resource-level permissions (ECR's service authorization reference).
-            statement(["ecr:GetAuthorizationToken"], ["*"], sid="RegistryLogin"),
-            statement(["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
-                       "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchGetImage",
-                       "ecr:GetDownloadUrlForLayer"], repositories, sid="PushServingImages"),
-            statement(["eks:DescribeCluster"], clusters, sid="Kubeconfig"),
-        ]), opts=child)
+        pipeline = [statement(["eks:DescribeCluster"], clusters, sid="Kubeconfig")]
+        if args.pipeline_push_repositories:
+            repositories = [
+                pulumi.Output.concat("arn:aws:ecr:", region, ":", account, f":repository/mlplat-{stack}/{repository}")
+                for stack in args.pipeline_stacks for repository in args.pipeline_push_repositories]
+            pipeline += [
+                # GetAuthorizationToken has no resource-level permissions (ECR's service authorization reference).
+                statement(["ecr:GetAuthorizationToken"], ["*"], sid="RegistryLogin"),
+                statement(["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                           "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchGetImage",
+                           "ecr:GetDownloadUrlForLayer"], repositories, sid="PushImages"),
+            ]
+        aws.iam.RolePolicy(f"{name}-pipeline", role=self.pipeline_role.id, policy=policy_document(pipeline),
+                           opts=child)
         self.register_outputs({"deploy_role_arn": self.deploy_role.arn, "preview_role_arn": self.preview_role.arn,
                                "pipeline_role_arn": self.pipeline_role.arn})

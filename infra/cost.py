@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlplat.components.k8s_versions import UnknownVersion, support_status
 
@@ -95,18 +95,50 @@ class NotPriced(_Strict):
     ec2: dict[str, str]
 
 
+class Source(_Strict):
+    """Where some of the table's figures come from, and how current they are."""
+
+    url: str = Field(pattern=r"^https://")
+    as_of: str = Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$")
+    """The date the figures were current at the source (``YYYY-MM`` or ``YYYY-MM-DD``)."""
+    covers: list[str] = Field(min_length=1)
+    """The :class:`RegionPrices` fields (or ``spot``) whose figures come from here."""
+    via: str | None = None
+    """Where the figures were read, when not on the page itself (e.g. a table generated from AWS's Price List API)."""
+    note: str | None = None
+
+
+SOURCED = frozenset(RegionPrices.model_fields) | {"spot"}
+"""Every figure of the table a source must cover: each region's prices, and the spot assumption."""
+
+
 class PriceTable(_Strict):
     """The whole price file: when, from where, and the prices per region."""
 
     as_of: str
+    """The oldest of the sources' dates: every figure is at least this current."""
     currency: str
     hours_per_month: float
     note: str
-    sources: dict[str, str]
+    sources: dict[str, Source]
     regions: dict[str, RegionPrices]
     spot: SpotAssumption
     usage: UsageAssumptions
     not_priced: NotPriced
+
+    @model_validator(mode="after")
+    def _sourced(self) -> PriceTable:
+        # A figure without a source (or with two) could not be checked against anything; refuse the table.
+        covered = [field for source in self.sources.values() for field in source.covers]
+        missing, unknown = SOURCED - set(covered), set(covered) - SOURCED
+        twice = {field for field in covered if covered.count(field) > 1}
+        if missing or unknown or twice:
+            raise ValueError(f"sources must cover each figure once: without a source {sorted(missing)}, "
+                             f"unknown {sorted(unknown)}, covered twice {sorted(twice)}")
+        oldest = min((source.as_of for source in self.sources.values()), default=self.as_of)
+        if self.as_of != oldest[: len(self.as_of)]:
+            raise ValueError(f"as_of {self.as_of!r} must be the oldest of the sources' dates ({oldest!r})")
+        return self
 
 
 class PriceTableError(ValueError):
@@ -197,6 +229,7 @@ class _Pricer:
         self.records = records
         self.unpriced: list[str] = []
         self.unpriced_keys: list[tuple[str, str]] = []
+        self.storage_classes = _storage_classes(records)
         nats = [r for r in records if r["type"] == "aws:ec2/natGateway:NatGateway"]
         self.nat_share = usage.nat_data_gb / len(nats) if nats else 0.0
         endpoints = [r for r in records if _interface_endpoint(r)]
@@ -260,16 +293,40 @@ class _Pricer:
             claims = list(_volume_claims(inputs.get("values")))
             if not claims:
                 return None
-            gb = sum(size * copies for size, copies in claims)
-            what = " + ".join(f"{copies} x {size:g} GB" for size, copies in claims)
-            return fixed(f"{what} gp3 (persistent volumes in its values)", gb * self._ebs("gp3"))
+            parts, monthly = [], 0.0
+            for size, copies, class_name in claims:
+                volume_type = self._volume_type(record, class_name)
+                per_gb = None if volume_type is None else self._ebs(volume_type, record)
+                if volume_type is None or per_gb is None:
+                    return None  # named unpriced, whole: a chart's volumes are one line
+                parts.append(f"{copies} x {size:g} GB {volume_type}")
+                monthly += size * copies * per_gb
+            return fixed(" + ".join(parts) + " (persistent volumes in its values)", monthly)
         if type_ == "kubernetes:core/v1:PersistentVolumeClaim":
-            size = _gib((((inputs.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage"))
-            return None if size is None else fixed(f"{size:g} GB gp3 persistent volume", size * self._ebs("gp3"))
+            spec = inputs.get("spec") or {}
+            requested = _gib(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
+            if requested is None:
+                self.skip(record, "persistent volume claim without a storage request")
+                return None
+            volume_type = self._volume_type(record, spec.get("storageClassName"))
+            per_gb = None if volume_type is None else self._ebs(volume_type, record)
+            return None if per_gb is None else fixed(f"{requested:g} GB {volume_type} persistent volume",
+                                                     requested * per_gb)
         if type_ == "aws:ebs/volume:Volume":
             gb = float(inputs.get("size") or 0)
-            return fixed(f"{gb:g} GB {inputs.get('type', 'gp3')}", gb * self._ebs(str(inputs.get("type", "gp3"))))
+            volume_type = str(inputs.get("type") or "gp2")  # aws.ebs.Volume's documented default type
+            per_gb = self._ebs(volume_type, record)
+            return None if per_gb is None else fixed(f"{gb:g} GB {volume_type}", gb * per_gb)
         return None
+
+    def _volume_type(self, record: Mapping[str, Any], class_name: Any) -> str | None:
+        """The EBS type behind a StorageClass name (None: the default class), or None, named unpriced."""
+        key = None if class_name in (None, "") else str(class_name)
+        volume_type = self.storage_classes.get(key)
+        if volume_type is None:
+            which = f"StorageClass {key!r}" if key else "the default StorageClass"
+            self.skip(record, f"{which} is not defined in the render, so its EBS volume type is unknown")
+        return volume_type
 
     def _is_alb_owner(self, record: Mapping[str, Any]) -> bool:
         """Whether this Ingress gets its own ALB: class ``alb``, and the first of its ingress group."""
@@ -292,8 +349,11 @@ class _Pricer:
             self.skip(record, f"no EC2 price for {instance_type!r} in the table")
         return hourly
 
-    def _ebs(self, volume_type: str) -> float:
-        return self.prices.ebs_gb_month.get(volume_type, self.prices.ebs_gb_month["gp3"])
+    def _ebs(self, volume_type: str, record: Mapping[str, Any]) -> float | None:
+        per_gb = self.prices.ebs_gb_month.get(volume_type)
+        if per_gb is None:
+            self.skip(record, f"no EBS price for volume type {volume_type!r} in the table")
+        return per_gb
 
     def _node_group(self, record: Mapping[str, Any]) -> CostLine | None:
         inputs, name = record.get("inputs") or {}, record["name"]
@@ -311,7 +371,10 @@ class _Pricer:
         scaling = inputs.get("scalingConfig") or {}
         low, high = int(scaling.get("minSize", 0)), int(scaling.get("maxSize", scaling.get("minSize", 0)))
         disk_gb, disk_type = self._root_volume(record)
-        per_node = hourly * self.hours + disk_gb * self._ebs(disk_type)
+        disk_per_gb = self._ebs(disk_type, record)
+        if disk_per_gb is None:
+            return None
+        per_node = hourly * self.hours + disk_gb * disk_per_gb
         market = f"spot at {self.table.spot.fraction(types[0]):.0%} of on-demand" if spot else "on-demand"
         what = f"{low}-{high} x {types[0]} {market}, {disk_gb:g} GB {disk_type} each"
         return CostLine(name, record["type"], what, low * per_node, high * per_node)
@@ -335,9 +398,13 @@ class _Pricer:
             self.skip(record, f"no RDS price for {cls!r} in the table")
             return None
         copies = 2 if inputs.get("multiAz") is True else 1
-        storage_type = str(inputs.get("storageType", "gp2"))
+        storage_type = str(inputs.get("storageType") or "gp2")  # RDS's default without storage_type
         gb = float(inputs.get("allocatedStorage") or 0)
-        storage = gb * self.prices.rds_storage_gb_month.get(storage_type, self.prices.rds_storage_gb_month["gp3"])
+        per_gb = self.prices.rds_storage_gb_month.get(storage_type)
+        if per_gb is None:
+            self.skip(record, f"no RDS storage price for {storage_type!r} in the table")
+            return None
+        storage = gb * per_gb
         monthly = copies * (hourly * self.hours + storage)
         what = f"{cls}{' multi-AZ' if copies == 2 else ''}, {gb:g} GB {storage_type}"
         return CostLine(name, record["type"], what, monthly, monthly)
@@ -360,16 +427,53 @@ def _gib(quantity: Any) -> float | None:
         return None
 
 
-def _volume_claims(values: Any) -> Iterator[tuple[float, int]]:
-    """(GB, copies) of each persistent volume a Helm chart's values ask for: ``storageSpec`` volume claim
-    templates (kube-prometheus-stack's Prometheus and Alertmanager), with the ``replicas`` beside them."""
+def _storage_classes(records: Sequence[Mapping[str, Any]]) -> dict[str | None, str]:
+    """StorageClass name -> EBS volume type, from the render: StorageClass objects and pulumi-eks's
+    ``storageClasses``; the key None is the default class, when exactly one is marked default."""
+    classes: dict[str | None, str] = {}
+    defaults: set[str] = set()
+    for record in records:
+        inputs = record.get("inputs") or {}
+        if record["type"] == "kubernetes:storage.k8s.io/v1:StorageClass":
+            metadata = inputs.get("metadata") or {}
+            name = str(metadata.get("name") or record["name"])
+            volume_type = (inputs.get("parameters") or {}).get("type")
+            if volume_type:  # without one, the type is the driver version's default: not known from the render
+                classes[name] = str(volume_type)
+            annotations = metadata.get("annotations") or {}
+            if annotations.get("storageclass.kubernetes.io/is-default-class") == "true":
+                defaults.add(name)
+        elif record["type"] == "eks:index:Cluster":
+            declared = inputs.get("storageClasses")
+            if isinstance(declared, str):  # one class, named after its EBS type, and the default
+                classes[declared] = declared
+                defaults.add(declared)
+            elif isinstance(declared, Mapping):
+                for key, spec in declared.items():
+                    spec = spec if isinstance(spec, Mapping) else {}
+                    name = str((spec.get("metadata") or {}).get("name") or key)
+                    if spec.get("type"):
+                        classes[name] = str(spec["type"])
+                    if spec.get("default"):
+                        defaults.add(name)
+    if len(defaults) == 1 and next(iter(defaults)) in classes:
+        classes[None] = classes[next(iter(defaults))]
+    return classes
+
+
+def _volume_claims(values: Any) -> Iterator[tuple[float, int, str | None]]:
+    """(GB, copies, StorageClass name) of each persistent volume a Helm chart's values ask for: ``storageSpec``
+    volume claim templates (kube-prometheus-stack's Prometheus and Alertmanager), with the ``replicas`` beside
+    them."""
     if isinstance(values, Mapping):
         template = (values.get("storageSpec") or values.get("storage") or {})
         claim = template.get("volumeClaimTemplate") if isinstance(template, Mapping) else None
         if isinstance(claim, Mapping):
-            size = _gib((((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage"))
+            spec = claim.get("spec") or {}
+            size = _gib(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
             if size:
-                yield size, int(values.get("replicas") or 1)
+                class_name = spec.get("storageClassName")
+                yield size, int(values.get("replicas") or 1), None if class_name is None else str(class_name)
         for key, value in values.items():
             if key not in ("storageSpec", "storage"):
                 yield from _volume_claims(value)
@@ -391,6 +495,13 @@ def _is_alb_ingress(record: Mapping[str, Any]) -> bool:
 def _alb_group(record: Mapping[str, Any]) -> str:
     annotations = ((record.get("inputs") or {}).get("metadata") or {}).get("annotations") or {}
     return str(annotations.get("alb.ingress.kubernetes.io/group.name", ""))
+
+
+def _priced(record: Mapping[str, Any]) -> bool:
+    """Whether the estimator would price this record in a priced region (a Helm release only with volumes)."""
+    if record["type"] == "kubernetes:helm.sh/v3:Release":
+        return bool(list(_volume_claims((record.get("inputs") or {}).get("values"))))
+    return record["type"] in PRICED_TYPES or _interface_endpoint(record) or _is_alb_ingress(record)
 
 
 def _interface_endpoint(record: Mapping[str, Any]) -> bool:
@@ -431,7 +542,7 @@ PRICED_TYPES = frozenset({
     "aws:ec2/instance:Instance", "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip", "aws:rds/instance:Instance",
     "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2", "aws:cloudwatch/logGroup:LogGroup", "aws:kms/key:Key",
     "aws:ecr/repository:Repository", "aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer",
-    "aws:ebs/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim",
+    "aws:ebs/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim", "kubernetes:helm.sh/v3:Release",
 })
 
 
@@ -452,7 +563,7 @@ def estimate_or_unpriced(document: Mapping[str, Any], table: PriceTable | None =
         result = Estimate(stack=str(document.get("stack", "?")), environment=environment,
                           region=_region_of(document) or "?", as_of=table.as_of)
         for record in sorted(records, key=lambda r: (r["type"], r["name"])):
-            if record["type"] in PRICED_TYPES or _interface_endpoint(record):
+            if _priced(record):
                 result.unpriced.append(f"{record['name']}: {exc}")
                 result.unpriced_keys.append((record["type"], record["name"]))
         return result
@@ -541,7 +652,7 @@ def to_markdown(est: Estimate, table: PriceTable | None = None) -> str:
         lines.append(f"| `{line.name}` | {line.type} | {line.what} | {money(line.idle)} | {money(line.peak)} |")
     lines.append("")
     lines.append("Assumptions: " + ", ".join(f"{k}={v:g}" for k, v in est.assumptions.items()) + ". "
-                 + "Sources: " + ", ".join(f"[{k}]({v})" for k, v in table.sources.items()) + ".\n")
+                 + "Sources: " + ", ".join(f"[{k}]({v.url}) ({v.as_of})" for k, v in table.sources.items()) + ".\n")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from mlplat.infra.cli import app
-from mlplat.infra.cost import PriceTableError, estimate, load_prices, to_markdown, to_text
+from mlplat.infra.cost import (
+    PriceTableError,
+    RegionPrices,
+    diff_costs,
+    estimate,
+    estimate_or_unpriced,
+    load_prices,
+    to_markdown,
+    to_text,
+)
 from mlplat.infra.engine import Render
 
 runner = CliRunner()
@@ -28,11 +38,28 @@ def rec(type_: str, name: str, deps: tuple[str, ...] = (), **inputs: Any) -> dic
             "options": {"depends_on": list(deps)}}
 
 
-def test_price_table_is_dated_and_cites_aws_pages() -> None:
+def test_price_table_is_dated_and_every_figure_cites_a_dated_aws_source() -> None:
     table = load_prices()
     assert re.fullmatch(r"\d{4}-\d{2}", table.as_of)
-    assert table.sources and all(url.startswith("https://aws.amazon.com/") for url in table.sources.values())
+    assert table.sources and all(s.url.startswith("https://aws.amazon.com/") for s in table.sources.values())
+    assert all(re.fullmatch(r"\d{4}-\d{2}(-\d{2})?", s.as_of) for s in table.sources.values())
+    assert table.as_of == min(s.as_of for s in table.sources.values())[:7]  # the headline's date: the oldest
+    covered = [field for s in table.sources.values() for field in s.covers]
+    assert sorted(covered) == sorted({*RegionPrices.model_fields, "spot"})  # each figure: one source
     assert {"dev", "staging", "production"} <= set(table.usage.environments)
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda t: t["sources"]["kms"].update(covers=["kms_key_month", "eks_cluster_hour"]), "covered twice"),
+    (lambda t: t["sources"].pop("load_balancer"), "without a source ['alb_hour', 'alb_lcu_hour']"),
+    (lambda t: t["sources"]["kms"].update(as_of="2024-06"), "must be the oldest"),
+    (lambda t: t["sources"]["kms"].pop("as_of"), "sources.kms.as_of: Field required"),
+])
+def test_a_figure_without_a_dated_source_is_refused(edit: Callable[[dict[str, Any]], Any], problem: str) -> None:
+    text = json.loads(load_prices().model_dump_json())
+    edit(text)
+    with pytest.raises(PriceTableError, match=re.escape(problem)):
+        load_prices(json.dumps(text))
 
 
 def test_node_group_idle_is_min_nodes_peak_is_max_nodes_spot_discounted() -> None:
@@ -118,6 +145,11 @@ def test_shipped_stacks_production_costs_more_and_dev_gpu_pool_idles_at_zero(
     gpu = [line for line in groups if "spot" in line.what]
     assert gpu and all(line.idle == 0 and line.peak > 0 for line in gpu)
     assert any(line.type in ("eks:index:Cluster", "aws:eks/cluster:Cluster") for line in prod.lines)
+    # Prometheus' volumes (README: dev 1 x 20 GiB, production 2 x 200 GiB) on the cluster's gp3 class
+    for est, volumes in ((dev, "1 x 20 GB gp3"), (prod, "2 x 200 GB gp3")):
+        (line,) = [line for line in est.lines if line.type == "kubernetes:helm.sh/v3:Release"]
+        assert line.what.startswith(volumes) and line.idle == pytest.approx(
+            float(volumes[0]) * float(volumes.split()[2]) * 0.08)
 
 
 def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
@@ -175,6 +207,93 @@ def test_every_node_type_the_config_accepts_is_priced_or_named_unpriced() -> Non
     for region, prices in table.regions.items():
         missing = set(INSTANCE_TYPES) - set(prices.ec2_hour) - set(table.not_priced.ec2)
         assert not missing, f"{region}: neither priced nor listed in not_priced.ec2: {sorted(missing)}"
+    # today every one is priced where the table prices anything
+    assert set(INSTANCE_TYPES) <= set(table.regions["us-east-1"].ec2_hour) and not table.not_priced.ec2
+
+
+def config_accepts_region(region: str) -> bool:
+    from mlplat.infra.config import ConfigError, load
+
+    try:
+        load({"aws:region": region, "mlplat:environment": "dev"})
+    except ConfigError:
+        return False
+    return True
+
+
+def test_every_region_the_config_accepts_is_priced_or_named_unpriced_in_both_headlines() -> None:
+    # every region botocore knows, in every partition; the config accepts the commercial, GovCloud and China ones
+    import botocore.session
+
+    session = botocore.session.get_session()
+    regions = {r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p)}
+    accepted = sorted(r for r in regions if config_accepts_region(r))
+    assert {"us-east-1", "eu-west-1", "us-gov-west-1", "cn-north-1"} <= set(accepted)
+    table = load_prices()
+    assert set(table.regions) <= set(accepted)  # no priced region the config would refuse
+    records = (rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large", allocatedStorage=20,
+                   storageType="gp3"), rec("aws:eks/nodeGroup:NodeGroup", "cpu", instanceTypes=["m6i.large"],
+                                           scalingConfig={"minSize": 1, "maxSize": 2}))
+    for region in accepted:
+        document = {"stack": "dev", "resources": [{**PROVIDER, "inputs": {"region": region}}, *records]}
+        est = estimate_or_unpriced(document)
+        assert est is not None
+        if region in table.regions:
+            assert est.complete and len(est.lines) == 2, region
+            continue
+        assert est.lines == [] and len(est.unpriced) == 2, region
+        assert all(f"no prices for region {region!r}" in why for why in est.unpriced)
+        assert "INCOMPLETE: 2 resource(s) not priced" in to_text(est).splitlines()[1]
+        assert "**(incomplete)**" in to_markdown(est).splitlines()[2]
+        delta = diff_costs(est, est)
+        assert delta is not None and delta.markdown().startswith("**Cost (incomplete):**")
+
+
+def test_the_instance_classes_the_shipped_config_uses_are_priced() -> None:
+    from mlplat.infra.config import load
+
+    table = load_prices().regions["us-east-1"]
+    for environment in ("dev", "staging", "production"):
+        cfg = load({"aws:region": "us-east-1", "mlplat:environment": environment})
+        assert cfg.tracking.database.instance_class in table.rds_hour, environment
+        for pool in cfg.cluster.node_pools():
+            assert set(pool.instance_types) <= set(table.ec2_hour), (environment, pool.name)
+
+
+def render_file(path: Path, *records: dict[str, Any]) -> Path:
+    path.write_text(json.dumps({"project": "mlplat", "stack": "dev", "resources": [PROVIDER, *records]}))
+    return path
+
+
+def test_an_unpriced_class_marks_cost_and_diff_incomplete_in_their_headlines(tmp_path: Path) -> None:
+    def database(cls: str) -> dict[str, Any]:
+        return rec("aws:rds/instance:Instance", "db", instanceClass=cls, allocatedStorage=20, storageType="gp3")
+
+    base = render_file(tmp_path / "base.json", database("db.r6g.large"))
+    head = render_file(tmp_path / "head.json", database("db.x2g.16xlarge"))  # any class: the config accepts it
+    text = runner.invoke(app, ["cost", "dev", "--render", str(head)])
+    assert text.exit_code == 0, text.output
+    assert text.output.splitlines()[1] == ("  INCOMPLETE: 1 resource(s) not priced, left out of the totals "
+                                           "(listed below)")
+    markdown = runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "markdown"]).output
+    assert "**(incomplete)**" in markdown.splitlines()[2] and "no RDS price for 'db.x2g.16xlarge'" in markdown
+    assert json.loads(runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "json"]).output)[
+        "complete"] is False
+    diff = runner.invoke(app, ["diff", str(base), str(head)])
+    assert diff.exit_code == 0, diff.output
+    headline = next(line for line in diff.output.splitlines() if line.startswith("**Cost"))
+    base_cost = 0.225 * 730 + 20 * 0.115  # db.r6g.large and 20 GB gp3, both in the table
+    assert headline.startswith(f"**Cost (incomplete):** idle ${base_cost:,.2f} → $0.00* (+$0.00)")
+    assert "head: db: no RDS price for 'db.x2g.16xlarge' in the table" in diff.output
+    (stack,) = json.loads(runner.invoke(app, ["diff", str(base), str(head), "-f", "json"]).stdout)["stacks"]
+    assert stack["cost"]["complete"] is False and stack["cost"]["idle_delta"] == 0
+
+
+def test_the_readme_states_what_the_table_prices() -> None:
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    table = load_prices()
+    assert f"EC2 from AWS's Price List API as of {table.sources['ec2'].as_of}" in readme
+    assert "prices us-east-1:" in readme and set(table.regions) == {"us-east-1"}
 
 
 def test_an_upsized_database_outside_the_table_is_never_a_saving() -> None:
@@ -189,12 +308,57 @@ def test_an_upsized_database_outside_the_table_is_never_a_saving() -> None:
     assert "head: db: no RDS price for 'db.r6g.xlarge'" in delta.markdown()
 
 
-def test_prometheus_volumes_in_helm_values_are_priced() -> None:
-    values = {"prometheus": {"prometheusSpec": {"replicas": 2, "storageSpec": {"volumeClaimTemplate": {
-        "spec": {"resources": {"requests": {"storage": "200Gi"}}}}}}}}
-    est = estimate(doc(rec("kubernetes:helm.sh/v3:Release", "monitoring", values=values)), "production")
-    (line,) = est.lines
+def prometheus(storage_class: str | None = "gp3", size: str = "200Gi", replicas: int = 2) -> dict[str, Any]:
+    spec: dict[str, Any] = {"resources": {"requests": {"storage": size}}}
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    values = {"prometheus": {"prometheusSpec": {"replicas": replicas, "storageSpec": {
+        "volumeClaimTemplate": {"spec": spec}}}}}
+    return rec("kubernetes:helm.sh/v3:Release", "monitoring", values=values)
+
+
+# the gp3 class mlplat's Cluster declares through pulumi-eks (components/cluster.py), default for unnamed claims
+CLUSTER = rec("eks:index:Cluster", "eks", version="1.35", storageClasses={
+    "gp3": {"type": "gp3", "default": True, "metadata": {"name": "gp3"}}})
+
+
+def test_prometheus_volumes_in_helm_values_are_priced_at_their_storage_class_type() -> None:
+    est = estimate(doc(CLUSTER, prometheus()), "production")
+    (line,) = [line for line in est.lines if line.name == "monitoring"]
     assert line.what.startswith("2 x 200 GB gp3") and line.idle == pytest.approx(400 * 0.08)
+    unnamed = estimate(doc(CLUSTER, prometheus(storage_class=None)), "production")  # the default class
+    assert [line.idle for line in unnamed.lines if line.name == "monitoring"] == [pytest.approx(400 * 0.08)]
+    old_class = rec("kubernetes:storage.k8s.io/v1:StorageClass", "gp2", metadata={"name": "gp2"},
+                    provisioner="ebs.csi.aws.com", parameters={"type": "gp2"})
+    gp2 = estimate(doc(CLUSTER, old_class, prometheus(storage_class="gp2")), "production")
+    assert [line.idle for line in gp2.lines if line.name == "monitoring"] == [pytest.approx(400 * 0.10)]
+
+
+@pytest.mark.parametrize(("records", "why"), [
+    ((prometheus(storage_class="fast"),), "monitoring: StorageClass 'fast' is not defined in the render"),
+    ((prometheus(storage_class=None),), "monitoring: the default StorageClass is not defined in the render"),
+    ((rec("kubernetes:storage.k8s.io/v1:StorageClass", "io", metadata={"name": "io"},
+          parameters={"type": "io2"}), prometheus(storage_class="io")),
+     "monitoring: no EBS price for volume type 'io2' in the table"),
+    ((rec("kubernetes:core/v1:PersistentVolumeClaim", "data", spec={
+        "storageClassName": "fast", "resources": {"requests": {"storage": "10Gi"}}}),),
+     "data: StorageClass 'fast' is not defined in the render"),
+    ((rec("aws:ebs/volume:Volume", "scratch", size=100, type="io2"),),
+     "scratch: no EBS price for volume type 'io2' in the table"),
+    ((rec("aws:rds/instance:Instance", "db", instanceClass="db.t4g.medium", storageType="io2",
+          allocatedStorage=100),), "db: no RDS storage price for 'io2' in the table"),
+    ((rec("aws:ec2/launchTemplate:LaunchTemplate", "lt", blockDeviceMappings=[
+        {"ebs": {"volumeSize": 100, "volumeType": "io2"}}]),
+      rec("aws:eks/nodeGroup:NodeGroup", "cpu", deps=("urn:aws:ec2/launchTemplate:LaunchTemplate::lt",),
+          instanceTypes=["m6i.large"], scalingConfig={"minSize": 1, "maxSize": 2})),
+     "cpu: no EBS price for volume type 'io2' in the table"),
+])
+def test_a_volume_of_an_unknown_type_or_class_is_named_unpriced_never_priced_as_gp3(
+        records: tuple[dict[str, Any], ...], why: str) -> None:
+    est = estimate(doc(*records), "production")
+    assert est.unpriced == [why + ("" if why.endswith("table") else ", so its EBS volume type is unknown")]
+    assert not est.complete and est.lines == []
+    assert "**(incomplete)**" in to_markdown(est).splitlines()[2]
 
 
 def test_an_unpriced_region_names_every_priced_resource_instead_of_dropping_the_cost() -> None:
@@ -219,3 +383,15 @@ def test_cost_of_a_stack_in_an_unpriced_region_names_every_priced_resource(tmp_p
     assert lines[1] == "  INCOMPLETE: 2 resource(s) not priced, left out of the totals (listed below)"
     assert sum("not priced: fraud-artifacts" in line and "no prices for region 'eu-west-1'" in line
                for line in lines) == 2
+
+
+def test_an_unpriced_region_also_names_load_balancer_ingresses_and_chart_volumes() -> None:
+    ingress = rec("kubernetes:networking.k8s.io/v1:Ingress", "web", metadata={}, spec={"ingressClassName": "alb"})
+    plain = rec("kubernetes:helm.sh/v3:Release", "autoscaler", values={"replicas": 2})  # no volumes: costs nothing
+    document = {"stack": "dev", "resources": [{**PROVIDER, "inputs": {"region": "eu-west-1"}}, CLUSTER, ingress,
+                                              prometheus(), plain]}
+    est = estimate_or_unpriced(document)
+    assert est is not None
+    assert [name for _, name in est.unpriced_keys] == ["eks", "monitoring", "web"]
+    priced = estimate(doc(CLUSTER, ingress, prometheus(), plain), "dev")
+    assert sorted(line.name for line in priced.lines) == ["eks", "monitoring", "web"]  # the same three, priced

@@ -163,37 +163,35 @@ def built(outside: Path) -> Built:
     return Built(outside, source, sdist, wheel, version)
 
 
-@pytest.fixture(scope="module")
-def installed(built: Built) -> Installed:
-    venv = built.root / "team-venv"
+def new_install(built: Built, name: str, *requirements: Path) -> Installed:
+    """A clean virtualenv ``<name>-venv`` with the wheel and ``requirements`` (files) installed, and a work folder
+    holding a copy of the team example."""
+    venv = built.root / f"{name}-venv"
     succeeded(run([sys.executable, "-m", "venv", venv], cwd=built.root, env=clean_environment()))
     python = venv / "bin" / "python"
     env = clean_environment(venv)
-    workdir = built.root / "work"
+    workdir = built.root / f"{name}-work"
     workdir.mkdir()
     team = workdir / "team-stack"
     shutil.copytree(EXAMPLE, team, ignore=not_source)
     # The virtualenv is clean: nothing of mlplat is importable before the wheel goes in.
     assert run([python, "-c", "import mlplat.components"], cwd=workdir, env=env).returncode != 0
-    # What the example's README tells a team to do: the wheel and the program's own requirements, no extras.
-    succeeded(run([python, "-m", "pip", "install", "--disable-pip-version-check", built.wheel,
-                   "-r", team / "requirements.txt"], cwd=workdir, env=env))
+    extra = [arg for path in requirements for arg in ("-r", team / path.relative_to(EXAMPLE))]
+    succeeded(run([python, "-m", "pip", "install", "--disable-pip-version-check", built.wheel, *extra],
+                  cwd=workdir, env=env))
     return Installed(built, venv, python, env, workdir, team)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built) -> Installed:
+    """What the example's README tells a team to do: the wheel and the program's own requirements, no extras."""
+    return new_install(built, "team", EXAMPLE / "requirements.txt")
 
 
 @pytest.fixture(scope="module")
 def bare_install(built: Built) -> Installed:
     """The wheel alone, no extra, in its own clean virtualenv: what the images hold besides their torch extras."""
-    venv = built.root / "image-venv"
-    succeeded(run([sys.executable, "-m", "venv", venv], cwd=built.root, env=clean_environment()))
-    python = venv / "bin" / "python"
-    env = clean_environment(venv)
-    workdir = built.root / "image-work"
-    workdir.mkdir()
-    team = workdir / "team-stack"
-    shutil.copytree(EXAMPLE, team, ignore=not_source)
-    succeeded(run([python, "-m", "pip", "install", "--disable-pip-version-check", built.wheel], cwd=workdir, env=env))
-    return Installed(built, venv, python, env, workdir, team)
+    return new_install(built, "image")
 
 
 # -- the distributions -------------------------------------------------------------------------------------------

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+
+from mlplat.components.options import component_args
 
 GB = 1024**3
 
@@ -71,7 +74,9 @@ class PlatformAlarms(pulumi.ComponentResource):
     Outputs: ``topic_arn``, ``alarm_names``.
     """
 
-    def __init__(self, name: str, args: PlatformAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: PlatformAlarmsArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("PlatformAlarms", PlatformAlarmsArgs, args, kwargs)
         super().__init__("mlplat:observability:PlatformAlarms", name, None, opts)
         self._name, self._child = name, pulumi.ResourceOptions(parent=self)
         self.topic = aws.sns.Topic(f"{name}-alarms", opts=self._child)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from mlplat.components.iam import policy_document, statement
+from mlplat.components.options import component_args
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 ADMINISTRATOR = "arn:aws:iam::aws:policy/AdministratorAccess"
@@ -103,7 +105,9 @@ class GitHubAccess(pulumi.ComponentResource):
     Outputs: ``deploy_role``, ``preview_role``, ``pipeline_role``, ``oidc_provider_arn``.
     """
 
-    def __init__(self, name: str, args: GitHubAccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: GitHubAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("GitHubAccess", GitHubAccessArgs, args, kwargs)
         super().__init__("mlplat:bootstrap:GitHubAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         provider_arn: pulumi.Input[str]

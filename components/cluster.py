@@ -25,6 +25,7 @@ from mlplat.components import cluster_system as system
 from mlplat.components.iam import rotated_key, service_trust_policy
 from mlplat.components.irsa import create_service_account_role
 from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
+from mlplat.components.options import component_args
 from mlplat.components.subnets import public_source_problem
 from mlplat.components.validation import check_list_of_names
 
@@ -203,7 +204,9 @@ class Cluster(pulumi.ComponentResource):
     controller), so their timeouts start when there is somewhere to run.
     """
 
-    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ClusterArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("Cluster", ClusterArgs, args, kwargs)
         super().__init__("mlplat:cluster:Cluster", name, None, opts)
         self._prefix = name
         child = pulumi.ResourceOptions(parent=self)

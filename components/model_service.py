@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from mlplat.components.options import child_options
+from mlplat.components.options import child_options, component_args
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -240,7 +241,9 @@ class ModelService(pulumi.ComponentResource):
     ``api_key`` (the generated key, a secret; None when it comes from ``api_key_secret`` or is off).
     """
 
-    def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ModelServiceArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("ModelService", ModelServiceArgs, args, kwargs)
         super().__init__("mlplat:serving:ModelService", name, None, opts)
         check_name("ModelService", name, derived_names(args), dns1035=True,
                    why="it names the Services <name>-stable and <name>-canary")

@@ -28,7 +28,7 @@ from mlplat.components.cluster import STORAGE_CLASS
 from mlplat.components.cluster_system import ROLE_ARN_ANNOTATION, Chart, release
 from mlplat.components.iam import policy_document, statement
 from mlplat.components.monitoring_rules import AlertThresholds, dashboard_json, model_service_rule_groups
-from mlplat.components.options import child_options
+from mlplat.components.options import child_options, component_args
 
 CHART = Chart("kube-prometheus-stack", "75.15.0", "https://prometheus-community.github.io/helm-charts")
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -313,7 +313,9 @@ class Monitoring(pulumi.ComponentResource):
     that need the operator's CRDs, e.g. ServiceMonitors, should depend on it).
     """
 
-    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: MonitoringArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("Monitoring", MonitoringArgs, args, kwargs)
         super().__init__("mlplat:observability:Monitoring", name, None, opts)
         values = chart_values(args)  # before any child: a Monitoring without a receiver fails, creating nothing
         child = child_options(self, opts)

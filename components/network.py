@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 import pulumi_aws as aws
 
 from mlplat.components.iam import policy_document, service_trust_policy, statement
+from mlplat.components.options import component_args
 from mlplat.components.subnets import DEFAULT_NEWBITS, plan_subnets
 
 # Interface endpoints that let private nodes pull images, get IRSA credentials and ship logs without NAT.
@@ -71,7 +72,9 @@ class Network(pulumi.ComponentResource):
     ``endpoint_security_group_id`` (None without interface endpoints).
     """
 
-    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: NetworkArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("Network", NetworkArgs, args, kwargs)
         super().__init__("mlplat:network:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         layout = plan_subnets(args.cidr_block, args.az_count, args.subnet_newbits, args.subnet_cidrs)

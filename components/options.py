@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, TypeVar
+
 import pulumi
+
+ArgsT = TypeVar("ArgsT")
 
 
 def child_options(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
@@ -13,3 +18,22 @@ def child_options(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) 
     Service, node capacity before any pod) carries that ordering down to every resource it creates.
     """
     return pulumi.ResourceOptions(parent=parent, depends_on=opts.depends_on if opts is not None else None)
+
+
+def component_args(component: str, args_type: type[ArgsT], args: ArgsT | None, fields: dict[str, Any]) -> ArgsT:
+    """The component's args: the ``args`` object, or one built from keyword arguments, as Pulumi's SDKs allow
+    (``ArtifactStore("models", protect=False)``); both at once is refused, and so is a field the args do not have.
+    Components call it before registering themselves, so a bad call creates nothing."""
+    if args is not None:
+        if fields:
+            raise TypeError(f"{component}: give an {args_type.__name__} or keyword arguments, not both "
+                            f"(keyword arguments {sorted(fields)})")
+        if not isinstance(args, args_type):
+            raise TypeError(f"{component}: args must be a {args_type.__name__}, not {type(args).__name__}")
+        return args
+    known = {f.name for f in dataclasses.fields(args_type)}  # type: ignore[arg-type]
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"{component}: {unknown} are not fields of {args_type.__name__}; "
+                        f"its fields: {', '.join(sorted(known))}")
+    return args_type(**fields)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from mlplat.components.monitoring import ALERTMANAGER_SERVICE_ACCOUNT
+from mlplat.components.options import component_args
 
 PIPELINE_GROUP = "mlplat:ml-pipeline"
 """The Kubernetes group of the pipeline's access entry (EKS forbids the ``system:`` prefix)."""
@@ -96,7 +98,9 @@ class PipelineAccess(pulumi.ComponentResource):
     Outputs: ``access_entry``.
     """
 
-    def __init__(self, name: str, args: PipelineAccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: PipelineAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("PipelineAccess", PipelineAccessArgs, args, kwargs)
         super().__init__("mlplat:cluster:PipelineAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.access_entry = aws.eks.AccessEntry(

@@ -22,6 +22,7 @@ from mlplat.components.monitoring import (
     alertmanager_policy,
 )
 from mlplat.components.network import Network, NetworkArgs
+from mlplat.components.options import component_args
 from mlplat.components.pipeline_access import PipelineAccess, PipelineAccessArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
@@ -132,7 +133,9 @@ class MlPlatform(pulumi.ComponentResource):
     ``service_endpoints`` (service name -> ALB hostname, empty until the controller provisions it).
     """
 
-    def __init__(self, name: str, args: MlPlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: MlPlatformArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("MlPlatform", MlPlatformArgs, args, kwargs)
         super().__init__("mlplat:platform:MlPlatform", name, None, opts)
         # A pod that fits no node of the pools that may host it stays Pending, and Pulumi's await fails later.
         problems = check_workload_capacity(args)

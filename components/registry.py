@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from mlplat.components.options import component_args
 from mlplat.components.validation import check_list_of_names
 
 
@@ -133,10 +135,11 @@ class ContainerRegistry(pulumi.ComponentResource):
     """
 
     def __init__(
-        self, name: str, args: ContainerRegistryArgs | None = None, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ContainerRegistryArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
     ) -> None:
+        args = component_args("ContainerRegistry", ContainerRegistryArgs, args, kwargs)
         super().__init__("mlplat:registry:ContainerRegistry", name, None, opts)
-        args = args or ContainerRegistryArgs()
         child = pulumi.ResourceOptions(parent=self)
         self.repositories: dict[str, aws.ecr.Repository] = {}
         self.repository_urls: dict[str, pulumi.Output[str]] = {}

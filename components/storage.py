@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from mlplat.components.iam import policy_document, rotated_key, statement
+from mlplat.components.options import component_args
 
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
@@ -87,10 +88,11 @@ class ArtifactStore(pulumi.ComponentResource):
     """
 
     def __init__(
-        self, name: str, args: ArtifactStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ArtifactStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
     ) -> None:
+        args = component_args("ArtifactStore", ArtifactStoreArgs, args, kwargs)
         super().__init__("mlplat:storage:ArtifactStore", name, None, opts)
-        args = args or ArtifactStoreArgs()
         self._prefix = name
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pulumi
@@ -19,7 +20,7 @@ import pulumi_random as random
 
 from mlplat.components import mlflow_auth_bootstrap as auth_bootstrap
 from mlplat.components.iam import rotated_key
-from mlplat.components.options import child_options
+from mlplat.components.options import child_options, component_args
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -371,7 +372,9 @@ class Tracking(pulumi.ComponentResource):
     ``auth_config`` (the auth config file, secret: it holds the database URI).
     """
 
-    def __init__(self, name: str, args: TrackingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: TrackingArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("Tracking", TrackingArgs, args, kwargs)
         super().__init__("mlplat:tracking:Tracking", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         db = args.database

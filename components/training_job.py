@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from mlplat.components.cluster_system import SPOT_POD_GRACE_SECONDS
-from mlplat.components.options import child_options
+from mlplat.components.options import child_options, component_args
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -207,7 +207,9 @@ class TrainingJob(pulumi.ComponentResource):
     Outputs: ``job_name``.
     """
 
-    def __init__(self, name: str, args: TrainingJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: TrainingJobArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+                 **kwargs: Any) -> None:
+        args = component_args("TrainingJob", TrainingJobArgs, args, kwargs)
         super().__init__("mlplat:training:TrainingJob", name, None, opts)
         multi = args.nodes > 1
         check_name("TrainingJob", name, derived_names(args), dns1035=multi,

@@ -69,3 +69,24 @@ def render_program() -> Callable[..., Render]:
         return render(program, project="mlplat", stack=stack, config=config, secret_keys=secret_keys)
 
     return _render
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3-compatible endpoint on loopback (moto's server, in this process), with dummy credentials in the
+    environment while the module's tests run. The one S3 stand-in of the unit tests; the integration and container
+    tests run the demo's own (:class:`mlplat.infra.local_services.MotoS3Server`)."""
+    from moto.server import ThreadedMotoServer
+
+    patch = pytest.MonkeyPatch()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        patch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        patch.undo()

@@ -139,52 +139,30 @@ def test_cuda_is_refused_where_there_is_none() -> None:
 # -- S3 ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3 API on loopback (moto's server), with dummy credentials."""
-    from moto.server import ThreadedMotoServer
-
-    patch = pytest.MonkeyPatch()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        patch.setenv(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        patch.undo()
-
-
-def test_a_model_directory_loads_from_s3(s3_endpoint: str, mlflow_model_dir: Path, mlp: torch.nn.Module) -> None:
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+def test_a_model_directory_loads_from_s3(moto_endpoint: str, mlflow_model_dir: Path, mlp: torch.nn.Module) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket="models")
     for file in mlflow_model_dir.rglob("*"):
         if file.is_file():
             s3.upload_file(str(file), "models", f"prod/mlp/{file.relative_to(mlflow_model_dir)}")
-    model = load("s3://models/prod/mlp", s3_endpoint_url=s3_endpoint)
+    model = load("s3://models/prod/mlp", s3_endpoint_url=moto_endpoint)
     assert model.input_spec is not None and model.reference_stats is not None
     assert_serves_like(model, mlp)
 
 
-def test_a_torchscript_object_loads_from_s3(s3_endpoint: str, tmp_path: Path) -> None:
+def test_a_torchscript_object_loads_from_s3(moto_endpoint: str, tmp_path: Path) -> None:
     module = make_mlp(seed=3)
     path = tmp_path / "scripted.pt"
     torch.jit.script(module).save(str(path))
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket="files")
     s3.upload_file(str(path), "files", "a/scripted.pt")
-    assert_serves_like(load("s3://files/a/scripted.pt", s3_endpoint_url=s3_endpoint), module)
+    assert_serves_like(load("s3://files/a/scripted.pt", s3_endpoint_url=moto_endpoint), module)
 
 
-def test_a_missing_bucket_names_the_s3_error(s3_endpoint: str) -> None:
+def test_a_missing_bucket_names_the_s3_error(moto_endpoint: str) -> None:
     with pytest.raises(ModelLoadError, match=r"s3://nope/x.*NoSuchBucket"):
-        load("s3://nope/x", s3_endpoint_url=s3_endpoint)
+        load("s3://nope/x", s3_endpoint_url=moto_endpoint)
 
 
 # -- the MLflow registry --------------------------------------------------------------------------------

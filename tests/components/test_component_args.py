@@ -41,3 +41,26 @@ def test_keyword_values_are_validated_like_the_args_objects() -> None:
     with pytest.raises(ValueError) as from_args:
         NetworkArgs(cidr_block="10.8.0.0/8")
     assert str(from_kwargs.value) == str(from_args.value)
+
+
+def test_the_package_exports_every_public_component_and_its_args() -> None:
+    import inspect
+    import subprocess
+    import sys
+
+    import mlplat.components as package
+
+    for name in package.__all__:
+        exported = getattr(package, name)
+        assert exported.__name__ == name and exported.__module__.startswith("mlplat.components.")
+    pairs = [n[:-4] for n in package.__all__ if n.endswith("Args") and n[:-4] in package.__all__]
+    assert len(pairs) == 12
+    for component in pairs:
+        kinds = {p.kind for p in inspect.signature(getattr(package, component)).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD in kinds, f"{component} takes no keyword arguments"
+    # Lazy: importing the package itself loads no provider SDK.
+    probe = "import sys, mlplat.components; print('pulumi_aws' in sys.modules, 'pulumi_kubernetes' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+    with pytest.raises(AttributeError, match="has no attribute 'Netwrok'"):
+        package.Netwrok  # noqa: B018

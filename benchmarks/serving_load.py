@@ -1,13 +1,21 @@
 """A light HTTP/1.1 load generator for benchmarks/serving.py, run in its own process.
 
-`concurrency` keep-alive connections each send pre-encoded POST requests back to back (a closed loop) and
-time each answer. It speaks just enough HTTP (Content-Length bodies) to stay cheap: a client built on a
-full HTTP library saturates near 500 requests/s on one core, far below the servers it measures.
+Two modes, both over keep-alive connections with pre-encoded POST requests (Content-Length bodies), speaking
+just enough HTTP to stay cheap (a client built on a full HTTP library saturates near 500 requests/s on one
+core, far below the servers it measures):
+
+- closed loop (default): `concurrency` connections each send requests back to back and time each answer;
+- open loop (`--rate R`): requests leave at R per second whatever the answers, each on an idle connection
+  (a pool of up to `--connections`), so a server that falls behind sees them pile up, as it would from many
+  independent clients. A refused request (503) is not waited for or slowed down: the stream of attempts goes
+  on at the same rate, which is what a population of clients retrying at once after each 503 (ignoring
+  Retry-After) sends. Goodput is the 200 answers per second.
 
 Bounded in count and time: it stops after `--duration` seconds or `--max-requests` answers, whichever
 comes first, and every request has a timeout. Prints one JSON object with the results.
 
     python -m benchmarks.serving_load --port 8080 --path /predict --bodies bodies.jsonl --concurrency 64
+    python -m benchmarks.serving_load --port 8080 --bodies bodies.jsonl --rate 12000 --connections 900
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,6 +155,174 @@ async def run_load(
     return result
 
 
+@dataclass
+class OpenLoopResult:
+    """What one open-loop run measured (answers counted when they arrive within the window)."""
+
+    rate: float
+    seconds: float = 0.0
+    sent: int = 0
+    unsent: int = 0  # attempts due while every connection was busy (the generator, not the server, fell behind)
+    latencies: list[float] = field(default_factory=list)  # of 200 answers
+    refused_latencies: list[float] = field(default_factory=list)  # of 503 answers
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0  # connection failures and timeouts
+
+    def summary(self) -> dict[str, float | int | dict[str, int]]:
+        """Attempts and answers per second, goodput, latency percentiles (ms) of the 200s and of the 503s."""
+
+        def pct(values: list[float], q: float) -> float:
+            done = sorted(values)
+            return round(done[min(len(done) - 1, int(q * len(done)))] * 1000, 3) if done else float("nan")
+
+        seconds = self.seconds or 1.0
+        return {
+            "rate": self.rate,
+            "seconds": round(self.seconds, 3),
+            "attempts_per_s": round(self.sent / seconds, 1),
+            "unsent": self.unsent,
+            "goodput": round(len(self.latencies) / seconds, 1),
+            "refused_per_s": round(self.statuses.get(503, 0) / seconds, 1),
+            "p50_ms": pct(self.latencies, 0.50),
+            "p99_ms": pct(self.latencies, 0.99),
+            "max_ms": pct(self.latencies, 1.0),
+            "refused_p50_ms": pct(self.refused_latencies, 0.50),
+            "errors": self.errors,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive connection of the open loop: at most one request in flight, answers parsed as they come."""
+
+    def __init__(self, idle: list[_Client], on_answer: Callable[[int, float], None], on_lost: Callable[[], None]):
+        self.idle, self.on_answer, self.on_lost = idle, on_answer, on_lost
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.idle.append(self)
+
+    def send(self, request: bytes, now: float) -> None:
+        assert self.transport is not None
+        self.busy, self.sent_at = True, now
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            at = head.find(b"content-length:")
+            length = (
+                int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+            )
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            status = int(head[9:12])
+            self.busy = False
+            self.on_answer(status, time.perf_counter() - self.sent_at)
+            if b"connection: close" in head:
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            self.idle.append(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.idle:
+            self.idle.remove(self)
+        if self.busy:
+            self.busy = False
+            self.on_lost()
+
+
+async def run_open_loop(
+    host: str,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    rate: float,
+    duration: float,
+    warmup: float,
+    connections: int,
+    timeout: float = 10.0,
+) -> OpenLoopResult:
+    """Send `rate` requests per second for `warmup` + `duration` seconds; measure the last `duration`."""
+    loop = asyncio.get_running_loop()
+    requests = encode_requests(host, port, path, bodies)
+    result = OpenLoopResult(rate)
+    idle: list[_Client] = []
+    clients: list[_Client] = []
+    started = time.perf_counter()
+    window = (started + warmup, started + warmup + duration)
+
+    def on_answer(status: int, latency: float) -> None:
+        if window[0] <= time.perf_counter() < window[1]:
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status == 200:
+                result.latencies.append(latency)
+            elif status == 503:
+                result.refused_latencies.append(latency)
+
+    def on_lost() -> None:
+        if window[0] <= time.perf_counter() < window[1]:
+            result.errors += 1
+
+    async def connect() -> None:
+        try:
+            _, client = await asyncio.wait_for(
+                loop.create_connection(lambda: _Client(idle, on_answer, on_lost), host, port), timeout
+            )
+            clients.append(client)
+        except (OSError, TimeoutError):
+            on_lost()
+
+    # Open the pool before the clock starts (at most 64 handshakes at a time).
+    for first in range(0, connections, 64):
+        await asyncio.gather(*(connect() for _ in range(first, min(connections, first + 64))))
+    started = time.perf_counter()
+    window = (started + warmup, started + warmup + duration)
+    due_total, i, maintained = 0, 0, started
+    pending: set[asyncio.Task[None]] = set()
+    while True:
+        now = time.perf_counter()
+        if now >= window[1]:
+            break
+        due = int((now - started) * rate) - due_total
+        for _ in range(due):
+            due_total += 1
+            counted = now >= window[0]
+            if not idle:
+                if counted:
+                    result.unsent += 1
+                continue
+            idle.pop().send(requests[i % len(requests)], now)
+            i += 1
+            if counted:
+                result.sent += 1
+        if now - maintained > 0.1:  # every 100 ms: time out silent requests, replace closed connections
+            maintained = now
+            clients[:] = [c for c in clients if c.transport is not None and not c.transport.is_closing()]
+            for client in clients:
+                if client.busy and now - client.sent_at > timeout:
+                    client.transport.abort()  # type: ignore[union-attr]
+            for _ in range(min(64, connections - len(clients) - len(pending))):
+                task = loop.create_task(connect())
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        await asyncio.sleep(0.0005)
+    result.seconds = window[1] - window[0]
+    for client in clients:
+        if client.transport is not None:
+            client.transport.close()
+    return result
+
+
 def main() -> None:
     """Command line: run one load and print its summary as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -158,21 +335,30 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    parser.add_argument("--connections", type=int, default=900, help="open loop: most connections in the pool")
     args = parser.parse_args()
     if args.host not in {"127.0.0.1", "localhost", "::1"}:
         parser.error("the load generator only targets loopback")
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     bodies = [line.encode() for line in args.bodies.read_text().splitlines() if line.strip()]
-    load = run_load(
-        args.host, args.port, args.path, bodies, args.concurrency, args.duration, args.max_requests, args.warmup
-    )
+
+    async def load() -> LoadResult | OpenLoopResult:
+        if args.rate is not None:
+            return await run_open_loop(
+                args.host, args.port, args.path, bodies, args.rate, args.duration, args.warmup, args.connections
+            )
+        return await run_load(
+            args.host, args.port, args.path, bodies, args.concurrency, args.duration, args.max_requests, args.warmup
+        )
+
     try:
         import uvloop
     except ImportError:  # plain asyncio works, just slower
-        result = asyncio.run(load)
+        result = asyncio.run(load())
     else:
-        result = uvloop.run(load)
+        result = uvloop.run(load())
     print(json.dumps(result.summary()))
 
 

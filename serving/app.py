@@ -2,9 +2,12 @@
 
 The two inference routes (`POST /predict`, `POST /v2/models/<name>[/versions/<v>]/infer`) are served here
 directly: FastAPI's per-request machinery costs about as much as the model's share of a batched forward, so
-the hot path parses the body with a pydantic model generated from the signature, queues the rows on the
+the hot path parses the body with a msgspec decoder generated from the signature, queues the rows on the
 :class:`~mlplat.serving.batcher.DynamicBatcher` and writes the answer itself. Everything else (health,
-metadata, metrics, OpenAPI docs) is an ordinary FastAPI app (:mod:`mlplat.serving.api`).
+metadata, metrics, OpenAPI docs) is an ordinary FastAPI app (:mod:`mlplat.serving.api`). The steps of an
+inference request (:meth:`ServingApp.head`, ``check_access``, ``admit``, ``parse``, ``submit``, ``failure``,
+``answer``, ``response_headers``, ``finished``) are plain methods, shared with the wire fast path
+(:mod:`mlplat.serving.wire`), which serves these routes under `mlplat serve` without an ASGI task.
 
 Cross-cutting rules live in the dispatcher and apply to every route: the request id (`X-Request-ID`, taken
 from the caller or generated), the optional bearer API key (constant-time compare; health and metrics stay
@@ -39,6 +42,7 @@ import orjson
 from pydantic import BaseModel
 
 from mlplat.serving.batcher import (
+    Answer,
     BatcherStopped,
     ClientDisconnected,
     DynamicBatcher,
@@ -82,6 +86,8 @@ DISCONNECT_WATCH_AFTER_S = 0.02
 DUE_FRACTION = 0.9
 # HTTP status for "the client went away before we answered" (nginx's convention); it is only ever a metric label.
 CLIENT_CLOSED = 499
+PREDICT_ROUTE = "/predict"
+INFER_ROUTE = "/v2/models/{name}/infer"
 
 
 class HTTPError(Exception):
@@ -99,14 +105,35 @@ class ClientGone(Exception):
 
 
 @dataclass(slots=True)
+class RequestHead:
+    """What a request's line and headers tell the server; built once per request by either path to the model
+    (the ASGI dispatcher here, or the wire fast path of :mod:`mlplat.serving.wire`)."""
+
+    method: str
+    path: str
+    route: str  # the metrics label
+    request_id: bytes
+    authorization: bytes | None
+    length: int | None  # the declared Content-Length
+    started: float  # time.perf_counter() at arrival
+    deadline: float  # event-loop time after which the caller gets a 504
+    due: float  # when the answer is due, in time.monotonic() time (the batcher's clock): DUE_FRACTION of the timeout
+
+
+@dataclass(slots=True)
+class Admitted:
+    """An inference request that passed every check that needs no body: the model and the largest body allowed."""
+
+    model: LoadedModel
+    body_limit: int
+
+
+@dataclass(slots=True)
 class _Request:
+    head: RequestHead
     scope: Scope
     receive: Receive
     send: Send
-    request_id: bytes
-    deadline: float  # event-loop time after which the caller gets a 504
-    length: int | None  # the declared Content-Length
-    due: float  # when the answer is due, in time.monotonic() time (the batcher's clock): DUE_FRACTION of the timeout
 
 
 class ServingApp:
@@ -130,7 +157,7 @@ class ServingApp:
         self._load_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
-        self._id_prefix = secrets.token_hex(4)
+        self._id_prefix = secrets.token_hex(4).encode()
         self._ids = itertools.count(1)
         self.api = build_api(self)
         self._http: Callable[[Scope, Receive, Send], Awaitable[None]] = self._dispatch
@@ -361,9 +388,15 @@ class ServingApp:
         if self.drift is not None:
             self.drift.observe(rows)
 
-    # -- dispatch ---------------------------------------------------------------------------------------
+    # -- what both paths share: checks, parsing, answers, accounting -----------------------------------------
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @property
+    def fast_path(self) -> bool:
+        """Whether the wire fast path may serve the inference routes (not with CORS: its middleware is ASGI)."""
+        return not self.settings.cors_origins
+
+    def head(self, scope: Scope) -> RequestHead:
+        """The request's id, credentials, declared length, route and clocks, from its ASGI scope."""
         started = time.perf_counter()
         given_id = auth = length = None
         for name, value in scope["headers"]:
@@ -376,56 +409,187 @@ class ServingApp:
         if given_id is not None and _SAFE_REQUEST_ID.match(given_id):
             request_id = given_id
         else:
-            request_id = b"%s-%x" % (self._id_prefix.encode(), next(self._ids))
-        token = request_id_var.set(request_id.decode())
+            request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
         path, method = scope["path"], scope["method"]
-        route, handler = self._match(path, method)
-        status = 500
         loop = self._loop or asyncio.get_running_loop()
-        declared = int(length) if length is not None and length.isdigit() else None
         timeout = self.settings.request_timeout_s
-        request = _Request(
-            scope, receive, send, request_id, loop.time() + timeout, declared, time.monotonic() + timeout * DUE_FRACTION
+        return RequestHead(
+            method,
+            path,
+            self.route_label(path),
+            request_id,
+            auth,
+            int(length) if length is not None and length.isdigit() else None,
+            started,
+            loop.time() + timeout,
+            time.monotonic() + timeout * DUE_FRACTION,
         )
-        try:
-            if self._api_key is not None and path not in PUBLIC_PATHS and not self._authorized(auth):
+
+    @staticmethod
+    def route_label(path: str) -> str:
+        """The metrics label of an inference route; "other" for the rest (FastAPI's template replaces it)."""
+        if path == "/predict":
+            return PREDICT_ROUTE
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            return INFER_ROUTE
+        return "other"
+
+    def check_access(self, head: RequestHead) -> None:
+        """The rules of every route: the API key (401) and the declared body size (413)."""
+        if self._api_key is not None and head.path not in PUBLIC_PATHS and not self._authorized(head.authorization):
+            raise HTTPError(
+                401,
+                "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                ((b"www-authenticate", b'Bearer realm="mlplat"'),),
+            )
+        if head.length is not None and head.length > self.settings.max_body_bytes:
+            raise self._too_large()
+
+    def admit(self, head: RequestHead) -> Admitted:
+        """An inference request's checks before its body is read: the model is served (503), the request could be
+        answered in time (503), it names the served model (404), its declared body fits the model's rows (413)."""
+        model = self._served_model(head)
+        if head.route == INFER_ROUTE:
+            match = _INFER_PATH.match(head.path)
+            if match is None or match["name"] != model.name or match["version"] not in (None, model.version):
                 raise HTTPError(
-                    401,
-                    "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
-                    ((b"www-authenticate", b'Bearer realm="mlplat"'),),
+                    404, f"no such model; this server serves model {model.name!r} version {model.version!r}"
                 )
-            if declared is not None and declared > self.settings.max_body_bytes:
-                raise self._too_large()
-            if handler is not None:
-                status = await handler(request)
-            else:
-                status, route = await self._delegate(request)
-        except HTTPError as exc:
-            status = exc.status
-            await self._send_error(request, exc)
-        except ClientGone:
-            status = CLIENT_CLOSED
-        except Exception:
-            logger.exception("unhandled error", extra={"path": path})
-            status = 500
-            await self._send_error(request, HTTPError(500, f"internal error (request id {request_id.decode()})"))
+        limit = self.body_limit
+        if head.length is not None and head.length > limit:
+            raise self._too_large(limit)
+        return Admitted(model, limit)
+
+    def parse(self, head: RequestHead, admitted: Admitted, body: bytes) -> tuple[np.ndarray, str | None]:
+        """The rows of an inference body, and the V2 request id (422 with the reason when they do not fit)."""
+        model = admitted.model
+        if head.route == PREDICT_ROUTE:
+            assert self.decoder is not None  # set with the model
+            try:
+                return self.decoder.decode(body), None
+            except InputError as exc:
+                raise HTTPError(422, f"invalid request: {exc}") from None
+        try:
+            infer = decode_v2_request(body)
+        except InputError as exc:
+            raise HTTPError(422, str(exc)) from None
+        if len(infer.inputs) != 1:
+            expected = model.input_spec.name if model.input_spec else "one input"
+            raise HTTPError(422, f"the model takes exactly one input ({expected!r}), got {len(infer.inputs)}")
+        output_name = self._output_name(model)
+        unknown = [o.name for o in infer.outputs or () if o.name != output_name]
+        if unknown:
+            raise HTTPError(422, f"unknown outputs {unknown}; the model's output is {output_name!r}")
+        try:
+            rows = v2_input_to_array(infer.inputs[0], model.input_spec, self.settings.max_request_rows)
+        except InputError as exc:
+            raise HTTPError(422, str(exc)) from None
+        return rows, infer.id
+
+    def submit(self, rows: np.ndarray, head: RequestHead) -> asyncio.Future[np.ndarray]:
+        """Queue the rows on the batcher (503 + Retry-After if they could not be answered in time, or on shutdown)."""
+        batcher = self.batcher
+        if batcher is None:
+            raise self._not_loaded()
+        try:
+            return batcher.submit(rows, head.due)
+        except QueueFull as exc:
+            raise self._shed(exc) from None
+        except BatcherStopped:
+            raise _shutting_down() from None
+
+    def submit_to(self, answer: Answer, rows: np.ndarray, head: RequestHead) -> None:
+        """:meth:`submit`, the outcome going to `answer` (the wire fast path's) instead of a new future."""
+        batcher = self.batcher
+        if batcher is None:
+            raise self._not_loaded()
+        try:
+            batcher.submit_to(answer, rows, head.due)
+        except QueueFull as exc:
+            raise self._shed(exc) from None
+        except BatcherStopped:
+            raise _shutting_down() from None
+
+    def failure(self, exc: BaseException, head: RequestHead) -> HTTPError | ClientGone:
+        """What a request's batcher future failed with, as the error to answer (or :class:`ClientGone`)."""
+        if isinstance(exc, WouldMissDeadline):  # its deadline came before its batch could finish
+            return self._shed(exc)
+        if isinstance(exc, RequestTimedOut):
+            depth = self.batcher.depth if self.batcher is not None else 0
+            return HTTPError(
+                504,
+                f"no result within the request timeout of {self.settings.request_timeout_s:g} s "
+                f"({depth} requests queued); the request was dropped",
+            )
+        if isinstance(exc, ClientDisconnected):
+            return ClientGone()
+        if isinstance(exc, BatcherStopped):
+            return _shutting_down()
+        token = request_id_var.set(head.request_id.decode())
+        try:
+            logger.error("inference failed", exc_info=exc)
         finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.observe_request(route, status, elapsed)
-            if self.settings.access_log:
+            request_id_var.reset(token)
+        return HTTPError(
+            500,
+            f"inference failed ({type(exc).__name__}); see the server log for request id {head.request_id.decode()}",
+        )
+
+    def answer(self, head: RequestHead, admitted: Admitted, request_id: str | None, outputs: np.ndarray) -> bytes:
+        """The JSON answer of an inference request."""
+        model = admitted.model
+        if head.route == PREDICT_ROUTE:
+            return orjson.dumps({"predictions": outputs, "model_version": model.version}, option=_NUMPY)
+        answer = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "id": request_id,
+            "outputs": [
+                {
+                    "name": self._output_name(model),
+                    "datatype": v2_datatype(outputs.dtype),
+                    "shape": list(outputs.shape),
+                    "data": outputs.ravel(),
+                }
+            ],
+        }
+        return orjson.dumps(answer, option=_NUMPY)
+
+    def response_headers(
+        self, request_id: bytes, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers of every answer the server writes itself (`Connection: close` while draining)."""
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", request_id), *extra]
+        if self.draining:
+            headers.append((b"connection", b"close"))
+        return headers
+
+    def internal_error(self, head: RequestHead) -> HTTPError:
+        """Log the exception being handled (with the request id) and return the 500 that answers it."""
+        token = request_id_var.set(head.request_id.decode())
+        try:
+            logger.exception("unhandled error", extra={"path": head.path})
+        finally:
+            request_id_var.reset(token)
+        return HTTPError(500, f"internal error (request id {head.request_id.decode()})")
+
+    def finished(self, head: RequestHead, status: int, route: str | None = None) -> None:
+        """Account for an answered request: metrics, and the access log when asked for."""
+        elapsed = time.perf_counter() - head.started
+        self.metrics.observe_request(route or head.route, status, elapsed)
+        if self.settings.access_log:
+            token = request_id_var.set(head.request_id.decode())
+            try:
                 logger.info(
                     "request",
-                    extra={"method": method, "path": path, "status": status, "ms": round(elapsed * 1000, 3)},
+                    extra={"method": head.method, "path": head.path, "status": status, "ms": round(elapsed * 1000, 3)},
                 )
-            request_id_var.reset(token)
+            finally:
+                request_id_var.reset(token)
 
-    def _match(self, path: str, method: str) -> tuple[str, Callable[[_Request], Awaitable[int]] | None]:
-        """(route label for metrics, hot handler or None to delegate to FastAPI)."""
-        if path == "/predict":
-            return "/predict", (self._predict if method == "POST" else self._method_not_allowed)
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
-            return "/v2/models/{name}/infer", (self._v2_infer if method == "POST" else self._method_not_allowed)
-        return "other", None
+    @staticmethod
+    def _output_name(model: LoadedModel) -> str:
+        return model.output_spec.name if model.output_spec else "output-0"
 
     def _authorized(self, header: bytes | None) -> bool:
         if header is None or self._api_key is None:
@@ -448,10 +612,69 @@ class ServingApp:
             ((b"connection", b"close"),),
         )
 
+    def too_large(self, limit: int) -> HTTPError:
+        """413 for a body that grew past `limit` while it was read (chunked, or longer than declared)."""
+        return self._too_large(limit)
+
+    def _served_model(self, head: RequestHead) -> LoadedModel:
+        """The model, if there is one and the request could be queued and answered in time (else 503 before any
+        parsing)."""
+        if self.model is None or self.decoder is None:
+            raise self._not_loaded()
+        if self.batcher is not None:
+            try:
+                self.batcher.check_admission(head.due)
+            except QueueFull as exc:
+                raise self._shed(exc) from None
+        return self.model
+
+    def _shed(self, exc: QueueFull) -> HTTPError:
+        """503 + Retry-After for a request refused at once (it could not finish in time, or the queue is full)."""
+        timeout = self.settings.request_timeout_s
+        if isinstance(exc, WouldMissDeadline):
+            self.metrics.shed_deadline.inc()
+            return HTTPError(
+                503,
+                f"server busy: the queue would not reach this request within the request timeout of {timeout:g} s "
+                f"(about {exc.wait_s:.2f} s); retry shortly",
+                ((b"retry-after", b"%d" % max(1, math.ceil(exc.excess_s))),),
+            )
+        self.metrics.shed_queue_full.inc()
+        limit = self.batcher.queue_limit if self.batcher is not None else self.settings.queue_limit
+        return HTTPError(
+            503, f"server busy: {limit} requests are already queued; retry shortly", ((b"retry-after", b"1"),)
+        )
+
+    # -- the ASGI dispatcher ----------------------------------------------------------------------------
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head = self.head(scope)
+        route = head.route
+        status = 500
+        request = _Request(head, scope, receive, send)
+        try:
+            self.check_access(head)
+            if route == "other":
+                status, route = await self._delegate(request)
+            elif head.method != "POST":
+                raise HTTPError(405, f"{head.method} is not allowed here; use POST", ((b"allow", b"POST"),))
+            else:
+                status = await self._inference(request)
+        except HTTPError as exc:
+            status = exc.status
+            await self._send_error(request, exc)
+        except ClientGone:
+            status = CLIENT_CLOSED
+        except Exception:
+            status = 500
+            await self._send_error(request, self.internal_error(head))
+        finally:
+            self.finished(head, status, route)
+
     async def _delegate(self, request: _Request) -> tuple[int, str]:
         """Hand the request to FastAPI, adding our headers; returns (status, route label)."""
         status = 500
-        extra = [(b"x-request-id", request.request_id)]
+        extra = [(b"x-request-id", request.head.request_id)]
 
         async def send(message: Message) -> None:
             nonlocal status
@@ -463,35 +686,38 @@ class ServingApp:
                 message["headers"] = headers
             await request.send(message)
 
-        await self.api(request.scope, request.receive, send)
+        token = request_id_var.set(request.head.request_id.decode())
+        try:
+            await self.api(request.scope, request.receive, send)
+        finally:
+            request_id_var.reset(token)
         matched = request.scope.get("route")
         return status, (getattr(matched, "path", "other") if status != 404 else "other")
 
     async def _respond(
         self, request: _Request, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
     ) -> None:
-        headers = [_JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", request.request_id), *extra]
-        if self.draining:
-            headers.append((b"connection", b"close"))
+        headers = self.response_headers(request.head.request_id, body, extra)
         await request.send({"type": "http.response.start", "status": status, "headers": headers})
         await request.send({"type": "http.response.body", "body": body})
 
     async def _send_error(self, request: _Request, error: HTTPError) -> None:
         try:
-            await self._respond(request, error.status, orjson.dumps({"error": error.message}), error.headers)
+            await self._respond(request, error.status, error_body(error), error.headers)
         except Exception:  # the response had started or the client is gone: nothing more can be said
             logger.debug("could not send error %s", error.status, exc_info=True)
 
-    async def _method_not_allowed(self, request: _Request) -> int:
-        raise HTTPError(405, f"{request.scope['method']} is not allowed here; use POST", ((b"allow", b"POST"),))
+    async def _inference(self, request: _Request) -> int:
+        head = request.head
+        admitted = self.admit(head)
+        body = await self._read_body(request, admitted.body_limit)
+        rows, request_id = self.parse(head, admitted, body)
+        outputs = await self._infer(rows, request)
+        await self._respond(request, 200, self.answer(head, admitted, request_id, outputs))
+        return 200
 
-    # -- hot handlers -------------------------------------------------------------------------------------
-
-    async def _read_body(self, request: _Request) -> bytes:
-        """The body of an inference request, refused (413) by its declared size before anything is read."""
-        limit = self.body_limit
-        if request.length is not None and request.length > limit:
-            raise self._too_large(limit)
+    async def _read_body(self, request: _Request, limit: int) -> bytes:
+        """The body of an inference request, cut off (413) as soon as it grows past `limit`."""
         chunks, size = [], 0
         while True:
             message = await request.receive()
@@ -505,125 +731,26 @@ class ServingApp:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _served_model(self, request: _Request) -> LoadedModel:
-        """The model, if there is one and the request could be answered in time (else 503 before any parsing)."""
-        if self.model is None or self.decoder is None:
-            raise self._not_loaded()
-        if self.batcher is not None:
-            try:
-                self.batcher.check_deadline(request.due)
-            except WouldMissDeadline as exc:
-                raise self._shed(exc) from None
-        return self.model
-
-    def _shed(self, exc: QueueFull) -> HTTPError:
-        """503 + Retry-After for a request refused at once (it could not finish in time, or the queue is full)."""
-        timeout = self.settings.request_timeout_s
-        if isinstance(exc, WouldMissDeadline):
-            self.metrics.shed.labels("deadline").inc()
-            return HTTPError(
-                503,
-                f"server busy: the queue would not reach this request within the request timeout of {timeout:g} s "
-                f"(about {exc.wait_s:.2f} s); retry shortly",
-                ((b"retry-after", b"%d" % max(1, math.ceil(exc.excess_s))),),
-            )
-        self.metrics.shed.labels("queue_full").inc()
-        limit = self.batcher.queue_limit if self.batcher is not None else self.settings.queue_limit
-        return HTTPError(
-            503, f"server busy: {limit} requests are already queued; retry shortly", ((b"retry-after", b"1"),)
-        )
-
-    async def _predict(self, request: _Request) -> int:
-        model = self._served_model(request)
-        assert self.decoder is not None
-        body = await self._read_body(request)
-        try:
-            rows = self.decoder.decode(body)
-        except InputError as exc:
-            raise HTTPError(422, f"invalid request: {exc}") from None
-        outputs = await self._infer(rows, request)
-        payload = orjson.dumps({"predictions": outputs, "model_version": model.version}, option=_NUMPY)
-        await self._respond(request, 200, payload)
-        return 200
-
-    async def _v2_infer(self, request: _Request) -> int:
-        model = self._served_model(request)
-        match = _INFER_PATH.match(request.scope["path"])
-        if match is None or match["name"] != model.name or match["version"] not in (None, model.version):
-            raise HTTPError(404, f"no such model; this server serves model {model.name!r} version {model.version!r}")
-        body = await self._read_body(request)
-        try:
-            infer = decode_v2_request(body)
-        except InputError as exc:
-            raise HTTPError(422, str(exc)) from None
-        output_name = model.output_spec.name if model.output_spec else "output-0"
-        if len(infer.inputs) != 1:
-            expected = model.input_spec.name if model.input_spec else "one input"
-            raise HTTPError(422, f"the model takes exactly one input ({expected!r}), got {len(infer.inputs)}")
-        unknown = [o.name for o in infer.outputs or () if o.name != output_name]
-        if unknown:
-            raise HTTPError(422, f"unknown outputs {unknown}; the model's output is {output_name!r}")
-        try:
-            rows = v2_input_to_array(infer.inputs[0], model.input_spec, self.settings.max_request_rows)
-        except InputError as exc:
-            raise HTTPError(422, str(exc)) from None
-        outputs = await self._infer(rows, request)
-        answer = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "id": infer.id,
-            "outputs": [
-                {
-                    "name": output_name,
-                    "datatype": v2_datatype(outputs.dtype),
-                    "shape": list(outputs.shape),
-                    "data": outputs.ravel(),
-                }
-            ],
-        }
-        await self._respond(request, 200, orjson.dumps(answer, option=_NUMPY))
-        return 200
-
     async def _infer(self, rows: np.ndarray, request: _Request) -> np.ndarray:
         """Queue rows on the batcher and wait for them, within the deadline and only while the caller listens."""
-        batcher = self.batcher
-        if batcher is None:
-            raise self._not_loaded()
-        try:
-            future = batcher.submit(rows, request.due)
-        except QueueFull as exc:
-            raise self._shed(exc) from None
-        except BatcherStopped:
-            raise HTTPError(
-                503, "the server is shutting down; retry on another replica", ((b"retry-after", b"1"),)
-            ) from None
+        future = self.submit(rows, request.head)
         loop = self._loop or asyncio.get_running_loop()
-        watch = _Watch(future, request.receive, request.deadline, loop)
+        watch = _Watch(future, request.receive, request.head.deadline, loop)
         try:
             return await future
-        except WouldMissDeadline as exc:  # its deadline came before its batch could finish
-            raise self._shed(exc) from None
-        except RequestTimedOut:
-            raise HTTPError(
-                504,
-                f"no result within the request timeout of {self.settings.request_timeout_s:g} s "
-                f"({batcher.depth} requests queued); the request was dropped",
-            ) from None
-        except ClientDisconnected:
-            raise ClientGone from None
-        except BatcherStopped:
-            raise HTTPError(
-                503, "the server is shutting down; retry on another replica", ((b"retry-after", b"1"),)
-            ) from None
         except Exception as exc:
-            logger.error("inference failed", exc_info=exc)
-            raise HTTPError(
-                500,
-                f"inference failed ({type(exc).__name__}); "
-                f"see the server log for request id {request.request_id.decode()}",
-            ) from None
+            raise self.failure(exc, request.head) from None
         finally:
             watch.cancel()
+
+
+def error_body(error: HTTPError) -> bytes:
+    """The JSON body of an error answer."""
+    return orjson.dumps({"error": error.message})
+
+
+def _shutting_down() -> HTTPError:
+    return HTTPError(503, "the server is shutting down; retry on another replica", ((b"retry-after", b"1"),))
 
 
 class _Watch:

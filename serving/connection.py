@@ -22,16 +22,20 @@ are open (idle and slow ones count, health checks are refused too) and frees not
   request in the app. So a slowloris cannot lock out a new client (a kubelet probe, an ALB health check): the
   attacker's oldest connection gives way to it.
 
-The idle keep-alive timeout stays uvicorn's (``timeout_keep_alive``). Timers cost one ``call_later`` per
-request (a few microseconds).
+The idle keep-alive timeout is uvicorn's setting (``timeout_keep_alive``), kept by the guard's clock. The clock
+is one periodic check of every connection (:func:`sweep_interval`: a fifth of the shortest timeout, at most
+0.25 s), not a loop timer per request and phase: arming and cancelling a timer costs about 2 us, and a request
+used three (header, body, keep-alive), a tenth of what the guard may cost (docs/benchmarks.md). A timeout
+therefore fires up to one interval late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,12 +93,22 @@ def _status_response(status: int, reason: bytes, message: str) -> bytes:
 
 
 _IDLE, _HEADERS, _BODY, _BUSY = 0, 1, 2, 3
+_NEVER = math.inf
+
+
+def sweep_interval(*timeouts: float) -> float:
+    """How often the guard's clock checks its connections: a fifth of the shortest timeout, within 10-250 ms."""
+    return min(0.25, max(0.01, min(timeouts) / 5))
 
 
 def guarded_protocol(
-    limits: ConnectionLimits, cap: int | None = None, on_close: CloseObserver | None = None
+    limits: ConnectionLimits,
+    cap: int | None = None,
+    on_close: CloseObserver | None = None,
+    base: type[HttpToolsProtocol] = HttpToolsProtocol,
 ) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with `limits` enforced; pass it as ``uvicorn.Config(http=...)``.
+    """uvicorn's httptools protocol (or `base`, a subclass of it) with `limits` enforced; pass it as
+    ``uvicorn.Config(http=...)``.
 
     `cap` is the connection cap (default: :func:`connection_cap` of ``limits.max_connections``);
     `on_close(reason)` is told of every connection the guard ends: ``header_timeout``, ``body_timeout``,
@@ -119,7 +133,19 @@ def guarded_protocol(
         if on_close is not None:
             on_close(reason)
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    sweeping: list[asyncio.TimerHandle | None] = [None]  # the clock's next check, while connections are open
+
+    def sweep(loop: asyncio.AbstractEventLoop, connections: Collection[Any], interval: float) -> None:
+        sweeping[0] = None
+        now = time.monotonic()
+        for connection in list(connections):
+            if isinstance(connection, GuardedHttpToolsProtocol) and connection._due <= now:
+                connection._due = _NEVER
+                connection._expired()
+        if connections:
+            sweeping[0] = loop.call_later(interval, sweep, loop, connections, interval)
+
+    class GuardedHttpToolsProtocol(base):  # type: ignore[valid-type,misc]
         cap = effective_cap
         limits_ = limits
 
@@ -128,15 +154,18 @@ def guarded_protocol(
             self._phase = _HEADERS
             self._since = time.monotonic()
             self._header_bytes = 0  # bytes read while this request's headers are incomplete (memory bound)
-            self._header_size = 0  # request line and headers as parsed (the limit itself)
+            self._chunk = 0  # bytes in the read being parsed
             self._rejected = False
-            self._timer: asyncio.TimerHandle | None = None
+            self._due = _NEVER  # time.monotonic() when the current phase times out
 
         # -- connection --------------------------------------------------------------------------------
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            self._arm(header_timeout, self._header_timed_out)
+            self._due = self._since + header_timeout
+            if sweeping[0] is None:
+                interval = sweep_interval(header_timeout, body_timeout, self.timeout_keep_alive)
+                sweeping[0] = self.loop.call_later(interval, sweep, self.loop, self.connections, interval)
             if len(self.connections) > self.cap:
                 victim = self._victim()
                 if victim is None:  # every other connection has a request in the app: refuse this one
@@ -166,17 +195,19 @@ def guarded_protocol(
                     best = other
             return best
 
-        # -- timers ------------------------------------------------------------------------------------
-
-        def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_later(delay, callback)
+        # -- timeouts ----------------------------------------------------------------------------------
 
         def _cancel(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._due = _NEVER
+
+        def _expired(self) -> None:
+            """The clock found this connection past its current phase's timeout."""
+            if self._phase == _HEADERS:
+                self._reject(header_late, "header_timeout")
+            elif self._phase == _BODY:
+                self._reject(body_late, "body_timeout")
+            elif self._phase == _IDLE:
+                self.timeout_keep_alive_handler()
 
         def _reject(self, response: bytes, reason: str) -> None:
             self._cancel()
@@ -194,16 +225,6 @@ def guarded_protocol(
                 self.transport.write(response)
             self.transport.close()
 
-        def _header_timed_out(self) -> None:
-            self._timer = None
-            if self._phase == _HEADERS:
-                self._reject(header_late, "header_timeout")
-
-        def _body_timed_out(self) -> None:
-            self._timer = None
-            if self._phase == _BODY:
-                self._reject(body_late, "body_timeout")
-
         # -- reading -----------------------------------------------------------------------------------
 
         def data_received(self, data: bytes) -> None:
@@ -211,8 +232,9 @@ def guarded_protocol(
                 return
             if self._phase == _IDLE:  # the first byte of a next request on a kept-alive connection
                 self._phase, self._since = _HEADERS, time.monotonic()
+                self._due = self._since + header_timeout
                 self._header_bytes = 0
-                self._arm(header_timeout, self._header_timed_out)
+            self._chunk = len(data)
             super().data_received(data)
             if self._phase == _HEADERS and self.parser is not None:
                 self._header_bytes += len(data)
@@ -223,23 +245,19 @@ def guarded_protocol(
             super().on_message_begin()
             if self._phase != _HEADERS:  # pipelined: a next request starts while the previous one is served
                 self._phase, self._since = _HEADERS, time.monotonic()
-                self._arm(header_timeout, self._header_timed_out)
-            self._header_bytes = self._header_size = 0
-
-        def on_url(self, url: bytes) -> None:
-            self._header_size += len(url)
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_size += len(name) + len(value) + 4
-            super().on_header(name, value)
+                self._due = self._since + header_timeout
+            self._header_bytes = 0
 
         def on_headers_complete(self) -> None:
-            if self._header_size > max_header:  # arrived in one read: caught here, before the app sees it
+            # The bytes read for this request so far bound its headers' size; only past the limit are the request
+            # line and headers (uvicorn keeps both) measured exactly: cheaper than a callback per header.
+            if self._header_bytes + self._chunk > max_header and (
+                len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > max_header
+            ):  # arrived in one read: caught here, before the app sees it
                 self._reject(too_large, "header_too_large")
                 return
             self._phase, self._since = _BODY, time.monotonic()
-            self._arm(body_timeout, self._body_timed_out)
+            self._due = self._since + body_timeout
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
@@ -250,17 +268,26 @@ def guarded_protocol(
             if self._rejected:
                 return
             super().on_message_complete()
-            self._cancel()
+            self._due = _NEVER
             if self.cycle is not None and self.cycle.response_complete:
                 # Answered before its body was read (401, 413): idle now, closed like any idle connection.
                 self._phase, self._since = _IDLE, time.monotonic()
-                self._arm(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+                self._due = self._since + self.timeout_keep_alive
             else:
                 self._phase = _BUSY
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self._phase == _BUSY and not self.pipeline:
+            # uvicorn's own, with its keep-alive timer (a loop timer per request) replaced by the guard's clock.
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            elif self._phase == _BUSY:
                 self._phase, self._since = _IDLE, time.monotonic()
+                self._due = self._since + self.timeout_keep_alive
 
     return GuardedHttpToolsProtocol

@@ -25,6 +25,7 @@ import threading
 from types import FrameType
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlplat.serving.app import ServingApp, create_app
 from mlplat.serving.connection import ConnectionLimits, connection_cap, guarded_protocol, raise_fd_limit
@@ -32,6 +33,7 @@ from mlplat.serving.logs import configure_logging, logging_config
 from mlplat.serving.model import ModelLoadError, select_device
 from mlplat.serving.redaction import redact
 from mlplat.serving.settings import ServingSettings, SettingsError, load_settings
+from mlplat.serving.wire import fast_protocol
 
 # MLflow's own HTTP retries (default: 7, backoff factor 2, about 4 minutes against a server that is down) would
 # make one load attempt last minutes; the server retries whole attempts itself, so MLflow retries briefly. Values
@@ -93,12 +95,22 @@ def connection_limits(settings: ServingSettings) -> ConnectionLimits:
     )
 
 
-def uvicorn_config(app: ServingApp, settings: ServingSettings, *, log_config: bool = True) -> uvicorn.Config:
-    """uvicorn settings for serving `app`: the connection guard (read timeouts, header limit, connection cap,
-    :mod:`mlplat.serving.connection`), the idle keep-alive timeout, JSON logs, the graceful timeout.
+def uvicorn_config(
+    app: ServingApp,
+    settings: ServingSettings,
+    *,
+    log_config: bool = True,
+    fast_path: bool = True,
+    connection_guard: bool = True,
+) -> uvicorn.Config:
+    """uvicorn settings for serving `app`: the inference routes on the wire fast path (:mod:`mlplat.serving.wire`),
+    the connection guard on top (read timeouts, header limit, connection cap, :mod:`mlplat.serving.connection`),
+    the idle keep-alive timeout, JSON logs, the graceful timeout.
 
     uvicorn's own ``limit_concurrency`` stays off: it answers 503 to every request (health checks too) once
     that many connections are open, slow and idle ones included; the guard evicts those instead.
+    `fast_path=False` (every request through the app's ASGI dispatcher) and `connection_guard=False` are for the
+    benchmark, which measures what each costs, and for the tests that compare the two paths.
     """
     limits = connection_limits(settings)
     cap = connection_cap(limits.max_connections)
@@ -108,12 +120,15 @@ def uvicorn_config(app: ServingApp, settings: ServingSettings, *, log_config: bo
             limits.max_connections,
             cap,
         )
+    protocol = fast_protocol(app) if fast_path else HttpToolsProtocol
+    if connection_guard:
+        protocol = guarded_protocol(limits, cap, on_close=app.metrics.connection_closed, base=protocol)
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        http=guarded_protocol(limits, cap, on_close=app.metrics.connection_closed),
+        http=protocol,
         loop="auto",
         timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type,unused-ignore]  # a float works
         log_config=logging_config(settings.log_level) if log_config else None,
@@ -131,10 +146,11 @@ def _freeze_gc() -> None:
     gc.freeze()
 
 
-def run(settings: ServingSettings) -> None:
+def run(settings: ServingSettings, *, fast_path: bool = True, connection_guard: bool = True) -> None:
     """Serve until shut down; the model loads in the background, retried until it is there.
 
     Raises :class:`ModelLoadError` only for what waiting cannot fix (a CUDA device this machine lacks).
+    `fast_path` and `connection_guard` are :func:`uvicorn_config`'s (the benchmark turns them off to measure them).
     """
     configure_logging(settings.log_level)
     raise_fd_limit()  # before the connection cap is derived from it
@@ -148,7 +164,9 @@ def run(settings: ServingSettings) -> None:
     )
     app = create_app(settings)
     app.on_loaded = _freeze_gc
-    DrainingServer(uvicorn_config(app, settings), app).run()
+
+    config = uvicorn_config(app, settings, fast_path=fast_path, connection_guard=connection_guard)
+    DrainingServer(config, app).run()
 
 
 def main(**overrides: object) -> None:

@@ -42,20 +42,26 @@ def mlflow_model_dir(tmp_path_factory: pytest.TempPathFactory, mlp: torch.nn.Mod
     return save_mlflow_model(mlp, tmp_path_factory.mktemp("models") / "mlp")
 
 
-@pytest.fixture
-def serve() -> Callable[..., Any]:
+# Each server-backed test runs twice: behind plain uvicorn, where the app's ASGI dispatcher answers, and with
+# `mlplat serve`'s own uvicorn config, where the inference routes take the wire fast path (mlplat.serving.wire)
+# under the connection guard. Both must behave alike.
+SERVER_PATHS = ["asgi", "wire"]
+
+
+@pytest.fixture(params=SERVER_PATHS)
+def serve(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """`with serve(model, **settings) as live:` runs a server for a LoadedModel (or a URI in settings)."""
 
     def _serve(model: LoadedModel | None = None, **settings: Any) -> Any:
         settings.setdefault("model_uri", "test")
-        return run_server(create_app(ServingSettings(**settings), model))
+        return run_server(create_app(ServingSettings(**settings), model), guarded=request.param == "wire")
 
     return _serve
 
 
-@pytest.fixture(scope="module")
-def mlp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One server for the module: the MLflow MLP model loaded from disk at start-up, default settings."""
+@pytest.fixture(scope="module", params=SERVER_PATHS)
+def mlp_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server per module and path: the MLflow MLP model loaded from disk at start-up, default settings."""
     path = save_mlflow_model(make_mlp(), tmp_path_factory.mktemp("served") / "mlp")
-    with run_server(create_app(ServingSettings(model_uri=str(path)))) as live:
+    with run_server(create_app(ServingSettings(model_uri=str(path))), guarded=request.param == "wire") as live:
         yield live

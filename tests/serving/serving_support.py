@@ -168,11 +168,14 @@ class LiveServer:
 
 
 @contextmanager
-def run_server(app: ServingApp, *, wait_ready: bool = True, guarded: bool = False) -> Iterator[LiveServer]:
+def run_server(
+    app: ServingApp, *, wait_ready: bool = True, guarded: bool = False, fast_path: bool = True
+) -> Iterator[LiveServer]:
     """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread until the block ends.
 
     The model loads in the background; with `wait_ready` (the default) this waits until it is served. With
-    `guarded`, uvicorn runs with the server's own config (`mlplat serve`'s connection guard and keep-alive).
+    `guarded`, uvicorn runs with the server's own config (`mlplat serve`'s connection guard and keep-alive, and
+    the wire fast path for the inference routes unless `fast_path` is false).
     """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -181,7 +184,7 @@ def run_server(app: ServingApp, *, wait_ready: bool = True, guarded: bool = Fals
     if guarded:
         from mlplat.serving.server import uvicorn_config
 
-        config = uvicorn_config(app, app.settings, log_config=False)
+        config = uvicorn_config(app, app.settings, log_config=False, fast_path=fast_path)
         config.timeout_graceful_shutdown = 10
     else:
         config = uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=10)

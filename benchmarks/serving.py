@@ -10,8 +10,9 @@ load generator runs on the other CPU, so it takes nothing from the server it mea
   point, so a busy moment of this shared machine hits every figure of that round alike. Ratios are taken per
   round and their median reported;
 - goodput: a heavier model (compute per request well above the cost of a refusal), its capacity measured with
-  the closed loop, then an open loop (benchmarks/serving_load.py) sending 10x that rate, 503s not waited for:
-  the attempts of a client population that retries at once after every 503.
+  the closed loop, then an open loop (benchmarks/serving_load.py) demanding 10x that rate, 503s not waited for:
+  the attempts of a client population that retries at once after every 503; against the shipped server and,
+  as the baseline, the same server without its shed hold (MLPLAT_SERVING_SHED_HOLD_S=0).
 
     .venv/bin/python -m benchmarks.serving                 # writes its section of docs/benchmarks.md
     .venv/bin/python -m benchmarks.serving --no-write      # print only
@@ -225,10 +226,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(kind: str, model_dir: Path, cpu: int, probe: bytes) -> Iterator[Server]:
-    """Start a server process pinned to `cpu`, wait until it answers, yield it, then stop it."""
+def server(kind: str, model_dir: Path, cpu: int, probe: bytes, **settings: str) -> Iterator[Server]:
+    """Start a server process pinned to `cpu` (`settings` as MLPLAT_SERVING_* variables), wait until it answers,
+    yield it, then stop it."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLPLAT_SERVING_DRAIN_DELAY_S": "0"}
+    env.update({f"MLPLAT_SERVING_{name.upper()}": value for name, value in settings.items()})
     if kind == "naive":
         command = [sys.executable, "-m", "uvicorn", "benchmarks.serving_naive:app", "--port", str(port)]
         command += ["--no-access-log", "--log-level", "warning"]
@@ -392,42 +395,61 @@ class Storm:
     """The goodput measurement: capacity, then the open loop at STORM_FACTOR times it, per round."""
 
     capacity: list[dict[str, float]] = field(default_factory=list)
-    storm: list[dict[str, Any]] = field(default_factory=list)
+    storm: list[dict[str, Any]] = field(default_factory=list)  # mlplat serve as shipped (the hold on)
+    unheld: list[dict[str, Any]] = field(default_factory=list)  # the same with MLPLAT_SERVING_SHED_HOLD_S=0
     forward_rows_per_s: float = 0.0
 
 
-def measure_storm(live: Server, load: Load, rounds: int) -> Storm:
+def storm_run(tmp: Path, cpu: int, encoded: list[bytes], load: Load, rounds: int) -> Storm:
+    """The goodput model, its in-process forward, and :func:`measure_storm` on a server with and without the hold."""
+    big = build_model(tmp, STORM_HIDDEN)
+    with (
+        server("mlplat", big, cpu, encoded[0]) as live,
+        server("mlplat", big, cpu, encoded[0], shed_hold_s="0") as unheld,
+    ):
+        storm = measure_storm(live, unheld, load, rounds)
+    storm.forward_rows_per_s = InProcess(big, cpu, encoded).rows_per_s(MAX_BATCH, 2.0)
+    return storm
+
+
+def measure_storm(live: Server, unheld: Server, load: Load, rounds: int) -> Storm:
     """Per round: the closed loop at concurrency 64 (capacity, and the server CPU per answered request), then an open
-    loop at STORM_FACTOR times that rate, with the server's CPU time and what it shed."""
+    loop at STORM_FACTOR times that rate against the shipped server and against one without the hold."""
     result = Storm()
     for _ in range(rounds):
         cpu_before = live.cpu_seconds()
         capacity = load.run(live.port, TOP)
         capacity["cpu_us"] = (live.cpu_seconds() - cpu_before) / (capacity["rps"] * (load.duration + load.warmup)) * 1e6
         result.capacity.append(capacity)
-        before, cpu_before = live.metrics(), live.cpu_seconds()
-        rate = STORM_FACTOR * capacity["rps"]
-        command = [sys.executable, "-m", "benchmarks.serving_load", "--port", str(live.port), "--bodies"]
-        command += [str(load.bodies), "--rate", f"{rate:.0f}", "--duration", str(STORM_SECONDS), "--warmup"]
-        command += [str(STORM_WARMUP), "--connections", "900", "--cpu", str(load.cpu)]
-        started = time.monotonic()
-        out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
-        storm: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-        after = live.metrics()
-        storm["server_cpu_share"] = (live.cpu_seconds() - cpu_before) / (time.monotonic() - started)
-        for reason in ("deadline", "queue_full"):
-            name = f'mlplat_requests_shed_total{{reason="{reason}"}}'
-            storm[f"shed_{reason}"] = after.get(name, 0.0) - before.get(name, 0.0)
-        # What one refusal costs the server: its CPU over the storm, less the answered requests at the capacity
-        # point's CPU per request, over everything it refused (warm-up included, as the CPU time is).
-        answered = after.get('mlplat_requests_total{route="/predict",status="200"}', 0.0)
-        answered -= before.get('mlplat_requests_total{route="/predict",status="200"}', 0.0)
-        refused = storm["shed_deadline"] + storm["shed_queue_full"]
-        spent = (live.cpu_seconds() - cpu_before) - answered * capacity["cpu_us"] / 1e6
-        storm["refusal_us"] = spent / refused * 1e6 if refused else float("nan")
-        result.storm.append(storm)
-        print("storm", json.dumps({"capacity": capacity, **storm}), flush=True)
+        for target, runs in ((live, result.storm), (unheld, result.unheld)):
+            storm = storm_once(target, load, STORM_FACTOR * capacity["rps"], capacity["cpu_us"])
+            runs.append(storm)
+            print("storm", target.kind, json.dumps({"capacity": capacity, **storm}), flush=True)
     return result
+
+
+def storm_once(live: Server, load: Load, rate: float, cpu_per_answer_us: float) -> dict[str, Any]:
+    """One open loop at `rate` against `live`: the generator's summary, the server's CPU share and what it shed."""
+    before, cpu_before = live.metrics(), live.cpu_seconds()
+    command = [sys.executable, "-m", "benchmarks.serving_load", "--port", str(live.port), "--bodies"]
+    command += [str(load.bodies), "--rate", f"{rate:.0f}", "--duration", str(STORM_SECONDS), "--warmup"]
+    command += [str(STORM_WARMUP), "--connections", "900", "--cpu", str(load.cpu)]
+    started = time.monotonic()
+    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    storm: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    after = live.metrics()
+    storm["server_cpu_share"] = (live.cpu_seconds() - cpu_before) / (time.monotonic() - started)
+    for reason in ("deadline", "queue_full"):
+        name = f'mlplat_requests_shed_total{{reason="{reason}"}}'
+        storm[f"shed_{reason}"] = after.get(name, 0.0) - before.get(name, 0.0)
+    # What one refusal costs the server: its CPU over the storm, less the answered requests at the capacity point's
+    # CPU per request, over everything it refused (warm-up included, as the CPU time is).
+    answered = after.get('mlplat_requests_total{route="/predict",status="200"}', 0.0)
+    answered -= before.get('mlplat_requests_total{route="/predict",status="200"}', 0.0)
+    refused = storm["shed_deadline"] + storm["shed_queue_full"]
+    spent = (live.cpu_seconds() - cpu_before) - answered * cpu_per_answer_us / 1e6
+    storm["refusal_us"] = spent / refused * 1e6 if refused else float("nan")
+    return storm
 
 
 def main() -> None:
@@ -438,6 +460,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="measurements per point (medians are reported)")
     parser.add_argument("--storm-rounds", type=int, default=3, help="capacity + storm measurements")
     parser.add_argument("--no-storm", action="store_true", help="skip the goodput measurement")
+    parser.add_argument("--storm-only", action="store_true", help="only the goodput measurement, printed (not written)")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     parser.add_argument("--serve", choices=["no-guard", "asgi"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -460,6 +483,9 @@ def main() -> None:
             script = Path(tmp) / "post.lua"
             script.write_text(WRK_SCRIPT)
         load = Load(bodies, client_cpu, args.duration, args.warmup, script)
+        if args.storm_only:
+            print("\n".join(render_storm(storm_run(Path(tmp), server_cpu, encoded, load, args.storm_rounds))))
+            return
         reference = InProcess(model_dir, server_cpu, encoded)
         expected = reference.model.predict(rows[:8])
         with contextlib.ExitStack() as stack:
@@ -470,13 +496,7 @@ def main() -> None:
                     raise RuntimeError(f"{kind} server's answers differ from the model by {error}")
             forward = {"batch1": reference.rows_per_s(1, 2.0), "batch32": reference.rows_per_s(MAX_BATCH, 2.0)}
             results = measure_rounds(servers, reference, load, args.rounds, min(2.0, args.duration))
-        storm = None
-        if not args.no_storm:
-            big = build_model(Path(tmp), STORM_HIDDEN)
-            heavy = InProcess(big, server_cpu, encoded)
-            with server("mlplat", big, server_cpu, encoded[0]) as live:
-                storm = measure_storm(live, load, args.storm_rounds)
-            storm.forward_rows_per_s = heavy.rows_per_s(MAX_BATCH, 2.0)
+        storm = None if args.no_storm else storm_run(Path(tmp), server_cpu, encoded, load, args.storm_rounds)
     markdown = render(results, forward, storm, max(errors.values()), load, load_before, os.getloadavg(), server_cpu)
     if not args.no_write:
         write_section("serving", markdown)
@@ -601,61 +621,61 @@ def render(
 
 
 def render_storm(storm: Storm) -> list[str]:
-    """The goodput part of the section."""
+    """The goodput part of the section: the shipped server (the hold on) and the same without the hold."""
+
+    def ratios(runs: list[dict[str, Any]], key: str) -> list[float]:
+        return [s[key] / c["rps"] for s, c in zip(runs, storm.capacity, strict=True)]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
     capacity = [c["rps"] for c in storm.capacity]
-    goodput = [s["goodput"] / c["rps"] for s, c in zip(storm.storm, storm.capacity, strict=True)]
-    offered = [s["attempts_per_s"] / c["rps"] for s, c in zip(storm.storm, storm.capacity, strict=True)]
+    goodput, unheld_goodput = ratios(storm.storm, "goodput"), ratios(storm.unheld, "goodput")
     p99 = [s["p99_ms"] / 1000 for s in storm.storm]
-    refused = [s["refused_per_s"] for s in storm.storm]
-    cost = [s["refusal_us"] for s in storm.storm]
-    spent = [s["refused_per_s"] * s["refusal_us"] / 1e6 for s in storm.storm]
-    needed = [0.2 / s["refused_per_s"] * 1e6 for s in storm.storm]
-    # What a refusal costs the server: its CPU over the storm window, less what the answered requests cost at
-    # the capacity point's CPU per request, spread over the refusals.
     lines = [
         f"### Goodput under a {STORM_FACTOR}x retry storm",
         "",
         f"Model: MLP {FEATURES}-{STORM_HIDDEN}-{STORM_HIDDEN}-{CLASSES} (in-process forward at batch {MAX_BATCH}: "
         f"{storm.forward_rows_per_s:,.0f} rows/s on the server CPU), `mlplat serve` with its defaults (request "
-        f"timeout {REQUEST_TIMEOUT_S:g} s, queue limit 512). Per round: capacity with the closed loop at "
-        f"concurrency {TOP}, then an open loop (`benchmarks/serving_load.py --rate`) offering {STORM_FACTOR}x that "
-        f"rate for {STORM_SECONDS:g} s after {STORM_WARMUP:g} s of warm-up: every attempt leaves on schedule on an "
-        "idle connection (pool of 900; an attempt due while all are busy is counted as not sent), 503s are not "
-        "waited for, as from clients that retry at once after each 503 and ignore Retry-After.",
+        f"timeout {REQUEST_TIMEOUT_S:g} s, queue limit 512, shed hold 1 s), and the same server with "
+        "`MLPLAT_SERVING_SHED_HOLD_S=0` as the baseline. Per round: capacity with the closed loop at concurrency "
+        f"{TOP}, then an open loop (`benchmarks/serving_load.py --rate`) demanding {STORM_FACTOR}x that rate for "
+        f"{STORM_SECONDS:g} s after {STORM_WARMUP:g} s of warm-up against each server: every attempt leaves on "
+        "schedule on an idle connection of a pool of 900 (an attempt due while all 900 wait for an answer is not "
+        "sent, as from a client library's full connection pool), 503s are not waited for: clients that retry at "
+        "once after each 503 on the connection that answered it, ignoring Retry-After.",
         "",
-        "| round | capacity req/s | offered attempts/s (x capacity) | goodput req/s (x capacity) | "
-        "p50 / p99 of answered ms | refused/s (shed in all: deadline, queue full) | p50 of a 503 ms | "
-        "not sent (pool busy) | server CPU share | CPU per refusal us |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| round | capacity req/s | sent attempts/s (x capacity) | goodput req/s (x capacity) | "
+        "p50 / p99 of answered ms | refused/s | not sent/s | server CPU share | "
+        "without the hold: sent/s, goodput (x), p99 ms, refused/s, CPU per refusal us |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for i, (c, s) in enumerate(zip(storm.capacity, storm.storm, strict=True), 1):
-        shed = f"{s['shed_deadline']:,.0f}, {s['shed_queue_full']:,.0f}"
+    for i, (c, s, u) in enumerate(zip(storm.capacity, storm.storm, storm.unheld, strict=True), 1):
         lines.append(
             f"| {i} | {c['rps']:,.0f} | {s['attempts_per_s']:,.0f} ({s['attempts_per_s'] / c['rps']:.1f}x) | "
             f"{s['goodput']:,.0f} ({s['goodput'] / c['rps']:.2f}x) | {s['p50_ms']:,.0f} / {s['p99_ms']:,.0f} | "
-            f"{s['refused_per_s']:,.0f} ({shed}) | {s['refused_p50_ms']:.1f} | {s['unsent']:,} | "
-            f"{s['server_cpu_share']:.0%} | {s['refusal_us']:.0f} |"
+            f"{s['refused_per_s']:,.0f} | {s['unsent'] / STORM_SECONDS:,.0f} | {s['server_cpu_share']:.0%} | "
+            f"{u['attempts_per_s']:,.0f}, {u['goodput']:,.0f} ({u['goodput'] / c['rps']:.2f}x), "
+            f"{u['p99_ms']:,.0f}, {u['refused_per_s']:,.0f}, {u['refusal_us']:.0f} |"
         )
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**missed**"
-
+    refused = [s["refused_per_s"] for s in storm.unheld]
+    spent = [s["refused_per_s"] * s["refusal_us"] / 1e6 for s in storm.unheld]
     lines += [
         "",
         f"Goodput: **{_median(goodput):.2f}x** capacity [{_range(goodput)}] (target >= 0.80: "
-        f"{verdict(_median(goodput) >= 0.8)}) at {_median(offered):.1f}x capacity offered; p99 of answered "
-        f"requests **{_median(p99):.2f} s** [{_range(p99)}] against the {REQUEST_TIMEOUT_S:g} s request timeout "
-        f"(target within: {verdict(max(p99) <= REQUEST_TIMEOUT_S)}); capacity {_median(capacity):,.0f} req/s; "
-        f"{_median(refused):,.0f} refusals/s.",
+        f"{verdict(_median(goodput) >= 0.8)}), against {_median(unheld_goodput):.2f}x "
+        f"[{_range(unheld_goodput)}] without the hold; p99 of answered requests **{_median(p99):.2f} s** "
+        f"[{_range(p99)}] against the {REQUEST_TIMEOUT_S:g} s request timeout (target within: "
+        f"{verdict(max(p99) <= REQUEST_TIMEOUT_S)}); capacity {_median(capacity):,.0f} req/s.",
         "",
-        f"What limits it: the server's one CPU. Every refusal costs ~{_median(cost):.0f} us of server CPU (the "
-        "column; ~15 us of it Python, measured in-process on the fast path's refusal, the rest the kernel "
-        "receiving the ~5 KB request and sending the answer on loopback), so "
-        f"{_median(refused):,.0f} refusals/s take {_median(spent):.0%} of the CPU, and the forward gets the rest: "
-        f"goodput is about 1 minus that. Shedding by deadline does its part (the queue holds only what can be "
-        "answered in time, so p99 stays far below the timeout; issue 18's probe saw 5 s), but at 10x offered load "
-        f"goodput of 0.8x would need a refusal under ~{_median(needed):.0f} us, or requests ~3x costlier than this "
-        "model's, or more than one CPU.",
+        "What the hold changes: without it, every refusal is read, parsed and answered, ~"
+        f"{_median([s['refusal_us'] for s in storm.unheld]):.0f} us of server CPU each (the kernel's receive and "
+        "send on loopback included), and a client that retries at once comes straight back: "
+        f"{_median(refused):,.0f} refusals/s took {_median(spent):.0%} of the one CPU the forward needs. With it, "
+        "a connection just refused is not read for its Retry-After (1 s, capped at a quarter of the request "
+        "timeout), so its retry waits in the kernel at no cost and each connection costs at most one refusal a "
+        "second; the held retry counts the hold against its deadline, so answered requests stay within the "
+        "timeout as the client measures it. Clients that honour Retry-After see no difference.",
     ]
     return lines
 

@@ -93,11 +93,14 @@ INFER_ROUTE = "/v2/models/{name}/infer"
 class HTTPError(Exception):
     """An error answer: status, message for the `{"error": ...}` body, and extra headers."""
 
-    def __init__(self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = (), hold_s: float = 0.0
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
+        self.hold_s = hold_s  # an overload refusal: how long its connection is not read afterwards
 
 
 class ClientGone(Exception):
@@ -395,8 +398,12 @@ class ServingApp:
         """Whether the wire fast path may serve the inference routes (not with CORS: its middleware is ASGI)."""
         return not self.settings.cors_origins
 
-    def head(self, scope: Scope) -> RequestHead:
-        """The request's id, credentials, declared length, route and clocks, from its ASGI scope."""
+    def head(self, scope: Scope, waited: float = 0.0) -> RequestHead:
+        """The request's id, credentials, declared length, route and clocks, from its ASGI scope.
+
+        `waited`: how long the request may already have waited unread (a held connection's hold), taken off its
+        deadline so that the caller, who counts from its send, still has its answer within the timeout.
+        """
         started = time.perf_counter()
         given_id = auth = length = None
         for name, value in scope["headers"]:
@@ -412,7 +419,7 @@ class ServingApp:
             request_id = b"%s-%x" % (self._id_prefix, next(self._ids))
         path, method = scope["path"], scope["method"]
         loop = self._loop or asyncio.get_running_loop()
-        timeout = self.settings.request_timeout_s
+        timeout = self.settings.request_timeout_s - waited
         return RequestHead(
             method,
             path,
@@ -630,19 +637,24 @@ class ServingApp:
 
     def _shed(self, exc: QueueFull) -> HTTPError:
         """503 + Retry-After for a request refused at once (it could not finish in time, or the queue is full)."""
-        timeout = self.settings.request_timeout_s
+        timeout, hold = self.settings.request_timeout_s, self.settings.shed_hold_limit_s
         if isinstance(exc, WouldMissDeadline):
             self.metrics.shed_deadline.inc()
+            retry_after = max(1, math.ceil(exc.excess_s))
             return HTTPError(
                 503,
                 f"server busy: the queue would not reach this request within the request timeout of {timeout:g} s "
                 f"(about {exc.wait_s:.2f} s); retry shortly",
-                ((b"retry-after", b"%d" % max(1, math.ceil(exc.excess_s))),),
+                ((b"retry-after", b"%d" % retry_after),),
+                hold_s=min(hold, retry_after),
             )
         self.metrics.shed_queue_full.inc()
         limit = self.batcher.queue_limit if self.batcher is not None else self.settings.queue_limit
         return HTTPError(
-            503, f"server busy: {limit} requests are already queued; retry shortly", ((b"retry-after", b"1"),)
+            503,
+            f"server busy: {limit} requests are already queued; retry shortly",
+            ((b"retry-after", b"1"),),
+            hold_s=min(hold, 1.0),
         )
 
     # -- the ASGI dispatcher ----------------------------------------------------------------------------

@@ -84,6 +84,16 @@ class ServingSettings(BaseSettings):
         description="Most open connections; a new one beyond it evicts an idle or slow one. Lowered "
         "automatically to stay clear of the file-descriptor limit.",
     )
+    shed_hold_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=10.0,
+        description="After an overload refusal (503 + Retry-After), the connection is not read again for this many "
+        "seconds (at most the Retry-After given, half KEEPALIVE_TIMEOUT_S and a quarter of REQUEST_TIMEOUT_S): a "
+        "client that retries at once waits in the kernel's buffer, costing the server nothing, instead of being "
+        "refused again and again. 0 turns it off. Behind a load balancer that reuses connections, other callers' "
+        "requests on a held connection wait too (the server is full then).",
+    )
     max_header_bytes: int = Field(
         default=16 * 1024,
         ge=1024,
@@ -196,6 +206,13 @@ class ServingSettings(BaseSettings):
                 f"{ENV_PREFIX}LOAD_RETRY_INITIAL_S ({self.load_retry_initial_s:g})"
             )
         return self
+
+    @property
+    def shed_hold_limit_s(self) -> float:
+        """The hold after an overload refusal, kept under half the keep-alive timeout (a held connection is never
+        closed as idle with its retry unread) and a quarter of the request timeout (a held retry counts the hold
+        against its own deadline, and must keep most of it)."""
+        return min(self.shed_hold_s, self.keepalive_timeout_s / 2, self.request_timeout_s / 4)
 
     @property
     def max_batch_delay_s(self) -> float:

@@ -58,10 +58,22 @@ class InferenceCycle(RequestResponseCycle):
     answered the moment it is set, with no future, done-callback or loop turn in between.
     """
 
-    def __init__(self, *args: Any, server: ServingApp, deadlines: Deadlines, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        server: ServingApp,
+        deadlines: Deadlines,
+        waited: float,
+        hold: Callable[[float], None],
+        freed: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.server = server
         self.deadlines = deadlines
+        self.waited = waited  # how long it may have waited unread behind a hold
+        self.hold = hold  # holds this connection after an overload refusal (HeldConnections.hold)
+        self.freed = freed  # its place in the queue is free again (HeldConnections.release_oldest)
         self.head: RequestHead | None = None  # set when the request's turn comes (begin)
         self.admitted: Admitted | None = None
         self.body_limit = server.settings.max_body_bytes  # lowered to the model's when admitted
@@ -76,7 +88,7 @@ class InferenceCycle(RequestResponseCycle):
     def begin(self) -> None:
         """The request's turn: run the checks that need no body, then wait for the body (or parse it at once)."""
         server = self.server
-        head = self.head = server.head(self.scope)
+        head = self.head = server.head(self.scope, self.waited)
         try:
             server.check_access(head)
             self.admitted = server.admit(head)
@@ -176,8 +188,10 @@ class InferenceCycle(RequestResponseCycle):
     # -- answers ------------------------------------------------------------------------------------------
 
     def fail(self, error: HTTPError) -> None:
-        """Answer with an error."""
+        """Answer with an error; after an overload refusal, hold the connection (:class:`HeldConnections`)."""
         self.respond(error.status, error_body(error), error.headers)
+        if error.hold_s > 0:
+            self.hold(error.hold_s)
 
     def respond(self, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         """Write the whole answer at once, as uvicorn's `send` would write it, then hand the connection back."""
@@ -221,6 +235,8 @@ class InferenceCycle(RequestResponseCycle):
         if not self.accounted and self.head is not None:
             self.accounted = True
             self.server.finished(self.head, status)
+            if self.queued:
+                self.freed()
 
 
 _DEFAULTS: list[Any] = [None, b""]  # uvicorn's default headers (a new list each second: the date) and their bytes
@@ -270,107 +286,180 @@ class Deadlines:
         self._timer = loop.call_later(self.interval, self._check, loop) if waiting else None
 
 
+class HeldConnections:
+    """Connections not read after an overload refusal: the Retry-After, enforced, until the queue has room.
+
+    A client that retries at once after a 503 (a retry storm) would otherwise cost the server a read, a parse and
+    a refusal per attempt, about 40 us of CPU each on the benchmark machine: at ten times capacity, half the CPU
+    the model needs (docs/benchmarks.md). A held connection's retry waits in the kernel's socket buffer instead,
+    at no cost. Each queued request that ends frees a place, and releases the connection held longest; a hold
+    also ends when its time is up (the refusal's Retry-After, bounded by the settings). The request read after a
+    hold counts the hold against its deadline, since it may have waited that long. A client that honours
+    Retry-After never notices. Pauses go through uvicorn's flow control, so its own pause and resume (pipelining)
+    stay consistent.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Any, asyncio.TimerHandle] = {}  # protocol -> its hold's end, in the order held
+
+    def hold(self, protocol: Any, seconds: float) -> None:
+        """Stop reading `protocol`'s connection until a place frees or `seconds` pass."""
+        if protocol in self._held or protocol.transport.is_closing():
+            return
+        protocol.flow.pause_reading()
+        protocol.held_at = protocol.loop.time()
+        self._held[protocol] = protocol.loop.call_later(seconds, self.release, protocol)
+
+    def release(self, protocol: Any) -> None:
+        """Read `protocol`'s connection again; its next request knows how long it may have waited."""
+        timer = self._held.pop(protocol, None)
+        if timer is None:
+            return
+        timer.cancel()
+        protocol.waited = protocol.loop.time() - protocol.held_at
+        if not protocol.transport.is_closing():
+            protocol.flow.resume_reading()
+
+    def release_oldest(self) -> None:
+        """A place in the queue is free: release the connection held longest."""
+        if self._held:
+            self.release(next(iter(self._held)))
+
+    def forget(self, protocol: Any) -> None:
+        """The connection closed."""
+        timer = self._held.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class _FastPath(HttpToolsProtocol):
+    """The fast path's callbacks, put in front of a protocol class by :func:`fast_protocol` (which sets the class
+    attributes below)."""
+
+    serving: ServingApp  # (uvicorn's protocol has a `server` of its own: its address)
+    deadlines: Deadlines
+    held: HeldConnections
+    cycle: RequestResponseCycle | None  # type: ignore[assignment]  # None before the first request, as uvicorn's
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._active: InferenceCycle | None = None  # the inference request being served, if any
+        self.waited = 0.0  # how long the last hold lasted, until the next request is read
+        self.held_at = 0.0  # when the current hold began
+
+    def _takes(self) -> bool:
+        # The checks uvicorn's own on_headers_complete makes, in its order, for the requests the fast path takes.
+        parser = self.parser
+        return (
+            parser.get_method() == b"POST"
+            and self.serving.fast_path
+            and self.limit_concurrency is None
+            and not parser.should_upgrade()
+        )
+
+    def on_headers_complete(self) -> None:
+        if not self._takes():
+            super().on_headers_complete()
+            return
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        if self.serving.route_label(self.root_path + path) == "other":
+            super().on_headers_complete()
+            return
+        http_version = self.parser.get_http_version()
+        scope = self.scope
+        scope["method"] = "POST"
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = url.query or b""
+        previous = self.cycle
+        self.cycle = self._inference_cycle(scope, keep_alive=http_version != "1.0" and self.parser.should_keep_alive())
+        if previous is None or previous.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined behind a request still being answered: its turn comes in on_response_complete
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+
+    def _inference_cycle(self, scope: Any, keep_alive: bool) -> InferenceCycle:
+        cycle = InferenceCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=_NO_WAITER,
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+            server=self.serving,
+            deadlines=self.deadlines,
+            waited=self.waited,
+            hold=self.hold,
+            freed=self.held.release_oldest,
+        )
+        self.waited = 0.0
+        return cycle
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if isinstance(cycle, InferenceCycle):
+            self._active = cycle
+            cycle.begin()
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, InferenceCycle):
+            super().on_body(body)
+            return
+        if cycle.response_complete:
+            return
+        cycle.body += body
+        if cycle is self._active:
+            cycle.body_received()
+        elif len(cycle.body) > HIGH_WATER_LIMIT:  # waiting for its turn behind a pipelined request
+            self.flow.pause_reading()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, InferenceCycle):
+            super().on_message_complete()
+            return
+        if cycle.response_complete:
+            return
+        cycle.more_body = False
+        if cycle is self._active:
+            cycle.body_complete()
+
+    def hold(self, seconds: float) -> None:
+        """Read nothing more until the queue has room, or `seconds` pass (:class:`HeldConnections`)."""
+        self.held.hold(self, seconds)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        active = self._active
+        self.held.forget(self)
+        super().connection_lost(exc)
+        if active is not None and not active.response_complete:
+            active.disconnected = True
+            active.abandon()
+
+
 def fast_protocol(server: ServingApp, base: type[HttpToolsProtocol] = HttpToolsProtocol) -> type[HttpToolsProtocol]:
     """`base` (uvicorn's httptools protocol or a subclass) with the inference routes of `server` served directly.
 
     Pass it as ``uvicorn.Config(http=...)``; :func:`mlplat.serving.server.uvicorn_config` puts the connection
     guard on top of it.
     """
-
     deadlines = Deadlines(server.settings.request_timeout_s)
-
-    class FastPathProtocol(base):  # type: ignore[valid-type,misc]
-        cycle: RequestResponseCycle | None
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._active: InferenceCycle | None = None  # the inference request being served, if any
-
-        def on_headers_complete(self) -> None:
-            # The checks uvicorn's own method makes, in its order, for the requests the fast path takes.
-            parser = self.parser
-            if (
-                parser.get_method() != b"POST"
-                or not server.fast_path
-                or self.limit_concurrency is not None
-                or parser.should_upgrade()
-            ):
-                super().on_headers_complete()
-                return
-            url = httptools.parse_url(self.url)
-            raw_path = url.path
-            path = raw_path.decode("ascii")
-            if "%" in path:
-                path = urllib.parse.unquote(path)
-            if server.route_label(self.root_path + path) == "other":
-                super().on_headers_complete()
-                return
-            http_version = parser.get_http_version()
-            scope = self.scope
-            scope["method"] = "POST"
-            if http_version != "1.1":
-                scope["http_version"] = http_version
-            scope["path"] = self.root_path + path
-            scope["raw_path"] = self.root_path.encode("ascii") + raw_path
-            scope["query_string"] = url.query or b""
-            previous = self.cycle
-            self.cycle = InferenceCycle(
-                scope=scope,
-                transport=self.transport,
-                flow=self.flow,
-                logger=self.logger,
-                access_logger=self.access_logger,
-                access_log=self.access_log,
-                default_headers=self.server_state.default_headers,
-                message_event=_NO_WAITER,
-                expect_100_continue=self.expect_100_continue,
-                keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-                on_response=self.on_response_complete,
-                server=server,
-                deadlines=deadlines,
-            )
-            if previous is None or previous.response_complete:
-                self._start_asgi_task(self.cycle, self.app)
-            else:  # pipelined behind a request still being answered: its turn comes in on_response_complete
-                self.flow.pause_reading()
-                self.pipeline.appendleft((self.cycle, self.app))
-
-        def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-            if isinstance(cycle, InferenceCycle):
-                self._active = cycle
-                cycle.begin()
-            else:
-                super()._start_asgi_task(cycle, app)
-
-        def on_body(self, body: bytes) -> None:
-            cycle = self.cycle
-            if not isinstance(cycle, InferenceCycle):
-                super().on_body(body)
-                return
-            if cycle.response_complete:
-                return
-            cycle.body += body
-            if cycle is self._active:
-                cycle.body_received()
-            elif len(cycle.body) > HIGH_WATER_LIMIT:  # waiting for its turn behind a pipelined request
-                self.flow.pause_reading()
-
-        def on_message_complete(self) -> None:
-            cycle = self.cycle
-            if not isinstance(cycle, InferenceCycle):
-                super().on_message_complete()
-                return
-            if cycle.response_complete:
-                return
-            cycle.more_body = False
-            if cycle is self._active:
-                cycle.body_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            active = self._active
-            super().connection_lost(exc)
-            if active is not None and not active.response_complete:
-                active.disconnected = True
-                active.abandon()
-
-    return FastPathProtocol
+    attributes = {"serving": server, "deadlines": deadlines, "held": HeldConnections()}
+    return type("FastPathProtocol", (_FastPath, base), attributes)

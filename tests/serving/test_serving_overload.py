@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 import os
 import socket
 import statistics
@@ -30,6 +33,7 @@ import mlplat
 from mlplat.serving.app import create_app
 from mlplat.serving.schema import InputError, V2Input, body_limit, v2_input_to_array
 from mlplat.serving.settings import ServingSettings
+from mlplat.serving.wire import HeldConnections
 
 
 @contextmanager
@@ -266,3 +270,91 @@ def test_a_retry_storm_at_many_times_capacity_keeps_goodput_and_answers_within_t
     assert statuses.get(503, 0) > 0, statuses
     assert goodput >= 0.8 * CAPACITY, f"goodput {goodput:.1f}/s of {CAPACITY:.0f}/s; {statuses}"
     assert p99 <= TIMEOUT_S, f"p99 {p99:.3f} s; {statuses}"
+
+
+@pytest.mark.parametrize("hold", ["1", "0"])
+def test_a_connection_refused_for_overload_is_not_read_again_until_the_queue_has_room(
+    slow_model_dir: Path, hold: str
+) -> None:
+    # One request in the forward (0.1 s), one queued (the limit): a third is refused at once. Its client retries
+    # at once on the same connection, as a storm does. With a hold, that retry waits unread in the kernel until
+    # the queued request is answered (a place frees, ~0.2 s), well before the 1 s hold would end, and is served;
+    # without one it is read and refused at once.
+    body = json.dumps({"inputs": [[1.0, 2.0, 3.0, 4.0]]})
+    with server_process(
+        slow_model_dir,
+        allow_pickle="true",
+        max_batch_size="1",
+        queue_limit="1",
+        request_timeout_s="8",
+        shed_hold_s=hold,
+    ) as url:
+        port = int(url.rsplit(":", 1)[1])
+        headers = {"content-type": "application/json"}
+        busy = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(2)]
+        for other in busy:  # sent, not yet read: the first goes to the forward, the second waits in the queue
+            other.request("POST", "/predict", body, headers)
+            time.sleep(0.03)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/predict", body, headers)
+        refused = connection.getresponse()
+        refused.read()
+        sent = time.monotonic()
+        connection.request("POST", "/predict", body, headers)
+        retry = connection.getresponse()
+        retry.read()
+        waited = time.monotonic() - sent
+        connection.close()
+        assert [other.getresponse().status for other in busy] == [200, 200]
+    assert refused.status == 503 and refused.getheader("retry-after") == "1"
+    if hold == "0":
+        assert retry.status == 503 and waited < 0.2, (retry.status, waited)
+    else:
+        assert retry.status == 200 and 0.1 < waited < 0.8, (retry.status, waited)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.reading, self.closing = True, False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class _Flow:
+    def __init__(self, transport: _Transport) -> None:
+        self.transport = transport
+
+    def pause_reading(self) -> None:
+        self.transport.reading = False
+
+    def resume_reading(self) -> None:
+        self.transport.reading = True
+
+
+class _Protocol:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.transport = loop, _Transport()
+        self.flow = _Flow(self.transport)
+        self.waited = self.held_at = 0.0
+
+
+def test_held_connections_are_released_oldest_first_when_a_place_frees_or_when_their_hold_ends() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        held = HeldConnections()
+        first, second, third = (_Protocol(loop) for _ in range(3))
+        for protocol, seconds in ((first, 10.0), (second, 10.0), (third, 0.05)):
+            held.hold(protocol, seconds)
+        held.hold(first, 10.0)  # already held: no second entry
+        assert len(held) == 3 and not any(p.transport.reading for p in (first, second, third))
+        held.release_oldest()
+        assert first.transport.reading and not second.transport.reading and len(held) == 2
+        await asyncio.sleep(0.1)  # the third's hold ends by itself
+        assert third.transport.reading and third.waited >= 0.05 and len(held) == 1
+        second.transport.closing = True
+        held.forget(second)
+        held.release_oldest()  # nothing left to release
+        assert len(held) == 0 and not second.transport.reading
+
+    asyncio.run(scenario())

@@ -1,9 +1,21 @@
 """Which input changes make a provider replace a resource: the data in ``replacements.json``, with sources.
 
 The providers' Pulumi schemas do not publish this for the types mlplat uses (bridged providers emit no
-``willReplaceOnChanges``; pulumi-kubernetes decides in code), so every entry is kept by hand and cites its
-source. ``pinned`` records the SDK versions the table was checked against; a test compares them with the
-installed ones, so an SDK upgrade asks for a re-check.
+``willReplaceOnChanges``; pulumi-kubernetes decides in code), so the table is built from the providers' sources:
+
+* ``aws:`` entries that carry ``upstream_file``/``upstream_resource``/``upstream_ref`` are *derived*: regenerated
+  by ``scripts/replacements_from_upstream.py`` from that terraform-provider-aws Go file (``ForceNew: true`` at any
+  depth, framework ``RequiresReplace()``; conditional replacement goes to ``replace_on_change_conditional``, which
+  the diff does not assume). To regenerate, save each entry's ``upstream_file`` (read at ``upstream_ref``) under a
+  directory laid out like the upstream repository and run
+  ``python scripts/replacements_from_upstream.py DIR --tag <upstream tag> --write``. An entry whose stored source
+  is older than the installed SDK says so in ``source_lacks_sdk_inputs`` (inputs added upstream since, which may
+  be ForceNew there): re-read a newer file for it when one can be had.
+* the other entries (the remaining ``aws:`` ones, ``eks:``, ``kubernetes:``, ``random:`` and the provider rows) are
+  kept by hand, each citing its source.
+
+``pinned`` records the SDK versions the table was checked against and ``upstream`` the upstream versions; tests
+compare them with the installed ones, so an SDK upgrade asks for a re-check (and a regeneration).
 """
 
 from __future__ import annotations

@@ -117,6 +117,9 @@ def test_unprotecting_is_reported_as_an_option_change(rendered: Callable[..., di
     ("aws:rds/instance:Instance", "instanceClass", False),
     ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[1]", True),
     ("aws:eks/cluster:Cluster", "vpcConfig.endpointPublicAccess", False),
+    # regenerated from aws_eks_node_group: a new launch template replaces the group, a new version updates it
+    ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.id", True),
+    ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.version", False),
     ("eks:index:Cluster", "privateSubnetIds", True),
     ("kubernetes:apps/v1:Deployment", "metadata.name", True),
     ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
@@ -286,5 +289,125 @@ def test_the_replacement_table_was_checked_against_the_installed_sdks() -> None:
         installed = ".".join(importlib.metadata.version(package).split(".")[:2])
         assert installed == version, (f"{package} is {installed}, the replace-on-change table was checked against "
                                       f"{version}: re-check infra/replacements.json and update `pinned`")
-    assert all(entry["source"].startswith(("ForceNew", "every", "immutable", "pulumi-", "Service", "Persistent"))
+    assert all(entry["source"].startswith(("ForceNew", "every", "immutable", "pulumi-", "Service", "Persistent",
+                                           "https://github.com/hashicorp/terraform-provider-aws/blob/"))
                for entry in data["types"].values())
+
+
+def _upstream_script() -> Any:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "replacements_from_upstream.py"
+    spec = importlib.util.spec_from_file_location("replacements_from_upstream", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_replacement_table_records_the_installed_upstream_versions() -> None:
+    import importlib.metadata
+
+    from mlplat.infra.replacements import table
+
+    upstream = table()["upstream"]
+    for package in ("pulumi_aws", "pulumi_kubernetes"):
+        assert upstream[package].split(".")[:2] == importlib.metadata.version(package).split(".")[:2], package
+
+
+def test_every_replace_on_change_property_is_an_input_of_the_installed_sdk() -> None:
+    from mlplat.infra.replacements import table
+
+    script = _upstream_script()
+    for type_, entry in table()["types"].items():
+        inputs = set(script.sdk_input_names(type_).values())
+        missing = [p for p in entry["replace_on_change"] if p.split(".")[0] not in inputs]
+        assert not missing, f"{type_}: {missing} are not inputs of the installed SDK's resource"
+
+
+GO_FIXTURE = '''
+// @SDKResource("aws_thing", name="Thing")
+func resourceThing() *schema.Resource {
+	return &schema.Resource{
+		SchemaFunc: func() map[string]*schema.Schema {
+			return map[string]*schema.Schema{
+				names.AttrVPCID: {
+					Type:     schema.TypeString,
+					Required: true,
+					ForceNew: true, // replaces
+				},
+				"description": {Type: schema.TypeString, Optional: true},
+				"vpc_config": {
+					Type: schema.TypeList,
+					Elem: &schema.Resource{
+						Schema: map[string]*schema.Schema{
+							names.AttrSubnetIDs: {Type: schema.TypeSet, Required: true, ForceNew: true},
+							"endpoint_public_access": {Type: schema.TypeBool, Optional: true},
+						},
+					},
+				},
+				"ipv6_cidr_block": {Type: schema.TypeString, Optional: true},
+			}
+		},
+		CustomizeDiff: customdiff.ForceNewIf("ipv6_cidr_block", func(context.Context, *schema.ResourceDiff, any) bool {
+			return true
+		}),
+	}
+}
+
+// @FrameworkResource("aws_other", name="Other")
+func (r *otherResource) Schema(ctx context.Context, req resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		Attributes: map[string]schema.Attribute{
+			names.AttrName: schema.StringAttribute{
+				Required: true,
+				PlanModifiers: []planmodifier.String{
+					stringplanmodifier.RequiresReplace(),
+				},
+			},
+			"retention": schema.Int64Attribute{Optional: true},
+		},
+	}
+}
+'''
+
+
+def test_the_extraction_script_reads_sdkv2_nested_and_framework_schemas() -> None:
+    script = _upstream_script()
+    thing = script.extract(GO_FIXTURE, "aws_thing")
+    assert thing.force_new == ["vpc_config.subnet_ids", "vpc_id"]
+    assert thing.conditional == ["ipv6_cidr_block"]
+    other = script.extract(GO_FIXTURE, "aws_other")
+    assert (other.force_new, other.conditional) == (["name"], [])
+    inputs = script.sdk_input_names("aws:eks/cluster:Cluster")
+    assert script.wire_path("vpc_config.subnet_ids", inputs) == "vpcConfig.subnetIds"
+    assert script.wire_path("encryption_configuration", script.sdk_input_names(
+        "aws:ecr/repository:Repository")) == "encryptionConfigurations"
+
+
+def test_the_extraction_script_flags_a_source_older_than_the_sdk(tmp_path: Path) -> None:
+    # A NAT gateway schema from before regional NAT gateways: the installed SDK has inputs it does not define.
+    go = tmp_path / "internal" / "service" / "ec2" / "vpc_nat_gateway.go"
+    go.parent.mkdir(parents=True)
+    go.write_text('''
+// @SDKResource("aws_nat_gateway", name="NAT Gateway")
+func resourceNATGateway() *schema.Resource {
+	return &schema.Resource{
+		Schema: map[string]*schema.Schema{
+			"allocation_id":     {Optional: true, ForceNew: true},
+			"connectivity_type": {Optional: true, ForceNew: true},
+			names.AttrSubnetID:  {Required: true, ForceNew: true},
+			names.AttrTags:      tftags.TagsSchema(),
+		},
+	}
+}
+''')
+    script = _upstream_script()
+    entry = {"replace_on_change": [], "source": "", "upstream_file": "internal/service/ec2/vpc_nat_gateway.go",
+             "upstream_resource": "aws_nat_gateway"}
+    new = script.regenerate("aws:ec2/natGateway:NatGateway", entry, tmp_path, "v0", {})
+    assert new["replace_on_change"] == ["allocationId", "connectivityType", "subnetId"]
+    assert {"availabilityMode", "vpcId", "privateIp"} <= set(new["source_lacks_sdk_inputs"])
+    assert "region" not in new["source_lacks_sdk_inputs"] and "tags" not in new["source_lacks_sdk_inputs"]

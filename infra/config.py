@@ -39,7 +39,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mlplat.components import node_groups
-from mlplat.components.capacity import Workload, check_workloads
+from mlplat.components.capacity import INSTANCE_TYPES, Workload, check_workloads
 from mlplat.components.cluster import LOG_TYPES, REQUIRED_LOG_TYPES, AddonVersions, ClusterArgs, default_node_pools
 from mlplat.components.cluster_system import ChartVersions
 from mlplat.components.node_groups import AMI_TYPES, NVIDIA_AMI_TYPES, NodePoolArgs, Taint, gpu_count
@@ -55,6 +55,15 @@ from mlplat.infra.config_workloads import (
 Environment = Literal["dev", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
 NAMESPACE = "mlplat"
+
+REGIONS: tuple[str, ...] = ("us-east-1",)
+"""The regions ``aws:region`` may name: those the price table (infra/prices.json) prices in full, so ``mlplat cost``
+and ``mlplat diff`` never leave a stack's resources out (tests check each against the table). No other commercial
+region could be sourced in full when the table was dated; add one here with its prices."""
+
+NODE_INSTANCE_TYPES: tuple[str, ...] = tuple(INSTANCE_TYPES)
+"""The instance types a node pool may list: mlplat's capacity table (the fit of pods is checked against it), each
+priced in every region of the price table (tests check it)."""
 
 # The node pool's name patterns, the component's own (one definition each).
 INSTANCE_TYPE_NAME = node_groups._INSTANCE_TYPE
@@ -300,6 +309,11 @@ class NodeGroupConfig(_Section):
         bad = [t for t in value if not INSTANCE_TYPE_NAME.fullmatch(t)]
         if bad:
             raise ValueError(f"{bad} are not EC2 instance type names such as m6i.xlarge")
+        unknown = [t for t in value if t not in NODE_INSTANCE_TYPES]
+        if unknown:
+            raise ValueError(f"{unknown} {'is' if len(unknown) == 1 else 'are'} not in mlplat's capacity and price "
+                             "tables, so neither the fit of pods nor the cost could be checked; allowed: "
+                             + ", ".join(NODE_INSTANCE_TYPES))
         if len(set(value)) != len(value):
             raise ValueError(f"{value} lists a type twice")
         return value
@@ -673,8 +687,9 @@ class StackConfig(_Section):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", value):
-            raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
+        if value not in REGIONS:
+            raise ValueError(f"{value!r} is not a region mlplat's price table prices (infra/prices.json), so "
+                             f"`mlplat cost` could not price the stack; allowed: {', '.join(REGIONS)}")
         return value
 
     @property

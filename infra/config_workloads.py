@@ -61,6 +61,17 @@ class ResourcesConfig(_Section):
         return Resources(cpu=self.cpu, memory=self.memory, gpus=self.gpus)
 
 
+RDS_INSTANCE_CLASSES: tuple[str, ...] = (
+    "db.t3.micro", "db.t3.small", "db.t3.medium", "db.t3.large",
+    "db.t4g.micro", "db.t4g.small", "db.t4g.medium", "db.t4g.large",
+    "db.m5.large", "db.m6i.large", "db.m6g.large", "db.m7g.large",
+    "db.r6g.large", "db.r6i.large",
+)
+"""The RDS classes ``tracking.database.instanceClass`` may name: those the price table (infra/prices.json) prices in
+every region it prices (tests check each), so ``mlplat cost`` and ``mlplat diff`` never leave the database out.
+Add a class here with its price from a dated source."""
+
+
 class DatabaseConfig(_Section):
     """``mlplat:tracking.database``: the RDS PostgreSQL instance."""
 
@@ -74,6 +85,14 @@ class DatabaseConfig(_Section):
     backup_retention_days: int = Field(7, ge=0, le=35)
     final_snapshot: bool = True
     protect: bool = True
+
+    @field_validator("instance_class")
+    @classmethod
+    def _instance_class(cls, value: str) -> str:
+        if value not in RDS_INSTANCE_CLASSES:
+            raise ValueError(f"{value!r} is not an RDS class mlplat's price table prices (infra/prices.json), so "
+                             f"`mlplat cost` could not price the database; allowed: {', '.join(RDS_INSTANCE_CLASSES)}")
+        return value
 
     @model_validator(mode="after")
     def _storage(self) -> DatabaseConfig:

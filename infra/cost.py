@@ -3,7 +3,8 @@
 Each priced resource becomes a :class:`CostLine` with two figures: *idle*, with every node group at its
 minimum size, and *peak*, at its maximum. Usage the render cannot know (NAT data, S3 bytes, log volume) comes
 from the table's per-environment assumptions, which the output names. Resources whose price is not in the
-table are listed as unpriced rather than silently counted as free.
+table are listed as unpriced rather than silently counted as free; those billed only by usage (an SNS topic, an SQS
+queue) are named with their list price.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class RegionPrices(_Strict):
     s3_standard_gb_month: float
     cloudwatch_logs_ingest_gb: float
     cloudwatch_logs_storage_gb_month: float
+    cloudwatch_alarm_metric_month: float
+    """A standard-resolution (period of 60 s or more) metric alarm, per metric it watches."""
+    cloudwatch_alarm_high_resolution_metric_month: float
+    """A high-resolution (period under 60 s) metric alarm, per metric it watches."""
+    sns_publish_million: float
+    """A standard SNS topic has no monthly charge: only publishes (and deliveries), by usage."""
+    sqs_request_million: float
+    """A standard SQS queue has no monthly charge: only requests, by usage."""
     kms_key_month: float
     ecr_storage_gb_month: float
     ebs_gb_month: dict[str, float]
@@ -185,6 +194,9 @@ class Estimate:
     assumptions: dict[str, float] = field(default_factory=dict)
     unpriced_keys: list[tuple[str, str]] = field(default_factory=list)
     """(type, name) of each resource in :attr:`unpriced`: left out of the totals, which are then incomplete."""
+    usage_priced: list[str] = field(default_factory=list)
+    """Resources with no monthly charge, billed only by a usage the render cannot know (an SNS topic's publishes, an
+    SQS queue's requests): each named with its list price, in the totals at $0, never silently."""
 
     @property
     def complete(self) -> bool:
@@ -206,7 +218,7 @@ class Estimate:
         return {"stack": self.stack, "environment": self.environment, "region": self.region,
                 "prices_as_of": self.as_of, "idle_monthly": round(self.idle, 2), "peak_monthly": round(self.peak, 2),
                 "complete": self.complete, "lines": [line.to_json() for line in self.lines],
-                "unpriced": self.unpriced, "assumptions": self.assumptions}
+                "unpriced": self.unpriced, "usage_priced": self.usage_priced, "assumptions": self.assumptions}
 
 
 def _region_of(document: Mapping[str, Any]) -> str | None:
@@ -229,6 +241,7 @@ class _Pricer:
         self.records = records
         self.unpriced: list[str] = []
         self.unpriced_keys: list[tuple[str, str]] = []
+        self.usage_priced: list[str] = []
         self.storage_classes = _storage_classes(records)
         nats = [r for r in records if r["type"] == "aws:ec2/natGateway:NatGateway"]
         self.nat_share = usage.nat_data_gb / len(nats) if nats else 0.0
@@ -277,6 +290,20 @@ class _Pricer:
             gb = u.log_ingest_gb_per_group
             return fixed(f"{gb:g} GB/month ingested (assumed)",
                          gb * (p.cloudwatch_logs_ingest_gb + p.cloudwatch_logs_storage_gb_month))
+        if type_ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            metrics, period = _alarm_metrics(inputs)
+            high = period is not None and period < 60
+            per_metric = p.cloudwatch_alarm_high_resolution_metric_month if high else p.cloudwatch_alarm_metric_month
+            resolution = "high" if high else "standard"
+            return fixed(f"CloudWatch alarm, {metrics} metric(s), {resolution} resolution", metrics * per_metric)
+        if type_ == "aws:sns/topic:Topic":
+            self.usage_priced.append(f"{name}: SNS topic, no monthly charge; {money(p.sns_publish_million)} per "
+                                     "million publishes (plus deliveries), by usage")
+            return None
+        if type_ == "aws:sqs/queue:Queue":
+            self.usage_priced.append(f"{name}: SQS queue, no monthly charge; {money(p.sqs_request_million)} per "
+                                     "million requests, by usage")
+            return None
         if type_ == "aws:kms/key:Key":
             return fixed("customer-managed KMS key", p.kms_key_month)
         if type_ == "aws:ecr/repository:Repository":
@@ -410,6 +437,24 @@ class _Pricer:
         return CostLine(name, record["type"], what, monthly, monthly)
 
 
+def _alarm_metrics(inputs: Mapping[str, Any]) -> tuple[int, int | None]:
+    """(metrics billed, shortest period in seconds) of a metric alarm: one metric, or each metric its metric-math
+    queries read (CloudWatch bills an alarm per metric; Infracost's cloudwatch_metric_alarm counts the same)."""
+    queries = [q.get("metric") for q in inputs.get("metricQueries") or [] if isinstance(q, Mapping)]
+    metrics = [m for m in queries if isinstance(m, Mapping)]
+    periods = [int(m["period"]) for m in metrics if m.get("period")]
+    if inputs.get("period"):
+        periods.append(int(inputs["period"]))
+    count = max(1, len(metrics))
+    if inputs.get("comparisonOperator") in _ANOMALY_BAND_OPERATORS:
+        count *= 3  # an anomaly detection alarm bills three metrics: the metric and the band's two
+    return count, min(periods) if periods else None
+
+
+_ANOMALY_BAND_OPERATORS = frozenset({"LessThanLowerOrGreaterThanUpperThreshold", "LessThanLowerThreshold",
+                                     "GreaterThanUpperThreshold"})
+
+
 def _gib(quantity: Any) -> float | None:
     """A Kubernetes storage quantity (``200Gi``, ``1Ti``, ``500M``) in GB (GiB, as EBS bills), or None."""
     text = str(quantity or "").strip()
@@ -533,6 +578,7 @@ def estimate(document: Mapping[str, Any], environment: str, table: PriceTable | 
             result.lines.append(line)
     result.unpriced = pricer.unpriced
     result.unpriced_keys = pricer.unpriced_keys
+    result.usage_priced = pricer.usage_priced
     return result
 
 
@@ -543,6 +589,7 @@ PRICED_TYPES = frozenset({
     "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2", "aws:cloudwatch/logGroup:LogGroup", "aws:kms/key:Key",
     "aws:ecr/repository:Repository", "aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer",
     "aws:ebs/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim", "kubernetes:helm.sh/v3:Release",
+    "aws:cloudwatch/metricAlarm:MetricAlarm", "aws:sns/topic:Topic", "aws:sqs/queue:Queue",
 })
 
 
@@ -608,6 +655,13 @@ class CostDelta:
         if self.left_out:
             text += ("\n> [!WARNING]\n> **Not priced, left out of the totals (\\*) and of the delta:**\n"
                      + "".join(f"> - {u}\n" for u in self.left_out))
+        base_usage = set(self.base.usage_priced if self.base else [])
+        head_usage = set(self.head.usage_priced if self.head else [])
+        moved = [f"added: {u}" for u in sorted(head_usage - base_usage)] + [
+            f"removed: {u}" for u in sorted(base_usage - head_usage)]
+        if moved:
+            text += ("\n**Usage-priced, $0 a month in the delta plus their usage:**\n"
+                     + "".join(f"- {u}\n" for u in moved))
         return text
 
 
@@ -647,6 +701,8 @@ def to_markdown(est: Estimate, table: PriceTable | None = None) -> str:
              f"{'' if est.complete else ' **(incomplete)**'} — list prices as of {est.as_of}.\n",
              *([f"> [!WARNING]\n> **Not priced ({len(est.unpriced)}), left out of the totals:** "
                 + "; ".join(est.unpriced) + "\n"] if est.unpriced else []),
+             *([f"**Usage-priced ({len(est.usage_priced)}), $0 a month in the totals plus their usage:** "
+                + "; ".join(est.usage_priced) + "\n"] if est.usage_priced else []),
              "| resource | type | what | idle | peak |", "|---|---|---|---:|---:|"]
     for line in sorted(est.lines, key=lambda x: -x.peak):
         lines.append(f"| `{line.name}` | {line.type} | {line.what} | {money(line.idle)} | {money(line.peak)} |")
@@ -666,6 +722,7 @@ def to_text(est: Estimate) -> str:
         out.append(f"  {line.name:<{width}}  {money(line.idle):>12} {money(line.peak):>12}  {line.what}")
     out.append(f"  {'TOTAL':<{width}}  {money(est.idle):>12} {money(est.peak):>12}  idle (min nodes) / peak (max)")
     out += [f"  not priced: {u}" for u in est.unpriced]
+    out += [f"  usage-priced ($0 a month plus usage): {u}" for u in est.usage_priced]
     return "\n".join(out) + "\n"
 
 

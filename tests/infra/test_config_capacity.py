@@ -71,12 +71,14 @@ def test_gpu_job_without_a_gpu_pool() -> None:
     ]
 
 
-def test_unknown_instance_type_names_it_and_how_to_add_it() -> None:
+def test_unknown_instance_type_is_refused_at_its_key_naming_what_is_allowed() -> None:
+    # the config accepts only the capacity table's types (each priced too); the component names how to add one
     (problem,) = problems("dev", cluster={"nodeGroups": {"cpu": {"instanceTypes": ["m7a.large"]}}},
                           tracking={"enabled": False}, services={"digits": {"modelUri": "models:/digits@champion"}})
-    assert problem.startswith("mlplat:services.digits.resources: instance type 'm7a.large' (pool 'cpu') is not in "
-                              "mlplat's capacity table")
-    assert "add it to INSTANCE_TYPES in mlplat/components/capacity.py" in problem
+    assert problem.startswith("mlplat:cluster.nodeGroups.cpu.instanceTypes: ['m7a.large'] is not in mlplat's "
+                              "capacity and price tables, so neither the fit of pods nor the cost could be checked; "
+                              "allowed: m5.large, m5.xlarge, ")
+    assert problem.endswith(", p4d.24xlarge, p5.48xlarge")
 
 
 def _types_in_stack_files() -> set[str]:

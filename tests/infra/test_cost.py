@@ -199,16 +199,37 @@ def test_a_control_plane_in_extended_support_is_priced_as_such(monkeypatch: pyte
     assert old.idle == pytest.approx(0.6 * 730) and new.idle == pytest.approx(0.1 * 730)
 
 
-def test_every_node_type_the_config_accepts_is_priced_or_named_unpriced() -> None:
-    # the capacity table is what the config accepts for node pools (an unknown type is a config error)
+def test_every_node_type_the_config_accepts_is_priced_in_every_priced_region() -> None:
+    # the capacity table is what the config accepts for node pools (any other type is a config error)
     from mlplat.components.capacity import INSTANCE_TYPES
+    from mlplat.infra.config import NODE_INSTANCE_TYPES
 
     table = load_prices()
+    assert set(NODE_INSTANCE_TYPES) == set(INSTANCE_TYPES)
     for region, prices in table.regions.items():
-        missing = set(INSTANCE_TYPES) - set(prices.ec2_hour) - set(table.not_priced.ec2)
-        assert not missing, f"{region}: neither priced nor listed in not_priced.ec2: {sorted(missing)}"
-    # today every one is priced where the table prices anything
-    assert set(INSTANCE_TYPES) <= set(table.regions["us-east-1"].ec2_hour) and not table.not_priced.ec2
+        missing = set(NODE_INSTANCE_TYPES) - set(prices.ec2_hour)
+        assert not missing, f"{region}: node types the config accepts without an EC2 price: {sorted(missing)}"
+    assert not table.not_priced.ec2
+
+
+def test_every_rds_class_the_config_accepts_is_priced_in_every_priced_region() -> None:
+    from mlplat.infra.config_workloads import RDS_INSTANCE_CLASSES
+
+    table = load_prices()
+    assert "db.t4g.medium" in RDS_INSTANCE_CLASSES  # the component's default
+    for region, prices in table.regions.items():
+        missing = set(RDS_INSTANCE_CLASSES) - set(prices.rds_hour)
+        assert not missing, f"{region}: RDS classes the config accepts without a price: {sorted(missing)}"
+
+
+def test_every_volume_type_the_config_makes_is_priced_in_every_priced_region() -> None:
+    # node root volumes (the launch template), RDS storage and the cluster's default StorageClass are gp3; the config
+    # has no key that changes them
+    from mlplat.components.cluster import STORAGE_CLASS
+
+    assert STORAGE_CLASS == "gp3"
+    for region, prices in load_prices().regions.items():
+        assert "gp3" in prices.ebs_gb_month and "gp3" in prices.rds_storage_gb_month, region
 
 
 def config_accepts_region(region: str) -> bool:
@@ -221,20 +242,48 @@ def config_accepts_region(region: str) -> bool:
     return True
 
 
-def test_every_region_the_config_accepts_is_priced_or_named_unpriced_in_both_headlines() -> None:
-    # every region botocore knows, in every partition; the config accepts the commercial, GovCloud and China ones
+def test_the_config_accepts_exactly_the_regions_the_table_prices() -> None:
+    # every region botocore knows, in every partition: the config accepts only those the table prices in full
     import botocore.session
+
+    from mlplat.infra.config import REGIONS
 
     session = botocore.session.get_session()
     regions = {r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p)}
-    accepted = sorted(r for r in regions if config_accepts_region(r))
-    assert {"us-east-1", "eu-west-1", "us-gov-west-1", "cn-north-1"} <= set(accepted)
+    accepted = {r for r in regions | set(REGIONS) if config_accepts_region(r)}
     table = load_prices()
-    assert set(table.regions) <= set(accepted)  # no priced region the config would refuse
+    assert accepted == set(REGIONS) == set(table.regions)
+    assert {"eu-west-1", "us-gov-west-1", "cn-north-1"}.isdisjoint(accepted)
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    ({"aws:region": "eu-west-1"},
+     "aws:region: 'eu-west-1' is not a region mlplat's price table prices (infra/prices.json), so `mlplat cost` "
+     "could not price the stack; allowed: us-east-1"),
+    ({"aws:region": "US-EAST-1 "}, "aws:region: 'US-EAST-1 ' is not a region"),
+    ({"mlplat:tracking": json.dumps({"database": {"instanceClass": "db.r6g.xlarge"}})},
+     "mlplat:tracking.database.instanceClass: 'db.r6g.xlarge' is not an RDS class mlplat's price table prices "
+     "(infra/prices.json), so `mlplat cost` could not price the database; allowed: db.t3.micro, "),
+    ({"mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["m6i.large", "c7i.xlarge"]}}})},
+     "mlplat:cluster.nodeGroups.cpu.instanceTypes: ['c7i.xlarge'] is not in mlplat's capacity and price tables, "
+     "so neither the fit of pods nor the cost could be checked; allowed: m5.large, "),
+])
+def test_a_value_the_table_does_not_price_is_a_config_error_naming_the_key_and_the_value(
+        values: dict[str, str], problem: str) -> None:
+    from mlplat.infra.config import ConfigError, load
+
+    with pytest.raises(ConfigError) as caught:
+        load({"aws:region": "us-east-1", "mlplat:environment": "dev", **values})
+    assert any(line.strip().startswith(problem) for line in str(caught.value).splitlines()), str(caught.value)
+
+
+def test_a_render_in_a_region_the_table_lacks_names_every_priced_resource_in_both_headlines() -> None:
+    # a render not made from mlplat's config (a team's own program, a git ref rendered with its own older code)
+    table = load_prices()
     records = (rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large", allocatedStorage=20,
                    storageType="gp3"), rec("aws:eks/nodeGroup:NodeGroup", "cpu", instanceTypes=["m6i.large"],
                                            scalingConfig={"minSize": 1, "maxSize": 2}))
-    for region in accepted:
+    for region in ("us-east-1", "eu-west-1", "us-gov-west-1", "cn-north-1"):
         document = {"stack": "dev", "resources": [{**PROVIDER, "inputs": {"region": region}}, *records]}
         est = estimate_or_unpriced(document)
         assert est is not None
@@ -270,7 +319,8 @@ def test_an_unpriced_class_marks_cost_and_diff_incomplete_in_their_headlines(tmp
         return rec("aws:rds/instance:Instance", "db", instanceClass=cls, allocatedStorage=20, storageType="gp3")
 
     base = render_file(tmp_path / "base.json", database("db.r6g.large"))
-    head = render_file(tmp_path / "head.json", database("db.x2g.16xlarge"))  # any class: the config accepts it
+    # a class the config refuses, in a render made elsewhere (a team's own program, a ref's own older code)
+    head = render_file(tmp_path / "head.json", database("db.x2g.16xlarge"))
     text = runner.invoke(app, ["cost", "dev", "--render", str(head)])
     assert text.exit_code == 0, text.output
     assert text.output.splitlines()[1] == ("  INCOMPLETE: 1 resource(s) not priced, left out of the totals "
@@ -379,7 +429,7 @@ def test_cost_of_a_stack_in_an_unpriced_region_names_every_priced_resource(tmp_p
     result = runner.invoke(app, ["cost", "dev", "-C", str(example)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "dev (dev, eu-west-1), list prices as of 2025-01:"
+    assert lines[0] == f"dev (dev, eu-west-1), list prices as of {load_prices().as_of}:"
     assert lines[1] == "  INCOMPLETE: 2 resource(s) not priced, left out of the totals (listed below)"
     assert sum("not priced: fraud-artifacts" in line and "no prices for region 'eu-west-1'" in line
                for line in lines) == 2
@@ -395,3 +445,73 @@ def test_an_unpriced_region_also_names_load_balancer_ingresses_and_chart_volumes
     assert [name for _, name in est.unpriced_keys] == ["eks", "monitoring", "web"]
     priced = estimate(doc(CLUSTER, ingress, prometheus(), plain), "dev")
     assert sorted(line.name for line in priced.lines) == ["eks", "monitoring", "web"]  # the same three, priced
+
+
+def test_an_rds_upsize_to_a_class_the_config_accepts_is_a_real_increase_in_cost_and_diff(tmp_path: Path) -> None:
+    def database(cls: str) -> dict[str, Any]:
+        return rec("aws:rds/instance:Instance", "db", instanceClass=cls, allocatedStorage=20, storageType="gp3",
+                   multiAz=True)
+
+    base = render_file(tmp_path / "base.json", database("db.t4g.medium"))
+    head = render_file(tmp_path / "head.json", database("db.r6g.large"))
+    priced = json.loads(runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "json"]).output)
+    assert priced["complete"] is True and priced["idle_monthly"] == pytest.approx(2 * (0.225 * 730 + 20 * 0.115),
+                                                                                  abs=0.01)
+    diff = runner.invoke(app, ["diff", str(base), str(head)])
+    assert diff.exit_code == 0, diff.output
+    headline = next(line for line in diff.output.splitlines() if line.startswith("**Cost"))
+    before, after = (2 * (hourly * 730 + 20 * 0.115) for hourly in (0.065, 0.225))  # primary and standby
+    increase = after - before
+    assert headline.startswith(f"**Cost:** idle ${before:,.2f} → ${after:,.2f} (+${increase:,.2f}), ")
+    (stack,) = json.loads(runner.invoke(app, ["diff", str(base), str(head), "-f", "json"]).stdout)["stacks"]
+    assert stack["cost"]["complete"] is True and stack["cost"]["idle_delta"] == pytest.approx(increase, abs=0.01)
+
+
+def test_cloudwatch_alarms_are_priced_per_metric_and_resolution() -> None:
+    alarm = "aws:cloudwatch/metricAlarm:MetricAlarm"
+    standard = rec(alarm, "cpu", period=300, comparisonOperator="GreaterThanThreshold")
+    high = rec(alarm, "fast", period=10, comparisonOperator="GreaterThanThreshold")
+    expression = rec(alarm, "ratio", comparisonOperator="GreaterThanThreshold",
+                     metricQueries=[{"id": "e", "expression": "a / b", "returnData": True},
+                                    {"id": "a", "metric": {"metricName": "A", "period": 120}},
+                                    {"id": "b", "metric": {"metricName": "B", "period": 120}}])
+    band = rec(alarm, "band", period=300, comparisonOperator="LessThanLowerOrGreaterThanUpperThreshold")
+    est = estimate(doc(standard, high, expression, band), "dev")
+    assert est.complete
+    # Infracost's golden test (the table's source): standard $0.10, high resolution $0.30, expression of two
+    # metrics $0.20, an anomaly detection band three metrics
+    assert {line.name: line.idle for line in est.lines} == {
+        "cpu": pytest.approx(0.10), "fast": pytest.approx(0.30), "ratio": pytest.approx(0.20),
+        "band": pytest.approx(0.30)}
+    assert {line.name: line.what for line in est.lines}["ratio"] == "CloudWatch alarm, 2 metric(s), standard resolution"
+
+
+def test_sns_topics_and_sqs_queues_are_named_usage_priced_never_a_silent_zero(tmp_path: Path) -> None:
+    topic, queue = rec("aws:sns/topic:Topic", "alarms"), rec("aws:sqs/queue:Queue", "interruptions")
+    est = estimate(doc(topic, queue), "dev")
+    assert est.lines == [] and est.complete
+    assert est.usage_priced == [
+        "alarms: SNS topic, no monthly charge; $0.50 per million publishes (plus deliveries), by usage",
+        "interruptions: SQS queue, no monthly charge; $0.40 per million requests, by usage"]
+    assert "usage-priced ($0 a month plus usage): alarms: SNS topic" in to_text(est)
+    assert "**Usage-priced (2), $0 a month in the totals plus their usage:** alarms: SNS topic" in to_markdown(est)
+    assert est.to_json()["usage_priced"] == est.usage_priced
+    delta = diff_costs(estimate(doc(), "dev"), est)
+    assert delta is not None and delta.complete
+    assert "- added: interruptions: SQS queue, no monthly charge" in delta.markdown()
+    # in a region the table lacks, they are named unpriced like every other priced type
+    elsewhere = estimate_or_unpriced({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "eu-west-1"}},
+                                                                  topic, queue]})
+    assert elsewhere is not None and [name for _, name in elsewhere.unpriced_keys] == ["alarms", "interruptions"]
+
+
+def test_shipped_stacks_price_every_alarm_and_name_their_topic_and_queue(production_stack: Render) -> None:
+    est = estimate(production_stack.to_json(), "production")
+    assert est.complete
+    alarms = [r for r in production_stack.to_json()["resources"]
+              if r["type"] == "aws:cloudwatch/metricAlarm:MetricAlarm"]
+    priced = [line for line in est.lines if line.type == "aws:cloudwatch/metricAlarm:MetricAlarm"]
+    assert alarms and len(priced) == len(alarms) and all(line.idle > 0 for line in priced)
+    kinds = {u.split(": ", 2)[1] for u in est.usage_priced}
+    assert kinds == {"SNS topic, no monthly charge; $0.50 per million publishes (plus deliveries), by usage",
+                     "SQS queue, no monthly charge; $0.40 per million requests, by usage"}

@@ -16,6 +16,7 @@ import gc
 import importlib.util
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,6 +29,7 @@ from mlplat.training.cli import register as register_training
 
 if TYPE_CHECKING:
     from mlplat.infra.checks import PolicyConfig
+    from mlplat.infra.diff import RenderSource
     from mlplat.infra.engine import Render
 
 # Parameters several commands share.
@@ -301,6 +303,161 @@ def _progress(message: str) -> None:
     typer.echo(message, err=True)
 
 
+@dataclass
+class _DiffProject:
+    """The project ``mlplat diff`` compares, and the git repository holding it (looked up once, when first needed:
+    two render files need no repository)."""
+
+    path: Path
+    subdir: str = "."
+    """The project's folder inside the repository, as git names it at a ref."""
+    _repo: Path | None = field(default=None, init=False)
+
+    def repo(self) -> Path:
+        from mlplat.infra import diff as diffing
+
+        if self._repo is None:
+            try:
+                self._repo = diffing.repo_root(self.path)
+            except diffing.RefRenderError as exc:
+                raise fail(f"{self.path} is not in a git repository ({exc}); pass two JSON renders instead") from None
+        return self._repo
+
+
+@dataclass(frozen=True)
+class _DiffSide:
+    """One side of ``mlplat diff``: as given, how it is read (``tree``, ``file`` or ``ref``), and its source."""
+
+    spec: str | None
+    how: str
+    source: RenderSource
+
+
+def _diff_side(project: _DiffProject, spec: str | None, side: str) -> _DiffSide:
+    """Read ``spec`` as the working tree (None), else a render file, else a git ref."""
+    from mlplat.infra import diff as diffing
+
+    if spec is None:
+        return _DiffSide(spec, "tree", diffing.describe_tree(project.path, side))
+    if Path(spec).is_file():
+        return _DiffSide(spec, "file", diffing.describe_file(Path(spec), side))
+    try:
+        return _DiffSide(spec, "ref", diffing.describe_ref(project.repo(), spec, side))
+    except diffing.RefRenderError as exc:
+        raise fail(f"{spec!r} is neither a render file nor a usable git ref: {exc}") from None
+
+
+def _stacks_at(project: _DiffProject, side: _DiffSide) -> set[str] | None:
+    """The stacks a side has a ``Pulumi.<stack>.yaml`` for; None for a render file (one stack, named inside it)."""
+    from mlplat.infra import diff as diffing
+    from mlplat.infra.stacks import available_stacks
+
+    if side.how == "tree":
+        return set(available_stacks(project.path))
+    if side.how == "ref" and side.spec is not None:
+        folder = "" if project.subdir == "." else project.subdir
+        listing = diffing._git(project.repo(), "ls-tree", "--name-only", side.spec + ":" + folder)
+        return {n[len("Pulumi."):-len(".yaml")] for n in listing.decode().split() if n.startswith("Pulumi.")
+                and n.endswith(".yaml") and n.count(".") == 2}
+    return None
+
+
+def _stacks_to_compare(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide], chosen: list[str]) -> list[str]:
+    """The ``--stack`` names, checked against both sides; by default a render file's stack, else every stack."""
+    stacks = chosen
+    files = [s.spec for s in sides if s.spec is not None and Path(s.spec).is_file()]
+    if files and not stacks:
+        stacks = [str(_load_render_file(Path(files[0])).get("stack", "?"))]
+    known = [k for k in (_stacks_at(project, side) for side in sides) if k is not None]
+    everywhere: set[str] = set().union(*known) if known else set()
+    if not stacks:
+        stacks = sorted(everywhere)
+    unknown = [s for s in stacks if known and s not in everywhere]
+    if unknown:
+        raise fail(f"unknown stack{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no "
+                   f"Pulumi.<stack>.yaml on either side; stacks: {', '.join(sorted(everywhere)) or 'none'}")
+    if not stacks:
+        raise fail(f"no stacks to compare: no Pulumi.<stack>.yaml in {project.path}; pass --stack")
+    return stacks
+
+
+def _render_side(project: _DiffProject, side: _DiffSide, stack: str) -> dict[str, object]:
+    """One side's render of ``stack``; a stack that side lacks renders as empty (the change adds or deletes it)."""
+    import time
+
+    from mlplat.infra import diff as diffing
+    from mlplat.infra.stacks import available_stacks
+
+    label = "the working tree" if side.how == "tree" else side.spec
+    started = time.monotonic()
+    _progress(f"rendering {stack} from {label} ...")
+    try:
+        if side.how == "file":
+            return _load_render_file(Path(str(side.spec)))
+        if side.how == "tree":
+            if stack not in available_stacks(project.path):
+                return {"stack": stack, "resources": []}  # the change deletes this stack
+            return diffing.render_tree(project.path, stack)
+        return diffing.render_ref(project.repo(), str(side.spec), stack, project.subdir)
+    except diffing.StackMissingAtRef:
+        return {"stack": stack, "resources": []}  # the change adds this stack
+    finally:
+        _progress(f"rendered {stack} from {label} in {time.monotonic() - started:.1f} s")
+
+
+def _render_sides(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide],
+                  stacks: list[str]) -> list[tuple[dict[str, object], dict[str, object]]]:
+    """``(base, head)`` renders of each stack, rendered in parallel (a render from code runs in a subprocess)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlplat.infra import diff as diffing
+
+    jobs = [(stack, side) for stack in stacks for side in sides]
+    try:
+        with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+            futures = [pool.submit(_render_side, project, side, stack) for stack, side in jobs]
+            documents = [f.result() for f in futures]
+    except diffing.RefRenderError as exc:
+        raise fail(str(exc)) from None
+    return list(zip(documents[::2], documents[1::2], strict=True))
+
+
+@dataclass
+class _DiffReport:
+    """``mlplat diff``'s output, built stack by stack, and what it means for the exit code."""
+
+    sides: tuple[_DiffSide, _DiffSide]
+    with_check: bool
+    stacks: list[dict[str, object]] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    blocked: bool = False
+    mandatory: bool = False
+
+    def add(self, stack: str, old: dict[str, object], new: dict[str, object]) -> None:
+        """Compare one stack's renders: resources, cost and (with ``--check``) the head's policy findings."""
+        from mlplat.infra import diff as diffing
+        from mlplat.infra.checks import check_render, environment_of, has_mandatory
+        from mlplat.infra.checks import to_markdown as check_markdown
+        from mlplat.infra.cost import diff_costs, estimate_or_unpriced
+
+        base, head = self.sides
+        change = diffing.diff_renders(old, new)
+        self.blocked = self.blocked or bool(change.blockers)
+        entry: dict[str, object] = {**change.to_json(), "code": {"base": base.source.code, "head": head.source.code}}
+        markdown = diffing.to_markdown(change, [base.source.line(), head.source.line()])
+        costs = diff_costs(estimate_or_unpriced(old), estimate_or_unpriced(new))
+        if costs is not None:
+            entry["cost"] = costs.to_json()
+            markdown += "\n" + costs.markdown()
+        if self.with_check:
+            findings = check_render(new)
+            self.mandatory = self.mandatory or has_mandatory(findings)
+            entry["findings"] = [f.to_json() for f in findings]
+            markdown += "\n" + check_markdown(findings, stack, environment_of(new))
+        self.stacks.append(entry)
+        self.sections.append(markdown)
+
+
 @app.command()
 def diff(
     base: str = typer.Argument(..., help="A git ref (e.g. origin/main), or a JSON render file"),
@@ -320,119 +477,25 @@ def diff(
     """
     require_infra("diff")
     import json
-    import time
-    from concurrent.futures import ThreadPoolExecutor
 
-    from mlplat.infra import diff as diffing
-    from mlplat.infra.checks import check_render, environment_of, has_mandatory
-    from mlplat.infra.checks import to_markdown as check_markdown
-    from mlplat.infra.cost import diff_costs, estimate_or_unpriced
-    from mlplat.infra.stacks import available_stacks
-
-    project = project_dir.resolve()
+    project = _DiffProject(project_dir.resolve())
     if head is not None and head.lower() in _BOOLEAN_WORDS and not Path(head).is_file():
         raise fail(f"{head!r} given as the head side: --check is a flag and takes no value (write `--check`, and "
                    "leave the head out to compare with the working tree)")
-    repo: Path | None = None
-
-    def git_repo() -> Path:
-        nonlocal repo
-        if repo is None:
-            try:
-                repo = diffing.repo_root(project)
-            except diffing.RefRenderError as exc:
-                raise fail(f"{project} is not in a git repository ({exc}); pass two JSON renders instead") from None
-        return repo
-
-    def kind(spec: str | None, side: str) -> tuple[str, diffing.RenderSource]:
-        if spec is None:
-            return "tree", diffing.describe_tree(project, side)
-        if Path(spec).is_file():
-            return "file", diffing.describe_file(Path(spec), side)
-        try:
-            return "ref", diffing.describe_ref(git_repo(), spec, side)
-        except diffing.RefRenderError as exc:
-            raise fail(f"{spec!r} is neither a render file nor a usable git ref: {exc}") from None
-
-    base_kind, base_source = kind(base, "base")
-    head_kind, head_source = kind(head, "head")
-    subdir = str(project.relative_to(git_repo())) if "ref" in (base_kind, head_kind) else "."
-
-    def stacks_at(spec: str | None, how: str) -> set[str] | None:
-        if how == "tree":
-            return set(available_stacks(project))
-        if how == "ref" and spec is not None:
-            listing = diffing._git(git_repo(), "ls-tree", "--name-only", spec + ":" + ("" if subdir == "." else subdir))
-            return {n[len("Pulumi."):-len(".yaml")] for n in listing.decode().split() if n.startswith("Pulumi.")
-                    and n.endswith(".yaml") and n.count(".") == 2}
-        return None  # a file: one stack, named inside it
-
-    files = [s for s in (base, head) if s is not None and Path(s).is_file()]
-    if files and not stacks:
-        stacks = [str(_load_render_file(Path(files[0])).get("stack", "?"))]
-    known = [k for k in (stacks_at(base, base_kind), stacks_at(head, head_kind)) if k is not None]
-    everywhere = set().union(*known) if known else set()
-    if not stacks:
-        stacks = sorted(everywhere)
-    unknown = [s for s in stacks if known and s not in everywhere]
-    if unknown:
-        raise fail(f"unknown stack{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no "
-                   f"Pulumi.<stack>.yaml on either side; stacks: {', '.join(sorted(everywhere)) or 'none'}")
-    if not stacks:
-        raise fail(f"no stacks to compare: no Pulumi.<stack>.yaml in {project}; pass --stack")
-
-    def side(spec: str | None, how: str, stack: str) -> dict[str, object]:
-        label = "the working tree" if how == "tree" else spec
-        started = time.monotonic()
-        _progress(f"rendering {stack} from {label} ...")
-        try:
-            if how == "file":
-                return _load_render_file(Path(str(spec)))
-            if how == "tree":
-                if stack not in available_stacks(project):
-                    return {"stack": stack, "resources": []}  # the change deletes this stack
-                return diffing.render_tree(project, stack)
-            return diffing.render_ref(git_repo(), str(spec), stack, subdir)
-        except diffing.StackMissingAtRef:
-            return {"stack": stack, "resources": []}  # the change adds this stack
-        finally:
-            _progress(f"rendered {stack} from {label} in {time.monotonic() - started:.1f} s")
-
-    jobs = [(stack, spec, how) for stack in stacks for spec, how in ((base, base_kind), (head, head_kind))]
-    try:
-        with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
-            futures = [pool.submit(side, spec, how, stack) for stack, spec, how in jobs]
-            documents = [f.result() for f in futures]
-    except diffing.RefRenderError as exc:
-        raise fail(str(exc)) from None
-    sections: list[str] = []
-    report: list[dict[str, object]] = []
-    blocked = mandatory = False
-    sources = [base_source.line(), head_source.line()]
-    for index, stack in enumerate(stacks):
-        old, new = documents[2 * index], documents[2 * index + 1]
-        change = diffing.diff_renders(old, new)
-        blocked = blocked or bool(change.blockers)
-        entry: dict[str, object] = {**change.to_json(), "code": {"base": base_source.code, "head": head_source.code}}
-        markdown = diffing.to_markdown(change, sources)
-        costs = diff_costs(estimate_or_unpriced(old), estimate_or_unpriced(new))
-        if costs is not None:
-            entry["cost"] = costs.to_json()
-            markdown += "\n" + costs.markdown()
-        if with_check:
-            findings = check_render(new)
-            mandatory = mandatory or has_mandatory(findings)
-            entry["findings"] = [f.to_json() for f in findings]
-            markdown += "\n" + check_markdown(findings, stack, environment_of(new))
-        report.append(entry)
-        sections.append(markdown)
+    sides = (_diff_side(project, base, "base"), _diff_side(project, head, "head"))
+    if any(side.how == "ref" for side in sides):
+        project.subdir = str(project.path.relative_to(project.repo()))
+    stacks = _stacks_to_compare(project, sides, stacks)
+    report = _DiffReport(sides, with_check)
+    for stack, (old, new) in zip(stacks, _render_sides(project, sides, stacks), strict=True):
+        report.add(stack, old, new)
     if output_format is DiffFormat.json:
-        typer.echo(json.dumps({"base": base, "head": head or "working tree", "stacks": report}, indent=2))
+        typer.echo(json.dumps({"base": base, "head": head or "working tree", "stacks": report.stacks}, indent=2))
     else:
-        typer.echo("\n".join(sections), nl=False)
-    if blocked:
+        typer.echo("\n".join(report.sections), nl=False)
+    if report.blocked:
         raise typer.Exit(code=EXIT_BLOCKED)
-    if mandatory:
+    if report.mandatory:
         raise typer.Exit(code=1)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mlplat.training.checkpoint import CheckpointManager
@@ -297,7 +298,6 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
 
 def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
                    progress: Progress | None, tracker: Tracker, attempt: _AttemptOutcome) -> TrainingResult:
-    policy = _policy(config)
     loaded_data, report = _load_validated(config)
     if loaded_data is None or not report.passed:
         _log_rejected_data(tracker, report)
@@ -305,62 +305,18 @@ def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: 
     data = loaded_data.as_float32()
 
     # The model comes first: its architecture is part of the fingerprint that decides whether to resume.
-    try:
-        model = build_model(config.model, data.x_train.shape[1], data.classes).to(ctx.device)
-        if ctx.is_main and config.registry.model_name and config.registry.serialization_format == "pt2":
-            check_exportable(model, data.x_train)
-    except BaseException:
-        tracker.start(None)  # the failure gets a run of its own: the attempt's run is not known yet
-        raise
+    model = _build_model(config, data, ctx, tracker)
     fingerprint = Fingerprint(config=config.fingerprint(), data=data.fingerprint(), model=model_fingerprint(model))
-
-    manager: CheckpointManager | None = None
-    lineage: _Lineage | None = None
-    if ctx.is_main:
-        store = open_store(config.checkpoint.uri, config.checkpoint.s3_endpoint_url)
-        try:
-            lineage = _plan_lineage(config, store, fingerprint, policy)
-        except LineageMismatch as mismatch:
-            if not ctx.is_distributed:
-                raise
-            broadcast_state(ctx, {"error": str(mismatch)})
-            raise
-        attempt.lineage = lineage
-        manager = CheckpointManager(store, config.checkpoint.keep_last, attempt=lineage.plan.attempt, retry=policy)
+    manager, lineage = _open_attempt(config, ctx, fingerprint, attempt)
     try:
         state = _resume_state(config, ctx, manager, lineage, fingerprint)
-        run_id = state["mlflow_run_id"] if state else None
-        if run_id is None and lineage is not None and lineage.plan.resume:
-            run_id = lineage.plan.record.mlflow_run_id  # the attempt's run, restarted from step 0
-        tracker.start(run_id)
-        if lineage is not None and lineage.plan.record.mlflow_run_id != tracker.run_id:
-            lineage.commit(mlflow_run_id=tracker.run_id)
+        _start_run(tracker, state, lineage)
         if state is None:
             _log_new_run(tracker, config, ctx, fingerprint, report, lineage.plan.attempt if lineage else None)
         else:
             tracker.set_tags({"mlplat.resumed_from_step": str(state["step"])})
-        if lineage is not None and lineage.starting_over:
-            tracker.set_tags({"mlplat.checkpoint_start_over": f"{lineage.starting_over} corrupt checkpoint(s)"})
-            tracker.log_metrics({"checkpoint_start_over": 1.0,
-                                 "checkpoints_corrupt": float(lineage.starting_over)}, step=0)
-        elif manager is not None and manager.corrupt_steps and state is not None:
-            tracker.log_metrics({"checkpoints_corrupt": float(len(manager.corrupt_steps))}, step=state["step"])
-
-        optimizer = build_optimizer(config.optimizer, model)
-        total = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size) * config.epochs
-        scheduler = build_scheduler(config.schedule, optimizer, total)
-        if progress is None or not ctx.is_main:
-            progress = make_progress(ctx.is_main)
-        wrapped = model
-        if ctx.is_distributed:
-            wrapped = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
-        loop = TrainLoop(
-            config=config, ctx=ctx, model=wrapped, optimizer=optimizer, scheduler=scheduler, data=data,
-            checkpoints=manager, tracker=tracker, progress=progress, preemption=preemption,
-            fingerprint=fingerprint.config,
-            lineage={"attempt": lineage.plan.attempt if lineage else "", "data_fingerprint": fingerprint.data,
-                     "model_fingerprint": fingerprint.model},
-        )
+        _log_corrupt_checkpoints(tracker, state, manager, lineage)
+        loop = _build_loop(config, ctx, model, data, manager, tracker, progress, preemption, fingerprint, lineage)
         if state is not None:
             loop.load_state_dict(state)
         outcome = _run_loop(loop, tracker, ctx, preemption)
@@ -388,6 +344,80 @@ def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: 
         return _gate_and_register(config, loop, data, ctx, tracker, result)
     finally:
         barrier(ctx)
+
+
+def _build_model(config: TrainingConfig, data: DataSplits, ctx: DistributedContext,
+                 tracker: Tracker) -> nn.Module:
+    """The configured model on this rank's device; rank 0 checks up front that a ``pt2`` registration can export it."""
+    try:
+        model = build_model(config.model, data.x_train.shape[1], data.classes).to(ctx.device)
+        if ctx.is_main and config.registry.model_name and config.registry.serialization_format == "pt2":
+            check_exportable(model, data.x_train)
+    except BaseException:
+        tracker.start(None)  # the failure gets a run of its own: the attempt's run is not known yet
+        raise
+    return model
+
+
+def _open_attempt(config: TrainingConfig, ctx: DistributedContext, fingerprint: Fingerprint,
+                  attempt: _AttemptOutcome) -> tuple[CheckpointManager | None, _Lineage | None]:
+    """Rank 0 plans the attempt and opens its checkpoints; other ranks get ``(None, None)``."""
+    if not ctx.is_main:
+        return None, None
+    policy = _policy(config)
+    store = open_store(config.checkpoint.uri, config.checkpoint.s3_endpoint_url)
+    try:
+        lineage = _plan_lineage(config, store, fingerprint, policy)
+    except LineageMismatch as mismatch:
+        if not ctx.is_distributed:
+            raise
+        broadcast_state(ctx, {"error": str(mismatch)})
+        raise
+    attempt.lineage = lineage
+    manager = CheckpointManager(store, config.checkpoint.keep_last, attempt=lineage.plan.attempt, retry=policy)
+    return manager, lineage
+
+
+def _start_run(tracker: Tracker, state: dict[str, Any] | None, lineage: _Lineage | None) -> None:
+    """Start the MLflow run: the checkpoint's, else the attempt's, else a new one; the attempt records its id."""
+    run_id = state["mlflow_run_id"] if state else None
+    if run_id is None and lineage is not None and lineage.plan.resume:
+        run_id = lineage.plan.record.mlflow_run_id  # the attempt's run, restarted from step 0
+    tracker.start(run_id)
+    if lineage is not None and lineage.plan.record.mlflow_run_id != tracker.run_id:
+        lineage.commit(mlflow_run_id=tracker.run_id)
+
+
+def _log_corrupt_checkpoints(tracker: Tracker, state: dict[str, Any] | None, manager: CheckpointManager | None,
+                             lineage: _Lineage | None) -> None:
+    """Flag an attempt that started over because no checkpoint verified; count corrupt ones a resume skipped."""
+    if lineage is not None and lineage.starting_over:
+        tracker.set_tags({"mlplat.checkpoint_start_over": f"{lineage.starting_over} corrupt checkpoint(s)"})
+        tracker.log_metrics({"checkpoint_start_over": 1.0,
+                             "checkpoints_corrupt": float(lineage.starting_over)}, step=0)
+    elif manager is not None and manager.corrupt_steps and state is not None:
+        tracker.log_metrics({"checkpoints_corrupt": float(len(manager.corrupt_steps))}, step=state["step"])
+
+
+def _build_loop(config: TrainingConfig, ctx: DistributedContext, model: nn.Module, data: DataSplits,
+                manager: CheckpointManager | None, tracker: Tracker, progress: Progress | None,
+                preemption: PreemptionHandler, fingerprint: Fingerprint, lineage: _Lineage | None) -> TrainLoop:
+    """The loop over ``model`` (wrapped in DDP across ranks), with its optimizer, schedule and progress display."""
+    optimizer = build_optimizer(config.optimizer, model)
+    total = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size) * config.epochs
+    scheduler = build_scheduler(config.schedule, optimizer, total)
+    if progress is None or not ctx.is_main:
+        progress = make_progress(ctx.is_main)
+    wrapped = model
+    if ctx.is_distributed:
+        wrapped = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    return TrainLoop(
+        config=config, ctx=ctx, model=wrapped, optimizer=optimizer, scheduler=scheduler, data=data,
+        checkpoints=manager, tracker=tracker, progress=progress, preemption=preemption,
+        fingerprint=fingerprint.config,
+        lineage={"attempt": lineage.plan.attempt if lineage else "", "data_fingerprint": fingerprint.data,
+                 "model_fingerprint": fingerprint.model},
+    )
 
 
 def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,

@@ -337,6 +337,13 @@ def service_ports_exist(stack: Sequence[Resource]) -> Found:
     """Ingress backends, ALB action annotations and ServiceMonitor endpoints name a Service port that exists (by
     number or by name), and a Service's named targetPort is a container port of the pods it selects."""
     index = index_of(stack)
+    yield from _ingress_ports(index)
+    yield from _monitor_ports(index)
+    yield from _target_port_names(index)
+
+
+def _ingress_ports(index: Index) -> Found:
+    """Each Ingress backend names a port of its Service, directly or through its ALB action annotation."""
     for ing in index.of_kind("Ingress"):
         ns = ing.namespace or "default"
         for backend in _backends(ing):
@@ -344,32 +351,40 @@ def service_ports_exist(stack: Sequence[Resource]) -> Found:
             if not known(name):
                 continue
             if port.get("name") == USE_ANNOTATION:
-                key = ALB_ACTION + str(name)
-                raw = ing.annotations.get(key)
-                if raw is None:
-                    yield ing.res, Violation(f"{ing.ref} backend {name} → annotation {key}: missing, so the ALB has no "
-                                             "action for this path", f"add the {key} annotation")
-                    continue
-                try:
-                    action = json.loads(raw) if isinstance(raw, str) else raw
-                except ValueError as exc:
-                    yield ing.res, Violation(f"{ing.ref} annotation {key}: not JSON ({exc})", "write valid JSON")
-                    continue
-                for target in _alb_targets(action):
-                    sport = target.get("servicePort")
-                    # The controller reads servicePort as an IntOrString: a JSON string is a port *name*.
-                    yield from _service_port(
-                        index, f"{ing.ref} action {name}", ing.res, ns, str(target["serviceName"]), sport,
-                        isinstance(sport, str),
-                        "name the Service's port (a JSON string is a port name, e.g. \"http\") or give its number "
-                        "as a JSON number")
-                continue
-            if "number" in port:
+                yield from _alb_action_ports(index, ing, ns, name)
+            elif "number" in port:
                 yield from _service_port(index, ing.ref, ing.res, ns, str(name), port["number"], False,
                                          "use one of the Service's port numbers, or its port name")
             elif known(port.get("name")):
                 yield from _service_port(index, ing.ref, ing.res, ns, str(name), port["name"], True,
                                          "use one of the Service's port names, or its port number")
+
+
+def _alb_action_ports(index: Index, ing: K8sObject, ns: str, name: Any) -> Found:
+    """A ``use-annotation`` backend: its ALB action annotation exists, is JSON, and forwards to Service ports."""
+    key = ALB_ACTION + str(name)
+    raw = ing.annotations.get(key)
+    if raw is None:
+        yield ing.res, Violation(f"{ing.ref} backend {name} → annotation {key}: missing, so the ALB has no "
+                                 "action for this path", f"add the {key} annotation")
+        return
+    try:
+        action = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        yield ing.res, Violation(f"{ing.ref} annotation {key}: not JSON ({exc})", "write valid JSON")
+        return
+    for target in _alb_targets(action):
+        sport = target.get("servicePort")
+        # The controller reads servicePort as an IntOrString: a JSON string is a port *name*.
+        yield from _service_port(
+            index, f"{ing.ref} action {name}", ing.res, ns, str(target["serviceName"]), sport,
+            isinstance(sport, str),
+            "name the Service's port (a JSON string is a port name, e.g. \"http\") or give its number "
+            "as a JSON number")
+
+
+def _monitor_ports(index: Index) -> Found:
+    """Each ServiceMonitor endpoint scrapes a port name every Service it selects has."""
     for sm in index.of_kind("ServiceMonitor"):
         services = _monitored(index, sm)
         for endpoint in as_list(get(sm.body, "spec", "endpoints")):
@@ -380,23 +395,37 @@ def service_ports_exist(stack: Sequence[Resource]) -> Found:
                 if not _port_matches(ports, scraped, True):
                     yield sm.res, Violation(f"{sm.ref} endpoint → {who} port \"{scraped}\": no such port; ports: "
                                             f"{_ports_text(ports)}", "scrape a port name the Service has")
+
+
+def _target_port_names(index: Index) -> Found:
+    """A Service's named targetPort is a container port of every pod it selects."""
     for svc in index.of_kind("Service"):
-        selector = as_map(get(svc.body, "spec", "selector"))
-        pods = [p for p in index.pods if p.namespace == svc.namespace and not p.from_chart
-                and selector and selector_matches(selector, p.labels)]
+        pods = _selected_pods(index, svc)
         if not pods:
             continue
         for svc_port in _ports(svc):
             wanted = svc_port.get("targetPort")
-            if isinstance(wanted, str) and known(wanted):
-                for p in pods:
-                    names = [str(cp.get("name")) for c in p.containers(init=False) for cp in as_list(c.get("ports"))
-                             if isinstance(cp, Mapping) and cp.get("name")]
-                    if wanted not in names:
-                        shown = svc_port.get("name") or svc_port.get("port")
-                        yield svc.res, Violation(f"{svc.ref} port {shown} → {p.owner} "
-                                                 f"container port \"{wanted}\": no such port; container ports: "
-                                                 f"{_names(names)}", "name the container port, or target a number")
+            if not (isinstance(wanted, str) and known(wanted)):
+                continue
+            for p in pods:
+                names = _container_port_names(p)
+                if wanted not in names:
+                    shown = svc_port.get("name") or svc_port.get("port")
+                    yield svc.res, Violation(f"{svc.ref} port {shown} → {p.owner} "
+                                             f"container port \"{wanted}\": no such port; container ports: "
+                                             f"{_names(names)}", "name the container port, or target a number")
+
+
+def _selected_pods(index: Index, svc: K8sObject) -> list[Pods]:
+    """The pods a Service selects among the stack's own (not a chart's)."""
+    selector = as_map(get(svc.body, "spec", "selector"))
+    return [p for p in index.pods if p.namespace == svc.namespace and not p.from_chart
+            and selector and selector_matches(selector, p.labels)]
+
+
+def _container_port_names(pods: Pods) -> list[str]:
+    return [str(cp.get("name")) for c in pods.containers(init=False) for cp in as_list(c.get("ports"))
+            if isinstance(cp, Mapping) and cp.get("name")]
 
 
 def _monitored(index: Index, sm: K8sObject) -> list[tuple[str, list[Mapping[str, Any]]]]:

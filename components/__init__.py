@@ -5,6 +5,9 @@ loaded on first use so that importing one module does not import every provider 
 ``*Args`` object or the same fields as keyword arguments, as Pulumi's SDKs do:
 ``ArtifactStore("models", ArtifactStoreArgs(protect=False))`` and ``ArtifactStore("models", protect=False)`` are the
 same resource.
+
+Only these names are the public API; each module's ``__all__`` lists what else it offers users (e.g.
+``tracking_credentials_env``, ``service_monitor``), and the rest are helpers that may change without notice.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ _EXPORTS = {
     "network": ("Network", "NetworkArgs"),
     "cluster": ("Cluster", "ClusterArgs", "AddonVersions"),
     "node_groups": ("NodePoolArgs", "Taint"),
-    "storage": ("ArtifactStore", "ArtifactStoreArgs"),
+    "storage": ("ArtifactStore", "ArtifactStoreArgs", "BucketGrant"),
     "registry": ("ContainerRegistry", "ContainerRegistryArgs", "ImageBuild"),
     "tracking": ("Tracking", "TrackingArgs", "DatabaseArgs", "TrackingAuth"),
     "model_service": ("ModelService", "ModelServiceArgs", "Canary"),

@@ -11,6 +11,8 @@ import pulumi_aws as aws
 
 from mlplat.components.options import component_args
 
+__all__ = ["AlarmThresholds", "PlatformAlarms", "PlatformAlarmsArgs"]
+
 GB = 1024**3
 
 
@@ -71,8 +73,13 @@ class PlatformAlarms(pulumi.ComponentResource):
     The topic uses no customer KMS key: CloudWatch cannot publish to a topic under the AWS-managed SNS key,
     and alarm notifications carry no data beyond the alarm's name and state.
 
-    Outputs: ``topic_arn``, ``alarm_names``.
+    ``topic`` is the SNS topic and ``alarms`` the CloudWatch alarms.
     """
+
+    topic_arn: pulumi.Output[str]
+    """The SNS topic the alarms publish to (subscribe to it, or let Alertmanager publish there)."""
+    alarm_names: pulumi.Output[list[str]]
+    """The CloudWatch alarms' names."""
 
     def __init__(self, name: str, args: PlatformAlarmsArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -110,7 +117,9 @@ class PlatformAlarms(pulumi.ComponentResource):
             self._alarm("eks-apiserver-5xx", "AWS/EKS", "apiserver_request_total_5XX",
                         {"ClusterName": args.cluster_name}, "GreaterThanThreshold", t.apiserver_5xx, t,
                         "EKS API server answering 5xx: check the AWS Health dashboard and webhooks", statistic="Sum")
-        self.register_outputs({"topic_arn": self.topic.arn})
+        self.topic_arn = self.topic.arn
+        self.alarm_names = pulumi.Output.all(*[alarm.name for alarm in self.alarms])
+        self.register_outputs({"topic_arn": self.topic_arn, "alarm_names": self.alarm_names})
 
     def _alarm(self, suffix: str, namespace: str, metric: str, dimensions: Mapping[str, pulumi.Input[str]],
                comparison: str, threshold: float, t: AlarmThresholds, description: str,

@@ -18,6 +18,8 @@ import pulumi_aws as aws
 from mlplat.components.iam import policy_document, statement
 from mlplat.components.options import component_args
 
+__all__ = ["GitHubAccess", "GitHubAccessArgs"]
+
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 ADMINISTRATOR = "arn:aws:iam::aws:policy/AdministratorAccess"
 READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -70,7 +72,7 @@ class GitHubAccessArgs:
                                      "GitHub creates an unknown environment on the fly, without protection rules)")
 
 
-def github_trust_policy(provider_arn: str, subjects: list[str]) -> str:
+def _github_trust_policy(provider_arn: str, subjects: list[str]) -> str:
     """A trust policy admitting GitHub's OIDC tokens for exactly these ``sub`` values (no wildcards), audience
     STS."""
     return json.dumps({
@@ -102,8 +104,17 @@ class GitHubAccess(pulumi.ComponentResource):
     jobs and the named environments' jobs only; what it may do inside the cluster is the platform's access entry
     for it (:class:`mlplat.components.pipeline_access.PipelineAccess`).
 
-    Outputs: ``deploy_role``, ``preview_role``, ``pipeline_role``, ``oidc_provider_arn``.
+    ``deploy_role``, ``preview_role`` and ``pipeline_role`` are the IAM role resources.
     """
+
+    deploy_role_arn: pulumi.Output[str]
+    """The role ``pulumi up`` runs as in the deploy workflow."""
+    preview_role_arn: pulumi.Output[str]
+    """The read-only role of pull requests' previews."""
+    pipeline_role_arn: pulumi.Output[str]
+    """The ML pipeline's role (``MlPlatformArgs.pipeline_role_arn`` of the platform stack)."""
+    oidc_provider_arn: pulumi.Output[str]
+    """GitHub's OIDC provider in the account (created, or the one given)."""
 
     def __init__(self, name: str, args: GitHubAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -124,7 +135,7 @@ class GitHubAccess(pulumi.ComponentResource):
         self.deploy_role = aws.iam.Role(
             f"{name}-deploy",
             description=f"pulumi up from {repo}'s protected environments: {', '.join(args.deploy_environments)}",
-            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: github_trust_policy(
+            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: _github_trust_policy(
                 arn, [f"repo:{repo}:environment:{env}" for env in args.deploy_environments])),
             max_session_duration=3600 * 2,
             tags={"Name": f"{name}-deploy"},
@@ -136,7 +147,7 @@ class GitHubAccess(pulumi.ComponentResource):
             f"{name}-preview",
             description=f"Read-only pulumi preview for {repo}'s pull requests",
             assume_role_policy=self.oidc_provider_arn.apply(
-                lambda arn: github_trust_policy(arn, [f"repo:{repo}:pull_request"])),
+                lambda arn: _github_trust_policy(arn, [f"repo:{repo}:pull_request"])),
             tags={"Name": f"{name}-preview"},
             opts=child,
         )
@@ -157,7 +168,7 @@ class GitHubAccess(pulumi.ComponentResource):
         self.pipeline_role = aws.iam.Role(
             f"{name}-pipeline",
             description=f"The ML pipeline of {repo}: describe the cluster (kubectl access: its EKS access entry)",
-            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: github_trust_policy(
+            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: _github_trust_policy(
                 arn, [f"repo:{repo}:ref:refs/heads/{args.deploy_branch}",
                       *(f"repo:{repo}:environment:{env}" for env in args.deploy_environments)])),
             max_session_duration=3600 * 2,
@@ -183,5 +194,9 @@ class GitHubAccess(pulumi.ComponentResource):
             ]
         aws.iam.RolePolicy(f"{name}-pipeline", role=self.pipeline_role.id, policy=policy_document(pipeline),
                            opts=child)
-        self.register_outputs({"deploy_role_arn": self.deploy_role.arn, "preview_role_arn": self.preview_role.arn,
-                               "pipeline_role_arn": self.pipeline_role.arn})
+        self.deploy_role_arn = self.deploy_role.arn
+        self.preview_role_arn = self.preview_role.arn
+        self.pipeline_role_arn = self.pipeline_role.arn
+        self.register_outputs({"deploy_role_arn": self.deploy_role_arn, "preview_role_arn": self.preview_role_arn,
+                               "pipeline_role_arn": self.pipeline_role_arn,
+                               "oidc_provider_arn": self.oidc_provider_arn})

@@ -153,7 +153,7 @@ def kube_reserved_memory_mib(max_pods: int) -> int:
     return 11 * max_pods + 255
 
 
-def node_memory_capacity_mib(spec: InstanceType) -> int:
+def _node_memory_capacity_mib(spec: InstanceType) -> int:
     """The memory capacity the kubelet reports: nominal memory less the VM overhead (rounded as Karpenter)."""
     return spec.memory_mib - math.ceil(spec.memory_mib * VM_MEMORY_OVERHEAD_PERCENT)
 
@@ -215,7 +215,7 @@ def allocatable(name: str, daemonsets: Iterable[DaemonSet] | None = None) -> tup
     here = [d for d in sets if spec.gpus or not d.gpu_nodes_only]
     total_cpu = spec.vcpus * 1000
     cpu = total_cpu - kube_reserved_cpu_millis(total_cpu) - sum(d.cpu_millis for d in here)
-    memory = (node_memory_capacity_mib(spec) - kube_reserved_memory_mib(spec.max_pods) - EVICTION_HARD_MEMORY_MIB
+    memory = (_node_memory_capacity_mib(spec) - kube_reserved_memory_mib(spec.max_pods) - EVICTION_HARD_MEMORY_MIB
               - sum(d.memory_mib for d in here))
     return cpu, memory, spec.gpus
 
@@ -391,7 +391,7 @@ def check_workloads(workloads: Iterable[Workload], pools: Sequence[NodePoolArgs]
     return problems
 
 
-def platform_workloads(args: MlPlatformArgs) -> list[Workload]:
+def _platform_workloads(args: MlPlatformArgs) -> list[Workload]:
     """The pod shapes of an :class:`~mlplat.components.platform.MlPlatformArgs`, keyed by its field names.
 
     A service's canary runs with the service's resources, so one check covers both versions.
@@ -415,5 +415,5 @@ def check_workload_capacity(platform_args: MlPlatformArgs) -> list[str]:
     For :class:`~mlplat.components.platform.MlPlatform` (raise on a non-empty result); the stack config runs
     the same check with camelCase keys.
     """
-    return check_workloads(platform_workloads(platform_args), list(platform_args.cluster.node_pools),
+    return check_workloads(_platform_workloads(platform_args), list(platform_args.cluster.node_pools),
                            monitoring=platform_args.monitoring is not None)

@@ -25,9 +25,11 @@ from mlplat.components import cluster_system as system
 from mlplat.components.iam import rotated_key, service_trust_policy
 from mlplat.components.irsa import create_service_account_role
 from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
-from mlplat.components.options import component_args
+from mlplat.components.options import checked_when_known, component_args
 from mlplat.components.subnets import public_source_problem
 from mlplat.components.validation import check_list_of_names
+
+__all__ = ["DEFAULT_VERSION", "STORAGE_CLASS", "AddonVersions", "Cluster", "ClusterArgs", "default_node_pools"]
 
 LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
@@ -42,6 +44,7 @@ CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 VPC_CNI_CONFIGURATION: Mapping[str, Any] = {"enableNetworkPolicy": "true"}
 _VERSION = re.compile(r"1\.(\d+)")
+_ROLE_ARN = re.compile(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 # The Kubernetes version of a new cluster: in EKS standard support until 2027-03-27 (see k8s_versions). 1.36 is on
 # EKS too, but no cluster-autoscaler release for it exists yet (chart 9.59.0 ships 1.35.0), and its minor must match.
 DEFAULT_VERSION = "1.35"
@@ -97,7 +100,8 @@ class ClusterArgs:
         endpoint_public_access: Expose the API endpoint publicly (it is always reachable privately).
         public_access_cidrs: Source CIDRs allowed to the public endpoint; required when it is public,
             since EKS would otherwise admit 0.0.0.0/0.
-        admin_role_arns: IAM roles granted cluster-admin through EKS access entries.
+        admin_role_arns: IAM roles granted cluster-admin through EKS access entries (ARNs, or outputs of the
+            roles: those are checked once known).
         log_types: Control-plane log types sent to CloudWatch; api, audit and authenticator are required.
         deletion_protection: Refuse to delete the EKS cluster.
         node_pools: The managed node groups; at least one must be untainted for system pods.
@@ -113,7 +117,7 @@ class ClusterArgs:
     version: str = DEFAULT_VERSION
     endpoint_public_access: bool = False
     public_access_cidrs: Sequence[str] = ()
-    admin_role_arns: Sequence[str] = ()
+    admin_role_arns: Sequence[pulumi.Input[str]] = ()
     log_types: Sequence[str] = REQUIRED_LOG_TYPES
     deletion_protection: bool = True
     node_pools: Sequence[NodePoolArgs] = field(default_factory=default_node_pools)
@@ -135,10 +139,24 @@ def _minor(version: str) -> int | None:
 
 def check_cluster(args: ClusterArgs) -> list[str]:
     """Cross-field checks of :class:`ClusterArgs`, one sentence per problem."""
+    return [
+        *_check_version(args),
+        *_check_endpoint(args),
+        *_check_log_types(args),
+        *_check_admin_role_arns(args),
+        *_check_node_pool_names(args),
+        *(problem for pool in args.node_pools for problem in _check_pool_version(args, pool)),
+    ]
+
+
+def _check_version(args: ClusterArgs) -> list[str]:
+    if _minor(args.version) is None:
+        return [f"version {args.version!r} is not a Kubernetes minor version such as '1.32'"]
+    return []
+
+
+def _check_endpoint(args: ClusterArgs) -> list[str]:
     problems: list[str] = []
-    control = _minor(args.version)
-    if control is None:
-        problems.append(f"version {args.version!r} is not a Kubernetes minor version such as '1.32'")
     if args.endpoint_public_access and not args.public_access_cidrs:
         problems.append("endpoint_public_access is on but public_access_cidrs is empty, which EKS reads as "
                         "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private")
@@ -154,15 +172,40 @@ def check_cluster(args: ClusterArgs) -> list[str]:
         unroutable = public_source_problem(cidr)
         if unroutable:
             problems.append(f"public_access_cidrs: {unroutable}")
+    return problems
+
+
+def _check_log_types(args: ClusterArgs) -> list[str]:
+    problems: list[str] = []
     unknown = sorted(set(args.log_types) - set(LOG_TYPES))
     if unknown:
         problems.append(f"log_types {unknown} are not control-plane log types; allowed: {', '.join(LOG_TYPES)}")
     missing = [t for t in REQUIRED_LOG_TYPES if t not in args.log_types]
     if missing:
         problems.append(f"log_types must include {', '.join(REQUIRED_LOG_TYPES)}; missing {', '.join(missing)}")
-    for arn in args.admin_role_arns:
-        if not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn):
-            problems.append(f"admin_role_arns: {arn!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+    return problems
+
+
+def _admin_role_arn_problem(arn: str) -> str | None:
+    if not _ROLE_ARN.fullmatch(arn):
+        return f"admin_role_arns: {arn!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+    return None
+
+
+def _check_admin_role_arns(args: ClusterArgs) -> list[str]:
+    """Plain ARNs; an Output is checked when it resolves (:func:`_check_known_admin_role_arn`)."""
+    found = (_admin_role_arn_problem(arn) for arn in args.admin_role_arns if isinstance(arn, str))
+    return [problem for problem in found if problem]
+
+
+def _check_known_admin_role_arn(arn: str) -> None:
+    problem = _admin_role_arn_problem(arn)
+    if problem:
+        raise ValueError("ClusterArgs: " + problem)
+
+
+def _check_node_pool_names(args: ClusterArgs) -> list[str]:
+    problems: list[str] = []
     names = [p.name for p in args.node_pools]
     if not names:
         problems.append("node_pools is empty; the cluster needs at least one pool for system pods")
@@ -172,37 +215,60 @@ def check_cluster(args: ClusterArgs) -> list[str]:
     if names and all(p.taints for p in args.node_pools):
         problems.append("every node pool is tainted, so coredns and the autoscaler cannot schedule; "
                         "leave at least one pool without taints")
-    for pool in args.node_pools:
-        version = pool.version or args.version
-        node = _minor(version)
-        if node is None:
-            problems.append(f"node pool {pool.name!r}: version {version!r} is not a Kubernetes minor version")
-        elif control is not None and node > control:
-            problems.append(f"node pool {pool.name!r}: version {version} is newer than the control plane's "
-                            f"{args.version}; upgrade the control plane first")
-        elif control is not None and control - node > 3:
-            problems.append(f"node pool {pool.name!r}: version {version} is more than 3 minors behind the "
-                            f"control plane's {args.version}, beyond the kubelet skew Kubernetes supports")
-        if pool.release_version is not None and not pool.release_version.startswith(version + "."):
-            problems.append(f"node pool {pool.name!r}: release_version {pool.release_version!r} is not a release "
-                            f"of Kubernetes {version}")
+    return problems
+
+
+def _check_pool_version(args: ClusterArgs, pool: NodePoolArgs) -> list[str]:
+    """A node pool's version against the control plane's: the kubelet may lag by 3 minors, never lead."""
+    problems: list[str] = []
+    control = _minor(args.version)
+    version = pool.version or args.version
+    node = _minor(version)
+    if node is None:
+        problems.append(f"node pool {pool.name!r}: version {version!r} is not a Kubernetes minor version")
+    elif control is not None and node > control:
+        problems.append(f"node pool {pool.name!r}: version {version} is newer than the control plane's "
+                        f"{args.version}; upgrade the control plane first")
+    elif control is not None and control - node > 3:
+        problems.append(f"node pool {pool.name!r}: version {version} is more than 3 minors behind the "
+                        f"control plane's {args.version}, beyond the kubelet skew Kubernetes supports")
+    if pool.release_version is not None and not pool.release_version.startswith(version + "."):
+        problems.append(f"node pool {pool.name!r}: release_version {pool.release_version!r} is not a release "
+                        f"of Kubernetes {version}")
     return problems
 
 
 class Cluster(pulumi.ComponentResource):
     """An EKS cluster for training and serving.
 
-    Outputs: ``cluster_name``, ``endpoint``, ``kubeconfig`` (secret), ``provider`` (a Kubernetes provider
-    for this cluster, its kubeconfig secret), ``oidc_provider_arn``, ``oidc_issuer`` (no ``https://``),
-    ``node_security_group_id``, ``cluster_security_group_id``, ``node_role_arn``, ``node_groups`` (pool
-    name -> ``aws.eks.NodeGroup``), ``secrets_key_arn``, ``capacity``. Use :meth:`service_account_role` to give
-    a workload AWS permissions.
+    Besides the outputs below: ``provider`` (a Kubernetes provider for this cluster, its kubeconfig secret),
+    ``node_groups`` (pool name -> ``aws.eks.NodeGroup``) and ``capacity``. Use :meth:`service_account_role` to
+    give a workload AWS permissions.
 
     ``capacity`` lists what must be running before pods can be: the node groups and the add-ons their pods need
     (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver for volumes). Pass it as ``depends_on`` to anything that
     waits for pods (Helm releases, Deployments Pulumi awaits, Services/Ingresses served by the load balancer
     controller), so their timeouts start when there is somewhere to run.
     """
+
+    cluster_name: pulumi.Output[str]
+    """The EKS cluster's name, known once the control plane and its OIDC provider exist."""
+    endpoint: pulumi.Output[str]
+    """The Kubernetes API server's URL."""
+    kubeconfig: pulumi.Output[str]
+    """A kubeconfig (JSON) for the cluster; a secret."""
+    oidc_provider_arn: pulumi.Output[str]
+    """The IAM OIDC provider of the cluster's service account tokens (IRSA)."""
+    oidc_issuer: pulumi.Output[str]
+    """The OIDC issuer, without ``https://``."""
+    node_security_group_id: pulumi.Output[str]
+    """The security group pulumi-eks creates for nodes."""
+    cluster_security_group_id: pulumi.Output[str]
+    """The EKS cluster security group (managed node groups carry it; pods share their node's)."""
+    node_role_arn: pulumi.Output[str]
+    """The IAM role of the nodes (join the cluster, pull images)."""
+    secrets_key_arn: pulumi.Output[str]
+    """The KMS key that envelope-encrypts Kubernetes secrets."""
 
     def __init__(self, name: str, args: ClusterArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -243,7 +309,7 @@ class Cluster(pulumi.ComponentResource):
                 authentication_mode=eks.AuthenticationMode.API,
                 access_entries={
                     f"admin-{i}": eks.AccessEntryArgs(
-                        principal_arn=arn,
+                        principal_arn=checked_when_known(arn, _check_known_admin_role_arn),
                         access_policies={
                             "cluster-admin": eks.AccessPolicyAssociationArgs(
                                 policy_arn=CLUSTER_ADMIN_POLICY,
@@ -276,17 +342,17 @@ class Cluster(pulumi.ComponentResource):
         self.control_plane = control_plane
         # The name is known up front; reading it through the component's outputs orders every dependant
         # (add-ons, node groups, IRSA roles) after the control plane exists.
-        self.cluster_name: pulumi.Output[str] = pulumi.Output.all(
+        self.cluster_name = pulumi.Output.all(
             control_plane.oidc_provider_arn, control_plane.node_security_group_id
         ).apply(lambda _: cluster_name)
-        self.oidc_provider_arn: pulumi.Output[str] = control_plane.oidc_provider_arn
-        self.oidc_issuer: pulumi.Output[str] = control_plane.oidc_issuer
-        self.node_security_group_id: pulumi.Output[str] = control_plane.node_security_group_id
-        self.cluster_security_group_id: pulumi.Output[str] = control_plane.cluster_security_group_id
-        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(control_plane.kubeconfig_json)
-        self.endpoint: pulumi.Output[str] = control_plane.kubeconfig.apply(_server_of)
-        self.node_role_arn: pulumi.Output[str] = node_role.arn
-        self.secrets_key_arn: pulumi.Output[str] = secrets_key.arn
+        self.oidc_provider_arn = control_plane.oidc_provider_arn
+        self.oidc_issuer = control_plane.oidc_issuer
+        self.node_security_group_id = control_plane.node_security_group_id
+        self.cluster_security_group_id = control_plane.cluster_security_group_id
+        self.kubeconfig = pulumi.Output.secret(control_plane.kubeconfig_json)
+        self.endpoint = control_plane.kubeconfig.apply(_server_of)
+        self.node_role_arn = node_role.arn
+        self.secrets_key_arn = secrets_key.arn
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
@@ -295,7 +361,7 @@ class Cluster(pulumi.ComponentResource):
         )
 
         # Add-ons that must run before a node can become Ready (no CNI, no node network).
-        cni_role = self.service_account_role("kube-system", "aws-node", managed_policy_arns=[CNI_POLICY])
+        cni_role = self._own_service_account_role("kube-system", "aws-node", managed_policy_arns=[CNI_POLICY])
         versions = args.addon_versions
         networking = [
             # The CNI's network policy agent enforces NetworkPolicies (the model servers' and MLflow's); without it
@@ -319,7 +385,7 @@ class Cluster(pulumi.ComponentResource):
         all_groups = list(self.node_groups.values())
 
         # Add-ons whose pods need nodes (the managed add-on goes DEGRADED, and Pulumi waits, without them).
-        ebs_role = self.service_account_role("kube-system", "ebs-csi-controller-sa",
+        ebs_role = self._own_service_account_role("kube-system", "ebs-csi-controller-sa",
                                              managed_policy_arns=[EBS_CSI_POLICY])
         after_nodes = [
             self._addon("coredns", versions.coredns, depends_on=all_groups),
@@ -337,7 +403,7 @@ class Cluster(pulumi.ComponentResource):
         self.capacity: list[pulumi.Resource] = [
             *all_groups, *(addons[a] for a in ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver"))]
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=self.capacity)
-        self.autoscaler_role = self.service_account_role(
+        self.autoscaler_role = self._own_service_account_role(
             system.SYSTEM_NAMESPACE, system.AUTOSCALER_SA, policy=system.autoscaler_policy(cluster_name)
         )
         self.autoscaler = system.release(
@@ -347,7 +413,7 @@ class Cluster(pulumi.ComponentResource):
             k8s_opts,
         )
         self.interruptions = system.interruption_queue(name, child)
-        self.termination_handler_role = self.service_account_role(
+        self.termination_handler_role = self._own_service_account_role(
             system.SYSTEM_NAMESPACE, system.NTH_SA,
             policy=system.termination_handler_policy(self.interruptions.queue.arn),
         )
@@ -376,7 +442,9 @@ class Cluster(pulumi.ComponentResource):
                 "oidc_provider_arn": self.oidc_provider_arn,
                 "oidc_issuer": self.oidc_issuer,
                 "node_security_group_id": self.node_security_group_id,
+                "cluster_security_group_id": self.cluster_security_group_id,
                 "node_role_arn": self.node_role_arn,
+                "secrets_key_arn": self.secrets_key_arn,
             }
         )
 
@@ -410,12 +478,27 @@ class Cluster(pulumi.ComponentResource):
         policy: pulumi.Input[str] | None = None,
         *,
         managed_policy_arns: Sequence[str] = (),
+        opts: pulumi.ResourceOptions | None = None,
     ) -> aws.iam.Role:
         """An IAM role that exactly the service account ``namespace/name`` of this cluster can assume (IRSA).
 
         ``policy`` is an inline policy document (JSON); ``managed_policy_arns`` are attached as well.
         Annotate the service account with ``eks.amazonaws.com/role-arn: <role.arn>``.
+
+        The role (``<cluster>-irsa-<namespace>-<name>``) and its policies belong to the caller: they are created
+        with ``opts`` (give ``parent=`` your component), not as children of the cluster, whose outputs are
+        registered already. They carry an alias to the cluster as parent, where earlier versions put them.
         """
+        own = pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=self)])
+        return self._role(namespace, name, policy, managed_policy_arns, pulumi.ResourceOptions.merge(own, opts))
+
+    def _own_service_account_role(self, namespace: str, name: str, policy: pulumi.Input[str] | None = None, *,
+                                  managed_policy_arns: Sequence[str] = ()) -> aws.iam.Role:
+        """An IRSA role the cluster itself needs (add-ons, autoscaler), created in the constructor as its child."""
+        return self._role(namespace, name, policy, managed_policy_arns, pulumi.ResourceOptions(parent=self))
+
+    def _role(self, namespace: str, name: str, policy: pulumi.Input[str] | None, managed_policy_arns: Sequence[str],
+              opts: pulumi.ResourceOptions) -> aws.iam.Role:
         return create_service_account_role(
             f"{self._prefix}-irsa-{namespace}-{name}",
             oidc_provider_arn=self.oidc_provider_arn,
@@ -424,7 +507,7 @@ class Cluster(pulumi.ComponentResource):
             service_account=name,
             policy=policy,
             managed_policy_arns=managed_policy_arns,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=opts,
         )
 
 

@@ -83,6 +83,8 @@ def create_service_account_role(
         opts=opts,
     )
     child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role))
+    # The role's aliases are its own: the engine derives its children's from them (they were the role's children).
+    child.aliases = None
     if policy is not None:
         aws.iam.RolePolicy(resource_name, role=role.id, policy=policy, opts=child)
     for arn in managed_policy_arns:

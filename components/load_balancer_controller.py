@@ -10,6 +10,8 @@ import pulumi_kubernetes as k8s
 
 from mlplat.components.cluster_system import Chart, release
 
+__all__ = ["install_load_balancer_controller"]
+
 if TYPE_CHECKING:
     from mlplat.components.cluster import Cluster
 
@@ -41,7 +43,7 @@ def controller_policy() -> str:
     return POLICY_FILE.read_text()
 
 
-def controller_values(cluster_name: pulumi.Input[str], region: str, vpc_id: pulumi.Input[str],
+def _controller_values(cluster_name: pulumi.Input[str], region: str, vpc_id: pulumi.Input[str],
                       role_arn: pulumi.Input[str]) -> dict[str, Any]:
     return {
         "clusterName": cluster_name,
@@ -62,7 +64,9 @@ def install_load_balancer_controller(
     The release waits for ``cluster.capacity`` (nodes, CNI, DNS) itself. Returns the Release: Services and
     Ingresses it serves (and anything else that needs its webhook) should pass it in ``depends_on``.
     """
-    role = cluster.service_account_role("kube-system", SERVICE_ACCOUNT, controller_policy())
+    # The role is the caller's (``opts.parent``), as the release is: the cluster's outputs are registered already.
+    role = cluster.service_account_role("kube-system", SERVICE_ACCOUNT, controller_policy(),
+                                        opts=pulumi.ResourceOptions(parent=opts.parent))
     after_capacity = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=cluster.capacity))
     return release(f"{name}-aws-load-balancer-controller", CHART,
-                   controller_values(cluster.cluster_name, region, vpc_id, role.arn), after_capacity)
+                   _controller_values(cluster.cluster_name, region, vpc_id, role.arn), after_capacity)

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from mlplat.components.options import child_options, component_args
+from mlplat.components.options import checked_when_known, child_options, component_args
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -25,11 +25,13 @@ from mlplat.components.pods import (
 from mlplat.components.tracking import tracking_credentials_env
 from mlplat.components.validation import (
     DerivedName,
-    InvalidValue,
     check_certificate_arn,
     check_model_uri,
     check_name,
+    checked_as,
 )
+
+__all__ = ["Canary", "ModelService", "ModelServiceArgs"]
 
 PORT = 8080
 SERVICE_PORT = 80
@@ -60,22 +62,20 @@ class Canary:
     """A second version that takes ``weight`` percent of the traffic.
 
     Attributes:
-        model_uri: The candidate model, e.g. ``models:/digits@challenger``.
+        model_uri: The candidate model, e.g. ``models:/digits@challenger`` (an output is checked once known).
         weight: Percentage of requests routed to the canary (0..100); the stable version gets the rest.
         image: The server image for the canary; default: the stable image.
         replicas: Canary replicas (fixed; the canary is not autoscaled).
     """
 
-    model_uri: str
+    model_uri: pulumi.Input[str]
     weight: int = 10
-    image: str | None = None
+    image: pulumi.Input[str] | None = None
     replicas: int = 1
 
     def __post_init__(self) -> None:
-        try:
-            check_model_uri(self.model_uri)
-        except InvalidValue as exc:
-            raise exc.of("Canary.model_uri") from None
+        if not isinstance(self.model_uri, pulumi.Output):  # an Output: checked once known (ModelService)
+            checked_as("Canary.model_uri", check_model_uri)(self.model_uri)
         if not 0 <= self.weight <= 100:
             raise ValueError(f"Canary.weight={self.weight}: must be a percentage between 0 and 100")
         if self.replicas < 1:
@@ -89,7 +89,8 @@ class ModelServiceArgs:
     Attributes:
         namespace: The Kubernetes namespace (must exist).
         image: The ``mlplat.serving`` image (``serving/Dockerfile``).
-        model_uri: The model to serve, e.g. ``models:/digits@champion``.
+        model_uri: The model to serve, e.g. ``models:/digits@champion``; an output (another resource's, a stack
+            reference's) is checked once known, and a bad one fails the update with this field's message.
         tracking_uri: MLflow tracking URI for ``models:/`` and ``runs:/`` URIs.
         tracking_credentials_secret: A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and
             ``password``) with the MLflow identity the server reads the registry as (``MLFLOW_TRACKING_USERNAME``/
@@ -112,7 +113,8 @@ class ModelServiceArgs:
         internal: The ALB is internal (VPC only) rather than internet-facing. An internet-facing one needs TLS
             (``certificate_arn``) and an API key (``generate_api_key`` or ``api_key_secret``), or the explicit
             opt-outs below.
-        certificate_arn: An ACM certificate (in the ALB's region) for the host names clients use: the ALB then
+        certificate_arn: An ACM certificate (in the ALB's region, checked once known if an output) for the host
+            names clients use: the ALB then
             listens on HTTPS 443 only (TLS 1.2/1.3, :data:`SSL_POLICY`), with no plain-HTTP listener a client
             could send its API key to. Internal ALBs may use one too.
         allow_public_without_tls: Let an internet-facing ALB serve plain HTTP on port 80 (no certificate).
@@ -139,7 +141,7 @@ class ModelServiceArgs:
 
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
-    model_uri: str
+    model_uri: pulumi.Input[str]
     tracking_uri: pulumi.Input[str] | None = None
     tracking_credentials_secret: pulumi.Input[str] | None = None
     min_replicas: int = 2
@@ -160,11 +162,11 @@ class ModelServiceArgs:
     allow_public_without_auth: bool = False
     await_ready: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
-    api_key_secret: str | None = None
+    api_key_secret: pulumi.Input[str] | None = None
     generate_api_key: bool = True
     network_policy: bool = True
     allowed_namespaces: Sequence[str] = ()
-    monitoring_namespace: str | None = "monitoring"
+    monitoring_namespace: pulumi.Input[str] | None = "monitoring"
     load_balancer_cidrs: Sequence[pulumi.Input[str]] = ()
 
     def __post_init__(self) -> None:
@@ -178,10 +180,9 @@ class ModelServiceArgs:
         if self.drain_seconds < 0 or self.graceful_timeout_seconds < 1:
             raise ValueError("ModelServiceArgs: drain_seconds must be >= 0 and graceful_timeout_seconds >= 1")
         for name, check in (("model_uri", check_model_uri), ("certificate_arn", check_certificate_arn)):
-            try:
-                check(getattr(self, name))
-            except InvalidValue as exc:
-                raise exc.of(f"ModelServiceArgs.{name}") from None
+            value = getattr(self, name)
+            if not isinstance(value, pulumi.Output):  # an Output: checked once known (ModelService)
+                checked_as(f"ModelServiceArgs.{name}", check)(value)
         if self.public and self.certificate_arn is None and not self.allow_public_without_tls:
             raise ValueError(
                 "ModelServiceArgs.internal=False: an internet-facing ALB without certificate_arn serves plain HTTP, "
@@ -237,9 +238,15 @@ class ModelService(pulumi.ComponentResource):
     The name becomes Kubernetes object names (``<name>-stable``, ``<name>-canary``, the ALB action
     ``<name>-split``): a DNS-1035 label short enough for the longest (:func:`derived_names`), checked here.
 
-    Outputs: ``service_names`` (version -> Service name), ``ingress_hostname`` (None without an Ingress),
-    ``api_key`` (the generated key, a secret; None when it comes from ``api_key_secret`` or is off).
+    Besides the outputs below: ``deployments`` (version -> Deployment) and ``service_account``.
     """
+
+    service_names: dict[str, pulumi.Output[str]]
+    """Version (``stable``, ``canary``) -> the name of its ClusterIP Service."""
+    ingress_hostname: pulumi.Output[str] | None
+    """The ALB's host name ("" until the controller provisions it); None without an Ingress."""
+    api_key: pulumi.Output[str] | None
+    """The generated API key, a secret; None when it comes from ``api_key_secret`` or is off."""
 
     def __init__(self, name: str, args: ModelServiceArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -252,9 +259,9 @@ class ModelService(pulumi.ComponentResource):
         child = child_options(self, opts)
         self.service_account = service_account(f"{name}-sa", name, args.namespace,
                                                args.service_account_role_arn, child)
-        self.service_names: dict[str, pulumi.Output[str]] = {}
+        self.service_names = {}
         self.deployments: dict[str, k8s.apps.v1.Deployment] = {}
-        self.api_key: pulumi.Output[str] | None = None
+        self.api_key = None
         self._api_key_secret: pulumi.Input[str] | None = args.api_key_secret
         if args.api_key_secret is None and args.generate_api_key:
             key = random.RandomPassword(f"{name}-api-key", length=40, special=False, opts=child)
@@ -271,15 +278,17 @@ class ModelService(pulumi.ComponentResource):
         if args.network_policy:
             self._network_policy(child)
 
-        versions: list[tuple[str, str, pulumi.Input[str], int | None]] = [
-            ("stable", args.model_uri, args.image, None)
+        versions: list[tuple[str, pulumi.Input[str], pulumi.Input[str], int | None]] = [
+            ("stable", checked_when_known(args.model_uri, checked_as("ModelServiceArgs.model_uri", check_model_uri)),
+             args.image, None)
         ]
         if args.canary is not None:
-            versions.append(("canary", args.canary.model_uri, args.canary.image or args.image, args.canary.replicas))
+            canary_uri = checked_when_known(args.canary.model_uri, checked_as("Canary.model_uri", check_model_uri))
+            versions.append(("canary", canary_uri, args.canary.image or args.image, args.canary.replicas))
         for track, model_uri, image, fixed_replicas in versions:
             self._add_version(track, model_uri, image, fixed_replicas, child)
 
-        self.ingress_hostname: pulumi.Output[str] | None = None
+        self.ingress_hostname = None
         if args.ingress:
             self.ingress_hostname = self._ingress(child)
         self.register_outputs({"service_names": self.service_names, "ingress_hostname": self.ingress_hostname,
@@ -293,12 +302,16 @@ class ModelService(pulumi.ComponentResource):
             k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr))
             for cidr in args.load_balancer_cidrs
         ]
-        namespaces = [*([args.monitoring_namespace] if args.monitoring_namespace else []), *args.allowed_namespaces]
+        namespaces: list[pulumi.Input[str]] = [
+            *([args.monitoring_namespace] if args.monitoring_namespace else []), *args.allowed_namespaces]
         if namespaces:
+            values: pulumi.Input[list[str]] = (
+                pulumi.Output.all(*namespaces).apply(lambda known: sorted(set(known)))
+                if any(isinstance(n, pulumi.Output) for n in namespaces) else sorted(set(map(str, namespaces))))
             sources.append(k8s.networking.v1.NetworkPolicyPeerArgs(
                 namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
                     k8s.meta.v1.LabelSelectorRequirementArgs(key="kubernetes.io/metadata.name", operator="In",
-                                                             values=sorted(set(namespaces)))
+                                                             values=values)
                 ])
             ))
         k8s.networking.v1.NetworkPolicy(
@@ -318,8 +331,8 @@ class ModelService(pulumi.ComponentResource):
         return {"app.kubernetes.io/name": self._service, "app.kubernetes.io/component": "model-server",
                 "mlplat.io/track": track}
 
-    def _add_version(self, track: str, model_uri: str, image: pulumi.Input[str], fixed_replicas: int | None,
-                 child: pulumi.ResourceOptions) -> None:
+    def _add_version(self, track: str, model_uri: pulumi.Input[str], image: pulumi.Input[str],
+                     fixed_replicas: int | None, child: pulumi.ResourceOptions) -> None:
         args, name = self._spec, f"{self._service}-{track}"
         labels = self._labels(track)
         metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
@@ -476,7 +489,8 @@ class ModelService(pulumi.ComponentResource):
             # so a client never sends its key in clear text only to be redirected afterwards; ssl-redirect turns
             # any HTTP listener added later (listen-ports are merged across an IngressGroup) into a redirect.
             annotations.update({
-                f"{ALB}certificate-arn": args.certificate_arn,
+                f"{ALB}certificate-arn": checked_when_known(
+                    args.certificate_arn, checked_as("ModelServiceArgs.certificate_arn", check_certificate_arn)),
                 f"{ALB}listen-ports": json.dumps([{"HTTPS": 443}]),
                 f"{ALB}ssl-policy": SSL_POLICY,
                 f"{ALB}ssl-redirect": "443",

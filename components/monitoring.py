@@ -30,6 +30,15 @@ from mlplat.components.iam import policy_document, statement
 from mlplat.components.monitoring_rules import AlertThresholds, dashboard_json, model_service_rule_groups
 from mlplat.components.options import child_options, component_args
 
+__all__ = [
+    "MODEL_SERVICE_RELABELINGS",
+    "Monitoring",
+    "MonitoringArgs",
+    "alertmanager_config",
+    "alertmanager_policy",
+    "service_monitor",
+]
+
 CHART = Chart("kube-prometheus-stack", "75.15.0", "https://prometheus-community.github.io/helm-charts")
 MONITORING_API = "monitoring.coreos.com/v1"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
@@ -141,7 +150,7 @@ class MonitoringArgs:
         if not self.retention[:-1].isdigit() or self.retention[-1] not in "smhdwy":
             raise ValueError(f"MonitoringArgs.retention={self.retention!r}: expected a duration such as 15d or 12h")
         if isinstance(self.sns_topic_arn, str):
-            sns_topic_region(self.sns_topic_arn)
+            _sns_topic_region(self.sns_topic_arn)
         if self.receiver is not None:
             label = self.receiver.get("name")
             if not isinstance(label, str) or not label or label in (NULL_RECEIVER, SNS_RECEIVER):
@@ -152,7 +161,7 @@ class MonitoringArgs:
         # Whether any receiver is set is checked by alertmanager_config(): the platform fills the topic in later.
 
 
-def sns_topic_region(topic_arn: str) -> str:
+def _sns_topic_region(topic_arn: str) -> str:
     """The region of an SNS topic ARN (``arn:<partition>:sns:<region>:<account>:<name>``): where to publish."""
     parts = topic_arn.split(":")
     if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sns" or not parts[3]:
@@ -190,7 +199,7 @@ def alertmanager_config(args: MonitoringArgs) -> dict[str, Any]:
         if args.alertmanager_role_arn is None:
             raise ValueError("MonitoringArgs.sns_topic_arn needs alertmanager_role_arn: without an IRSA role "
                              "Alertmanager has no credentials to publish with (see alertmanager_policy)")
-        region = pulumi.Output.from_input(args.sns_topic_arn).apply(sns_topic_region)
+        region = pulumi.Output.from_input(args.sns_topic_arn).apply(_sns_topic_region)
         receivers.append({"name": SNS_RECEIVER, "sns_configs": [{
             "topic_arn": args.sns_topic_arn,
             # No keys, profile or role_arn: the SDK's default chain reads the IRSA web identity token.
@@ -230,7 +239,7 @@ def alertmanager_config(args: MonitoringArgs) -> dict[str, Any]:
     }
 
 
-def chart_values(args: MonitoringArgs) -> dict[str, Any]:
+def _chart_values(args: MonitoringArgs) -> dict[str, Any]:
     """Helm values of kube-prometheus-stack for mlplat."""
     return {
         "prometheus": {
@@ -309,21 +318,26 @@ class Monitoring(pulumi.ComponentResource):
     Alertmanager sends every alert but Watchdog and InfoInhibitor to the SNS topic and/or the receiver of
     ``args`` (:func:`alertmanager_config`); a Monitoring with neither raises unless ``alerts_receiver_optional``.
 
-    Outputs: ``namespace``, ``grafana_admin_password`` (secret), ``release`` (the Helm release; resources
-    that need the operator's CRDs, e.g. ServiceMonitors, should depend on it).
+    ``release`` is the Helm release: resources that need the operator's CRDs (e.g. ServiceMonitors) should depend
+    on it.
     """
+
+    namespace: pulumi.Output[str]
+    """The namespace of Prometheus, Alertmanager and Grafana (the Namespace's own output: using it waits for it)."""
+    grafana_admin_password: pulumi.Output[str]
+    """Grafana's generated admin password, a secret."""
 
     def __init__(self, name: str, args: MonitoringArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
         args = component_args("Monitoring", MonitoringArgs, args, kwargs)
         super().__init__("mlplat:observability:Monitoring", name, None, opts)
-        values = chart_values(args)  # before any child: a Monitoring without a receiver fails, creating nothing
+        values = _chart_values(args)  # before any child: a Monitoring without a receiver fails, creating nothing
         child = child_options(self, opts)
         ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace),
                                    opts=child)
         self.namespace = ns.metadata.name
         password = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False, opts=child)
-        self.grafana_admin_password: pulumi.Output[str] = password.result  # secret: pulumi-random marks it so
+        self.grafana_admin_password = password.result  # secret: pulumi-random marks it so
         admin = k8s.core.v1.Secret(
             f"{name}-grafana-admin",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=GRAFANA_ADMIN_SECRET, namespace=self.namespace),

@@ -13,6 +13,8 @@ from mlplat.components.iam import policy_document, service_trust_policy, stateme
 from mlplat.components.options import component_args
 from mlplat.components.subnets import DEFAULT_NEWBITS, plan_subnets
 
+__all__ = ["Network", "NetworkArgs"]
+
 # Interface endpoints that let private nodes pull images, get IRSA credentials and ship logs without NAT.
 DEFAULT_INTERFACE_ENDPOINTS: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts", "logs")
 
@@ -65,12 +67,27 @@ class Network(pulumi.ComponentResource):
     Per AZ: a public subnet (load balancers, NAT), a private subnet (nodes and pods; egress through NAT)
     and a database subnet with no route to the internet. An S3 gateway endpoint keeps artifact traffic off
     NAT; optional interface endpoints do the same for ECR, STS and CloudWatch Logs. Flow logs go to
-    CloudWatch.
-
-    Outputs: ``vpc_id``, ``vpc_cidr``, ``public_subnet_ids``, ``private_subnet_ids``,
-    ``database_subnet_ids``, ``availability_zones``, ``nat_gateway_ids``, ``private_route_table_ids``,
-    ``endpoint_security_group_id`` (None without interface endpoints).
+    CloudWatch. ``nat_gateways`` holds the NAT gateway resources.
     """
+
+    vpc_id: pulumi.Output[str]
+    """The VPC's id."""
+    vpc_cidr: pulumi.Output[str]
+    """The VPC's IPv4 CIDR block."""
+    public_subnet_ids: pulumi.Output[list[str]]
+    """The public subnets, one per AZ (load balancers, NAT)."""
+    private_subnet_ids: pulumi.Output[list[str]]
+    """The private subnets, one per AZ (nodes and pods)."""
+    database_subnet_ids: pulumi.Output[list[str]]
+    """The database subnets, one per AZ, with no route to the internet."""
+    availability_zones: pulumi.Output[list[str]]
+    """The AZs, in the order of the subnet lists."""
+    nat_gateway_ids: pulumi.Output[list[str]]
+    """The NAT gateways (one, or one per AZ)."""
+    private_route_table_ids: pulumi.Output[list[str]]
+    """The private subnets' route tables."""
+    endpoint_security_group_id: pulumi.Output[str] | None
+    """The interface endpoints' security group; None without interface endpoints."""
 
     def __init__(self, name: str, args: NetworkArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -188,7 +205,7 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.endpoint_security_group_id: pulumi.Output[str] | None = None
+        self.endpoint_security_group_id = None
         if args.interface_endpoints:
             sg = aws.ec2.SecurityGroup(
                 f"{name}-endpoints",
@@ -259,21 +276,25 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.vpc_id: pulumi.Output[str] = self.vpc.id
-        self.vpc_cidr: pulumi.Output[str] = self.vpc.cidr_block
-        self.public_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in public])
-        self.private_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in private])
-        self.database_subnet_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[s.id for s in database])
-        self.availability_zones: pulumi.Output[list[str]] = pulumi.Output.all(*azs)
+        self.vpc_id = self.vpc.id
+        self.vpc_cidr = self.vpc.cidr_block
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
+        self.database_subnet_ids = pulumi.Output.all(*[s.id for s in database])
+        self.availability_zones = pulumi.Output.all(*azs)
         self.nat_gateways: list[aws.ec2.NatGateway] = nats
-        self.nat_gateway_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[n.id for n in nats])
-        self.private_route_table_ids: pulumi.Output[list[str]] = pulumi.Output.all(*[r.id for r in private_rts])
+        self.nat_gateway_ids = pulumi.Output.all(*[n.id for n in nats])
+        self.private_route_table_ids = pulumi.Output.all(*[r.id for r in private_rts])
         self.register_outputs(
             {
                 "vpc_id": self.vpc_id,
+                "vpc_cidr": self.vpc_cidr,
                 "public_subnet_ids": self.public_subnet_ids,
                 "private_subnet_ids": self.private_subnet_ids,
                 "database_subnet_ids": self.database_subnet_ids,
+                "availability_zones": self.availability_zones,
                 "nat_gateway_ids": self.nat_gateway_ids,
+                "private_route_table_ids": self.private_route_table_ids,
+                "endpoint_security_group_id": self.endpoint_security_group_id,
             }
         )

@@ -20,6 +20,8 @@ import pulumi_aws as aws
 
 from mlplat.components.validation import check_list_of_names
 
+__all__ = ["NodePoolArgs", "SpotDiversityWarning", "Taint"]
+
 CapacityType = Literal["ON_DEMAND", "SPOT"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
@@ -191,11 +193,29 @@ class NodePoolArgs:
 
 def check_pool(pool: NodePoolArgs) -> tuple[list[str], list[str]]:
     """Validate a pool: (errors, warnings), each a sentence naming the field, the value and what is allowed."""
-    errors: list[str] = []
-    notes: list[str] = []
-    if not _POOL_NAME.fullmatch(pool.name):
-        errors.append(f"name {pool.name!r} must be 1-31 characters of a-z, 0-9 and '-', starting with a letter")
     types = list(pool.instance_types)
+    errors = [
+        *_check_pool_name(pool),
+        *_check_instance_types(types),
+        *_check_capacity_type(pool),
+        *_check_sizes(pool),
+        *_check_disk_and_updates(pool),
+        *_check_labels_and_taints(pool),
+        *_check_ami_type(pool),
+        *_check_gpus(pool, types),
+        *_check_release_version(pool),
+    ]
+    return errors, _spot_notes(pool, types)
+
+
+def _check_pool_name(pool: NodePoolArgs) -> list[str]:
+    if not _POOL_NAME.fullmatch(pool.name):
+        return [f"name {pool.name!r} must be 1-31 characters of a-z, 0-9 and '-', starting with a letter"]
+    return []
+
+
+def _check_instance_types(types: list[str]) -> list[str]:
+    errors: list[str] = []
     if not types:
         errors.append("instance_types is empty; list at least one EC2 instance type such as m6i.xlarge")
     bad = [t for t in types if not _INSTANCE_TYPE.fullmatch(t)]
@@ -203,8 +223,17 @@ def check_pool(pool: NodePoolArgs) -> tuple[list[str], list[str]]:
         errors.append(f"instance_types {bad} are not EC2 instance type names such as m6i.xlarge")
     if len(set(types)) != len(types):
         errors.append(f"instance_types {types} lists a type twice")
+    return errors
+
+
+def _check_capacity_type(pool: NodePoolArgs) -> list[str]:
     if pool.capacity_type not in ("ON_DEMAND", "SPOT"):
-        errors.append(f"capacity_type {pool.capacity_type!r} is not one of ON_DEMAND, SPOT")
+        return [f"capacity_type {pool.capacity_type!r} is not one of ON_DEMAND, SPOT"]
+    return []
+
+
+def _check_sizes(pool: NodePoolArgs) -> list[str]:
+    errors: list[str] = []
     if pool.min_size < 0:
         errors.append(f"min_size ({pool.min_size}) must be 0 or more")
     if pool.max_size < 1:
@@ -214,28 +243,50 @@ def check_pool(pool: NodePoolArgs) -> tuple[list[str], list[str]]:
     elif pool.desired_size is not None and not pool.min_size <= pool.desired_size <= pool.max_size:
         errors.append(f"desired_size ({pool.desired_size}) must lie between min_size ({pool.min_size}) "
                       f"and max_size ({pool.max_size})")
+    return errors
+
+
+def _check_disk_and_updates(pool: NodePoolArgs) -> list[str]:
+    errors: list[str] = []
     if not 20 <= pool.disk_size_gib <= 16384:
         errors.append(f"disk_size_gib ({pool.disk_size_gib}) must be between 20 and 16384")
     if not 1 <= pool.max_unavailable_percentage <= 100:
         errors.append(f"max_unavailable_percentage ({pool.max_unavailable_percentage}) must be between 1 and 100")
-    for key, value in pool.labels.items():
-        if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
-            errors.append(f"label {key}={value!r} is not a valid Kubernetes label (name up to 63 characters "
-                          "of letters, digits, '-', '_', '.', with an optional DNS prefix)")
+    return errors
+
+
+def _check_labels_and_taints(pool: NodePoolArgs) -> list[str]:
+    errors = [
+        f"label {key}={value!r} is not a valid Kubernetes label (name up to 63 characters "
+        "of letters, digits, '-', '_', '.', with an optional DNS prefix)"
+        for key, value in pool.labels.items()
+        if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(value)
+    ]
     keys = [t.key for t in pool.taints]
     if len(set(keys)) != len(keys):
         errors.append(f"taints {[str(t) for t in pool.taints]} repeat a key; the autoscaler keeps one per key")
+    return errors
+
+
+def _check_ami_type(pool: NodePoolArgs) -> list[str]:
     if pool.ami_type not in AMI_TYPES:
-        errors.append(f"ami_type {pool.ami_type!r} is not one of {', '.join(AMI_TYPES)}")
-    errors.extend(_check_gpus(pool, types))
+        return [f"ami_type {pool.ami_type!r} is not one of {', '.join(AMI_TYPES)}"]
+    return []
+
+
+def _check_release_version(pool: NodePoolArgs) -> list[str]:
     if pool.version is not None and pool.release_version is not None \
             and not pool.release_version.startswith(pool.version + "."):
-        errors.append(f"release_version {pool.release_version!r} is not a release of Kubernetes {pool.version} "
-                      f"(expected {pool.version}.<patch>-<date>)")
+        return [f"release_version {pool.release_version!r} is not a release of Kubernetes {pool.version} "
+                f"(expected {pool.version}.<patch>-<date>)"]
+    return []
+
+
+def _spot_notes(pool: NodePoolArgs, types: list[str]) -> list[str]:
     if pool.capacity_type == "SPOT" and len(types) == 1:
-        notes.append(f"SPOT with a single instance type ({types[0]}) is interrupted together and may find no "
-                     "capacity; list several similar types (e.g. g5.xlarge, g6.xlarge, g4dn.xlarge)")
-    return errors, notes
+        return [f"SPOT with a single instance type ({types[0]}) is interrupted together and may find no "
+                "capacity; list several similar types (e.g. g5.xlarge, g6.xlarge, g4dn.xlarge)"]
+    return []
 
 
 def _check_gpus(pool: NodePoolArgs, types: list[str]) -> list[str]:

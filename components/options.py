@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pulumi
 
 ArgsT = TypeVar("ArgsT")
+T = TypeVar("T")
+
+
+def checked_when_known(value: pulumi.Input[T], check: Callable[[T], object]) -> pulumi.Input[T]:
+    """``value`` checked by ``check`` (which raises ``ValueError`` naming the field): a plain value now, an
+    ``Output`` once it resolves. Returns what to use in its place: the plain value, or an Output that fails with
+    ``check``'s error (and so fails the resource that takes it, and the update) when the value does not pass.
+    An Output unknown at preview is not checked until it is known."""
+    if isinstance(value, pulumi.Output):
+        def passed(known: T) -> T:
+            check(known)
+            return known
+
+        return value.apply(passed)
+    check(value)  # type: ignore[arg-type]  # a plain T (Awaitables are not taken here)
+    return value
 
 
 def child_options(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:

@@ -25,7 +25,9 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from mlplat.components.monitoring import ALERTMANAGER_SERVICE_ACCOUNT
-from mlplat.components.options import component_args
+from mlplat.components.options import checked_when_known, component_args
+
+__all__ = ["PipelineAccess", "PipelineAccessArgs"]
 
 PIPELINE_GROUP = "mlplat:ml-pipeline"
 """The Kubernetes group of the pipeline's access entry (EKS forbids the ``system:`` prefix)."""
@@ -41,7 +43,7 @@ class PipelineAccessArgs:
 
     Attributes:
         cluster_name: The EKS cluster.
-        role_arn: The pipeline's IAM role (the bootstrap's ``pipelineRoleArn``).
+        role_arn: The pipeline's IAM role (the bootstrap's ``pipelineRoleArn``; an output is checked once known).
         service_namespace: Namespace of the model services; None: no services, no access there.
         canary_deployments: Names of the canary Deployments (``<service>-canary``) the pipeline may restart;
             the only Deployments it can touch.
@@ -50,23 +52,28 @@ class PipelineAccessArgs:
     """
 
     cluster_name: pulumi.Input[str]
-    role_arn: str
+    role_arn: pulumi.Input[str]
     service_namespace: pulumi.Input[str] | None = None
     canary_deployments: Sequence[str] = ()
     monitoring_namespace: pulumi.Input[str] | None = None
     prometheus_service: str = PROMETHEUS_SERVICE
 
     def __post_init__(self) -> None:
-        if not self.role_arn.startswith("arn:aws:iam::") or ":role/" not in self.role_arn:
-            raise ValueError(f"PipelineAccessArgs.role_arn={self.role_arn!r}: expected an IAM role ARN "
-                             "(arn:aws:iam::<account>:role/<name>)")
+        if not isinstance(self.role_arn, pulumi.Output):  # an Output: checked once known (PipelineAccess)
+            _check_role_arn(self.role_arn)
         if isinstance(self.canary_deployments, str):
             raise ValueError("PipelineAccessArgs.canary_deployments: a list of Deployment names, not one string")
         if self.canary_deployments and self.service_namespace is None:
             raise ValueError("PipelineAccessArgs.canary_deployments needs service_namespace")
 
 
-def canary_rules(deployments: Sequence[str]) -> list[k8s.rbac.v1.PolicyRuleArgs]:
+def _check_role_arn(role_arn: Any) -> None:
+    if not isinstance(role_arn, str) or not role_arn.startswith("arn:aws:iam::") or ":role/" not in role_arn:
+        raise ValueError(f"PipelineAccessArgs.role_arn={role_arn!r}: expected an IAM role ARN "
+                         "(arn:aws:iam::<account>:role/<name>)")
+
+
+def _canary_rules(deployments: Sequence[str]) -> list[k8s.rbac.v1.PolicyRuleArgs]:
     """What ``rollout restart|status`` and ``get`` of the named Deployments, and ``get pods -l``, need."""
     return [
         # restart = get + patch; status = get + a watch with fieldSelector metadata.name=<name>, which RBAC
@@ -78,7 +85,7 @@ def canary_rules(deployments: Sequence[str]) -> list[k8s.rbac.v1.PolicyRuleArgs]
     ]
 
 
-def prometheus_rules(service: str) -> list[k8s.rbac.v1.PolicyRuleArgs]:
+def _prometheus_rules(service: str) -> list[k8s.rbac.v1.PolicyRuleArgs]:
     """What ``get svc <service>`` and ``port-forward svc/<service>`` need."""
     return [
         k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["services"], resource_names=[service], verbs=["get"]),
@@ -95,8 +102,11 @@ class PipelineAccess(pulumi.ComponentResource):
     """An EKS access entry for the ML pipeline's role (a Kubernetes group, no access policy) and, per namespace the
     pipeline works in, a Role with only the verbs its kubectl commands use, bound to that group.
 
-    Outputs: ``access_entry``.
+    ``access_entry`` is the EKS access entry resource.
     """
+
+    access_entry_arn: pulumi.Output[str]
+    """The EKS access entry's ARN."""
 
     def __init__(self, name: str, args: PipelineAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -104,13 +114,13 @@ class PipelineAccess(pulumi.ComponentResource):
         super().__init__("mlplat:cluster:PipelineAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.access_entry = aws.eks.AccessEntry(
-            name, cluster_name=args.cluster_name, principal_arn=args.role_arn, type="STANDARD",
-            kubernetes_groups=[PIPELINE_GROUP], tags={"Name": name}, opts=child)
+            name, cluster_name=args.cluster_name, principal_arn=checked_when_known(args.role_arn, _check_role_arn),
+            type="STANDARD", kubernetes_groups=[PIPELINE_GROUP], tags={"Name": name}, opts=child)
         grants: list[tuple[str, pulumi.Input[str], list[k8s.rbac.v1.PolicyRuleArgs]]] = []
         if args.service_namespace is not None and args.canary_deployments:
-            grants.append(("canary", args.service_namespace, canary_rules(args.canary_deployments)))
+            grants.append(("canary", args.service_namespace, _canary_rules(args.canary_deployments)))
         if args.monitoring_namespace is not None:
-            grants.append(("prometheus", args.monitoring_namespace, prometheus_rules(args.prometheus_service)))
+            grants.append(("prometheus", args.monitoring_namespace, _prometheus_rules(args.prometheus_service)))
         for suffix, namespace, rules in grants:
             metadata = k8s.meta.v1.ObjectMetaArgs(name=PIPELINE_ROLE_NAME, namespace=namespace,
                                                   labels={"app.kubernetes.io/managed-by": "mlplat"})
@@ -124,4 +134,5 @@ class PipelineAccess(pulumi.ComponentResource):
                 # The group exists once the access entry maps the role to it.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[role,
                                                                                             self.access_entry])))
-        self.register_outputs({"access_entry": self.access_entry.access_entry_arn})
+        self.access_entry_arn = self.access_entry.access_entry_arn
+        self.register_outputs({"access_entry_arn": self.access_entry_arn})

@@ -25,9 +25,11 @@ from mlplat.components.network import Network, NetworkArgs
 from mlplat.components.options import component_args
 from mlplat.components.pipeline_access import PipelineAccess, PipelineAccessArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
-from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
+from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs, BucketGrant
 from mlplat.components.tracking import SERVING, TRAINER, Tracking, TrackingArgs, registered_model_of
 from mlplat.components.training_job import TrainingJob, TrainingJobArgs
+
+__all__ = ["PLATFORM", "MlPlatform", "MlPlatformArgs"]
 
 PLATFORM = "<wired by MlPlatform>"
 """Placeholder for an argument MlPlatform fills from another component (a VPC id, an image, a namespace)."""
@@ -101,7 +103,12 @@ class MlPlatformArgs:
     load_balancer_controller: bool = True
     monitoring: MonitoringArgs | None = None
     alarms: PlatformAlarmsArgs | None = None
-    pipeline_role_arn: str | None = None
+    pipeline_role_arn: pulumi.Input[str] | None = None
+
+
+def _checkpoints(job: str) -> str:
+    """The prefix of a training job's checkpoints in the artifact bucket."""
+    return f"checkpoints/{job}"
 
 
 def tracking_args(**overrides: Any) -> TrackingArgs:
@@ -113,8 +120,9 @@ def tracking_args(**overrides: Any) -> TrackingArgs:
 
 def platform_models(args: MlPlatformArgs) -> list[str]:
     """The registered models the platform's MLflow holds: those its services serve and its training jobs register."""
+    # A URI known only at deploy time (an Output) names no model here: its model is not created up front.
     names = [registered_model_of(uri) for svc in args.services.values() if _is_open(svc.tracking_uri)
-             for uri in (svc.model_uri, *([svc.canary.model_uri] if svc.canary else []))]
+             for uri in (svc.model_uri, *([svc.canary.model_uri] if svc.canary else [])) if isinstance(uri, str)]
     for job in args.training_jobs.values():
         registry = job.config.get("registry")
         if _is_open(job.tracking_uri) and isinstance(registry, Mapping):
@@ -129,9 +137,14 @@ class MlPlatform(pulumi.ComponentResource):
     the artifact bucket is shared: MLflow writes under ``mlflow/`` and serving reads it, each training job
     checkpoints under ``checkpoints/<job>/``; every workload gets its own IRSA role scoped to its prefix.
 
-    Outputs: ``network``, ``cluster``, ``artifacts``, ``registry``, ``tracking`` (components), and
-    ``service_endpoints`` (service name -> ALB hostname, empty until the controller provisions it).
+    Its components: ``network``, ``cluster``, ``artifacts``, ``registry``, ``tracking``, ``alarms``, ``monitoring``
+    (the last three None when not configured). The workloads' IRSA roles and MLflow credential Secrets are the
+    platform's own children (created with the caller's options of :meth:`Cluster.service_account_role` and
+    :meth:`Tracking.client_credentials`), and the bucket grants are declared with the store.
     """
+
+    service_endpoints: dict[str, pulumi.Output[str]]
+    """Service name -> its ALB's host name (empty until the controller provisions it); services with an Ingress."""
 
     def __init__(self, name: str, args: MlPlatformArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -151,7 +164,21 @@ class MlPlatform(pulumi.ComponentResource):
             wired(cluster_args, vpc_id=self.network.vpc_id, private_subnet_ids=self.network.private_subnet_ids),
             opts=child,
         )
-        self.artifacts = ArtifactStore(f"{name}-artifacts", args.artifacts, opts=child)
+        # Every workload's IRSA role, then the store with their grants, so that the store owns the policies.
+        tracking_role = (None if args.tracking is None
+                         else self.cluster.service_account_role(args.tracking.namespace, "mlflow", opts=child))
+        service_roles = {svc: self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}", opts=child)
+                         for svc in args.services}
+        job_roles = {job: self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}", opts=child)
+                     for job in args.training_jobs}
+        grants = [
+            *([] if tracking_role is None else [BucketGrant("mlflow", tracking_role.name, MLFLOW_PREFIX, write=True)]),
+            *(BucketGrant(f"serve-{svc}", role.name, MLFLOW_PREFIX) for svc, role in service_roles.items()),
+            *(BucketGrant(f"train-{job}", role.name, _checkpoints(job), write=True) for job, role in job_roles.items()),
+        ]
+        self.artifacts = ArtifactStore(
+            f"{name}-artifacts", dataclasses.replace(args.artifacts, grants=[*args.artifacts.grants, *grants]),
+            opts=child)
         self.registry = ContainerRegistry(f"{name}-registry", args.registry, opts=child)
         on_cluster = pulumi.ResourceOptions(parent=self, providers=[self.cluster.provider])
         # Pods need nodes and their add-ons; every Service needs the Load Balancer Controller's webhook, which
@@ -165,8 +192,7 @@ class MlPlatform(pulumi.ComponentResource):
         self.tracking: Tracking | None = None
         tracking_uri: pulumi.Input[str] | None = None
         if args.tracking is not None:
-            role = self.cluster.service_account_role(args.tracking.namespace, "mlflow")
-            self.artifacts.grant_write(role.name, prefix=MLFLOW_PREFIX, name="mlflow")
+            assert tracking_role is not None
             tracking = wired(
                 args.tracking,
                 vpc_id=self.network.vpc_id,
@@ -175,7 +201,7 @@ class MlPlatform(pulumi.ComponentResource):
                 client_security_group_ids=[self.cluster.cluster_security_group_id,
                                            self.cluster.node_security_group_id],
                 artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
-                service_account_role_arn=role.arn,
+                service_account_role_arn=tracking_role.arn,
                 image=args.tracking.image or self._image("tracking", "tracking"),
             )
             tracking = dataclasses.replace(
@@ -193,15 +219,15 @@ class MlPlatform(pulumi.ComponentResource):
             self.tracking = Tracking(f"{name}-tracking", tracking, opts=workloads)
             tracking_uri = self.tracking.uri
 
-        self.service_endpoints: dict[str, pulumi.Output[str]] = {}
+        self.service_endpoints = {}
         self._serving_namespace: pulumi.Output[str] | None = None
         if args.services:
             namespace = self._serving_namespace = self._namespace(SERVING_NAMESPACE, on_cluster)
             image = self._image("serving", "services")
-            reader = self._tracking_credentials(SERVING, namespace)  # read-only: resolve aliases, download models
+            # read-only: resolve aliases, download models
+            reader = self._tracking_credentials(SERVING, namespace, workloads)
             for svc, svc_args in args.services.items():
-                role = self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}")
-                self.artifacts.grant_read(role.name, prefix=MLFLOW_PREFIX, name=f"serve-{svc}")
+                role = service_roles[svc]
                 service = ModelService(
                     f"{name}-{svc}",
                     dataclasses.replace(
@@ -234,13 +260,12 @@ class MlPlatform(pulumi.ComponentResource):
             self.monitoring = Monitoring(f"{name}-monitoring", self._monitoring_args(args), opts=workloads)
         if args.training_jobs:
             namespace = self._namespace(TRAINING_NAMESPACE, on_cluster)
-            writer = self._tracking_credentials(TRAINER, namespace)  # logs runs, registers, sets the alias
+            writer = self._tracking_credentials(TRAINER, namespace, workloads)  # logs runs, registers, sets the alias
             for job, job_args in args.training_jobs.items():
                 # One prefix per job: the job's lineage. Each run of the job (a Job, or each CronJob run) is a new
                 # attempt identified by its Job's uid, which retires the previous run's checkpoints there.
-                prefix = f"checkpoints/{job}"
-                role = self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}")
-                self.artifacts.grant_write(role.name, prefix=prefix, name=f"train-{job}")
+                prefix = _checkpoints(job)
+                role = job_roles[job]
                 gpu = job_args.resources.gpus > 0
                 wired_job = wired(job_args, namespace=namespace,
                                   image=self._image("training", "training_jobs", cuda=gpu),
@@ -261,11 +286,12 @@ class MlPlatform(pulumi.ComponentResource):
             ), opts=on_cluster)
         self.register_outputs({"service_endpoints": self.service_endpoints})
 
-    def _tracking_credentials(self, identity: str, namespace: pulumi.Output[str]) -> pulumi.Output[str] | None:
+    def _tracking_credentials(self, identity: str, namespace: pulumi.Output[str],
+                              opts: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
         """The Secret with ``identity``'s MLflow credentials in ``namespace``; None without MLflow or its auth."""
         if self.tracking is None or not self.tracking.passwords:
             return None
-        return self.tracking.client_credentials(identity, namespace)
+        return self.tracking.client_credentials(identity, namespace, opts=opts)
 
     def _monitoring_args(self, args: MlPlatformArgs) -> MonitoringArgs:
         """The monitoring args with every service scraped and, by default, alerts paging the alarm topic."""
@@ -280,7 +306,8 @@ class MlPlatform(pulumi.ComponentResource):
         # `is None`, not `wired()`: a topic the caller configured keeps the role the caller configured.
         if topic is not None and monitoring.alertmanager_role_arn is None:
             role = self.cluster.service_account_role(monitoring.namespace, ALERTMANAGER_SERVICE_ACCOUNT,
-                                                     alertmanager_policy(topic))
+                                                     alertmanager_policy(topic),
+                                                     opts=pulumi.ResourceOptions(parent=self))
             monitoring = dataclasses.replace(monitoring, sns_topic_arn=topic, alertmanager_role_arn=role.arn)
         return monitoring
 

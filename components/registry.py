@@ -13,6 +13,8 @@ import pulumi_aws as aws
 from mlplat.components.options import component_args
 from mlplat.components.validation import check_list_of_names
 
+__all__ = ["ContainerRegistry", "ContainerRegistryArgs", "ImageBuild"]
+
 
 @dataclass(frozen=True)
 class ImageBuild:
@@ -90,7 +92,7 @@ class ContainerRegistryArgs:
             raise ValueError("ContainerRegistryArgs: keep_tagged_images and untagged_expire_days must be >= 1")
 
 
-def lifecycle_policy(keep_tagged: int, untagged_days: int) -> str:
+def _lifecycle_policy(keep_tagged: int, untagged_days: int) -> str:
     """ECR lifecycle rules: expire untagged images after N days, keep the newest M tagged ones."""
     return json.dumps(
         {
@@ -129,10 +131,16 @@ class ContainerRegistry(pulumi.ComponentResource):
     With ``builds``, each image is built from its Dockerfile and pushed (ECR credentials from
     ``aws.ecr.get_authorization_token``); otherwise ``images`` gives URIs built elsewhere (e.g. by CI).
 
-    Outputs: ``cuda_image_uris`` (short name -> the CUDA build, for ``cuda_repositories``, same sources as
-    ``image_uris``), ``repository_urls`` (short name -> URL), ``image_uris`` (short name -> the image to run: the
-    pushed digest, the configured URI, or ``<url>:<default_tag>``; otherwise no entry).
+    ``repositories`` holds the ECR repository resources by short name.
     """
+
+    repository_urls: dict[str, pulumi.Output[str]]
+    """Short name -> the repository's URL."""
+    image_uris: dict[str, pulumi.Output[str]]
+    """Short name -> the image to run: the pushed digest, the configured URI, or ``<url>:<default_tag>``;
+    otherwise no entry."""
+    cuda_image_uris: dict[str, pulumi.Output[str]]
+    """Short name -> the CUDA build, for ``cuda_repositories``, from the same sources as ``image_uris``."""
 
     def __init__(
         self, name: str, args: ContainerRegistryArgs | None = None, opts: pulumi.ResourceOptions | None = None,
@@ -142,9 +150,9 @@ class ContainerRegistry(pulumi.ComponentResource):
         super().__init__("mlplat:registry:ContainerRegistry", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.repositories: dict[str, aws.ecr.Repository] = {}
-        self.repository_urls: dict[str, pulumi.Output[str]] = {}
-        self.image_uris: dict[str, pulumi.Output[str]] = {}
-        self.cuda_image_uris: dict[str, pulumi.Output[str]] = {}
+        self.repository_urls = {}
+        self.image_uris = {}
+        self.cuda_image_uris = {}
 
         for short in args.repositories:
             repo = aws.ecr.Repository(
@@ -162,7 +170,7 @@ class ContainerRegistry(pulumi.ComponentResource):
             aws.ecr.LifecyclePolicy(
                 f"{name}-{short}-lifecycle",
                 repository=repo.name,
-                policy=lifecycle_policy(args.keep_tagged_images, args.untagged_expire_days),
+                policy=_lifecycle_policy(args.keep_tagged_images, args.untagged_expire_days),
                 opts=child,
             )
             self.repositories[short] = repo

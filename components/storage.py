@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +12,32 @@ import pulumi_aws as aws
 from mlplat.components.iam import policy_document, rotated_key, statement
 from mlplat.components.options import component_args
 
+__all__ = ["ArtifactStore", "ArtifactStoreArgs", "BucketGrant", "bucket_access_statements"]
+
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
+
+
+@dataclass(frozen=True)
+class BucketGrant:
+    """Access for one IAM role to one prefix of the bucket, declared with the store (``ArtifactStoreArgs.grants``).
+
+    Attributes:
+        name: Names the grant's policy resource, ``<store>-read-<name>`` or ``<store>-write-<name>``.
+        role_name: The IAM role's name (e.g. ``role.name``).
+        prefix: Objects under this prefix only, and listing it; ``""``: the whole bucket.
+        write: Read and write (put, delete) rather than read only.
+    """
+
+    name: str
+    role_name: pulumi.Input[str]
+    prefix: str = ""
+    write: bool = False
+
+    @property
+    def resource_name_suffix(self) -> str:
+        """``read-<name>`` or ``write-<name>``."""
+        return f"{'write' if self.write else 'read'}-{self.name}"
 
 
 @dataclass(frozen=True)
@@ -20,7 +45,8 @@ class ArtifactStoreArgs:
     """Arguments of :class:`ArtifactStore`.
 
     Attributes:
-        bucket_name: A fixed bucket name; default: Pulumi's auto-name from the component name.
+        bucket_name: A fixed bucket name (a string or another resource's output); default: Pulumi's auto-name
+            from the component name.
         create_kms_key: Encrypt with a customer-managed KMS key (rotated yearly); else the AWS-managed
             ``aws/s3`` key. Either way SSE-KMS with an S3 bucket key, which cuts KMS request costs.
         kms_key_arn: Use this existing KMS key instead (overrides ``create_kms_key``).
@@ -29,9 +55,11 @@ class ArtifactStoreArgs:
         noncurrent_to_glacier_days: Move noncurrent object versions to Glacier after this many days.
         noncurrent_expire_days: Delete noncurrent object versions after this many days.
         abort_multipart_days: Abort incomplete multipart uploads after this many days.
+        grants: Roles given access to one prefix each (:class:`BucketGrant`); the store owns their policies.
+            ``grant_read``/``grant_write`` do the same for a policy the caller owns.
     """
 
-    bucket_name: str | None = None
+    bucket_name: pulumi.Input[str] | None = None
     create_kms_key: bool = True
     kms_key_arn: pulumi.Input[str] | None = None
     force_destroy: bool = False
@@ -39,8 +67,14 @@ class ArtifactStoreArgs:
     noncurrent_to_glacier_days: int = 30
     noncurrent_expire_days: int = 365
     abort_multipart_days: int = 7
+    grants: Sequence[BucketGrant] = ()
 
     def __post_init__(self) -> None:
+        suffixes = [g.resource_name_suffix for g in self.grants]
+        repeated = sorted({s for s in suffixes if suffixes.count(s) > 1})
+        if repeated:
+            raise ValueError(f"ArtifactStoreArgs.grants: {repeated} named more than once; each grant's name and "
+                             "kind (read/write) name its policy resource")
         if self.force_destroy and self.protect:
             raise ValueError("ArtifactStoreArgs: force_destroy=True contradicts protect=True")
         if self.noncurrent_expire_days <= self.noncurrent_to_glacier_days:
@@ -81,11 +115,16 @@ class ArtifactStore(pulumi.ComponentResource):
 
     Versioning, SSE-KMS with a bucket key, all public access blocked, ACLs off (BucketOwnerEnforced), a
     bucket policy denying any request not over TLS, and a lifecycle that tiers and then expires noncurrent
-    versions and aborts stale multipart uploads. ``grant_read``/``grant_write`` give a role access to one
-    prefix only.
-
-    Outputs: ``bucket_name``, ``bucket_arn``, ``kms_key_arn`` (None when the AWS-managed key is used).
+    versions and aborts stale multipart uploads. ``ArtifactStoreArgs.grants`` (owned by the store) or
+    ``grant_read``/``grant_write`` (owned by the caller) give a role access to one prefix only.
     """
+
+    bucket_name: pulumi.Output[str]
+    """The bucket's name."""
+    bucket_arn: pulumi.Output[str]
+    """The bucket's ARN."""
+    kms_key_arn: pulumi.Output[str] | None
+    """The KMS key that encrypts the bucket (the created or the given one); None with the AWS-managed ``aws/s3`` key."""
 
     def __init__(
         self, name: str, args: ArtifactStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None,
@@ -97,7 +136,7 @@ class ArtifactStore(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect)
 
-        self.kms_key_arn: pulumi.Input[str] | None = args.kms_key_arn
+        self.kms_key_arn = None if args.kms_key_arn is None else pulumi.Output.from_input(args.kms_key_arn)
         if args.kms_key_arn is None and args.create_kms_key:
             key = rotated_key(f"{name}-key", f"Encrypts the {name} artifact bucket", stateful)
             aws.kms.Alias(f"{name}-key", name_prefix=f"alias/{name}-", target_key_id=key.key_id, opts=child)
@@ -193,15 +232,19 @@ class ArtifactStore(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
 
-        self.bucket_name: pulumi.Output[str] = self.bucket.bucket
-        self.bucket_arn: pulumi.Output[str] = self.bucket.arn
-        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn})
+        self.bucket_name = self.bucket.bucket
+        self.bucket_arn = self.bucket.arn
+        for grant in args.grants:
+            self._grant(grant.role_name, grant.prefix, grant.write, grant.name, child)
+        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
+                               "kms_key_arn": self.kms_key_arn})
 
     def uri(self, prefix: str = "") -> pulumi.Output[str]:
         """``s3://<bucket>/<prefix>``."""
         return pulumi.Output.concat("s3://", self.bucket_name, "/", prefix.strip("/"))
 
-    def _grant(self, role_name: pulumi.Input[str], prefix: str, write: bool, name: str) -> aws.iam.RolePolicy:
+    def _grant(self, role_name: pulumi.Input[str], prefix: str, write: bool, name: str,
+               opts: pulumi.ResourceOptions) -> aws.iam.RolePolicy:
         kind = "write" if write else "read"
         return aws.iam.RolePolicy(
             f"{self._prefix}-{kind}-{name}",
@@ -209,16 +252,27 @@ class ArtifactStore(pulumi.ComponentResource):
             policy=policy_document(
                 bucket_access_statements(self.bucket_arn, prefix, write=write, kms_key_arn=self.kms_key_arn)
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=opts,
         )
 
-    def grant_read(self, role_name: pulumi.Input[str], *, prefix: str = "", name: str) -> aws.iam.RolePolicy:
+    def _caller_owned(self, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
+        """The caller's options, and an alias to the store as parent: these policies were the store's children
+        before the caller owned them. Without a parent or provider in ``opts``, the store's AWS provider."""
+        inherits = opts is not None and (opts.parent is not None or opts.provider is not None or opts.providers)
+        own = pulumi.ResourceOptions(provider=None if inherits else self.get_provider("aws::"),
+                                     aliases=[pulumi.Alias(parent=self)])
+        return pulumi.ResourceOptions.merge(own, opts)
+
+    def grant_read(self, role_name: pulumi.Input[str], *, prefix: str = "", name: str,
+                   opts: pulumi.ResourceOptions | None = None) -> aws.iam.RolePolicy:
         """Let the role named ``role_name`` read objects under ``prefix`` (and list that prefix only).
 
-        ``name`` distinguishes this grant's policy resource from others on the same store.
+        The policy (``<store>-read-<name>``) belongs to the caller and is created with ``opts`` (give ``parent=``
+        your component); ``ArtifactStoreArgs.grants`` declares the same grant owned by the store.
         """
-        return self._grant(role_name, prefix, False, name)
+        return self._grant(role_name, prefix, False, name, self._caller_owned(opts))
 
-    def grant_write(self, role_name: pulumi.Input[str], *, prefix: str = "", name: str) -> aws.iam.RolePolicy:
-        """Let the role named ``role_name`` read and write objects under ``prefix``."""
-        return self._grant(role_name, prefix, True, name)
+    def grant_write(self, role_name: pulumi.Input[str], *, prefix: str = "", name: str,
+                    opts: pulumi.ResourceOptions | None = None) -> aws.iam.RolePolicy:
+        """Let the role named ``role_name`` read and write objects under ``prefix``; as :meth:`grant_read`."""
+        return self._grant(role_name, prefix, True, name, self._caller_owned(opts))

@@ -30,6 +30,8 @@ from mlplat.components.pods import (
     service_account,
 )
 
+__all__ = ["DatabaseArgs", "Tracking", "TrackingArgs", "TrackingAuth", "tracking_credentials_env"]
+
 MLFLOW_PORT = 5000
 DB_NAME = "mlflow"
 DB_USER = "mlflow"
@@ -367,10 +369,25 @@ class Tracking(pulumi.ComponentResource):
     passwords (Secrets ``mlflow-auth`` and ``mlflow-user-<identity>``) and grants the writers EDIT, on every start.
     :meth:`client_credentials` copies an identity's credentials into a client's namespace for its pods.
 
-    Outputs: ``uri`` (in-cluster tracking URI), ``db_endpoint``, ``db_security_group_id``,
-    ``backend_store_uri`` (secret); with auth: ``passwords`` (identity -> secret), ``admin_password`` (secret),
-    ``auth_config`` (the auth config file, secret: it holds the database URI).
+    ``database`` is the RDS instance.
     """
+
+    uri: pulumi.Output[str]
+    """The in-cluster tracking URI (``http://mlflow.<namespace>.svc.cluster.local:5000``)."""
+    db_endpoint: pulumi.Output[str]
+    """The database's host name."""
+    db_security_group_id: pulumi.Output[str]
+    """The database's security group."""
+    backend_store_uri: pulumi.Output[str]
+    """MLflow's database URI with the generated password, a secret."""
+    users: pulumi.Output[list[str]]
+    """The MLflow identities (``TrackingAuth`` writers, then readers); empty without auth."""
+    passwords: dict[str, pulumi.Output[str]]
+    """Identity -> its generated password, a secret; empty without auth."""
+    admin_password: pulumi.Output[str] | None
+    """The MLflow admin's generated password, a secret; None without auth."""
+    auth_config: pulumi.Output[str] | None
+    """MLflow's auth config file, a secret (it holds the database URI); None without auth."""
 
     def __init__(self, name: str, args: TrackingArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -453,25 +470,29 @@ class Tracking(pulumi.ComponentResource):
             tags={"Name": f"{name}-db"},
             opts=pulumi.ResourceOptions(parent=self, protect=db.protect, retain_on_delete=db.protect),
         )
-        self.db_endpoint: pulumi.Output[str] = self.database.address
-        self.db_security_group_id: pulumi.Output[str] = sg.id
+        self.db_endpoint = self.database.address
+        self.db_security_group_id = sg.id
         # The password is percent-encoded: SQLAlchemy's make_url unquotes the userinfo (sqlalchemy/engine/url.py).
-        self.backend_store_uri: pulumi.Output[str] = pulumi.Output.secret(
+        self.backend_store_uri = pulumi.Output.secret(
             pulumi.Output.all(password.result, self.database.address).apply(lambda pa: backend_store_uri(pa[0], pa[1]))
         )
         image = pulumi.Output.from_input(args.image).apply(check_image)  # an Output is checked once known
         self._auth = args.auth
-        self.passwords: dict[str, pulumi.Output[str]] = {}
-        self.admin_password: pulumi.Output[str] | None = None
-        self.auth_config: pulumi.Output[str] | None = None
+        self.users = pulumi.Output.from_input(args.auth.users if args.auth is not None else [])
+        self.passwords = {}
+        self.admin_password = None
+        self.auth_config = None
         if args.auth is not None:
             self._generate_credentials(name, args.auth, child)
         # The database is created at once; only the Kubernetes half waits for what the component waits for
         # (nodes, the Load Balancer Controller's webhook).
         self._k8s_options = child_options(self, opts)
-        self.uri: pulumi.Output[str] = self._server(name, args, image, self._k8s_options)
+        self.uri = self._server(name, args, image, self._k8s_options)
         self.register_outputs({"uri": self.uri, "db_endpoint": self.db_endpoint,
-                               "users": args.auth.users if args.auth is not None else []})
+                               "db_security_group_id": self.db_security_group_id,
+                               "backend_store_uri": self.backend_store_uri, "users": self.users,
+                               "passwords": self.passwords, "admin_password": self.admin_password,
+                               "auth_config": self.auth_config})
 
     def _generate_credentials(self, name: str, auth: TrackingAuth, child: pulumi.ResourceOptions) -> None:
         """Generated passwords (alphanumeric: they travel in HTTP basic auth) and MLflow's auth config file."""
@@ -487,12 +508,17 @@ class Tracking(pulumi.ComponentResource):
             lambda uri: auth_config_ini(uri, auth.admin_username, auth.credential_cache_seconds)))
 
     def client_credentials(self, identity: str, namespace: pulumi.Input[str],
-                           resource_name: str | None = None) -> pulumi.Output[str]:
+                           resource_name: str | None = None, *,
+                           opts: pulumi.ResourceOptions | None = None) -> pulumi.Output[str]:
         """A ``kubernetes.io/basic-auth`` Secret ``mlflow-<identity>`` in ``namespace`` with that MLflow identity's
         username and password, for the pods there to send (:func:`tracking_credentials_env`); returns its name.
 
         Secrets are read only from a pod's own namespace, so each client namespace gets its own copy. Pass
         ``resource_name`` when one identity is needed in several namespaces.
+
+        The Secret belongs to the caller, created with ``opts`` (give ``parent=`` your component; without a parent
+        or provider there, the Tracking's Kubernetes provider and ordering), and carries an alias to the Tracking
+        as parent, where earlier versions put it.
         """
         if self._auth is None:
             raise ValueError(f"Tracking.client_credentials({identity!r}): MLflow authentication is off "
@@ -507,9 +533,17 @@ class Tracking(pulumi.ComponentResource):
                                                         "app.kubernetes.io/component": "tracking-credentials"}),
             type="kubernetes.io/basic-auth",
             string_data={USERNAME_KEY: identity, PASSWORD_KEY: self.passwords[identity]},
-            opts=self._k8s_options,
+            opts=self._caller_owned(opts),
         )
         return secret.metadata.name
+
+    def _caller_owned(self, opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
+        inherits = opts is not None and (opts.parent is not None or opts.provider is not None or opts.providers)
+        own = pulumi.ResourceOptions(
+            provider=None if inherits else self.get_provider("kubernetes::"),
+            depends_on=None if inherits else self._k8s_options.depends_on,
+            aliases=[pulumi.Alias(parent=self)])
+        return pulumi.ResourceOptions.merge(own, opts)
 
     def _auth_objects(self, name: str, auth: TrackingAuth, namespace: pulumi.Output[str], labels: dict[str, str],
                       child: pulumi.ResourceOptions) -> _AuthPod:

@@ -31,6 +31,8 @@ from mlplat.components.validation import (
 )
 from mlplat.training.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
 
+__all__ = ["TrainingJob", "TrainingJobArgs"]
+
 ATTEMPT_ENV = "MLPLAT_ATTEMPT_ID"
 """The trainer's attempt id (``mlplat.training.lineage.ATTEMPT_ENV``; not imported: that module loads torch)."""
 JOB_NAME_ENV = "MLPLAT_JOB_NAME"
@@ -115,20 +117,20 @@ def derived_names(args: TrainingJobArgs) -> list[DerivedName]:
     return names
 
 
-def is_cuda_image(image: str) -> bool:
+def _is_cuda_image(image: str) -> bool:
     """Whether an image reference names a CUDA build by mlplat's convention (its tag ends in ``-cuda``)."""
     reference = image.split("@", 1)[0]
     tag = reference.rsplit(":", 1)[1] if ":" in reference.rsplit("/", 1)[-1] else ""
     return tag.endswith("-cuda")
 
 
-def check_gpu_image(args: TrainingJobArgs) -> None:
+def _check_gpu_image(args: TrainingJobArgs) -> None:
     """Refuse a job that requests GPUs with an image that is (or may be) CPU-only torch."""
     if not args.resources.gpus:
         return
     cuda = args.image_cuda
     if cuda is None and isinstance(args.image, str):
-        cuda = is_cuda_image(args.image)
+        cuda = _is_cuda_image(args.image)
     if cuda is None:
         raise ValueError("TrainingJobArgs.image_cuda: the job requests "
                          f"{args.resources.gpus} GPU(s) and its image is only known at deploy time; "
@@ -140,7 +142,7 @@ def check_gpu_image(args: TrainingJobArgs) -> None:
                          "index>, tag it <version>-cuda, or set image_cuda=True if it is one")
 
 
-def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
+def _pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
     """Retry spot interruptions for free, fail fast on real errors.
 
     A node drain or spot reclaim (DisruptionTarget) and the trainer's own preemption exit are ignored (the
@@ -171,7 +173,7 @@ def pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
     )
 
 
-def trainer_command(nodes: int, processes_per_node: int) -> list[str]:
+def _trainer_command(nodes: int, processes_per_node: int) -> list[str]:
     """The container command: ``mlplat train``, which starts torchrun in-process for several processes.
 
     ``mlplat train --nproc-per-node`` (not a bare ``torchrun``, which always exits 1) maps the workers'
@@ -183,7 +185,7 @@ def trainer_command(nodes: int, processes_per_node: int) -> list[str]:
     return command
 
 
-def rendezvous_env(name: str, nodes: int) -> dict[str, str]:
+def _rendezvous_env(name: str, nodes: int) -> dict[str, str]:
     """torchrun's multi-node settings (its ``PET_*`` variables): pod 0 of the Indexed Job is the master.
 
     Pods use the headless Service as their subdomain, so pod ``i`` resolves as ``<job>-<i>.<service>``;
@@ -204,8 +206,10 @@ class TrainingJob(pulumi.ComponentResource):
     and the CronJob's ``concurrencyPolicy: Forbid`` keeps two runs off that prefix at once. Multi-node runs
     use an Indexed Job with one pod per node and a headless Service for torchrun's rendezvous.
 
-    Outputs: ``job_name``.
     """
+
+    job_name: pulumi.Output[str]
+    """The Job's (or, with a schedule, the CronJob's) name."""
 
     def __init__(self, name: str, args: TrainingJobArgs | None = None, opts: pulumi.ResourceOptions | None = None,
                  **kwargs: Any) -> None:
@@ -214,7 +218,7 @@ class TrainingJob(pulumi.ComponentResource):
         multi = args.nodes > 1
         check_name("TrainingJob", name, derived_names(args), dns1035=multi,
                    why="it names the rendezvous Service" if multi else "its pods take their hostnames from it")
-        check_gpu_image(args)
+        _check_gpu_image(args)
         child = child_options(self, opts)
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "trainer"}
         sa = service_account(f"{name}-sa", name, args.namespace, args.service_account_role_arn, child)
@@ -246,7 +250,7 @@ class TrainingJob(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-        env: dict[str, pulumi.Input[str]] = {"PYTHONUNBUFFERED": "1", **rendezvous_env(name, args.nodes), **args.env}
+        env: dict[str, pulumi.Input[str]] = {"PYTHONUNBUFFERED": "1", **_rendezvous_env(name, args.nodes), **args.env}
         if args.tracking_uri is not None:
             env["MLFLOW_TRACKING_URI"] = args.tracking_uri
         node_selector, tolerations = gpu_placement(args.resources.gpus)
@@ -263,7 +267,7 @@ class TrainingJob(pulumi.ComponentResource):
                 k8s.core.v1.ContainerArgs(
                     name=CONTAINER,
                     image=args.image,
-                    command=trainer_command(args.nodes, args.processes_per_node),
+                    command=_trainer_command(args.nodes, args.processes_per_node),
                     env=[*env_vars(env), *_attempt_env(), *(_completion_index_env() if multi_node else []),
                          *(tracking_credentials_env(args.tracking_credentials_secret)
                            if args.tracking_credentials_secret is not None else [])],
@@ -295,7 +299,7 @@ class TrainingJob(pulumi.ComponentResource):
             backoff_limit=args.backoff_limit,
             active_deadline_seconds=args.active_deadline_seconds,
             ttl_seconds_after_finished=args.ttl_seconds_after_finished,
-            pod_failure_policy=pod_failure_policy(),
+            pod_failure_policy=_pod_failure_policy(),
             template=k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels), spec=pod),
         )
         metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
@@ -305,7 +309,7 @@ class TrainingJob(pulumi.ComponentResource):
             metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels,
                                                   annotations={"pulumi.com/skipAwait": "true"})
             job = k8s.batch.v1.Job(name, metadata=metadata, spec=job_spec, opts=child)
-            self.job_name: pulumi.Output[str] = job.metadata.name
+            self.job_name = job.metadata.name
         else:
             cron = k8s.batch.v1.CronJob(
                 name,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -295,3 +295,15 @@ def check_list_of_names(owner: str, field: str, value: Any) -> None:
     if isinstance(value, str | bytes):
         raise ValueError(f"{owner}.{field}={value!r}: a single string, which would be read as one name per "
                          f"letter; give a list, e.g. [{value!r}]")
+
+
+def checked_as(field: str, check: Callable[[Any], Any]) -> Callable[[Any], None]:
+    """``check`` with its :class:`InvalidValue` raised as ``<field>=<value>: <problem>`` (:meth:`InvalidValue.of`),
+    for a value checked when it is known (an Output's, by :func:`mlplat.components.options.checked_when_known`)."""
+    def named(value: Any) -> None:
+        try:
+            check(value)
+        except InvalidValue as exc:
+            raise exc.of(field) from None
+
+    return named

@@ -316,7 +316,10 @@ def test_service_account_role_helper(render_program: Callable[..., Render]) -> N
     assert "StringLike" not in stmt["Condition"]
     inline = stack.one("aws:iam/rolePolicy:RolePolicy", "c-irsa-ml-trainer")
     assert inline.inputs["role"] == trainer.id
-    assert stack.get(trainer.parent or "").type == "mlplat:cluster:Cluster"
+    # The caller's resource (no opts here: the stack's), aliased to the cluster that used to parent it.
+    assert trainer.parent is None or stack.get(trainer.parent).type == "pulumi:pulumi:Stack"
+    assert [json.loads(a)["spec"]["parentUrn"] for a in trainer.options["aliases"]] == [
+        stack.one("mlplat:cluster:Cluster").urn]
 
 
 # -- config and args ---------------------------------------------------------------------------------------

@@ -241,6 +241,90 @@ class _Client(asyncio.Protocol):
             self.on_lost()
 
 
+class _OpenLoop:
+    """The open loop's state: its result, the connection pool and the window being measured."""
+
+    def __init__(self, host: str, port: int, rate: float, duration: float, warmup: float, connections: int,
+                 timeout: float) -> None:
+        self.host, self.port, self.rate, self.connections, self.timeout = host, port, rate, connections, timeout
+        self.duration, self.warmup = duration, warmup
+        self.result = OpenLoopResult(rate)
+        self.idle: list[_Client] = []
+        self.clients: list[_Client] = []
+        self.pending: set[asyncio.Task[None]] = set()
+        self.window = (0.0, 0.0)
+
+    def in_window(self) -> bool:
+        return self.window[0] <= time.perf_counter() < self.window[1]
+
+    def on_answer(self, status: int, latency: float) -> None:
+        if self.in_window():
+            result = self.result
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status == 200:
+                result.latencies.append(latency)
+            elif status == 503:
+                result.refused_latencies.append(latency)
+
+    def on_lost(self) -> None:
+        if self.in_window():
+            self.result.errors += 1
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, client = await asyncio.wait_for(
+                loop.create_connection(lambda: _Client(self.idle, self.on_answer, self.on_lost), self.host, self.port),
+                self.timeout,
+            )
+            self.clients.append(client)
+        except (OSError, TimeoutError):
+            self.on_lost()
+
+    async def open_pool(self) -> None:
+        """Open the pool before the clock starts (at most 64 handshakes at a time)."""
+        for first in range(0, self.connections, 64):
+            await asyncio.gather(*(self.connect() for _ in range(first, min(self.connections, first + 64))))
+
+    def maintain(self, now: float) -> None:
+        """Time out silent requests and replace closed connections."""
+        self.clients[:] = [c for c in self.clients if c.transport is not None and not c.transport.is_closing()]
+        for client in self.clients:
+            if client.busy and now - client.sent_at > self.timeout:
+                client.transport.abort()  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        for _ in range(min(64, self.connections - len(self.clients) - len(self.pending))):
+            task = loop.create_task(self.connect())
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def run(self, requests: list[bytes]) -> OpenLoopResult:
+        await self.open_pool()
+        started = time.perf_counter()
+        self.window = (started + self.warmup, started + self.warmup + self.duration)
+        due_total, i, maintained = 0, 0, started
+        while (now := time.perf_counter()) < self.window[1]:
+            due = int((now - started) * self.rate) - due_total
+            due_total += due
+            counted = now >= self.window[0]
+            for _ in range(due):
+                if not self.idle:
+                    self.result.unsent += counted
+                    continue
+                self.idle.pop().send(requests[i % len(requests)], now)
+                i += 1
+                self.result.sent += counted
+            if now - maintained > 0.1:  # every 100 ms
+                maintained = now
+                self.maintain(now)
+            await asyncio.sleep(0.0005)
+        self.result.seconds = self.window[1] - self.window[0]
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.close()
+        return self.result
+
+
 async def run_open_loop(
     host: str,
     port: int,
@@ -253,74 +337,8 @@ async def run_open_loop(
     timeout: float = 10.0,
 ) -> OpenLoopResult:
     """Send `rate` requests per second for `warmup` + `duration` seconds; measure the last `duration`."""
-    loop = asyncio.get_running_loop()
     requests = encode_requests(host, port, path, bodies)
-    result = OpenLoopResult(rate)
-    idle: list[_Client] = []
-    clients: list[_Client] = []
-    started = time.perf_counter()
-    window = (started + warmup, started + warmup + duration)
-
-    def on_answer(status: int, latency: float) -> None:
-        if window[0] <= time.perf_counter() < window[1]:
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            if status == 200:
-                result.latencies.append(latency)
-            elif status == 503:
-                result.refused_latencies.append(latency)
-
-    def on_lost() -> None:
-        if window[0] <= time.perf_counter() < window[1]:
-            result.errors += 1
-
-    async def connect() -> None:
-        try:
-            _, client = await asyncio.wait_for(
-                loop.create_connection(lambda: _Client(idle, on_answer, on_lost), host, port), timeout
-            )
-            clients.append(client)
-        except (OSError, TimeoutError):
-            on_lost()
-
-    # Open the pool before the clock starts (at most 64 handshakes at a time).
-    for first in range(0, connections, 64):
-        await asyncio.gather(*(connect() for _ in range(first, min(connections, first + 64))))
-    started = time.perf_counter()
-    window = (started + warmup, started + warmup + duration)
-    due_total, i, maintained = 0, 0, started
-    pending: set[asyncio.Task[None]] = set()
-    while True:
-        now = time.perf_counter()
-        if now >= window[1]:
-            break
-        due = int((now - started) * rate) - due_total
-        for _ in range(due):
-            due_total += 1
-            counted = now >= window[0]
-            if not idle:
-                if counted:
-                    result.unsent += 1
-                continue
-            idle.pop().send(requests[i % len(requests)], now)
-            i += 1
-            if counted:
-                result.sent += 1
-        if now - maintained > 0.1:  # every 100 ms: time out silent requests, replace closed connections
-            maintained = now
-            clients[:] = [c for c in clients if c.transport is not None and not c.transport.is_closing()]
-            for client in clients:
-                if client.busy and now - client.sent_at > timeout:
-                    client.transport.abort()  # type: ignore[union-attr]
-            for _ in range(min(64, connections - len(clients) - len(pending))):
-                task = loop.create_task(connect())
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-        await asyncio.sleep(0.0005)
-    result.seconds = window[1] - window[0]
-    for client in clients:
-        if client.transport is not None:
-            client.transport.close()
-    return result
+    return await _OpenLoop(host, port, rate, duration, warmup, connections, timeout).run(requests)
 
 
 def main() -> None:

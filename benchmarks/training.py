@@ -187,7 +187,7 @@ def quartiles(values: list[float]) -> str:
 
 
 def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
-    from mlplat.training.config import parse_config
+    from mlplat.contracts.training_config import parse_config
     from mlplat.training.data import load_data
     from mlplat.training.trainer import train
 
@@ -278,8 +278,8 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
 
 
 def checkpoints(root: Path, loop_save_ms: float) -> list[str]:
+    from mlplat.contracts.training_config import ModelConfig, OptimizerConfig
     from mlplat.training.checkpoint import CheckpointManager
-    from mlplat.training.config import ModelConfig, OptimizerConfig
     from mlplat.training.models import build_model
     from mlplat.training.optim import build_optimizer
     from mlplat.training.reproducibility import capture_rng_state

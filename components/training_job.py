@@ -29,7 +29,7 @@ from mlplat.components.validation import (
     check_name,
     check_schedule,
 )
-from mlplat.training.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
+from mlplat.contracts.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
 
 __all__ = ["TrainingJob", "TrainingJobArgs"]
 

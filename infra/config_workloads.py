@@ -201,7 +201,7 @@ class ServiceConfig(_Section):
 class TrainingJobConfig(_Section):
     """One entry of ``mlplat:trainingJobs``: a ``mlplat train`` run on the cluster.
 
-    ``config`` is the trainer's own config (``mlplat.training.config``), validated here.
+    ``config`` is the trainer's own config (``mlplat.contracts.training_config``), validated here.
     """
 
     config: dict[str, Any] = Field(default_factory=dict)
@@ -215,7 +215,7 @@ class TrainingJobConfig(_Section):
     @classmethod
     def _trainer_config(cls, value: dict[str, Any]) -> dict[str, Any]:
         # The trainer's own schema (mlplat train --config), so a typo fails at preview, not in the pod.
-        from mlplat.training.config import parse_config  # pydantic only: no torch
+        from mlplat.contracts.training_config import parse_config  # pydantic only: no torch
 
         parse_config(value, source="the trainer's config (snake_case keys, as in training.yaml)")
         return value

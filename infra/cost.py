@@ -10,7 +10,7 @@ queue) are named with their list price.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -254,97 +254,124 @@ class _Pricer:
 
     def line(self, record: Mapping[str, Any]) -> CostLine | None:
         """The cost line of a record, or None when it costs nothing by itself."""
-        type_, inputs, name = record["type"], record.get("inputs") or {}, record["name"]
-        p, u, h = self.prices, self.usage, self.hours
-
-        def fixed(what: str, monthly: float) -> CostLine:
-            return CostLine(name, type_, what, monthly, monthly)
-
-        if type_ in ("eks:index:Cluster", "aws:eks/cluster:Cluster"):
-            logs = u.control_plane_log_gb if inputs.get("enabledClusterLogTypes") else 0.0
-            version = str(inputs.get("version") or "")
-            extended = bool(version) and _eks_support(version) != "standard"
-            control = p.eks_cluster_extended_support_hour if extended else p.eks_cluster_hour
-            support = f" (Kubernetes {version}: extended support)" if extended else ""
-            return fixed(f"EKS control plane{support} + {logs:g} GB control-plane logs",
-                         control * h + logs * p.cloudwatch_logs_ingest_gb)
-        if type_ in ("aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup"):
-            return self._node_group(record)
-        if type_ == "aws:ec2/instance:Instance":
-            hourly = self._ec2(str(inputs.get("instanceType")), record)
-            return None if hourly is None else fixed(f"1 x {inputs.get('instanceType')}", hourly * h)
-        if type_ == "aws:ec2/natGateway:NatGateway":
-            return fixed(f"NAT gateway + {self.nat_share:,.0f} GB processed",
-                         p.nat_gateway_hour * h + self.nat_share * p.nat_gateway_gb)
-        if type_ == "aws:ec2/eip:Eip":
-            return fixed("public IPv4 address", p.public_ipv4_hour * h)
+        type_ = record["type"]
         if _interface_endpoint(record):
-            azs = max(1, len(inputs.get("subnetIds") or []))
-            return fixed(f"interface endpoint in {azs} AZ(s) + {self.endpoint_share:,.0f} GB",
-                         p.interface_endpoint_az_hour * h * azs + self.endpoint_share * p.interface_endpoint_gb)
-        if type_ == "aws:rds/instance:Instance":
-            return self._rds(record)
-        if type_ in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
-            return fixed(f"{u.s3_stored_gb:g} GB S3 Standard (assumed)", u.s3_stored_gb * p.s3_standard_gb_month)
-        if type_ == "aws:cloudwatch/logGroup:LogGroup":
-            gb = u.log_ingest_gb_per_group
-            return fixed(f"{gb:g} GB/month ingested (assumed)",
-                         gb * (p.cloudwatch_logs_ingest_gb + p.cloudwatch_logs_storage_gb_month))
-        if type_ == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            metrics, period = _alarm_metrics(inputs)
-            high = period is not None and period < 60
-            per_metric = p.cloudwatch_alarm_high_resolution_metric_month if high else p.cloudwatch_alarm_metric_month
-            resolution = "high" if high else "standard"
-            return fixed(f"CloudWatch alarm, {metrics} metric(s), {resolution} resolution", metrics * per_metric)
-        if type_ == "aws:sns/topic:Topic":
-            self.usage_priced.append(f"{name}: SNS topic, no monthly charge; {money(p.sns_publish_million)} per "
-                                     "million publishes (plus deliveries), by usage")
+            return self._interface_endpoint_line(record)
+        if type_ == "kubernetes:networking.k8s.io/v1:Ingress":
+            return self._ingress(record) if self._is_alb_owner(record) else None
+        price = _PRICED_BY_TYPE.get(type_)
+        return None if price is None else price(self, record)
+
+    def _fixed(self, record: Mapping[str, Any], what: str, monthly: float) -> CostLine:
+        return CostLine(record["name"], record["type"], what, monthly, monthly)
+
+    def _inputs(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        return record.get("inputs") or {}
+
+    def _eks_control_plane(self, record: Mapping[str, Any]) -> CostLine:
+        inputs, p = self._inputs(record), self.prices
+        logs = self.usage.control_plane_log_gb if inputs.get("enabledClusterLogTypes") else 0.0
+        version = str(inputs.get("version") or "")
+        extended = bool(version) and _eks_support(version) != "standard"
+        control = p.eks_cluster_extended_support_hour if extended else p.eks_cluster_hour
+        support = f" (Kubernetes {version}: extended support)" if extended else ""
+        return self._fixed(record, f"EKS control plane{support} + {logs:g} GB control-plane logs",
+                           control * self.hours + logs * p.cloudwatch_logs_ingest_gb)
+
+    def _instance(self, record: Mapping[str, Any]) -> CostLine | None:
+        instance_type = self._inputs(record).get("instanceType")
+        hourly = self._ec2(str(instance_type), record)
+        return None if hourly is None else self._fixed(record, f"1 x {instance_type}", hourly * self.hours)
+
+    def _nat_gateway(self, record: Mapping[str, Any]) -> CostLine:
+        p = self.prices
+        return self._fixed(record, f"NAT gateway + {self.nat_share:,.0f} GB processed",
+                           p.nat_gateway_hour * self.hours + self.nat_share * p.nat_gateway_gb)
+
+    def _eip(self, record: Mapping[str, Any]) -> CostLine:
+        return self._fixed(record, "public IPv4 address", self.prices.public_ipv4_hour * self.hours)
+
+    def _interface_endpoint_line(self, record: Mapping[str, Any]) -> CostLine:
+        p = self.prices
+        azs = max(1, len(self._inputs(record).get("subnetIds") or []))
+        monthly = p.interface_endpoint_az_hour * self.hours * azs + self.endpoint_share * p.interface_endpoint_gb
+        return self._fixed(record, f"interface endpoint in {azs} AZ(s) + {self.endpoint_share:,.0f} GB", monthly)
+
+    def _bucket(self, record: Mapping[str, Any]) -> CostLine:
+        gb = self.usage.s3_stored_gb
+        return self._fixed(record, f"{gb:g} GB S3 Standard (assumed)", gb * self.prices.s3_standard_gb_month)
+
+    def _log_group(self, record: Mapping[str, Any]) -> CostLine:
+        p, gb = self.prices, self.usage.log_ingest_gb_per_group
+        return self._fixed(record, f"{gb:g} GB/month ingested (assumed)",
+                           gb * (p.cloudwatch_logs_ingest_gb + p.cloudwatch_logs_storage_gb_month))
+
+    def _alarm(self, record: Mapping[str, Any]) -> CostLine:
+        p = self.prices
+        metrics, period = _alarm_metrics(self._inputs(record))
+        high = period is not None and period < 60
+        per_metric = p.cloudwatch_alarm_high_resolution_metric_month if high else p.cloudwatch_alarm_metric_month
+        resolution = "high" if high else "standard"
+        return self._fixed(record, f"CloudWatch alarm, {metrics} metric(s), {resolution} resolution",
+                           metrics * per_metric)
+
+    def _sns_topic(self, record: Mapping[str, Any]) -> None:
+        self.usage_priced.append(f"{record['name']}: SNS topic, no monthly charge; "
+                                 f"{money(self.prices.sns_publish_million)} per million publishes (plus deliveries), "
+                                 "by usage")
+
+    def _sqs_queue(self, record: Mapping[str, Any]) -> None:
+        self.usage_priced.append(f"{record['name']}: SQS queue, no monthly charge; "
+                                 f"{money(self.prices.sqs_request_million)} per million requests, by usage")
+
+    def _kms_key(self, record: Mapping[str, Any]) -> CostLine:
+        return self._fixed(record, "customer-managed KMS key", self.prices.kms_key_month)
+
+    def _repository(self, record: Mapping[str, Any]) -> CostLine:
+        gb = self.usage.ecr_stored_gb_per_repository
+        return self._fixed(record, f"{gb:g} GB images (assumed)", gb * self.prices.ecr_storage_gb_month)
+
+    def _load_balancer(self, record: Mapping[str, Any]) -> CostLine:
+        p, lcu = self.prices, self.usage.load_balancer_lcu
+        return self._fixed(record, f"load balancer + {lcu:g} LCU", (p.alb_hour + lcu * p.alb_lcu_hour) * self.hours)
+
+    def _ingress(self, record: Mapping[str, Any]) -> CostLine:
+        p, lcu = self.prices, self.usage.load_balancer_lcu
+        group = _alb_group(record)
+        what = f"ALB (AWS Load Balancer Controller{', group ' + group if group else ''}) + "
+        return self._fixed(record, what + f"{lcu:g} LCU", (p.alb_hour + lcu * p.alb_lcu_hour) * self.hours)
+
+    def _release(self, record: Mapping[str, Any]) -> CostLine | None:
+        claims = list(_volume_claims(self._inputs(record).get("values")))
+        if not claims:
             return None
-        if type_ == "aws:sqs/queue:Queue":
-            self.usage_priced.append(f"{name}: SQS queue, no monthly charge; {money(p.sqs_request_million)} per "
-                                     "million requests, by usage")
-            return None
-        if type_ == "aws:kms/key:Key":
-            return fixed("customer-managed KMS key", p.kms_key_month)
-        if type_ == "aws:ecr/repository:Repository":
-            gb = u.ecr_stored_gb_per_repository
-            return fixed(f"{gb:g} GB images (assumed)", gb * p.ecr_storage_gb_month)
-        if type_ in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
-            return fixed(f"load balancer + {u.load_balancer_lcu:g} LCU",
-                         (p.alb_hour + u.load_balancer_lcu * p.alb_lcu_hour) * h)
-        if type_ == "kubernetes:networking.k8s.io/v1:Ingress" and self._is_alb_owner(record):
-            group = _alb_group(record)
-            what = f"ALB (AWS Load Balancer Controller{', group ' + group if group else ''}) + "
-            return fixed(what + f"{u.load_balancer_lcu:g} LCU", (p.alb_hour + u.load_balancer_lcu * p.alb_lcu_hour) * h)
-        if type_ == "kubernetes:helm.sh/v3:Release":
-            claims = list(_volume_claims(inputs.get("values")))
-            if not claims:
-                return None
-            parts, monthly = [], 0.0
-            for size, copies, class_name in claims:
-                volume_type = self._volume_type(record, class_name)
-                per_gb = None if volume_type is None else self._ebs(volume_type, record)
-                if volume_type is None or per_gb is None:
-                    return None  # named unpriced, whole: a chart's volumes are one line
-                parts.append(f"{copies} x {size:g} GB {volume_type}")
-                monthly += size * copies * per_gb
-            return fixed(" + ".join(parts) + " (persistent volumes in its values)", monthly)
-        if type_ == "kubernetes:core/v1:PersistentVolumeClaim":
-            spec = inputs.get("spec") or {}
-            requested = _gib(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
-            if requested is None:
-                self.skip(record, "persistent volume claim without a storage request")
-                return None
-            volume_type = self._volume_type(record, spec.get("storageClassName"))
+        parts, monthly = [], 0.0
+        for size, copies, class_name in claims:
+            volume_type = self._volume_type(record, class_name)
             per_gb = None if volume_type is None else self._ebs(volume_type, record)
-            return None if per_gb is None else fixed(f"{requested:g} GB {volume_type} persistent volume",
-                                                     requested * per_gb)
-        if type_ == "aws:ebs/volume:Volume":
-            gb = float(inputs.get("size") or 0)
-            volume_type = str(inputs.get("type") or "gp2")  # aws.ebs.Volume's documented default type
-            per_gb = self._ebs(volume_type, record)
-            return None if per_gb is None else fixed(f"{gb:g} GB {volume_type}", gb * per_gb)
-        return None
+            if volume_type is None or per_gb is None:
+                return None  # named unpriced, whole: a chart's volumes are one line
+            parts.append(f"{copies} x {size:g} GB {volume_type}")
+            monthly += size * copies * per_gb
+        return self._fixed(record, " + ".join(parts) + " (persistent volumes in its values)", monthly)
+
+    def _volume_claim(self, record: Mapping[str, Any]) -> CostLine | None:
+        spec = self._inputs(record).get("spec") or {}
+        requested = _gib(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
+        if requested is None:
+            self.skip(record, "persistent volume claim without a storage request")
+            return None
+        volume_type = self._volume_type(record, spec.get("storageClassName"))
+        per_gb = None if volume_type is None else self._ebs(volume_type, record)
+        return None if per_gb is None else self._fixed(record, f"{requested:g} GB {volume_type} persistent volume",
+                                                       requested * per_gb)
+
+    def _volume(self, record: Mapping[str, Any]) -> CostLine | None:
+        inputs = self._inputs(record)
+        gb = float(inputs.get("size") or 0)
+        volume_type = str(inputs.get("type") or "gp2")  # aws.ebs.Volume's documented default type
+        per_gb = self._ebs(volume_type, record)
+        return None if per_gb is None else self._fixed(record, f"{gb:g} GB {volume_type}", gb * per_gb)
 
     def _volume_type(self, record: Mapping[str, Any], class_name: Any) -> str | None:
         """The EBS type behind a StorageClass name (None: the default class), or None, named unpriced."""
@@ -435,6 +462,33 @@ class _Pricer:
         monthly = copies * (hourly * self.hours + storage)
         what = f"{cls}{' multi-AZ' if copies == 2 else ''}, {gb:g} GB {storage_type}"
         return CostLine(name, record["type"], what, monthly, monthly)
+
+
+_PRICED_BY_TYPE: dict[str, Callable[[_Pricer, Mapping[str, Any]], CostLine | None]] = {
+    "eks:index:Cluster": _Pricer._eks_control_plane,
+    "aws:eks/cluster:Cluster": _Pricer._eks_control_plane,
+    "aws:eks/nodeGroup:NodeGroup": _Pricer._node_group,
+    "eks:index:ManagedNodeGroup": _Pricer._node_group,
+    "aws:ec2/instance:Instance": _Pricer._instance,
+    "aws:ec2/natGateway:NatGateway": _Pricer._nat_gateway,
+    "aws:ec2/eip:Eip": _Pricer._eip,
+    "aws:rds/instance:Instance": _Pricer._rds,
+    "aws:s3/bucket:Bucket": _Pricer._bucket,
+    "aws:s3/bucketV2:BucketV2": _Pricer._bucket,
+    "aws:cloudwatch/logGroup:LogGroup": _Pricer._log_group,
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _Pricer._alarm,
+    "aws:sns/topic:Topic": _Pricer._sns_topic,
+    "aws:sqs/queue:Queue": _Pricer._sqs_queue,
+    "aws:kms/key:Key": _Pricer._kms_key,
+    "aws:ecr/repository:Repository": _Pricer._repository,
+    "aws:lb/loadBalancer:LoadBalancer": _Pricer._load_balancer,
+    "aws:alb/loadBalancer:LoadBalancer": _Pricer._load_balancer,
+    "kubernetes:helm.sh/v3:Release": _Pricer._release,
+    "kubernetes:core/v1:PersistentVolumeClaim": _Pricer._volume_claim,
+    "aws:ebs/volume:Volume": _Pricer._volume,
+}
+"""How each priced type is priced (an interface VPC endpoint and an ALB-owning Ingress are told apart by their
+inputs, in :meth:`_Pricer.line`)."""
 
 
 def _alarm_metrics(inputs: Mapping[str, Any]) -> tuple[int, int | None]:
@@ -583,14 +637,7 @@ def estimate(document: Mapping[str, Any], environment: str, table: PriceTable | 
 
 
 # Types the estimator prices (by type, or by its inputs: interface endpoints, ALB ingresses, Helm volumes).
-PRICED_TYPES = frozenset({
-    "eks:index:Cluster", "aws:eks/cluster:Cluster", "aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup",
-    "aws:ec2/instance:Instance", "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip", "aws:rds/instance:Instance",
-    "aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2", "aws:cloudwatch/logGroup:LogGroup", "aws:kms/key:Key",
-    "aws:ecr/repository:Repository", "aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer",
-    "aws:ebs/volume:Volume", "kubernetes:core/v1:PersistentVolumeClaim", "kubernetes:helm.sh/v3:Release",
-    "aws:cloudwatch/metricAlarm:MetricAlarm", "aws:sns/topic:Topic", "aws:sqs/queue:Queue",
-})
+PRICED_TYPES = frozenset(_PRICED_BY_TYPE)
 
 
 def estimate_or_unpriced(document: Mapping[str, Any], table: PriceTable | None = None) -> Estimate | None:

@@ -1,12 +1,14 @@
 """The FastAPI side of the server: health, V2 metadata, metrics and the OpenAPI docs.
 
-The inference routes are served by the dispatcher in :mod:`mlplat.serving.app`; they are added to the OpenAPI
-document here (with the request model generated from the served model's signature), so `/docs` describes the
-whole API.
+Its routes come from :data:`mlplat.serving.routes.ROUTES`: FastAPI serves the control routes; the inference routes
+are served by the dispatcher in :mod:`mlplat.serving.app` and described in the OpenAPI document from their table
+entries (with the request model generated from the served model's signature), so `/docs` describes the whole API.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from mlplat.serving.protocol import (
@@ -31,6 +34,7 @@ from mlplat.serving.protocol import (
     ReadyResponse,
     ServerMetadataResponse,
 )
+from mlplat.serving.routes import ROUTES, Route
 
 if TYPE_CHECKING:
     from mlplat.serving.app import ServingApp
@@ -54,7 +58,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build_api(server: ServingApp) -> FastAPI:
-    """The FastAPI app for `server`: control-plane routes, JSON error bodies, and the full OpenAPI schema."""
+    """The FastAPI app for `server`: the control routes of :data:`~mlplat.serving.routes.ROUTES`, JSON error bodies,
+    and the OpenAPI document of every route."""
     api = FastAPI(
         title="mlplat model server",
         version=MLPLAT_VERSION,
@@ -62,6 +67,48 @@ def build_api(server: ServingApp) -> FastAPI:
         lifespan=server.lifespan,
         redoc_url=None,
     )
+    handlers = _control_handlers(server)
+    for route in ROUTES:
+        if route.inference:
+            continue
+        response_model, responses = _DOCUMENTED[route.name]
+        api.add_api_route(
+            route.path,
+            handlers[route.name],
+            methods=[route.method],
+            name=route.name,
+            description=route.summary,
+            tags=list(route.tags),
+            response_model=response_model,
+            responses=responses,
+            response_class=Response if route.name == "metrics" else JSONResponse,
+        )
+    _error_handlers(api)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version=api.version, summary=api.summary, routes=api.routes)
+            _document_inference(schema, server.request_model or PredictRequest)
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    return api
+
+
+# Per control route (by name): its response model and the error answers it documents.
+_DOCUMENTED: dict[str, tuple[Any, dict[int | str, dict[str, Any]]]] = {
+    "live": (LiveResponse, {}),
+    "ready": (ReadyResponse, {503: {"model": ReadyResponse}}),
+    "server_metadata": (ServerMetadataResponse, {}),
+    "model_metadata": (ModelMetadataResponse, _ERRORS),
+    "model_ready": (ModelReadyResponse, _ERRORS),
+    "metrics": (None, {}),
+}
+
+
+def _control_handlers(server: ServingApp) -> dict[str, Callable[..., Awaitable[Any]]]:
+    """The FastAPI handlers of the control routes, by route name."""
 
     def model_or_404(name: str, model_version: str | None = None) -> Any:
         model = server.model
@@ -78,29 +125,18 @@ def build_api(server: ServingApp) -> FastAPI:
             )
         return model
 
-    @api.get("/v2/health/live", response_model=LiveResponse, tags=["health"])
     async def live() -> LiveResponse:
-        """Liveness: the process is up and answering."""
         return LiveResponse(live=True)
 
-    @api.get(
-        "/v2/health/ready", response_model=ReadyResponse, tags=["health"], responses={503: {"model": ReadyResponse}}
-    )
     async def ready() -> JSONResponse:
-        """Readiness: the model is loaded and the server is not shutting down (503 otherwise, saying why)."""
         if server.ready:
             return JSONResponse({"ready": True})
         return JSONResponse({"ready": False, **server.unready_reason()}, status_code=503)
 
-    @api.get("/v2", response_model=ServerMetadataResponse, tags=["v2"])
     async def server_metadata() -> ServerMetadataResponse:
-        """Server metadata (KServe V2)."""
         return ServerMetadataResponse(name="mlplat", version=MLPLAT_VERSION, extensions=[])
 
-    @api.get("/v2/models/{name}", response_model=ModelMetadataResponse, tags=["v2"], responses=_ERRORS)
-    @api.get("/v2/models/{name}/versions/{model_version}", response_model=ModelMetadataResponse, tags=["v2"])
     async def model_metadata(name: str, model_version: str | None = None) -> ModelMetadataResponse:
-        """Model metadata (KServe V2): name, version, platform and the input and output tensors."""
         model = model_or_404(name, model_version)
         tensors = []
         for spec in (model.input_spec, model.output_spec):
@@ -111,20 +147,28 @@ def build_api(server: ServingApp) -> FastAPI:
             name=model.name, versions=[model.version], platform=model.platform, inputs=tensors[0], outputs=tensors[1]
         )
 
-    @api.get("/v2/models/{name}/ready", response_model=ModelReadyResponse, tags=["v2"], responses=_ERRORS)
-    @api.get("/v2/models/{name}/versions/{model_version}/ready", response_model=ModelReadyResponse, tags=["v2"])
     async def model_ready(name: str, model_version: str | None = None) -> JSONResponse:
-        """Model readiness (KServe V2): 200 when ready, 503 otherwise (while loading, for any name: it is unknown)."""
         if server.model is not None:
             model_or_404(name, model_version)
         if server.ready:
             return JSONResponse({"name": name, "ready": True})
         return JSONResponse({"name": name, "ready": False, **server.unready_reason()}, status_code=503)
 
-    @api.get("/metrics", tags=["observability"], response_class=Response)
     async def metrics() -> Response:
-        """Prometheus metrics (text exposition format)."""
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return {
+        "live": live,
+        "ready": ready,
+        "server_metadata": server_metadata,
+        "model_metadata": model_metadata,
+        "model_ready": model_ready,
+        "metrics": metrics,
+    }
+
+
+def _error_handlers(api: FastAPI) -> None:
+    """Every error as ``{"error": ...}``, never a stack trace."""
 
     @api.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -140,51 +184,43 @@ def build_api(server: ServingApp) -> FastAPI:
     async def unexpected_error(_request: Request, _exc: Exception) -> JSONResponse:
         return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
 
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            api.openapi_schema = get_openapi(
-                title=api.title,
-                version=api.version,
-                summary=api.summary,
-                routes=[*api.routes, *_inference_doc_routes(server)],
-            )
-        return api.openapi_schema
 
-    api.openapi = openapi  # type: ignore[method-assign]
-    return api
+def _document_inference(schema: dict[str, Any], predict_body: type[BaseModel]) -> None:
+    """Add the inference routes of :data:`~mlplat.serving.routes.ROUTES` to an OpenAPI document: their request
+    bodies (``/predict``'s generated from the served model's signature), answers and errors."""
+    bodies: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+        "predict": (predict_body, PredictResponse),
+        "infer": (InferenceRequest, InferenceResponse),
+    }
+    models = {model for pair in bodies.values() for model in pair} | {ErrorResponse}
+    refs, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+    error = {"content": {"application/json": {"schema": refs[(ErrorResponse, "validation")]}}}
+    for route in ROUTES:
+        if route.inference:
+            request, answer = bodies[route.name]
+            operation = _operation(route, refs[(request, "validation")], refs[(answer, "validation")], error)
+            schema.setdefault("paths", {})[route.path] = {route.method.lower(): operation}
 
 
-def _inference_doc_routes(server: ServingApp) -> list[APIRoute]:
-    """Routes used only to describe the dispatcher's inference endpoints in the OpenAPI document."""
-    body_model: Any = server.request_model or PredictRequest
-
-    async def predict(body: PredictRequest) -> PredictResponse:
-        """Predict rows: `{"inputs": [row, ...]}` -> one prediction per row. Concurrent requests are batched."""
-        raise NotImplementedError  # documentation only: the dispatcher serves this route
-
-    # Describe the body with the model generated from the served model's signature (exact row shape and dtype).
-    predict.__annotations__ = {"body": body_model, "return": PredictResponse}
-
-    async def infer(name: str, body: InferenceRequest) -> InferenceResponse:
-        """Inference (KServe V2): one typed input tensor, data flat (row-major) or nested."""
-        raise NotImplementedError  # documentation only: the dispatcher serves this route
-
-    responses = {**_ERRORS}
-    return [
-        APIRoute(
-            "/predict",
-            predict,
-            methods=["POST"],
-            response_model=PredictResponse,
-            responses=responses,
-            tags=["inference"],
-        ),
-        APIRoute(
-            "/v2/models/{name}/infer",
-            infer,
-            methods=["POST"],
-            response_model=InferenceResponse,
-            responses=responses,
-            tags=["v2", "inference"],
-        ),
-    ]
+def _operation(route: Route, request: dict[str, Any], answer: dict[str, Any], error: dict[str, Any]) -> dict[str, Any]:
+    """One inference route's OpenAPI operation."""
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}}}
+    responses.update({str(status): {"description": doc["description"], **error} for status, doc in _ERRORS.items()})
+    path_id = re.sub(r"\W+", "_", route.path).strip("_")
+    operation: dict[str, Any] = {
+        "tags": list(route.tags),
+        "summary": route.name.replace("_", " ").capitalize(),
+        "description": route.summary,
+        "operationId": f"{route.name}_{route.method.lower()}_{path_id}",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": responses,
+    }
+    parameters = re.findall(r"\{(\w+)\}", route.path)
+    if parameters:
+        operation["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in parameters
+        ]
+    return operation

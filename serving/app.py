@@ -56,6 +56,7 @@ from mlplat.serving.logs import request_id_var
 from mlplat.serving.metrics import ServingMetrics
 from mlplat.serving.model import LoadedModel, load_model, select_device
 from mlplat.serving.redaction import redact
+from mlplat.serving.routes import INFER, PREDICT, PUBLIC_PATHS, inference_route
 from mlplat.serving.schema import (
     InputError,
     PredictDecoder,
@@ -74,8 +75,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
-_INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _JSON = (b"content-type", b"application/json")
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -86,8 +85,8 @@ DISCONNECT_WATCH_AFTER_S = 0.02
 DUE_FRACTION = 0.9
 # HTTP status for "the client went away before we answered" (nginx's convention); it is only ever a metric label.
 CLIENT_CLOSED = 499
-PREDICT_ROUTE = "/predict"
-INFER_ROUTE = "/v2/models/{name}/infer"
+PREDICT_ROUTE = PREDICT.label
+INFER_ROUTE = INFER.label
 
 
 class HTTPError(Exception):
@@ -435,11 +434,8 @@ class ServingApp:
     @staticmethod
     def route_label(path: str) -> str:
         """The metrics label of an inference route; "other" for the rest (FastAPI's template replaces it)."""
-        if path == "/predict":
-            return PREDICT_ROUTE
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
-            return INFER_ROUTE
-        return "other"
+        found = inference_route(path)
+        return found[0].label if found is not None else "other"
 
     def check_access(self, head: RequestHead) -> None:
         """The rules of every route: the API key (401) and the declared body size (413)."""
@@ -457,8 +453,9 @@ class ServingApp:
         answered in time (503), it names the served model (404), its declared body fits the model's rows (413)."""
         model = self._served_model(head)
         if head.route == INFER_ROUTE:
-            match = _INFER_PATH.match(head.path)
-            if match is None or match["name"] != model.name or match["version"] not in (None, model.version):
+            found = inference_route(head.path)
+            params = found[1] if found is not None else {}
+            if params.get("name") != model.name or params.get("model_version") not in (None, model.version):
                 raise HTTPError(
                     404, f"no such model; this server serves model {model.name!r} version {model.version!r}"
                 )

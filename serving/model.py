@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlplat.serving.drift import ReferenceStats
+from mlplat.contracts.reference_stats import LOCATIONS, ReferenceStats
 from mlplat.serving.redaction import redact
 from mlplat.serving.schema import TensorSpec
 from mlplat.serving.settings import MODELS_URI, ServingSettings
 
 logger = logging.getLogger("mlplat.serving")
 
-REFERENCE_STATS_FILES = ("reference_stats.json", "extra_files/reference_stats.json")
+REFERENCE_STATS_FILES = LOCATIONS
 
 
 class ModelLoadError(RuntimeError):

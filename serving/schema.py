@@ -257,8 +257,26 @@ def v2_input_to_array(given: V2Input, spec: TensorSpec | None, max_rows: int) ->
     The declared shape and the raw size are checked before `data` is parsed, so an oversized tensor costs no
     parsing; `data` is then parsed strictly for its datatype.
     """
+    where = f"input {given.name!r}"
+    _check_declared(given, spec, max_rows, where)
+    shape, dtype = given.shape, V2_DATATYPES[given.datatype]
+    count = math.prod(shape)
+    if len(given.data) > BODY_OVERHEAD_BYTES + count * MAX_BYTES_PER_VALUE:
+        raise InputError(f"{where}: data is far larger than shape {list(shape)} needs ({len(given.data)} bytes)")
+    array = _v2_values(given, dtype, where)
+    if array.size != count:
+        raise InputError(f"{where}: shape {list(shape)} needs {count} values, data has {array.size}")
+    if array.ndim > 1 and tuple(array.shape) != tuple(shape):
+        raise InputError(f"{where}: nested data has shape {list(array.shape)}, declared shape is {list(shape)}")
+    array = array.reshape(shape)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"{where}: values overflow {given.datatype} (finite numbers only)")
+    return array
+
+
+def _check_declared(given: V2Input, spec: TensorSpec | None, max_rows: int, where: str) -> None:
+    """What the input declares (name, datatype, shape) against the model's spec and the row limit."""
     name, datatype, shape = given.name, given.datatype, given.shape
-    where = f"input {name!r}"
     if spec is not None:
         if spec.name and name != spec.name:
             raise InputError(f"{where}: unknown input name; the model's input is {spec.name!r}")
@@ -272,37 +290,27 @@ def v2_input_to_array(given: V2Input, spec: TensorSpec | None, max_rows: int) ->
         raise InputError(f"the batch dimension must be 1 to {max_rows} rows, got {shape[0]}")
     if spec is not None:
         spec.check_row_shape(shape[1:])
-    count = math.prod(shape)
-    raw = given.data
-    if len(raw) > BODY_OVERHEAD_BYTES + count * MAX_BYTES_PER_VALUE:
-        raise InputError(f"{where}: data is far larger than shape {list(shape)} needs ({len(raw)} bytes)")
-    dtype = V2_DATATYPES[datatype]
-    decoder = _data_decoder(dtype.kind, 1)
+
+
+def _v2_values(given: V2Input, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """`data` parsed strictly for its datatype (flat, else nested as deep as the shape), as an array."""
     try:
-        values = decoder.decode(raw)
+        values = _data_decoder(dtype.kind, 1).decode(given.data)
     except msgspec.ValidationError:
         try:
-            values = _data_decoder(dtype.kind, len(shape)).decode(raw)
+            values = _data_decoder(dtype.kind, len(given.shape)).decode(given.data)
         except msgspec.ValidationError as exc:
             what = {"b": "true or false", "i": "integers", "u": "integers", "f": "numbers"}[dtype.kind]
-            raise InputError(f"{where}: data must hold {what} for {datatype} ({exc})") from None
+            raise InputError(f"{where}: data must hold {what} for {given.datatype} ({exc})") from None
     except msgspec.DecodeError as exc:
         raise InputError(f"{where}: data is not valid JSON ({exc})") from None
     try:
-        with np.errstate(over="ignore"):  # float overflow becomes inf, refused below
-            array = np.asarray(values, dtype=dtype)
+        with np.errstate(over="ignore"):  # float overflow becomes inf, refused by the caller
+            return np.asarray(values, dtype=dtype)
     except OverflowError:
-        raise InputError(f"{where}: values are out of range for {datatype}") from None
+        raise InputError(f"{where}: values are out of range for {given.datatype}") from None
     except ValueError as exc:
         raise InputError(f"{where}: data is ragged: {exc}") from None
-    if array.size != count:
-        raise InputError(f"{where}: shape {list(shape)} needs {count} values, data has {array.size}")
-    if array.ndim > 1 and tuple(array.shape) != tuple(shape):
-        raise InputError(f"{where}: nested data has shape {list(array.shape)}, declared shape is {list(shape)}")
-    array = array.reshape(shape)
-    if dtype.kind == "f" and not np.isfinite(array).all():
-        raise InputError(f"{where}: values overflow {datatype} (finite numbers only)")
-    return array
 
 
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:

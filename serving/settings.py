@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mlplat.contracts.serving_env import PREFIX
 from mlplat.serving.redaction import redact
 
-ENV_PREFIX = "MLPLAT_SERVING_"
+ENV_PREFIX = PREFIX
 # models:/<name>, models:/<name>@<alias>, models:/<name>/<version>
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 _RUNS_URI = re.compile(r"^runs:/[^/]+/.+")

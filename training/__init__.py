@@ -1,13 +1,13 @@
 """mlplat.training: the torch trainer with MLflow tracking and spot-safe checkpoints.
 
-This module stays light (no torch, no mlflow) so that the Pulumi components can import the exit-code
-contract, e.g. ``from mlplat.training import EXIT_PREEMPTED`` for the TrainingJob's podFailurePolicy.
-The trainer itself is :func:`mlplat.training.trainer.train`; the CLI is ``mlplat train``.
+The exit codes are re-exported here for the trainer's callers; their home is :mod:`mlplat.contracts.exit_codes`
+(the Pulumi components read them from there, never from this package). The trainer itself is
+:func:`mlplat.training.trainer.train`; the CLI is ``mlplat train``.
 """
 
 from __future__ import annotations
 
-from mlplat.training.exit_codes import (
+from mlplat.contracts.exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_DATA_INVALID,
     EXIT_DIVERGED,

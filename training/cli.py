@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Training config (YAML); see mlplat.training.config.")
+    Path, typer.Option("--config", "-c", help="Training config (YAML); see mlplat.contracts.training_config.")
 ]
 SetOption = Annotated[
     list[str] | None,

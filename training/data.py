@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from mlplat.training.config import ConfigError, DataConfig, load_callable
+from mlplat.contracts.training_config import ConfigError, DataConfig, load_callable
 
 
 @dataclass(frozen=True)

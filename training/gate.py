@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel
 from torch import nn
 
-from mlplat.training.config import GateConfig
+from mlplat.contracts.training_config import GateConfig
 
 GATE_METRICS = ("accuracy", "macro_f1")
 

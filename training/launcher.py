@@ -18,7 +18,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlplat.training.exit_codes import EXIT_PREEMPTED
+from mlplat.contracts.exit_codes import EXIT_PREEMPTED
 
 log = logging.getLogger("mlplat.training")
 # Workers that were still running when a sibling stopped get these signals from torchrun.

@@ -29,16 +29,13 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from mlplat.training.config import ConfigError
+from mlplat.contracts.training_config import ConfigError
+from mlplat.contracts.training_env import ATTEMPT_ENV, JOB_NAME_ENV
 from mlplat.training.faults import RetryPolicy, retry_call
 from mlplat.training.storage import ByteStore, ObjectMissing
 
 log = logging.getLogger("mlplat.training")
 
-ATTEMPT_ENV = "MLPLAT_ATTEMPT_ID"
-"""The attempt id: the TrainingJob sets it from the pod's ``batch.kubernetes.io/controller-uid`` label."""
-JOB_NAME_ENV = "MLPLAT_JOB_NAME"
-"""The Job's name (``batch.kubernetes.io/job-name``), logged as a tag for people; the id decides."""
 RECORD_NAME = "attempt.json"
 RECORD_FORMAT = 1
 Status = Literal["running", "finished", "failed"]

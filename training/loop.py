@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Dataset, DistributedSampler
 
+from mlplat.contracts.training_config import TrainingConfig
 from mlplat.training.checkpoint import CheckpointManager
-from mlplat.training.config import TrainingConfig
 from mlplat.training.data import DataSplits
 from mlplat.training.distributed import (
     DistributedContext,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mlplat.training.config import ConfigError, ModelConfig, load_callable
+from mlplat.contracts.training_config import ConfigError, ModelConfig, load_callable
 
 
 def build_mlp(input_dim: int, num_classes: int, hidden_sizes: list[int], dropout: float) -> nn.Sequential:

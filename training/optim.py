@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from mlplat.training.config import OptimizerConfig, ScheduleConfig
+from mlplat.contracts.training_config import OptimizerConfig, ScheduleConfig
 
 
 def build_optimizer(config: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -3,7 +3,7 @@
 Kubernetes sends SIGTERM when a spot node is reclaimed or a pod is evicted, then SIGKILL after the grace
 period. The handler only sets a flag (nothing else is safe inside a signal handler); the training loop
 checks it after every step, writes a checkpoint and exits with
-:data:`~mlplat.training.exit_codes.EXIT_PREEMPTED`.
+:data:`~mlplat.contracts.exit_codes.EXIT_PREEMPTED`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The registered model is an ``mlflow.pytorch`` model (a torch.export program by d
 server loads without trusting pickles) with a float32 tensor signature, an input example,
 explicit pip requirements (no slow environment inference) and ``reference_stats.json`` at the top of its
 model directory: the training features' statistics that the model server's drift monitor compares
-live traffic against (``mlplat.serving.drift.compute_reference_stats``).
+live traffic against (:mod:`mlplat.training.reference_stats`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
+from mlplat.contracts.reference_stats import FILE_NAME
+
 log = logging.getLogger(__name__)
 
-REFERENCE_STATS_FILE = "reference_stats.json"
+REFERENCE_STATS_FILE = FILE_NAME
 
 
 class RegistryError(RuntimeError):
@@ -58,7 +60,7 @@ class _PytorchWithReferenceStats:
 
 def reference_stats_json(x_train: NDArray[Any], feature_names: Sequence[str] | None = None) -> str:
     """The serving drift monitor's reference statistics of the training features, as JSON."""
-    from mlplat.serving.drift import compute_reference_stats
+    from mlplat.training.reference_stats import compute_reference_stats
 
     return compute_reference_stats(np.asarray(x_train, dtype=np.float32), feature_names).model_dump_json()
 
@@ -68,14 +70,14 @@ EXAMPLE_ROWS = 5
 
 
 def check_exportable(model: nn.Module, x_train: NDArray[Any]) -> None:
-    """Raise :class:`~mlplat.training.config.ConfigError` if torch.export cannot trace ``model``.
+    """Raise :class:`~mlplat.contracts.training_config.ConfigError` if torch.export cannot trace ``model``.
 
     The trainer calls this before training when the model will be registered as ``pt2``, so an untraceable
     model (data-dependent Python control flow in ``forward``) fails in seconds, not after the whole job.
     """
     import torch
 
-    from mlplat.training.config import ConfigError
+    from mlplat.contracts.training_config import ConfigError
 
     sample = torch.as_tensor(np.ascontiguousarray(x_train[:EXAMPLE_ROWS], dtype=np.float32))
     try:
@@ -166,7 +168,7 @@ def promote(name: str, from_alias: str, to_alias: str, tracking_uri: str | None 
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from mlplat.training.config import check_alias
+    from mlplat.contracts.training_config import check_alias
     from mlplat.training.tracking import resolve_tracking_uri
 
     for alias in (from_alias, to_alias):

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlplat.training.config import ConfigError, load_config
-from mlplat.training.exit_codes import (
+from mlplat.contracts.exit_codes import (
     EXIT_CONFIG_INVALID,
     EXIT_DATA_INVALID,
     EXIT_DIVERGED,
@@ -17,6 +16,7 @@ from mlplat.training.exit_codes import (
     EXIT_OK,
     EXIT_PREEMPTED,
 )
+from mlplat.contracts.training_config import ConfigError, load_config
 
 log = logging.getLogger("mlplat.training")
 
@@ -33,7 +33,7 @@ def configure_logging(rank: int) -> None:
 
 
 def run_training(config_path: str | Path, overrides: Sequence[str] = ()) -> int:
-    """Load the config, train, and return an exit code from :mod:`mlplat.training.exit_codes`."""
+    """Load the config, train, and return an exit code from :mod:`mlplat.contracts.exit_codes`."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The trainer retries the tracking server itself, with backoff in a budget (retry.*): MLflow's own retries
     # (7 by default, minutes of backoff per call) would stall the loop and blur that budget.

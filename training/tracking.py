@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from mlplat.training.config import TrackingConfig
+from mlplat.contracts.training_config import TrackingConfig
 from mlplat.training.faults import RetryPolicy, TransientFault, is_transient, retry_call
 
 log = logging.getLogger("mlplat.training")

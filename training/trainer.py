@@ -5,7 +5,7 @@ checkpoints and registers. It raises :class:`~mlplat.training.validation.DataVal
 :class:`~mlplat.training.loop.Preempted` (SIGTERM, or a transient fault past its retry budget),
 :class:`~mlplat.training.loop.NonFiniteLoss`, :class:`~mlplat.training.lineage.LineageMismatch`,
 :class:`~mlplat.training.faults.TransientFault` or :class:`GateRejected` for the outcomes the CLI turns
-into exit codes (see :mod:`mlplat.training.exit_codes`). Which checkpoints a run may resume is decided by
+into exit codes (see :mod:`mlplat.contracts.exit_codes`). Which checkpoints a run may resume is decided by
 :mod:`mlplat.training.lineage`.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mlplat.contracts.training_config import TrainingConfig
 from mlplat.training.checkpoint import CheckpointManager
-from mlplat.training.config import TrainingConfig
 from mlplat.training.data import DataSplits, load_data
 from mlplat.training.distributed import (
     DistributedContext,

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
-from mlplat.training.config import DataValidationConfig
+from mlplat.contracts.training_config import DataValidationConfig
 from mlplat.training.data import DataSplits
 
 

@@ -14,7 +14,7 @@ from mlplat.components.pods import Resources
 from mlplat.components.tracking import Tracking, TrackingArgs
 from mlplat.components.training_job import TrainingJob, TrainingJobArgs
 from mlplat.infra.engine import Render
-from mlplat.training.exit_codes import EXIT_PREEMPTED
+from mlplat.contracts.exit_codes import EXIT_PREEMPTED
 
 Jobs = Callable[..., Render]
 PodOf = Callable[[dict], dict]

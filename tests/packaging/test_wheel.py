@@ -38,11 +38,13 @@ EXAMPLE = REPO_ROOT / "examples" / "team-stack"
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
 
-PACKAGE_FOLDERS = {"components": "mlplat.components", "infra": "mlplat.infra", "serving": "mlplat.serving",
-                   "training": "mlplat.training"}
+PACKAGE_FOLDERS = {"contracts": "mlplat.contracts", "components": "mlplat.components", "infra": "mlplat.infra",
+                   "serving": "mlplat.serving", "training": "mlplat.training"}
 """The source folders and the import packages they become (pyproject's package-dir)."""
 
 REQUIRED_IN_WHEEL = [
+    "mlplat/contracts/__init__.py",
+    "mlplat/contracts/training_config.py",
     "mlplat/components/__init__.py",
     "mlplat/components/network.py",
     "mlplat/components/dashboards/model-service.json",

@@ -26,9 +26,9 @@ import uvicorn
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlplat.serving.app import ServingApp
-from mlplat.serving.drift import compute_reference_stats
 from mlplat.serving.model import LoadedModel
 from mlplat.serving.schema import TensorSpec
+from mlplat.training.reference_stats import compute_reference_stats
 
 FEATURES, CLASSES = 8, 3
 

@@ -312,3 +312,23 @@ def test_requests_beyond_the_queue_never_block_the_event_loop(serve: Any) -> Non
         worker.join()
     assert health.status_code == 200
     assert elapsed < 0.3
+
+
+def test_every_route_comes_from_the_one_table(mlp_server: LiveServer) -> None:
+    # The table is the only declaration: FastAPI serves exactly its control routes, the OpenAPI document lists
+    # every route with its method, and what needs no API key is what the table marks public (the contracts' paths).
+    from fastapi.routing import APIRoute
+
+    from mlplat.contracts import http
+    from mlplat.serving.routes import PUBLIC_PATHS, ROUTES
+
+    with mlp_server.client() as client:
+        schema = client.get("/openapi.json").json()
+    served = {(next(iter(r.methods)), r.path) for r in mlp_server.app.api.routes if isinstance(r, APIRoute)}
+    assert served == {(r.method, r.path) for r in ROUTES if not r.inference}
+    for route in ROUTES:
+        assert route.method.lower() in schema["paths"][route.path], route
+    assert schema["paths"]["/v2/models/{name}/versions/{model_version}/infer"]["post"]["parameters"][1]["name"] == (
+        "model_version"
+    )
+    assert PUBLIC_PATHS == http.PUBLIC_PATHS

@@ -11,13 +11,9 @@ import pytest
 from pydantic import ValidationError
 from serving_support import FEATURES, make_mlp, save_mlflow_model, training_inputs
 
-from mlplat.serving.drift import (
-    DriftMonitor,
-    FeatureReference,
-    ReferenceStats,
-    compute_reference_stats,
-    population_stability_index,
-)
+from mlplat.contracts.reference_stats import FeatureReference, ReferenceStats
+from mlplat.serving.drift import DriftMonitor, population_stability_index
+from mlplat.training.reference_stats import compute_reference_stats
 
 
 def test_reference_stats_bin_the_training_data_into_deciles() -> None:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mlplat.contracts import serving_env
 from mlplat.infra.cli import app as mlplat_cli
-from mlplat.serving.settings import SettingsError, load_settings
+from mlplat.serving.settings import ServingSettings, SettingsError, load_settings
 
 
 def test_settings_come_from_mlplat_serving_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,3 +139,11 @@ def test_load_retry_settings_have_safe_defaults_and_are_checked(monkeypatch: pyt
     monkeypatch.setenv("MLPLAT_SERVING_LOAD_RETRY_JITTER", "1.5")
     with pytest.raises(SettingsError, match="MLPLAT_SERVING_LOAD_RETRY_JITTER: Input should be less than or equal"):
         load_settings(model_uri="/m")
+
+
+def test_the_contracts_name_every_setting_of_the_server_and_refuse_others() -> None:
+    # Components set MLPLAT_SERVING_* through mlplat.contracts.serving_env: the list there is the settings model's.
+    assert set(ServingSettings.model_fields) == serving_env.SETTINGS
+    assert serving_env.serving_env("keepalive_timeout_s") == "MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S"
+    with pytest.raises(KeyError, match="'keep_alive_timeout_s' is not a setting of the model server"):
+        serving_env.serving_env("keep_alive_timeout_s")

@@ -12,8 +12,8 @@ import boto3
 import pytest
 import torch
 
+from mlplat.contracts.training_config import parse_config
 from mlplat.training.checkpoint import CheckpointManager, checkpoint_names
-from mlplat.training.config import parse_config
 from mlplat.training.reproducibility import capture_rng_state
 from mlplat.training.storage import ByteStore, LocalStore, S3Store, open_store
 from mlplat.training.trainer import train

@@ -8,9 +8,9 @@ import pytest
 from training_helpers import write_config
 from typer.testing import CliRunner
 
+from mlplat.contracts.training_config import ConfigError, load_config, parse_config
 from mlplat.infra.cli import app
 from mlplat.training import EXIT_CONFIG_INVALID
-from mlplat.training.config import ConfigError, load_config, parse_config
 
 
 def problems_of(raw: object, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -45,7 +45,7 @@ def test_fingerprint_ignores_where_things_are_stored_but_not_what_is_trained() -
 
 def test_unknown_key_is_named() -> None:
     assert problems_of({"optimizer": {"learning_rate": 0.1}}) == [
-        "optimizer.learning_rate: unknown key (check the spelling; see mlplat.training.config for the fields)"
+        "optimizer.learning_rate: unknown key (check the spelling; see mlplat.contracts.training_config for the fields)"
     ]
 
 

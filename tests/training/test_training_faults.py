@@ -19,10 +19,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED, TEMPORARILY_UNAVAILABLE
 from training_helpers import resume_config, start_trainer, wait_for_checkpoint, write_config
 
+from mlplat.contracts.training_config import ConfigError, GateConfig, parse_config
 from mlplat.infra.local_services import MlflowServer
 from mlplat.training import EXIT_PREEMPTED
 from mlplat.training.checkpoint import CheckpointManager, checkpoint_names
-from mlplat.training.config import ConfigError, GateConfig, parse_config
 from mlplat.training.faults import RetryPolicy, TransientFault, is_transient, retry_call
 from mlplat.training.gate import decide
 from mlplat.training.lineage import ATTEMPT_ENV

@@ -16,9 +16,9 @@ import torch
 from training_builders import write_blobs
 from training_helpers import load_final_weights, write_config
 
+from mlplat.contracts.training_config import parse_config
 from mlplat.training import EXIT_CONFIG_INVALID, EXIT_DIVERGED
 from mlplat.training.checkpoint import checkpoint_names
-from mlplat.training.config import parse_config
 from mlplat.training.lineage import ATTEMPT_ENV, LineageMismatch
 from mlplat.training.loop import Preempted
 from mlplat.training.progress import NullProgress

@@ -25,9 +25,9 @@ from training_helpers import (
     write_config,
 )
 
+from mlplat.contracts.training_config import parse_config
 from mlplat.training import EXIT_PREEMPTED
 from mlplat.training.checkpoint import checkpoint_names
-from mlplat.training.config import parse_config
 from mlplat.training.trainer import TrainingResult, train
 
 

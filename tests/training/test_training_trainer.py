@@ -19,10 +19,10 @@ from mlflow.models import Model
 from training_helpers import write_config
 from typer.testing import CliRunner
 
+from mlplat.contracts.reference_stats import ReferenceStats
+from mlplat.contracts.training_config import parse_config
 from mlplat.infra.cli import app
-from mlplat.serving.drift import ReferenceStats
 from mlplat.training import EXIT_GATE_REJECTED
-from mlplat.training.config import parse_config
 from mlplat.training.data import load_data
 from mlplat.training.gate import GateDecision
 from mlplat.training.loop import NonFiniteLoss, Preempted
@@ -147,7 +147,7 @@ def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
 def test_a_model_torch_export_cannot_trace_fails_before_training_when_pt2_is_asked_for(
     make_config: Callable[..., dict[str, Any]]
 ) -> None:
-    from mlplat.training.config import ConfigError
+    from mlplat.contracts.training_config import ConfigError
 
     config = parse_config(make_config(model={"source": "training_builders:data_dependent"},
                                       registry={"model_name": "branchy"}))
@@ -222,7 +222,7 @@ def test_rerunning_a_finished_job_trains_a_fresh_attempt_and_registers_again(
 def test_a_model_builder_rejecting_its_options_is_a_config_error_and_fails_the_run(
     make_config: Callable[..., dict[str, Any]],
 ) -> None:
-    from mlplat.training.config import ConfigError
+    from mlplat.contracts.training_config import ConfigError
 
     config = parse_config(make_config(model={"source": "training_builders:tiny_linear", "options": {"width": 3}}))
     with pytest.raises(ConfigError, match=r"model.options: training_builders:tiny_linear rejected them: .*width"):

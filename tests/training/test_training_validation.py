@@ -13,8 +13,8 @@ import mlflow
 import pytest
 from training_helpers import write_config
 
+from mlplat.contracts.training_config import DataConfig, DataValidationConfig, parse_config
 from mlplat.training import EXIT_DATA_INVALID
-from mlplat.training.config import DataConfig, DataValidationConfig, parse_config
 from mlplat.training.data import load_data
 from mlplat.training.runner import run_training
 from mlplat.training.trainer import train
@@ -103,7 +103,7 @@ def test_cli_exit_code_for_bad_data(tmp_path: Path, make_config: Callable[..., d
 
 
 def test_a_custom_builder_returning_the_wrong_type_is_a_config_error() -> None:
-    from mlplat.training.config import ConfigError
+    from mlplat.contracts.training_config import ConfigError
 
     with pytest.raises(ConfigError, match="returned ndarray; expected"):
         load_data(DataConfig(source="numpy:zeros", options={"shape": 3}), seed=0)

@@ -313,7 +313,7 @@ def _format_errors(error: ValidationError) -> list[str]:
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see mlplat.training.config for the fields)"
+            message = "unknown key (check the spelling; see mlplat.contracts.training_config for the fields)"
         got = "" if item["type"] in ("missing", "extra_forbidden") else f" (got {item['input']!r})"
         problems.append(f"{where}: {message}{got}")
     return problems

@@ -11,8 +11,12 @@ The providers' Pulumi schemas do not publish this for the types mlplat uses (bri
   ``python scripts/replacements_from_upstream.py DIR --tag <upstream tag> --write``. An entry whose stored source
   is older than the installed SDK says so in ``source_lacks_sdk_inputs`` (inputs added upstream since, which may
   be ForceNew there): re-read a newer file for it when one can be had.
-* the other entries (the remaining ``aws:`` ones, ``eks:``, ``kubernetes:``, ``random:`` and the provider rows) are
-  kept by hand, each citing its source.
+  Every ``aws:`` entry is derived; the stored upstream versions differ in age (some predate the ``@SDKResource``
+  annotations, and such a file is read whole), so check ``source_lacks_sdk_inputs`` after a regeneration.
+* the other entries (``eks:``, ``kubernetes:``, ``random:`` and the provider rows) are kept by hand, each citing its
+  source. pulumi-kubernetes decides in code: a ConfigMap's ``data``/``binaryData`` and a Secret's
+  ``data``/``stringData``/``type`` replace it because mlplat's provider sets neither ``enableConfigMapMutable`` nor
+  ``enableSecretMutable``; setting either there means removing the entry here.
 
 ``pinned`` records the SDK versions the table was checked against and ``upstream`` the upstream versions; tests
 compare them with the installed ones, so an SDK upgrade asks for a re-check (and a regeneration).

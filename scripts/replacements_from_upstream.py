@@ -12,7 +12,7 @@ What counts as "forces replacement":
   path, ``vpc_config.subnet_ids`` -> ``vpcConfig.subnetIds``);
 * plugin-framework schemas: an attribute or block whose plan modifiers include ``RequiresReplace()`` (also
   ``RequiresReplaceIfConfigured()``, which replaces whenever the configured value changes);
-* conditional replacement (``customdiff.ForceNewIf*``, ``d.ForceNew(...)`` in CustomizeDiff,
+* conditional replacement (``customdiff.ForceNewIf*``, ``d.ForceNew(...)``/``diff.ForceNew(...)`` in CustomizeDiff,
   ``RequiresReplaceIf(...)``) is listed apart, in ``replace_on_change_conditional``: the diff does not assume it.
 
 Usage::
@@ -201,12 +201,20 @@ def parse_schema_map(body: str, consts: dict[str, str], prefix: str, out: Extrac
             parse_schema_map(nested, consts, f"{path}.", out)
 
 
+ANNOTATION = re.compile(r"@(?:SDK|Framework)(?:Resource|DataSource)\(")
+
+
 def resource_block(text: str, tf_type: str) -> str:
-    """The source of the resource registered as ``tf_type`` (from its annotation to the next one)."""
+    """The source of the resource registered as ``tf_type`` (from its annotation to the next one).
+
+    A file from before the annotations (2023) that annotates nothing is taken whole: such a file defines one resource.
+    """
     m = re.search(rf'@(?:SDK|Framework)Resource\("{re.escape(tf_type)}"', text)
+    if not m and not ANNOTATION.search(text):
+        return text
     if not m:
         raise ValueError(f"no @SDKResource/@FrameworkResource annotation for {tf_type}")
-    nxt = re.search(r"@(?:SDK|Framework)(?:Resource|DataSource)\(", text[m.end():])
+    nxt = ANNOTATION.search(text[m.end():])
     return text[m.start(): m.end() + nxt.start()] if nxt else text[m.start():]
 
 
@@ -229,9 +237,11 @@ def extract(go_source: str, tf_type: str, consts: dict[str, str] | None = None) 
     for m in re.finditer(r"customdiff\.ForceNewIf(?:Change)?\(\s*(\"[^\"]+\"|names\.Attr\w+)", block):
         arg = m.group(1)
         out.conditional.append(arg.strip('"') if arg.startswith('"') else attr_name_from_const(arg, consts))
-    for m in re.finditer(r"\bd\.ForceNew\(\s*(\"[^\"]+\"|names\.Attr\w+)", block):
+    # `d.ForceNew("x")`, `diff.ForceNew(...)`, `rd.ForceNew("a.0.b")` in a CustomizeDiff; list indices dropped.
+    for m in re.finditer(r"\b\w+\.ForceNew\(\s*(\"[^\"]+\"|names\.Attr\w+)", block):
         arg = m.group(1)
-        out.conditional.append(arg.strip('"') if arg.startswith('"') else attr_name_from_const(arg, consts))
+        name = arg.strip('"') if arg.startswith('"') else attr_name_from_const(arg, consts)
+        out.conditional.append(re.sub(r"\.\d+(?=\.|$)", "", name))
     out.force_new = sorted(dict.fromkeys(out.force_new))
     out.conditional = sorted(p for p in dict.fromkeys(out.conditional) if p not in out.force_new)
     out.top_level = sorted(dict.fromkeys(out.top_level))

@@ -115,7 +115,9 @@ def test_unprotecting_is_reported_as_an_option_change(rendered: Callable[..., di
     ("aws:rds/instance:Instance", "engine", True),
     ("aws:rds/instance:Instance", "identifier", True),
     ("aws:rds/instance:Instance", "instanceClass", False),
-    ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[1]", True),
+    # regenerated from aws_eks_cluster: subnets are updated in place (UpdateClusterConfig), a new role replaces
+    ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[1]", False),
+    ("aws:eks/cluster:Cluster", "roleArn", True),
     ("aws:eks/cluster:Cluster", "vpcConfig.endpointPublicAccess", False),
     # regenerated from aws_eks_node_group: a new launch template replaces the group, a new version updates it
     ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.id", True),
@@ -123,6 +125,10 @@ def test_unprotecting_is_reported_as_an_option_change(rendered: Callable[..., di
     ("eks:index:Cluster", "privateSubnetIds", True),
     ("kubernetes:apps/v1:Deployment", "metadata.name", True),
     ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
+    # the provider sets neither enableConfigMapMutable nor enableSecretMutable: new contents replace the object
+    ("kubernetes:core/v1:Secret", "stringData.password", True),
+    ("kubernetes:core/v1:ConfigMap", "data", True),
+    ("kubernetes:core/v1:ConfigMap", "metadata.labels", False),
     ("pulumi:providers:aws", "region", True),
     ("aws:ec2/vpc:Vpc", "cidrBlockSuffix", False),  # a prefix match must stop at a path boundary
 ])
@@ -385,6 +391,38 @@ def test_the_extraction_script_reads_sdkv2_nested_and_framework_schemas() -> Non
     assert script.wire_path("vpc_config.subnet_ids", inputs) == "vpcConfig.subnetIds"
     assert script.wire_path("encryption_configuration", script.sdk_input_names(
         "aws:ecr/repository:Repository")) == "encryptionConfigurations"
+
+
+OLD_GO_FIXTURE = '''
+func ResourceThing() *schema.Resource {
+	return &schema.Resource{
+		Schema: map[string]*schema.Schema{
+			"name":     {Type: schema.TypeString, Required: true, ForceNew: true},
+			"policy":   {Type: schema.TypeString, Required: true},
+			"compute_config": {Type: schema.TypeList, Optional: true,
+				Elem: &schema.Resource{
+					Schema: map[string]*schema.Schema{
+						"node_role_arn": {Type: schema.TypeString, Optional: true},
+					},
+				},
+			},
+		},
+		CustomizeDiff: func(ctx context.Context, rd *schema.ResourceDiff, meta any) error {
+			return rd.ForceNew("compute_config.0.node_role_arn")
+		},
+	}
+}
+'''
+
+
+def test_the_extraction_script_reads_a_file_from_before_the_annotations() -> None:
+    # Older stored versions have no @SDKResource annotation; such a file defines one resource and is read whole.
+    script = _upstream_script()
+    thing = script.extract(OLD_GO_FIXTURE, "aws_thing")
+    assert (thing.force_new, thing.top_level) == (["name"], ["compute_config", "name", "policy"])
+    assert thing.conditional == ["compute_config.node_role_arn"]  # rd.ForceNew, list index dropped
+    with pytest.raises(ValueError, match="aws_absent"):  # an annotated file must annotate the type asked for
+        script.extract(GO_FIXTURE, "aws_absent")
 
 
 def test_the_extraction_script_flags_a_source_older_than_the_sdk(tmp_path: Path) -> None:

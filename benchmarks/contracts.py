@@ -2,7 +2,7 @@
 
 Run from the repository root:  .venv/bin/python -m benchmarks.contracts
 Writes its section of docs/benchmarks.md. The baseline is `mlplat check production` without the contract rules
-(the policy rules alone: `mlplat.infra.checks.RULES` replaced by `POLICY_RULES` before the command runs), measured
+(the policy rules alone: `mlplat.policy.check.RULES` replaced by `POLICY_RULES` before the command runs), measured
 in the same rounds as the command with every rule. Budget: the contract rules add at most 0.3 s.
 """
 
@@ -23,13 +23,13 @@ BUDGET_S = 0.3
 
 # `mlplat check production` as the console script runs it, with or without the contract rules.
 CHECK = (
-    "import sys; import mlplat.infra.checks as checks; {patch}"
+    "import sys; import mlplat.policy.check as checks; from mlplat.policy.rules import POLICY_RULES; {patch}"
     "sys.argv = ['mlplat', 'check', 'production']; from mlplat.infra.cli import main; main()"
 )
-WITHOUT = ("checks.RULES = checks.POLICY_RULES; "
+WITHOUT = ("checks.RULES = POLICY_RULES; "
            "_cr = checks.check_resources; "
-           "checks.check_render = lambda d, e=None: _cr(checks.resources_from_render(d), "
-           "e or checks.environment_of(d), checks.POLICY_RULES); ")
+           "checks.check_render = lambda d, e=None, p=None: _cr(checks.resources_from_render(d), "
+           "e or checks.environment_of(d), POLICY_RULES, p); ")
 
 
 def run(argv: list[str]) -> None:
@@ -49,8 +49,10 @@ def main(repeat: int = 7) -> None:
         for label, argv in processes:
             timings[label] += timed(partial(run, argv), 1)
 
-    from mlplat.infra.checks import CONTRACT_RULES, POLICY_RULES, check_resources, resources_from_render
     from mlplat.infra.synth import render_stack
+    from mlplat.policy.check import check_resources
+    from mlplat.policy.framework import resources_from_render
+    from mlplat.policy.rules import CONTRACT_RULES, POLICY_RULES
 
     document = json.loads(render_stack("production", ROOT).dumps())
     check_resources(resources_from_render(document), "production")  # warm: lazy imports, caches
@@ -82,7 +84,7 @@ def main(repeat: int = 7) -> None:
         f"Added by the contract rules (whole process, difference of medians): **{full - base:+.3f} s** "
         f"(budget {BUDGET_S} s; {'met' if full - base <= BUDGET_S else 'NOT met'}). The two whole-process medians "
         "differ by less than this shared machine's own spread, so the in-process figures below say more: the "
-        f"{len(CONTRACT_RULES)} contract rules share one index of the render (`mlplat.infra.contracts.graph`), "
+        f"{len(CONTRACT_RULES)} contract rules share one index of the render (`mlplat.policy.rules.contracts.graph`), "
         "built once per run.",
         "",
         f"| in process, production render ({len(document['resources'])} resources) | median ms | min ms |",

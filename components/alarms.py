@@ -2,70 +2,85 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field, field_validator
 
 from mlplat.components.options import component_args
+from mlplat.components.spec import Spec, StrInput, StrInputs
 
-__all__ = ["AlarmThresholds", "PlatformAlarms", "PlatformAlarmsArgs"]
+__all__ = ["AlarmThresholds", "PlatformAlarms", "PlatformAlarmsArgs", "PlatformAlarmsSpec"]
 
 GB = 1024**3
 
 
-@dataclass(frozen=True)
-class AlarmThresholds:
-    """When the CloudWatch alarms fire (each over ``evaluation_minutes``).
-
-    Attributes:
-        database_cpu_percent: RDS CPUUtilization above this.
-        database_free_storage_gb: RDS FreeStorageSpace below this.
-        database_connections: RDS DatabaseConnections above this (MLflow holds a small pool per replica).
-        replica_lag_seconds: ReplicaLag of a read replica above this.
-        nat_dropped_packets: NAT gateway PacketsDropCount above this (sum per 5 minutes).
-        apiserver_5xx: EKS API server 5xx responses above this (sum per 5 minutes).
-        evaluation_minutes: How long a breach must last.
-    """
+class AlarmThresholds(Spec):
+    """When the CloudWatch alarms fire (each over ``evaluation_minutes``)."""
 
     database_cpu_percent: float = 80.0
-    database_free_storage_gb: float = 5.0
-    database_connections: float = 80.0
+    """RDS CPUUtilization above this (in (0, 100])."""
+    database_free_storage_gb: float = Field(5.0, gt=0)
+    """RDS FreeStorageSpace below this."""
+    database_connections: float = Field(80.0, gt=0)
+    """RDS DatabaseConnections above this (MLflow holds a small pool per replica)."""
     replica_lag_seconds: float = 60.0
+    """ReplicaLag of a read replica above this."""
     nat_dropped_packets: float = 100.0
+    """NAT gateway PacketsDropCount above this (sum per 5 minutes)."""
     apiserver_5xx: float = 50.0
+    """EKS API server 5xx responses above this (sum per 5 minutes)."""
     evaluation_minutes: int = 15
+    """How long a breach must last (a multiple of 5, at least 5)."""
 
-    def __post_init__(self) -> None:
-        if not 0 < self.database_cpu_percent <= 100:
-            raise ValueError(f"AlarmThresholds.database_cpu_percent={self.database_cpu_percent}: must be in (0, 100]")
-        if self.evaluation_minutes < 5 or self.evaluation_minutes % 5:
-            raise ValueError(f"AlarmThresholds.evaluation_minutes={self.evaluation_minutes}: a multiple of 5, >= 5")
+    @field_validator("database_cpu_percent")
+    @classmethod
+    def _cpu(cls, value: float) -> float:
+        if not 0 < value <= 100:
+            raise ValueError(f"AlarmThresholds.database_cpu_percent={value}: must be in (0, 100]")
+        return value
+
+    @field_validator("evaluation_minutes")
+    @classmethod
+    def _minutes(cls, value: int) -> int:
+        if value < 5 or value % 5:
+            raise ValueError(f"AlarmThresholds.evaluation_minutes={value}: a multiple of 5, >= 5")
+        return value
 
 
-@dataclass(frozen=True)
-class PlatformAlarmsArgs:
-    """Arguments of :class:`PlatformAlarms`.
+class PlatformAlarmsSpec(Spec):
+    """What a user decides about :class:`PlatformAlarms` (``MlPlatformArgs.alarms``); :class:`PlatformAlarmsArgs`
+    adds the wiring: the tracking database, the NAT gateways and the cluster to watch."""
 
-    Attributes:
-        email_subscribers: Addresses subscribed to the alarm topic (each confirms by email once).
-        database_identifier: The RDS instance (``identifier``) of the tracking database; None: no RDS alarms.
-        replica_identifiers: Read replicas to watch for lag. The platform's production database is Multi-AZ,
-            whose standby is synchronous and has no lag metric: list replicas here when you add some.
-        nat_gateway_ids: NAT gateways to watch for port-allocation errors and dropped packets.
-        cluster_name: The EKS cluster; its control-plane metrics (namespace ``AWS/EKS``) are watched.
-        thresholds: When the alarms fire.
-    """
+    email_subscribers: tuple[str, ...] = ()
+    """Addresses subscribed to the alarm topic (each confirms by email once)."""
+    replica_identifiers: StrInputs = []
+    """Read replicas to watch for lag. The platform's production database is Multi-AZ, whose standby is
+    synchronous and has no lag metric: list replicas here when you add some."""
+    thresholds: AlarmThresholds = AlarmThresholds()
+    """When the alarms fire."""
 
-    email_subscribers: Sequence[str] = ()
-    database_identifier: pulumi.Input[str] | None = None
-    replica_identifiers: Sequence[pulumi.Input[str]] = ()
-    nat_gateway_ids: Sequence[pulumi.Input[str]] = ()
-    cluster_name: pulumi.Input[str] | None = None
-    thresholds: AlarmThresholds = field(default_factory=AlarmThresholds)
+    @field_validator("email_subscribers")
+    @classmethod
+    def _emails(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v)]
+        if bad:
+            raise ValueError(f"{bad} are not email addresses")
+        return value
 
+
+class PlatformAlarmsArgs(PlatformAlarmsSpec):
+    """Arguments of :class:`PlatformAlarms`: its :class:`PlatformAlarmsSpec` and what it watches."""
+
+    database_identifier: StrInput | None = None
+    """The RDS instance (``identifier``) of the tracking database; None: no RDS alarms."""
+    nat_gateway_ids: StrInputs = []
+    """NAT gateways to watch for port-allocation errors and dropped packets."""
+    cluster_name: StrInput | None = None
+    """The EKS cluster; its control-plane metrics (namespace ``AWS/EKS``) are watched."""
 
 class PlatformAlarms(pulumi.ComponentResource):
     """An SNS topic and the CloudWatch alarms that publish to it (on alarm and on recovery).

@@ -415,5 +415,5 @@ def check_workload_capacity(platform_args: MlPlatformArgs) -> list[str]:
     For :class:`~mlplat.components.platform.MlPlatform` (raise on a non-empty result); the stack config runs
     the same check with camelCase keys.
     """
-    return check_workloads(_platform_workloads(platform_args), list(platform_args.cluster.node_pools),
+    return check_workloads(_platform_workloads(platform_args), list(platform_args.cluster.node_pools.values()),
                            monitoring=platform_args.monitoring is not None)

@@ -13,23 +13,32 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
+from pydantic import Field, ModelWrapValidatorHandler, field_validator, model_validator
 
 from mlplat.components import cluster_system as system
 from mlplat.components.iam import rotated_key, service_trust_policy
 from mlplat.components.irsa import create_service_account_role
-from mlplat.components.node_groups import NodePool, NodePoolArgs, NodePoolDeps, Taint, create_node_pool
+from mlplat.components.node_groups import (
+    NodePool,
+    NodePoolArgs,
+    NodePoolDeps,
+    Taint,
+    create_node_pool,
+    k8s_minor,
+    pool_name_problem,
+)
 from mlplat.components.options import checked_when_known, component_args
+from mlplat.components.spec import Problem, Spec, StrInput, StrInputs, raise_problems, renamed
 from mlplat.components.subnets import public_source_problem
-from mlplat.components.validation import check_list_of_names
 
-__all__ = ["DEFAULT_VERSION", "STORAGE_CLASS", "AddonVersions", "Cluster", "ClusterArgs", "default_node_pools"]
+__all__ = ["DEFAULT_VERSION", "STORAGE_CLASS", "AddonVersions", "Cluster", "ClusterArgs", "ClusterSpec",
+           "ClusterWiring", "default_node_pools"]
 
 LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
@@ -43,7 +52,6 @@ NODE_POLICIES: tuple[str, ...] = (
 CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 VPC_CNI_CONFIGURATION: Mapping[str, Any] = {"enableNetworkPolicy": "true"}
-_VERSION = re.compile(r"1\.(\d+)")
 _ROLE_ARN = re.compile(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 # The Kubernetes version of a new cluster: in EKS standard support until 2027-03-27 (see k8s_versions). 1.36 is on
 # EKS too, but no cluster-autoscaler release for it exists yet (chart 9.59.0 ships 1.35.0), and its minor must match.
@@ -52,31 +60,32 @@ DEFAULT_VERSION = "1.35"
 STORAGE_CLASS = "gp3"
 
 
-@dataclass(frozen=True)
-class AddonVersions:
+class AddonVersions(Spec):
     """Pinned versions of the EKS managed add-ons (``aws eks describe-addon-versions`` lists them).
 
     Defaults for Kubernetes 1.35, checked 2026-11-29: coredns and kube-proxy from the EKS user guide's
     per-version tables (managing-coredns, managing-kube-proxy); vpc-cni, ebs-csi and metrics-server as published
     for 1.35 clusters (see the module's version notes; confirm with ``describe-addon-versions`` on upgrade).
-
-    Attributes:
-        vpc_cni: ``vpc-cni`` (pod networking), runs with its own IRSA role.
-        coredns: ``coredns`` (cluster DNS).
-        kube_proxy: ``kube-proxy``; its minor must match the cluster's.
-        aws_ebs_csi_driver: ``aws-ebs-csi-driver`` (persistent volumes), runs with its own IRSA role.
-        metrics_server: ``metrics-server`` (resource metrics for the HorizontalPodAutoscaler).
     """
 
     vpc_cni: str = "v1.21.1-eksbuild.8"
+    """``vpc-cni`` (pod networking), runs with its own IRSA role."""
     coredns: str = "v1.14.3-eksbuild.3"
+    """``coredns`` (cluster DNS)."""
     kube_proxy: str = "v1.35.3-eksbuild.13"
+    """``kube-proxy``; its minor must match the cluster's."""
     aws_ebs_csi_driver: str = "v1.55.0-eksbuild.2"
+    """``aws-ebs-csi-driver`` (persistent volumes), runs with its own IRSA role."""
     metrics_server: str = "v0.8.1-eksbuild.5"
+    """``metrics-server`` (resource metrics for the HorizontalPodAutoscaler)."""
 
 
 def default_node_pools() -> list[NodePoolArgs]:
-    """A small on-demand CPU pool for system and serving pods, and a spot GPU pool that rests at zero."""
+    """A small on-demand CPU pool for system and serving pods, and a spot GPU pool that rests at zero.
+
+    The pools of a :class:`ClusterSpec` that names none; the stack config's environments name theirs in their
+    presets (``infra/presets/<environment>.yaml``).
+    """
     return [
         NodePoolArgs(name="cpu", instance_types=["m6i.xlarge", "m6a.xlarge", "m5.xlarge"], min_size=2, max_size=6,
                      labels={"workload": "general"}),
@@ -86,104 +95,196 @@ def default_node_pools() -> list[NodePoolArgs]:
     ]
 
 
-@dataclass(frozen=True)
-class ClusterArgs:
-    """Arguments of :class:`Cluster`.
+def _default_pools() -> dict[str, NodePoolArgs]:
+    return {pool.name: pool for pool in default_node_pools()}
 
-    Attributes:
-        vpc_id: The VPC (e.g. ``network.vpc_id``).
-        private_subnet_ids: Subnets for the control-plane ENIs and the nodes (private, one per AZ).
-        cluster_name: The EKS cluster's name; default the component's name. Must match the subnets'
-            ``kubernetes.io/cluster/<name>`` tags.
-        version: Kubernetes minor version of the control plane (``1.35``); pick one in EKS standard support
-            (:func:`mlplat.components.k8s_versions.support_status`), extended support costs 6x the control plane.
-        endpoint_public_access: Expose the API endpoint publicly (it is always reachable privately).
-        public_access_cidrs: Source CIDRs allowed to the public endpoint; required when it is public,
-            since EKS would otherwise admit 0.0.0.0/0.
-        admin_role_arns: IAM roles granted cluster-admin through EKS access entries (ARNs, or outputs of the
-            roles: those are checked once known).
-        log_types: Control-plane log types sent to CloudWatch; api, audit and authenticator are required.
-        deletion_protection: Refuse to delete the EKS cluster.
-        node_pools: The managed node groups; at least one must be untainted for system pods.
-        addon_versions: Pinned EKS add-on versions.
-        charts: Pinned Helm chart versions of the autoscaler, termination handler and device plugin.
-        region: AWS region of the cluster (for the autoscaler and termination handler).
+
+def _not_one_string(value: Any) -> Any:
+    # A list of names given as one string: pydantic refuses it anyway; say why a list is meant.
+    if isinstance(value, str | bytes):
+        raise ValueError(f"{value!r} is a single string, which would be read as one name per letter; give a list, "
+                         f"e.g. [{value!r}]")
+    return value
+
+
+class ClusterSpec(Spec):
+    """What a cluster is: version, API access, logs, node pools, add-ons and system charts (``mlplat:cluster``).
+
+    Where it runs (the VPC, subnets, region, name) is :class:`ClusterWiring`; :class:`ClusterArgs` is both.
     """
 
-    vpc_id: pulumi.Input[str]
-    private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
-    region: str
-    cluster_name: str | None = None
     version: str = DEFAULT_VERSION
+    """Kubernetes minor version of the control plane (``1.35``); pick one in EKS standard support
+    (:func:`mlplat.components.k8s_versions.support_status`), extended support costs 6x the control plane."""
     endpoint_public_access: bool = False
-    public_access_cidrs: Sequence[str] = ()
-    admin_role_arns: Sequence[pulumi.Input[str]] = ()
-    log_types: Sequence[str] = REQUIRED_LOG_TYPES
+    """Expose the API endpoint publicly (it is always reachable privately)."""
+    public_access_cidrs: list[str] = []
+    """Source CIDRs allowed to the public endpoint; required when it is public, since EKS would otherwise admit
+    0.0.0.0/0."""
+    admin_role_arns: list[StrInput] = []
+    """IAM roles granted cluster-admin through EKS access entries (ARNs, or outputs of the roles: those are checked
+    once known)."""
+    log_types: list[str] = list(REQUIRED_LOG_TYPES)
+    """Control-plane log types sent to CloudWatch; api, audit and authenticator are required."""
     deletion_protection: bool = True
-    node_pools: Sequence[NodePoolArgs] = field(default_factory=default_node_pools)
-    addon_versions: AddonVersions = field(default_factory=AddonVersions)
-    charts: system.ChartVersions = field(default_factory=system.ChartVersions)
+    """Refuse to delete the EKS cluster."""
+    node_pools: dict[str, NodePoolArgs] = Field(default_factory=_default_pools, **renamed("nodeGroups", "node_pools"))
+    """The managed node groups by name; at least one must be untainted for system pods. The stack file's
+    ``nodeGroups`` map: each key is its pool's name (the entry leaves ``name`` out). A Python caller may give a
+    list of :class:`NodePoolArgs` instead, keyed here by their names. Default: :func:`default_node_pools`."""
+    addon_versions: AddonVersions = Field(default_factory=AddonVersions, **renamed("addons", "addon_versions"))
+    """Pinned EKS add-on versions."""
+    charts: system.ChartVersions = Field(default_factory=system.ChartVersions)
+    """Pinned Helm chart versions of the autoscaler, termination handler and device plugin."""
 
-    def __post_init__(self) -> None:
-        for name in ("public_access_cidrs", "admin_role_arns", "log_types"):
-            check_list_of_names("ClusterArgs", name, getattr(self, name))
-        problems = check_cluster(self)
+    _one_string = field_validator("public_access_cidrs", "admin_role_arns", "log_types", mode="before")(
+        _not_one_string)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if k8s_minor(value) is None:
+            raise ValueError(f"{value!r} is not a Kubernetes minor version such as '1.35'")
+        return value
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        problems = []
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                problems.append(f"{cidr!r} is not a CIDR such as 52.94.0.0/22 ({exc})")
+                continue
+            unroutable = public_source_problem(cidr)
+            if unroutable:
+                problems.append(unroutable)
         if problems:
-            raise ValueError("ClusterArgs: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("admin_role_arns")
+    @classmethod
+    def _admin_roles(cls, value: list[Any]) -> list[Any]:
+        # Plain ARNs now; an Output when it resolves (Cluster, _check_known_admin_role_arn).
+        bad = [arn for arn in value if isinstance(arn, str) and not _ROLE_ARN.fullmatch(arn)]
+        if bad:
+            raise ValueError(f"{bad} are not IAM role ARNs (arn:aws:iam::<12-digit account>:role/<name>)")
+        return value
+
+    @field_validator("log_types")
+    @classmethod
+    def _log_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(LOG_TYPES))
+        if unknown:
+            raise ValueError(f"{unknown} are not control-plane log types; allowed: {', '.join(LOG_TYPES)}")
+        missing = [t for t in REQUIRED_LOG_TYPES if t not in value]
+        if missing:
+            raise ValueError(f"{value} must include {', '.join(REQUIRED_LOG_TYPES)}; missing {', '.join(missing)}")
+        return value
+
+    @field_validator("node_pools", mode="before")
+    @classmethod
+    def _pools_by_name(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return _keyed_pools(cls.__name__, value)
+        _not_one_string(value)
+        if isinstance(value, Sequence):  # a list of pools: keyed by their names
+            names = [str(p.get("name") if isinstance(p, Mapping) else getattr(p, "name", None)) for p in value]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"node_pools repeat the names {duplicates}")
+            return dict(zip(names, value, strict=True))
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # A ClusterSpec handed in as one was checked when it was made: not again.
+        return data if isinstance(data, cls) else handler(data)._consistent()
+
+    def _consistent(self) -> Self:
+        problems: list[Problem] = []
+        if self.endpoint_public_access and not self.public_access_cidrs:
+            problems.append(((), "endpointPublicAccess is true but publicAccessCidrs is empty, which EKS reads as "
+                                 "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private"))
+        if not self.endpoint_public_access and self.public_access_cidrs:
+            problems.append(((), f"publicAccessCidrs {self.public_access_cidrs} is set but endpointPublicAccess is "
+                                 "false; set it to true or drop the CIDRs"))
+        if not self.node_pools:
+            problems.append((("nodeGroups",), "{} lists no pool; the cluster needs at least one for system pods"))
+        elif all(pool.taints for pool in self.node_pools.values()):
+            problems.append((("nodeGroups",), "every node pool is tainted, so coredns and the autoscaler cannot "
+                                              "schedule; leave at least one pool without taints"))
+        for name, pool in self.node_pools.items():
+            problems += [(("nodeGroups", name, *loc), message) for loc, message in self._version_skew(pool)]
+        if problems:
+            raise_problems(type(self).__name__, problems)
+        return self
+
+    def _version_skew(self, pool: NodePoolArgs) -> list[Problem]:
+        """A pool's version against the control plane's: the kubelet may lag by 3 minors, never lead."""
+        control = k8s_minor(self.version)
+        version = pool.version or self.version
+        node = k8s_minor(version)
+        problems: list[Problem] = []
+        if control is not None and node is not None and node > control:
+            problems.append((("version",), f"{version!r} is newer than the control plane's {self.version!r} "
+                                           "(mlplat:cluster.version); upgrade the control plane first"))
+        elif control is not None and node is not None and control - node > 3:
+            problems.append((("version",), f"{version!r} is more than 3 minors behind the control plane's "
+                                           f"{self.version!r}, beyond the kubelet skew Kubernetes supports"))
+        if pool.release_version is not None and not pool.release_version.startswith(f"{version}."):
+            whose = "the pool's version" if pool.version else "the cluster's version"
+            problems.append((("releaseVersion",), f"{pool.release_version!r} is not a release of Kubernetes "
+                                                  f"{version} ({whose}); expected {version}.<patch>-<date>"))
+        return problems
 
 
-def _minor(version: str) -> int | None:
-    match = _VERSION.fullmatch(version)
-    return int(match.group(1)) if match else None
+def _keyed_pools(model: str, value: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The ``nodeGroups`` map with each entry's ``name`` taken from its key (names checked first, by key)."""
+    problems: list[Problem] = [((name,), problem) for name in value
+                               if isinstance(name, str) and (problem := pool_name_problem(name))]
+    if problems:
+        raise_problems(model, problems)
+    pools: dict[Any, Any] = {}
+    for name, pool in value.items():
+        given = pool.get("name", name) if isinstance(pool, Mapping) else getattr(pool, "name", name)
+        if given != name:
+            problems.append(((name, "name"), f"{given!r} is not the pool's key {name!r}: a pool in nodeGroups is "
+                                             "named by its key; leave name out"))
+        pools[name] = {**pool, "name": name} if isinstance(pool, Mapping) else pool
+    if problems:
+        raise_problems(model, problems)
+    return pools
 
 
-def check_cluster(args: ClusterArgs) -> list[str]:
-    """Cross-field checks of :class:`ClusterArgs`, one sentence per problem."""
-    return [
-        *_check_version(args),
-        *_check_endpoint(args),
-        *_check_log_types(args),
-        *_check_admin_role_arns(args),
-        *_check_node_pool_names(args),
-        *(problem for pool in args.node_pools for problem in _check_pool_version(args, pool)),
-    ]
+class ClusterWiring(Spec):
+    """Where a cluster runs: what a parent (``MlPlatform``) or a team's own program hands in from its network."""
+
+    vpc_id: StrInput
+    """The VPC (e.g. ``network.vpc_id``)."""
+    private_subnet_ids: StrInputs
+    """Subnets for the control-plane ENIs and the nodes (private, one per AZ)."""
+    region: str
+    """AWS region of the cluster (for the autoscaler and termination handler)."""
+    cluster_name: str | None = None
+    """The EKS cluster's name; default the component's name. Must match the subnets'
+    ``kubernetes.io/cluster/<name>`` tags."""
 
 
-def _check_version(args: ClusterArgs) -> list[str]:
-    if _minor(args.version) is None:
-        return [f"version {args.version!r} is not a Kubernetes minor version such as '1.32'"]
-    return []
+class ClusterArgs(ClusterSpec, ClusterWiring):
+    """Arguments of :class:`Cluster`: its settings (:class:`ClusterSpec`) and where it runs (:class:`ClusterWiring`)."""
 
-
-def _check_endpoint(args: ClusterArgs) -> list[str]:
-    problems: list[str] = []
-    if args.endpoint_public_access and not args.public_access_cidrs:
-        problems.append("endpoint_public_access is on but public_access_cidrs is empty, which EKS reads as "
-                        "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private")
-    if not args.endpoint_public_access and args.public_access_cidrs:
-        problems.append(f"public_access_cidrs {list(args.public_access_cidrs)} is set but endpoint_public_access "
-                        "is off; turn it on or drop the CIDRs")
-    for cidr in args.public_access_cidrs:
-        try:
-            ipaddress.ip_network(cidr, strict=True)
-        except ValueError as exc:
-            problems.append(f"public_access_cidrs: {cidr!r} is not a CIDR ({exc})")
-            continue
-        unroutable = public_source_problem(cidr)
-        if unroutable:
-            problems.append(f"public_access_cidrs: {unroutable}")
-    return problems
-
-
-def _check_log_types(args: ClusterArgs) -> list[str]:
-    problems: list[str] = []
-    unknown = sorted(set(args.log_types) - set(LOG_TYPES))
-    if unknown:
-        problems.append(f"log_types {unknown} are not control-plane log types; allowed: {', '.join(LOG_TYPES)}")
-    missing = [t for t in REQUIRED_LOG_TYPES if t not in args.log_types]
-    if missing:
-        problems.append(f"log_types must include {', '.join(REQUIRED_LOG_TYPES)}; missing {', '.join(missing)}")
-    return problems
+    @classmethod
+    def of(cls, spec: ClusterSpec, wiring: ClusterWiring) -> ClusterArgs:
+        """The args of a cluster with the settings of ``spec`` where ``wiring`` says. Both are validated models,
+        and no rule of the cluster spans the two, so nothing is validated again."""
+        values = {name: getattr(spec, name) for name in ClusterSpec.model_fields}
+        values.update({name: getattr(wiring, name) for name in ClusterWiring.model_fields})
+        fields_set = (spec.model_fields_set & set(ClusterSpec.model_fields)) | wiring.model_fields_set
+        return cls.model_construct(fields_set, **values)
 
 
 def _admin_role_arn_problem(arn: str) -> str | None:
@@ -192,50 +293,10 @@ def _admin_role_arn_problem(arn: str) -> str | None:
     return None
 
 
-def _check_admin_role_arns(args: ClusterArgs) -> list[str]:
-    """Plain ARNs; an Output is checked when it resolves (:func:`_check_known_admin_role_arn`)."""
-    found = (_admin_role_arn_problem(arn) for arn in args.admin_role_arns if isinstance(arn, str))
-    return [problem for problem in found if problem]
-
-
 def _check_known_admin_role_arn(arn: str) -> None:
     problem = _admin_role_arn_problem(arn)
     if problem:
         raise ValueError("ClusterArgs: " + problem)
-
-
-def _check_node_pool_names(args: ClusterArgs) -> list[str]:
-    problems: list[str] = []
-    names = [p.name for p in args.node_pools]
-    if not names:
-        problems.append("node_pools is empty; the cluster needs at least one pool for system pods")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        problems.append(f"node_pools repeat the names {duplicates}")
-    if names and all(p.taints for p in args.node_pools):
-        problems.append("every node pool is tainted, so coredns and the autoscaler cannot schedule; "
-                        "leave at least one pool without taints")
-    return problems
-
-
-def _check_pool_version(args: ClusterArgs, pool: NodePoolArgs) -> list[str]:
-    """A node pool's version against the control plane's: the kubelet may lag by 3 minors, never lead."""
-    problems: list[str] = []
-    control = _minor(args.version)
-    version = pool.version or args.version
-    node = _minor(version)
-    if node is None:
-        problems.append(f"node pool {pool.name!r}: version {version!r} is not a Kubernetes minor version")
-    elif control is not None and node > control:
-        problems.append(f"node pool {pool.name!r}: version {version} is newer than the control plane's "
-                        f"{args.version}; upgrade the control plane first")
-    elif control is not None and control - node > 3:
-        problems.append(f"node pool {pool.name!r}: version {version} is more than 3 minors behind the "
-                        f"control plane's {args.version}, beyond the kubelet skew Kubernetes supports")
-    if pool.release_version is not None and not pool.release_version.startswith(version + "."):
-        problems.append(f"node pool {pool.name!r}: release_version {pool.release_version!r} is not a release "
-                        f"of Kubernetes {version}")
-    return problems
 
 
 class Cluster(pulumi.ComponentResource):
@@ -379,7 +440,7 @@ class Cluster(pulumi.ComponentResource):
         )
         pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[*networking, *node_policies])
         self.pools: dict[str, NodePool] = {
-            pool.name: create_node_pool(name, cluster_name, pool, deps, pool_opts) for pool in args.node_pools
+            pool.name: create_node_pool(name, cluster_name, pool, deps, pool_opts) for pool in args.node_pools.values()
         }
         self.node_groups: dict[str, aws.eks.NodeGroup] = {k: p.node_group for k, p in self.pools.items()}
         all_groups = list(self.node_groups.values())
@@ -424,7 +485,7 @@ class Cluster(pulumi.ComponentResource):
                                               self.termination_handler_role.arn),
             k8s_opts,
         )
-        gpu_pools = [p for p in args.node_pools if p.is_gpu]
+        gpu_pools = [p for p in args.node_pools.values() if p.is_gpu]
         self.device_plugin: k8s.helm.v3.Release | None = None
         if gpu_pools:
             self.device_plugin = system.release(

@@ -37,6 +37,7 @@ import pulumi_kubernetes as k8s
 
 from mlplat.components.iam import policy_document, statement
 from mlplat.components.node_groups import GPU_RESOURCE, NTH_MANAGED_TAG, NodePoolArgs
+from mlplat.components.spec import Spec
 
 ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
 SYSTEM_NAMESPACE = "kube-system"
@@ -90,21 +91,17 @@ class Chart:
     repo: str
 
 
-@dataclass(frozen=True)
-class ChartVersions:
-    """Pinned chart versions of the system workloads (bump deliberately, one at a time).
-
-    Attributes:
-        cluster_autoscaler: ``cluster-autoscaler`` chart; its app's minor must match the cluster's
-            (``AUTOSCALER_APP_VERSIONS``; 9.59.0 ships 1.35.0).
-        node_termination_handler: ``aws-node-termination-handler`` chart (queue mode), from its upstream OCI
-            registry: eks-charts removed it in 2024 (last there: 0.21.0, app 1.19.0). 0.27.6 ships app 1.25.6.
-        nvidia_device_plugin: ``nvidia-device-plugin`` chart.
-    """
+class ChartVersions(Spec):
+    """Pinned chart versions of the system workloads (bump deliberately, one at a time); ``mlplat:cluster.charts``."""
 
     cluster_autoscaler: str = "9.59.0"
+    """``cluster-autoscaler`` chart; its app's minor must match the cluster's (``AUTOSCALER_APP_VERSIONS``; 9.59.0
+    ships 1.35.0)."""
     node_termination_handler: str = "0.27.6"
+    """``aws-node-termination-handler`` chart (queue mode), from its upstream OCI registry: eks-charts removed it in
+    2024 (last there: 0.21.0, app 1.19.0). 0.27.6 ships app 1.25.6."""
     nvidia_device_plugin: str = "0.17.1"
+    """``nvidia-device-plugin`` chart."""
 
     def autoscaler(self) -> Chart:
         return Chart("cluster-autoscaler", self.cluster_autoscaler, "https://kubernetes.github.io/autoscaler")

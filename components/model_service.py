@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlplat.components.options import checked_when_known, child_options, component_args
 from mlplat.components.pods import (
@@ -22,6 +21,7 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.spec import AnyInput, Spec, StrInput, StrInputs
 from mlplat.components.tracking import tracking_credentials_env
 from mlplat.components.validation import (
     DerivedName,
@@ -31,7 +31,7 @@ from mlplat.components.validation import (
     checked_as,
 )
 
-__all__ = ["Canary", "ModelService", "ModelServiceArgs"]
+__all__ = ["Canary", "ModelService", "ModelServiceArgs", "ModelServiceSpec"]
 
 PORT = 8080
 SERVICE_PORT = 80
@@ -57,119 +57,126 @@ SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 unless an object carries this annotation (provider/pkg/metadata/annotations.go, ``AnnotationSkipAwait``)."""
 
 
-@dataclass(frozen=True)
-class Canary:
-    """A second version that takes ``weight`` percent of the traffic.
+class Canary(Spec):
+    """A second version that takes ``weight`` percent of the traffic."""
 
-    Attributes:
-        model_uri: The candidate model, e.g. ``models:/digits@challenger`` (an output is checked once known).
-        weight: Percentage of requests routed to the canary (0..100); the stable version gets the rest.
-        image: The server image for the canary; default: the stable image.
-        replicas: Canary replicas (fixed; the canary is not autoscaled).
-    """
-
-    model_uri: pulumi.Input[str]
+    model_uri: StrInput
+    """The candidate model, e.g. ``models:/digits@challenger`` (an output is checked once known)."""
     weight: int = 10
-    image: pulumi.Input[str] | None = None
-    replicas: int = 1
+    """Percentage of requests routed to the canary (0..100); the stable version gets the rest."""
+    image: StrInput | None = None
+    """The server image for the canary; default: the stable image."""
+    replicas: int = Field(1, le=20)
+    """Canary replicas (fixed; the canary is not autoscaled; 1 to 20)."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.model_uri, pulumi.Output):  # an Output: checked once known (ModelService)
-            checked_as("Canary.model_uri", check_model_uri)(self.model_uri)
-        if not 0 <= self.weight <= 100:
-            raise ValueError(f"Canary.weight={self.weight}: must be a percentage between 0 and 100")
-        if self.replicas < 1:
-            raise ValueError(f"Canary.replicas={self.replicas}: must be at least 1")
+    @field_validator("model_uri")
+    @classmethod
+    def _model_uri(cls, value: Any) -> Any:
+        if not isinstance(value, pulumi.Output):  # an Output: checked once known (ModelService)
+            checked_as("Canary.model_uri", check_model_uri)(value)
+        return value
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, value: int) -> int:
+        if not 0 <= value <= 100:
+            raise ValueError(f"Canary.weight={value}: must be a percentage between 0 and 100")
+        return value
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"Canary.replicas={value}: must be at least 1")
+        return value
 
 
-@dataclass(frozen=True)
-class ModelServiceArgs:
-    """Arguments of :class:`ModelService`.
+class ModelServiceSpec(Spec):
+    """What a user decides about a :class:`ModelService` (``MlPlatformArgs.services``); :class:`ModelServiceArgs`
+    adds the wiring: the namespace, the image, the MLflow credentials and the IRSA role."""
 
-    Attributes:
-        namespace: The Kubernetes namespace (must exist).
-        image: The ``mlplat.serving`` image (``serving/Dockerfile``).
-        model_uri: The model to serve, e.g. ``models:/digits@champion``; an output (another resource's, a stack
-            reference's) is checked once known, and a bad one fails the update with this field's message.
-        tracking_uri: MLflow tracking URI for ``models:/`` and ``runs:/`` URIs.
-        tracking_credentials_secret: A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and
-            ``password``) with the MLflow identity the server reads the registry as (``MLFLOW_TRACKING_USERNAME``/
-            ``MLFLOW_TRACKING_PASSWORD``); MlPlatform passes the Tracking's read-only ``serving`` identity
-            (:meth:`~mlplat.components.tracking.Tracking.client_credentials`). None: no credentials.
-        min_replicas: HPA floor (at least 2 for a PDB that allows voluntary disruption without downtime).
-        max_replicas: HPA ceiling.
-        target_cpu_utilization: HPA CPU target, percent of the request.
-        extra_metrics: More HPA metrics (``autoscaling/v2`` MetricSpec), e.g. a Pods metric on request rate.
-        resources: Requests and limits per pod; ``gpus > 0`` makes a GPU variant (node selector, toleration).
-        canary: An optional canary version and its traffic weight.
-        max_batch_size: The server's batch size (``MLPLAT_SERVING_MAX_BATCH_SIZE``).
-        drain_seconds: preStop pause so load balancers deregister the pod before it gets SIGTERM.
-        graceful_timeout_seconds: After SIGTERM, time the server gets to finish accepted requests.
-        service_account_role_arn: IAM role (IRSA) with read access to the model artifacts.
-        allow_pickle: Let the server load pickle-serialized MLflow models (``MLPLAT_SERVING_ALLOW_PICKLE``),
-            which run code from the file when loaded. mlplat's trainer registers ``pt2`` (torch.export)
-            programs, which need no such trust; turn it on only for a trusted registry of pickled models.
-        ingress: Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split.
-        internal: The ALB is internal (VPC only) rather than internet-facing. An internet-facing one needs TLS
-            (``certificate_arn``) and an API key (``generate_api_key`` or ``api_key_secret``), or the explicit
-            opt-outs below.
-        certificate_arn: An ACM certificate (in the ALB's region, checked once known if an output) for the host
-            names clients use: the ALB then
-            listens on HTTPS 443 only (TLS 1.2/1.3, :data:`SSL_POLICY`), with no plain-HTTP listener a client
-            could send its API key to. Internal ALBs may use one too.
-        allow_public_without_tls: Let an internet-facing ALB serve plain HTTP on port 80 (no certificate).
-            ``mlplat check`` flags it (rule ``public-endpoint-protected``; mandatory in production).
-        allow_public_without_auth: Let an internet-facing ALB reach servers that take requests without an API
-            key. Flagged by ``mlplat check`` as above.
-        await_ready: ``pulumi up`` waits for the pods to turn ready (a failed rollout fails the update). Turn it
-            off for a first deploy, when the model the service serves is not registered yet: the server then
-            starts unready and keeps retrying the load, and ``pulumi up`` does not wait for it.
-        env: Extra environment variables for the server.
-        api_key_secret: An existing Secret in ``namespace`` whose ``api-key`` entry is the bearer token every
-            caller must send (``Authorization: Bearer <key>``; health and metrics stay open).
-        generate_api_key: Without ``api_key_secret``, generate a random key into a Secret ``<name>-api-key``
-            (output ``api_key``, a Pulumi secret). Off and no secret: the server takes requests without a key.
-        network_policy: A NetworkPolicy admitting only ``load_balancer_cidrs`` (the ALB), Prometheus
-            (``monitoring_namespace``) and ``allowed_namespaces`` to the server's port. Enforced only where the
-            cluster's network plugin enforces policies (VPC CNI: ``enableNetworkPolicy``).
-        allowed_namespaces: Namespaces whose pods may call the model servers (e.g. a batch-scoring pipeline).
-        monitoring_namespace: Prometheus's namespace (it scrapes ``/metrics``); None: not admitted.
-        load_balancer_cidrs: Where the ALB's own addresses lie. With target type ``ip`` the ALB connects to pod
-            IPs from its ENIs in the subnets it was placed in (no namespace, no pod labels: an ``ipBlock`` is the
-            only way a NetworkPolicy can name it); its health checks come from there too.
-    """
-
-    namespace: pulumi.Input[str]
-    image: pulumi.Input[str]
-    model_uri: pulumi.Input[str]
-    tracking_uri: pulumi.Input[str] | None = None
-    tracking_credentials_secret: pulumi.Input[str] | None = None
+    model_uri: StrInput
+    """The model to serve, e.g. ``models:/digits@champion``; an output (another resource's, a stack reference's)
+    is checked once known, and a bad one fails the update with this field's message."""
+    tracking_uri: StrInput | None = None
+    """MLflow tracking URI for ``models:/`` and ``runs:/`` URIs. In MlPlatform, None means the platform's own
+    MLflow (read as its read-only ``serving`` identity); a URI of another server is used as given, without the
+    platform's credentials, and its models are not created in the platform's registry."""
     min_replicas: int = 2
+    """HPA floor (at least 2 for a PDB that allows voluntary disruption without downtime)."""
     max_replicas: int = 10
+    """HPA ceiling."""
     target_cpu_utilization: int = 70
-    extra_metrics: Sequence[k8s.autoscaling.v2.MetricSpecArgs] = ()
-    resources: Resources = field(default_factory=Resources)
+    """HPA CPU target, percent of the request."""
+    extra_metrics: list[AnyInput] = []
+    """More HPA metrics (``autoscaling/v2`` MetricSpec), e.g. a Pods metric on request rate."""
+    resources: Resources = Resources()
+    """Requests and limits per pod; ``gpus > 0`` makes a GPU variant (node selector, toleration)."""
     canary: Canary | None = None
-    max_batch_size: int = 32
+    """An optional canary version and its traffic weight."""
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    """The server's batch size (``MLPLAT_SERVING_MAX_BATCH_SIZE``, 1 to 4096)."""
     drain_seconds: int = 10
+    """preStop pause so load balancers deregister the pod before it gets SIGTERM."""
     graceful_timeout_seconds: int = 30
-    service_account_role_arn: pulumi.Input[str] | None = None
+    """After SIGTERM, time the server gets to finish accepted requests."""
     allow_pickle: bool = False
+    """Let the server load pickle-serialized MLflow models (``MLPLAT_SERVING_ALLOW_PICKLE``), which run code from
+    the file when loaded. mlplat's trainer registers ``pt2`` (torch.export) programs, which need no such trust;
+    turn it on only for a trusted registry of pickled models (a training job with
+    ``registry.serialization_format: pickle``)."""
     ingress: bool = True
+    """Create an ALB Ingress (AWS Load Balancer Controller) routing to the stable/canary split."""
     internal: bool = True
-    certificate_arn: pulumi.Input[str] | None = None
+    """The ALB is internal (VPC only) rather than internet-facing. An internet-facing one needs TLS
+    (``certificate_arn``) and an API key (``generate_api_key`` or ``api_key_secret``), or the explicit opt-outs
+    below."""
+    certificate_arn: StrInput | None = None
+    """An ACM certificate (in the ALB's region, checked once known if an output) for the host names clients use:
+    the ALB then listens on HTTPS 443 only (TLS 1.2/1.3, :data:`SSL_POLICY`), with no plain-HTTP listener a client
+    could send its API key to. Internal ALBs may use one too."""
     allow_public_without_tls: bool = False
+    """Let an internet-facing ALB serve plain HTTP on port 80 (no certificate). ``mlplat check`` flags it (rule
+    ``public-endpoint-protected``; mandatory in production)."""
     allow_public_without_auth: bool = False
+    """Let an internet-facing ALB reach servers that take requests without an API key. Flagged by ``mlplat check``
+    as above."""
     await_ready: bool = True
-    env: Mapping[str, str] = field(default_factory=dict)
-    api_key_secret: pulumi.Input[str] | None = None
+    """``pulumi up`` waits for the pods to turn ready (a failed rollout fails the update). Turn it off for a first
+    deploy, when the model the service serves is not registered yet: the server then starts unready and keeps
+    retrying the load, and ``pulumi up`` does not wait for it."""
+    env: dict[str, str] = {}
+    """Extra environment variables for the server."""
+    api_key_secret: StrInput | None = None
+    """An existing Secret in the service's namespace whose ``api-key`` entry is the bearer token every caller must
+    send (``Authorization: Bearer <key>``; health and metrics stay open)."""
     generate_api_key: bool = True
+    """Without ``api_key_secret``, generate a random key into a Secret ``<name>-api-key`` (output ``api_key``, a
+    Pulumi secret). Off and no secret: the server takes requests without a key."""
     network_policy: bool = True
-    allowed_namespaces: Sequence[str] = ()
-    monitoring_namespace: pulumi.Input[str] | None = "monitoring"
-    load_balancer_cidrs: Sequence[pulumi.Input[str]] = ()
+    """A NetworkPolicy admitting only ``load_balancer_cidrs`` (the ALB), Prometheus (``monitoring_namespace``) and
+    ``allowed_namespaces`` to the server's port. Enforced only where the cluster's network plugin enforces
+    policies (VPC CNI: ``enableNetworkPolicy``)."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """Namespaces whose pods may call the model servers (e.g. a batch-scoring pipeline)."""
+    monitoring_namespace: StrInput | None = "monitoring"
+    """Prometheus's namespace (it scrapes ``/metrics``); None: not admitted. MlPlatform with monitoring: its
+    namespace."""
+    load_balancer_cidrs: StrInputs = []
+    """Where the ALB's own addresses lie. With target type ``ip`` the ALB connects to pod IPs from its ENIs in the
+    subnets it was placed in (no namespace, no pod labels: an ``ipBlock`` is the only way a NetworkPolicy can name
+    it); its health checks come from there too. Empty in MlPlatform: the VPC's CIDR."""
 
-    def __post_init__(self) -> None:
+    @field_validator("model_uri", "certificate_arn")
+    @classmethod
+    def _checked(cls, value: Any, info: ValidationInfo) -> Any:
+        check = {"model_uri": check_model_uri, "certificate_arn": check_certificate_arn}[str(info.field_name)]
+        if not isinstance(value, pulumi.Output):  # an Output: checked once known (ModelService)
+            checked_as(f"ModelServiceArgs.{info.field_name}", check)(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         if not 1 <= self.min_replicas <= self.max_replicas:
             raise ValueError(
                 f"ModelServiceArgs: min_replicas ({self.min_replicas}) must be >= 1 and <= max_replicas "
@@ -179,10 +186,6 @@ class ModelServiceArgs:
             raise ValueError(f"ModelServiceArgs.target_cpu_utilization={self.target_cpu_utilization}: 1..100")
         if self.drain_seconds < 0 or self.graceful_timeout_seconds < 1:
             raise ValueError("ModelServiceArgs: drain_seconds must be >= 0 and graceful_timeout_seconds >= 1")
-        for name, check in (("model_uri", check_model_uri), ("certificate_arn", check_certificate_arn)):
-            value = getattr(self, name)
-            if not isinstance(value, pulumi.Output):  # an Output: checked once known (ModelService)
-                checked_as(f"ModelServiceArgs.{name}", check)(value)
         if self.public and self.certificate_arn is None and not self.allow_public_without_tls:
             raise ValueError(
                 "ModelServiceArgs.internal=False: an internet-facing ALB without certificate_arn serves plain HTTP, "
@@ -194,6 +197,7 @@ class ModelServiceArgs:
                 "ModelServiceArgs.internal=False: an internet-facing ALB in front of servers that take requests "
                 "without an API key lets anyone on the internet call the model; keep generate_api_key=True or "
                 "set api_key_secret, or allow_public_without_auth=True (flagged by mlplat check)")
+        return self
 
     @property
     def public(self) -> bool:
@@ -204,6 +208,23 @@ class ModelServiceArgs:
     def authenticated(self) -> bool:
         """Whether the servers require an API key (given as a Secret, or generated)."""
         return self.api_key_secret is not None or self.generate_api_key
+
+
+
+class ModelServiceArgs(ModelServiceSpec):
+    """Arguments of :class:`ModelService`: its :class:`ModelServiceSpec` and what it is wired to."""
+
+    namespace: StrInput
+    """The Kubernetes namespace (must exist)."""
+    image: StrInput
+    """The ``mlplat.serving`` image (``serving/Dockerfile``)."""
+    tracking_credentials_secret: StrInput | None = None
+    """A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and ``password``) with the MLflow
+    identity the server reads the registry as (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``);
+    MlPlatform passes the Tracking's read-only ``serving`` identity
+    (:meth:`~mlplat.components.tracking.Tracking.client_credentials`). None: no credentials."""
+    service_account_role_arn: StrInput | None = None
+    """IAM role (IRSA) with read access to the model artifacts."""
 
 
 def derived_names(args: ModelServiceArgs) -> list[DerivedName]:

@@ -16,24 +16,26 @@ loopback-only metrics) are switched off with their default rules, so nothing fir
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+from pydantic import Field, ValidationInfo, field_validator
 
 from mlplat.components.cluster import STORAGE_CLASS
 from mlplat.components.cluster_system import ROLE_ARN_ANNOTATION, Chart, release
 from mlplat.components.iam import policy_document, statement
 from mlplat.components.monitoring_rules import AlertThresholds, dashboard_json, model_service_rule_groups
 from mlplat.components.options import child_options, component_args
+from mlplat.components.spec import Spec, StrInput, renamed
 
 __all__ = [
     "MODEL_SERVICE_RELABELINGS",
     "Monitoring",
     "MonitoringArgs",
+    "MonitoringSpec",
     "alertmanager_config",
     "alertmanager_policy",
     "service_monitor",
@@ -97,69 +99,87 @@ EKS_HIDDEN_COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class MonitoringArgs:
-    """Arguments of :class:`Monitoring`.
-
-    Attributes:
-        namespace: Namespace of the monitoring stack.
-        chart_version: Pinned kube-prometheus-stack chart version (bump deliberately).
-        prometheus_replicas: Prometheus replicas; 2 in production, so a node loss or an upgrade leaves one
-            scraping (each replica scrapes everything: HA by duplication).
-        retention: How long Prometheus keeps samples (Prometheus duration, e.g. ``15d``).
-        storage_gb: Size of each Prometheus replica's persistent volume.
-        storage_class: StorageClass of that volume; default the gp3 class mlplat's Cluster creates under that
-            exact name (a PVC naming a class that does not exist stays Pending, and Prometheus never starts).
-        alertmanager_replicas: Alertmanager replicas (they form a cluster and deduplicate notifications).
-        thresholds: Thresholds of the model-service alerts.
-        model_services: ModelServices to scrape, name -> namespace: one ServiceMonitor each, covering its
-            stable and canary versions.
-        sns_topic_arn: SNS topic every alert is published to (the platform's alarm topic), with
-            ``send_resolved``; the signing region is the topic's. Needs ``alertmanager_role_arn``.
-        alertmanager_role_arn: IAM role of Alertmanager's service account (IRSA, annotated on
-            :data:`ALERTMANAGER_SERVICE_ACCOUNT`): the default AWS credential chain in the pod picks it up and
-            signs the SNS requests with it. Give it :func:`alertmanager_policy`.
-        receiver: An Alertmanager receiver of your own (``{"name": ..., "slack_configs": [...]}``, any
-            ``*_configs`` of https://prometheus.io/docs/alerting/latest/configuration/#receiver), which gets every
-            alert too (alongside the SNS topic when both are set). It travels in the Helm values: give credentials
-            as Pulumi secrets, or as ``*_file`` fields of Secrets mounted through ``alertmanagerSpec.secrets``.
-        alerts_receiver_optional: Allow a Monitoring whose alerts go nowhere (upstream's ``null`` receiver).
-            Without a topic or a receiver, :class:`Monitoring` raises instead: rules that fire and page no one
-            look like monitoring but are not, and nothing in the cluster would show it; opt out only where that
-            is the intent (a throwaway cluster, or a team that adds AlertmanagerConfigs of its own).
-    """
+class MonitoringSpec(Spec):
+    """What a user decides about :class:`Monitoring` (``MlPlatformArgs.monitoring``); :class:`MonitoringArgs` adds
+    the wiring: the model services to scrape."""
 
     namespace: str = "monitoring"
+    """Namespace of the monitoring stack."""
     chart_version: str = CHART.version
-    prometheus_replicas: int = 1
+    """Pinned kube-prometheus-stack chart version (bump deliberately)."""
+    prometheus_replicas: int = Field(1, le=5)
+    """Prometheus replicas (1 to 5); 2 in production, so a node loss or an upgrade leaves one scraping (each
+    replica scrapes everything: HA by duplication)."""
     retention: str = "15d"
-    storage_gb: int = 50
+    """How long Prometheus keeps samples (Prometheus duration, e.g. ``15d``)."""
+    storage_gb: int = Field(50, le=16384)
+    """Size of each Prometheus replica's persistent volume."""
     storage_class: str = STORAGE_CLASS
-    alertmanager_replicas: int = 1
-    thresholds: AlertThresholds = field(default_factory=AlertThresholds)
-    model_services: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
-    sns_topic_arn: pulumi.Input[str] | None = None
-    alertmanager_role_arn: pulumi.Input[str] | None = None
-    receiver: Mapping[str, Any] | None = None
+    """StorageClass of that volume; default the gp3 class mlplat's Cluster creates under that exact name (a PVC
+    naming a class that does not exist stays Pending, and Prometheus never starts)."""
+    alertmanager_replicas: int = Field(1, le=5)
+    """Alertmanager replicas (1 to 5; they form a cluster and deduplicate notifications)."""
+    thresholds: AlertThresholds = Field(AlertThresholds(), **renamed("alerts", "thresholds"))
+    """Thresholds of the model-service alerts (the stack file's ``monitoring.alerts``)."""
+    sns_topic_arn: StrInput | None = None
+    """SNS topic every alert is published to (the platform's alarm topic by default in MlPlatform), with
+    ``send_resolved``; the signing region is the topic's. Needs ``alertmanager_role_arn``."""
+    alertmanager_role_arn: StrInput | None = None
+    """IAM role of Alertmanager's service account (IRSA, annotated on :data:`ALERTMANAGER_SERVICE_ACCOUNT`): the
+    default AWS credential chain in the pod picks it up and signs the SNS requests with it. Give it
+    :func:`alertmanager_policy`. MlPlatform creates one when it has a topic and this is None."""
+    receiver: dict[str, Any] | None = None
+    """An Alertmanager receiver of your own (``{"name": ..., "slack_configs": [...]}``, any ``*_configs`` of
+    https://prometheus.io/docs/alerting/latest/configuration/#receiver), which gets every alert too (alongside the
+    SNS topic when both are set). It travels in the Helm values: give credentials as Pulumi secrets, or as
+    ``*_file`` fields of Secrets mounted through ``alertmanagerSpec.secrets``."""
     alerts_receiver_optional: bool = False
+    """Allow a Monitoring whose alerts go nowhere (upstream's ``null`` receiver). Without a topic or a receiver,
+    :class:`Monitoring` raises instead: rules that fire and page no one look like monitoring but are not, and
+    nothing in the cluster would show it; opt out only where that is the intent (a throwaway cluster, or a team
+    that adds AlertmanagerConfigs of its own)."""
 
-    def __post_init__(self) -> None:
-        for name in ("prometheus_replicas", "alertmanager_replicas", "storage_gb"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MonitoringArgs.{name}={getattr(self, name)}: must be >= 1")
-        if not self.retention[:-1].isdigit() or self.retention[-1] not in "smhdwy":
-            raise ValueError(f"MonitoringArgs.retention={self.retention!r}: expected a duration such as 15d or 12h")
-        if isinstance(self.sns_topic_arn, str):
-            _sns_topic_region(self.sns_topic_arn)
-        if self.receiver is not None:
-            label = self.receiver.get("name")
+    @field_validator("prometheus_replicas", "alertmanager_replicas", "storage_gb")
+    @classmethod
+    def _at_least_one(cls, value: int, info: ValidationInfo) -> int:
+        if value < 1:
+            raise ValueError(f"MonitoringArgs.{info.field_name}={value}: must be >= 1")
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        if not value[:-1].isdigit() or value[-1:] not in tuple("smhdwy"):
+            raise ValueError(f"MonitoringArgs.retention={value!r}: expected a duration such as 15d or 12h")
+        return value
+
+    @field_validator("sns_topic_arn")
+    @classmethod
+    def _topic(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            _sns_topic_region(value)
+        return value
+
+    @field_validator("receiver")
+    @classmethod
+    def _receiver(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            label = value.get("name")
             if not isinstance(label, str) or not label or label in (NULL_RECEIVER, SNS_RECEIVER):
                 raise ValueError(f"MonitoringArgs.receiver: needs a 'name' other than {NULL_RECEIVER!r} and "
                                  f"{SNS_RECEIVER!r}, got {label!r}")
-            if not any(key.endswith("_configs") and value for key, value in self.receiver.items()):
+            if not any(key.endswith("_configs") and item for key, item in value.items()):
                 raise ValueError(f"MonitoringArgs.receiver {label!r}: no integration (*_configs) to send alerts to")
         # Whether any receiver is set is checked by alertmanager_config(): the platform fills the topic in later.
+        return value
 
+
+class MonitoringArgs(MonitoringSpec):
+    """Arguments of :class:`Monitoring`: its :class:`MonitoringSpec` and the model services it scrapes."""
+
+    model_services: dict[str, StrInput] = {}
+    """ModelServices to scrape, name -> namespace: one ServiceMonitor each, covering its stable and canary
+    versions (MlPlatform: every service of the platform)."""
 
 def _sns_topic_region(topic_arn: str) -> str:
     """The region of an SNS topic ARN (``arn:<partition>:sns:<region>:<account>:<name>``): where to publish."""

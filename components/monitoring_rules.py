@@ -19,10 +19,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from pydantic import ValidationInfo, field_validator
+
+from mlplat.components.spec import Spec
 
 INFERENCE_ROUTES: tuple[str, ...] = ("/predict", "/v2/models/{name}/infer")
 """The ``route`` label values the server gives its inference requests (the V2 route, versioned or not, is one)."""
@@ -54,8 +57,7 @@ DASHBOARD_FILE: Path = Path(__file__).parent / "dashboards" / "model-service.jso
 _REGEX_META = frozenset("\\.+*?()|[]{}^$")
 
 
-@dataclass(frozen=True)
-class AlertThresholds:
+class AlertThresholds(Spec):
     """Thresholds of the model-service alerts."""
 
     p99_latency_seconds: float = 0.25
@@ -73,28 +75,39 @@ class AlertThresholds:
     drift_min_window_rows: int = 500
     """Rows the drift window must hold before PSI is trusted; smaller windows give noisy PSI (>= 1)."""
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{f.name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
-        if self.p99_latency_seconds <= 0:
-            raise ValueError(f"p99_latency_seconds must be > 0 seconds, got {self.p99_latency_seconds}")
-        if not 0 < self.error_ratio < 1:
-            raise ValueError(f"error_ratio must be between 0 and 1 (exclusive), got {self.error_ratio}")
-        if self.queue_depth <= 0:
-            raise ValueError(f"queue_depth must be > 0 requests, got {self.queue_depth}")
-        if self.drift_psi <= 0:
-            raise ValueError(f"drift_psi must be > 0, got {self.drift_psi}")
-        if self.canary_margin < 1:
-            raise ValueError(f"canary_margin must be >= 1 (a factor over the stable version), got {self.canary_margin}")
-        if not isinstance(self.for_minutes, int) or not 0 <= self.for_minutes <= 1440:
-            raise ValueError(f"for_minutes must be a whole number of minutes from 0 to 1440, got {self.for_minutes}")
-        if not isinstance(self.drift_min_window_rows, int) or self.drift_min_window_rows < 1:
-            raise ValueError(f"drift_min_window_rows must be a whole number >= 1, got {self.drift_min_window_rows}")
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{info.field_name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be a finite number, got {value!r}")
+        return value
 
+    @field_validator("for_minutes", "drift_min_window_rows", mode="before")
+    @classmethod
+    def _whole(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, int):
+            what = "number of minutes from 0 to 1440" if info.field_name == "for_minutes" else "number >= 1"
+            raise ValueError(f"{info.field_name} must be a whole {what}, got {value!r}")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _range(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = {
+            "p99_latency_seconds": (value <= 0, f"p99_latency_seconds must be > 0 seconds, got {value}"),
+            "error_ratio": (not 0 < value < 1, f"error_ratio must be between 0 and 1 (exclusive), got {value}"),
+            "queue_depth": (value <= 0, f"queue_depth must be > 0 requests, got {value}"),
+            "drift_psi": (value <= 0, f"drift_psi must be > 0, got {value}"),
+            "canary_margin": (value < 1, f"canary_margin must be >= 1 (a factor over the stable version), got {value}"),
+            "for_minutes": (not 0 <= value <= 1440,
+                            f"for_minutes must be a whole number of minutes from 0 to 1440, got {value}"),
+            "drift_min_window_rows": (value < 1, f"drift_min_window_rows must be a whole number >= 1, got {value}"),
+        }[str(info.field_name)]
+        if problem[0]:
+            raise ValueError(problem[1])
+        return value
 
 def _num(value: float) -> str:
     """A PromQL number literal for `value` (exact, no trailing ``.0``)."""

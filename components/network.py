@@ -2,63 +2,124 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field, field_validator, model_validator
 
 from mlplat.components.iam import policy_document, service_trust_policy, statement
 from mlplat.components.options import component_args
+from mlplat.components.spec import Spec, renamed
 from mlplat.components.subnets import DEFAULT_NEWBITS, plan_subnets
 
-__all__ = ["Network", "NetworkArgs"]
+__all__ = ["Network", "NetworkArgs", "NetworkSpec", "SubnetCidrs", "SubnetNewbits"]
 
 # Interface endpoints that let private nodes pull images, get IRSA credentials and ship logs without NAT.
 DEFAULT_INTERFACE_ENDPOINTS: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts", "logs")
 
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
+"""The retention periods CloudWatch Logs accepts."""
 
-@dataclass(frozen=True)
-class NetworkArgs:
-    """Arguments of :class:`Network`.
 
-    Attributes:
-        cidr_block: The VPC's IPv4 CIDR, /16 to /24.
-        az_count: How many availability zones to span (2 or more); one subnet per tier in each.
-        availability_zones: Explicit AZ names; default: the region's first ``az_count`` available zones.
-        nat: ``"single"`` (one NAT gateway, cheap, one AZ's outage cuts egress) or ``"per_az"`` (HA).
-        subnet_newbits: Bits added to the VPC prefix per tier (``private``, ``public``, ``database``).
-        subnet_cidrs: Explicit CIDRs per tier, one per AZ; overrides ``subnet_newbits``.
-        interface_endpoints: Create the interface endpoints in ``interface_endpoint_services``.
-        interface_endpoint_services: Service suffixes for interface endpoints (``com.amazonaws.<region>.<s>``).
-        flow_log_retention_days: CloudWatch retention of the VPC flow logs.
-        cluster_name: When set, subnets carry the EKS discovery tags for this cluster name.
-        region: The region for endpoint service names; default: the provider's region.
-    """
+class SubnetNewbits(Spec):
+    """Bits added to the VPC prefix for each tier's subnets (as Terraform's ``cidrsubnet``): /16 + 3 = /19."""
 
-    cidr_block: str = "10.0.0.0/16"
-    az_count: int = 3
-    availability_zones: Sequence[str] | None = None
+    private: int = Field(DEFAULT_NEWBITS["private"], ge=1, le=12)
+    """The private subnets' (nodes and pods)."""
+    public: int = Field(DEFAULT_NEWBITS["public"], ge=1, le=12)
+    """The public subnets' (load balancers, NAT)."""
+    database: int = Field(DEFAULT_NEWBITS["database"], ge=1, le=12)
+    """The database subnets'."""
+
+
+class SubnetCidrs(Spec):
+    """Explicit subnet CIDRs per tier, one per AZ, in AZ order (overrides the computed layout)."""
+
+    public: list[ipaddress.IPv4Network]
+    """The public subnets."""
+    private: list[ipaddress.IPv4Network]
+    """The private subnets."""
+    database: list[ipaddress.IPv4Network]
+    """The database subnets."""
+
+
+class NetworkSpec(Spec):
+    """The VPC's settings (``mlplat:network``): what a user decides; :class:`NetworkArgs` adds the wiring."""
+
+    cidr_block: str = Field("10.0.0.0/16", **renamed("cidr", "cidr_block"))
+    """The VPC's IPv4 CIDR: a private (RFC 1918) range, /16 to /24."""
+    az_count: int = Field(3, ge=2, le=6)
+    """How many availability zones to span (2 to 6); one subnet per tier in each."""
+    availability_zones: list[str] | None = None
+    """Explicit AZ names, exactly ``az_count`` of them; default: the region's first ``az_count`` available zones."""
     nat: Literal["single", "per_az"] = "per_az"
-    subnet_newbits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_NEWBITS))
-    subnet_cidrs: Mapping[str, Sequence[str]] | None = None
+    """``"single"`` (one NAT gateway, cheap, one AZ's outage cuts egress) or ``"per_az"`` (HA)."""
     interface_endpoints: bool = True
-    interface_endpoint_services: Sequence[str] = DEFAULT_INTERFACE_ENDPOINTS
+    """Create the interface endpoints in ``interface_endpoint_services``."""
+    interface_endpoint_services: list[str] = list(DEFAULT_INTERFACE_ENDPOINTS)
+    """Service suffixes for interface endpoints (``com.amazonaws.<region>.<s>``)."""
     flow_log_retention_days: int = 90
-    cluster_name: str | None = None
-    region: str | None = None
+    """CloudWatch retention of the VPC flow logs (one of the periods CloudWatch Logs accepts)."""
+    subnet_newbits: SubnetNewbits = SubnetNewbits()
+    """Bits added to the VPC prefix per tier (``private``, ``public``, ``database``)."""
+    subnet_cidrs: SubnetCidrs | None = Field(None, **renamed("subnets", "subnet_cidrs"))
+    """Explicit CIDRs per tier, one per AZ; overrides ``subnet_newbits``."""
 
-    def __post_init__(self) -> None:
-        if self.az_count < 2:
-            raise ValueError(f"NetworkArgs.az_count={self.az_count}: an HA platform needs at least 2 AZs")
-        if self.nat not in ("single", "per_az"):
-            raise ValueError(f"NetworkArgs.nat={self.nat!r}: allowed values are 'single' and 'per_az'")
+    @field_validator("cidr_block", mode="before")
+    @classmethod
+    def _cidr(cls, value: Any) -> str:
+        # The stack file writes a string; a Python caller may hand an IPv4Network. The VPC gets the string form.
+        try:
+            net = ipaddress.IPv4Network(str(value), strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 network in CIDR form ({exc}); e.g. 10.0.0.0/16") from exc
+        if not 16 <= net.prefixlen <= 24:
+            raise ValueError(f"{value!r}: the VPC prefix must be between /16 and /24 (AWS allows /16 to /28, "
+                             "and a /25 or smaller leaves no room for three tiers of subnets)")
+        if not net.is_private:
+            raise ValueError(f"{value!r} is not a private (RFC 1918) range; use e.g. 10.0.0.0/16")
+        return str(net)
+
+    @field_validator("flow_log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"{value} is not a CloudWatch Logs retention period; allowed: "
+                             + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        return value
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _azs(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value} lists an availability zone twice")
+        return value
+
+    @model_validator(mode="after")
+    def _layout(self) -> Self:
         if self.availability_zones is not None and len(self.availability_zones) != self.az_count:
-            raise ValueError(
-                f"NetworkArgs.availability_zones has {len(self.availability_zones)} zones, az_count is {self.az_count}"
-            )
-        plan_subnets(self.cidr_block, self.az_count, self.subnet_newbits, self.subnet_cidrs)
+            raise ValueError(f"availabilityZones lists {len(self.availability_zones)} zones but azCount is "
+                             f"{self.az_count}; list exactly azCount zones or leave availabilityZones out")
+        self.subnet_layout()  # raises with a specific message when the subnets do not fit or overlap
+        return self
+
+    def subnet_layout(self) -> dict[str, list[ipaddress.IPv4Network]]:
+        """Each tier's subnet CIDRs, one per AZ (see :func:`mlplat.components.subnets.plan_subnets`)."""
+        explicit = None if self.subnet_cidrs is None else self.subnet_cidrs.model_dump()
+        return plan_subnets(self.cidr_block, self.az_count, self.subnet_newbits.model_dump(), explicit)
+
+
+class NetworkArgs(NetworkSpec):
+    """Arguments of :class:`Network`: its settings (:class:`NetworkSpec`) and what a parent wires."""
+
+    cluster_name: str | None = None
+    """When set, subnets carry the EKS discovery tags for this cluster name."""
+    region: str | None = None
+    """The region for endpoint service names; default: the provider's region."""
 
 
 class Network(pulumi.ComponentResource):
@@ -94,7 +155,7 @@ class Network(pulumi.ComponentResource):
         args = component_args("Network", NetworkArgs, args, kwargs)
         super().__init__("mlplat:network:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        layout = plan_subnets(args.cidr_block, args.az_count, args.subnet_newbits, args.subnet_cidrs)
+        layout = args.subnet_layout()
         region: pulumi.Input[str] = args.region or aws.get_region_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).region

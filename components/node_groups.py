@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Self
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field, ModelWrapValidatorHandler, field_validator, model_validator
 
-from mlplat.components.validation import check_list_of_names
+from mlplat.components.spec import Problem, Spec, raise_problems
 
 __all__ = ["NodePoolArgs", "SpotDiversityWarning", "Taint"]
 
@@ -55,6 +56,7 @@ _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 _LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _POOL_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+_K8S_MINOR = re.compile(r"1\.(\d+)")
 _TAINT = re.compile(r"(?P<key>[^=:\s]+)(=(?P<value>[^:\s]*))?:(?P<effect>\w+)")
 
 
@@ -104,53 +106,189 @@ class Taint:
         return {"key": self.key, "operator": "Exists", "effect": self.effect}
 
 
-@dataclass(frozen=True)
-class NodePoolArgs:
-    """One EKS managed node group.
+class NodePoolArgs(Spec):
+    """One EKS managed node group: what a pool is, validated before any resource is created.
 
-    Attributes:
-        name: Pool name, ``[a-z][a-z0-9-]*``; the node group is named ``<cluster>-<name>``.
-        instance_types: EC2 instance types the group may launch; list several for spot (capacity pools).
-        capacity_type: ``ON_DEMAND`` or ``SPOT``.
-        min_size: Smallest node count; 0 lets the autoscaler empty the pool (scale from zero).
-        max_size: Largest node count the autoscaler may reach.
-        desired_size: Node count at creation; default ``min_size``. Later changes are ignored, because the
-            autoscaler owns the running count and Pulumi must not reset it on every ``up``.
-        disk_size_gib: Root volume size (encrypted gp3) in GiB; images and datasets land here.
-        labels: Kubernetes labels on every node (and in the autoscaler's node template).
-        taints: Kubernetes taints on every node (and in the autoscaler's node template).
-        ami_type: An AL2023 EKS AMI type; ``*_NVIDIA`` for GPU instances (driver and container toolkit).
-        version: Kubernetes minor version of the nodes; default the cluster's. Pinned per pool so an
-            upgrade goes control plane first, then pool by pool.
-        release_version: The EKS AMI release to run (e.g. ``1.35.6-20260714``); default: the latest at
-            creation, then left alone. Pin it for GPU pools so driver versions change only on purpose.
-        gpus_per_node: NVIDIA GPUs per node, advertised to the autoscaler for an empty pool; derived from
-            the instance types for known GPU families, required for others with an NVIDIA AMI.
-        max_unavailable_percentage: Share of nodes replaced at once during an AMI or version update.
+    In the stack file a pool is an entry of ``mlplat:cluster.nodeGroups`` whose key is its name (the entry does not
+    repeat it); in Python, ``NodePoolArgs(name="cpu", instance_types=[...])``. Errors name the stack file's keys
+    (``minSize``, ``instanceTypes``) and say when a value they cite is the field's default.
     """
 
-    name: str
-    instance_types: Sequence[str]
+    instance_types: list[str]
+    """EC2 instance types the group may launch; list several for spot (capacity pools)."""
     capacity_type: CapacityType = "ON_DEMAND"
-    min_size: int = 1
-    max_size: int = 3
-    desired_size: int | None = None
-    disk_size_gib: int = 50
-    labels: Mapping[str, str] = field(default_factory=dict)
-    taints: Sequence[Taint] = ()
+    """``ON_DEMAND`` or ``SPOT``."""
+    min_size: int = Field(1, ge=0)
+    """Smallest node count; 0 lets the autoscaler empty the pool (scale from zero)."""
+    max_size: int = Field(3, ge=1)
+    """Largest node count the autoscaler may reach."""
+    desired_size: int | None = Field(None, ge=0)
+    """Node count at creation; default ``min_size``, so a pool that sets only ``max_size`` is valid. Later changes
+    are ignored, because the autoscaler owns the running count and Pulumi must not reset it on every ``up``."""
+    disk_size_gib: int = Field(50, ge=20, le=16384)
+    """Root volume size (encrypted gp3) in GiB; images and datasets land here."""
+    labels: dict[str, str] = {}
+    """Kubernetes labels on every node (and in the autoscaler's node template)."""
+    taints: list[Taint] = []
+    """Kubernetes taints on every node (and in the autoscaler's node template); a :class:`Taint` or its text,
+    ``key=value:Effect`` as ``kubectl taint`` writes it (the stack file's form)."""
     ami_type: str = "AL2023_x86_64_STANDARD"
+    """An AL2023 EKS AMI type; ``*_NVIDIA`` for GPU instances (driver and container toolkit)."""
     version: str | None = None
+    """Kubernetes minor version of the nodes; default the cluster's. Pinned per pool so an upgrade goes control
+    plane first, then pool by pool."""
     release_version: str | None = None
+    """The EKS AMI release to run (e.g. ``1.35.6-20260714``); default: the latest at creation, then left alone.
+    Pin it for GPU pools so driver versions change only on purpose."""
     gpus_per_node: int | None = None
-    max_unavailable_percentage: int = 33
+    """NVIDIA GPUs per node, advertised to the autoscaler for an empty pool; derived from the instance types for
+    known GPU families, required for others with an NVIDIA AMI."""
+    max_unavailable_percentage: int = Field(33, ge=1, le=100)
+    """Share of nodes replaced at once during an AMI or version update."""
+    # Last: a stack file's entry takes its name from its key, so the keys it writes are the ones above.
+    name: str
+    """Pool name, ``[a-z][a-z0-9-]*``; the node group is named ``<cluster>-<name>``. In ``cluster.nodeGroups`` the
+    entry's key."""
 
-    def __post_init__(self) -> None:
-        check_list_of_names(f"NodePoolArgs({self.name!r})", "instance_types", self.instance_types)
-        errors, notes = check_pool(self)
-        if errors:
-            raise ValueError(f"node pool {self.name!r}: " + "; ".join(errors))
-        for note in notes:
-            warnings.warn(f"node pool {self.name!r}: {note}", SpotDiversityWarning, stacklevel=3)
+    @field_validator("instance_types", mode="before")
+    @classmethod
+    def _not_one_string(cls, value: Any) -> Any:
+        # pydantic refuses a string for a list anyway; say why a list is meant.
+        if isinstance(value, str | bytes):
+            raise ValueError(f"{value!r} is a single string, which would be read as one name per letter; give a "
+                             f"list, e.g. [{value!r}]")
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _instance_types(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("[] lists no instance type; list at least one EC2 instance type such as m6i.xlarge")
+        bad = [t for t in value if not _INSTANCE_TYPE.fullmatch(t)]
+        if bad:
+            raise ValueError(f"{bad} are not EC2 instance type names such as m6i.xlarge")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} lists a type twice")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        problems: list[Problem] = []
+        for key, text in value.items():
+            if not _LABEL_KEY.fullmatch(key):
+                problems.append(((key,), f"{key!r} is not a Kubernetes label name: at most 63 letters, digits, '-', "
+                                         "'_' and '.', starting and ending with a letter or digit, with an optional "
+                                         "DNS prefix and '/' (e.g. example.com/team)"))
+            elif not _LABEL_VALUE.fullmatch(text):
+                problems.append(((key,), f"{text!r} is not a Kubernetes label value: at most 63 letters, digits, "
+                                         "'-', '_' and '.', starting and ending with a letter or digit (or empty)"))
+        if problems:
+            raise_problems(cls.__name__, problems)
+        return value
+
+    @field_validator("taints", mode="before")
+    @classmethod
+    def _parse_taints(cls, value: Any) -> Any:
+        # The stack file writes a taint as kubectl does; Taint.parse raises naming it and the form it should take.
+        if isinstance(value, list | tuple):
+            return [Taint.parse(t) if isinstance(t, str) else t for t in value]
+        return value
+
+    @field_validator("taints")
+    @classmethod
+    def _taint_keys(cls, value: list[Taint]) -> list[Taint]:
+        keys = [t.key for t in value]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{[str(t) for t in value]} repeat a key; the autoscaler keeps one taint per key")
+        return value
+
+    @field_validator("ami_type")
+    @classmethod
+    def _ami_type(cls, value: str) -> str:
+        if value not in AMI_TYPES:
+            raise ValueError(f"{value!r} is not an EKS AMI type; allowed: {', '.join(AMI_TYPES)}")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and k8s_minor(value) is None:
+            raise ValueError(f"{value!r} is not a Kubernetes minor version such as '1.35'")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        problem = pool_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # A pool handed in as a NodePoolArgs was checked when it was made: not again (nor warned about twice).
+        return data if isinstance(data, cls) else handler(data)._consistent()
+
+    def _consistent(self) -> Self:
+        problems: list[Problem] = [((), message) for message in [*self._size_problems(), *self._gpu_problems()]]
+        if self.version is not None and self.release_version is not None \
+                and not self.release_version.startswith(f"{self.version}."):
+            problems.append((("releaseVersion",), f"{self.release_version!r} is not a release of Kubernetes "
+                                                  f"{self.version} (the pool's version); expected "
+                                                  f"{self.version}.<patch>-<date>"))
+        if problems:
+            raise_problems(type(self).__name__, problems)
+        if self.capacity_type == "SPOT" and len(self.instance_types) == 1:
+            warnings.warn(f"node pool {self.name!r}: SPOT with a single instance type ({self.instance_types[0]}) is "
+                          "interrupted together and may find no capacity; list several similar types (e.g. "
+                          "g5.xlarge, g6.xlarge, g4dn.xlarge)", SpotDiversityWarning, stacklevel=2)
+        return self
+
+    def _shown(self, field: str) -> str:
+        # Say when a value is the field's default: the user may not know it is there, and must set the key.
+        value = getattr(self, field)
+        return f"{value}" if field in self.model_fields_set else f"{value}, the default"
+
+    def _size_problems(self) -> list[str]:
+        if self.min_size > self.max_size:
+            fix = "" if "max_size" in self.model_fields_set else f"; set maxSize to {self.min_size} or more"
+            return [f"minSize ({self._shown('min_size')}) is greater than maxSize ({self._shown('max_size')}){fix}"]
+        desired = self.desired_size
+        if desired is None or self.min_size <= desired <= self.max_size:
+            return []
+        if desired > self.max_size:
+            fix = "" if "max_size" in self.model_fields_set else f"; set maxSize to {desired} or more"
+        else:
+            fix = "" if "min_size" in self.model_fields_set else f"; set minSize to {desired} or less"
+        return [f"desiredSize ({desired}) must lie between minSize ({self._shown('min_size')}) and maxSize "
+                f"({self._shown('max_size')}){fix}"]
+
+    def _gpu_problems(self) -> list[str]:
+        counts = {t: gpu_count(t) for t in self.instance_types}
+        ami = f"amiType {self.ami_type!r}" + ("" if "ami_type" in self.model_fields_set else " (the default)")
+        if self.ami_type not in NVIDIA_AMI_TYPES:
+            gpu_types = sorted(t for t, n in counts.items() if n is not None)
+            if gpu_types:
+                return [f"instanceTypes {gpu_types} have NVIDIA GPUs but {ami} has no driver; set amiType: "
+                        "AL2023_x86_64_NVIDIA"]
+            if self.gpus_per_node:
+                return [f"gpusPerNode ({self.gpus_per_node}) needs an NVIDIA amiType, not {ami}"]
+            return []
+        if self.gpus_per_node is not None:
+            if self.gpus_per_node < 1:
+                return [f"gpusPerNode ({self.gpus_per_node}) must be at least 1 for an NVIDIA pool"]
+            wrong = {t: n for t, n in counts.items() if n is not None and n != self.gpus_per_node}
+            return [f"gpusPerNode ({self.gpus_per_node}) contradicts the GPUs per node of {wrong}"] if wrong else []
+        unknown = sorted(t for t, n in counts.items() if n is None)
+        if unknown:
+            return [f"instanceTypes {unknown} are not known GPU types; set gpusPerNode, or use g4dn/g5/g6/g6e/p3/"
+                    "p4d/p5 types"]
+        if len(set(counts.values())) > 1:
+            # The autoscaler sizes an empty group from one template node: mixed GPU counts make it guess wrong.
+            return [f"instanceTypes mix GPU counts {counts}; a pool must have one GPU count per node"]
+        return []
 
     @property
     def initial_size(self) -> int:
@@ -191,127 +329,18 @@ class NodePoolArgs:
         return tags
 
 
-def check_pool(pool: NodePoolArgs) -> tuple[list[str], list[str]]:
-    """Validate a pool: (errors, warnings), each a sentence naming the field, the value and what is allowed."""
-    types = list(pool.instance_types)
-    errors = [
-        *_check_pool_name(pool),
-        *_check_instance_types(types),
-        *_check_capacity_type(pool),
-        *_check_sizes(pool),
-        *_check_disk_and_updates(pool),
-        *_check_labels_and_taints(pool),
-        *_check_ami_type(pool),
-        *_check_gpus(pool, types),
-        *_check_release_version(pool),
-    ]
-    return errors, _spot_notes(pool, types)
+def k8s_minor(version: str) -> int | None:
+    """The minor of a Kubernetes minor version (``"1.35"`` -> 35), or None when ``version`` is not one."""
+    match = _K8S_MINOR.fullmatch(version)
+    return int(match.group(1)) if match else None
 
 
-def _check_pool_name(pool: NodePoolArgs) -> list[str]:
-    if not _POOL_NAME.fullmatch(pool.name):
-        return [f"name {pool.name!r} must be 1-31 characters of a-z, 0-9 and '-', starting with a letter"]
-    return []
-
-
-def _check_instance_types(types: list[str]) -> list[str]:
-    errors: list[str] = []
-    if not types:
-        errors.append("instance_types is empty; list at least one EC2 instance type such as m6i.xlarge")
-    bad = [t for t in types if not _INSTANCE_TYPE.fullmatch(t)]
-    if bad:
-        errors.append(f"instance_types {bad} are not EC2 instance type names such as m6i.xlarge")
-    if len(set(types)) != len(types):
-        errors.append(f"instance_types {types} lists a type twice")
-    return errors
-
-
-def _check_capacity_type(pool: NodePoolArgs) -> list[str]:
-    if pool.capacity_type not in ("ON_DEMAND", "SPOT"):
-        return [f"capacity_type {pool.capacity_type!r} is not one of ON_DEMAND, SPOT"]
-    return []
-
-
-def _check_sizes(pool: NodePoolArgs) -> list[str]:
-    errors: list[str] = []
-    if pool.min_size < 0:
-        errors.append(f"min_size ({pool.min_size}) must be 0 or more")
-    if pool.max_size < 1:
-        errors.append(f"max_size ({pool.max_size}) must be at least 1")
-    if pool.min_size > pool.max_size:
-        errors.append(f"min_size ({pool.min_size}) is greater than max_size ({pool.max_size})")
-    elif pool.desired_size is not None and not pool.min_size <= pool.desired_size <= pool.max_size:
-        errors.append(f"desired_size ({pool.desired_size}) must lie between min_size ({pool.min_size}) "
-                      f"and max_size ({pool.max_size})")
-    return errors
-
-
-def _check_disk_and_updates(pool: NodePoolArgs) -> list[str]:
-    errors: list[str] = []
-    if not 20 <= pool.disk_size_gib <= 16384:
-        errors.append(f"disk_size_gib ({pool.disk_size_gib}) must be between 20 and 16384")
-    if not 1 <= pool.max_unavailable_percentage <= 100:
-        errors.append(f"max_unavailable_percentage ({pool.max_unavailable_percentage}) must be between 1 and 100")
-    return errors
-
-
-def _check_labels_and_taints(pool: NodePoolArgs) -> list[str]:
-    errors = [
-        f"label {key}={value!r} is not a valid Kubernetes label (name up to 63 characters "
-        "of letters, digits, '-', '_', '.', with an optional DNS prefix)"
-        for key, value in pool.labels.items()
-        if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(value)
-    ]
-    keys = [t.key for t in pool.taints]
-    if len(set(keys)) != len(keys):
-        errors.append(f"taints {[str(t) for t in pool.taints]} repeat a key; the autoscaler keeps one per key")
-    return errors
-
-
-def _check_ami_type(pool: NodePoolArgs) -> list[str]:
-    if pool.ami_type not in AMI_TYPES:
-        return [f"ami_type {pool.ami_type!r} is not one of {', '.join(AMI_TYPES)}"]
-    return []
-
-
-def _check_release_version(pool: NodePoolArgs) -> list[str]:
-    if pool.version is not None and pool.release_version is not None \
-            and not pool.release_version.startswith(pool.version + "."):
-        return [f"release_version {pool.release_version!r} is not a release of Kubernetes {pool.version} "
-                f"(expected {pool.version}.<patch>-<date>)"]
-    return []
-
-
-def _spot_notes(pool: NodePoolArgs, types: list[str]) -> list[str]:
-    if pool.capacity_type == "SPOT" and len(types) == 1:
-        return [f"SPOT with a single instance type ({types[0]}) is interrupted together and may find no "
-                "capacity; list several similar types (e.g. g5.xlarge, g6.xlarge, g4dn.xlarge)"]
-    return []
-
-
-def _check_gpus(pool: NodePoolArgs, types: list[str]) -> list[str]:
-    counts = {t: gpu_count(t) for t in types}
-    gpu_types = sorted(t for t, n in counts.items() if n is not None)
-    if pool.ami_type not in NVIDIA_AMI_TYPES:
-        if gpu_types:
-            return [f"instance_types {gpu_types} have NVIDIA GPUs but ami_type {pool.ami_type!r} has no driver; "
-                    "use AL2023_x86_64_NVIDIA"]
-        if pool.gpus_per_node:
-            return [f"gpus_per_node={pool.gpus_per_node} needs an NVIDIA ami_type, not {pool.ami_type!r}"]
-        return []
-    if pool.gpus_per_node is not None:
-        if pool.gpus_per_node < 1:
-            return [f"gpus_per_node ({pool.gpus_per_node}) must be at least 1 for an NVIDIA pool"]
-        wrong = {t: n for t, n in counts.items() if n is not None and n != pool.gpus_per_node}
-        return [f"gpus_per_node={pool.gpus_per_node} contradicts {wrong}"] if wrong else []
-    unknown = sorted(t for t, n in counts.items() if n is None)
-    if unknown:
-        return [f"instance_types {unknown} are not known GPU types; set gpus_per_node, or use g4dn/g5/g6/g6e/p3/"
-                "p4d/p5 types"]
-    if len(set(counts.values())) > 1:
-        # The autoscaler sizes an empty group from one template node: mixed GPU counts make it guess wrong.
-        return [f"instance_types mix GPU counts {counts}; a group must have one GPU count per node"]
-    return []
+def pool_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a pool (it names the node group ``<cluster>-<pool>``), or None."""
+    if not _POOL_NAME.fullmatch(name):
+        return (f"{name!r} is not a node pool name: 1-31 characters of a-z, 0-9 and '-', starting with a letter (it "
+                "names the node group <cluster>-<pool>)")
+    return None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pulumi
+from pydantic import BaseModel
 
 ArgsT = TypeVar("ArgsT")
 T = TypeVar("T")
@@ -48,7 +49,8 @@ def component_args(component: str, args_type: type[ArgsT], args: ArgsT | None, f
         if not isinstance(args, args_type):
             raise TypeError(f"{component}: args must be a {args_type.__name__}, not {type(args).__name__}")
         return args
-    known = {f.name for f in dataclasses.fields(args_type)}  # type: ignore[arg-type]
+    known = (set(args_type.model_fields) if isinstance(args_type, type) and issubclass(args_type, BaseModel)
+             else {f.name for f in dataclasses.fields(args_type)})  # type: ignore[arg-type]
     unknown = sorted(set(fields) - known)
     if unknown:
         raise TypeError(f"{component}: {unknown} are not fields of {args_type.__name__}; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -10,80 +9,71 @@ from typing import Any, TypeVar
 import pulumi
 import pulumi_kubernetes as k8s
 
-from mlplat.components.alarms import PlatformAlarms, PlatformAlarmsArgs
+from mlplat.components.alarms import PlatformAlarms, PlatformAlarmsArgs, PlatformAlarmsSpec
 from mlplat.components.capacity import check_workload_capacity
-from mlplat.components.cluster import Cluster, ClusterArgs
+from mlplat.components.cluster import Cluster, ClusterArgs, ClusterSpec, ClusterWiring
 from mlplat.components.load_balancer_controller import install_load_balancer_controller
-from mlplat.components.model_service import ModelService, ModelServiceArgs
+from mlplat.components.model_service import ModelService, ModelServiceArgs, ModelServiceSpec
 from mlplat.components.monitoring import (
     ALERTMANAGER_SERVICE_ACCOUNT,
     Monitoring,
     MonitoringArgs,
+    MonitoringSpec,
     alertmanager_policy,
 )
-from mlplat.components.network import Network, NetworkArgs
+from mlplat.components.network import Network, NetworkArgs, NetworkSpec
 from mlplat.components.options import component_args
 from mlplat.components.pipeline_access import PipelineAccess, PipelineAccessArgs
 from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
-from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs, BucketGrant
-from mlplat.components.tracking import SERVING, TRAINER, Tracking, TrackingArgs, registered_model_of
-from mlplat.components.training_job import TrainingJob, TrainingJobArgs
+from mlplat.components.spec import Spec
+from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs, ArtifactStoreSpec, BucketGrant
+from mlplat.components.tracking import SERVING, TRAINER, Tracking, TrackingArgs, TrackingSpec, registered_model_of
+from mlplat.components.training_job import TrainingJob, TrainingJobArgs, TrainingJobSpec
 
-__all__ = ["PLATFORM", "MlPlatform", "MlPlatformArgs"]
-
-PLATFORM = "<wired by MlPlatform>"
-"""Placeholder for an argument MlPlatform fills from another component (a VPC id, an image, a namespace)."""
+__all__ = ["MlPlatform", "MlPlatformArgs"]
 
 MLFLOW_PREFIX = "mlflow"
 SERVING_NAMESPACE = "serving"
 TRAINING_NAMESPACE = "training"
 
-T = TypeVar("T")
-
-
-def _is_open(value: object) -> bool:
-    if isinstance(value, list | tuple):
-        return list(value) == [PLATFORM]
-    return value is None or (isinstance(value, str) and value == PLATFORM)
-
-
-def wired(args: T, **values: Any) -> T:
-    """``args`` with each named field that is :data:`PLATFORM`, ``[PLATFORM]`` or None set from ``values``.
-
-    A value the caller gave explicitly (an existing VPC, its own tracking URI) is kept.
-    """
-    updates = {name: value for name, value in values.items() if _is_open(getattr(args, name))}
-    return dataclasses.replace(args, **updates)  # type: ignore[type-var]
+ArgsT = TypeVar("ArgsT", bound=Spec)
 
 
 @dataclass(frozen=True)
 class MlPlatformArgs:
-    """Arguments of :class:`MlPlatform`: each component's own args, with wiring left to the platform.
+    """Arguments of :class:`MlPlatform`: each component's spec, what a user decides; the platform wires the rest.
 
-    Fields that come from another component are written as :data:`PLATFORM` (or left None where optional)
-    and filled in: the cluster's VPC and subnets, the tracking database's subnets and clients, each
-    workload's namespace, image, tracking URI, IRSA role and checkpoint location.
+    A spec has no field for what comes from another component: the cluster's VPC and subnets, the tracking
+    database's subnets and clients, each workload's namespace, image, IRSA role and checkpoint location are
+    the platform's to give, so there is nothing to fill in. The platform builds each component's ``*Args`` from
+    its spec and that wiring.
 
     Attributes:
         region: The AWS region (the provider's).
-        network: The VPC.
-        cluster: The EKS cluster (``vpc_id``/``private_subnet_ids``: PLATFORM).
-        artifacts: The artifact bucket.
+        network: The VPC (a :class:`NetworkSpec`; the platform sets ``cluster_name`` and ``region`` unless a
+            :class:`NetworkArgs` given here sets them).
+        cluster: The EKS cluster's settings (a :class:`ClusterSpec`); the platform wires its VPC, private subnets,
+            region and name (the platform's, unless a :class:`ClusterArgs` given here names it).
+        artifacts: The artifact bucket (a :class:`ArtifactStoreSpec`; the platform adds its workloads' grants to
+            those of an :class:`ArtifactStoreArgs` given here).
         registry: The ECR repositories; ``images``, ``builds`` or ``default_tag`` must give ``serving`` and
             ``training`` images (and a CUDA ``training`` build for GPU jobs) when services or training jobs are
             declared, and a ``tracking`` image (``tracking/Dockerfile``) unless ``tracking.image`` names one.
-        tracking: MLflow and its database (``vpc_id``, ``database_subnet_ids``,
-            ``client_security_group_ids``, ``artifacts_uri``: PLATFORM). With ``auth`` (the default) the training
+        tracking: MLflow and its database (the platform wires its VPC, database subnets, clients, artifact
+            location and IRSA role, and its image unless ``image`` names one). With ``auth`` (the default) the training
             jobs get the ``trainer`` identity's credentials and the services the read-only ``serving`` one (Secrets
             ``mlflow-trainer``/``mlflow-serving`` in their namespaces), and the models they name are created up
             front so that no other identity can own them.
-        services: Model services by name (``namespace``, ``image``: PLATFORM).
-        training_jobs: Training jobs by name (``namespace``, ``image``: PLATFORM).
+        services: Model services by name (the platform wires their namespace, image, IRSA role and, unless
+            ``tracking_uri`` names another MLflow, the platform's MLflow and its read-only credentials).
+        training_jobs: Training jobs by name (the platform wires their namespace, image (the CUDA build for GPU
+            jobs), checkpoint location, IRSA role and, unless ``tracking_uri`` names another MLflow, the platform's
+            MLflow and its ``trainer`` credentials).
         load_balancer_controller: Install the AWS Load Balancer Controller (needed by ALB Ingresses).
         monitoring: Prometheus, Grafana and Alertmanager with mlplat's rules and dashboard; every service
-            gets a ServiceMonitor (``model_services``: filled in). None: no in-cluster monitoring.
-        alarms: CloudWatch alarms for RDS, the NAT gateways and the EKS control plane (``database_identifier``,
-            ``nat_gateway_ids``, ``cluster_name``: filled in). None: no alarms. Alertmanager pages the alarms'
+            gets a ServiceMonitor (the platform wires ``model_services``). None: no in-cluster monitoring.
+        alarms: CloudWatch alarms for RDS, the NAT gateways and the EKS control plane (the platform wires the
+            database, the NAT gateways and the cluster). None: no alarms. Alertmanager pages the alarms'
             SNS topic too (through an IRSA role that may publish only there) unless ``monitoring`` names a topic
             or receiver of its own.
         pipeline_role_arn: The ML pipeline's IAM role (the bootstrap's ``pipelineRoleArn``): given, it gets an EKS
@@ -93,16 +83,16 @@ class MlPlatformArgs:
     """
 
     region: str
-    network: NetworkArgs
-    cluster: ClusterArgs
-    artifacts: ArtifactStoreArgs = field(default_factory=ArtifactStoreArgs)
+    network: NetworkSpec
+    cluster: ClusterSpec
+    artifacts: ArtifactStoreSpec = field(default_factory=ArtifactStoreSpec)
     registry: ContainerRegistryArgs = field(default_factory=ContainerRegistryArgs)
-    tracking: TrackingArgs | None = None
-    services: Mapping[str, ModelServiceArgs] = field(default_factory=dict)
-    training_jobs: Mapping[str, TrainingJobArgs] = field(default_factory=dict)
+    tracking: TrackingSpec | None = None
+    services: Mapping[str, ModelServiceSpec] = field(default_factory=dict)
+    training_jobs: Mapping[str, TrainingJobSpec] = field(default_factory=dict)
     load_balancer_controller: bool = True
-    monitoring: MonitoringArgs | None = None
-    alarms: PlatformAlarmsArgs | None = None
+    monitoring: MonitoringSpec | None = None
+    alarms: PlatformAlarmsSpec | None = None
     pipeline_role_arn: pulumi.Input[str] | None = None
 
 
@@ -111,21 +101,21 @@ def _checkpoints(job: str) -> str:
     return f"checkpoints/{job}"
 
 
-def tracking_args(**overrides: Any) -> TrackingArgs:
-    """TrackingArgs for use inside MlPlatform: the wiring fields are PLATFORM."""
-    base: dict[str, Any] = {"vpc_id": PLATFORM, "database_subnet_ids": [PLATFORM],
-                            "client_security_group_ids": [PLATFORM], "artifacts_uri": PLATFORM}
-    return TrackingArgs(**{**base, **overrides})
+def _wired(args_type: type[ArgsT], spec_type: type[Spec], spec: Spec, **wiring: Any) -> ArgsT:
+    """The component's args: ``spec``'s settings (the fields of ``spec_type``, so a stack config's subclass of the
+    spec passes only them) with the ``wiring`` the platform gives; validated once, as the args."""
+    settings = {name: getattr(spec, name) for name in spec_type.model_fields}
+    return args_type.model_validate({**settings, **wiring})
 
 
 def platform_models(args: MlPlatformArgs) -> list[str]:
     """The registered models the platform's MLflow holds: those its services serve and its training jobs register."""
     # A URI known only at deploy time (an Output) names no model here: its model is not created up front.
-    names = [registered_model_of(uri) for svc in args.services.values() if _is_open(svc.tracking_uri)
+    names = [registered_model_of(uri) for svc in args.services.values() if svc.tracking_uri is None
              for uri in (svc.model_uri, *([svc.canary.model_uri] if svc.canary else [])) if isinstance(uri, str)]
     for job in args.training_jobs.values():
         registry = job.config.get("registry")
-        if _is_open(job.tracking_uri) and isinstance(registry, Mapping):
+        if job.tracking_uri is None and isinstance(registry, Mapping):
             names.append(registry.get("model_name"))
     return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
@@ -155,15 +145,16 @@ class MlPlatform(pulumi.ComponentResource):
         if problems:
             raise ValueError("MlPlatformArgs: " + "; ".join(problems))
         child = pulumi.ResourceOptions(parent=self)
-        cluster_args = wired(args.cluster, cluster_name=name)
+        # The cluster's name: the platform's, unless a ClusterArgs given here names it.
+        cluster_name = getattr(args.cluster, "cluster_name", None) or name
         # The subnets' kubernetes.io/cluster/<name> tags must name the cluster that uses them.
-        self.network = Network(name, wired(args.network, cluster_name=cluster_args.cluster_name, region=args.region),
-                               opts=child)
-        self.cluster = Cluster(
-            name,
-            wired(cluster_args, vpc_id=self.network.vpc_id, private_subnet_ids=self.network.private_subnet_ids),
-            opts=child,
-        )
+        network = dict(args.network)  # a NetworkSpec, or NetworkArgs whose own cluster_name/region are kept
+        wiring = {"cluster_name": cluster_name, "region": args.region}
+        self.network = Network(name, NetworkArgs.model_validate(
+            {**network, **{key: value for key, value in wiring.items() if network.get(key) is None}}), opts=child)
+        self.cluster = Cluster(name, ClusterArgs.of(args.cluster, ClusterWiring(
+            vpc_id=self.network.vpc_id, private_subnet_ids=self.network.private_subnet_ids, region=args.region,
+            cluster_name=cluster_name)), opts=child)
         # Every workload's IRSA role, then the store with their grants, so that the store owns the policies.
         tracking_role = (None if args.tracking is None
                          else self.cluster.service_account_role(args.tracking.namespace, "mlflow", opts=child))
@@ -176,9 +167,9 @@ class MlPlatform(pulumi.ComponentResource):
             *(BucketGrant(f"serve-{svc}", role.name, MLFLOW_PREFIX) for svc, role in service_roles.items()),
             *(BucketGrant(f"train-{job}", role.name, _checkpoints(job), write=True) for job, role in job_roles.items()),
         ]
-        self.artifacts = ArtifactStore(
-            f"{name}-artifacts", dataclasses.replace(args.artifacts, grants=[*args.artifacts.grants, *grants]),
-            opts=child)
+        artifacts = dict(args.artifacts)
+        self.artifacts = ArtifactStore(f"{name}-artifacts", ArtifactStoreArgs.model_validate(
+            {**artifacts, "grants": [*artifacts.get("grants", ()), *grants]}), opts=child)
         self.registry = ContainerRegistry(f"{name}-registry", args.registry, opts=child)
         on_cluster = pulumi.ResourceOptions(parent=self, providers=[self.cluster.provider])
         # Pods need nodes and their add-ons; every Service needs the Load Balancer Controller's webhook, which
@@ -193,8 +184,9 @@ class MlPlatform(pulumi.ComponentResource):
         tracking_uri: pulumi.Input[str] | None = None
         if args.tracking is not None:
             assert tracking_role is not None
-            tracking = wired(
-                args.tracking,
+            spec = args.tracking
+            tracking = _wired(
+                TrackingArgs, TrackingSpec, spec,
                 vpc_id=self.network.vpc_id,
                 database_subnet_ids=self.network.database_subnet_ids,
                 # Managed node groups carry the EKS cluster security group; pods share their node's.
@@ -202,19 +194,14 @@ class MlPlatform(pulumi.ComponentResource):
                                            self.cluster.node_security_group_id],
                 artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
                 service_account_role_arn=tracking_role.arn,
-                image=args.tracking.image or self._image("tracking", "tracking"),
-            )
-            tracking = dataclasses.replace(
-                tracking,
+                image=spec.image or self._image("tracking", "tracking"),
                 # MLflow's clients (NetworkPolicy): the model servers and the trainer, plus any the caller named.
-                allowed_namespaces=sorted({SERVING_NAMESPACE, TRAINING_NAMESPACE, *args.tracking.allowed_namespaces}),
+                allowed_namespaces=sorted({SERVING_NAMESPACE, TRAINING_NAMESPACE, *spec.allowed_namespaces}),
                 # The internal ALB's ENIs lie in the private subnets, as do pods (VPC CNI): the VPC CIDR.
-                load_balancer_cidrs=list(args.tracking.load_balancer_cidrs) or [self.network.vpc_cidr],
+                load_balancer_cidrs=list(spec.load_balancer_cidrs) or [self.network.vpc_cidr],
                 # Created up front, so that only the trainer and the pipeline ever hold write access to them.
-                auth=None if args.tracking.auth is None else dataclasses.replace(
-                    args.tracking.auth,
-                    registered_models=list(dict.fromkeys([*args.tracking.auth.registered_models,
-                                                          *platform_models(args)]))),
+                auth=None if spec.auth is None else spec.auth.replace(
+                    registered_models=list(dict.fromkeys([*spec.auth.registered_models, *platform_models(args)]))),
             )
             self.tracking = Tracking(f"{name}-tracking", tracking, opts=workloads)
             tracking_uri = self.tracking.uri
@@ -228,13 +215,15 @@ class MlPlatform(pulumi.ComponentResource):
             reader = self._tracking_credentials(SERVING, namespace, workloads)
             for svc, svc_args in args.services.items():
                 role = service_roles[svc]
+                own_mlflow = svc_args.tracking_uri is None
                 service = ModelService(
                     f"{name}-{svc}",
-                    dataclasses.replace(
-                        wired(svc_args, namespace=namespace, image=image, tracking_uri=tracking_uri,
-                              service_account_role_arn=role.arn,
-                              # Only with the platform's MLflow: another server knows nothing of its users.
-                              tracking_credentials_secret=reader if _is_open(svc_args.tracking_uri) else None),
+                    _wired(
+                        ModelServiceArgs, ModelServiceSpec, svc_args, namespace=namespace, image=image,
+                        tracking_uri=tracking_uri if own_mlflow else svc_args.tracking_uri,
+                        service_account_role_arn=role.arn,
+                        # Only with the platform's MLflow: another server knows nothing of its users.
+                        tracking_credentials_secret=reader if own_mlflow else None,
                         # The ALB (target type ip) reaches pods from its ENIs: an ipBlock, not a namespace.
                         load_balancer_cidrs=list(svc_args.load_balancer_cidrs) or [self.network.vpc_cidr],
                         monitoring_namespace=args.monitoring.namespace if args.monitoring is not None
@@ -248,11 +237,10 @@ class MlPlatform(pulumi.ComponentResource):
         if args.alarms is not None:
             self.alarms = PlatformAlarms(
                 f"{name}-alarms",
-                dataclasses.replace(
-                    wired(args.alarms, database_identifier=self.tracking.database.identifier if self.tracking else None,
-                          cluster_name=self.cluster.cluster_name),
-                    nat_gateway_ids=args.alarms.nat_gateway_ids or [n.id for n in self.network.nat_gateways],
-                ),
+                _wired(PlatformAlarmsArgs, PlatformAlarmsSpec, args.alarms,
+                       database_identifier=self.tracking.database.identifier if self.tracking else None,
+                       cluster_name=self.cluster.cluster_name,
+                       nat_gateway_ids=[n.id for n in self.network.nat_gateways]),
                 opts=child,
             )
         self.monitoring: Monitoring | None = None
@@ -267,15 +255,15 @@ class MlPlatform(pulumi.ComponentResource):
                 prefix = _checkpoints(job)
                 role = job_roles[job]
                 gpu = job_args.resources.gpus > 0
-                wired_job = wired(job_args, namespace=namespace,
-                                  image=self._image("training", "training_jobs", cuda=gpu),
-                                  tracking_uri=tracking_uri, checkpoint_uri=self.artifacts.uri(prefix),
-                                  service_account_role_arn=role.arn,
-                                  tracking_credentials_secret=writer if _is_open(job_args.tracking_uri) else None)
-                if _is_open(job_args.image):
-                    # The platform picked the image: GPU jobs the CUDA build of the trainer, CPU jobs the CPU build.
-                    wired_job = dataclasses.replace(wired_job, image_cuda=gpu)
-                TrainingJob(f"{name}-{job}", wired_job, opts=workloads)
+                own_mlflow = job_args.tracking_uri is None
+                TrainingJob(f"{name}-{job}", _wired(
+                    TrainingJobArgs, TrainingJobSpec, job_args, namespace=namespace,
+                    # The platform picks the image: GPU jobs the CUDA build of the trainer, CPU jobs the CPU build.
+                    image=self._image("training", "training_jobs", cuda=gpu), image_cuda=gpu,
+                    tracking_uri=tracking_uri if own_mlflow else job_args.tracking_uri,
+                    checkpoint_uri=self.artifacts.uri(prefix), service_account_role_arn=role.arn,
+                    # Only with the platform's MLflow: another server knows nothing of its users.
+                    tracking_credentials_secret=writer if own_mlflow else None), opts=workloads)
         if args.pipeline_role_arn is not None:
             PipelineAccess(f"{name}-pipeline", PipelineAccessArgs(
                 cluster_name=self.cluster.cluster_name, role_arn=args.pipeline_role_arn,
@@ -295,21 +283,20 @@ class MlPlatform(pulumi.ComponentResource):
 
     def _monitoring_args(self, args: MlPlatformArgs) -> MonitoringArgs:
         """The monitoring args with every service scraped and, by default, alerts paging the alarm topic."""
-        assert args.monitoring is not None
-        monitoring = dataclasses.replace(args.monitoring, model_services={
-            # The Namespace's own output, so each ServiceMonitor waits for the namespace it is created in.
-            **{f"{self._name}-{svc}": self._serving_namespace for svc in args.services if self._serving_namespace},
-            **args.monitoring.model_services})
-        topic = monitoring.sns_topic_arn
+        spec = args.monitoring
+        assert spec is not None
+        topic, role_arn = spec.sns_topic_arn, spec.alertmanager_role_arn
         if topic is None and self.alarms is not None:
             topic = self.alarms.topic.arn
-        # `is None`, not `wired()`: a topic the caller configured keeps the role the caller configured.
-        if topic is not None and monitoring.alertmanager_role_arn is None:
-            role = self.cluster.service_account_role(monitoring.namespace, ALERTMANAGER_SERVICE_ACCOUNT,
-                                                     alertmanager_policy(topic),
-                                                     opts=pulumi.ResourceOptions(parent=self))
-            monitoring = dataclasses.replace(monitoring, sns_topic_arn=topic, alertmanager_role_arn=role.arn)
-        return monitoring
+        # A topic the caller configured keeps the role the caller configured.
+        if topic is not None and role_arn is None:
+            role_arn = self.cluster.service_account_role(spec.namespace, ALERTMANAGER_SERVICE_ACCOUNT,
+                                                         alertmanager_policy(topic),
+                                                         opts=pulumi.ResourceOptions(parent=self)).arn
+        return _wired(MonitoringArgs, MonitoringSpec, spec, sns_topic_arn=topic, alertmanager_role_arn=role_arn,
+                      # The Namespace's own output, so each ServiceMonitor waits for the namespace it is created in.
+                      model_services={f"{self._name}-{svc}": self._serving_namespace for svc in args.services
+                                      if self._serving_namespace})
 
     def _namespace(self, namespace: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         ns = k8s.core.v1.Namespace(

@@ -7,11 +7,13 @@ privilege escalation, all capabilities dropped and the runtime's seccomp profile
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import Field, ValidationInfo, field_validator
 
+from mlplat.components.spec import Spec
 from mlplat.components.validation import InvalidValue, check_cpu, check_gpus, check_memory
 
 # The node-group contract of mlplat's Cluster: GPU nodes carry this label and taint.
@@ -19,30 +21,31 @@ GPU_NODE_LABEL = {"workload": "gpu"}
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_RESOURCE = "nvidia.com/gpu"
 NON_ROOT_UID = 10001
+MAX_GPUS_PER_POD = 8
+"""The most GPUs one pod may request: the largest GPU instance types have 8."""
 
 
-@dataclass(frozen=True)
-class Resources:
-    """CPU and memory requests (limits: memory = request, CPU unlimited to avoid CFS throttling).
-
-    Attributes:
-        cpu: CPU request, e.g. ``"500m"`` or ``"2"`` (a Kubernetes quantity in cores or millicores, above 0).
-        memory: Memory request and limit, e.g. ``"1Gi"`` (a Kubernetes quantity in whole bytes, above 0:
-            ``Ki``/``Mi``/``Gi``/``Ti`` or ``k``/``M``/``G``/``T``; ``2GB`` and ``500m`` are refused).
-        gpus: ``nvidia.com/gpu`` count (0 for CPU workloads); GPUs are requested and limited alike.
-    """
+class Resources(Spec):
+    """CPU and memory requests (limits: memory = request, CPU unlimited to avoid CFS throttling)."""
 
     cpu: str = "500m"
+    """CPU request, e.g. ``"500m"`` or ``"2"`` (a Kubernetes quantity in cores or millicores, above 0)."""
     memory: str = "1Gi"
-    gpus: int = 0
+    """Memory request and limit, e.g. ``"1Gi"`` (a Kubernetes quantity in whole bytes, above 0:
+    ``Ki``/``Mi``/``Gi``/``Ti`` or ``k``/``M``/``G``/``T``; ``2GB`` and ``500m`` are refused)."""
+    gpus: int = Field(0, le=MAX_GPUS_PER_POD)
+    """``nvidia.com/gpu`` count (0 for CPU workloads, at most 8); GPUs are requested and limited alike."""
 
-    def __post_init__(self) -> None:
+    @field_validator("cpu", "memory", "gpus", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any, info: ValidationInfo) -> Any:
         # Quantities the API server would refuse (or read as nonsense: 2GB, "2 cores", 500m of memory) fail here.
-        for name, check in (("cpu", check_cpu), ("memory", check_memory), ("gpus", check_gpus)):
-            try:
-                check(getattr(self, name))
-            except InvalidValue as exc:
-                raise exc.of(f"Resources.{name}") from None
+        check = {"cpu": check_cpu, "memory": check_memory, "gpus": check_gpus}[str(info.field_name)]
+        try:
+            check(value)
+        except InvalidValue as exc:
+            raise exc.of(f"Resources.{info.field_name}") from None
+        return value
 
     def to_args(self) -> k8s.core.v1.ResourceRequirementsArgs:
         requests = {"cpu": self.cpu, "memory": self.memory}

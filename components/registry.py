@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field, InstanceOf, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mlplat.components.options import component_args
+from mlplat.components.spec import PROBLEM, Spec, StrInput
 from mlplat.components.validation import check_list_of_names
 
-__all__ = ["ContainerRegistry", "ContainerRegistryArgs", "ImageBuild"]
+__all__ = ["ContainerRegistry", "ContainerRegistryArgs", "ContainerRegistrySpec", "ImageBuild"]
+
+_REPOSITORY_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -44,52 +50,79 @@ CUDA_BUILD_ARGS: Mapping[str, str] = {
 """Build arguments of ``training/Dockerfile`` for a CUDA build (its header documents them)."""
 
 
-@dataclass(frozen=True)
-class ContainerRegistryArgs:
-    """Arguments of :class:`ContainerRegistry`.
+class ContainerRegistrySpec(Spec):
+    """The registry's settings (``mlplat:registry``); :class:`ContainerRegistryArgs` adds what the stack program
+    computes (the name prefix, the builds, the default tag)."""
 
-    Attributes:
-        repositories: Short names of the repositories (``serving``, ``training``, ``tracking``: the images of
-            ``serving/Dockerfile``, ``training/Dockerfile`` and ``tracking/Dockerfile``).
-        name_prefix: Repository names are ``<name_prefix>/<short name>``.
-        keep_tagged_images: Keep at most this many tagged images per repository.
-        untagged_expire_days: Delete untagged images after this many days.
-        kms_key_arn: Encrypt with this KMS key; default: the AWS-managed ECR key (still KMS).
-        force_delete: Let ``pulumi destroy`` delete repositories that still hold images (dev only).
-        builds: Per repository, build and push the image with the Docker provider.
-        images: Per repository, an image URI built elsewhere (used when there is no build).
-        default_tag: For repositories with neither a build nor an image: run ``<repository url>:<tag>``,
-            the tag CI pushes (tags are immutable, so a release is a config change).
-        cuda_repositories: Repositories that also hold a CUDA build, tagged ``<tag>-cuda`` (GPU workloads run
-            it; the CPU build stays small for CPU pods). A build of such a repository is built twice.
-        cuda_build_args: The ``--build-arg`` values of a CUDA build (a CUDA base image, the CUDA torch wheels).
-        cuda_images: Per repository, a CUDA image URI built elsewhere (used when there is no build).
-    """
-
-    repositories: Sequence[str] = ("serving", "training", "tracking")
-    name_prefix: str = "mlplat"
-    keep_tagged_images: int = 50
-    untagged_expire_days: int = 7
-    kms_key_arn: pulumi.Input[str] | None = None
+    repositories: list[str] = ["serving", "training", "tracking"]
+    """Short names of the repositories (``serving``, ``training``, ``tracking``: the images of
+    ``serving/Dockerfile``, ``training/Dockerfile`` and ``tracking/Dockerfile``)."""
+    keep_tagged_images: int = Field(50, ge=1, le=1000)
+    """Keep at most this many tagged images per repository."""
+    untagged_expire_days: int = Field(7, ge=1)
+    """Delete untagged images after this many days."""
+    kms_key_arn: StrInput | None = None
+    """Encrypt with this KMS key; default: the AWS-managed ECR key (still KMS)."""
     force_delete: bool = False
-    builds: Mapping[str, ImageBuild] = field(default_factory=dict)
-    images: Mapping[str, str] = field(default_factory=dict)
-    default_tag: str | None = None
-    cuda_repositories: Sequence[str] = ("training",)
-    cuda_build_args: Mapping[str, str] = field(default_factory=lambda: dict(CUDA_BUILD_ARGS))
-    cuda_images: Mapping[str, str] = field(default_factory=dict)
+    """Let ``pulumi destroy`` delete repositories that still hold images (dev only)."""
+    images: dict[str, str] = {}
+    """Per repository, an image URI built elsewhere (used when there is no build)."""
+    cuda_repositories: list[str] = ["training"]
+    """Repositories that also hold a CUDA build, tagged ``<tag>-cuda`` (GPU workloads run it; the CPU build stays
+    small for CPU pods). A build of such a repository is built twice."""
+    cuda_build_args: dict[str, str] = dict(CUDA_BUILD_ARGS)
+    """The ``--build-arg`` values of a CUDA build (a CUDA base image, the CUDA torch wheels)."""
+    cuda_images: dict[str, str] = {}
+    """Per repository, a CUDA image URI built elsewhere (used when there is no build); default
+    ``<repository url>:<tag>-cuda``."""
 
-    def __post_init__(self) -> None:
-        for name in ("repositories", "cuda_repositories"):
-            check_list_of_names("ContainerRegistryArgs", name, getattr(self, name))
-        unknown = (set(self.builds) | set(self.images) | set(self.cuda_images)) - set(self.repositories)
+    @field_validator("repositories", "cuda_repositories", mode="before")
+    @classmethod
+    def _not_one_string(cls, value: Any, info: ValidationInfo) -> Any:
+        try:
+            check_list_of_names("ContainerRegistryArgs", str(info.field_name), value)
+        except ValueError as exc:  # its message shows the value: the stack config adds no "(got ...)"
+            raise PydanticCustomError(PROBLEM, "{problem}", {"problem": str(exc)}) from None
+        return value
+
+    @field_validator("repositories")
+    @classmethod
+    def _repos(cls, value: list[str]) -> list[str]:
+        for repo in value:
+            if not _REPOSITORY_NAME.fullmatch(repo):
+                raise ValueError(f"{repo!r} is not a valid ECR repository name (lowercase letters, digits, "
+                                 "and . _ - between them)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} lists a repository twice")
+        return value
+
+    @model_validator(mode="after")
+    def _images(self) -> Self:
+        for key, images in (("images", self.images), ("cudaImages", self.cuda_images)):
+            unknown = set(images) - set(self.repositories)
+            if unknown:
+                raise ValueError(f"{key} names {sorted(unknown)}, which are not in repositories {self.repositories}")
+        return self
+
+
+class ContainerRegistryArgs(ContainerRegistrySpec):
+    """Arguments of :class:`ContainerRegistry`: its settings (:class:`ContainerRegistrySpec`) and what the stack
+    program computes."""
+
+    name_prefix: str = "mlplat"
+    """Repository names are ``<name_prefix>/<short name>``."""
+    builds: dict[str, InstanceOf[ImageBuild]] = {}
+    """Per repository, build and push the image with the Docker provider."""
+    default_tag: str | None = None
+    """For repositories with neither a build nor an image: run ``<repository url>:<tag>``, the tag CI pushes (tags
+    are immutable, so a release is a config change)."""
+
+    @model_validator(mode="after")
+    def _builds(self) -> Self:
+        unknown = set(self.builds) - set(self.repositories)
         if unknown:
-            raise ValueError(
-                f"ContainerRegistryArgs: builds/images name {sorted(unknown)}, which are not in repositories "
-                f"{list(self.repositories)}"
-            )
-        if self.keep_tagged_images < 1 or self.untagged_expire_days < 1:
-            raise ValueError("ContainerRegistryArgs: keep_tagged_images and untagged_expire_days must be >= 1")
+            raise ValueError(f"builds names {sorted(unknown)}, which are not in repositories {self.repositories}")
+        return self
 
 
 def _lifecycle_policy(keep_tagged: int, untagged_days: int) -> str:

@@ -20,13 +20,34 @@ there is nothing to fill in and no placeholder.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, NoReturn, Self
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, PlainValidator
+from pydantic import AliasChoices, BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["AnyInput", "Spec", "StrInput", "StrInputs"]
+__all__ = ["PROBLEM", "AnyInput", "Problem", "Spec", "StrInput", "StrInputs", "key_of", "raise_problems", "renamed"]
+
+PROBLEM = "mlplat_problem"
+"""The error type of a problem whose message already shows the user's value (the stack config adds no
+``(got ...)`` to it)."""
+
+Problem = tuple[tuple[str, ...], str]
+"""Where a problem is, relative to the model being validated (camelCase keys as in the stack file), and what."""
+
+
+def raise_problems(model: str, problems: Sequence[Problem]) -> NoReturn:
+    """Raise every problem at once, each at its own location (``(("labels", "team"), "...")``).
+
+    Raised inside a validator, pydantic prefixes each location with the field path above it, so the stack config
+    names the key from locations (aliases) and never rewrites a message.
+    """
+    raise ValidationError.from_exception_data(model, [
+        InitErrorDetails(type=PydanticCustomError(PROBLEM, "{problem}", {"problem": message}), loc=loc, input=None)
+        for loc, message in problems
+    ])
 
 
 class Spec(BaseModel):
@@ -70,3 +91,21 @@ StrInputs = Annotated[list[str | pulumi.Output[str]] | pulumi.Output[list[str]],
 
 AnyInput = Annotated[Any, "any value or Output"]
 """A value passed through as given (a nested Pulumi input type, a dict with Outputs)."""
+
+
+def renamed(key: str, field: str) -> dict[str, Any]:
+    """``Field`` arguments for a setting whose stack key is not its Python name's camelCase (``cidr`` for
+    ``cidr_block``): the stack file writes `key`, Python callers (and type checkers, which see the field's own
+    name in ``__init__``) write `field`. Not ``alias=``: a type checker without pydantic's plugin would then
+    require the alias as the keyword."""
+    return {"validation_alias": AliasChoices(key, field), "serialization_alias": key}
+
+
+def key_of(name: str, info: FieldInfo) -> str:
+    """The key a stack file writes for field `name`: its :func:`renamed` key, else the generated camelCase alias."""
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return info.alias or to_camel(name)

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
+from pydantic import Field, InstanceOf, field_validator, model_validator
 
 from mlplat.components.iam import policy_document, rotated_key, statement
-from mlplat.components.options import component_args
+from mlplat.components.options import checked_when_known, component_args
+from mlplat.components.spec import Spec, StrInput, renamed
 
-__all__ = ["ArtifactStore", "ArtifactStoreArgs", "BucketGrant", "bucket_access_statements"]
+__all__ = ["ArtifactStore", "ArtifactStoreArgs", "ArtifactStoreSpec", "BucketGrant", "bucket_access_statements"]
 
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_bucket_name(value: str) -> None:
+    """Refuse what S3 refuses as a bucket name (``ValueError`` repeating the value)."""
+    if not _BUCKET_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid S3 bucket name: 3-63 characters of a-z, 0-9, '.' and "
+                         "'-', starting and ending with a letter or digit")
 
 
 @dataclass(frozen=True)
@@ -40,48 +50,60 @@ class BucketGrant:
         return f"{'write' if self.write else 'read'}-{self.name}"
 
 
-@dataclass(frozen=True)
-class ArtifactStoreArgs:
-    """Arguments of :class:`ArtifactStore`.
+class ArtifactStoreSpec(Spec):
+    """The artifact bucket's settings (``mlplat:artifacts``); :class:`ArtifactStoreArgs` adds the grants."""
 
-    Attributes:
-        bucket_name: A fixed bucket name (a string or another resource's output); default: Pulumi's auto-name
-            from the component name.
-        create_kms_key: Encrypt with a customer-managed KMS key (rotated yearly); else the AWS-managed
-            ``aws/s3`` key. Either way SSE-KMS with an S3 bucket key, which cuts KMS request costs.
-        kms_key_arn: Use this existing KMS key instead (overrides ``create_kms_key``).
-        force_destroy: Let ``pulumi destroy`` delete a non-empty bucket (dev only).
-        protect: Protect the bucket from deletion and retain it if removed from the program (production).
-        noncurrent_to_glacier_days: Move noncurrent object versions to Glacier after this many days.
-        noncurrent_expire_days: Delete noncurrent object versions after this many days.
-        abort_multipart_days: Abort incomplete multipart uploads after this many days.
-        grants: Roles given access to one prefix each (:class:`BucketGrant`); the store owns their policies.
-            ``grant_read``/``grant_write`` do the same for a policy the caller owns.
-    """
-
-    bucket_name: pulumi.Input[str] | None = None
-    create_kms_key: bool = True
-    kms_key_arn: pulumi.Input[str] | None = None
+    bucket_name: StrInput | None = None
+    """A fixed bucket name (a string or another resource's output); default: Pulumi's auto-name from the component
+    name."""
+    create_kms_key: bool = Field(True, **renamed("kmsKey", "create_kms_key"))
+    """Encrypt with a customer-managed KMS key (rotated yearly); else the AWS-managed ``aws/s3`` key. Either way
+    SSE-KMS with an S3 bucket key, which cuts KMS request costs."""
+    kms_key_arn: StrInput | None = None
+    """Use this existing KMS key instead (overrides ``create_kms_key``)."""
     force_destroy: bool = False
+    """Let ``pulumi destroy`` delete a non-empty bucket (dev only)."""
     protect: bool = True
-    noncurrent_to_glacier_days: int = 30
-    noncurrent_expire_days: int = 365
-    abort_multipart_days: int = 7
-    grants: Sequence[BucketGrant] = ()
+    """Protect the bucket from deletion and retain it if removed from the program (production)."""
+    noncurrent_to_glacier_days: int = Field(30, ge=1)
+    """Move noncurrent object versions to Glacier after this many days."""
+    noncurrent_expire_days: int = Field(365, ge=1)
+    """Delete noncurrent object versions after this many days (more than ``noncurrent_to_glacier_days``)."""
+    abort_multipart_days: int = Field(7, ge=1)
+    """Abort incomplete multipart uploads after this many days."""
 
-    def __post_init__(self) -> None:
+    @field_validator("bucket_name")
+    @classmethod
+    def _bucket_name(cls, value: Any) -> Any:
+        if isinstance(value, str):  # an Output is checked when it resolves (ArtifactStore)
+            check_bucket_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.noncurrent_expire_days <= self.noncurrent_to_glacier_days:
+            raise ValueError(f"noncurrentExpireDays ({self.noncurrent_expire_days}) must be greater than "
+                             f"noncurrentToGlacierDays ({self.noncurrent_to_glacier_days})")
+        if self.force_destroy and self.protect:
+            raise ValueError("forceDestroy=true contradicts protect=true; a protected bucket is never emptied")
+        return self
+
+
+class ArtifactStoreArgs(ArtifactStoreSpec):
+    """Arguments of :class:`ArtifactStore`: its settings (:class:`ArtifactStoreSpec`) and the grants."""
+
+    grants: list[InstanceOf[BucketGrant]] = []
+    """Roles given access to one prefix each (:class:`BucketGrant`); the store owns their policies.
+    ``grant_read``/``grant_write`` do the same for a policy the caller owns."""
+
+    @model_validator(mode="after")
+    def _grants(self) -> Self:
         suffixes = [g.resource_name_suffix for g in self.grants]
         repeated = sorted({s for s in suffixes if suffixes.count(s) > 1})
         if repeated:
             raise ValueError(f"ArtifactStoreArgs.grants: {repeated} named more than once; each grant's name and "
                              "kind (read/write) name its policy resource")
-        if self.force_destroy and self.protect:
-            raise ValueError("ArtifactStoreArgs: force_destroy=True contradicts protect=True")
-        if self.noncurrent_expire_days <= self.noncurrent_to_glacier_days:
-            raise ValueError(
-                f"ArtifactStoreArgs.noncurrent_expire_days ({self.noncurrent_expire_days}) must exceed "
-                f"noncurrent_to_glacier_days ({self.noncurrent_to_glacier_days})"
-            )
+        return self
 
 
 def _prefix_pattern(prefix: str) -> str:
@@ -144,7 +166,7 @@ class ArtifactStore(pulumi.ComponentResource):
 
         self.bucket = aws.s3.Bucket(
             name,
-            bucket=args.bucket_name,
+            bucket=None if args.bucket_name is None else checked_when_known(args.bucket_name, check_bucket_name),
             force_destroy=args.force_destroy,
             tags={"Name": name},
             opts=stateful,

@@ -7,16 +7,16 @@ import hashlib
 import io
 import ipaddress
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlplat.components import mlflow_auth_bootstrap as auth_bootstrap
 from mlplat.components.iam import rotated_key
@@ -29,8 +29,9 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.spec import Spec, StrInput, StrInputs
 
-__all__ = ["DatabaseArgs", "Tracking", "TrackingArgs", "TrackingAuth", "tracking_credentials_env"]
+__all__ = ["DatabaseArgs", "Tracking", "TrackingArgs", "TrackingAuth", "TrackingSpec", "tracking_credentials_env"]
 
 MLFLOW_PORT = 5000
 DB_NAME = "mlflow"
@@ -149,54 +150,67 @@ def tracking_credentials_env(secret_name: pulumi.Input[str]) -> list[k8s.core.v1
     ]
 
 
-@dataclass(frozen=True)
-class TrackingAuth:
+class TrackingAuth(Spec):
     """Authentication for MLflow: who may register models and move their aliases.
 
     MLflow runs its basic-auth app. Every request but ``/health`` needs a user and password (anonymous: 401);
     without a grant a user may only read (``default_permission`` READ; writing someone else's experiment or model:
     403). An init container creates the users below from generated passwords kept in Kubernetes Secrets, on every
     start of a pod (first deploy and restarts alike), see :mod:`mlplat.components.mlflow_auth_bootstrap`.
-
-    Attributes:
-        writers: Identities that log runs, register model versions and move aliases: EDIT on every experiment and
-            every registered model. The trainer's pods and the ML pipeline.
-        readers: Identities that may only read (and resolve ``models:/<name>@<alias>``): the model servers.
-        registered_models: Registered models the bootstrap creates when missing, so that no reader creates one of
-            them first and owns it (MLflow gives a model's creator MANAGE on it); a reader's grants on them are
-            revoked. MlPlatform adds the models its services serve and its training jobs register.
-        admin_username: MLflow's admin (for people: user and permission management); its password is in Secret
-            ``mlflow-auth``, key ``admin-password``.
-        credential_cache_seconds: Each server worker caches a verified user and password this long (MLflow's
-            ``auth_cache_ttl_seconds``): checking a password hash costs a few hundred milliseconds of CPU per
-            request. A changed or deleted password may keep working on other workers that long. 0: no cache.
     """
 
-    writers: Sequence[str] = (TRAINER, PIPELINE)
-    readers: Sequence[str] = (SERVING,)
-    registered_models: Sequence[str] = ()
+    writers: tuple[str, ...] = (TRAINER, PIPELINE)
+    """Identities that log runs, register model versions and move aliases: EDIT on every experiment and every
+    registered model. The trainer's pods and the ML pipeline."""
+    readers: tuple[str, ...] = (SERVING,)
+    """Identities that may only read (and resolve ``models:/<name>@<alias>``): the model servers."""
+    registered_models: tuple[str, ...] = ()
+    """Registered models the bootstrap creates when missing, so that no reader creates one of them first and owns
+    it (MLflow gives a model's creator MANAGE on it); a reader's grants on them are revoked. MlPlatform adds the
+    models its services serve and its training jobs register."""
     admin_username: str = "admin"
+    """MLflow's admin (for people: user and permission management); its password is in Secret ``mlflow-auth``, key
+    ``admin-password``."""
     credential_cache_seconds: int = 60
+    """Each server worker caches a verified user and password this long (MLflow's ``auth_cache_ttl_seconds``):
+    checking a password hash costs a few hundred milliseconds of CPU per request. A changed or deleted password may
+    keep working on other workers that long. 0: no cache."""
 
-    def __post_init__(self) -> None:
-        for name in ("writers", "readers", "registered_models"):
-            if isinstance(getattr(self, name), str):
-                raise ValueError(f"TrackingAuth.{name}={getattr(self, name)!r}: a list of names, not one string")
+    @field_validator("writers", "readers", "registered_models", mode="before")
+    @classmethod
+    def _names(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            raise ValueError(f"TrackingAuth.{info.field_name}={value!r}: a list of names, not one string")
+        return value
+
+    @field_validator("registered_models")
+    @classmethod
+    def _models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for model in value:
+            if not model.strip() or model != model.strip() or "\n" in model:
+                raise ValueError(f"TrackingAuth.registered_models: {model!r} is not a registered model name")
+        return value
+
+    @field_validator("credential_cache_seconds")
+    @classmethod
+    def _cache(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"TrackingAuth.credential_cache_seconds={value}: must be >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _users(self) -> Self:
         if not self.writers:
             raise ValueError("TrackingAuth.writers is empty: nothing could register a model or move an alias")
         names = [self.admin_username, *self.writers, *self.readers]
         for user in names:
-            if not isinstance(user, str) or not _USERNAME.match(user):
+            if not _USERNAME.match(user):
                 raise ValueError(f"TrackingAuth: user name {user!r} is not allowed; use 1-40 characters of a-z, 0-9 "
                                  "and '-', starting and ending with a letter or digit (it names a Secret and a file)")
         twice = sorted({user for user in names if names.count(user) > 1})
         if twice:
             raise ValueError(f"TrackingAuth: {twice} named more than once among admin_username, writers and readers")
-        for model in self.registered_models:
-            if not isinstance(model, str) or not model.strip() or model != model.strip() or "\n" in model:
-                raise ValueError(f"TrackingAuth.registered_models: {model!r} is not a registered model name")
-        if self.credential_cache_seconds < 0:
-            raise ValueError(f"TrackingAuth.credential_cache_seconds={self.credential_cache_seconds}: must be >= 0")
+        return self
 
     @property
     def users(self) -> list[str]:
@@ -209,107 +223,102 @@ class TrackingAuth:
                 *(f"--model={m}" for m in dict.fromkeys(self.registered_models)), f"--passwords-dir={USERS_DIR}"]
 
 
-@dataclass(frozen=True)
-class DatabaseArgs:
-    """The RDS PostgreSQL instance behind MLflow.
-
-    Attributes:
-        engine_version: PostgreSQL version; a major (``"16"``) lets RDS pick and patch the minor.
-        parameter_family: The parameter group family matching ``engine_version``.
-        instance_class: RDS instance class.
-        allocated_storage_gb: Initial gp3 storage.
-        max_allocated_storage_gb: Storage autoscaling ceiling.
-        multi_az: A standby in another AZ with automatic failover.
-        deletion_protection: RDS refuses to delete the instance while set.
-        backup_retention_days: Automated backup retention (0 disables backups; production wants >= 7).
-        final_snapshot: Take a final snapshot when the instance is deleted.
-        protect: Pulumi ``protect`` + ``retain_on_delete`` on the instance.
-        log_exports: PostgreSQL logs shipped to CloudWatch.
-    """
+class DatabaseArgs(Spec):
+    """The RDS PostgreSQL instance behind MLflow."""
 
     engine_version: str = "16"
+    """PostgreSQL version; a major (``"16"``) lets RDS pick and patch the minor."""
     parameter_family: str = "postgres16"
+    """The parameter group family matching ``engine_version``."""
     instance_class: str = "db.t4g.medium"
-    allocated_storage_gb: int = 20
-    max_allocated_storage_gb: int = 200
+    """RDS instance class."""
+    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    """Initial gp3 storage (20 to 65536: RDS's gp3 range)."""
+    max_allocated_storage_gb: int = Field(200, ge=20, le=65536)
+    """Storage autoscaling ceiling."""
     multi_az: bool = True
+    """A standby in another AZ with automatic failover."""
     deletion_protection: bool = True
+    """RDS refuses to delete the instance while set."""
     backup_retention_days: int = 7
+    """Automated backup retention (0 disables backups; production wants >= 7)."""
     final_snapshot: bool = True
+    """Take a final snapshot when the instance is deleted."""
     protect: bool = True
-    log_exports: Sequence[str] = ("postgresql", "upgrade")
+    """Pulumi ``protect`` + ``retain_on_delete`` on the instance."""
+    log_exports: tuple[str, ...] = ("postgresql", "upgrade")
+    """PostgreSQL logs shipped to CloudWatch."""
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.backup_retention_days <= 35:
-            raise ValueError(f"DatabaseArgs.backup_retention_days={self.backup_retention_days}: RDS allows 0..35")
+    @field_validator("backup_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if not 0 <= value <= 35:
+            raise ValueError(f"DatabaseArgs.backup_retention_days={value}: RDS allows 0..35")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         if self.max_allocated_storage_gb < self.allocated_storage_gb:
-            raise ValueError(
-                f"DatabaseArgs: max_allocated_storage_gb ({self.max_allocated_storage_gb}) is below "
-                f"allocated_storage_gb ({self.allocated_storage_gb})"
-            )
+            raise ValueError(f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) is below "
+                             f"allocatedStorageGb ({self.allocated_storage_gb})")
         if not self.parameter_family.endswith(self.engine_version.split(".")[0]):
-            raise ValueError(f"DatabaseArgs.parameter_family={self.parameter_family!r} does not match "
-                             f"engine_version {self.engine_version!r} (e.g. postgres16 for 16)")
+            raise ValueError(f"parameterFamily {self.parameter_family!r} does not match engineVersion "
+                             f"{self.engine_version!r} (e.g. postgres16 for 16)")
+        return self
 
 
-@dataclass(frozen=True)
-class TrackingArgs:
-    """Arguments of :class:`Tracking`.
+class TrackingSpec(Spec):
+    """What a user decides about :class:`Tracking` (``MlPlatformArgs.tracking``); :class:`TrackingArgs` adds the
+    wiring: the VPC, the database subnets and clients, the artifact location and the IRSA role."""
 
-    Attributes:
-        vpc_id: The VPC of the database.
-        database_subnet_ids: Subnets of the DB subnet group (the Network's database tier).
-        client_security_group_ids: Only these security groups (the cluster's nodes) may reach port 5432.
-        artifacts_uri: Where MLflow stores artifacts, e.g. ``s3://<bucket>/mlflow``.
-        database: The RDS instance's settings.
-        namespace: Namespace for the MLflow server (created by this component).
-        image: An MLflow image with psycopg2 and boto3 (the backend URI names the psycopg2 driver), such as
-            the one built from ``tracking/Dockerfile``; required (None is for MlPlatform to fill in). Core
-            ``ghcr.io/mlflow/mlflow`` tags are refused: they have neither.
-        replicas: MLflow server replicas.
-        workers: Server worker processes per replica.
-        resources: Requests and limits per replica.
-        service_account_role_arn: IRSA role with read/write access to ``artifacts_uri``.
-        ingress: Also expose MLflow through an internal ALB (VPC only).
-        ingress_host: The DNS name clients use for the ALB (e.g. ``mlflow.internal.example.com``; a leading
-            ``*.`` is allowed): the Ingress routes only that host and MLflow accepts it. Without one, the
-            Ingress routes every request and MLflow accepts the ALB's own names (``*.elb.amazonaws.com``).
-        network_policy: A NetworkPolicy admitting only ``allowed_namespaces`` and ``load_balancer_cidrs`` to
-            MLflow's port (enforced where the network plugin enforces policies; VPC CNI: ``enableNetworkPolicy``).
-        allowed_namespaces: Namespaces whose pods may reach MLflow (the model servers, the trainer, pipelines).
-            Empty: no pod may.
-        load_balancer_cidrs: Where the ALB's addresses lie, with ``ingress`` (target type ``ip``: the ALB
-            connects to pod IPs from its ENIs; an ``ipBlock`` is the only way to name it).
-        auth: MLflow authentication (on by default): only the writers (trainer, pipeline) may register models and
-            move aliases, readers (model servers) may read, anonymous requests get 401. None: MLflow takes
-            requests from anyone who can reach it (then only the NetworkPolicy guards the registry).
-    """
-
-    vpc_id: pulumi.Input[str]
-    database_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
-    client_security_group_ids: Sequence[pulumi.Input[str]]
-    artifacts_uri: pulumi.Input[str]
-    database: DatabaseArgs = field(default_factory=DatabaseArgs)
+    database: DatabaseArgs = DatabaseArgs()
+    """The RDS instance's settings."""
     namespace: str = "mlflow"
-    image: pulumi.Input[str] | None = None
-    replicas: int = 2
-    workers: int = 2
-    resources: Resources = field(default_factory=lambda: Resources(cpu="500m", memory="1Gi"))
-    service_account_role_arn: pulumi.Input[str] | None = None
+    """Namespace for the MLflow server (created by this component)."""
+    image: StrInput | None = None
+    """An MLflow image with psycopg2 and boto3 (the backend URI names the psycopg2 driver), such as the one built
+    from ``tracking/Dockerfile``; required by :class:`Tracking` (None: MlPlatform uses the stack's ECR
+    ``tracking`` image). Core ``ghcr.io/mlflow/mlflow`` tags are refused: they have neither."""
+    replicas: int = Field(2, le=10)
+    """MLflow server replicas (1 to 10)."""
+    workers: int = Field(2, le=16)
+    """Server worker processes per replica (1 to 16)."""
+    resources: Resources = Resources(cpu="500m", memory="1Gi")
+    """Requests and limits per replica."""
     ingress: bool = False
+    """Also expose MLflow through an internal ALB (VPC only)."""
     ingress_host: str | None = None
+    """The DNS name clients use for the ALB (e.g. ``mlflow.internal.example.com``; a leading ``*.`` is allowed):
+    the Ingress routes only that host and MLflow accepts it. Without one, the Ingress routes every request and
+    MLflow accepts the ALB's own names (``*.elb.amazonaws.com``)."""
     network_policy: bool = True
-    allowed_namespaces: Sequence[str] = ()
-    load_balancer_cidrs: Sequence[pulumi.Input[str]] = ()
-    auth: TrackingAuth | None = field(default_factory=TrackingAuth)
+    """A NetworkPolicy admitting only ``allowed_namespaces`` and ``load_balancer_cidrs`` to MLflow's port
+    (enforced where the network plugin enforces policies; VPC CNI: ``enableNetworkPolicy``)."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """Namespaces whose pods may reach MLflow (the model servers, the trainer, pipelines). Empty: no pod may
+    (MlPlatform adds its serving and training namespaces)."""
+    load_balancer_cidrs: StrInputs = []
+    """Where the ALB's addresses lie, with ``ingress`` (target type ``ip``: the ALB connects to pod IPs from its
+    ENIs; an ``ipBlock`` is the only way to name it). Empty in MlPlatform: the VPC's CIDR."""
+    auth: TrackingAuth | None = TrackingAuth()
+    """MLflow authentication (on by default): only the writers (trainer, pipeline) may register models and move
+    aliases, readers (model servers) may read, anonymous requests get 401. None: MLflow takes requests from anyone
+    who can reach it (then only the NetworkPolicy guards the registry)."""
 
-    def __post_init__(self) -> None:
-        if not self.client_security_group_ids:
-            raise ValueError("TrackingArgs.client_security_group_ids is empty: nothing could reach the database")
-        if self.replicas < 1 or self.workers < 1:
-            raise ValueError("TrackingArgs: replicas and workers must be at least 1")
-        if isinstance(self.image, str):
-            check_image(self.image)
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: Any) -> Any:
+        return check_image(value) if isinstance(value, str) else value  # an Output: checked once known
+
+    @field_validator("replicas", "workers")
+    @classmethod
+    def _at_least_one(cls, value: int, info: ValidationInfo) -> int:
+        if value < 1:
+            raise ValueError(f"TrackingArgs.{info.field_name}={value}: must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         if self.ingress_host is not None:
             if not self.ingress:
                 raise ValueError(f"TrackingArgs.ingress_host={self.ingress_host!r} needs ingress=True")
@@ -319,6 +328,29 @@ class TrackingArgs:
                     "a-z, 0-9 and '-', no port, no IP address, '*.' allowed only as the first label "
                     "(e.g. mlflow.internal.example.com)"
                 )
+        return self
+
+
+class TrackingArgs(TrackingSpec):
+    """Arguments of :class:`Tracking`: its :class:`TrackingSpec` and what it is wired to."""
+
+    vpc_id: StrInput
+    """The VPC of the database."""
+    database_subnet_ids: StrInputs
+    """Subnets of the DB subnet group (the Network's database tier)."""
+    client_security_group_ids: StrInputs
+    """Only these security groups (the cluster's nodes) may reach port 5432."""
+    artifacts_uri: StrInput
+    """Where MLflow stores artifacts, e.g. ``s3://<bucket>/mlflow``."""
+    service_account_role_arn: StrInput | None = None
+    """IRSA role with read/write access to ``artifacts_uri``."""
+
+    @field_validator("client_security_group_ids")
+    @classmethod
+    def _clients(cls, value: Any) -> Any:
+        if not value:
+            raise ValueError("TrackingArgs.client_security_group_ids is empty: nothing could reach the database")
+        return value
 
     def allowed_hosts(self) -> list[str]:
         """The Host headers MLflow accepts: the Service's in-cluster names, and the Ingress's host(s) if any."""

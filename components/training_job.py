@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
+from pydantic import Field, field_validator, model_validator
 
 from mlplat.components.cluster_system import SPOT_POD_GRACE_SECONDS
 from mlplat.components.options import child_options, component_args
@@ -21,6 +21,7 @@ from mlplat.components.pods import (
     scratch_volume,
     service_account,
 )
+from mlplat.components.spec import Spec, StrInput
 from mlplat.components.tracking import tracking_credentials_env
 from mlplat.components.validation import (
     CRONJOB_NAME_MAX,
@@ -31,7 +32,7 @@ from mlplat.components.validation import (
 )
 from mlplat.contracts.exit_codes import EXIT_PREEMPTED  # the trainer's contract; a light import (no torch)
 
-__all__ = ["TrainingJob", "TrainingJobArgs"]
+__all__ = ["TrainingJob", "TrainingJobArgs", "TrainingJobSpec"]
 
 ATTEMPT_ENV = "MLPLAT_ATTEMPT_ID"
 """The trainer's attempt id (``mlplat.training.lineage.ATTEMPT_ENV``; not imported: that module loads torch)."""
@@ -45,64 +46,74 @@ CONFIG_DIR = "/etc/mlplat"
 CONTAINER = "trainer"
 
 
-@dataclass(frozen=True)
-class TrainingJobArgs:
-    """Arguments of :class:`TrainingJob`.
+class TrainingJobSpec(Spec):
+    """What a user decides about a :class:`TrainingJob` (``MlPlatformArgs.training_jobs``); :class:`TrainingJobArgs`
+    adds the wiring: the namespace, the image, the checkpoint location, the MLflow credentials and the IRSA role."""
 
-    Attributes:
-        namespace: The Kubernetes namespace (must exist).
-        image: The ``mlplat.training`` image (``training/Dockerfile``).
-        config: The trainer's config (the YAML ``mlplat train --config`` reads), as a mapping.
-        checkpoint_uri: Where checkpoints go, e.g. ``s3://bucket/checkpoints/digits``; overrides the config's. The
-            job's lineage: it holds the current attempt's checkpoints (``attempt.json`` names the attempt).
-        tracking_uri: MLflow tracking URI.
-        tracking_credentials_secret: A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and
-            ``password``) with the MLflow identity the trainer logs and registers as
-            (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``); MlPlatform passes the Tracking's
-            ``trainer`` (:meth:`~mlplat.components.tracking.Tracking.client_credentials`). None: no credentials.
-        nodes: Pods (1 = single-node; more = torchrun across an Indexed Job with a headless Service).
-        processes_per_node: torchrun processes per pod (usually the GPUs per node).
-        resources: Requests and limits per pod; ``gpus > 0`` schedules on the tainted GPU pool.
-        backoff_limit: Failures (other than spot preemptions, which are not counted) before the Job fails.
-        active_deadline_seconds: Wall-clock limit for the whole Job, retries included.
-        ttl_seconds_after_finished: Delete the finished Job (and its pods) after this long.
-        service_account_role_arn: IAM role (IRSA) with write access to the checkpoint prefix.
-        schedule: A cron schedule: make a CronJob for scheduled retraining instead of a one-off Job. Checked as
-            the API server does (5 fields, each in its range, or a descriptor such as ``@daily``).
-        env: Extra environment variables for the trainer.
-        image_cuda: Whether ``image`` is a CUDA build of the trainer (``training/Dockerfile`` with a CUDA base and
-            torch wheel index). None: read it from the tag (a tag ending in ``-cuda``, as mlplat's registry tags
-            CUDA builds). A job that requests GPUs refuses an image that is not a CUDA build, since CPU torch
-            would leave the GPU idle (or, with ``runtime.device: cuda``, fail at start).
-    """
-
-    namespace: pulumi.Input[str]
-    image: pulumi.Input[str]
-    config: Mapping[str, Any] = field(default_factory=dict)
-    checkpoint_uri: pulumi.Input[str] | None = None
-    tracking_uri: pulumi.Input[str] | None = None
-    tracking_credentials_secret: pulumi.Input[str] | None = None
-    nodes: int = 1
-    processes_per_node: int = 1
-    resources: Resources = field(default_factory=lambda: Resources(cpu="2", memory="8Gi", gpus=1))
-    backoff_limit: int = 3
+    config: dict[str, Any] = {}
+    """The trainer's config (the YAML ``mlplat train --config`` reads), as a mapping."""
+    tracking_uri: StrInput | None = None
+    """MLflow tracking URI. In MlPlatform, None means the platform's own MLflow (as its ``trainer`` identity); a
+    URI of another server is used as given, without the platform's credentials, and the model the job registers
+    is not created in the platform's registry."""
+    nodes: int = Field(1, le=64)
+    """Pods (1 = single-node; more = torchrun across an Indexed Job with a headless Service; at most 64)."""
+    processes_per_node: int = Field(1, le=8)
+    """torchrun processes per pod (usually the GPUs per node; at most 8)."""
+    resources: Resources = Resources(cpu="2", memory="8Gi", gpus=1)
+    """Requests and limits per pod; ``gpus > 0`` schedules on the tainted GPU pool."""
+    backoff_limit: int = Field(3, ge=0, le=20)
+    """Failures (other than spot preemptions, which are not counted) before the Job fails (0 to 20)."""
     active_deadline_seconds: int = 24 * 3600
+    """Wall-clock limit for the whole Job, retries included."""
     ttl_seconds_after_finished: int = 24 * 3600
-    service_account_role_arn: pulumi.Input[str] | None = None
+    """Delete the finished Job (and its pods) after this long."""
     schedule: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    image_cuda: bool | None = None
+    """A cron schedule: make a CronJob for scheduled retraining instead of a one-off Job. Checked as the API server
+    does (5 fields, each in its range, or a descriptor such as ``@daily``)."""
+    env: dict[str, str] = {}
+    """Extra environment variables for the trainer."""
 
-    def __post_init__(self) -> None:
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_schedule(value)
+            except InvalidValue as exc:
+                raise exc.of("TrainingJobArgs.schedule") from None
+        return value
+
+    @model_validator(mode="after")
+    def _counts(self) -> Self:
         if self.nodes < 1 or self.processes_per_node < 1:
             raise ValueError(f"TrainingJobArgs: nodes ({self.nodes}) and processes_per_node "
                              f"({self.processes_per_node}) must be at least 1")
-        if self.schedule is not None:
-            try:
-                check_schedule(self.schedule)
-            except InvalidValue as exc:
-                raise exc.of("TrainingJobArgs.schedule") from None
+        return self
 
+
+class TrainingJobArgs(TrainingJobSpec):
+    """Arguments of :class:`TrainingJob`: its :class:`TrainingJobSpec` and what it is wired to."""
+
+    namespace: StrInput
+    """The Kubernetes namespace (must exist)."""
+    image: StrInput
+    """The ``mlplat.training`` image (``training/Dockerfile``)."""
+    checkpoint_uri: StrInput | None = None
+    """Where checkpoints go, e.g. ``s3://bucket/checkpoints/digits``; overrides the config's. The job's lineage:
+    it holds the current attempt's checkpoints (``attempt.json`` names the attempt)."""
+    tracking_credentials_secret: StrInput | None = None
+    """A ``kubernetes.io/basic-auth`` Secret in ``namespace`` (keys ``username`` and ``password``) with the MLflow
+    identity the trainer logs and registers as (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``);
+    MlPlatform passes the Tracking's ``trainer`` (:meth:`~mlplat.components.tracking.Tracking.client_credentials`).
+    None: no credentials."""
+    service_account_role_arn: StrInput | None = None
+    """IAM role (IRSA) with write access to the checkpoint prefix."""
+    image_cuda: bool | None = None
+    """Whether ``image`` is a CUDA build of the trainer (``training/Dockerfile`` with a CUDA base and torch wheel
+    index). None: read it from the tag (a tag ending in ``-cuda``, as mlplat's registry tags CUDA builds). A job
+    that requests GPUs refuses an image that is not a CUDA build, since CPU torch would leave the GPU idle (or,
+    with ``runtime.device: cuda``, fail at start)."""
 
 def derived_names(args: TrainingJobArgs) -> list[DerivedName]:
     """The Kubernetes names a :class:`TrainingJob` builds from its name, each with its length limit."""

@@ -28,9 +28,9 @@ from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
 
 if TYPE_CHECKING:
-    from mlplat.infra.checks import PolicyConfig
     from mlplat.infra.diff import RenderSource
     from mlplat.infra.engine import Render
+    from mlplat.policy.framework import PolicyConfig
 
 # Parameters several commands share.
 StackArgument = Annotated[str, typer.Argument(help="Stack name: reads Pulumi.<stack>.yaml")]
@@ -174,8 +174,8 @@ def _policy_of(stack: str, project_dir: Path) -> PolicyConfig | None:
     """The stack's ``mlplat:policy`` config (required tags, strict environments), or None for mlplat's own."""
     import json
 
-    from mlplat.infra.checks import PolicyConfig
     from mlplat.infra.stacks import load_stack
+    from mlplat.policy.framework import PolicyConfig
 
     raw = load_stack(project_dir.resolve(), stack).config.get("mlplat:policy")
     if not raw:
@@ -238,8 +238,8 @@ def check(
     require_infra("check")
     import json
 
-    from mlplat.infra.checks import check_render, environment_of, has_mandatory, to_github, to_markdown, to_text
     from mlplat.infra.config import ENVIRONMENTS
+    from mlplat.policy.check import check_render, environment_of, has_mandatory, to_github, to_markdown, to_text
 
     document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
     policy = None if render_file else _policy_of(stack, project_dir)
@@ -436,9 +436,9 @@ class _DiffReport:
     def add(self, stack: str, old: dict[str, object], new: dict[str, object]) -> None:
         """Compare one stack's renders: resources, cost and (with ``--check``) the head's policy findings."""
         from mlplat.infra import diff as diffing
-        from mlplat.infra.checks import check_render, environment_of, has_mandatory
-        from mlplat.infra.checks import to_markdown as check_markdown
         from mlplat.infra.cost import diff_costs, estimate_or_unpriced
+        from mlplat.policy.check import check_render, environment_of, has_mandatory
+        from mlplat.policy.check import to_markdown as check_markdown
 
         base, head = self.sides
         change = diffing.diff_renders(old, new)

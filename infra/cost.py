@@ -644,7 +644,7 @@ def estimate_or_unpriced(document: Mapping[str, Any], table: PriceTable | None =
     """:func:`estimate` in the render's own environment; where its region (or environment) has no prices, an
     estimate that names every resource of a priced type as unpriced instead of dropping the stack's cost.
     None for an empty render (a stack that does not exist on this side)."""
-    from mlplat.infra.checks import environment_of
+    from mlplat.policy.framework import environment_of
 
     records = [r for r in document.get("resources") or [] if r["type"] != "pulumi:pulumi:Stack"]
     if not records:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlplat.components.registry import CUDA_BUILD_ARGS, CUDA_TAG_SUFFIX, ContainerRegistryArgs
-from mlplat.infra.checks import POD_SPEC_PATHS
+from mlplat.components.registry import CUDA_BUILD_ARGS, CUDA_TAG_SUFFIX
 from mlplat.infra.config import ConfigError, RegistryConfig
+from mlplat.policy.rules.workloads import POD_SPEC_PATHS
 
 IMAGE_TAG_ENV = "MLPLAT_IMAGE_TAG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def checked_out_commit(repo: Path = REPO_ROOT) -> str | None:
 
 def needs_tag(registry: RegistryConfig) -> bool:
     """Whether any workload image comes from ``<repository>:<tag>`` (a build, or an image CI pushes)."""
-    cuda = set(ContainerRegistryArgs().cuda_repositories) & set(registry.repositories)
+    cuda = set(registry.cuda_repositories) & set(registry.repositories)
     return (registry.build_images or any(r not in registry.images for r in registry.repositories)
             or any(r not in registry.cuda_images for r in cuda))
 

@@ -1,14 +1,14 @@
-"""Entry point Pulumi runs for the policy pack: serve mlplat's policies (see ``mlplat_policies``)."""
+"""Entry point Pulumi runs for the policy pack: serve mlplat's policies (see :mod:`mlplat.policy.pack`).
+
+Pulumi runs this file with the project's virtualenv (PulumiPolicy.yaml), where mlplat is installed (editable), so
+the pack imports the installed package like any other code.
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mlplat_policies import PACK_NAME, build_policies
 from pulumi_policy import EnforcementLevel, PolicyPack
+
+from mlplat.policy.pack import PACK_NAME, build_policies
 
 PolicyPack(
     name=PACK_NAME,

@@ -13,9 +13,9 @@ import yaml
 
 from mlplat.components.bootstrap import READ_ONLY, GitHubAccess, GitHubAccessArgs
 from mlplat.components.platform import MlPlatformArgs
-from mlplat.infra.checks import check_render
 from mlplat.infra.engine import Render
 from mlplat.infra.synth import render_stack
+from mlplat.policy.check import check_render
 
 BOOTSTRAP = Path(__file__).resolve().parents[2] / "bootstrap"
 ROLE = "aws:iam/role:Role"

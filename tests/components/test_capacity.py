@@ -21,13 +21,14 @@ from mlplat.components.capacity import (
     parse_quantity,
     platform_daemonsets,
 )
-from mlplat.components.cluster import ClusterArgs
-from mlplat.components.model_service import Canary, ModelServiceArgs
+from mlplat.components.cluster import ClusterSpec
+from mlplat.components.model_service import Canary, ModelServiceSpec
 from mlplat.components.network import NetworkArgs
 from mlplat.components.node_groups import NodePoolArgs, Taint, gpu_count
-from mlplat.components.platform import PLATFORM, MlPlatformArgs, tracking_args
+from mlplat.components.platform import MlPlatformArgs
 from mlplat.components.pods import Resources
-from mlplat.components.training_job import TrainingJobArgs
+from mlplat.components.tracking import TrackingSpec
+from mlplat.components.training_job import TrainingJobSpec
 
 GPU_TAINT = Taint.parse("nvidia.com/gpu=true:NoSchedule")
 
@@ -209,15 +210,13 @@ def test_check_workload_capacity_covers_every_workload_of_a_platform() -> None:
     args = MlPlatformArgs(
         region="us-east-1",
         network=NetworkArgs(nat="single", interface_endpoints=False),
-        cluster=ClusterArgs(vpc_id=PLATFORM, private_subnet_ids=PLATFORM, region="us-east-1", node_pools=DEV),
-        tracking=tracking_args(resources=Resources(cpu="2", memory="1Gi")),
-        services={"digits": ModelServiceArgs(namespace=PLATFORM, image=PLATFORM, model_uri="models:/digits@champion",
+        cluster=ClusterSpec(node_pools=DEV),
+        tracking=TrackingSpec(resources=Resources(cpu="2", memory="1Gi")),
+        services={"digits": ModelServiceSpec(model_uri="models:/digits@champion",
                                              resources=Resources(cpu="1", memory="8Gi"),
                                              canary=Canary(model_uri="models:/digits@challenger"))},
-        training_jobs={"digits": TrainingJobArgs(namespace=PLATFORM, image=PLATFORM,
-                                                 resources=Resources(cpu="4", memory="16Gi", gpus=1)),
-                       "small": TrainingJobArgs(namespace=PLATFORM, image=PLATFORM,
-                                                resources=Resources(cpu="1", memory="2Gi", gpus=0))},
+        training_jobs={"digits": TrainingJobSpec(resources=Resources(cpu="4", memory="16Gi", gpus=1)),
+                       "small": TrainingJobSpec(resources=Resources(cpu="1", memory="2Gi", gpus=0))},
     )
     problems = check_workload_capacity(args)
     assert [p.split(":")[0] for p in problems] == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pulumi
 import pytest
 import yaml
 
-from mlplat.components.cluster import Cluster, ClusterArgs, default_node_pools
+from mlplat.components.cluster import Cluster, ClusterArgs, ClusterSpec, ClusterWiring, default_node_pools
 from mlplat.components.node_groups import NodePoolArgs, SpotDiversityWarning, Taint
 from mlplat.infra.config import ConfigError, load, preset
 from mlplat.infra.engine import Render, ResourceRecord
@@ -359,8 +360,35 @@ def test_bad_cluster_config_names_what_is_wrong(cluster: dict[str, Any], message
     assert any(message in p for p in problems), problems
 
 
+def test_a_render_checks_each_pool_and_the_cluster_once(
+        monkeypatch: pytest.MonkeyPatch, render_program: Callable[..., Render]) -> None:
+    # One schema: the stack config holds the component's own args, so nothing re-validates them on the way to the
+    # resources (before, each pool was validated 3 times and the cluster args 5 times per render).
+    checked: collections.Counter[str] = collections.Counter()
+    for model in (NodePoolArgs, ClusterSpec):
+        def counting(self: Any, original: Any = model._consistent, name: str = model.__name__) -> Any:
+            checked[name] += 1
+            return original(self)
+        monkeypatch.setattr(model, "_consistent", counting)
+    values = config("dev", {})
+    cfg = load(values)
+    render_program(lambda: build(cfg), config=values, stack="dev")
+    assert checked == {"NodePoolArgs": 2, "ClusterSpec": 1}
+
+
+def test_cluster_args_are_the_spec_and_its_wiring() -> None:
+    # What a user decides (the spec, the stack file's mlplat:cluster) and what a parent wires never overlap.
+    assert set(ClusterSpec.model_fields).isdisjoint(ClusterWiring.model_fields)
+    assert set(ClusterArgs.model_fields) == {*ClusterSpec.model_fields, *ClusterWiring.model_fields}
+    spec = ClusterSpec(node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge"])], deletion_protection=False)
+    wiring = ClusterWiring(vpc_id="vpc-1", private_subnet_ids=["subnet-a"], region="us-east-1", cluster_name="c")
+    assert ClusterArgs.of(spec, wiring) == ClusterArgs(
+        vpc_id="vpc-1", private_subnet_ids=["subnet-a"], region="us-east-1", cluster_name="c",
+        node_pools=spec.node_pools, deletion_protection=False)
+
+
 def test_component_args_reject_contradictions_without_config() -> None:
-    with pytest.raises(ValueError, match=r"node pool 'x': min_size \(4\) is greater than max_size \(2\)"):
+    with pytest.raises(ValueError, match=r"minSize \(4\) is greater than maxSize \(2\)"):
         NodePoolArgs(name="x", instance_types=["m6i.large"], min_size=4, max_size=2)
     with pytest.raises(ValueError, match="node_pools repeat the names"):
         ClusterArgs(vpc_id="v", private_subnet_ids=[], region="us-east-1",

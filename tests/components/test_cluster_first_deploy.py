@@ -14,10 +14,17 @@ import pytest
 import yaml
 
 from mlplat.components import cluster_system as system
-from mlplat.components.cluster import DEFAULT_VERSION, STORAGE_CLASS, AddonVersions, Cluster, ClusterArgs
+from mlplat.components.cluster import (
+    DEFAULT_VERSION,
+    STORAGE_CLASS,
+    AddonVersions,
+    Cluster,
+    ClusterArgs,
+    ClusterSpec,
+)
 from mlplat.components.k8s_versions import CHECKED, EKS_VERSIONS, UnknownVersion, support_status
 from mlplat.components.load_balancer_controller import POLICY_FILE, POLICY_SOURCE, install_load_balancer_controller
-from mlplat.infra.config import ENVIRONMENTS, ClusterConfig, preset
+from mlplat.infra.config import ENVIRONMENTS, preset
 from mlplat.infra.engine import Render, render
 
 EKS = "eks:index:Cluster"
@@ -191,11 +198,10 @@ def test_support_status_follows_the_eks_calendar() -> None:
 
 
 def test_new_clusters_start_in_standard_support(repo_root: Path) -> None:
-    versions = {"ClusterArgs": ClusterArgs.version, "DEFAULT_VERSION": DEFAULT_VERSION}
+    versions = {"ClusterSpec": ClusterSpec.model_fields["version"].default, "DEFAULT_VERSION": DEFAULT_VERSION}
     for env in ("dev", "production"):
         config = yaml.safe_load((repo_root / f"Pulumi.{env}.yaml").read_text())["config"]
         versions[f"Pulumi.{env}.yaml"] = config["mlplat:cluster"]["version"]
-    versions["ClusterConfig"] = ClusterConfig.model_fields["version"].default
     assert set(versions.values()) == {"1.35"}, versions
     assert support_status(DEFAULT_VERSION, on=CHECKED) == "standard"
     # Standard support should last a few months past the check, not end next week.

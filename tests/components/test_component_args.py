@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from mlplat.components.network import Network, NetworkArgs
+from mlplat.components.registry import ContainerRegistry, ContainerRegistryArgs
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
 from mlplat.infra.engine import Render
 
@@ -20,6 +21,10 @@ def test_keyword_arguments_build_the_same_resources_as_the_args_object(
     assert with_kwargs.to_json() == with_args.to_json()
     network = render_program(lambda: Network("net", cidr_block="10.8.0.0/16", az_count=2), config=region)
     assert network.one("aws:ec2/vpc:Vpc", "net-vpc").inputs["cidrBlock"] == "10.8.0.0/16"
+    registry = {"name_prefix": "team", "images": {"serving": "example/serving:1.0"}, "cuda_repositories": []}
+    assert (render_program(lambda: ContainerRegistry("reg", **registry), config=region).to_json()
+            == render_program(lambda: ContainerRegistry("reg", ContainerRegistryArgs(**registry)),
+                              config=region).to_json())
 
 
 def test_args_and_keywords_together_are_refused() -> None:

@@ -178,13 +178,14 @@ def test_an_invalid_output_fails_with_the_fields_message(on_cluster: Callable[..
 
 
 def test_plain_invalid_values_keep_their_messages() -> None:
-    with pytest.raises(ValueError, match=r"^ModelServiceArgs\.model_uri='/tmp/model': not a model URI"):
+    with pytest.raises(ValueError, match=r"ModelServiceArgs\.model_uri='/tmp/model': not a model URI"):
         ModelServiceArgs(namespace="serving", image="i", model_uri="/tmp/model")
-    with pytest.raises(ValueError, match=r"^Canary\.model_uri='digits': not a model URI"):
+    with pytest.raises(ValueError, match=r"Canary\.model_uri='digits': not a model URI"):
         Canary(model_uri="digits")
     with pytest.raises(ValueError, match=r"^PipelineAccessArgs\.role_arn='nope': expected an IAM role ARN"):
         PipelineAccessArgs(cluster_name="c", role_arn="nope")
-    with pytest.raises(ValueError, match=r"^ClusterArgs: admin_role_arns: 'nope' is not an IAM role ARN"):
+    # One schema: the stack file's message (mlplat:cluster.adminRoleArns), in the ValidationError's text.
+    with pytest.raises(ValueError, match=r"\['nope'\] are not IAM role ARNs \(arn:aws:iam::<12-digit account>"):
         ClusterArgs(vpc_id="vpc", private_subnet_ids=["s"], region="us-east-1", admin_role_arns=["nope"])
 
 
@@ -225,6 +226,17 @@ def test_artifact_store_takes_its_bucket_name_and_grant_roles_as_outputs(
     grant = stack.one("aws:iam/rolePolicy:RolePolicy", "art-read-svc")
     assert grant.parent == stack.one("mlplat:storage:ArtifactStore").urn
     assert grant.inputs["role"] == stack.one("aws:iam/role:Role", "reader").id
+
+
+def test_artifact_store_from_keywords_takes_a_bucket_name_output_checked_when_known(
+        render_program: Callable[..., Render]) -> None:
+    stack = render_program(lambda: ArtifactStore("art", protect=False, bucket_name=known("team-models")), config=REGION)
+    assert stack.one("aws:s3/bucket:Bucket").inputs["bucket"] == "team-models"
+    message = r"'Team_Models' is not a valid S3 bucket name"
+    with pytest.raises(ProgramError, match=message):
+        render_program(lambda: ArtifactStore("art", protect=False, bucket_name=known("Team_Models")), config=REGION)
+    with pytest.raises(ValueError, match=message):  # a plain value: at construction, with the same message
+        ArtifactStore("art", protect=False, bucket_name="Team_Models")
 
 
 def test_grant_methods_create_policies_the_caller_owns(render_program: Callable[..., Render]) -> None:

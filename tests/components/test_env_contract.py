@@ -10,11 +10,13 @@ here with their reader.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from mlplat.contracts import training_env
 from mlplat.infra.engine import Render
 from mlplat.serving.settings import ENV_PREFIX, ServingSettings
 
@@ -52,8 +54,15 @@ def mlflow_source() -> str:
 
 @functools.cache
 def trainer_source() -> str:
-    """The trainer's Python source: the ``MLPLAT_*`` variables it reads are named there as string constants."""
+    """The trainer's Python source: the ``MLPLAT_*`` variables it reads are named there as string constants, or
+    through :mod:`mlplat.contracts.training_env`'s constants."""
     return "\n".join(path.read_text() for path in TRAINER_SOURCE.glob("*.py"))
+
+
+def trainer_reads(name: str) -> bool:
+    """Whether the trainer reads variable `name`: a literal in its source, or a contract constant it uses."""
+    constants = [key for key, value in vars(training_env).items() if value == name and key.isupper()]
+    return f'"{name}"' in trainer_source() or any(re.search(rf"\b{key}\b", trainer_source()) for key in constants)
 
 
 @pytest.mark.parametrize("stack_name", ["dev", "production"])
@@ -66,7 +75,7 @@ def test_every_variable_a_workload_sets_has_a_reader(stack_name: str, request: p
         if name.startswith(ENV_PREFIX):
             known = name in serving_fields
         elif name.startswith("MLPLAT_"):
-            known = f'"{name}"' in trainer_source()
+            known = trainer_reads(name)
         elif name.startswith("MLFLOW_"):
             known = f'"{name}"' in mlflow_source()
         else:
@@ -84,4 +93,4 @@ def test_the_check_catches_a_misspelt_variable() -> None:
     assert "MLPLAT_SERVING_MAX_BATCHSIZE" not in serving_fields
     assert '"MLFLOW_TRACKING_URI"' in mlflow_source()
     assert '"MLFLOW_TRACKING_URL"' not in mlflow_source()
-    assert '"MLPLAT_ATTEMPT_ID"' in trainer_source() and '"MLPLAT_ATTEMPT"' not in trainer_source()
+    assert trainer_reads("MLPLAT_ATTEMPT_ID") and not trainer_reads("MLPLAT_ATTEMPT")

@@ -269,7 +269,7 @@ def test_latency_and_error_rules_watch_only_the_inference_routes() -> None:
     ],
 )
 def test_thresholds_flow_into_the_expressions(field: str, value: float, alert: str, text: str) -> None:
-    default, changed = rule(alert), rule(alert, dataclasses.replace(AlertThresholds(), **{field: value}))
+    default, changed = rule(alert), rule(alert, AlertThresholds().replace(**{field: value}))
     assert changed["expr"] != default["expr"]
     assert text in changed["expr"] and text not in default["expr"]
 

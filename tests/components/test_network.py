@@ -145,10 +145,10 @@ def test_explicit_azs_and_two_az_network_render(render_program: Callable[..., Re
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"az_count": 1}, "at least 2 AZs"),
-        ({"nat": "none"}, "'single' and 'per_az'"),
+        ({"az_count": 1}, "az_count\n  Input should be greater than or equal to 2"),
+        ({"nat": "none"}, "'single' or 'per_az'"),
         ({"cidr_block": "10.0.0.0/24"}, "AWS subnets must be /28 or larger"),
-        ({"availability_zones": ["a", "b"]}, "az_count is 3"),
+        ({"availability_zones": ["a", "b"]}, "availabilityZones lists 2 zones but azCount is 3"),
         ({"subnet_cidrs": {"public": ["10.0.0.0/24"] * 3, "private": ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"],
                            "database": ["10.0.4.0/24", "10.0.5.0/24", "10.0.6.0/24"]}}, "overlaps"),
     ],

@@ -13,9 +13,9 @@ import pulumi_aws as aws
 import pytest
 import yaml
 
-from mlplat.components.cluster import ClusterArgs
-from mlplat.components.model_service import Canary, ModelServiceArgs
-from mlplat.components.monitoring import MonitoringArgs
+from mlplat.components.cluster import ClusterSpec
+from mlplat.components.model_service import Canary, ModelServiceSpec
+from mlplat.components.monitoring import MonitoringSpec
 from mlplat.components.network import NetworkArgs
 from mlplat.components.pipeline_access import (
     PIPELINE_GROUP,
@@ -23,18 +23,18 @@ from mlplat.components.pipeline_access import (
     PROMETHEUS_SERVICE,
     PipelineAccessArgs,
 )
-from mlplat.components.platform import PLATFORM, MlPlatform, MlPlatformArgs
+from mlplat.components.platform import MlPlatform, MlPlatformArgs
 from mlplat.components.registry import ContainerRegistryArgs
-from mlplat.infra.checks import check_render
 from mlplat.infra.engine import Render, render
+from mlplat.policy.check import check_render
 
 WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "ml-pipeline.yml"
 ROLE_ARN = "arn:aws:iam::123456789012:role/github-pipeline-1a2b3c"
 IMAGES = {"serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1"}
 
 
-def service(canary: bool) -> ModelServiceArgs:
-    return ModelServiceArgs(namespace=PLATFORM, image=PLATFORM, model_uri="models:/digits@champion",
+def service(canary: bool) -> ModelServiceSpec:
+    return ModelServiceSpec(model_uri="models:/digits@champion",
                             canary=Canary(model_uri="models:/digits@challenger", weight=10) if canary else None)
 
 
@@ -44,10 +44,10 @@ def platform(pipeline_role_arn: str | None = ROLE_ARN) -> Render:
             "project": "mlplat", "environment": "test", "owner": "ml", "cost-center": "ml"}))
         MlPlatform("mlp", MlPlatformArgs(
             region="us-east-1", network=NetworkArgs(nat="single", interface_endpoints=False),
-            cluster=ClusterArgs(vpc_id=PLATFORM, private_subnet_ids=PLATFORM, region="us-east-1"),
+            cluster=ClusterSpec(),
             registry=ContainerRegistryArgs(images=IMAGES),
             services={"digits": service(canary=True), "iris": service(canary=False)},
-            monitoring=MonitoringArgs(alerts_receiver_optional=True),
+            monitoring=MonitoringSpec(alerts_receiver_optional=True),
             pipeline_role_arn=pipeline_role_arn,
         ), opts=pulumi.ResourceOptions(providers=[provider]))
 

@@ -1,4 +1,4 @@
-"""MlPlatform: one component wires the others together, and a team's explicit values win over the wiring."""
+"""MlPlatform: one component wires the others together from their specs, with no placeholder anywhere."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import pulumi
 import pulumi_aws as aws
 import pytest
 
-from mlplat.components.cluster import ClusterArgs
-from mlplat.components.model_service import Canary, ModelServiceArgs
+from mlplat.components import platform as platform_module
+from mlplat.components.cluster import ClusterSpec
+from mlplat.components.model_service import Canary, ModelServiceArgs, ModelServiceSpec
 from mlplat.components.network import NetworkArgs
-from mlplat.components.platform import PLATFORM, MlPlatform, MlPlatformArgs, tracking_args, wired
+from mlplat.components.platform import MlPlatform, MlPlatformArgs
 from mlplat.components.registry import ContainerRegistryArgs
-from mlplat.components.training_job import TrainingJobArgs
+from mlplat.components.tracking import TrackingArgs, TrackingSpec
+from mlplat.components.training_job import TrainingJobArgs, TrainingJobSpec
 from mlplat.infra.engine import ProgramError, Render
 
 IMAGES = {"serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1", "training": "123.dkr.ecr/training:1",
@@ -25,13 +27,12 @@ def platform_args(**overrides: object) -> MlPlatformArgs:
     base: dict[str, object] = {
         "region": "us-east-1",
         "network": NetworkArgs(nat="single", interface_endpoints=False),
-        "cluster": ClusterArgs(vpc_id=PLATFORM, private_subnet_ids=PLATFORM, region="us-east-1"),
+        "cluster": ClusterSpec(),
         "registry": ContainerRegistryArgs(images=IMAGES, cuda_images={"training": "123.dkr.ecr/training:1-cuda"}),
-        "tracking": tracking_args(),
-        "services": {"digits": ModelServiceArgs(namespace=PLATFORM, image=PLATFORM,
-                                                model_uri="models:/digits@champion",
+        "tracking": TrackingSpec(),
+        "services": {"digits": ModelServiceSpec(model_uri="models:/digits@champion",
                                                 canary=Canary(model_uri="models:/digits@challenger", weight=10))},
-        "training_jobs": {"digits": TrainingJobArgs(namespace=PLATFORM, image=PLATFORM, nodes=2)},
+        "training_jobs": {"digits": TrainingJobSpec(nodes=2)},
     }
     return MlPlatformArgs(**{**base, **overrides})  # type: ignore[arg-type]
 
@@ -134,11 +135,52 @@ def test_a_service_without_an_image_is_a_clear_error(render_program: Callable[..
             registry=ContainerRegistryArgs(images={"serving": "s:1"}), training_jobs={}, services={})))
 
 
-def test_explicit_values_win_over_the_wiring() -> None:
-    args = ModelServiceArgs(namespace="team-ns", image=PLATFORM, model_uri="models:/m@a",
-                            tracking_uri="http://their-mlflow")
-    result = wired(args, namespace="serving", image="img", tracking_uri="http://ours")
-    assert (result.namespace, result.image, result.tracking_uri) == ("team-ns", "img", "http://their-mlflow")
+def test_a_workload_may_use_an_mlflow_of_its_own(render_program: Callable[..., Render]) -> None:
+    # tracking_uri is an explicit optional field of the spec: None is the platform's MLflow, a URI another one,
+    # which gets no platform credentials and whose models the platform does not create.
+    theirs = "http://their-mlflow:5000"
+
+    def program() -> None:
+        provider = aws.Provider("aws", region="us-east-1")
+        MlPlatform("mlp", platform_args(
+            services={"digits": ModelServiceSpec(model_uri="models:/digits@champion"),
+                      "fraud": ModelServiceSpec(model_uri="models:/fraud@champion", tracking_uri=theirs)},
+            training_jobs={"fraud": TrainingJobSpec(tracking_uri=theirs,
+                                                    config={"registry": {"model_name": "fraud"}})}),
+            opts=pulumi.ResourceOptions(providers=[provider]))
+
+    stack = render_program(program)
+    ours = "http://mlflow.mlflow.svc.cluster.local:5000"
+    digits = stack.one("kubernetes:apps/v1:Deployment", "mlp-digits-stable").inputs["spec"]["template"]["spec"]
+    fraud = stack.one("kubernetes:apps/v1:Deployment", "mlp-fraud-stable").inputs["spec"]["template"]["spec"]
+    job = stack.one("kubernetes:batch/v1:Job", "mlp-fraud").inputs["spec"]["template"]["spec"]
+    assert env(digits["containers"][0])["MLFLOW_TRACKING_URI"] == ours
+    assert "MLFLOW_TRACKING_USERNAME" in env(digits["containers"][0])
+    for container in (fraud["containers"][0], job["containers"][0]):
+        assert env(container)["MLFLOW_TRACKING_URI"] == theirs
+        assert "MLFLOW_TRACKING_USERNAME" not in env(container), "another server knows nothing of our users"
+    bootstrap = stack.one("kubernetes:apps/v1:Deployment", "mlp-tracking-server").inputs["spec"]["template"]["spec"]
+    models = [a for a in bootstrap["initContainers"][1]["command"] if a.startswith("--model")]
+    assert models == ["--model=digits"]
+
+
+def test_the_specs_hold_no_wiring_and_the_platform_no_placeholder() -> None:
+    assert not hasattr(platform_module, "PLATFORM") and not hasattr(platform_module, "wired")
+    for spec, args, wiring in [
+        (TrackingSpec, TrackingArgs, {"vpc_id", "database_subnet_ids", "client_security_group_ids", "artifacts_uri",
+                                      "service_account_role_arn"}),
+        (ModelServiceSpec, ModelServiceArgs, {"namespace", "image", "tracking_credentials_secret",
+                                              "service_account_role_arn"}),
+        (TrainingJobSpec, TrainingJobArgs, {"namespace", "image", "checkpoint_uri", "tracking_credentials_secret",
+                                            "service_account_role_arn", "image_cuda"}),
+    ]:
+        assert set(args.model_fields) - set(spec.model_fields) == wiring, spec.__name__
+        assert issubclass(args, spec)
+
+
+def test_no_placeholder_reaches_a_render(production_stack: Render) -> None:
+    rendered = json.dumps([r.inputs for r in production_stack.resources], default=str)
+    assert "<wired by MlPlatform>" not in rendered and "wired by" not in rendered
 
 
 def test_cpu_jobs_run_the_cpu_build_and_tracking_runs_the_tracking_image(
@@ -147,8 +189,7 @@ def test_cpu_jobs_run_the_cpu_build_and_tracking_runs_the_tracking_image(
 
     def program() -> None:
         provider = aws.Provider("aws", region="us-east-1")
-        jobs = {"small": TrainingJobArgs(namespace=PLATFORM, image=PLATFORM,
-                                         resources=Resources(cpu="1", memory="2Gi"))}
+        jobs = {"small": TrainingJobSpec(resources=Resources(cpu="1", memory="2Gi"))}
         MlPlatform("mlp", platform_args(training_jobs=jobs, registry=ContainerRegistryArgs(default_tag="7")),
                    opts=pulumi.ResourceOptions(providers=[provider]))
 

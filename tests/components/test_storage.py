@@ -96,7 +96,7 @@ def test_grant_write_adds_put_and_kms_data_keys(render_program: Callable[..., Re
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"force_destroy": True, "protect": True}, "contradicts"),
-     ({"noncurrent_to_glacier_days": 90, "noncurrent_expire_days": 30}, "must exceed")],
+     ({"noncurrent_to_glacier_days": 90, "noncurrent_expire_days": 30}, "must be greater than")],
 )
 def test_artifact_store_args_reject_contradictions(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from mlplat.components import mlflow_auth_bootstrap
 from mlplat.components import tracking as tracking_module
-from mlplat.components.model_service import ModelServiceArgs
+from mlplat.components.model_service import ModelServiceSpec
 from mlplat.components.tracking import (
     PASSWORD_SPECIAL,
     DatabaseArgs,
@@ -594,8 +594,7 @@ def test_the_platform_hands_each_workload_its_identity_and_creates_its_models_fi
     assert [a for a in bootstrap["command"] if a.startswith("--model")] == ["--model=digits"]
     # Models of a service or job that uses another MLflow are not the platform's to create.
     args = MlPlatformArgs(region="us-east-1", network=None, cluster=None,  # type: ignore[arg-type]
-                          services={"a": ModelServiceArgs(namespace="s", image="i", model_uri="models:/a@champion"),
-                                    "b": ModelServiceArgs(namespace="s", image="i", model_uri="models:/b/3",
-                                                          tracking_uri="http://other:5000"),
-                                    "c": ModelServiceArgs(namespace="s", image="i", model_uri="s3://bucket/c")})
+                          services={"a": ModelServiceSpec(model_uri="models:/a@champion"),
+                                    "b": ModelServiceSpec(model_uri="models:/b/3", tracking_uri="http://other:5000"),
+                                    "c": ModelServiceSpec(model_uri="s3://bucket/c")})
     assert platform_models(args) == ["a"]

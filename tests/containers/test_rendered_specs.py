@@ -37,8 +37,8 @@ from container_support import (
 )
 from sklearn.datasets import load_digits
 
-from mlplat.training.config import TrainingConfig
-from mlplat.training.exit_codes import EXIT_CONFIG_INVALID, EXIT_OK
+from mlplat.contracts.exit_codes import EXIT_CONFIG_INVALID, EXIT_OK
+from mlplat.contracts.training_config import TrainingConfig
 
 CONTROLLER_UID = "metadata.labels['batch.kubernetes.io/controller-uid']"
 JOB_NAME = "metadata.labels['batch.kubernetes.io/job-name']"

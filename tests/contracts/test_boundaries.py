@@ -1,7 +1,7 @@
 """The products meet only through mlplat.contracts: every import in the source folders is checked (issue 21).
 
-- the stack program and its components (components/, infra/) import neither the trainer nor the server (the CLI
-  entry point, infra/cli.py, registers their commands and is the one exception);
+- the stack program, its components and its rules (components/, infra/, policy/) import neither the trainer nor
+  the server (the CLI entry point, infra/cli.py, registers their commands and is the one exception);
 - the trainer does not import the server, nor the server the trainer; neither imports the IaC side;
 - mlplat.contracts imports nothing of mlplat but itself, and of the rest only the standard library and the base
   install (pydantic, PyYAML).
@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = {"contracts": "contracts", "components": "components", "infra": "infra", "serving": "serving",
-           "training": "training"}
+FOLDERS = {"contracts": "contracts", "components": "components", "infra": "infra", "policy": "policy",
+           "serving": "serving", "training": "training"}
 FORBIDDEN = {
-    "components": ("mlplat.training", "mlplat.serving", "mlplat.infra"),
+    "components": ("mlplat.training", "mlplat.serving", "mlplat.infra", "mlplat.policy"),
     "infra": ("mlplat.training", "mlplat.serving"),
-    "training": ("mlplat.serving", "mlplat.components", "mlplat.infra"),
-    "serving": ("mlplat.training", "mlplat.components", "mlplat.infra"),
-    "contracts": ("mlplat.training", "mlplat.serving", "mlplat.components", "mlplat.infra"),
+    "policy": ("mlplat.training", "mlplat.serving"),
+    "training": ("mlplat.serving", "mlplat.components", "mlplat.infra", "mlplat.policy"),
+    "serving": ("mlplat.training", "mlplat.components", "mlplat.infra", "mlplat.policy"),
+    "contracts": ("mlplat.training", "mlplat.serving", "mlplat.components", "mlplat.infra", "mlplat.policy"),
 }
 EXCEPTIONS = {("infra", "cli.py"): ("mlplat.training.cli", "mlplat.serving.cli")}  # command registration only
 CONTRACTS_MAY_IMPORT = {"pydantic", "yaml", "mlplat"}

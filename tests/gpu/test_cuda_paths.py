@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from training_helpers import load_final_weights, resume_config
 
+from mlplat.contracts.training_config import parse_config
 from mlplat.serving.model import load_model
 from mlplat.serving.settings import ServingSettings
 from mlplat.training import trainer
-from mlplat.contracts.training_config import parse_config
 from mlplat.training.loop import Preempted
 from mlplat.training.progress import NullProgress
 from mlplat.training.tracking import NullTracker

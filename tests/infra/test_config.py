@@ -12,6 +12,8 @@ from typing import Any
 import pulumi
 import pytest
 
+from mlplat.components.cluster import ClusterSpec
+from mlplat.components.node_groups import NodePoolArgs
 from mlplat.infra.config import ENVIRONMENTS, SECTIONS, ConfigError, StackConfig, load, preset
 from mlplat.infra.engine import Render
 from mlplat.infra.program import build
@@ -122,7 +124,7 @@ def test_each_environment_has_a_preset_of_known_keys_that_loads_alone(env: str) 
     defaults = preset(env)
     assert set(defaults) <= {f"mlplat:{key}" for key in SECTIONS}, sorted(defaults)
     cfg = load({**BASE, "mlplat:environment": env})
-    assert list(cfg.cluster.node_groups) == list(defaults["mlplat:cluster"]["nodeGroups"])
+    assert list(cfg.cluster.node_pools) == list(defaults["mlplat:cluster"]["nodeGroups"])
     assert cfg.network.flow_log_retention_days == defaults["mlplat:network"]["flowLogRetentionDays"]
 
 
@@ -136,17 +138,30 @@ def test_the_presets_ship_in_the_package() -> None:
 def test_a_stack_can_drop_a_preset_pool() -> None:
     cfg = load({**BASE, "mlplat:environment": "dev",
                 "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": pool("dev", "cpu")}})})
-    assert list(cfg.cluster.node_groups) == ["cpu"]
-    assert [p.name for p in cfg.cluster.node_pools()] == ["cpu"]
-    assert load({**BASE, "mlplat:environment": "dev"}).cluster.node_groups.keys() == {"cpu", "gpu"}
+    assert list(cfg.cluster.node_pools) == ["cpu"]
+    assert [p.name for p in cfg.cluster.node_pools.values()] == ["cpu"]  # each pool's name is its key
+    assert load({**BASE, "mlplat:environment": "dev"}).cluster.node_pools.keys() == {"cpu", "gpu"}
+    # The same for the component's own default pools: a ClusterSpec that lists one pool has only that one.
+    only_cpu = ClusterSpec(node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge"])])
+    assert list(only_cpu.node_pools) == ["cpu"] and list(ClusterSpec().node_pools) == ["cpu", "gpu"]
+
+
+def test_a_pool_is_named_by_its_key() -> None:
+    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
+        "cpu": {**pool("dev", "cpu"), "name": "general"}}}})
+    assert problem == ("mlplat:cluster.nodeGroups.cpu.name: 'general' is not the pool's key 'cpu': a pool in "
+                       "nodeGroups is named by its key; leave name out")
 
 
 def test_a_pool_with_only_max_size_one_takes_its_own_field_defaults() -> None:
     # Under dev's preset, whose cpu pool has desiredSize 2: none of it leaks into the stack's pool.
     cfg = load({**BASE, "mlplat:environment": "dev",
                 "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "maxSize": 1}}})})
-    (args,) = cfg.cluster.node_pools()
+    (args,) = cfg.cluster.node_pools.values()
     assert (args.min_size, args.desired_size, args.initial_size, args.max_size) == (1, None, 1, 1)
+    # The component's own defaults are the same ones: no hidden desiredSize 2 either.
+    alone = NodePoolArgs(name="cpu", instance_types=["t3.large"], max_size=1)
+    assert (alone.min_size, alone.desired_size, alone.initial_size) == (1, None, 1)
     assert (dict(args.labels), list(args.taints), args.capacity_type) == ({}, [], "ON_DEMAND")
     # Without the required key, the error names it, and nothing the user never set.
     assert problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {"cpu": {"maxSize": 1}}}}) == [
@@ -174,6 +189,9 @@ def test_errors_repeat_values_with_underscores_and_punctuation_verbatim() -> Non
         "mlplat:cluster.nodeGroups.cpu.labels.team_name: 'data_science!' is not a Kubernetes label value: at most 63 "
         "letters, digits, '-', '_' and '.', starting and ending with a letter or digit (or empty)",
     ]
+    # A Python caller gets the same words from the component's args (one schema).
+    with pytest.raises(ValueError, match=r"labels\.team_name\n  'data_science!' is not a Kubernetes label value"):
+        NodePoolArgs(name="cpu", instance_types=["t3.large"], labels={"team_name": "data_science!"})
     (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
         "cpu": pool("dev", "cpu"), "gpu_pool": pool("dev", "gpu")}}})
     assert problem.startswith("mlplat:cluster.nodeGroups.gpu_pool: 'gpu_pool' is not a node pool name")

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from config_support import config, problems
 
-from mlplat.components.platform import PLATFORM
+from mlplat.components.model_service import ModelServiceSpec
+from mlplat.components.training_job import TrainingJobSpec
 from mlplat.infra import config as config_module
 from mlplat.infra.config import load
 
@@ -20,43 +21,48 @@ def test_production_database_defaults_are_ha_and_protected() -> None:
     assert load(config("production")).tracking.replicas == 2
 
 
-def test_services_become_model_service_args_wired_by_the_platform() -> None:
+def test_services_are_the_components_specs_wired_by_the_platform() -> None:
     cfg = load(config("production", services={"digits": {
         "modelUri": "models:/digits@champion", "minReplicas": 3, "maxReplicas": 9,
         "resources": {"cpu": "2", "memory": "4Gi", "gpus": 1},
         "canary": {"modelUri": "models:/digits@challenger", "weight": 25}}}))
-    args = cfg.services["digits"].to_args()
-    assert (args.namespace, args.image) == (PLATFORM, PLATFORM)
-    assert (args.min_replicas, args.max_replicas, args.resources.gpus) == (3, 9, 1)
-    assert args.canary is not None and args.canary.weight == 25
-    assert args.allow_pickle is False, "pickles stay refused unless a service opts in"
+    spec = cfg.services["digits"]
+    assert isinstance(spec, ModelServiceSpec), "one schema: the stack config holds the component's own spec"
+    assert "namespace" not in ModelServiceSpec.model_fields and "image" not in ModelServiceSpec.model_fields
+    assert (spec.min_replicas, spec.max_replicas, spec.resources.gpus) == (3, 9, 1)
+    assert spec.canary is not None and spec.canary.weight == 25
+    assert spec.allow_pickle is False, "pickles stay refused unless a service opts in"
     trusting = load(config("production", services={"digits": {"modelUri": "models:/d@a", "allowPickle": True}}))
-    assert trusting.services["digits"].to_args().allow_pickle is True
+    assert trusting.services["digits"].allow_pickle is True
 
 
 def test_bad_service_entries_name_the_key() -> None:
     found = problems("dev", services={"Digits!": {"modelUri": "digits"}})
     assert any(p.startswith("mlplat:services: 'Digits!' is not a valid workload name") for p in found)
     found = problems("dev", services={"digits": {"modelUri": "digits-latest", "minReplicas": 5, "maxReplicas": 2}})
-    assert any(p.startswith("mlplat:services.digits.modelUri: 'digits-latest' is not a model URI") for p in found)
+    assert any(p.startswith("mlplat:services.digits.modelUri: ModelServiceArgs.model_uri='digits-latest': "
+                                  "not a model URI") for p in found)
     (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "minReplicas": 5, "maxReplicas": 2}})
-    assert "minReplicas (5) is greater than maxReplicas (2)" in problem
+    assert "min_replicas (5) must be >= 1 and <= max_replicas (2)" in problem
     (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "canary": {"modelUri": "models:/d@b",
                                                                                             "weight": 150}}})
     assert problem.startswith("mlplat:services.digits.canary.weight:")
     (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "resources": {"memory": "2GB"}}})
-    assert "'2GB' is not a Kubernetes memory quantity" in problem
+    assert problem.startswith("mlplat:services.digits.resources.memory: Resources.memory='2GB': not a Kubernetes "
+                              "memory quantity")
 
 
 def test_training_job_config_is_checked_against_the_trainers_schema() -> None:
     cfg = load(config("dev", trainingJobs={"digits": {"config": {"epochs": 3, "gate": {"min_accuracy": 0.9}},
                                                       "nodes": 2, "processesPerNode": 4}}))
-    args = cfg.training_jobs["digits"].to_args()
+    args = cfg.training_jobs["digits"]
+    assert isinstance(args, TrainingJobSpec)
     assert (args.nodes, args.processes_per_node, args.config["epochs"]) == (2, 4, 3)
     (problem,) = problems("dev", trainingJobs={"digits": {"config": {"epochs": 3, "gate": {"min_acuracy": 0.9}}}})
     assert problem.startswith("mlplat:trainingJobs.digits.config:") and "min_acuracy" in problem
     (problem,) = problems("dev", trainingJobs={"digits": {"schedule": "weekly"}})
-    assert "'weekly' is not a cron schedule" in problem
+    assert problem.startswith("mlplat:trainingJobs.digits.schedule: TrainingJobArgs.schedule='weekly': not a cron "
+                              "schedule")
 
 
 def test_database_contradictions() -> None:
@@ -70,11 +76,15 @@ def test_monitoring_defaults_per_environment_and_alert_thresholds() -> None:
     prod, dev = load(config("production")).monitoring, load(config("dev")).monitoring
     assert (prod.prometheus_replicas, prod.retention) == (2, "30d")
     assert (dev.prometheus_replicas, dev.retention) == (1, "7d")
-    args = load(config("dev", monitoring={"alerts": {"p99LatencyMs": 80, "driftPsi": 0.3}})).monitoring.to_args()
-    assert args is not None and args.thresholds.p99_latency_seconds == 0.08 and args.thresholds.drift_psi == 0.3
-    assert load(config("dev", monitoring={"enabled": False})).monitoring.to_args() is None
+    args = load(config("dev", monitoring={"alerts": {"p99LatencyMs": 80, "driftPsi": 0.3}})).monitoring
+    assert args.thresholds.p99_latency_seconds == 0.08 and args.thresholds.drift_psi == 0.3
+    seconds = load(config("dev", monitoring={"alerts": {"p99LatencySeconds": 0.08}})).monitoring
+    assert seconds.thresholds == args.thresholds.replace(drift_psi=0.2), "the component's own key works too"
+    assert load(config("dev", monitoring={"enabled": False})).monitoring.enabled is False
     quiet = load(config("dev", alarms={"enabled": False}, monitoring={"alertsReceiverOptional": True}))
-    assert quiet.alarms.to_args() is None
+    assert quiet.alarms.enabled is False
+    flat = load(config("dev", alarms={"databaseCpuPercent": 70, "thresholds": {"evaluationMinutes": 10}})).alarms
+    assert (flat.thresholds.database_cpu_percent, flat.thresholds.evaluation_minutes) == (70, 10)
 
 
 def test_bad_monitoring_and_alarm_entries_name_the_key() -> None:

@@ -305,7 +305,7 @@ def test_the_instance_classes_the_shipped_config_uses_are_priced() -> None:
     for environment in ("dev", "staging", "production"):
         cfg = load({"aws:region": "us-east-1", "mlplat:environment": environment})
         assert cfg.tracking.database.instance_class in table.rds_hour, environment
-        for pool in cfg.cluster.node_pools():
+        for pool in cfg.cluster.node_pools.values():
             assert set(pool.instance_types) <= set(table.ec2_hour), (environment, pool.name)
 
 

@@ -39,7 +39,7 @@ EXAMPLE = REPO_ROOT / "examples" / "team-stack"
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
 
 PACKAGE_FOLDERS = {"contracts": "mlplat.contracts", "components": "mlplat.components", "infra": "mlplat.infra",
-                   "serving": "mlplat.serving", "training": "mlplat.training"}
+                   "policy": "mlplat.policy", "serving": "mlplat.serving", "training": "mlplat.training"}
 """The source folders and the import packages they become (pyproject's package-dir)."""
 
 REQUIRED_IN_WHEEL = [
@@ -51,7 +51,11 @@ REQUIRED_IN_WHEEL = [
     "mlplat/components/data/aws-load-balancer-controller-iam-policy-v2.13.0.json",
     "mlplat/infra/__init__.py",
     "mlplat/infra/cli.py",
-    "mlplat/infra/contracts/__init__.py",
+    "mlplat/policy/__init__.py",
+    "mlplat/policy/framework.py",
+    "mlplat/policy/rules/__init__.py",
+    "mlplat/policy/rules/contracts/__init__.py",
+    "mlplat/policy/pack.py",
     "mlplat/infra/prices.json",
     "mlplat/infra/replacements.json",
     "mlplat/serving/__init__.py",

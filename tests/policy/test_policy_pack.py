@@ -3,7 +3,6 @@ protocol on 127.0.0.1), fed resources the way the Pulumi engine sends them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import select
@@ -11,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
@@ -20,8 +18,10 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from mlplat.infra.checks import RULES, check_render
 from mlplat.infra.engine import Render
+from mlplat.policy import pack
+from mlplat.policy.check import check_render
+from mlplat.policy.rules import RULES
 
 PACK = Path(__file__).resolve().parents[2] / "policy"
 TAGS = {"project": "mlplat", "owner": "me", "cost-center": "ml"}
@@ -158,27 +158,17 @@ def test_pack_and_mlplat_check_agree_on_a_broken_render(analyzer: analyzer_pb2_g
     assert by_name(served) == by_name(offline)
 
 
-def _load_policies() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mlplat_policies", PACK / "mlplat_policies.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_plain_turns_proxies_into_data_and_unknowns_into_the_sentinel() -> None:
-    policies = _load_policies()
     proxied = unknown_checking_proxy({"a": [1, {"b": UNKNOWN_STRING_VALUE}], "c": "x"})
-    assert policies.plain(proxied) == {"a": [1, {"b": policies.UNKNOWN}], "c": "x"}
+    assert pack.plain(proxied) == {"a": [1, {"b": pack.UNKNOWN}], "c": "x"}
 
 
 def test_environment_falls_back_to_the_variable_then_production(monkeypatch: pytest.MonkeyPatch) -> None:
-    policies = _load_policies()
     monkeypatch.delenv("MLPLAT_ENVIRONMENT", raising=False)
-    assert policies.environment({}) == "production"
+    assert pack.environment({}) == "production"
     monkeypatch.setenv("MLPLAT_ENVIRONMENT", "dev")
-    assert policies.environment({}) == "dev"
-    assert policies.environment({"environment": "staging"}) == "staging"
+    assert pack.environment({}) == "dev"
+    assert pack.environment({"environment": "staging"}) == "staging"
 
 
 def test_contract_rules_are_served_as_stack_policies(analyzer: analyzer_pb2_grpc.AnalyzerStub,

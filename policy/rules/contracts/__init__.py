@@ -1,9 +1,17 @@
-"""The contract rules, registered in :data:`mlplat.infra.checks.RULES` (and so served by the CrossGuard pack)."""
+"""Contract rules: what rendered resources promise each other, checked offline by ``mlplat check``.
+
+One module per family: :mod:`.references` (names resolve), :mod:`.scheduling` (pods fit nodes that admit them),
+:mod:`.readiness` (awaited resources can become ready), :mod:`.runtime` (what the platform's software needs at run
+time). :mod:`.graph` indexes the render once per run; :mod:`.tables` declares what charts and add-ons create.
+
+:data:`CONTRACT_RULES` lists them; :data:`mlplat.policy.rules.RULES` runs them after the policy rules (and so the
+CrossGuard pack serves them too).
+"""
 
 from __future__ import annotations
 
-from mlplat.infra.checks import ADVISORY, MANDATORY, StackRule
-from mlplat.infra.contracts import readiness, references, runtime, scheduling
+from mlplat.policy.framework import ADVISORY, MANDATORY, StackRule
+from mlplat.policy.rules.contracts import readiness, references, runtime, scheduling
 
 CONTRACT_RULES: tuple[StackRule, ...] = (
     # References resolve

@@ -14,20 +14,12 @@ import pulumi_kubernetes as k8s
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.checks import (
-    RULES,
-    RULES_BY_ID,
-    Finding,
-    Resource,
-    check_render,
-    check_resources,
-    environment_of,
-    has_mandatory,
-    image_is_pinned,
-    to_markdown,
-)
 from mlplat.infra.cli import app
 from mlplat.infra.engine import Render
+from mlplat.policy.check import check_render, check_resources, has_mandatory, to_markdown
+from mlplat.policy.framework import Finding, Resource, environment_of
+from mlplat.policy.rules import RULES, RULES_BY_ID
+from mlplat.policy.rules.workloads import image_is_pinned
 
 runner = CliRunner()
 TAGS = {"project": "mlplat", "environment": "dev", "owner": "me", "cost-center": "ml"}
@@ -418,10 +410,10 @@ def test_eks_versions_past_standard_support_are_flagged(monkeypatch: pytest.Monk
     import datetime as dt
 
     from mlplat.components import k8s_versions
-    from mlplat.infra import checks
+    from mlplat.policy.rules import cluster
 
     # The calendar moves: judge on the day the versions were checked, not on the day the test runs.
-    monkeypatch.setattr(checks, "support_status",
+    monkeypatch.setattr(cluster, "support_status",
                         lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29)))
     (finding,) = findings("eks-standard-support", res(EKS, version="1.32"))
     assert finding.problem == ("Kubernetes 1.32 is in EKS extended support (billed at about 6x the standard "
@@ -434,7 +426,7 @@ def test_eks_versions_past_standard_support_are_flagged(monkeypatch: pytest.Monk
 
 
 def test_required_tags_and_strict_environments_are_policy_config() -> None:
-    from mlplat.infra.checks import PolicyConfig
+    from mlplat.policy.framework import PolicyConfig
 
     bucket = res("aws:s3/bucket:Bucket", default_tags={"team": "search", "environment": "qa"})
     own = PolicyConfig(required_tags=("team",), strict_environments=("qa", "prod"))

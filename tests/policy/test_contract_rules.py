@@ -1,5 +1,6 @@
-"""Contract rules (mlplat.infra.contracts): each rule passes on the shipped stacks and catches a broken render with
-the exact message; every first-deploy defect, re-introduced into a render, is caught through `mlplat check --render`."""
+"""Contract rules (mlplat.policy.rules.contracts): each rule passes on the shipped stacks and catches a broken render
+with the exact message; every first-deploy defect, re-introduced into a render, is caught through
+`mlplat check --render`."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.checks import RULES, check_resources, environment_of, resources_from_render, to_github
 from mlplat.infra.cli import app
-from mlplat.infra.contracts import tables
-from mlplat.infra.contracts.rules import CONTRACT_RULES
 from mlplat.infra.engine import Render
 from mlplat.infra.synth import render_stack
+from mlplat.policy.check import check_resources, to_github
+from mlplat.policy.framework import environment_of, resources_from_render
+from mlplat.policy.rules import RULES
+from mlplat.policy.rules.contracts import CONTRACT_RULES, tables
 
 ROOT = Path(__file__).resolve().parents[2]
 Doc = dict[str, Any]

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from mlplat.components.node_groups import NODE_TEMPLATE, NTH_MANAGED_TAG
 from mlplat.components.tracking import backend_store_uri
-from mlplat.infra.checks import Resource, Violation
-from mlplat.infra.contracts import tables
-from mlplat.infra.contracts.graph import (
+from mlplat.policy.framework import Resource, Violation
+from mlplat.policy.rules.contracts import tables
+from mlplat.policy.rules.contracts.graph import (
     ASG_TAG,
     GPU,
     LAUNCH_TEMPLATE,
@@ -32,7 +32,7 @@ from mlplat.infra.contracts.graph import (
     known,
     selector_matches,
 )
-from mlplat.infra.contracts.readiness import split_image
+from mlplat.policy.rules.contracts.readiness import split_image
 
 Found = Iterator[tuple[Resource, Violation]]
 # Up to the last '@' before the host, so that an unencoded '@' or '/' in the password shows as part of it.

@@ -3,7 +3,7 @@ kubelet's reservations and the DaemonSets running there, and GPU pods land where
 
 Node allocatable comes from :func:`mlplat.components.capacity.allocatable` (the AL2023 nodeadm formula); the
 DaemonSets are those the render runs on each pool: the EKS add-ons', the charts' (declared in
-:mod:`mlplat.infra.contracts.tables`) and DaemonSet objects, each placed by its own tolerations and affinity.
+:mod:`mlplat.policy.rules.contracts.tables`) and DaemonSet objects, each placed by its own tolerations and affinity.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterator, Sequence
 
 from mlplat.components.capacity import MIB, UnknownInstanceTypeError, allocatable
-from mlplat.infra.checks import Resource, Violation
-from mlplat.infra.contracts.graph import GPU, Index, NodePool, Pods, index_of, why_not_admitted
+from mlplat.policy.framework import Resource, Violation
+from mlplat.policy.rules.contracts.graph import GPU, Index, NodePool, Pods, index_of, why_not_admitted
 
 Found = Iterator[tuple[Resource, Violation]]
 

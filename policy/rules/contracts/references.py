@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from mlplat.infra.checks import Resource, Violation
-from mlplat.infra.contracts import tables
-from mlplat.infra.contracts.graph import (
+from mlplat.policy.framework import Resource, Violation
+from mlplat.policy.rules.contracts import tables
+from mlplat.policy.rules.contracts.graph import (
     Index,
     K8sObject,
     Pods,
@@ -529,4 +529,4 @@ def chart_facts_declared(stack: Sequence[Resource]) -> Found:
                 f"{rel.ref}: mlplat declares what this chart creates for versions {', '.join(rel.facts.versions)} "
                 f"only; the contract rules read those facts ({rel.facts.source})",
                 f"check the chart's templates at {rel.version} and add it to CHARTS in "
-                "mlplat/infra/contracts/tables.py")
+                "mlplat/policy/rules/contracts/tables.py")

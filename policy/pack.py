@@ -1,7 +1,7 @@
-"""mlplat's rules (:mod:`mlplat.infra.checks`) as CrossGuard policies.
+"""mlplat's rules (:mod:`mlplat.policy.rules`) as CrossGuard policies.
 
 Each rule becomes a ``ResourceValidationPolicy`` or a ``StackValidationPolicy`` that converts CrossGuard's
-arguments into :class:`mlplat.infra.checks.Resource` and runs the very function ``mlplat check`` runs.
+arguments into :class:`mlplat.policy.framework.Resource` and runs the very function ``mlplat check`` runs.
 
 CrossGuard fixes a policy's enforcement level when the pack loads, but mlplat's levels depend on the stack's
 environment, known only from the resources. So a rule whose level differs between environments is served
@@ -41,9 +41,8 @@ from pulumi_policy.proxy import (
     _ListProxy,
 )
 
-from mlplat.infra.checks import (
+from mlplat.policy.framework import (
     PRODUCTION,
-    RULES,
     UNKNOWN,
     Enforcement,
     PolicyConfig,
@@ -54,6 +53,7 @@ from mlplat.infra.checks import (
     default_tags_of,
     policy_in_force,
 )
+from mlplat.policy.rules import RULES
 
 PACK_NAME = "mlplat"
 ENVIRONMENT_VARIABLE = "MLPLAT_ENVIRONMENT"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from mlplat.infra.checks import Resource, Violation
-from mlplat.infra.contracts import tables
-from mlplat.infra.contracts.graph import (
+from mlplat.policy.framework import Resource, Violation
+from mlplat.policy.rules.contracts import tables
+from mlplat.policy.rules.contracts.graph import (
     Index,
     K8sObject,
     Pods,
@@ -18,7 +18,7 @@ from mlplat.infra.contracts.graph import (
     selector_matches,
     why_not_admitted,
 )
-from mlplat.infra.contracts.references import storage_classes, walk
+from mlplat.policy.rules.contracts.references import storage_classes, walk
 
 Found = Iterator[tuple[Resource, Violation]]
 ECR_HOST = ".dkr.ecr."
@@ -80,7 +80,7 @@ def images_come_from_somewhere(stack: Sequence[Resource]) -> Found:
                     f"{who} → image {image}: registry {host} is neither one the stack populates nor a declared "
                     f"external one ({', '.join(sorted(tables.EXTERNAL_REGISTRIES))})",
                     "push the image to the stack's ECR registry, or add the registry to EXTERNAL_REGISTRIES in "
-                    "mlplat/infra/contracts/tables.py")
+                    "mlplat/policy/rules/contracts/tables.py")
 
 
 def _awaited_services(index: Index) -> Iterator[K8sObject]:

@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
-from pydantic import Field, ModelWrapValidatorHandler, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from mlplat.components import cluster_system as system
 from mlplat.components.iam import rotated_key, service_trust_policy
@@ -197,12 +197,6 @@ class ClusterSpec(Spec):
                 raise ValueError(f"node_pools repeat the names {duplicates}")
             return dict(zip(names, value, strict=True))
         return value
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        # A ClusterSpec handed in as one was checked when it was made: not again.
-        return data if isinstance(data, cls) else handler(data)._consistent()
 
     def _consistent(self) -> Self:
         problems: list[Problem] = []

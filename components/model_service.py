@@ -8,7 +8,7 @@ from typing import Any, Self
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from mlplat.components.options import checked_when_known, child_options, component_args
 from mlplat.components.pods import (
@@ -175,7 +175,6 @@ class ModelServiceSpec(Spec):
             checked_as(f"ModelServiceArgs.{info.field_name}", check)(value)
         return value
 
-    @model_validator(mode="after")
     def _consistent(self) -> Self:
         if not 1 <= self.min_replicas <= self.max_replicas:
             raise ValueError(

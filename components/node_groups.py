@@ -17,7 +17,7 @@ from typing import Any, Literal, Self
 
 import pulumi
 import pulumi_aws as aws
-from pydantic import Field, ModelWrapValidatorHandler, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from mlplat.components.spec import Problem, Spec, raise_problems
 
@@ -224,12 +224,6 @@ class NodePoolArgs(Spec):
         if problem:
             raise ValueError(problem)
         return value
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        # A pool handed in as a NodePoolArgs was checked when it was made: not again (nor warned about twice).
-        return data if isinstance(data, cls) else handler(data)._consistent()
 
     def _consistent(self) -> Self:
         problems: list[Problem] = [((), message) for message in [*self._size_problems(), *self._gpu_problems()]]

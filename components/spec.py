@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from typing import Annotated, Any, NoReturn, Self
 
 import pulumi
-from pydantic import AliasChoices, BaseModel, ConfigDict, PlainValidator, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -62,6 +70,17 @@ class Spec(BaseModel):
         use_attribute_docstrings=True,
         validate_default=True,
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validated_once(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # A model handed in as one was checked when it was made: pydantic would run its model validators again
+        # (and warn twice) each time it is put into another model.
+        return data if isinstance(data, cls) else handler(data)._consistent()
+
+    def _consistent(self) -> Self:
+        """The rules across fields, run once after the fields are valid; components override it."""
+        return self
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` (snake_case names), validated again: the frozen model's ``dataclasses.replace``."""

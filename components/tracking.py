@@ -256,7 +256,6 @@ class DatabaseArgs(Spec):
             raise ValueError(f"DatabaseArgs.backup_retention_days={value}: RDS allows 0..35")
         return value
 
-    @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.max_allocated_storage_gb < self.allocated_storage_gb:
             raise ValueError(f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) is below "
@@ -317,7 +316,6 @@ class TrackingSpec(Spec):
             raise ValueError(f"TrackingArgs.{info.field_name}={value}: must be at least 1")
         return value
 
-    @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.ingress_host is not None:
             if not self.ingress:

@@ -24,7 +24,7 @@ BUDGET_S = 0.3
 # `mlplat check production` as the console script runs it, with or without the contract rules.
 CHECK = (
     "import sys; import mlplat.policy.check as checks; from mlplat.policy.rules import POLICY_RULES; {patch}"
-    "sys.argv = ['mlplat', 'check', 'production']; from mlplat.infra.cli import main; main()"
+    "sys.argv = ['mlplat', 'check', 'production']; from mlplat.cli.app import main; main()"
 )
 WITHOUT = ("checks.RULES = POLICY_RULES; "
            "_cr = checks.check_resources; "

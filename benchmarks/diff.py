@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MLPLAT = [sys.executable, "-m", "mlplat.infra.cli"]
+MLPLAT = [sys.executable, "-m", "mlplat.cli.app"]
 
 
 def timed(args: list[str], ok: tuple[int, ...] = (0,)) -> float:

@@ -27,7 +27,7 @@ def run(argv: list[str]) -> None:
 # pause replaced by a no-op and no gc.freeze() at exit (app() called without the console script's main()).
 COLLECTOR_UNTOUCHED = (
     "import contextlib, sys; import mlplat.infra.engine as engine; engine.collector_paused = contextlib.nullcontext; "
-    "sys.argv = ['mlplat', 'synth', 'production', '-f', 'json']; from mlplat.infra.cli import app; app()"
+    "sys.argv = ['mlplat', 'synth', 'production', '-f', 'json']; from mlplat.cli.app import app; app()"
 )
 
 
@@ -36,9 +36,9 @@ def main(repeat: int = 7) -> None:
     processes: list[tuple[str, list[str]]] = [
         ("process start: `python -c pass` (baseline)", [python, "-c", "pass"]),
         ("process start + import mlplat.infra.synth", [python, "-c", "import mlplat.infra.synth"]),
-        ("`mlplat synth dev` (whole process)", [python, "-m", "mlplat.infra.cli", "synth", "dev", "-f", "json"]),
+        ("`mlplat synth dev` (whole process)", [python, "-m", "mlplat.cli.app", "synth", "dev", "-f", "json"]),
         ("`mlplat synth production` (whole process)",
-         [python, "-m", "mlplat.infra.cli", "synth", "production", "-f", "json"]),
+         [python, "-m", "mlplat.cli.app", "synth", "production", "-f", "json"]),
         ("`mlplat synth production`, garbage collector left running (as first measured)",
          [python, "-c", COLLECTOR_UNTOUCHED]),
     ]
@@ -72,7 +72,7 @@ def main(repeat: int = 7) -> None:
         "running, the import burst set off full collections that walked them all again and again, and the "
         "interpreter's shutdown walked them once more (~1 s). `mlplat synth` now pauses the collector while it "
         "imports and renders (`collector_paused` in `mlplat.infra.engine`) and freezes what is alive before "
-        "exiting (`main` in `mlplat.infra.cli`); the last process row is the same command without either.",
+        "exiting (`main` in `mlplat.cli.app`); the last process row is the same command without either.",
         "",
         "| what | median s | min s | x bare process |",
         "|---|---:|---:|---:|",

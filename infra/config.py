@@ -56,7 +56,7 @@ ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "production")
 NAMESPACE = "mlplat"
 
 REGIONS: tuple[str, ...] = ("us-east-1",)
-"""The regions ``aws:region`` may name: those the price table (infra/prices.json) prices in full, so ``mlplat cost``
+"""The regions ``aws:region`` may name: those the price table (review/prices.json) prices in full, so ``mlplat cost``
 and ``mlplat diff`` never leave a stack's resources out (tests check each against the table). No other commercial
 region could be sourced in full when the table was dated; add one here with its prices."""
 
@@ -253,7 +253,7 @@ class StackConfig(_Section):
     @classmethod
     def _region(cls, value: str) -> str:
         if value not in REGIONS:
-            raise ValueError(f"{value!r} is not a region mlplat's price table prices (infra/prices.json), so "
+            raise ValueError(f"{value!r} is not a region mlplat's price table prices (review/prices.json), so "
                              f"`mlplat cost` could not price the stack; allowed: {', '.join(REGIONS)}")
         return value
 

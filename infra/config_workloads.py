@@ -26,7 +26,7 @@ RDS_INSTANCE_CLASSES: tuple[str, ...] = (
     "db.m5.large", "db.m6i.large", "db.m6g.large", "db.m7g.large",
     "db.r6g.large", "db.r6i.large",
 )
-"""The RDS classes ``tracking.database.instanceClass`` may name: those the price table (infra/prices.json) prices in
+"""The RDS classes ``tracking.database.instanceClass`` may name: those the price table (review/prices.json) prices in
 every region it prices (tests check each), so ``mlplat cost`` and ``mlplat diff`` never leave the database out.
 Add a class here with its price from a dated source."""
 
@@ -45,7 +45,7 @@ class TrackingConfig(TrackingSpec):
         value = self.database.instance_class
         if value not in RDS_INSTANCE_CLASSES:
             raise_problems(type(self).__name__, [(("database", "instanceClass"), (
-                f"{value!r} is not an RDS class mlplat's price table prices (infra/prices.json), so `mlplat cost` "
+                f"{value!r} is not an RDS class mlplat's price table prices (review/prices.json), so `mlplat cost` "
                 f"could not price the database; allowed: {', '.join(RDS_INSTANCE_CLASSES)}"))])
         return self
 

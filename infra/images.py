@@ -29,7 +29,7 @@ from typing import Any
 
 from mlplat.components.registry import CUDA_BUILD_ARGS, CUDA_TAG_SUFFIX
 from mlplat.infra.config import ConfigError, RegistryConfig
-from mlplat.policy.rules.workloads import POD_SPEC_PATHS
+from mlplat.infra.pod_specs import POD_SPEC_PATHS
 
 IMAGE_TAG_ENV = "MLPLAT_IMAGE_TAG"
 REPO_ROOT = Path(__file__).resolve().parent.parent

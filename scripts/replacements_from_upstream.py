@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the ``aws:`` entries of ``infra/replacements.json`` from terraform-provider-aws's Go sources.
+"""Regenerate the ``aws:`` entries of ``review/replacements.json`` from terraform-provider-aws's Go sources.
 
 pulumi-aws bridges terraform-provider-aws, and its Pulumi schema does not say which inputs force a replacement
 (the bridge emits no ``willReplaceOnChanges``): the knowledge is in the Terraform resources' Go code. This script
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-JSON_PATH = Path(__file__).resolve().parent.parent / "infra" / "replacements.json"
+JSON_PATH = Path(__file__).resolve().parent.parent / "review" / "replacements.json"
 SOURCE_URL = "https://github.com/hashicorp/terraform-provider-aws/blob/{tag}/{path}"
 
 # `names.AttrVPCID` and friends: upstream's attribute-name constants. A `names/attr_consts_gen.go` in the source

@@ -7,5 +7,5 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"; ruff check .
-echo "== mypy"; mypy contracts components infra policy serving training
+echo "== mypy"; mypy contracts components infra policy review demo cli serving training
 echo "== pytest"; pytest "$@"

@@ -75,7 +75,7 @@ def render_program() -> Callable[..., Render]:
 def moto_endpoint() -> Iterator[str]:
     """A real S3-compatible endpoint on loopback (moto's server, in this process), with dummy credentials in the
     environment while the module's tests run. The one S3 stand-in of the unit tests; the integration and container
-    tests run the demo's own (:class:`mlplat.infra.local_services.MotoS3Server`)."""
+    tests run the demo's own (:class:`mlplat.demo.services.MotoS3Server`)."""
     from moto.server import ThreadedMotoServer
 
     patch = pytest.MonkeyPatch()

@@ -1,5 +1,5 @@
 """Kubernetes workloads: containers non-root, without privilege escalation, with requests, a memory limit and probes,
-and pinned images; :data:`POD_SPEC_PATHS` says where each workload kind keeps its pod spec."""
+and pinned images (where each workload kind keeps its pod spec: :data:`mlplat.infra.pod_specs.POD_SPEC_PATHS`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mlplat.infra.pod_specs import POD_SPEC_PATHS
 from mlplat.policy.framework import (
     MANDATORY,
     STRICTER_IN_PRODUCTION,
@@ -20,16 +21,6 @@ from mlplat.policy.framework import (
     is_true,
 )
 
-# Where each workload kind keeps its pod spec.
-POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
-    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
-    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
-    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-    "kubernetes:core/v1:Pod": ("spec",),
-}
 K8S_WORKLOADS = frozenset(POD_SPEC_PATHS)
 LONG_RUNNING = frozenset({
     "kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet",

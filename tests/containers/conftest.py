@@ -19,8 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from mlplat.demo.services import LOCAL_AWS_ENV, LOOPBACK, MotoS3Server, PostgresServer, running
 from mlplat.infra.engine import program_from_path, render
-from mlplat.infra.local_services import LOCAL_AWS_ENV, LOOPBACK, MotoS3Server, PostgresServer, running
 from mlplat.infra.stacks import load_stack
 
 # --import-mode=importlib keeps test folders off sys.path: the helpers live in container_support.py here.

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mlplat.infra.local_services import LOOPBACK, MotoS3Server, PostgresServer, free_port
+from mlplat.demo.services import LOOPBACK, MotoS3Server, PostgresServer, free_port
 
 DOCKER_HOST = os.environ.get("DOCKER_HOST") or "unix:///var/run/mlplat-docker.sock"
 IMAGE_TAG = os.environ.get("MLPLAT_IMAGE_TAG", "local")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.cli import app
+from mlplat.cli.app import app
 from mlplat.infra.engine import Render
 from mlplat.infra.synth import render_stack
 

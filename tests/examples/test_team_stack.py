@@ -42,7 +42,7 @@ def test_the_example_bucket_is_protected_and_grants_only_the_models_prefix(team_
 def test_check_judges_the_example_by_the_teams_own_policy() -> None:
     from typer.testing import CliRunner
 
-    from mlplat.infra.cli import app
+    from mlplat.cli.app import app
 
     result = CliRunner().invoke(app, ["check", "dev", "-C", str(EXAMPLE)])
     assert result.exit_code == 0, result.output

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mlplat.infra.cli import app
+from mlplat.cli.app import app
 from mlplat.infra.stacks import SECRET_PLACEHOLDER, load_stack
 
 runner = CliRunner()
@@ -64,7 +64,7 @@ def test_secure_values_become_secret_keys(tmp_path: Path) -> None:
 
 
 def test_console_script_runs_in_a_fresh_process() -> None:
-    completed = subprocess.run([sys.executable, "-m", "mlplat.infra.cli", "synth", "dev", "-f", "json"],
+    completed = subprocess.run([sys.executable, "-m", "mlplat.cli.app", "synth", "dev", "-f", "json"],
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["stack"] == "dev"

@@ -1,7 +1,7 @@
 """The `mlplat` console script in an image without the ``infra`` extra: `mlplat serve` and `mlplat train` run with
 the Pulumi SDKs and the IaC package unimportable, and the infrastructure commands name the extra to install.
 
-Each run is a subprocess of `mlplat.infra.cli:main` (what the console script calls) behind an import hook that makes
+Each run is a subprocess of `mlplat.cli.app:main` (what the console script calls) behind an import hook that makes
 ``pulumi*``, ``mlplat.components`` and every ``mlplat.infra`` module but the CLI unimportable, as they are in the
 serving and training images, and logs every attempt: a guarded ``try: import pulumi`` would pass unnoticed
 otherwise. The clean-virtualenv version (the wheel without the extra) is in tests/packaging.
@@ -33,7 +33,7 @@ class Blocker(importlib.abc.MetaPathFinder):
         blocked = name.partition(".")[0] in INFRA
         if os.environ["MLPLAT_BLOCK"] == "iac":  # the IaC package too, though an image ships it
             blocked = blocked or name == "mlplat.components" or name.startswith(
-                ("mlplat.components.", "mlplat.infra.")) and name != "mlplat.infra.cli"
+                ("mlplat.components.", "mlplat.infra.")) and name != "mlplat.cli.app"
         if not blocked:
             return None
         with open(os.environ["MLPLAT_BLOCKED_LOG"], "a") as log:
@@ -43,7 +43,7 @@ class Blocker(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Blocker())
 sys.argv = ["mlplat", *sys.argv[1:]]
-from mlplat.infra.cli import main
+from mlplat.cli.app import main
 
 main()
 """

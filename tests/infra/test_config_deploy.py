@@ -48,7 +48,7 @@ def test_an_empty_runner_list_is_refused() -> None:
 
 
 def test_the_cli_prints_the_runner_labels_the_workflow_reads(repo_root: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "mlplat.infra.cli", "runner", "production", "-C", str(repo_root)],
+    out = subprocess.run([sys.executable, "-m", "mlplat.cli.app", "runner", "production", "-C", str(repo_root)],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == ["self-hosted", "linux", "mlplat-production"]
     workflow = (repo_root / ".github/workflows/deploy-stack.yml").read_text()

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.cli import app
-from mlplat.infra.cost import (
+from mlplat.cli.app import app
+from mlplat.infra.engine import Render
+from mlplat.review.cost import (
     PriceTableError,
     RegionPrices,
     diff_costs,
@@ -22,7 +23,6 @@ from mlplat.infra.cost import (
     to_markdown,
     to_text,
 )
-from mlplat.infra.engine import Render
 
 runner = CliRunner()
 PROVIDER = {"urn": "urn:p::aws", "type": "pulumi:providers:aws", "name": "aws",
@@ -190,7 +190,7 @@ def test_a_control_plane_in_extended_support_is_priced_as_such(monkeypatch: pyte
     import datetime as dt
 
     from mlplat.components import k8s_versions
-    from mlplat.infra import cost
+    from mlplat.review import cost
 
     monkeypatch.setattr(cost, "support_status",
                         lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29)))
@@ -258,12 +258,12 @@ def test_the_config_accepts_exactly_the_regions_the_table_prices() -> None:
 
 @pytest.mark.parametrize(("values", "problem"), [
     ({"aws:region": "eu-west-1"},
-     "aws:region: 'eu-west-1' is not a region mlplat's price table prices (infra/prices.json), so `mlplat cost` "
+     "aws:region: 'eu-west-1' is not a region mlplat's price table prices (review/prices.json), so `mlplat cost` "
      "could not price the stack; allowed: us-east-1"),
     ({"aws:region": "US-EAST-1 "}, "aws:region: 'US-EAST-1 ' is not a region"),
     ({"mlplat:tracking": json.dumps({"database": {"instanceClass": "db.r6g.xlarge"}})},
      "mlplat:tracking.database.instanceClass: 'db.r6g.xlarge' is not an RDS class mlplat's price table prices "
-     "(infra/prices.json), so `mlplat cost` could not price the database; allowed: db.t3.micro, "),
+     "(review/prices.json), so `mlplat cost` could not price the database; allowed: db.t3.micro, "),
     ({"mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["m6i.large", "c7i.xlarge"]}}})},
      "mlplat:cluster.nodeGroups.cpu.instanceTypes: ['c7i.xlarge'] is not in mlplat's capacity and price tables, "
      "so neither the fit of pods nor the cost could be checked; allowed: m5.large, "),
@@ -347,7 +347,7 @@ def test_the_readme_states_what_the_table_prices() -> None:
 
 
 def test_an_upsized_database_outside_the_table_is_never_a_saving() -> None:
-    from mlplat.infra.cost import diff_costs
+    from mlplat.review.cost import diff_costs
 
     before = estimate(doc(rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large")), "production")
     after = estimate(doc(rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.xlarge")), "production")
@@ -412,7 +412,7 @@ def test_a_volume_of_an_unknown_type_or_class_is_named_unpriced_never_priced_as_
 
 
 def test_an_unpriced_region_names_every_priced_resource_instead_of_dropping_the_cost() -> None:
-    from mlplat.infra.cost import diff_costs, estimate_or_unpriced
+    from mlplat.review.cost import diff_costs, estimate_or_unpriced
 
     other = {**PROVIDER, "inputs": {"region": "ap-south-2"}}
     document = {"stack": "x", "resources": [other, rec("aws:rds/instance:Instance", "db",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mlplat.infra.demo import run_demo
+from mlplat.demo.platform import run_demo
 
 pytestmark = pytest.mark.integration
 

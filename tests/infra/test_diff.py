@@ -14,9 +14,9 @@ import pulumi_aws as aws
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.cli import app
-from mlplat.infra.diff import diff_renders, forces_replacement, render_ref, to_markdown
+from mlplat.cli.app import app
 from mlplat.infra.engine import Render
+from mlplat.review.diff import diff_renders, forces_replacement, render_ref, to_markdown
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -288,13 +288,13 @@ def test_a_replaced_subnet_replaces_the_node_group_that_uses_it(rendered: Callab
 def test_the_replacement_table_was_checked_against_the_installed_sdks() -> None:
     import importlib.metadata
 
-    from mlplat.infra.replacements import table
+    from mlplat.review.replacements import table
 
     data = table()
     for package, version in data["pinned"].items():
         installed = ".".join(importlib.metadata.version(package).split(".")[:2])
         assert installed == version, (f"{package} is {installed}, the replace-on-change table was checked against "
-                                      f"{version}: re-check infra/replacements.json and update `pinned`")
+                                      f"{version}: re-check review/replacements.json and update `pinned`")
     assert all(entry["source"].startswith(("ForceNew", "every", "immutable", "pulumi-", "Service", "Persistent",
                                            "https://github.com/hashicorp/terraform-provider-aws/blob/"))
                for entry in data["types"].values())
@@ -316,7 +316,7 @@ def _upstream_script() -> Any:
 def test_the_replacement_table_records_the_installed_upstream_versions() -> None:
     import importlib.metadata
 
-    from mlplat.infra.replacements import table
+    from mlplat.review.replacements import table
 
     upstream = table()["upstream"]
     for package in ("pulumi_aws", "pulumi_kubernetes"):
@@ -324,7 +324,7 @@ def test_the_replacement_table_records_the_installed_upstream_versions() -> None
 
 
 def test_every_replace_on_change_property_is_an_input_of_the_installed_sdk() -> None:
-    from mlplat.infra.replacements import table
+    from mlplat.review.replacements import table
 
     script = _upstream_script()
     for type_, entry in table()["types"].items():
@@ -449,3 +449,40 @@ func resourceNATGateway() *schema.Resource {
     assert new["replace_on_change"] == ["allocationId", "connectivityType", "subnetId"]
     assert {"availabilityMode", "vpcId", "privateIp"} <= set(new["source_lacks_sdk_inputs"])
     assert "region" not in new["source_lacks_sdk_inputs"] and "tags" not in new["source_lacks_sdk_inputs"]
+
+
+class _Group(pulumi.ComponentResource):
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"test:index:Group{name.upper()}", name, None, opts)  # a URN names its parents' types
+
+
+def moving_role(parent: str, alias: bool) -> Callable[[], None]:
+    """A role (with an inline policy under it) that lives under component `parent`; `alias` keeps it from "a"."""
+
+    def program() -> None:
+        groups = {name: _Group(name) for name in ("a", "b")}
+        aliases = [pulumi.Alias(parent=groups["a"])] if alias else None
+        role = aws.iam.Role("role", assume_role_policy="{}",
+                            opts=pulumi.ResourceOptions(parent=groups[parent], aliases=aliases))
+        aws.iam.RolePolicy("policy", role=role.name, policy="{}", opts=pulumi.ResourceOptions(parent=role))
+
+    return program
+
+
+def test_a_resource_its_alias_keeps_is_not_deleted_and_recreated_and_its_children_move_with_it(
+    render_program: Callable[..., Render],
+) -> None:
+    # As Pulumi matches them: the role's alias names its old parent, and the policy under it follows its parent's
+    # alias without one of its own. Without the alias, both are a delete plus a create.
+    def render(parent: str, alias: bool) -> dict[str, Any]:
+        return render_program(moving_role(parent, alias), config={"aws:region": "us-east-1"}, stack="dev").to_json()
+
+    before = render("a", alias=False)
+    kept = diff_renders(before, render("b", alias=True))
+    assert kept.empty and not kept.added and not kept.removed
+    assert sorted(urn.rsplit("::", 1)[-1] for urn in kept.moved) == ["policy", "role"]
+    assert all("test:index:GroupB$aws:iam" in new for new in kept.moved.values())
+    assert "2 of them under a new URN, kept by their aliases" in to_markdown(kept)
+    lost = diff_renders(before, render("b", alias=False))
+    assert sorted(r.name for r in lost.removed) == sorted(r.name for r in lost.added) == ["policy", "role"]
+    assert not lost.moved

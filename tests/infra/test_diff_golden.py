@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from mlplat.infra.cost import diff_costs, estimate_or_unpriced
-from mlplat.infra.diff import diff_renders, to_markdown
+from mlplat.review.cost import diff_costs, estimate_or_unpriced
+from mlplat.review.diff import diff_renders, to_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 BASE: dict[str, Any] = json.loads((GOLDEN / "production.base.json").read_text())

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from mlplat.cli.app import app
 from mlplat.components.registry import CUDA_BUILD_ARGS
 from mlplat.infra import program
-from mlplat.infra.cli import app
 from mlplat.infra.config import ConfigError, RegistryConfig, load
 from mlplat.infra.images import (
     IMAGE_TAG_ENV,

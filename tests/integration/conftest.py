@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplat.infra.local_services import MlflowServer, MotoS3Server, PostgresServer
+from mlplat.demo.services import MlflowServer, MotoS3Server, PostgresServer
 
 BUCKET = "mlplat-artifacts"
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from sklearn.datasets import load_digits
 
-from mlplat.infra.local_services import LOCAL_AWS_ENV, LOOPBACK, free_port
+from mlplat.demo.services import LOCAL_AWS_ENV, LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
 MLPLAT = str(Path(sys.executable).with_name("mlplat"))

@@ -33,8 +33,8 @@ import pytest
 from secrets_support import CreatedSecrets, record_secrets
 
 from mlplat.components.tracking import Tracking, TrackingArgs, TrackingAuth
+from mlplat.demo.services import LOOPBACK, ManagedProcess, PostgresServer, free_port
 from mlplat.infra.engine import render
-from mlplat.infra.local_services import LOOPBACK, ManagedProcess, PostgresServer, free_port
 from mlplat.infra.mock_outputs import fake_certificate, kubeconfig
 
 pytestmark = pytest.mark.integration

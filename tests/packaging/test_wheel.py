@@ -39,7 +39,8 @@ EXAMPLE = REPO_ROOT / "examples" / "team-stack"
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
 
 PACKAGE_FOLDERS = {"contracts": "mlplat.contracts", "components": "mlplat.components", "infra": "mlplat.infra",
-                   "policy": "mlplat.policy", "serving": "mlplat.serving", "training": "mlplat.training"}
+                   "policy": "mlplat.policy", "review": "mlplat.review", "demo": "mlplat.demo", "cli": "mlplat.cli",
+                   "serving": "mlplat.serving", "training": "mlplat.training"}
 """The source folders and the import packages they become (pyproject's package-dir)."""
 
 REQUIRED_IN_WHEEL = [
@@ -50,14 +51,14 @@ REQUIRED_IN_WHEEL = [
     "mlplat/components/dashboards/model-service.json",
     "mlplat/components/data/aws-load-balancer-controller-iam-policy-v2.13.0.json",
     "mlplat/infra/__init__.py",
-    "mlplat/infra/cli.py",
+    "mlplat/cli/app.py",
     "mlplat/policy/__init__.py",
     "mlplat/policy/framework.py",
     "mlplat/policy/rules/__init__.py",
     "mlplat/policy/rules/contracts/__init__.py",
     "mlplat/policy/pack.py",
-    "mlplat/infra/prices.json",
-    "mlplat/infra/replacements.json",
+    "mlplat/review/prices.json",
+    "mlplat/review/replacements.json",
     "mlplat/serving/__init__.py",
     "mlplat/serving/Dockerfile",
     "mlplat/training/__init__.py",
@@ -230,7 +231,7 @@ def test_the_wheel_metadata_keeps_torch_in_the_extras_and_declares_the_cli(built
     torch = [r for r in requires if r.startswith("torch")]
     assert torch and all("extra ==" in r for r in torch), torch
     assert set(metadata.get_all("Provides-Extra") or []) >= {"infra", "serving", "training"}
-    assert "mlplat = mlplat.infra.cli:main" in entry_points
+    assert "mlplat = mlplat.cli.app:main" in entry_points
 
 
 def test_the_sdist_holds_the_sources_and_package_data(built: Built) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.cli import app
+from mlplat.cli.app import app
 from mlplat.infra.engine import Render
 from mlplat.infra.synth import render_stack
 from mlplat.policy.check import check_resources, to_github

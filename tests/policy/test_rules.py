@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 import pytest
 from typer.testing import CliRunner
 
-from mlplat.infra.cli import app
+from mlplat.cli.app import app
 from mlplat.infra.engine import Render
 from mlplat.policy.check import check_render, check_resources, has_mandatory, to_markdown
 from mlplat.policy.framework import Finding, Resource, environment_of

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from mlplat.infra.cli import app
+from mlplat.cli.app import app
 from mlplat.infra.images import workload_images
 from mlplat.infra.synth import render_stack
 

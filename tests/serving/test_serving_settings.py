@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mlplat.cli.app import app as mlplat_cli
 from mlplat.contracts import serving_env
-from mlplat.infra.cli import app as mlplat_cli
 from mlplat.serving.settings import ServingSettings, SettingsError, load_settings
 
 

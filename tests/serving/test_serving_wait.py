@@ -337,7 +337,7 @@ def register_champion(tracking_uri: str, module: torch.nn.Module) -> str:
 
 
 def test_first_deploy_waits_for_mlflow_and_the_champion_then_serves_it(tmp_path: Path) -> None:
-    from mlplat.infra.local_services import MlflowServer
+    from mlplat.demo.services import MlflowServer
 
     mlflow_port = free_port()
     tracking = f"http://alice:{PASSWORD}@127.0.0.1:{mlflow_port}"  # MLflow is not up yet

@@ -8,8 +8,8 @@ import pytest
 from training_helpers import write_config
 from typer.testing import CliRunner
 
+from mlplat.cli.app import app
 from mlplat.contracts.training_config import ConfigError, load_config, parse_config
-from mlplat.infra.cli import app
 from mlplat.training import EXIT_CONFIG_INVALID
 
 

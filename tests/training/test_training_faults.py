@@ -20,7 +20,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DEN
 from training_helpers import resume_config, start_trainer, wait_for_checkpoint, write_config
 
 from mlplat.contracts.training_config import ConfigError, GateConfig, parse_config
-from mlplat.infra.local_services import MlflowServer
+from mlplat.demo.services import MlflowServer
 from mlplat.training import EXIT_PREEMPTED
 from mlplat.training.checkpoint import CheckpointManager, checkpoint_names
 from mlplat.training.faults import RetryPolicy, TransientFault, is_transient, retry_call

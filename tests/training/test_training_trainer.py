@@ -19,9 +19,9 @@ from mlflow.models import Model
 from training_helpers import write_config
 from typer.testing import CliRunner
 
+from mlplat.cli.app import app
 from mlplat.contracts.reference_stats import ReferenceStats
 from mlplat.contracts.training_config import parse_config
-from mlplat.infra.cli import app
 from mlplat.training import EXIT_GATE_REJECTED
 from mlplat.training.data import load_data
 from mlplat.training.gate import GateDecision

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlplat.components.capacity import DaemonSet, cpu_millis, instance_type, memory_bytes
+from mlplat.infra.pod_specs import POD_SPEC_PATHS
 from mlplat.policy.framework import UNKNOWN, Resource
 from mlplat.policy.rules.contracts import tables
-from mlplat.policy.rules.workloads import POD_SPEC_PATHS
 
 K8S_PREFIX = "kubernetes:"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"

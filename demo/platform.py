@@ -30,7 +30,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mlplat.infra.local_services import (
+from mlplat.demo.services import (
     LOCAL_AWS_ENV,
     LOOPBACK,
     ManagedProcess,
@@ -186,9 +186,9 @@ def _exercise(url: str, requests: int) -> tuple[float, list[float], str]:
 
 def preview_stacks(root: Path) -> dict[str, dict[str, Any]]:
     """Render the shipped stacks offline: resources, policy result and cost per stack."""
-    from mlplat.infra.cost import estimate
     from mlplat.infra.synth import render_stack
     from mlplat.policy.check import check_render, has_mandatory
+    from mlplat.review.cost import estimate
 
     summary = {}
     for stack in ("dev", "production"):

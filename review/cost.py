@@ -157,7 +157,7 @@ class PriceTableError(ValueError):
 def load_prices(text: str | None = None) -> PriceTable:
     """The packaged price table (or one given as JSON text), validated."""
     if text is None:
-        text = resources.files("mlplat.infra").joinpath(PRICE_FILE).read_text()
+        text = resources.files("mlplat.review").joinpath(PRICE_FILE).read_text()
     try:
         return PriceTable.model_validate_json(text)
     except ValidationError as exc:

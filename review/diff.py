@@ -1,9 +1,11 @@
 """Compare two offline renders of a stack: what a PR adds, removes, changes and replaces, and what that cascades to.
 
-Resources are matched by URN (as Pulumi matches them; a rename without ``aliases`` is a delete plus a create).
+Resources are matched by URN, or through their ``aliases`` as Pulumi matches them (a resource that moves under a new
+parent with an alias to its old one is the same resource; a child moves with its aliased parent); a rename without
+``aliases`` is a delete plus a create.
 Changed resources list property-level changes, and a change to a property the provider cannot update in place
 (a VPC's CIDR, a subnet's AZ, an RDS engine, a node group's instance types...) is flagged as a replacement, from
-the sourced table in :mod:`mlplat.infra.replacements`. Properties named in a resource's ``ignore_changes`` are
+the sourced table in :mod:`mlplat.review.replacements`. Properties named in a resource's ``ignore_changes`` are
 left out, as ``pulumi up`` leaves them.
 
 **Cascades.** Offline ids do not change when a resource is replaced, so a replacement would otherwise move
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlplat.infra.replacements import forces_replacement, replace_paths
+from mlplat.review.replacements import forces_replacement, replace_paths
 
 __all__ = [
     "STATEFUL_TYPES",
@@ -207,6 +209,8 @@ class StackDiff:
     changed: list[ResourceChange] = field(default_factory=list)
     unchanged: int = 0
     renames: list[Rename] = field(default_factory=list)
+    moved: dict[str, str] = field(default_factory=dict)
+    """Old URN -> new URN of the resources their aliases keep (no delete, no create)."""
 
     @property
     def replaced(self) -> list[ResourceChange]:
@@ -248,6 +252,7 @@ class StackDiff:
             "blocked_by_protect": self.blocked,
             "blockers": [b.to_json() for b in self.blockers],
             "renames": [{"from": r.old.urn, "to": r.new.urn} for r in self.renames],
+            "moved": [{"from": old, "to": new} for old, new in sorted(self.moved.items())],
             "added": [r.to_json() for r in self.added],
             "removed": [r.to_json() for r in self.removed],
             "changed": [c.to_json() for c in self.changed],
@@ -468,6 +473,65 @@ def _renames(removed: Sequence[ResourceRef], added: Sequence[ResourceRef], old: 
     return pairs
 
 
+def _qualified_type(urn: str) -> str:
+    """The type chain of a URN (``urn:pulumi:<stack>::<project>::<parent types>$<type>::<name>``)."""
+    parts = urn.split("::")
+    return parts[2] if len(parts) >= 4 else ""  # "" for a URN of another shape (a hand-written render)
+
+
+def _with_parent_chain(urn: str, parent_chain: str | None) -> str:
+    """``urn`` as it reads under a parent whose type chain is ``parent_chain`` (None: the stack, no parent)."""
+    if urn.count("::") < 3:
+        return urn
+    prefix, project, chain, name = urn.split("::", 3)
+    own = chain.rsplit("$", 1)[-1]
+    return "::".join([prefix, project, own if parent_chain is None else f"{parent_chain}${own}", name])
+
+
+def _alias_urns(record: Mapping[str, Any]) -> list[str]:
+    """The URNs a record's ``aliases`` say it had: an explicit URN, or its own under another parent (the only
+    alias specs mlplat writes; name, type, stack or project changes are not followed)."""
+    urns: list[str] = []
+    for text in (record.get("options") or {}).get("aliases") or []:
+        alias = json.loads(text) if isinstance(text, str) else text
+        if alias.get("urn"):
+            urns.append(str(alias["urn"]))
+            continue
+        spec = alias.get("spec") or {}
+        if set(spec) - {"parentUrn", "noParent"}:
+            continue
+        if spec.get("noParent"):
+            urns.append(_with_parent_chain(record["urn"], None))
+        elif spec.get("parentUrn"):
+            parent = str(spec["parentUrn"])
+            is_stack = _qualified_type(parent) == "pulumi:pulumi:Stack"
+            urns.append(_with_parent_chain(record["urn"], None if is_stack else _qualified_type(parent)))
+    return urns
+
+
+def _moved(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Old URN -> new URN of the resources that keep their identity through aliases: their own, or an ancestor's
+    (Pulumi derives a child's aliases from its parent's), in parent-first order."""
+    moved: dict[str, str] = {}
+    new_to_old: dict[str, str] = {}
+    for urn in sorted(new, key=lambda u: _qualified_type(u).count("$")):  # parents (shorter chains) first
+        record = new[urn]
+        if urn in old:
+            continue
+        candidates = _alias_urns(record)
+        parent = record.get("parent")
+        if parent in new_to_old:  # under a parent that moved: its URN under the parent's old type chain
+            old_parent = new_to_old[str(parent)]
+            is_stack = _qualified_type(old_parent) == "pulumi:pulumi:Stack"
+            candidates.append(_with_parent_chain(urn, None if is_stack else _qualified_type(old_parent)))
+        for candidate in candidates:
+            if candidate in old and candidate not in new and candidate not in moved:
+                moved[candidate] = urn
+                new_to_old[urn] = candidate
+                break
+    return moved
+
+
 def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
     """What changes from ``base`` to ``head`` (two ``Render.to_json()`` documents of one stack)."""
     # The stack resource itself carries nothing a reviewer needs.
@@ -476,6 +540,8 @@ def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
 
     old, new = index(base), index(head)
     result = StackDiff(stack=str(head.get("stack") or base.get("stack") or "?"))
+    result.moved = _moved(old, new)
+    old = {result.moved.get(urn, urn): record for urn, record in old.items()}  # an aliased resource is itself
     result.added = [_ref(new[u]) for u in sorted(new.keys() - old.keys())]
     result.removed = [_ref(old[u]) for u in sorted(old.keys() - new.keys())]
     for urn in sorted(old.keys() & new.keys()):
@@ -492,8 +558,8 @@ def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
 
 
 def to_markdown(diff: StackDiff, sources: Sequence[str] = ()) -> str:
-    """A Markdown section for a PR comment (:mod:`mlplat.infra.diff_report`)."""
-    from mlplat.infra.diff_report import to_markdown as report
+    """A Markdown section for a PR comment (:mod:`mlplat.review.diff_report`)."""
+    from mlplat.review.diff_report import to_markdown as report
 
     return report(diff, sources)
 
@@ -592,17 +658,33 @@ DIFF_IMAGE_TAG = "diff"
 """The image tag both sides of ``mlplat diff`` render when ``MLPLAT_IMAGE_TAG`` is unset."""
 
 
-def _synth(project: Path, stack: str, pkgs: Path | None, what: str, timeout: float) -> dict[str, Any]:
-    """Render ``stack`` of ``project`` in a subprocess whose ``mlplat`` packages come from ``pkgs``."""
+def _entry_point(src: Path | None) -> tuple[str, str]:
+    """The ``mlplat`` command's module and function in the code at ``src`` (its pyproject's ``[project.scripts]``):
+    a ref renders with its own CLI, wherever that code kept it (``mlplat.infra.cli`` before ``mlplat.cli.app``)."""
+    pyproject = None if src is None else src / "pyproject.toml"
+    if pyproject is not None and pyproject.exists():
+        target = tomllib.loads(pyproject.read_text()).get("project", {}).get("scripts", {}).get("mlplat")
+        if isinstance(target, str) and ":" in target:
+            module, function = target.split(":", 1)
+            return module, function
+    return "mlplat.cli.app", "main"
+
+
+def _synth(project: Path, stack: str, pkgs: Path | None, what: str, timeout: float,
+           src: Path | None = None) -> dict[str, Any]:
+    """Render ``stack`` of ``project`` in a subprocess whose ``mlplat`` packages come from ``pkgs``, with the CLI of
+    the code at ``src``."""
     env = dict(os.environ)
     # Both sides render one image tag: which commit's images run is the deploy's input (MLPLAT_IMAGE_TAG), not
     # the change's, and a ref unpacked from git has no work tree to take its commit from (mlplat.infra.images).
     env.setdefault("MLPLAT_IMAGE_TAG", DIFF_IMAGE_TAG)
     if pkgs is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkgs), os.environ.get("PYTHONPATH")]))
+    module, function = _entry_point(src)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "mlplat.infra.cli", "synth", stack, "--format", "json", "-C", str(project)],
+            [sys.executable, "-c", f"import sys; sys.argv[0] = 'mlplat'; from {module} import {function}; {function}()",
+             "synth", stack, "--format", "json", "-C", str(project)],
             capture_output=True, text=True, env=env, cwd=project, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -626,7 +708,7 @@ def render_ref(repo: Path, ref: str, stack: str, project_subdir: str = ".", time
         if not (project / f"Pulumi.{stack}.yaml").exists():
             raise StackMissingAtRef(f"stack {stack!r} does not exist at {ref} (no Pulumi.{stack}.yaml)")
         pkgs = _package_links(where / "src", where)
-        return _synth(project, stack, pkgs, f"at {ref}", timeout)
+        return _synth(project, stack, pkgs, f"at {ref}", timeout, where / "src")
 
 
 def render_tree(project: Path, stack: str, timeout: float = 300) -> dict[str, Any]:
@@ -636,7 +718,7 @@ def render_tree(project: Path, stack: str, timeout: float = 300) -> dict[str, An
     if root is None:
         return _synth(project, stack, None, "in the working tree (installed mlplat)", timeout)
     with tempfile.TemporaryDirectory(prefix="mlplat-diff-") as tmp:
-        return _synth(project, stack, _package_links(root, Path(tmp)), "in the working tree", timeout)
+        return _synth(project, stack, _package_links(root, Path(tmp)), "in the working tree", timeout, root)
 
 
 def describe_ref(repo: Path, ref: str, side: str) -> RenderSource:

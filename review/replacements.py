@@ -35,7 +35,7 @@ DATA_FILE = "replacements.json"
 @cache
 def table() -> dict[str, Any]:
     """The packaged replace-on-change table."""
-    data: dict[str, Any] = json.loads(resources.files("mlplat.infra").joinpath(DATA_FILE).read_text())
+    data: dict[str, Any] = json.loads(resources.files("mlplat.review").joinpath(DATA_FILE).read_text())
     return data
 
 

@@ -28,9 +28,9 @@ from mlplat.serving.cli import register as register_serving
 from mlplat.training.cli import register as register_training
 
 if TYPE_CHECKING:
-    from mlplat.infra.diff import RenderSource
     from mlplat.infra.engine import Render
     from mlplat.policy.framework import PolicyConfig
+    from mlplat.review.diff import RenderSource
 
 # Parameters several commands share.
 StackArgument = Annotated[str, typer.Argument(help="Stack name: reads Pulumi.<stack>.yaml")]
@@ -277,7 +277,7 @@ def cost(
 ) -> None:
     """Estimate a stack's monthly AWS bill (idle and peak) from the dated price table."""
     require_infra("cost")
-    from mlplat.infra.cost import dumps, estimate_or_unpriced, to_markdown, to_text
+    from mlplat.review.cost import dumps, estimate_or_unpriced, to_markdown, to_text
 
     document = _load_render_file(render_file) if render_file else _render_document(stack, project_dir)
     # A region or environment the price table lacks names every priced resource as unpriced (the total is then
@@ -314,7 +314,7 @@ class _DiffProject:
     _repo: Path | None = field(default=None, init=False)
 
     def repo(self) -> Path:
-        from mlplat.infra import diff as diffing
+        from mlplat.review import diff as diffing
 
         if self._repo is None:
             try:
@@ -335,7 +335,7 @@ class _DiffSide:
 
 def _diff_side(project: _DiffProject, spec: str | None, side: str) -> _DiffSide:
     """Read ``spec`` as the working tree (None), else a render file, else a git ref."""
-    from mlplat.infra import diff as diffing
+    from mlplat.review import diff as diffing
 
     if spec is None:
         return _DiffSide(spec, "tree", diffing.describe_tree(project.path, side))
@@ -349,8 +349,8 @@ def _diff_side(project: _DiffProject, spec: str | None, side: str) -> _DiffSide:
 
 def _stacks_at(project: _DiffProject, side: _DiffSide) -> set[str] | None:
     """The stacks a side has a ``Pulumi.<stack>.yaml`` for; None for a render file (one stack, named inside it)."""
-    from mlplat.infra import diff as diffing
     from mlplat.infra.stacks import available_stacks
+    from mlplat.review import diff as diffing
 
     if side.how == "tree":
         return set(available_stacks(project.path))
@@ -385,8 +385,8 @@ def _render_side(project: _DiffProject, side: _DiffSide, stack: str) -> dict[str
     """One side's render of ``stack``; a stack that side lacks renders as empty (the change adds or deletes it)."""
     import time
 
-    from mlplat.infra import diff as diffing
     from mlplat.infra.stacks import available_stacks
+    from mlplat.review import diff as diffing
 
     label = "the working tree" if side.how == "tree" else side.spec
     started = time.monotonic()
@@ -410,7 +410,7 @@ def _render_sides(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide],
     """``(base, head)`` renders of each stack, rendered in parallel (a render from code runs in a subprocess)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mlplat.infra import diff as diffing
+    from mlplat.review import diff as diffing
 
     jobs = [(stack, side) for stack in stacks for side in sides]
     try:
@@ -420,42 +420,6 @@ def _render_sides(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide],
     except diffing.RefRenderError as exc:
         raise fail(str(exc)) from None
     return list(zip(documents[::2], documents[1::2], strict=True))
-
-
-@dataclass
-class _DiffReport:
-    """``mlplat diff``'s output, built stack by stack, and what it means for the exit code."""
-
-    sides: tuple[_DiffSide, _DiffSide]
-    with_check: bool
-    stacks: list[dict[str, object]] = field(default_factory=list)
-    sections: list[str] = field(default_factory=list)
-    blocked: bool = False
-    mandatory: bool = False
-
-    def add(self, stack: str, old: dict[str, object], new: dict[str, object]) -> None:
-        """Compare one stack's renders: resources, cost and (with ``--check``) the head's policy findings."""
-        from mlplat.infra import diff as diffing
-        from mlplat.infra.cost import diff_costs, estimate_or_unpriced
-        from mlplat.policy.check import check_render, environment_of, has_mandatory
-        from mlplat.policy.check import to_markdown as check_markdown
-
-        base, head = self.sides
-        change = diffing.diff_renders(old, new)
-        self.blocked = self.blocked or bool(change.blockers)
-        entry: dict[str, object] = {**change.to_json(), "code": {"base": base.source.code, "head": head.source.code}}
-        markdown = diffing.to_markdown(change, [base.source.line(), head.source.line()])
-        costs = diff_costs(estimate_or_unpriced(old), estimate_or_unpriced(new))
-        if costs is not None:
-            entry["cost"] = costs.to_json()
-            markdown += "\n" + costs.markdown()
-        if self.with_check:
-            findings = check_render(new)
-            self.mandatory = self.mandatory or has_mandatory(findings)
-            entry["findings"] = [f.to_json() for f in findings]
-            markdown += "\n" + check_markdown(findings, stack, environment_of(new))
-        self.stacks.append(entry)
-        self.sections.append(markdown)
 
 
 @app.command()
@@ -478,6 +442,8 @@ def diff(
     require_infra("diff")
     import json
 
+    from mlplat.review.report import ChangeReport
+
     project = _DiffProject(project_dir.resolve())
     if head is not None and head.lower() in _BOOLEAN_WORDS and not Path(head).is_file():
         raise fail(f"{head!r} given as the head side: --check is a flag and takes no value (write `--check`, and "
@@ -486,7 +452,7 @@ def diff(
     if any(side.how == "ref" for side in sides):
         project.subdir = str(project.path.relative_to(project.repo()))
     stacks = _stacks_to_compare(project, sides, stacks)
-    report = _DiffReport(sides, with_check)
+    report = ChangeReport((sides[0].source, sides[1].source), with_check)
     for stack, (old, new) in zip(stacks, _render_sides(project, sides, stacks), strict=True):
         report.add(stack, old, new)
     if output_format is DiffFormat.json:
@@ -557,8 +523,8 @@ def demo(
 ) -> None:
     """The platform on this machine: MLflow, training, the gate, registration, serving; then the offline preview."""
     require_infra("demo")
-    from mlplat.infra.demo import run_demo
-    from mlplat.infra.local_services import ServiceError
+    from mlplat.demo.platform import run_demo
+    from mlplat.demo.services import ServiceError
 
     logging.getLogger("pulumi").setLevel(logging.ERROR)
     try:

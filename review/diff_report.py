@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mlplat.infra.diff import (
+from mlplat.review.diff import (
     LIVE_TYPES,
     PHYSICAL_NAME_PATHS,
     STATEFUL_TYPES,
@@ -206,11 +206,14 @@ def to_markdown(diff: StackDiff, sources: Sequence[str] = ()) -> str:
     if sources:
         lines.append("")
     if diff.empty:
-        return "\n".join([*lines, f"No changes ({diff.unchanged} resources unchanged).\n"])
+        moved = f"; {len(diff.moved)} of them under a new URN, kept by their aliases" if diff.moved else ""
+        return "\n".join([*lines, f"No changes ({diff.unchanged} resources unchanged{moved}).\n"])
     cascaded = sum(1 for c in diff.changed if c.cascaded)
     lines.append(f"**{len(diff.added)} to add, {len(diff.changed)} to change ({len(diff.replaced)} replaced"
                  + (f"; {cascaded} only because something they depend on is replaced" if cascaded else "")
-                 + f"), {len(diff.removed)} to delete**, {diff.unchanged} unchanged.\n")
+                 + f"), {len(diff.removed)} to delete**, {diff.unchanged} unchanged"
+                 + (f"; {len(diff.moved)} move to a new URN and are kept by their aliases" if diff.moved else "")
+                 + ".\n")
     names = {c.urn: c.name for c in diff.changed}
     if diff.blockers:
         lines.append("> [!CAUTION]\n> **`pulumi up` would refuse this change** (`mlplat diff` exits 3):")

@@ -305,6 +305,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         }
         if request.deletedWith:
             options["deleted_with"] = request.deletedWith
+        # Which resources' outputs each input takes (the SDK tracks them): `mlplat diff` follows a replacement
+        # into an input only through these, even where the input's value is masked as a secret.
+        options["property_dependencies"] = {
+            key: sorted(deps.urns) for key, deps in sorted(request.propertyDependencies.items()) if deps.urns
+        }
         if request.custom and not request.provider and not request.type.startswith("pulumi:providers:"):
             options["provider"] = self._default_provider(request.type.split(":", 1)[0], request.version)
         resource_id: str | None = None

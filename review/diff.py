@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -376,9 +377,12 @@ def _output_values(record: Mapping[str, Any], project: str, stack: str, region: 
     return values
 
 
-def _carries(value: Any, values: set[str]) -> bool:
-    """Whether an input value holds one of ``values`` (``=x``: exactly x; else: x within it)."""
-    if value == MASK:  # a secret input is masked in the render: it may carry the output, so it counts
+def _carries(value: Any, values: set[str], takes_output: bool | None = None) -> bool:
+    """Whether an input value holds one of ``values`` (``=x``: exactly x; else: x within it). ``takes_output``:
+    whether the input depends on the resource at all, where the render records it (its property dependencies)."""
+    if takes_output is False:
+        return False
+    if value == MASK:  # a secret input is masked: it may carry the output, unless it provably takes none of it
         return True
     if not isinstance(value, str):
         return False
@@ -421,8 +425,10 @@ def _cascade(result: StackDiff, old: Mapping[str, Mapping[str, Any]], new: Mappi
             found: list[PropertyChange] = []
             if is_provider and (record.get("options") or {}).get("provider") == cause:
                 found.append(PropertyChange("options.provider", cause, UNKNOWN_AFTER, True, cause))
+            deps = (record.get("options") or {}).get("property_dependencies")
             for path, value in _leaves(record.get("inputs") or {}):
-                if _carries(value, values) and not _ignored(path, ignore):
+                takes = None if deps is None else cause in deps.get(re.split(r"[.\[]", path, maxsplit=1)[0], ())
+                if _carries(value, values, takes) and not _ignored(path, ignore):
                     found.append(PropertyChange(path, _get(old[urn].get("inputs") or {}, path), UNKNOWN_AFTER,
                                                 forces_replacement(type_, path), cause))
             if not found:

@@ -30,14 +30,16 @@ from mlplat.components.validation import (
     check_name,
     checked_as,
 )
+from mlplat.contracts import http
+from mlplat.contracts.serving_env import serving_env
 
 __all__ = ["Canary", "ModelService", "ModelServiceArgs", "ModelServiceSpec"]
 
-PORT = 8080
+PORT = http.SERVING_PORT
 SERVICE_PORT = 80
 SERVICE_PORT_NAME = "http"
-LIVE_PATH = "/v2/health/live"
-READY_PATH = "/v2/health/ready"
+LIVE_PATH = http.LIVE_PATH
+READY_PATH = http.READY_PATH
 API_KEY_SECRET_KEY = "api-key"
 """The key, in the API key Secret, that holds the bearer token (``MLPLAT_SERVING_API_KEY``)."""
 ALB_IDLE_TIMEOUT_S = 60
@@ -359,20 +361,22 @@ class ModelService(pulumi.ComponentResource):
         awaited = metadata if args.await_ready else k8s.meta.v1.ObjectMetaArgs(
             name=name, namespace=args.namespace, labels=labels, annotations=dict(SKIP_AWAIT))
         node_selector, tolerations = gpu_placement(args.resources.gpus)
+        # Named through the contracts (serving_env): a setting the server does not have is an error here, not a
+        # variable the server would silently ignore.
         env: dict[str, pulumi.Input[str]] = {
-            "MLPLAT_SERVING_MODEL_URI": model_uri,
-            "MLPLAT_SERVING_HOST": "0.0.0.0",
-            "MLPLAT_SERVING_PORT": str(PORT),
-            "MLPLAT_SERVING_MAX_BATCH_SIZE": str(args.max_batch_size),
+            serving_env("model_uri"): model_uri,
+            serving_env("host"): "0.0.0.0",
+            serving_env("port"): str(PORT),
+            serving_env("max_batch_size"): str(args.max_batch_size),
             # The preStop pause already drained the load balancer; after SIGTERM just finish in-flight work.
-            "MLPLAT_SERVING_DRAIN_DELAY_S": "0",
-            "MLPLAT_SERVING_GRACEFUL_TIMEOUT_S": str(args.graceful_timeout_seconds),
-            "MLPLAT_SERVING_DEVICE": "cuda" if args.resources.gpus else "cpu",
-            "MLPLAT_SERVING_ALLOW_PICKLE": "true" if args.allow_pickle else "false",
+            serving_env("drain_delay_s"): "0",
+            serving_env("graceful_timeout_s"): str(args.graceful_timeout_seconds),
+            serving_env("device"): "cuda" if args.resources.gpus else "cpu",
+            serving_env("allow_pickle"): "true" if args.allow_pickle else "false",
             **args.env,
         }
         if args.ingress:  # the ALB reuses idle connections for up to its idle timeout: the server must outlast it
-            env.setdefault("MLPLAT_SERVING_KEEPALIVE_TIMEOUT_S", str(ALB_IDLE_TIMEOUT_S + 5))
+            env.setdefault(serving_env("keepalive_timeout_s"), str(ALB_IDLE_TIMEOUT_S + 5))
         if args.tracking_uri is not None:
             env["MLFLOW_TRACKING_URI"] = args.tracking_uri
         variables = env_vars(env)
@@ -380,7 +384,7 @@ class ModelService(pulumi.ComponentResource):
             variables = [*variables, *tracking_credentials_env(args.tracking_credentials_secret)]
         if self._api_key_secret is not None:
             variables = [*variables, k8s.core.v1.EnvVarArgs(
-                name="MLPLAT_SERVING_API_KEY",
+                name=serving_env("api_key"),
                 value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
                     name=self._api_key_secret, key=API_KEY_SECRET_KEY)),
             )]

@@ -30,6 +30,7 @@ from mlplat.components.iam import policy_document, statement
 from mlplat.components.monitoring_rules import AlertThresholds, dashboard_json, model_service_rule_groups
 from mlplat.components.options import child_options, component_args
 from mlplat.components.spec import Spec, StrInput, renamed
+from mlplat.contracts import http
 
 __all__ = [
     "MODEL_SERVICE_RELABELINGS",
@@ -316,7 +317,7 @@ def service_monitor(
     relabelings: Sequence[dict[str, Any]] = (),
 ) -> k8s.apiextensions.CustomResource:
     """A ServiceMonitor scraping ``/metrics`` on the ``http`` port of the Services matching ``match_labels``."""
-    endpoint: dict[str, Any] = {"port": "http", "path": "/metrics", "interval": "15s"}
+    endpoint: dict[str, Any] = {"port": "http", "path": http.METRICS_PATH, "interval": "15s"}
     if relabelings:
         endpoint["relabelings"] = list(relabelings)
     return k8s.apiextensions.CustomResource(

@@ -24,6 +24,7 @@ from mlplat.components.pods import (
 from mlplat.components.spec import AnyInput, Spec, StrInput, StrInputs
 from mlplat.components.tracking import tracking_credentials_env
 from mlplat.components.validation import (
+    SSL_POLICY,
     DerivedName,
     check_certificate_arn,
     check_model_uri,
@@ -47,9 +48,6 @@ ALB_IDLE_TIMEOUT_S = 60
 ALB = "alb.ingress.kubernetes.io/"
 ALB_ACTION_PREFIX = f"{ALB}actions."
 SPLIT_SUFFIX = "-split"
-SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-"""TLS 1.3 and 1.2 only (AWS's recommended ALB policy); the controller's default, ELBSecurityPolicy-2016-08
-(aws-load-balancer-controller v2.13.0, pkg/config/controller_config.go), still accepts TLS 1.0 and 1.1."""
 PUBLIC_WITHOUT_TLS = "mlplat.io/public-without-tls"
 PUBLIC_WITHOUT_AUTH = "mlplat.io/public-without-auth"
 """Ingress annotations that record an opt-out of TLS or of the API key on an internet-facing ALB; ``mlplat

@@ -6,6 +6,7 @@ import configparser
 import hashlib
 import io
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlplat.components import mlflow_auth_bootstrap as auth_bootstrap
 from mlplat.components.iam import rotated_key
-from mlplat.components.options import child_options, component_args
+from mlplat.components.options import checked_when_known, child_options, component_args
 from mlplat.components.pods import (
     Resources,
     container_security_context,
@@ -30,6 +31,7 @@ from mlplat.components.pods import (
     service_account,
 )
 from mlplat.components.spec import Spec, StrInput, StrInputs
+from mlplat.components.validation import SSL_POLICY, check_certificate_arn, checked_as
 
 __all__ = ["DatabaseArgs", "Tracking", "TrackingArgs", "TrackingAuth", "TrackingSpec", "tracking_credentials_env"]
 
@@ -148,6 +150,10 @@ def tracking_credentials_env(secret_name: pulumi.Input[str]) -> list[k8s.core.v1
             secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key=key)))
         for name, key in (("MLFLOW_TRACKING_USERNAME", USERNAME_KEY), ("MLFLOW_TRACKING_PASSWORD", PASSWORD_KEY))
     ]
+
+
+BASIC_AUTH_BEHIND = "mlplat.io/basic-auth"
+"""Ingress annotation: MLflow's basic-auth answers behind this ALB (``mlplat check``'s ``tracking-ingress-tls``)."""
 
 
 class TrackingAuth(Spec):
@@ -290,6 +296,10 @@ class TrackingSpec(Spec):
     """The DNS name clients use for the ALB (e.g. ``mlflow.internal.example.com``; a leading ``*.`` is allowed):
     the Ingress routes only that host and MLflow accepts it. Without one, the Ingress routes every request and
     MLflow accepts the ALB's own names (``*.elb.amazonaws.com``)."""
+    ingress_certificate_arn: StrInput | None = None
+    """An ACM certificate for the ALB (and ``ingress_host``): it then listens on HTTPS 443 only (TLS 1.2/1.3), so the
+    users' basic-auth passwords never cross the VPC in clear text. Without one the ALB serves plain HTTP inside the
+    VPC, and ``mlplat check`` flags it (``tracking-ingress-tls``)."""
     network_policy: bool = True
     """A NetworkPolicy admitting only ``allowed_namespaces`` and ``load_balancer_cidrs`` to MLflow's port
     (enforced where the network plugin enforces policies; VPC CNI: ``enableNetworkPolicy``)."""
@@ -317,6 +327,10 @@ class TrackingSpec(Spec):
         return value
 
     def _consistent(self) -> Self:
+        if self.ingress_certificate_arn is not None:
+            if not self.ingress:
+                raise ValueError("TrackingArgs.ingress_certificate_arn needs ingress=True")
+            checked_as("TrackingArgs.ingress_certificate_arn", check_certificate_arn)(self.ingress_certificate_arn)
         if self.ingress_host is not None:
             if not self.ingress:
                 raise ValueError(f"TrackingArgs.ingress_host={self.ingress_host!r} needs ingress=True")
@@ -327,6 +341,29 @@ class TrackingSpec(Spec):
                     "(e.g. mlflow.internal.example.com)"
                 )
         return self
+
+
+def _ingress_annotations(args: TrackingSpec) -> dict[str, pulumi.Input[str]]:
+    """The MLflow Ingress's ALB: internal, to the pods' IPs; HTTPS only with a certificate (aws-load-balancer-
+    controller v2.13 annotations, as ModelService's), marked for ``mlplat check`` when basic-auth runs behind it."""
+    alb = "alb.ingress.kubernetes.io/"
+    annotations: dict[str, pulumi.Input[str]] = {
+        f"{alb}scheme": "internal",
+        f"{alb}target-type": "ip",
+        # The ALB's health checks send the target's IP as Host; MLflow exempts /health from host validation
+        # (mlflow/server/security_utils.py: HEALTH_ENDPOINTS).
+        f"{alb}healthcheck-path": "/health",
+    }
+    if args.ingress_certificate_arn is not None:
+        check = checked_as("TrackingArgs.ingress_certificate_arn", check_certificate_arn)
+        annotations.update({
+            f"{alb}certificate-arn": checked_when_known(args.ingress_certificate_arn, check),
+            f"{alb}listen-ports": json.dumps([{"HTTPS": 443}]),
+            f"{alb}ssl-policy": SSL_POLICY,
+        })
+    if args.auth is not None:
+        annotations[BASIC_AUTH_BEHIND] = "true"
+    return annotations
 
 
 class TrackingArgs(TrackingSpec):
@@ -796,13 +833,7 @@ class Tracking(pulumi.ComponentResource):
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name="mlflow",
                     namespace=namespace,
-                    annotations={
-                        "alb.ingress.kubernetes.io/scheme": "internal",
-                        "alb.ingress.kubernetes.io/target-type": "ip",
-                        # The ALB's health checks send the target's IP as Host; MLflow exempts /health from
-                        # host validation (mlflow/server/security_utils.py: HEALTH_ENDPOINTS).
-                        "alb.ingress.kubernetes.io/healthcheck-path": "/health",
-                    },
+                    annotations=_ingress_annotations(args),
                 ),
                 spec=k8s.networking.v1.IngressSpecArgs(
                     ingress_class_name="alb",

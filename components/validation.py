@@ -307,3 +307,8 @@ def checked_as(field: str, check: Callable[[Any], Any]) -> Callable[[Any], None]
             raise exc.of(field) from None
 
     return named
+
+
+SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+"""TLS 1.3 and 1.2 only (AWS's recommended ALB policy); the controller's default, ELBSecurityPolicy-2016-08
+(aws-load-balancer-controller v2.13.0, pkg/config/controller_config.go), still accepts TLS 1.0 and 1.1."""

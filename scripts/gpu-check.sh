@@ -24,6 +24,7 @@ if ! "$PYTHON" -c 'import mlplat.training, pydantic_settings' 2>/dev/null; then
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 # --noconftest: the suite's conftest renders stacks with Pulumi, which a GPU box running only the trainer and
-# the server does not need (tests/gpu imports its own helpers).
+# the server does not need. tests/gpu imports its helpers from tests/support (`support.training_helpers`): pytest
+# puts tests/ on sys.path from pyproject's `pythonpath` setting, which needs pytest >= 7 and holds with --noconftest.
 PYTHONUNBUFFERED=1 "$PYTHON" -m pytest tests/gpu --noconftest -p no:cacheprovider -q -rA \
   --junitxml "$out/gpu-junit.xml" 2>&1 | tee "$out/gpu-check.log"

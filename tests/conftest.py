@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from mlplat.infra.engine import Render, render
 from mlplat.infra.synth import render_stack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# --import-mode=importlib keeps test folders off sys.path: shared helpers (config_support.py) are found here.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 logging.getLogger("pulumi").setLevel(logging.ERROR)
 # hypothesis is imported up front: its plugin otherwise imports it at the session's end, and on CPython 3.11.7 the

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pulumi
 import pytest
-from secrets_support import CreatedSecrets, record_secrets, unresolved
+from support.secrets import CreatedSecrets, record_secrets, unresolved
 
 from mlplat.components.model_service import Canary, ModelService, ModelServiceArgs
 from mlplat.components.pods import Resources

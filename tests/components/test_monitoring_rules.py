@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+# The serving tests' helpers: real torch models saved as MLflow models, uvicorn on loopback.
+from support.serving import FEATURES, make_mlp, run_server, save_mlflow_model, training_inputs
 
 from mlplat.components.monitoring_rules import (
     DASHBOARD_FILE,
@@ -30,12 +32,6 @@ from mlplat.components.monitoring_rules import (
     model_service_rule_groups,
     promql_metric_names,
 )
-
-# The serving tests' helpers (real torch models saved as MLflow models, uvicorn on loopback) live beside them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
-
-from serving_support import FEATURES, make_mlp, run_server, save_mlflow_model, training_inputs
-
 from mlplat.serving.app import create_app
 from mlplat.serving.settings import ServingSettings
 

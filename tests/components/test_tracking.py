@@ -16,8 +16,8 @@ import pulumi_kubernetes as k8s
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from secrets_support import CreatedSecrets, record_secrets, secret_refs, unresolved
 from sqlalchemy.engine import make_url
+from support.secrets import CreatedSecrets, record_secrets, secret_refs, unresolved
 
 from mlplat.components import mlflow_auth_bootstrap
 from mlplat.components import tracking as tracking_module

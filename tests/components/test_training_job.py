@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from secrets_support import CreatedSecrets, record_secrets, unresolved
+from support.secrets import CreatedSecrets, record_secrets, unresolved
 
 from mlplat.components.pods import Resources
 from mlplat.components.tracking import Tracking, TrackingArgs

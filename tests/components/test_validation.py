@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from config_support import config, problems
+from support.config import config, problems
 
 from mlplat.components.cluster import ClusterArgs
 from mlplat.components.node_groups import NodePoolArgs

@@ -11,24 +11,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from support.containers import Cluster, LocalServices, RenderedStack, engine_problem, missing_images
+from support.manifests import manifests  # the render's Kubernetes objects, masked secrets left out
+from support.secrets import CreatedSecrets, record_secrets
 
 from mlplat.demo.services import LOCAL_AWS_ENV, LOOPBACK, MotoS3Server, PostgresServer, running
 from mlplat.infra.engine import program_from_path, render
 from mlplat.infra.stacks import load_stack
-
-# --import-mode=importlib keeps test folders off sys.path: the helpers live in container_support.py here.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from container_support import Cluster, LocalServices, RenderedStack, engine_problem, missing_images
-from integration.test_manifests import manifests  # the render's Kubernetes objects, masked secrets left out
-from secrets_support import CreatedSecrets, record_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from container_support import IMAGES
+from support.containers import IMAGES
 
 from mlplat.infra.images import DOCKERFILES
 

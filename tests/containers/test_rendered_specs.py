@@ -3,7 +3,7 @@ server, against PostgreSQL over TLS with artifacts in S3), a TrainingJob's pod (
 tracking server, a model registered) and the ModelService (the model loaded by alias, ready by its rendered probe,
 V2 inference, a clean drain on SIGTERM).
 
-Command, args, env, ports, probes, mounts and securityContext come from the render (container_support.py
+Command, args, env, ports, probes, mounts and securityContext come from the render (tests/support/containers.py
 translates them to ``docker run --read-only --network host --user ...``); only what cannot exist here is
 substituted, as that module lists. The last tests break one rendered detail each and check that the run fails.
 """
@@ -23,7 +23,8 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from container_support import (
+from sklearn.datasets import load_digits
+from support.containers import (
     Cluster,
     Completed,
     ContainerFailed,
@@ -35,7 +36,6 @@ from container_support import (
     Running,
     kubelet,
 )
-from sklearn.datasets import load_digits
 
 from mlplat.contracts.exit_codes import EXIT_CONFIG_INVALID, EXIT_OK
 from mlplat.contracts.training_config import TrainingConfig

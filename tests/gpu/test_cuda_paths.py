@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from training_helpers import load_final_weights, resume_config
+from support.training_helpers import load_final_weights, resume_config
 
 from mlplat.contracts.training_config import parse_config
 from mlplat.serving.model import load_model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config_support import config, problems
+from support.config import config, problems
 
 from mlplat.components.capacity import INSTANCE_TYPES
 from mlplat.components.cluster import default_node_pools

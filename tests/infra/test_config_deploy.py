@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from config_support import config
+from support.config import config
 
 from mlplat.infra.config import ConfigError, load
 from mlplat.infra.engine import Render

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from config_support import config, problems
+from support.config import config, problems
 
 from mlplat.components.model_service import ModelServiceSpec
 from mlplat.components.training_job import TrainingJobSpec

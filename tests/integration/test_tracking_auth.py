@@ -30,7 +30,7 @@ from urllib.parse import quote
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
-from secrets_support import CreatedSecrets, record_secrets
+from support.secrets import CreatedSecrets, record_secrets
 
 from mlplat.components.tracking import Tracking, TrackingArgs, TrackingAuth
 from mlplat.demo.services import LOOPBACK, ManagedProcess, PostgresServer, free_port

@@ -1,25 +1,19 @@
-"""Fixtures for the model server tests (helpers live in serving_support.py)."""
+"""Fixtures for the model server tests (helpers live in tests/support/serving.py)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from support.serving import LiveServer, make_mlp, run_server, save_mlflow_model
 
 from mlplat.serving.app import create_app
 from mlplat.serving.model import LoadedModel
 from mlplat.serving.settings import ServingSettings
-
-# pytest imports test files by package name (--import-mode=importlib) without putting their folder on
-# sys.path; the tests import their helpers from serving_support.py in this folder.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from serving_support import LiveServer, make_mlp, run_server, save_mlflow_model
 
 
 @pytest.fixture(autouse=True)

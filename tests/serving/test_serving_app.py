@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serving_support import FEATURES, LiveServer, forward, make_mlp, slow_model, training_inputs
+from support.serving import FEATURES, LiveServer, forward, make_mlp, slow_model, training_inputs
 
 from mlplat.serving.logs import JsonFormatter
 from mlplat.serving.model import LoadedModel

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from serving_support import forward, make_mlp, training_inputs
+from support.serving import forward, make_mlp, training_inputs
 
 from mlplat.serving.batcher import (
     BatcherStopped,

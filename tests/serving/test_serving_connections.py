@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from serving_support import LiveServer, free_port, make_mlp, run_server, slow_model, wait_until_ready
+from support.serving import LiveServer, free_port, make_mlp, run_server, slow_model, wait_until_ready
 
 import mlplat
 from mlplat.serving.app import create_app

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serving_support import free_port
+from support.serving import free_port
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "serving" / "Dockerfile"
 

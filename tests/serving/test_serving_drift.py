@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from serving_support import FEATURES, make_mlp, save_mlflow_model, training_inputs
+from support.serving import FEATURES, make_mlp, save_mlflow_model, training_inputs
 
 from mlplat.contracts.reference_stats import FeatureReference, ReferenceStats
 from mlplat.serving.drift import DriftMonitor, population_stability_index

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from serving_support import LiveServer, training_inputs
+from support.serving import LiveServer, training_inputs
 
 
 def test_metrics_are_exposed_in_prometheus_text_format(mlp_server: LiveServer) -> None:

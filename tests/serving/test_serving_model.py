@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving_support import FEATURES, forward, make_mlp, run_server, save_mlflow_model, training_inputs
+from support.serving import FEATURES, forward, make_mlp, run_server, save_mlflow_model, training_inputs
 
 from mlplat.serving.app import create_app
 from mlplat.serving.model import LoadedModel, ModelLoadError, ModelRefused, load_model, select_device

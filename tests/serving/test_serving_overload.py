@@ -27,7 +27,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving_support import FEATURES, free_port, make_mlp, run_server, save_slow_model, wait_until_ready
+from support import TESTS_DIR
+from support.serving import FEATURES, free_port, make_mlp, run_server, save_slow_model, wait_until_ready
 
 import mlplat
 from mlplat.serving.app import create_app
@@ -39,11 +40,10 @@ from mlplat.serving.wire import HeldConnections
 @contextmanager
 def server_process(model: Path, **settings: str) -> Iterator[str]:
     """`python -m mlplat.serving` on a free port, ready; yields its URL."""
-    here = Path(__file__).resolve().parent
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(here), *mlplat.__path__, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), *mlplat.__path__, os.environ.get("PYTHONPATH", "")]),
         "MLPLAT_SERVING_MODEL_URI": str(model),
         "MLPLAT_SERVING_PORT": str(port),
         "MLPLAT_SERVING_DRAIN_DELAY_S": "0",

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import free_port, save_slow_model
+from support import TESTS_DIR
+from support.serving import free_port, save_slow_model
 
 import mlplat
 
@@ -27,10 +28,9 @@ def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sigterm_under_load_finishes_every_accepted_request(slow_model_dir: Path) -> None:
     port = free_port()
-    here = Path(__file__).resolve().parent
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(here), *mlplat.__path__, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), *mlplat.__path__, os.environ.get("PYTHONPATH", "")]),
         "MLPLAT_SERVING_MODEL_URI": str(slow_model_dir),
         "MLPLAT_SERVING_PORT": str(port),
         "MLPLAT_SERVING_ALLOW_PICKLE": "true",

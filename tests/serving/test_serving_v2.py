@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from serving_support import FEATURES, LiveServer, forward, make_mlp, training_inputs
+from support.serving import FEATURES, LiveServer, forward, make_mlp, training_inputs
 
 
 def infer_body(rows: np.ndarray, **overrides: object) -> dict[str, object]:

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from serving_support import (
+from support.serving import (
     FEATURES,
     forward,
     free_port,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_support import FEATURES, LiveServer, run_server, slow_model, training_inputs
+from support.serving import FEATURES, LiveServer, run_server, slow_model, training_inputs
 
 from mlplat.serving.app import create_app
 from mlplat.serving.settings import ServingSettings
@@ -75,7 +75,7 @@ def post(path: str, body: bytes, *, headers: str = AUTH, version: str = "1.1", c
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from serving_support import make_mlp, save_mlflow_model
+    from support.serving import make_mlp, save_mlflow_model
 
     return save_mlflow_model(make_mlp(), tmp_path_factory.mktemp("wire") / "mlp")
 

@@ -1,4 +1,4 @@
-"""Custom data and model builders, referenced from test configs as ``training_builders:<function>``.
+"""Custom data and model builders, referenced from test configs as ``support.training_builders:<function>``.
 
 They stand for a team's own ``package.module:build`` and produce deliberately broken data sets.
 """

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import yaml
 
-HERE = Path(__file__).resolve().parent
+from support import TESTS_DIR
 
 
 def tiny_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 def trainer_env() -> dict[str, str]:
     """The environment for a trainer subprocess (inherits the test's MLflow URI and CI setting)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
     return env
 
 

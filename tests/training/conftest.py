@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-
-# This folder holds plain helper modules (training_helpers, and training_builders, which configs name by
-# import path as a team would name its own package); pytest imports test files by package name without
-# adding their folder to sys.path, so add it here, before the test modules import the helpers.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from training_helpers import HERE, tiny_config
+from support.training_helpers import tiny_config
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +35,6 @@ def _isolated_training_env(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.setenv("CI", "1")  # plain log lines, no progress bar
-    monkeypatch.syspath_prepend(str(HERE))  # custom data/model builders: training_builders:<fn>
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_helpers import write_config
+from support.training_helpers import write_config
 from typer.testing import CliRunner
 
 from mlplat.cli.app import app

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from training_helpers import resume_config, start_trainer, stop, wait_for_checkpoint, write_config
+from support.training_helpers import resume_config, start_trainer, stop, wait_for_checkpoint, write_config
 
 from mlplat.training import EXIT_DATA_INVALID, EXIT_GATE_REJECTED, EXIT_PREEMPTED
 from mlplat.training.launcher import exit_code_of, torchrun_args

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED, TEMPORARILY_UNAVAILABLE
-from training_helpers import resume_config, start_trainer, wait_for_checkpoint, write_config
+from support.training_helpers import resume_config, start_trainer, wait_for_checkpoint, write_config
 
 from mlplat.contracts.training_config import ConfigError, GateConfig, parse_config
 from mlplat.demo.services import MlflowServer

@@ -13,8 +13,8 @@ from typing import Any
 import mlflow
 import pytest
 import torch
-from training_builders import write_blobs
-from training_helpers import load_final_weights, write_config
+from support.training_builders import write_blobs
+from support.training_helpers import load_final_weights, write_config
 
 from mlplat.contracts.training_config import parse_config
 from mlplat.training import EXIT_CONFIG_INVALID, EXIT_DIVERGED
@@ -136,8 +136,9 @@ CHANGES = {"config": _change_config, "data": _change_data, "model architecture":
 def _file_config(make_config: Config, tmp_path: Path) -> dict[str, Any]:
     write_blobs(tmp_path / "data.npz", seed=0)
     return make_config(epochs=3, batch_size=16,
-                       data={"source": "training_builders:from_file", "options": {"path": str(tmp_path / "data.npz")}},
-                       model={"source": "training_builders:width_from_env"})
+                       data={"source": "support.training_builders:from_file",
+                             "options": {"path": str(tmp_path / "data.npz")}},
+                       model={"source": "support.training_builders:width_from_env"})
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -226,7 +227,8 @@ def test_when_every_checkpoint_is_corrupt_the_run_says_it_starts_over(
 def test_a_nan_loss_stops_the_run_at_once_with_its_own_exit_code(
     make_config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    raw = make_config(epochs=50, model={"source": "training_builders:exploding"}, registry={"model_name": "nan"})
+    raw = make_config(epochs=50, model={"source": "support.training_builders:exploding"},
+                      registry={"model_name": "nan"})
     path = write_config(tmp_path / "nan.yaml", raw)
     assert run_training(path) == EXIT_DIVERGED
     assert "training loss is nan at step 5" in caplog.text

@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 import pytest
 import torch
-from training_helpers import (
+from support.training_helpers import (
     load_final_weights,
     resume_config,
     start_trainer,

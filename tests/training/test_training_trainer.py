@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from mlflow.models import Model
-from training_helpers import write_config
+from support.training_helpers import write_config
 from typer.testing import CliRunner
 
 from mlplat.cli.app import app
@@ -135,7 +135,7 @@ def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
     make_config: Callable[..., dict[str, Any]]
 ) -> None:
     config = parse_config(make_config(
-        model={"source": "training_builders:data_dependent"},
+        model={"source": "support.training_builders:data_dependent"},
         registry={"model_name": "branchy", "serialization_format": "pickle"},
     ))
     result = train(config)
@@ -149,7 +149,7 @@ def test_a_model_torch_export_cannot_trace_fails_before_training_when_pt2_is_ask
 ) -> None:
     from mlplat.contracts.training_config import ConfigError
 
-    config = parse_config(make_config(model={"source": "training_builders:data_dependent"},
+    config = parse_config(make_config(model={"source": "support.training_builders:data_dependent"},
                                       registry={"model_name": "branchy"}))
     with pytest.raises(ConfigError, match=r"registry.serialization_format: 'pt2' .* cannot trace this "
                                           r"_DataDependent \(.*data-dependent.*\); use 'pickle'"):
@@ -162,8 +162,8 @@ def test_a_model_torch_export_cannot_trace_fails_before_training_when_pt2_is_ask
 def test_a_teams_own_data_and_model_builders_are_used(make_config: Callable[..., dict[str, Any]]) -> None:
     config = parse_config(make_config(
         epochs=10, batch_size=16, optimizer={"lr": 0.05},
-        data={"source": "training_builders:blobs", "options": {"rows": 240}},
-        model={"source": "training_builders:tiny_linear", "options": {"scale": 0.5}},
+        data={"source": "support.training_builders:blobs", "options": {"rows": 240}},
+        model={"source": "support.training_builders:tiny_linear", "options": {"scale": 0.5}},
         gate={"min_accuracy": 0.9},
     ))
     result = train(config)
@@ -224,8 +224,10 @@ def test_a_model_builder_rejecting_its_options_is_a_config_error_and_fails_the_r
 ) -> None:
     from mlplat.contracts.training_config import ConfigError
 
-    config = parse_config(make_config(model={"source": "training_builders:tiny_linear", "options": {"width": 3}}))
-    with pytest.raises(ConfigError, match=r"model.options: training_builders:tiny_linear rejected them: .*width"):
+    config = parse_config(make_config(model={"source": "support.training_builders:tiny_linear",
+                                             "options": {"width": 3}}))
+    with pytest.raises(ConfigError,
+                       match=r"model.options: support\.training_builders:tiny_linear rejected them: .*width"):
         train(config)
     assert mlflow.active_run() is None
     (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])

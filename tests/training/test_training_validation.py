@@ -11,7 +11,7 @@ from typing import Any
 
 import mlflow
 import pytest
-from training_helpers import write_config
+from support.training_helpers import write_config
 
 from mlplat.contracts.training_config import DataConfig, DataValidationConfig, parse_config
 from mlplat.training import EXIT_DATA_INVALID
@@ -42,7 +42,7 @@ def test_digits_pass_every_check() -> None:
 
 
 def test_nan_and_inf_are_counted_per_split() -> None:
-    problems = failed(report_for("training_builders:with_nan"))
+    problems = failed(report_for("support.training_builders:with_nan"))
     assert set(problems) == {"finite"}
     counts = re.findall(r"(\w+): (\d+) NaN and (\d+) inf values", problems["finite"])
     assert counts, problems["finite"]
@@ -51,42 +51,42 @@ def test_nan_and_inf_are_counted_per_split() -> None:
 
 
 def test_labels_outside_the_declared_classes_are_rejected() -> None:
-    problems = failed(report_for("training_builders:labels_out_of_range"))
+    problems = failed(report_for("support.training_builders:labels_out_of_range"))
     assert set(problems) == {"label_range"}
     assert problems["label_range"] == "test: 2 labels outside [0, 3) e.g. [-1, 5]"
 
 
 def test_rows_shared_between_train_and_validation_are_leakage() -> None:
-    problems = failed(report_for("training_builders:leaky_splits"))
+    problems = failed(report_for("support.training_builders:leaky_splits"))
     assert set(problems) == {"duplicates"}
     assert problems["duplicates"].startswith("40 rows shared by train and val, 0 by train and test (allowed 0)")
-    assert report_for("training_builders:leaky_splits", max_duplicate_rows=40).passed
+    assert report_for("support.training_builders:leaky_splits", max_duplicate_rows=40).passed
 
 
 def test_class_imbalance_beyond_the_limit_is_rejected() -> None:
-    problems = failed(report_for("training_builders:imbalanced"))
+    problems = failed(report_for("support.training_builders:imbalanced"))
     assert set(problems) == {"class_balance"}
     assert "(limit 10; smallest is class 2)" in problems["class_balance"]
-    assert report_for("training_builders:imbalanced", max_class_imbalance=50).passed
+    assert report_for("support.training_builders:imbalanced", max_class_imbalance=50).passed
 
 
 def test_unsplittable_arrays_are_reported_before_splitting() -> None:
-    problems = failed(report_for("training_builders:wrong_shapes"))
+    problems = failed(report_for("support.training_builders:wrong_shapes"))
     assert problems == {"shapes": "all: x must be 2-D [rows, features], got shape (100,); all: x has 100 rows "
                                   "but y has 99"}
 
 
 def test_float_labels_are_rejected_as_the_wrong_dtype() -> None:
-    problems = failed(report_for("training_builders:float_labels"))
+    problems = failed(report_for("support.training_builders:float_labels"))
     assert problems == {"dtypes": "all: y must hold integer class labels, got float32"}
 
 
 def test_training_stops_on_bad_data_and_logs_the_report_to_mlflow(make_config: Callable[..., dict]) -> None:
-    config = parse_config(make_config(data={"source": "training_builders:with_nan"}))
+    config = parse_config(make_config(data={"source": "support.training_builders:with_nan"}))
     with pytest.raises(DataValidationError) as caught:
         train(config)
     message = str(caught.value)
-    assert message.startswith("data validation of 'training_builders:with_nan': FAILED (1 of 6 checks)")
+    assert message.startswith("data validation of 'support.training_builders:with_nan': FAILED (1 of 6 checks)")
     assert "[FAIL] finite:" in message
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
@@ -98,7 +98,7 @@ def test_training_stops_on_bad_data_and_logs_the_report_to_mlflow(make_config: C
 
 
 def test_cli_exit_code_for_bad_data(tmp_path: Path, make_config: Callable[..., dict]) -> None:
-    path = write_config(tmp_path / "bad.yaml", make_config(data={"source": "training_builders:leaky_splits"}))
+    path = write_config(tmp_path / "bad.yaml", make_config(data={"source": "support.training_builders:leaky_splits"}))
     assert run_training(path) == EXIT_DATA_INVALID
 
 

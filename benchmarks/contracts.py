@@ -26,10 +26,12 @@ CHECK = (
     "import sys; import mlplat.policy.check as checks; from mlplat.policy.rules import POLICY_RULES; {patch}"
     "sys.argv = ['mlplat', 'check', 'production']; from mlplat.cli.app import main; main()"
 )
-WITHOUT = ("checks.RULES = POLICY_RULES; "
-           "_cr = checks.check_resources; "
-           "checks.check_render = lambda d, e=None, p=None: _cr(checks.resources_from_render(d), "
-           "e or checks.environment_of(d), POLICY_RULES, p); ")
+WITHOUT = (
+    "checks.RULES = POLICY_RULES; "
+    "_cr = checks.check_resources; "
+    "checks.check_render = lambda d, e=None, p=None: _cr(checks.resources_from_render(d), "
+    "e or checks.environment_of(d), POLICY_RULES, p); "
+)
 
 
 def run(argv: list[str]) -> None:
@@ -40,8 +42,10 @@ def run(argv: list[str]) -> None:
 def main(repeat: int = 7) -> None:
     python = sys.executable
     processes = [
-        ("`mlplat check production` without the contract rules (baseline)",
-         [python, "-c", CHECK.format(patch=WITHOUT)]),
+        (
+            "`mlplat check production` without the contract rules (baseline)",
+            [python, "-c", CHECK.format(patch=WITHOUT)],
+        ),
         ("`mlplat check production` (policy + contract rules)", [python, "-c", CHECK.format(patch="")]),
     ]
     timings: dict[str, list[float]] = {label: [] for label, _ in processes}
@@ -57,10 +61,10 @@ def main(repeat: int = 7) -> None:
     document = json.loads(render_stack("production", ROOT).dumps())
     check_resources(resources_from_render(document), "production")  # warm: lazy imports, caches
     inner = {
-        "policy rules": partial(lambda: check_resources(resources_from_render(document), "production",
-                                                        POLICY_RULES)),
-        "contract rules": partial(lambda: check_resources(resources_from_render(document), "production",
-                                                          CONTRACT_RULES)),
+        "policy rules": partial(lambda: check_resources(resources_from_render(document), "production", POLICY_RULES)),
+        "contract rules": partial(
+            lambda: check_resources(resources_from_render(document), "production", CONTRACT_RULES)
+        ),
     }
     in_process = {label: timed(fn, max(repeat, 21)) for label, fn in inner.items()}
 

@@ -29,8 +29,9 @@ def timed(args: list[str], ok: tuple[int, ...] = (0,)) -> float:
 
 
 def main(runs: int = 3) -> None:
-    renders = [timed(["synth", "production", "-f", "json"]) + timed(["synth", "production", "-f", "json"])
-               for _ in range(runs)]
+    renders = [
+        timed(["synth", "production", "-f", "json"]) + timed(["synth", "production", "-f", "json"]) for _ in range(runs)
+    ]
     diffs = [timed(["diff", "HEAD", "-s", "production"], ok=(0, 3)) for _ in range(runs)]
     two, diff = statistics.median(renders), statistics.median(diffs)
     print(f"two renders: {two:.2f} s, mlplat diff: {diff:.2f} s, ratio {diff / two:.2f} (target < 2)")

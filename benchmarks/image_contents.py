@@ -77,13 +77,17 @@ def main() -> None:
         after = closure([*base, *extras[image]])
         assert not any(name.startswith("pulumi") for name in after), sorted(after)
         gone = sorted(set(before) - set(after))
-        rows.append(f"| `{image}` image (`.[{image}]`) | {len(before)} / {mb(size(before))} MB | "
-                    f"{len(after)} / {mb(size(after))} MB | {mb(size(before) - size(after))} MB: "
-                    f"{', '.join(gone)} |")
+        rows.append(
+            f"| `{image}` image (`.[{image}]`) | {len(before)} / {mb(size(before))} MB | "
+            f"{len(after)} / {mb(size(after))} MB | {mb(size(before) - size(after))} MB: "
+            f"{', '.join(gone)} |"
+        )
     pulumi_only = {n: d for n, d in infra.items() if n.startswith("pulumi")}
     largest = sorted(pulumi_only, key=lambda n: -sizes.get(n, installed_bytes(pulumi_only[n])))
     torch = metadata.version("torch")
-    write_section("image-contents", f"""
+    write_section(
+        "image-contents",
+        f"""
 ## Image contents (Python packages)
 
 Machine: {machine_description()}. Command: `.venv/bin/python -m benchmarks.image_contents`. Installed size of the
@@ -100,7 +104,8 @@ only in `mlplat[infra]`, which the images do not install. The base image and sys
 The Pulumi SDKs alone: {", ".join(f"{n} {mb(sizes.get(n) or installed_bytes(pulumi_only[n]))} MB" for n in largest)}.
 `mlplat serve` and `mlplat train` import none of them (`tests/infra/test_cli_without_infra.py` runs both behind an
 import hook that refuses them; `tests/packaging` runs the CLI from a virtualenv holding the wheel without extras).
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

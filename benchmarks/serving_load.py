@@ -244,8 +244,9 @@ class _Client(asyncio.Protocol):
 class _OpenLoop:
     """The open loop's state: its result, the connection pool and the window being measured."""
 
-    def __init__(self, host: str, port: int, rate: float, duration: float, warmup: float, connections: int,
-                 timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, rate: float, duration: float, warmup: float, connections: int, timeout: float
+    ) -> None:
         self.host, self.port, self.rate, self.connections, self.timeout = host, port, rate, connections, timeout
         self.duration, self.warmup = duration, warmup
         self.result = OpenLoopResult(rate)

@@ -37,10 +37,14 @@ def main(repeat: int = 7) -> None:
         ("process start: `python -c pass` (baseline)", [python, "-c", "pass"]),
         ("process start + import mlplat.infra.synth", [python, "-c", "import mlplat.infra.synth"]),
         ("`mlplat synth dev` (whole process)", [python, "-m", "mlplat.cli.app", "synth", "dev", "-f", "json"]),
-        ("`mlplat synth production` (whole process)",
-         [python, "-m", "mlplat.cli.app", "synth", "production", "-f", "json"]),
-        ("`mlplat synth production`, garbage collector left running (as first measured)",
-         [python, "-c", COLLECTOR_UNTOUCHED]),
+        (
+            "`mlplat synth production` (whole process)",
+            [python, "-m", "mlplat.cli.app", "synth", "production", "-f", "json"],
+        ),
+        (
+            "`mlplat synth production`, garbage collector left running (as first measured)",
+            [python, "-c", COLLECTOR_UNTOUCHED],
+        ),
     ]
     # Rounds run every command once, so a slow spell of the shared machine hits a round, not one row.
     timings: dict[str, list[float]] = {label: [] for label, _ in processes}
@@ -55,8 +59,12 @@ def main(repeat: int = 7) -> None:
     counts = {}
     for stack in ("dev", "production"):
         counts[stack] = len(render_stack(stack, ROOT).resources)
-        rows.append((f"in-process render of {stack} ({counts[stack]} resources)",
-                     timed(partial(render_stack, stack, ROOT), repeat)))
+        rows.append(
+            (
+                f"in-process render of {stack} ({counts[stack]} resources)",
+                timed(partial(render_stack, stack, ROOT), repeat),
+            )
+        )
 
     baseline = statistics.median(rows[0][1])
     lines = [

@@ -68,10 +68,12 @@ def bench_config(root: Path, name: str, **overrides: Any) -> dict[str, Any]:
         "batch_size": BATCH,
         "data": {"source": DATA},
         "model": {"hidden_sizes": HIDDEN},
-        "checkpoint": {"uri": str(root / name / "checkpoints"), "every_n_steps": 100, "keep_last": 3,
-                       "resume": False},
-        "tracking": {"experiment": "benchmark", "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                     "log_every_n_steps": 10},
+        "checkpoint": {"uri": str(root / name / "checkpoints"), "every_n_steps": 100, "keep_last": 3, "resume": False},
+        "tracking": {
+            "experiment": "benchmark",
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "log_every_n_steps": 10,
+        },
         "runtime": {"device": "cpu", "num_threads": 1},
     }
     config.update(overrides)
@@ -93,7 +95,8 @@ class BareLoop:
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.x, self.y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
         self.sampler: DistributedSampler[int] = DistributedSampler(
-            range(len(self.x)), num_replicas=1, rank=0, seed=config.seed)  # type: ignore[arg-type]
+            range(len(self.x)), num_replicas=1, rank=0, seed=config.seed
+        )  # type: ignore[arg-type]
         self.steps_per_epoch = -(-len(self.x) // config.batch_size)
 
     def epoch_steps(self, epoch: int) -> Iterator[int]:
@@ -102,8 +105,9 @@ class BareLoop:
         self.model.train()
         for indices in torch.tensor(list(self.sampler)).split(self.config.batch_size):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(self.model(self.x.index_select(0, indices)),
-                                                     self.y.index_select(0, indices))
+            loss = torch.nn.functional.cross_entropy(
+                self.model(self.x.index_select(0, indices)), self.y.index_select(0, indices)
+            )
             loss.backward()
             self.optimizer.step()
             yield len(indices)
@@ -203,8 +207,13 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
 
     def config(name: str, round_: int) -> Any:
         overrides = dict(settings.get(name, {}))
-        checkpoint = {"uri": str(root / f"{name}-{round_}" / "checkpoints"), "every_n_steps": 100,
-                      "keep_last": 3, "resume": False, **overrides.pop("checkpoint", {})}
+        checkpoint = {
+            "uri": str(root / f"{name}-{round_}" / "checkpoints"),
+            "every_n_steps": 100,
+            "keep_last": 3,
+            "resume": False,
+            **overrides.pop("checkpoint", {}),
+        }
         return parse_config(bench_config(root, f"{name}-{round_}", checkpoint=checkpoint, **overrides))
 
     interleaved: dict[str, list[float]] = {"every-100": [], "epoch-ends": [], "a/a": []}
@@ -230,8 +239,10 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
     steps = EPOCHS * -(-len(data.x_train) // BATCH)
 
     def row(label: str, which: str) -> str:
-        return (f"| {label} | {statistics.median(rates[which]):,.0f} | "
-                f"{quartiles(interleaved[which])} | {', '.join(f'{r:+.1%}' for r in interleaved[which])} |")
+        return (
+            f"| {label} | {statistics.median(rates[which]):,.0f} | "
+            f"{quartiles(interleaved[which])} | {', '.join(f'{r:+.1%}' for r in interleaved[which])} |"
+        )
 
     lines = [
         f"digits x{COPIES} with pixel noise ({len(data.x_train):,} training rows, `{DATA}`), "
@@ -253,8 +264,7 @@ def throughput(root: Path) -> tuple[list[str], dict[str, float]]:
         "| loop | samples/s (median) | overhead vs the interleaved bare loop: median (quartiles) | per round |",
         "|---|---:|---:|---|",
         f"| bare torch loop (the baseline slices) | {statistics.median(rates['bare']):,.0f} | baseline | |",
-        row(f"mlplat trainer: checkpoints every 100 steps + epoch ends ({steps // 100 + EPOCHS} per run)",
-            "every-100"),
+        row(f"mlplat trainer: checkpoints every 100 steps + epoch ends ({steps // 100 + EPOCHS} per run)", "every-100"),
         row(f"mlplat trainer: checkpoints at epoch ends only ({EPOCHS} per run)", "epoch-ends"),
         f"| A/A control: a bare loop against an interleaved bare loop | | {quartiles(interleaved['a/a'])} | "
         f"{', '.join(f'{r:+.1%}' for r in interleaved['a/a'])} |",
@@ -318,14 +328,23 @@ def ddp_run(root: Path, name: str, nproc: int, batch: int) -> tuple[float, float
     """One whole `mlplat train --nproc-per-node` process: (training samples/s from MLflow, wall seconds)."""
     import mlflow
 
-    config = bench_config(root, name, batch_size=batch, epochs=DDP_EPOCHS,
-                          tracking={"experiment": name, "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-                                    "log_every_n_steps": 10})
+    config = bench_config(
+        root,
+        name,
+        batch_size=batch,
+        epochs=DDP_EPOCHS,
+        tracking={"experiment": name, "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_every_n_steps": 10},
+    )
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mlplat.training", "--config", str(path), "--nproc-per-node", str(nproc)],
-                   cwd=root, check=True, capture_output=True, env={**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, "-m", "mlplat.training", "--config", str(path), "--nproc-per-node", str(nproc)],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)},
+    )
     wall = time.perf_counter() - start
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
@@ -380,24 +399,26 @@ def main() -> None:
             ddp_lines = ddp(root)
         finally:
             os.chdir(cwd)
-    markdown = "\n".join([
-        "## Trainer (`mlplat train`)",
-        "",
-        f"Machine: {machine_description()}. Command: `{COMMAND}` (one run; every ratio compares figures "
-        "from that run).",
-        "",
-        "### Throughput: trainer vs a bare torch loop",
-        "",
-        *throughput_lines,
-        "",
-        "### Checkpoint save and resume",
-        "",
-        *checkpoint_lines,
-        "",
-        "### DDP on CPU: 2 processes vs 1",
-        "",
-        *ddp_lines,
-    ])
+    markdown = "\n".join(
+        [
+            "## Trainer (`mlplat train`)",
+            "",
+            f"Machine: {machine_description()}. Command: `{COMMAND}` (one run; every ratio compares figures "
+            "from that run).",
+            "",
+            "### Throughput: trainer vs a bare torch loop",
+            "",
+            *throughput_lines,
+            "",
+            "### Checkpoint save and resume",
+            "",
+            *checkpoint_lines,
+            "",
+            "### DDP on CPU: 2 processes vs 1",
+            "",
+            *ddp_lines,
+        ]
+    )
     write_section("training", markdown)
     print(markdown)
 

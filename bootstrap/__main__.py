@@ -20,28 +20,48 @@ from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
 config = pulumi.Config()
 region = pulumi.Config("aws").require("region")
 repository = config.require("githubRepository")
-provider = aws.Provider("aws", region=region, default_tags=aws.ProviderDefaultTagsArgs(tags={
-    "project": "mlplat", "environment": "account", "owner": config.get("owner") or "ml-platform",
-    "cost-center": config.get("costCenter") or "ml-platform", "managed-by": "pulumi"}))
+provider = aws.Provider(
+    "aws",
+    region=region,
+    default_tags=aws.ProviderDefaultTagsArgs(
+        tags={
+            "project": "mlplat",
+            "environment": "account",
+            "owner": config.get("owner") or "ml-platform",
+            "cost-center": config.get("costCenter") or "ml-platform",
+            "managed-by": "pulumi",
+        }
+    ),
+)
 opts = pulumi.ResourceOptions(provider=provider)
 
-state = ArtifactStore("mlplat-state", ArtifactStoreArgs(protect=True, noncurrent_to_glacier_days=90,
-                                                        noncurrent_expire_days=400),
-                      opts=pulumi.ResourceOptions(providers=[provider]))
-secrets_key = rotated_key("mlplat-pulumi-secrets", "Encrypts Pulumi stack secrets (awskms:// provider)",
-                          pulumi.ResourceOptions(provider=provider, protect=True))
-alias = aws.kms.Alias("mlplat-pulumi-secrets", name="alias/mlplat-pulumi-secrets",
-                      target_key_id=secrets_key.key_id, opts=opts)
-access = GitHubAccess("github", GitHubAccessArgs(
-    repository=repository,
-    deploy_branch=config.get("deployBranch") or "main",
-    deploy_environments=tuple(config.get_object("deployEnvironments") or ("dev", "production")),
-    pipeline_stacks=tuple(config.get_object("pipelineStacks") or ("dev", "production")),
-    pipeline_push_repositories=tuple(config.get_object("pipelinePushRepositories") or ()),
-    state_bucket_arn=state.bucket_arn,
-    state_key_arn=state.kms_key_arn,
-    secrets_key_arn=secrets_key.arn,
-), opts=pulumi.ResourceOptions(providers=[provider]))
+state = ArtifactStore(
+    "mlplat-state",
+    ArtifactStoreArgs(protect=True, noncurrent_to_glacier_days=90, noncurrent_expire_days=400),
+    opts=pulumi.ResourceOptions(providers=[provider]),
+)
+secrets_key = rotated_key(
+    "mlplat-pulumi-secrets",
+    "Encrypts Pulumi stack secrets (awskms:// provider)",
+    pulumi.ResourceOptions(provider=provider, protect=True),
+)
+alias = aws.kms.Alias(
+    "mlplat-pulumi-secrets", name="alias/mlplat-pulumi-secrets", target_key_id=secrets_key.key_id, opts=opts
+)
+access = GitHubAccess(
+    "github",
+    GitHubAccessArgs(
+        repository=repository,
+        deploy_branch=config.get("deployBranch") or "main",
+        deploy_environments=tuple(config.get_object("deployEnvironments") or ("dev", "production")),
+        pipeline_stacks=tuple(config.get_object("pipelineStacks") or ("dev", "production")),
+        pipeline_push_repositories=tuple(config.get_object("pipelinePushRepositories") or ()),
+        state_bucket_arn=state.bucket_arn,
+        state_key_arn=state.kms_key_arn,
+        secrets_key_arn=secrets_key.arn,
+    ),
+    opts=pulumi.ResourceOptions(providers=[provider]),
+)
 
 pulumi.export("stateBucket", state.bucket_name)
 pulumi.export("pulumiLogin", pulumi.Output.concat("s3://", state.bucket_name))

@@ -64,12 +64,16 @@ class _Session:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print mlplat's version and exit", is_eager=True,
-                                 callback=_print_version),
+    version: bool = typer.Option(
+        False, "--version", help="Print mlplat's version and exit", is_eager=True, callback=_print_version
+    ),
     debug: bool = typer.Option(False, "--debug", help="On a failing program, print its whole traceback"),
     stack_references: Path | None = typer.Option(
-        None, "--stack-references", help="JSON or YAML file: stack name -> outputs, for the program's "
-                                         "StackReferences (over offline:stackReferences in the stack config)"),
+        None,
+        "--stack-references",
+        help="JSON or YAML file: stack name -> outputs, for the program's "
+        "StackReferences (over offline:stackReferences in the stack config)",
+    ),
 ) -> None:
     """mlplat: an ML platform on AWS as Pulumi components, plus the training and serving code it runs."""
     _Session.debug = debug
@@ -104,9 +108,11 @@ INFRA_EXTRA_HINT = "pip install 'mlplat[infra]'"
 
 def missing_infra_message(command: str, missing: list[str]) -> str:
     """What to tell a user whose install lacks the ``infra`` extra."""
-    return (f"`mlplat {command}` needs the Pulumi SDKs, which this install lacks ({', '.join(missing)}); they are "
-            f"mlplat's infra extra: {INFRA_EXTRA_HINT} (the serving and training images install only "
-            "`mlplat serve` / `mlplat train` and leave them out)")
+    return (
+        f"`mlplat {command}` needs the Pulumi SDKs, which this install lacks ({', '.join(missing)}); they are "
+        f"mlplat's infra extra: {INFRA_EXTRA_HINT} (the serving and training images install only "
+        "`mlplat serve` / `mlplat train` and leave them out)"
+    )
 
 
 def _installed(module: str) -> bool:
@@ -205,8 +211,10 @@ def _load_render_file(path: Path) -> dict[str, object]:
     except ValueError as exc:
         raise fail(f"{path} is not JSON ({exc}); write one with `mlplat synth STACK --format json`") from None
     if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
-        raise fail(f"{path} is not a render: expected an object with a 'resources' list, as written by "
-                   "`mlplat synth STACK --format json`")
+        raise fail(
+            f"{path} is not a render: expected an object with a 'resources' list, as written by "
+            "`mlplat synth STACK --format json`"
+        )
     for index, record in enumerate(document["resources"]):
         if not isinstance(record, dict) or not {"urn", "type", "name"} <= record.keys():
             raise fail(f"{path}: resources[{index}] lacks urn, type or name")
@@ -224,7 +232,8 @@ class CheckFormat(enum.StrEnum):
 def check(
     stack: StackArgument,
     output_format: CheckFormat = typer.Option(
-        CheckFormat.text, "--format", "-f", help="text, json, markdown or github (workflow annotations)"),
+        CheckFormat.text, "--format", "-f", help="text, json, markdown or github (workflow annotations)"
+    ),
     project_dir: ProjectDirOption = Path("."),
     render_file: Path | None = typer.Option(None, "--render", help="Check this saved JSON render instead"),
     environment: str | None = typer.Option(
@@ -245,18 +254,22 @@ def check(
     policy = None if render_file else _policy_of(stack, project_dir)
     strict = policy.strict_environments if policy else ()
     if environment is not None and environment not in (*ENVIRONMENTS, *strict):
-        raise fail(f"--environment {environment!r} is not an environment; allowed: "
-                   f"{', '.join(dict.fromkeys((*ENVIRONMENTS, *strict)))}")
+        raise fail(
+            f"--environment {environment!r} is not an environment; allowed: "
+            f"{', '.join(dict.fromkeys((*ENVIRONMENTS, *strict)))}"
+        )
     env = environment or environment_of(document)
     findings = check_render(document, env, policy)
     if output_format is CheckFormat.json:
-        typer.echo(json.dumps({"stack": stack, "environment": env, "findings": [f.to_json() for f in findings]},
-                              indent=2))
+        typer.echo(
+            json.dumps({"stack": stack, "environment": env, "findings": [f.to_json() for f in findings]}, indent=2)
+        )
     elif output_format is CheckFormat.markdown:
         typer.echo(to_markdown(findings, stack, env), nl=False)
     elif output_format is CheckFormat.github:
-        typer.echo(to_github(findings, stack, env, str(render_file) if render_file else f"Pulumi.{stack}.yaml"),
-                   nl=False)
+        typer.echo(
+            to_github(findings, stack, env, str(render_file) if render_file else f"Pulumi.{stack}.yaml"), nl=False
+        )
     else:
         typer.echo(to_text(findings, stack, env), nl=False)
     if has_mandatory(findings):
@@ -357,8 +370,11 @@ def _stacks_at(project: _DiffProject, side: _DiffSide) -> set[str] | None:
     if side.how == "ref" and side.spec is not None:
         folder = "" if project.subdir == "." else project.subdir
         listing = diffing._git(project.repo(), "ls-tree", "--name-only", side.spec + ":" + folder)
-        return {n[len("Pulumi."):-len(".yaml")] for n in listing.decode().split() if n.startswith("Pulumi.")
-                and n.endswith(".yaml") and n.count(".") == 2}
+        return {
+            n[len("Pulumi.") : -len(".yaml")]
+            for n in listing.decode().split()
+            if n.startswith("Pulumi.") and n.endswith(".yaml") and n.count(".") == 2
+        }
     return None
 
 
@@ -374,8 +390,10 @@ def _stacks_to_compare(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide]
         stacks = sorted(everywhere)
     unknown = [s for s in stacks if known and s not in everywhere]
     if unknown:
-        raise fail(f"unknown stack{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no "
-                   f"Pulumi.<stack>.yaml on either side; stacks: {', '.join(sorted(everywhere)) or 'none'}")
+        raise fail(
+            f"unknown stack{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no "
+            f"Pulumi.<stack>.yaml on either side; stacks: {', '.join(sorted(everywhere)) or 'none'}"
+        )
     if not stacks:
         raise fail(f"no stacks to compare: no Pulumi.<stack>.yaml in {project.path}; pass --stack")
     return stacks
@@ -405,8 +423,9 @@ def _render_side(project: _DiffProject, side: _DiffSide, stack: str) -> dict[str
         _progress(f"rendered {stack} from {label} in {time.monotonic() - started:.1f} s")
 
 
-def _render_sides(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide],
-                  stacks: list[str]) -> list[tuple[dict[str, object], dict[str, object]]]:
+def _render_sides(
+    project: _DiffProject, sides: tuple[_DiffSide, _DiffSide], stacks: list[str]
+) -> list[tuple[dict[str, object], dict[str, object]]]:
     """``(base, head)`` renders of each stack, rendered in parallel (a render from code runs in a subprocess)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -426,13 +445,21 @@ def _render_sides(project: _DiffProject, sides: tuple[_DiffSide, _DiffSide],
 def diff(
     base: str = typer.Argument(..., help="A git ref (e.g. origin/main), or a JSON render file"),
     head: str | None = typer.Argument(
-        None, help="A JSON render file or git ref; default: the working tree, rendered with the working tree's code"),
-    stacks: list[str] = typer.Option([], "--stack", "-s", help="Stack to compare (repeat for more; default: every "
-                                                               "stack); an unknown name is an error"),
+        None, help="A JSON render file or git ref; default: the working tree, rendered with the working tree's code"
+    ),
+    stacks: list[str] = typer.Option(
+        [],
+        "--stack",
+        "-s",
+        help="Stack to compare (repeat for more; default: every stack); an unknown name is an error",
+    ),
     output_format: DiffFormat = typer.Option(DiffFormat.markdown, "--format", "-f", help="markdown or json"),
     project_dir: ProjectDirOption = Path("."),
-    with_check: bool = typer.Option(False, "--check", help="Append the policy check of the head render (a flag: "
-                                                           "it takes no value); exit 1 on a mandatory violation"),
+    with_check: bool = typer.Option(
+        False,
+        "--check",
+        help="Append the policy check of the head render (a flag: it takes no value); exit 1 on a mandatory violation",
+    ),
 ) -> None:
     """Compare two renders (git refs or JSON files): added, removed, changed and replaced resources, cost delta.
 
@@ -446,8 +473,10 @@ def diff(
 
     project = _DiffProject(project_dir.resolve())
     if head is not None and head.lower() in _BOOLEAN_WORDS and not Path(head).is_file():
-        raise fail(f"{head!r} given as the head side: --check is a flag and takes no value (write `--check`, and "
-                   "leave the head out to compare with the working tree)")
+        raise fail(
+            f"{head!r} given as the head side: --check is a flag and takes no value (write `--check`, and "
+            "leave the head out to compare with the working tree)"
+        )
     sides = (_diff_side(project, base, "base"), _diff_side(project, head, "head"))
     if any(side.how == "ref" for side in sides):
         project.subdir = str(project.path.relative_to(project.repo()))
@@ -528,8 +557,9 @@ def demo(
 
     logging.getLogger("pulumi").setLevel(logging.ERROR)
     try:
-        run_demo(project_dir.resolve(), state=state_dir.resolve(), production_topology=production_topology,
-                 requests=requests)
+        run_demo(
+            project_dir.resolve(), state=state_dir.resolve(), production_topology=production_topology, requests=requests
+        )
     except ServiceError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -82,6 +82,7 @@ class PlatformAlarmsArgs(PlatformAlarmsSpec):
     cluster_name: StrInput | None = None
     """The EKS cluster; its control-plane metrics (namespace ``AWS/EKS``) are watched."""
 
+
 class PlatformAlarms(pulumi.ComponentResource):
     """An SNS topic and the CloudWatch alarms that publish to it (on alarm and on recovery).
 
@@ -96,64 +97,136 @@ class PlatformAlarms(pulumi.ComponentResource):
     alarm_names: pulumi.Output[list[str]]
     """The CloudWatch alarms' names."""
 
-    def __init__(self, name: str, args: PlatformAlarmsArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: PlatformAlarmsArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
         args = component_args("PlatformAlarms", PlatformAlarmsArgs, args, kwargs)
         super().__init__("mlplat:observability:PlatformAlarms", name, None, opts)
         self._name, self._child = name, pulumi.ResourceOptions(parent=self)
         self.topic = aws.sns.Topic(f"{name}-alarms", opts=self._child)
         for index, address in enumerate(args.email_subscribers):
-            aws.sns.TopicSubscription(f"{name}-email-{index}", topic=self.topic.arn, protocol="email",
-                                      endpoint=address, opts=self._child)
+            aws.sns.TopicSubscription(
+                f"{name}-email-{index}", topic=self.topic.arn, protocol="email", endpoint=address, opts=self._child
+            )
         self.alarms: list[aws.cloudwatch.MetricAlarm] = []
         t = args.thresholds
         if args.database_identifier is not None:
             rds = {"DBInstanceIdentifier": args.database_identifier}
-            self._alarm("db-cpu", "AWS/RDS", "CPUUtilization", rds, "GreaterThanThreshold", t.database_cpu_percent,
-                        t, "Tracking database CPU high: look for slow MLflow queries or scale the instance class")
-            self._alarm("db-free-storage", "AWS/RDS", "FreeStorageSpace", rds, "LessThanThreshold",
-                        t.database_free_storage_gb * GB, t,
-                        "Tracking database storage low: raise max allocated storage or prune old runs",
-                        statistic="Minimum")
-            self._alarm("db-connections", "AWS/RDS", "DatabaseConnections", rds, "GreaterThanThreshold",
-                        t.database_connections, t, "Tracking database connections high: check MLflow replicas")
+            self._alarm(
+                "db-cpu",
+                "AWS/RDS",
+                "CPUUtilization",
+                rds,
+                "GreaterThanThreshold",
+                t.database_cpu_percent,
+                t,
+                "Tracking database CPU high: look for slow MLflow queries or scale the instance class",
+            )
+            self._alarm(
+                "db-free-storage",
+                "AWS/RDS",
+                "FreeStorageSpace",
+                rds,
+                "LessThanThreshold",
+                t.database_free_storage_gb * GB,
+                t,
+                "Tracking database storage low: raise max allocated storage or prune old runs",
+                statistic="Minimum",
+            )
+            self._alarm(
+                "db-connections",
+                "AWS/RDS",
+                "DatabaseConnections",
+                rds,
+                "GreaterThanThreshold",
+                t.database_connections,
+                t,
+                "Tracking database connections high: check MLflow replicas",
+            )
         for index, replica in enumerate(args.replica_identifiers):
-            self._alarm(f"db-replica-lag-{index}", "AWS/RDS", "ReplicaLag", {"DBInstanceIdentifier": replica},
-                        "GreaterThanThreshold", t.replica_lag_seconds, t, "Read replica lagging behind the primary")
+            self._alarm(
+                f"db-replica-lag-{index}",
+                "AWS/RDS",
+                "ReplicaLag",
+                {"DBInstanceIdentifier": replica},
+                "GreaterThanThreshold",
+                t.replica_lag_seconds,
+                t,
+                "Read replica lagging behind the primary",
+            )
         for index, nat in enumerate(args.nat_gateway_ids):
             gateway = {"NatGatewayId": nat}
-            self._alarm(f"nat-{index}-port-allocation", "AWS/NATGateway", "ErrorPortAllocation", gateway,
-                        "GreaterThanThreshold", 0, t, "NAT gateway out of source ports: spread egress or add NATs",
-                        statistic="Sum")
-            self._alarm(f"nat-{index}-dropped", "AWS/NATGateway", "PacketsDropCount", gateway,
-                        "GreaterThanThreshold", t.nat_dropped_packets, t, "NAT gateway dropping packets",
-                        statistic="Sum")
+            self._alarm(
+                f"nat-{index}-port-allocation",
+                "AWS/NATGateway",
+                "ErrorPortAllocation",
+                gateway,
+                "GreaterThanThreshold",
+                0,
+                t,
+                "NAT gateway out of source ports: spread egress or add NATs",
+                statistic="Sum",
+            )
+            self._alarm(
+                f"nat-{index}-dropped",
+                "AWS/NATGateway",
+                "PacketsDropCount",
+                gateway,
+                "GreaterThanThreshold",
+                t.nat_dropped_packets,
+                t,
+                "NAT gateway dropping packets",
+                statistic="Sum",
+            )
         if args.cluster_name is not None:
-            self._alarm("eks-apiserver-5xx", "AWS/EKS", "apiserver_request_total_5XX",
-                        {"ClusterName": args.cluster_name}, "GreaterThanThreshold", t.apiserver_5xx, t,
-                        "EKS API server answering 5xx: check the AWS Health dashboard and webhooks", statistic="Sum")
+            self._alarm(
+                "eks-apiserver-5xx",
+                "AWS/EKS",
+                "apiserver_request_total_5XX",
+                {"ClusterName": args.cluster_name},
+                "GreaterThanThreshold",
+                t.apiserver_5xx,
+                t,
+                "EKS API server answering 5xx: check the AWS Health dashboard and webhooks",
+                statistic="Sum",
+            )
         self.topic_arn = self.topic.arn
         self.alarm_names = pulumi.Output.all(*[alarm.name for alarm in self.alarms])
         self.register_outputs({"topic_arn": self.topic_arn, "alarm_names": self.alarm_names})
 
-    def _alarm(self, suffix: str, namespace: str, metric: str, dimensions: Mapping[str, pulumi.Input[str]],
-               comparison: str, threshold: float, t: AlarmThresholds, description: str,
-               statistic: str = "Average") -> None:
+    def _alarm(
+        self,
+        suffix: str,
+        namespace: str,
+        metric: str,
+        dimensions: Mapping[str, pulumi.Input[str]],
+        comparison: str,
+        threshold: float,
+        t: AlarmThresholds,
+        description: str,
+        statistic: str = "Average",
+    ) -> None:
         period = 300
-        self.alarms.append(aws.cloudwatch.MetricAlarm(
-            f"{self._name}-{suffix}",
-            alarm_description=description,
-            namespace=namespace,
-            metric_name=metric,
-            dimensions=dict(dimensions),
-            statistic=statistic,
-            period=period,
-            evaluation_periods=t.evaluation_minutes * 60 // period,
-            comparison_operator=comparison,
-            threshold=threshold,
-            # No data is not an outage for these metrics (e.g. no NAT traffic at night).
-            treat_missing_data="notBreaching",
-            alarm_actions=[self.topic.arn],
-            ok_actions=[self.topic.arn],
-            opts=self._child,
-        ))
+        self.alarms.append(
+            aws.cloudwatch.MetricAlarm(
+                f"{self._name}-{suffix}",
+                alarm_description=description,
+                namespace=namespace,
+                metric_name=metric,
+                dimensions=dict(dimensions),
+                statistic=statistic,
+                period=period,
+                evaluation_periods=t.evaluation_minutes * 60 // period,
+                comparison_operator=comparison,
+                threshold=threshold,
+                # No data is not an outage for these metrics (e.g. no NAT traffic at night).
+                treat_missing_data="notBreaching",
+                alarm_actions=[self.topic.arn],
+                ok_actions=[self.topic.arn],
+                opts=self._child,
+            )
+        )

@@ -68,25 +68,34 @@ class GitHubAccessArgs:
         for field_name in ("deploy_environments", "pipeline_stacks", "pipeline_push_repositories"):
             for value in getattr(self, field_name):
                 if not re.fullmatch(r"[\w.-]+", value):
-                    raise ValueError(f"GitHubAccessArgs.{field_name}: {value!r} is not an exact name (no wildcards: "
-                                     "GitHub creates an unknown environment on the fly, without protection rules)")
+                    raise ValueError(
+                        f"GitHubAccessArgs.{field_name}: {value!r} is not an exact name (no wildcards: "
+                        "GitHub creates an unknown environment on the fly, without protection rules)"
+                    )
 
 
 def _github_trust_policy(provider_arn: str, subjects: list[str]) -> str:
     """A trust policy admitting GitHub's OIDC tokens for exactly these ``sub`` values (no wildcards), audience
     STS."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": provider_arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {
-                "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
-                                 f"{GITHUB_OIDC_HOST}:sub": subjects},
-            },
-        }],
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com",
+                            f"{GITHUB_OIDC_HOST}:sub": subjects,
+                        },
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 class GitHubAccess(pulumi.ComponentResource):
@@ -116,8 +125,9 @@ class GitHubAccess(pulumi.ComponentResource):
     oidc_provider_arn: pulumi.Output[str]
     """GitHub's OIDC provider in the account (created, or the one given)."""
 
-    def __init__(self, name: str, args: GitHubAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: GitHubAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("GitHubAccess", GitHubAccessArgs, args, kwargs)
         super().__init__("mlplat:bootstrap:GitHubAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -125,8 +135,11 @@ class GitHubAccess(pulumi.ComponentResource):
         if args.oidc_provider_arn is None:
             # AWS validates GitHub's certificate itself; no thumbprint list is needed.
             provider_arn = aws.iam.OpenIdConnectProvider(
-                f"{name}-oidc", url=f"https://{GITHUB_OIDC_HOST}", client_id_lists=["sts.amazonaws.com"],
-                tags={"Name": f"{name}-oidc"}, opts=child,
+                f"{name}-oidc",
+                url=f"https://{GITHUB_OIDC_HOST}",
+                client_id_lists=["sts.amazonaws.com"],
+                tags={"Name": f"{name}-oidc"},
+                opts=child,
             ).arn
         else:
             provider_arn = args.oidc_provider_arn
@@ -135,42 +148,59 @@ class GitHubAccess(pulumi.ComponentResource):
         self.deploy_role = aws.iam.Role(
             f"{name}-deploy",
             description=f"pulumi up from {repo}'s protected environments: {', '.join(args.deploy_environments)}",
-            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: _github_trust_policy(
-                arn, [f"repo:{repo}:environment:{env}" for env in args.deploy_environments])),
+            assume_role_policy=self.oidc_provider_arn.apply(
+                lambda arn: _github_trust_policy(
+                    arn, [f"repo:{repo}:environment:{env}" for env in args.deploy_environments]
+                )
+            ),
             max_session_duration=3600 * 2,
             tags={"Name": f"{name}-deploy"},
             opts=child,
         )
-        aws.iam.RolePolicyAttachment(f"{name}-deploy-admin", role=self.deploy_role.name, policy_arn=ADMINISTRATOR,
-                                     opts=child)
+        aws.iam.RolePolicyAttachment(
+            f"{name}-deploy-admin", role=self.deploy_role.name, policy_arn=ADMINISTRATOR, opts=child
+        )
         self.preview_role = aws.iam.Role(
             f"{name}-preview",
             description=f"Read-only pulumi preview for {repo}'s pull requests",
             assume_role_policy=self.oidc_provider_arn.apply(
-                lambda arn: _github_trust_policy(arn, [f"repo:{repo}:pull_request"])),
+                lambda arn: _github_trust_policy(arn, [f"repo:{repo}:pull_request"])
+            ),
             tags={"Name": f"{name}-preview"},
             opts=child,
         )
-        aws.iam.RolePolicyAttachment(f"{name}-preview-read-only", role=self.preview_role.name, policy_arn=READ_ONLY,
-                                     opts=child)
+        aws.iam.RolePolicyAttachment(
+            f"{name}-preview-read-only", role=self.preview_role.name, policy_arn=READ_ONLY, opts=child
+        )
         statements = []
         if args.state_bucket_arn is not None:
             # Previews take and release a lock object; they never write the checkpoint itself.
-            statements.append(statement(["s3:PutObject", "s3:DeleteObject"],
-                                        [pulumi.Output.concat(args.state_bucket_arn, "/.pulumi/locks/*")],
-                                        sid="StateLocks"))
+            statements.append(
+                statement(
+                    ["s3:PutObject", "s3:DeleteObject"],
+                    [pulumi.Output.concat(args.state_bucket_arn, "/.pulumi/locks/*")],
+                    sid="StateLocks",
+                )
+            )
         keys = [k for k in (args.state_key_arn, args.secrets_key_arn) if k is not None]
         if keys:
             statements.append(statement(["kms:Decrypt", "kms:GenerateDataKey"], keys, sid="StateAndSecrets"))
         if statements:
-            aws.iam.RolePolicy(f"{name}-preview-state", role=self.preview_role.id,
-                               policy=policy_document(statements), opts=child)
+            aws.iam.RolePolicy(
+                f"{name}-preview-state", role=self.preview_role.id, policy=policy_document(statements), opts=child
+            )
         self.pipeline_role = aws.iam.Role(
             f"{name}-pipeline",
             description=f"The ML pipeline of {repo}: describe the cluster (kubectl access: its EKS access entry)",
-            assume_role_policy=self.oidc_provider_arn.apply(lambda arn: _github_trust_policy(
-                arn, [f"repo:{repo}:ref:refs/heads/{args.deploy_branch}",
-                      *(f"repo:{repo}:environment:{env}" for env in args.deploy_environments)])),
+            assume_role_policy=self.oidc_provider_arn.apply(
+                lambda arn: _github_trust_policy(
+                    arn,
+                    [
+                        f"repo:{repo}:ref:refs/heads/{args.deploy_branch}",
+                        *(f"repo:{repo}:environment:{env}" for env in args.deploy_environments),
+                    ],
+                )
+            ),
             max_session_duration=3600 * 2,
             tags={"Name": f"{name}-pipeline"},
             opts=child,
@@ -178,25 +208,43 @@ class GitHubAccess(pulumi.ComponentResource):
         invoke = pulumi.InvokeOutputOptions(parent=self)
         account = aws.get_caller_identity_output(opts=invoke).account_id
         region = aws.get_region_output(opts=invoke).region
-        clusters = [pulumi.Output.concat("arn:aws:eks:", region, ":", account, f":cluster/mlplat-{stack}")
-                    for stack in args.pipeline_stacks]
+        clusters = [
+            pulumi.Output.concat("arn:aws:eks:", region, ":", account, f":cluster/mlplat-{stack}")
+            for stack in args.pipeline_stacks
+        ]
         pipeline = [statement(["eks:DescribeCluster"], clusters, sid="Kubeconfig")]
         if args.pipeline_push_repositories:
             repositories = [
                 pulumi.Output.concat("arn:aws:ecr:", region, ":", account, f":repository/mlplat-{stack}/{repository}")
-                for stack in args.pipeline_stacks for repository in args.pipeline_push_repositories]
+                for stack in args.pipeline_stacks
+                for repository in args.pipeline_push_repositories
+            ]
             pipeline += [
                 # GetAuthorizationToken has no resource-level permissions (ECR's service authorization reference).
                 statement(["ecr:GetAuthorizationToken"], ["*"], sid="RegistryLogin"),
-                statement(["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
-                           "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchGetImage",
-                           "ecr:GetDownloadUrlForLayer"], repositories, sid="PushImages"),
+                statement(
+                    [
+                        "ecr:BatchCheckLayerAvailability",
+                        "ecr:InitiateLayerUpload",
+                        "ecr:UploadLayerPart",
+                        "ecr:CompleteLayerUpload",
+                        "ecr:PutImage",
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                    ],
+                    repositories,
+                    sid="PushImages",
+                ),
             ]
-        aws.iam.RolePolicy(f"{name}-pipeline", role=self.pipeline_role.id, policy=policy_document(pipeline),
-                           opts=child)
+        aws.iam.RolePolicy(f"{name}-pipeline", role=self.pipeline_role.id, policy=policy_document(pipeline), opts=child)
         self.deploy_role_arn = self.deploy_role.arn
         self.preview_role_arn = self.preview_role.arn
         self.pipeline_role_arn = self.pipeline_role.arn
-        self.register_outputs({"deploy_role_arn": self.deploy_role_arn, "preview_role_arn": self.preview_role_arn,
-                               "pipeline_role_arn": self.pipeline_role_arn,
-                               "oidc_provider_arn": self.oidc_provider_arn})
+        self.register_outputs(
+            {
+                "deploy_role_arn": self.deploy_role_arn,
+                "preview_role_arn": self.preview_role_arn,
+                "pipeline_role_arn": self.pipeline_role_arn,
+                "oidc_provider_arn": self.oidc_provider_arn,
+            }
+        )

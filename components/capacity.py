@@ -80,14 +80,46 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
     **_family("r6i", _R),
     **{k: v for fam in ("t3", "t3a") for k, v in _family(fam, _T).items()},
     # GPU types: (vCPUs, memory GiB, max pods, NVIDIA GPUs).
-    **_family("g4dn", {"xlarge": (4, 16, 29, 1), "2xlarge": (8, 32, 29, 1), "4xlarge": (16, 64, 29, 1),
-                       "8xlarge": (32, 128, 58, 1), "12xlarge": (48, 192, 234, 4)}),
-    **_family("g5", {"xlarge": (4, 16, 58, 1), "2xlarge": (8, 32, 58, 1), "4xlarge": (16, 64, 234, 1),
-                     "8xlarge": (32, 128, 234, 1), "12xlarge": (48, 192, 737, 4)}),
-    **_family("g6", {"xlarge": (4, 16, 58, 1), "2xlarge": (8, 32, 58, 1), "4xlarge": (16, 64, 234, 1),
-                     "8xlarge": (32, 128, 234, 1), "12xlarge": (48, 192, 234, 4)}),
-    **_family("g6e", {"xlarge": (4, 32, 58, 1), "2xlarge": (8, 64, 58, 1), "4xlarge": (16, 128, 234, 1),
-                      "8xlarge": (32, 256, 234, 1), "12xlarge": (48, 384, 292, 4)}),
+    **_family(
+        "g4dn",
+        {
+            "xlarge": (4, 16, 29, 1),
+            "2xlarge": (8, 32, 29, 1),
+            "4xlarge": (16, 64, 29, 1),
+            "8xlarge": (32, 128, 58, 1),
+            "12xlarge": (48, 192, 234, 4),
+        },
+    ),
+    **_family(
+        "g5",
+        {
+            "xlarge": (4, 16, 58, 1),
+            "2xlarge": (8, 32, 58, 1),
+            "4xlarge": (16, 64, 234, 1),
+            "8xlarge": (32, 128, 234, 1),
+            "12xlarge": (48, 192, 737, 4),
+        },
+    ),
+    **_family(
+        "g6",
+        {
+            "xlarge": (4, 16, 58, 1),
+            "2xlarge": (8, 32, 58, 1),
+            "4xlarge": (16, 64, 234, 1),
+            "8xlarge": (32, 128, 234, 1),
+            "12xlarge": (48, 192, 234, 4),
+        },
+    ),
+    **_family(
+        "g6e",
+        {
+            "xlarge": (4, 32, 58, 1),
+            "2xlarge": (8, 64, 58, 1),
+            "4xlarge": (16, 128, 234, 1),
+            "8xlarge": (32, 256, 234, 1),
+            "12xlarge": (48, 384, 292, 4),
+        },
+    ),
     **_family("p3", {"2xlarge": (8, 61, 58, 1), "8xlarge": (32, 244, 234, 4), "16xlarge": (64, 488, 234, 8)}),
     **_family("p4d", {"24xlarge": (96, 1152, 737, 8)}),
     **_family("p5", {"48xlarge": (192, 2048, 100, 8)}),
@@ -106,7 +138,8 @@ class UnknownInstanceTypeError(ValueError):
             f"instance type {name!r}{where} is not in mlplat's capacity table, so the fit of pods on it cannot be "
             f"checked; add it to INSTANCE_TYPES in mlplat/components/capacity.py with its vCPUs, memory and GPUs "
             f"(`aws ec2 describe-instance-types --instance-types {name}`) and its max pods (the EKS eni-max-pods "
-            "table: ENIs * (IPv4 addresses per ENI - 1) + 2)")
+            "table: ENIs * (IPv4 addresses per ENI - 1) + 2)"
+        )
 
 
 def instance_type(name: str, pool: str | None = None) -> InstanceType:
@@ -160,6 +193,7 @@ def _node_memory_capacity_mib(spec: InstanceType) -> int:
 
 # --- DaemonSets on every node --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DaemonSet:
     """Per-node requests of a DaemonSet pod (max of the init containers and the sum of the containers)."""
@@ -173,25 +207,40 @@ class DaemonSet:
 
 DAEMONSETS: dict[str, DaemonSet] = {
     "aws-node": DaemonSet(
-        "aws-node", 50, 0,
+        "aws-node",
+        50,
+        0,
         source="aws/amazon-vpc-cni-k8s config/master/aws-k8s-cni.yaml at v1.21.1 (and v1.19.2): containers "
-               "aws-node 25m + aws-eks-nodeagent 25m, init aws-vpc-cni-init 25m; no memory requests"),
+        "aws-node 25m + aws-eks-nodeagent 25m, init aws-vpc-cni-init 25m; no memory requests",
+    ),
     "kube-proxy": DaemonSet(
-        "kube-proxy", 100, 0,
+        "kube-proxy",
+        100,
+        0,
         source="the EKS kube-proxy add-on's DaemonSet (kube-system/kube-proxy): requests cpu 100m, no memory; "
-               "EKS does not publish the manifest: check `kubectl -n kube-system get ds kube-proxy -o yaml`"),
+        "EKS does not publish the manifest: check `kubectl -n kube-system get ds kube-proxy -o yaml`",
+    ),
     "ebs-csi-node": DaemonSet(
-        "ebs-csi-node", 30, 120,
+        "ebs-csi-node",
+        30,
+        120,
         source="kubernetes-sigs/aws-ebs-csi-driver deploy/kubernetes/base/node.yaml (the chart rendered) at v1.55.0 "
-               "(and v1.38.1): ebs-plugin, node-driver-registrar, liveness-probe 10m/40Mi each; tolerates all taints"),
+        "(and v1.38.1): ebs-plugin, node-driver-registrar, liveness-probe 10m/40Mi each; tolerates all taints",
+    ),
     "nvidia-device-plugin": DaemonSet(
-        "nvidia-device-plugin", 0, 0, gpu_nodes_only=True,
-        source="NVIDIA/k8s-device-plugin chart 0.17.1 deployments/helm/nvidia-device-plugin/values.yaml: "
-               "resources: {}"),
+        "nvidia-device-plugin",
+        0,
+        0,
+        gpu_nodes_only=True,
+        source="NVIDIA/k8s-device-plugin chart 0.17.1 deployments/helm/nvidia-device-plugin/values.yaml: resources: {}",
+    ),
     "node-exporter": DaemonSet(
-        "node-exporter", 0, 0,
+        "node-exporter",
+        0,
+        0,
         source="kube-prometheus-stack 75.15.0 -> prometheus-node-exporter 4.47.3 values.yaml: resources: {} "
-               "(kube-rbac-proxy off); tolerates NoSchedule taints"),
+        "(kube-rbac-proxy off); tolerates NoSchedule taints",
+    ),
 }
 """The DaemonSets mlplat runs, with their default requests at the versions mlplat pins."""
 
@@ -215,19 +264,32 @@ def allocatable(name: str, daemonsets: Iterable[DaemonSet] | None = None) -> tup
     here = [d for d in sets if spec.gpus or not d.gpu_nodes_only]
     total_cpu = spec.vcpus * 1000
     cpu = total_cpu - kube_reserved_cpu_millis(total_cpu) - sum(d.cpu_millis for d in here)
-    memory = (_node_memory_capacity_mib(spec) - kube_reserved_memory_mib(spec.max_pods) - EVICTION_HARD_MEMORY_MIB
-              - sum(d.memory_mib for d in here))
+    memory = (
+        _node_memory_capacity_mib(spec)
+        - kube_reserved_memory_mib(spec.max_pods)
+        - EVICTION_HARD_MEMORY_MIB
+        - sum(d.memory_mib for d in here)
+    )
     return cpu, memory, spec.gpus
 
 
 # --- Kubernetes quantities -----------------------------------------------------------------------------------
 
 _SUFFIXES: dict[str, Decimal] = {
-    "": Decimal(1), "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
 }
 _QUANTITY = re.compile(r"(?P<number>\+?(\d+(\.\d*)?|\.\d+))(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE])?")
 
@@ -259,6 +321,7 @@ def memory_bytes(text: str) -> int:
 
 # --- Which pools host a pod, and does it fit -----------------------------------------------------------------
 
+
 def _attr(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
@@ -281,14 +344,18 @@ def _tolerates(tolerations: Sequence[Mapping[str, str]], key: str, value: str, e
     return False
 
 
-def _why_not_hosted(pool: NodePoolArgs, selector: Mapping[str, str],
-                    tolerations: Sequence[Mapping[str, str]]) -> str | None:
+def _why_not_hosted(
+    pool: NodePoolArgs, selector: Mapping[str, str], tolerations: Sequence[Mapping[str, str]]
+) -> str | None:
     """None when the pool's nodes admit the pod; else the reason, for the error."""
     missing = {k: v for k, v in selector.items() if pool.labels.get(k) != v}
     if missing:
         return "no label " + ", ".join(f"{k}={v}" for k, v in missing.items())
-    blocking = [str(t) for t in pool.taints if t.effect in ("NoSchedule", "NoExecute")
-                and not _tolerates(tolerations, t.key, t.value, t.effect)]
+    blocking = [
+        str(t)
+        for t in pool.taints
+        if t.effect in ("NoSchedule", "NoExecute") and not _tolerates(tolerations, t.key, t.value, t.effect)
+    ]
     if blocking:
         return "taint " + ", ".join(blocking) + " not tolerated"
     return None
@@ -306,8 +373,14 @@ def _gpus_text(n: int) -> str:
     return f"{n} GPU" if n == 1 else f"{n} GPUs"
 
 
-def check_fits(workload: str, cpu: str, memory: str, gpus: int, pools: Sequence[NodePoolArgs],
-               daemonsets: Iterable[DaemonSet] | None = None) -> list[str]:
+def check_fits(
+    workload: str,
+    cpu: str,
+    memory: str,
+    gpus: int,
+    pools: Sequence[NodePoolArgs],
+    daemonsets: Iterable[DaemonSet] | None = None,
+) -> list[str]:
     """Problems (empty: none) with a pod requesting ``cpu``/``memory``/``gpus`` on the pools that can host it.
 
     The pools that can host it are those whose labels match the pod's nodeSelector and whose NoSchedule /
@@ -327,9 +400,11 @@ def check_fits(workload: str, cpu: str, memory: str, gpus: int, pools: Sequence[
     if not hosts:
         reasons = "; ".join(f"{p.name!r}: {_why_not_hosted(p, selector, tolerations)}" for p in pools) or "none"
         if gpus:
-            need = (f"a GPU pod (gpus {gpus}) runs only on a pool labelled "
-                    + ", ".join(f"{k}={v}" for k, v in selector.items())
-                    + " whose taints it tolerates (nvidia.com/gpu=true:NoSchedule), with an NVIDIA AMI")
+            need = (
+                f"a GPU pod (gpus {gpus}) runs only on a pool labelled "
+                + ", ".join(f"{k}={v}" for k, v in selector.items())
+                + " whose taints it tolerates (nvidia.com/gpu=true:NoSchedule), with an NVIDIA AMI"
+            )
         else:
             need = "a CPU pod has no nodeSelector and no tolerations, so it runs only on an untainted pool"
         return [f"{workload}: no node pool can host this pod: {need}; pools: {reasons}"]
@@ -341,8 +416,7 @@ def check_fits(workload: str, cpu: str, memory: str, gpus: int, pools: Sequence[
         except UnknownInstanceTypeError as exc:
             failures.append(f"{workload}: {UnknownInstanceTypeError(exc.name, pool.name)}")
             continue
-        too_small = {t: a for t, a in types.items()
-                     if want_cpu > a[0] or want_mem > a[1] * MIB or gpus > a[2]}
+        too_small = {t: a for t, a in types.items() if want_cpu > a[0] or want_mem > a[1] * MIB or gpus > a[2]}
         if not too_small:
             return []  # fits every type of this pool
         name, (has_cpu, has_mem, has_gpus) = min(too_small.items(), key=lambda kv: (kv[1][2], kv[1][0], kv[1][1]))
@@ -363,13 +437,16 @@ def check_fits(workload: str, cpu: str, memory: str, gpus: int, pools: Sequence[
         largest = f"cpu '{max(fit_cpu, 0)}m', memory '{max(fit_mem, 0)}Mi'"
         if gpus:
             largest += f", gpus {fit_gpus}"
-        failures.append(f"{workload}: {' and '.join(over)} {verb} not fit on {name} (pool {pool.name!r}), which has "
-                        f"{has} allocatable after kubelet reservations and DaemonSets; the largest request that "
-                        f"fits is {largest}")
+        failures.append(
+            f"{workload}: {' and '.join(over)} {verb} not fit on {name} (pool {pool.name!r}), which has "
+            f"{has} allocatable after kubelet reservations and DaemonSets; the largest request that "
+            f"fits is {largest}"
+        )
     return failures
 
 
 # --- Whole platforms -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -381,8 +458,9 @@ class Workload:
     gpus: int = 0
 
 
-def check_workloads(workloads: Iterable[Workload], pools: Sequence[NodePoolArgs], *,
-                    monitoring: bool = True) -> list[str]:
+def check_workloads(
+    workloads: Iterable[Workload], pools: Sequence[NodePoolArgs], *, monitoring: bool = True
+) -> list[str]:
     """:func:`check_fits` for each workload against ``pools``, with the DaemonSets of an mlplat cluster."""
     sets = platform_daemonsets(monitoring=monitoring)
     problems: list[str] = []
@@ -415,5 +493,8 @@ def check_workload_capacity(platform_args: MlPlatformArgs) -> list[str]:
     For :class:`~mlplat.components.platform.MlPlatform` (raise on a non-empty result); the stack config runs
     the same check with camelCase keys.
     """
-    return check_workloads(_platform_workloads(platform_args), list(platform_args.cluster.node_pools.values()),
-                           monitoring=platform_args.monitoring is not None)
+    return check_workloads(
+        _platform_workloads(platform_args),
+        list(platform_args.cluster.node_pools.values()),
+        monitoring=platform_args.monitoring is not None,
+    )

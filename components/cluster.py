@@ -37,8 +37,16 @@ from mlplat.components.options import checked_when_known, component_args
 from mlplat.components.spec import Problem, Spec, StrInput, StrInputs, raise_problems, renamed
 from mlplat.components.subnets import public_source_problem
 
-__all__ = ["DEFAULT_VERSION", "STORAGE_CLASS", "AddonVersions", "Cluster", "ClusterArgs", "ClusterSpec",
-           "ClusterWiring", "default_node_pools"]
+__all__ = [
+    "DEFAULT_VERSION",
+    "STORAGE_CLASS",
+    "AddonVersions",
+    "Cluster",
+    "ClusterArgs",
+    "ClusterSpec",
+    "ClusterWiring",
+    "default_node_pools",
+]
 
 LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 REQUIRED_LOG_TYPES: tuple[str, ...] = ("api", "audit", "authenticator")
@@ -87,11 +95,24 @@ def default_node_pools() -> list[NodePoolArgs]:
     presets (``infra/presets/<environment>.yaml``).
     """
     return [
-        NodePoolArgs(name="cpu", instance_types=["m6i.xlarge", "m6a.xlarge", "m5.xlarge"], min_size=2, max_size=6,
-                     labels={"workload": "general"}),
-        NodePoolArgs(name="gpu", instance_types=["g5.xlarge", "g6.xlarge", "g4dn.xlarge"], capacity_type="SPOT",
-                     min_size=0, max_size=4, disk_size_gib=100, labels={"workload": "gpu"},
-                     taints=[Taint("nvidia.com/gpu", "true", "NoSchedule")], ami_type="AL2023_x86_64_NVIDIA"),
+        NodePoolArgs(
+            name="cpu",
+            instance_types=["m6i.xlarge", "m6a.xlarge", "m5.xlarge"],
+            min_size=2,
+            max_size=6,
+            labels={"workload": "general"},
+        ),
+        NodePoolArgs(
+            name="gpu",
+            instance_types=["g5.xlarge", "g6.xlarge", "g4dn.xlarge"],
+            capacity_type="SPOT",
+            min_size=0,
+            max_size=4,
+            disk_size_gib=100,
+            labels={"workload": "gpu"},
+            taints=[Taint("nvidia.com/gpu", "true", "NoSchedule")],
+            ami_type="AL2023_x86_64_NVIDIA",
+        ),
     ]
 
 
@@ -102,8 +123,9 @@ def _default_pools() -> dict[str, NodePoolArgs]:
 def _not_one_string(value: Any) -> Any:
     # A list of names given as one string: pydantic refuses it anyway; say why a list is meant.
     if isinstance(value, str | bytes):
-        raise ValueError(f"{value!r} is a single string, which would be read as one name per letter; give a list, "
-                         f"e.g. [{value!r}]")
+        raise ValueError(
+            f"{value!r} is a single string, which would be read as one name per letter; give a list, e.g. [{value!r}]"
+        )
     return value
 
 
@@ -137,8 +159,7 @@ class ClusterSpec(Spec):
     charts: system.ChartVersions = Field(default_factory=system.ChartVersions)
     """Pinned Helm chart versions of the autoscaler, termination handler and device plugin."""
 
-    _one_string = field_validator("public_access_cidrs", "admin_role_arns", "log_types", mode="before")(
-        _not_one_string)
+    _one_string = field_validator("public_access_cidrs", "admin_role_arns", "log_types", mode="before")(_not_one_string)
 
     @field_validator("version")
     @classmethod
@@ -201,16 +222,31 @@ class ClusterSpec(Spec):
     def _consistent(self) -> Self:
         problems: list[Problem] = []
         if self.endpoint_public_access and not self.public_access_cidrs:
-            problems.append(((), "endpointPublicAccess is true but publicAccessCidrs is empty, which EKS reads as "
-                                 "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private"))
+            problems.append(
+                (
+                    (),
+                    "endpointPublicAccess is true but publicAccessCidrs is empty, which EKS reads as "
+                    "0.0.0.0/0; list the CIDRs that may reach the API, or keep the endpoint private",
+                )
+            )
         if not self.endpoint_public_access and self.public_access_cidrs:
-            problems.append(((), f"publicAccessCidrs {self.public_access_cidrs} is set but endpointPublicAccess is "
-                                 "false; set it to true or drop the CIDRs"))
+            problems.append(
+                (
+                    (),
+                    f"publicAccessCidrs {self.public_access_cidrs} is set but endpointPublicAccess is "
+                    "false; set it to true or drop the CIDRs",
+                )
+            )
         if not self.node_pools:
             problems.append((("nodeGroups",), "{} lists no pool; the cluster needs at least one for system pods"))
         elif all(pool.taints for pool in self.node_pools.values()):
-            problems.append((("nodeGroups",), "every node pool is tainted, so coredns and the autoscaler cannot "
-                                              "schedule; leave at least one pool without taints"))
+            problems.append(
+                (
+                    ("nodeGroups",),
+                    "every node pool is tainted, so coredns and the autoscaler cannot "
+                    "schedule; leave at least one pool without taints",
+                )
+            )
         for name, pool in self.node_pools.items():
             problems += [(("nodeGroups", name, *loc), message) for loc, message in self._version_skew(pool)]
         if problems:
@@ -224,30 +260,51 @@ class ClusterSpec(Spec):
         node = k8s_minor(version)
         problems: list[Problem] = []
         if control is not None and node is not None and node > control:
-            problems.append((("version",), f"{version!r} is newer than the control plane's {self.version!r} "
-                                           "(mlplat:cluster.version); upgrade the control plane first"))
+            problems.append(
+                (
+                    ("version",),
+                    f"{version!r} is newer than the control plane's {self.version!r} "
+                    "(mlplat:cluster.version); upgrade the control plane first",
+                )
+            )
         elif control is not None and node is not None and control - node > 3:
-            problems.append((("version",), f"{version!r} is more than 3 minors behind the control plane's "
-                                           f"{self.version!r}, beyond the kubelet skew Kubernetes supports"))
+            problems.append(
+                (
+                    ("version",),
+                    f"{version!r} is more than 3 minors behind the control plane's "
+                    f"{self.version!r}, beyond the kubelet skew Kubernetes supports",
+                )
+            )
         if pool.release_version is not None and not pool.release_version.startswith(f"{version}."):
             whose = "the pool's version" if pool.version else "the cluster's version"
-            problems.append((("releaseVersion",), f"{pool.release_version!r} is not a release of Kubernetes "
-                                                  f"{version} ({whose}); expected {version}.<patch>-<date>"))
+            problems.append(
+                (
+                    ("releaseVersion",),
+                    f"{pool.release_version!r} is not a release of Kubernetes "
+                    f"{version} ({whose}); expected {version}.<patch>-<date>",
+                )
+            )
         return problems
 
 
 def _keyed_pools(model: str, value: Mapping[Any, Any]) -> dict[Any, Any]:
     """The ``nodeGroups`` map with each entry's ``name`` taken from its key (names checked first, by key)."""
-    problems: list[Problem] = [((name,), problem) for name in value
-                               if isinstance(name, str) and (problem := pool_name_problem(name))]
+    problems: list[Problem] = [
+        ((name,), problem) for name in value if isinstance(name, str) and (problem := pool_name_problem(name))
+    ]
     if problems:
         raise_problems(model, problems)
     pools: dict[Any, Any] = {}
     for name, pool in value.items():
         given = pool.get("name", name) if isinstance(pool, Mapping) else getattr(pool, "name", name)
         if given != name:
-            problems.append(((name, "name"), f"{given!r} is not the pool's key {name!r}: a pool in nodeGroups is "
-                                             "named by its key; leave name out"))
+            problems.append(
+                (
+                    (name, "name"),
+                    f"{given!r} is not the pool's key {name!r}: a pool in nodeGroups is "
+                    "named by its key; leave name out",
+                )
+            )
         pools[name] = {**pool, "name": name} if isinstance(pool, Mapping) else pool
     if problems:
         raise_problems(model, problems)
@@ -325,16 +382,18 @@ class Cluster(pulumi.ComponentResource):
     secrets_key_arn: pulumi.Output[str]
     """The KMS key that envelope-encrypts Kubernetes secrets."""
 
-    def __init__(self, name: str, args: ClusterArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: ClusterArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("Cluster", ClusterArgs, args, kwargs)
         super().__init__("mlplat:cluster:Cluster", name, None, opts)
         self._prefix = name
         child = pulumi.ResourceOptions(parent=self)
         cluster_name = args.cluster_name or name
 
-        secrets_key = rotated_key(f"{name}-secrets", f"Envelope encryption of Kubernetes secrets in {cluster_name}",
-                                  child)
+        secrets_key = rotated_key(
+            f"{name}-secrets", f"Envelope encryption of Kubernetes secrets in {cluster_name}", child
+        )
         node_role = aws.iam.Role(
             f"{name}-node",
             assume_role_policy=service_trust_policy("ec2.amazonaws.com"),
@@ -385,9 +444,13 @@ class Cluster(pulumi.ComponentResource):
                     # pulumi-eks creates a k8s StorageClass whose metadata is this `metadata` (only an is-default
                     # annotation added); without a name the Kubernetes provider auto-names it gp3-<suffix>.
                     STORAGE_CLASS: eks.StorageClassArgs(
-                        type="gp3", default=True, encrypted=True, allow_volume_expansion=True,
+                        type="gp3",
+                        default=True,
+                        encrypted=True,
+                        allow_volume_expansion=True,
                         volume_binding_mode="WaitForFirstConsumer",
-                        metadata=k8s.meta.v1.ObjectMetaArgs(name=STORAGE_CLASS))
+                        metadata=k8s.meta.v1.ObjectMetaArgs(name=STORAGE_CLASS),
+                    )
                 },
                 deletion_protection=args.deletion_protection,
                 tags={"Name": cluster_name},
@@ -440,23 +503,30 @@ class Cluster(pulumi.ComponentResource):
         all_groups = list(self.node_groups.values())
 
         # Add-ons whose pods need nodes (the managed add-on goes DEGRADED, and Pulumi waits, without them).
-        ebs_role = self._own_service_account_role("kube-system", "ebs-csi-controller-sa",
-                                             managed_policy_arns=[EBS_CSI_POLICY])
+        ebs_role = self._own_service_account_role(
+            "kube-system", "ebs-csi-controller-sa", managed_policy_arns=[EBS_CSI_POLICY]
+        )
         after_nodes = [
             self._addon("coredns", versions.coredns, depends_on=all_groups),
-            self._addon("aws-ebs-csi-driver", versions.aws_ebs_csi_driver, role_arn=ebs_role.arn,
-                        depends_on=all_groups),
+            self._addon(
+                "aws-ebs-csi-driver", versions.aws_ebs_csi_driver, role_arn=ebs_role.arn, depends_on=all_groups
+            ),
             self._addon("metrics-server", versions.metrics_server, depends_on=all_groups),
         ]
         self.addons: dict[str, aws.eks.Addon] = {
-            a_name: addon for a_name, addon in zip(
+            a_name: addon
+            for a_name, addon in zip(
                 ["vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver", "metrics-server"],
-                [*networking, *after_nodes], strict=True)
+                [*networking, *after_nodes],
+                strict=True,
+            )
         }
 
         addons = self.addons
         self.capacity: list[pulumi.Resource] = [
-            *all_groups, *(addons[a] for a in ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver"))]
+            *all_groups,
+            *(addons[a] for a in ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver")),
+        ]
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=self.capacity)
         self.autoscaler_role = self._own_service_account_role(
             system.SYSTEM_NAMESPACE, system.AUTOSCALER_SA, policy=system.autoscaler_policy(cluster_name)
@@ -469,14 +539,16 @@ class Cluster(pulumi.ComponentResource):
         )
         self.interruptions = system.interruption_queue(name, child)
         self.termination_handler_role = self._own_service_account_role(
-            system.SYSTEM_NAMESPACE, system.NTH_SA,
+            system.SYSTEM_NAMESPACE,
+            system.NTH_SA,
             policy=system.termination_handler_policy(self.interruptions.queue.arn),
         )
         self.termination_handler = system.release(
             f"{name}-node-termination-handler",
             args.charts.termination_handler(),
-            system.termination_handler_values(self.interruptions.queue.url, args.region,
-                                              self.termination_handler_role.arn),
+            system.termination_handler_values(
+                self.interruptions.queue.url, args.region, self.termination_handler_role.arn
+            ),
             k8s_opts,
         )
         gpu_pools = [p for p in args.node_pools.values() if p.is_gpu]
@@ -547,13 +619,25 @@ class Cluster(pulumi.ComponentResource):
         own = pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=self)])
         return self._role(namespace, name, policy, managed_policy_arns, pulumi.ResourceOptions.merge(own, opts))
 
-    def _own_service_account_role(self, namespace: str, name: str, policy: pulumi.Input[str] | None = None, *,
-                                  managed_policy_arns: Sequence[str] = ()) -> aws.iam.Role:
+    def _own_service_account_role(
+        self,
+        namespace: str,
+        name: str,
+        policy: pulumi.Input[str] | None = None,
+        *,
+        managed_policy_arns: Sequence[str] = (),
+    ) -> aws.iam.Role:
         """An IRSA role the cluster itself needs (add-ons, autoscaler), created in the constructor as its child."""
         return self._role(namespace, name, policy, managed_policy_arns, pulumi.ResourceOptions(parent=self))
 
-    def _role(self, namespace: str, name: str, policy: pulumi.Input[str] | None, managed_policy_arns: Sequence[str],
-              opts: pulumi.ResourceOptions) -> aws.iam.Role:
+    def _role(
+        self,
+        namespace: str,
+        name: str,
+        policy: pulumi.Input[str] | None,
+        managed_policy_arns: Sequence[str],
+        opts: pulumi.ResourceOptions,
+    ) -> aws.iam.Role:
         return create_service_account_role(
             f"{self._prefix}-irsa-{namespace}-{name}",
             oidc_provider_arn=self.oidc_provider_arn,

@@ -114,8 +114,13 @@ class ChartVersions(Spec):
 
 
 def release(
-    resource_name: str, chart: Chart, values: pulumi.Input[dict[str, Any]], opts: pulumi.ResourceOptions,
-    namespace: pulumi.Input[str] = SYSTEM_NAMESPACE, *, timeout: int | None = None,
+    resource_name: str,
+    chart: Chart,
+    values: pulumi.Input[dict[str, Any]],
+    opts: pulumi.ResourceOptions,
+    namespace: pulumi.Input[str] = SYSTEM_NAMESPACE,
+    *,
+    timeout: int | None = None,
 ) -> k8s.helm.v3.Release:
     """A Helm release of a pinned chart (into kube-system unless ``namespace`` says otherwise).
 
@@ -178,8 +183,9 @@ def autoscaler_values(cluster_name: str, region: pulumi.Input[str], role_arn: pu
         "cloudProvider": "aws",
         "awsRegion": region,
         "autoDiscovery": {"clusterName": cluster_name},
-        "rbac": {"serviceAccount": {"create": True, "name": AUTOSCALER_SA,
-                                    "annotations": {ROLE_ARN_ANNOTATION: role_arn}}},
+        "rbac": {
+            "serviceAccount": {"create": True, "name": AUTOSCALER_SA, "annotations": {ROLE_ARN_ANNOTATION: role_arn}}
+        },
         "extraArgs": {
             "balance-similar-node-groups": True,
             "expander": "least-waste",

@@ -66,8 +66,10 @@ def support_status(version: str, on: dt.date | None = None) -> SupportStatus:
         oldest = min(EKS_VERSIONS, key=_minor)
         if _minor(version) < _minor(oldest):
             return "unsupported"
-        raise UnknownVersion(f"Kubernetes {version} is not in mlplat.components.k8s_versions.EKS_VERSIONS "
-                             f"(checked {CHECKED}); add its dates from {SOURCE}")
+        raise UnknownVersion(
+            f"Kubernetes {version} is not in mlplat.components.k8s_versions.EKS_VERSIONS "
+            f"(checked {CHECKED}); add its dates from {SOURCE}"
+        )
     if day < entry.standard_support_end:
         return "standard"
     if day < entry.extended_support_end:

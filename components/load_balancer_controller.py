@@ -43,15 +43,19 @@ def controller_policy() -> str:
     return POLICY_FILE.read_text()
 
 
-def _controller_values(cluster_name: pulumi.Input[str], region: str, vpc_id: pulumi.Input[str],
-                      role_arn: pulumi.Input[str]) -> dict[str, Any]:
+def _controller_values(
+    cluster_name: pulumi.Input[str], region: str, vpc_id: pulumi.Input[str], role_arn: pulumi.Input[str]
+) -> dict[str, Any]:
     return {
         "clusterName": cluster_name,
         "region": region,
         "vpcId": vpc_id,
         "replicaCount": 2,
-        "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT,
-                           "annotations": {"eks.amazonaws.com/role-arn": role_arn}},
+        "serviceAccount": {
+            "create": True,
+            "name": SERVICE_ACCOUNT,
+            "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+        },
         "podDisruptionBudget": {"maxUnavailable": 1},
     }
 
@@ -65,8 +69,13 @@ def install_load_balancer_controller(
     Ingresses it serves (and anything else that needs its webhook) should pass it in ``depends_on``.
     """
     # The role is the caller's (``opts.parent``), as the release is: the cluster's outputs are registered already.
-    role = cluster.service_account_role("kube-system", SERVICE_ACCOUNT, controller_policy(),
-                                        opts=pulumi.ResourceOptions(parent=opts.parent))
+    role = cluster.service_account_role(
+        "kube-system", SERVICE_ACCOUNT, controller_policy(), opts=pulumi.ResourceOptions(parent=opts.parent)
+    )
     after_capacity = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=cluster.capacity))
-    return release(f"{name}-aws-load-balancer-controller", CHART,
-                   _controller_values(cluster.cluster_name, region, vpc_id, role.arn), after_capacity)
+    return release(
+        f"{name}-aws-load-balancer-controller",
+        CHART,
+        _controller_values(cluster.cluster_name, region, vpc_id, role.arn),
+        after_capacity,
+    )

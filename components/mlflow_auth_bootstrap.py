@@ -66,12 +66,16 @@ def read_passwords(directory: Path, usernames: Sequence[str]) -> dict[str, str]:
     for user in usernames:
         path = directory / user
         if not path.is_file():
-            raise BootstrapError(f"no password for MLflow user {user!r}: {path} does not exist (mount the user's "
-                                 f"Secret's 'password' key there)")
+            raise BootstrapError(
+                f"no password for MLflow user {user!r}: {path} does not exist (mount the user's "
+                f"Secret's 'password' key there)"
+            )
         password = path.read_text().rstrip("\n")
         if len(password) < MIN_PASSWORD_LENGTH:
-            raise BootstrapError(f"the password of MLflow user {user!r} in {path} has {len(password)} characters; "
-                                 f"MLflow needs at least {MIN_PASSWORD_LENGTH}")
+            raise BootstrapError(
+                f"the password of MLflow user {user!r} in {path} has {len(password)} characters; "
+                f"MLflow needs at least {MIN_PASSWORD_LENGTH}"
+            )
         passwords[user] = password
     return passwords
 
@@ -148,11 +152,14 @@ def bootstrap(plan: Plan, backend_store_uri: str | None) -> list[str]:
     config = read_auth_config()
     if config.default_permission not in ACCEPTED_DEFAULTS:
         where = os.environ.get("MLFLOW_AUTH_CONFIG_PATH", "the auth config")
-        raise BootstrapError(f"default_permission = {config.default_permission} in {where} lets every authenticated "
-                             f"identity write; the platform needs one of {', '.join(ACCEPTED_DEFAULTS)}")
+        raise BootstrapError(
+            f"default_permission = {config.default_permission} in {where} lets every authenticated "
+            f"identity write; the platform needs one of {', '.join(ACCEPTED_DEFAULTS)}"
+        )
     if not config.admin_username or not config.admin_password:
-        raise BootstrapError("the MLflow admin needs a username (admin_username) and a password "
-                             "(MLFLOW_AUTH_ADMIN_PASSWORD)")
+        raise BootstrapError(
+            "the MLflow admin needs a username (admin_username) and a password (MLFLOW_AUTH_ADMIN_PASSWORD)"
+        )
     names = [config.admin_username, *plan.writers, *plan.readers]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -164,8 +171,10 @@ def bootstrap(plan: Plan, backend_store_uri: str | None) -> list[str]:
     with serialized(config.database_uri):
         store = SqlAlchemyStore()
         store.init_db(config.database_uri)  # creates or migrates the auth tables
-        done.append(f"admin {config.admin_username}: "
-                    f"{_ensure_user(store, config.admin_username, config.admin_password, admin=True)}")
+        done.append(
+            f"admin {config.admin_username}: "
+            f"{_ensure_user(store, config.admin_username, config.admin_password, admin=True)}"
+        )
         for user in [*plan.writers, *plan.readers]:
             done.append(f"user {user}: {_ensure_user(store, user, plan.passwords[user], admin=False)}")
         for user in plan.writers:
@@ -177,8 +186,9 @@ def bootstrap(plan: Plan, backend_store_uri: str | None) -> list[str]:
 
             registry = RegistryStore(backend_store_uri)
             for name in plan.models:
-                done.append(f"registered model {name}: "
-                            f"{'created' if _ensure_registered_model(registry, name) else 'exists'}")
+                done.append(
+                    f"registered model {name}: {'created' if _ensure_registered_model(registry, name) else 'exists'}"
+                )
         for user in plan.readers:
             # A reader never holds a wildcard grant, nor one on a platform model (MANAGE, had it created one first).
             targets = [(t, "*") for t in WRITER_RESOURCE_TYPES] + [("registered_model", m) for m in plan.models]
@@ -204,8 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         users = list(dict.fromkeys([*args.writer, *args.reader]))
-        plan = Plan(writers=args.writer, readers=args.reader, models=args.model,
-                    passwords=read_passwords(Path(args.passwords_dir), users))
+        plan = Plan(
+            writers=args.writer,
+            readers=args.reader,
+            models=args.model,
+            passwords=read_passwords(Path(args.passwords_dir), users),
+        )
         for line in bootstrap(plan, os.environ.get("MLFLOW_BACKEND_STORE_URI")):
             log.info("%s", line)
     except BootstrapError as error:

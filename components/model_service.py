@@ -190,12 +190,14 @@ class ModelServiceSpec(Spec):
                 "ModelServiceArgs.internal=False: an internet-facing ALB without certificate_arn serves plain HTTP, "
                 "API keys and predictions in clear text; set certificate_arn to an ACM certificate "
                 "(arn:aws:acm:<region>:<account id>:certificate/<id>), or allow_public_without_tls=True "
-                "(flagged by mlplat check)")
+                "(flagged by mlplat check)"
+            )
         if self.public and not self.authenticated and not self.allow_public_without_auth:
             raise ValueError(
                 "ModelServiceArgs.internal=False: an internet-facing ALB in front of servers that take requests "
                 "without an API key lets anyone on the internet call the model; keep generate_api_key=True or "
-                "set api_key_secret, or allow_public_without_auth=True (flagged by mlplat check)")
+                "set api_key_secret, or allow_public_without_auth=True (flagged by mlplat check)"
+            )
         return self
 
     @property
@@ -207,7 +209,6 @@ class ModelServiceSpec(Spec):
     def authenticated(self) -> bool:
         """Whether the servers require an API key (given as a Secret, or generated)."""
         return self.api_key_secret is not None or self.generate_api_key
-
 
 
 class ModelServiceArgs(ModelServiceSpec):
@@ -228,15 +229,18 @@ class ModelServiceArgs(ModelServiceSpec):
 
 def derived_names(args: ModelServiceArgs) -> list[DerivedName]:
     """The Kubernetes names a :class:`ModelService` builds from its name, each with its length limit."""
-    names = [
-        DerivedName("Service (a DNS-1035 label)", f"-{track}") for track in ("stable", "canary")
-    ] + [DerivedName("label value app.kubernetes.io/name")]
+    names = [DerivedName("Service (a DNS-1035 label)", f"-{track}") for track in ("stable", "canary")] + [
+        DerivedName("label value app.kubernetes.io/name")
+    ]
     if args.ingress:
         names += [
             DerivedName("Ingress backend (a DNS-1035 label)", SPLIT_SUFFIX),
             # An annotation key's name part (after the prefix's '/') has at most 63 characters.
-            DerivedName(f"ALB action annotation (key {ALB}<name part>)", SPLIT_SUFFIX,
-                        prefix=ALB_ACTION_PREFIX.removeprefix(ALB)),
+            DerivedName(
+                f"ALB action annotation (key {ALB}<name part>)",
+                SPLIT_SUFFIX,
+                prefix=ALB_ACTION_PREFIX.removeprefix(ALB),
+            ),
         ]
     return names
 
@@ -268,17 +272,22 @@ class ModelService(pulumi.ComponentResource):
     api_key: pulumi.Output[str] | None
     """The generated API key, a secret; None when it comes from ``api_key_secret`` or is off."""
 
-    def __init__(self, name: str, args: ModelServiceArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: ModelServiceArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("ModelService", ModelServiceArgs, args, kwargs)
         super().__init__("mlplat:serving:ModelService", name, None, opts)
-        check_name("ModelService", name, derived_names(args), dns1035=True,
-                   why="it names the Services <name>-stable and <name>-canary")
+        check_name(
+            "ModelService",
+            name,
+            derived_names(args),
+            dns1035=True,
+            why="it names the Services <name>-stable and <name>-canary",
+        )
         self._service = name
         self._spec = args
         child = child_options(self, opts)
-        self.service_account = service_account(f"{name}-sa", name, args.namespace,
-                                               args.service_account_role_arn, child)
+        self.service_account = service_account(f"{name}-sa", name, args.namespace, args.service_account_role_arn, child)
         self.service_names = {}
         self.deployments: dict[str, k8s.apps.v1.Deployment] = {}
         self.api_key = None
@@ -287,8 +296,9 @@ class ModelService(pulumi.ComponentResource):
             key = random.RandomPassword(f"{name}-api-key", length=40, special=False, opts=child)
             secret = k8s.core.v1.Secret(
                 f"{name}-api-key",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{name}-api-key", namespace=args.namespace,
-                                                    labels={"app.kubernetes.io/name": name}),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{name}-api-key", namespace=args.namespace, labels={"app.kubernetes.io/name": name}
+                ),
                 type="Opaque",
                 string_data={API_KEY_SECRET_KEY: key.result},
                 opts=child,
@@ -299,8 +309,12 @@ class ModelService(pulumi.ComponentResource):
             self._network_policy(child)
 
         versions: list[tuple[str, pulumi.Input[str], pulumi.Input[str], int | None]] = [
-            ("stable", checked_when_known(args.model_uri, checked_as("ModelServiceArgs.model_uri", check_model_uri)),
-             args.image, None)
+            (
+                "stable",
+                checked_when_known(args.model_uri, checked_as("ModelServiceArgs.model_uri", check_model_uri)),
+                args.image,
+                None,
+            )
         ]
         if args.canary is not None:
             canary_uri = checked_when_known(args.canary.model_uri, checked_as("Canary.model_uri", check_model_uri))
@@ -311,8 +325,9 @@ class ModelService(pulumi.ComponentResource):
         self.ingress_hostname = None
         if args.ingress:
             self.ingress_hostname = self._ingress(child)
-        self.register_outputs({"service_names": self.service_names, "ingress_hostname": self.ingress_hostname,
-                               "api_key": self.api_key})
+        self.register_outputs(
+            {"service_names": self.service_names, "ingress_hostname": self.ingress_hostname, "api_key": self.api_key}
+        )
 
     def _network_policy(self, child: pulumi.ResourceOptions) -> None:
         """Only the ALB (by address), Prometheus and the named namespaces reach the servers' port."""
@@ -323,21 +338,31 @@ class ModelService(pulumi.ComponentResource):
             for cidr in args.load_balancer_cidrs
         ]
         namespaces: list[pulumi.Input[str]] = [
-            *([args.monitoring_namespace] if args.monitoring_namespace else []), *args.allowed_namespaces]
+            *([args.monitoring_namespace] if args.monitoring_namespace else []),
+            *args.allowed_namespaces,
+        ]
         if namespaces:
             values: pulumi.Input[list[str]] = (
                 pulumi.Output.all(*namespaces).apply(lambda known: sorted(set(known)))
-                if any(isinstance(n, pulumi.Output) for n in namespaces) else sorted(set(map(str, namespaces))))
-            sources.append(k8s.networking.v1.NetworkPolicyPeerArgs(
-                namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
-                    k8s.meta.v1.LabelSelectorRequirementArgs(key="kubernetes.io/metadata.name", operator="In",
-                                                             values=values)
-                ])
-            ))
+                if any(isinstance(n, pulumi.Output) for n in namespaces)
+                else sorted(set(map(str, namespaces)))
+            )
+            sources.append(
+                k8s.networking.v1.NetworkPolicyPeerArgs(
+                    namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                        match_expressions=[
+                            k8s.meta.v1.LabelSelectorRequirementArgs(
+                                key="kubernetes.io/metadata.name", operator="In", values=values
+                            )
+                        ]
+                    )
+                )
+            )
         k8s.networking.v1.NetworkPolicy(
             name,
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace,
-                                                labels={"app.kubernetes.io/name": name}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=name, namespace=args.namespace, labels={"app.kubernetes.io/name": name}
+            ),
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": name}),
                 policy_types=["Ingress"],
@@ -348,16 +373,30 @@ class ModelService(pulumi.ComponentResource):
         )
 
     def _labels(self, track: str) -> dict[str, str]:
-        return {"app.kubernetes.io/name": self._service, "app.kubernetes.io/component": "model-server",
-                "mlplat.io/track": track}
+        return {
+            "app.kubernetes.io/name": self._service,
+            "app.kubernetes.io/component": "model-server",
+            "mlplat.io/track": track,
+        }
 
-    def _add_version(self, track: str, model_uri: pulumi.Input[str], image: pulumi.Input[str],
-                     fixed_replicas: int | None, child: pulumi.ResourceOptions) -> None:
+    def _add_version(
+        self,
+        track: str,
+        model_uri: pulumi.Input[str],
+        image: pulumi.Input[str],
+        fixed_replicas: int | None,
+        child: pulumi.ResourceOptions,
+    ) -> None:
         args, name = self._spec, f"{self._service}-{track}"
         labels = self._labels(track)
         metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels)
-        awaited = metadata if args.await_ready else k8s.meta.v1.ObjectMetaArgs(
-            name=name, namespace=args.namespace, labels=labels, annotations=dict(SKIP_AWAIT))
+        awaited = (
+            metadata
+            if args.await_ready
+            else k8s.meta.v1.ObjectMetaArgs(
+                name=name, namespace=args.namespace, labels=labels, annotations=dict(SKIP_AWAIT)
+            )
+        )
         node_selector, tolerations = gpu_placement(args.resources.gpus)
         # Named through the contracts (serving_env): a setting the server does not have is an error here, not a
         # variable the server would silently ignore.
@@ -381,11 +420,17 @@ class ModelService(pulumi.ComponentResource):
         if args.tracking_credentials_secret is not None:
             variables = [*variables, *tracking_credentials_env(args.tracking_credentials_secret)]
         if self._api_key_secret is not None:
-            variables = [*variables, k8s.core.v1.EnvVarArgs(
-                name=serving_env("api_key"),
-                value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
-                    name=self._api_key_secret, key=API_KEY_SECRET_KEY)),
-            )]
+            variables = [
+                *variables,
+                k8s.core.v1.EnvVarArgs(
+                    name=serving_env("api_key"),
+                    value_from=k8s.core.v1.EnvVarSourceArgs(
+                        secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                            name=self._api_key_secret, key=API_KEY_SECRET_KEY
+                        )
+                    ),
+                ),
+            ]
         container = k8s.core.v1.ContainerArgs(
             name="server",
             image=image,
@@ -398,13 +443,16 @@ class ModelService(pulumi.ComponentResource):
             readiness_probe=http_probe(READY_PATH, "http", period=5, failures=2),
             lifecycle=k8s.core.v1.LifecycleArgs(
                 pre_stop=k8s.core.v1.LifecycleHandlerArgs(sleep=k8s.core.v1.SleepActionArgs(seconds=args.drain_seconds))
-            ) if args.drain_seconds else None,
+            )
+            if args.drain_seconds
+            else None,
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
         )
         selector = k8s.meta.v1.LabelSelectorArgs(match_labels=labels)
         spread = [
-            k8s.core.v1.TopologySpreadConstraintArgs(max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
-                                                     label_selector=selector)
+            k8s.core.v1.TopologySpreadConstraintArgs(
+                max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway", label_selector=selector
+            )
             for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
         ]
         deployment = k8s.apps.v1.Deployment(
@@ -480,8 +528,9 @@ class ModelService(pulumi.ComponentResource):
             metadata=metadata,
             # A server waiting for its model is unready; with the default policy a PDB counts it as disrupted
             # already and blocks every node drain (cluster upgrades, spot reclaims) until the model appears.
-            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector,
-                                                           unhealthy_pod_eviction_policy="AlwaysAllow"),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1, selector=selector, unhealthy_pod_eviction_policy="AlwaysAllow"
+            ),
             opts=child,
         )
         self.deployments[track] = deployment
@@ -494,8 +543,9 @@ class ModelService(pulumi.ComponentResource):
         # number (aws-load-balancer-controller v2.13, pkg/ingress/config_types.go TargetGroupTuple). Name it.
         targets = [{"serviceName": f"{name}-stable", "servicePort": SERVICE_PORT_NAME, "weight": stable_weight}]
         if args.canary is not None:
-            targets.append({"serviceName": f"{name}-canary", "servicePort": SERVICE_PORT_NAME,
-                            "weight": args.canary.weight})
+            targets.append(
+                {"serviceName": f"{name}-canary", "servicePort": SERVICE_PORT_NAME, "weight": args.canary.weight}
+            )
         action = f"{name}{SPLIT_SUFFIX}"
         annotations: dict[str, pulumi.Input[str]] = {
             f"{ALB}scheme": "internal" if args.internal else "internet-facing",
@@ -510,21 +560,25 @@ class ModelService(pulumi.ComponentResource):
             # HTTPS only (aws-load-balancer-controller v2.13, docs/guide/ingress/annotations.md): no HTTP listener,
             # so a client never sends its key in clear text only to be redirected afterwards; ssl-redirect turns
             # any HTTP listener added later (listen-ports are merged across an IngressGroup) into a redirect.
-            annotations.update({
-                f"{ALB}certificate-arn": checked_when_known(
-                    args.certificate_arn, checked_as("ModelServiceArgs.certificate_arn", check_certificate_arn)),
-                f"{ALB}listen-ports": json.dumps([{"HTTPS": 443}]),
-                f"{ALB}ssl-policy": SSL_POLICY,
-                f"{ALB}ssl-redirect": "443",
-            })
+            annotations.update(
+                {
+                    f"{ALB}certificate-arn": checked_when_known(
+                        args.certificate_arn, checked_as("ModelServiceArgs.certificate_arn", check_certificate_arn)
+                    ),
+                    f"{ALB}listen-ports": json.dumps([{"HTTPS": 443}]),
+                    f"{ALB}ssl-policy": SSL_POLICY,
+                    f"{ALB}ssl-redirect": "443",
+                }
+            )
         elif args.public:
             annotations[PUBLIC_WITHOUT_TLS] = "true"  # allow_public_without_tls: mlplat check flags it
         if args.public and self._api_key_secret is None:
             annotations[PUBLIC_WITHOUT_AUTH] = "true"  # allow_public_without_auth: mlplat check flags it
         ingress = k8s.networking.v1.Ingress(
             name,
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, annotations=annotations,
-                                                labels={"app.kubernetes.io/name": name}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=name, namespace=args.namespace, annotations=annotations, labels={"app.kubernetes.io/name": name}
+            ),
             spec=k8s.networking.v1.IngressSpecArgs(
                 ingress_class_name="alb",
                 rules=[
@@ -546,10 +600,12 @@ class ModelService(pulumi.ComponentResource):
                     )
                 ],
             ),
-            opts=pulumi.ResourceOptions.merge(child,
-                                              pulumi.ResourceOptions(depends_on=list(self.deployments.values()))),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=list(self.deployments.values()))
+            ),
         )
         return ingress.status.apply(
-            lambda s: (s.load_balancer.ingress[0].hostname if s and s.load_balancer and s.load_balancer.ingress
-                       else "") or ""
+            lambda s: (
+                (s.load_balancer.ingress[0].hostname if s and s.load_balancer and s.load_balancer.ingress else "") or ""
+            )
         )

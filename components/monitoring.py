@@ -79,10 +79,16 @@ SNS_MESSAGE = (
 # critical alert mutes the same alert's warning/info, a warning its info, and InfoInhibitor (which fires while a
 # namespace has only info alerts) mutes those info alerts and is itself muted by any other alert.
 UPSTREAM_INHIBIT_RULES: tuple[dict[str, Any], ...] = (
-    {"source_matchers": ["severity = critical"], "target_matchers": ["severity =~ warning|info"],
-     "equal": ["namespace", "alertname"]},
-    {"source_matchers": ["severity = warning"], "target_matchers": ["severity = info"],
-     "equal": ["namespace", "alertname"]},
+    {
+        "source_matchers": ["severity = critical"],
+        "target_matchers": ["severity =~ warning|info"],
+        "equal": ["namespace", "alertname"],
+    },
+    {
+        "source_matchers": ["severity = warning"],
+        "target_matchers": ["severity = info"],
+        "equal": ["namespace", "alertname"],
+    },
     {"source_matchers": ["alertname = InfoInhibitor"], "target_matchers": ["severity = info"], "equal": ["namespace"]},
     {"target_matchers": ["alertname = InfoInhibitor"]},
 )
@@ -167,8 +173,10 @@ class MonitoringSpec(Spec):
         if value is not None:
             label = value.get("name")
             if not isinstance(label, str) or not label or label in (NULL_RECEIVER, SNS_RECEIVER):
-                raise ValueError(f"MonitoringArgs.receiver: needs a 'name' other than {NULL_RECEIVER!r} and "
-                                 f"{SNS_RECEIVER!r}, got {label!r}")
+                raise ValueError(
+                    f"MonitoringArgs.receiver: needs a 'name' other than {NULL_RECEIVER!r} and "
+                    f"{SNS_RECEIVER!r}, got {label!r}"
+                )
             if not any(key.endswith("_configs") and item for key, item in value.items()):
                 raise ValueError(f"MonitoringArgs.receiver {label!r}: no integration (*_configs) to send alerts to")
         # Whether any receiver is set is checked by alertmanager_config(): the platform fills the topic in later.
@@ -182,17 +190,21 @@ class MonitoringArgs(MonitoringSpec):
     """ModelServices to scrape, name -> namespace: one ServiceMonitor each, covering its stable and canary
     versions (MlPlatform: every service of the platform)."""
 
+
 def _sns_topic_region(topic_arn: str) -> str:
     """The region of an SNS topic ARN (``arn:<partition>:sns:<region>:<account>:<name>``): where to publish."""
     parts = topic_arn.split(":")
     if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sns" or not parts[3]:
-        raise ValueError(f"MonitoringArgs.sns_topic_arn={topic_arn!r}: not an SNS topic ARN "
-                         "(arn:aws:sns:<region>:<account>:<topic>)")
+        raise ValueError(
+            f"MonitoringArgs.sns_topic_arn={topic_arn!r}: not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)"
+        )
     return parts[3]
 
 
-def alertmanager_policy(topic_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str] | None = None,
-                        ) -> pulumi.Output[str]:
+def alertmanager_policy(
+    topic_arn: pulumi.Input[str],
+    kms_key_arn: pulumi.Input[str] | None = None,
+) -> pulumi.Output[str]:
     """Alertmanager's permissions: ``sns:Publish`` on exactly the alert topic.
 
     ``kms_key_arn``: the topic's customer-managed key, if it has one (publishing to an encrypted topic needs
@@ -218,28 +230,40 @@ def alertmanager_config(args: MonitoringArgs) -> dict[str, Any]:
     receivers: list[dict[str, Any]] = []
     if args.sns_topic_arn is not None:
         if args.alertmanager_role_arn is None:
-            raise ValueError("MonitoringArgs.sns_topic_arn needs alertmanager_role_arn: without an IRSA role "
-                             "Alertmanager has no credentials to publish with (see alertmanager_policy)")
+            raise ValueError(
+                "MonitoringArgs.sns_topic_arn needs alertmanager_role_arn: without an IRSA role "
+                "Alertmanager has no credentials to publish with (see alertmanager_policy)"
+            )
         region = pulumi.Output.from_input(args.sns_topic_arn).apply(_sns_topic_region)
-        receivers.append({"name": SNS_RECEIVER, "sns_configs": [{
-            "topic_arn": args.sns_topic_arn,
-            # No keys, profile or role_arn: the SDK's default chain reads the IRSA web identity token.
-            "sigv4": {"region": region},
-            "subject": SNS_SUBJECT,
-            "message": SNS_MESSAGE,
-            "send_resolved": True,
-        }]})
+        receivers.append(
+            {
+                "name": SNS_RECEIVER,
+                "sns_configs": [
+                    {
+                        "topic_arn": args.sns_topic_arn,
+                        # No keys, profile or role_arn: the SDK's default chain reads the IRSA web identity token.
+                        "sigv4": {"region": region},
+                        "subject": SNS_SUBJECT,
+                        "message": SNS_MESSAGE,
+                        "send_resolved": True,
+                    }
+                ],
+            }
+        )
     elif args.alertmanager_role_arn is not None:
-        raise ValueError("MonitoringArgs.alertmanager_role_arn is set but sns_topic_arn is not: "
-                         "Alertmanager would hold AWS credentials for nothing")
+        raise ValueError(
+            "MonitoringArgs.alertmanager_role_arn is set but sns_topic_arn is not: "
+            "Alertmanager would hold AWS credentials for nothing"
+        )
     if args.receiver is not None:
         receivers.append(dict(args.receiver))
     if not receivers and not args.alerts_receiver_optional:
-        raise ValueError("Monitoring has no alert receiver: set MonitoringArgs.sns_topic_arn (with "
-                         "alertmanager_role_arn) or MonitoringArgs.receiver, or alerts_receiver_optional=True to "
-                         "accept alerts that page no one")
-    silenced = {"receiver": NULL_RECEIVER,
-                "matchers": [f'alertname =~ "{"|".join(SILENCED_ALERTS)}"']}
+        raise ValueError(
+            "Monitoring has no alert receiver: set MonitoringArgs.sns_topic_arn (with "
+            "alertmanager_role_arn) or MonitoringArgs.receiver, or alerts_receiver_optional=True to "
+            "accept alerts that page no one"
+        )
+    silenced = {"receiver": NULL_RECEIVER, "matchers": [f'alertname =~ "{"|".join(SILENCED_ALERTS)}"']}
     routes: list[dict[str, Any]] = [silenced]
     if len(receivers) > 1:
         # A matching child route replaces its parent's receiver, so each receiver is a child that continues.
@@ -287,8 +311,9 @@ def _chart_values(args: MonitoringArgs) -> dict[str, Any]:
             "serviceAccount": {
                 "create": True,
                 "name": ALERTMANAGER_SERVICE_ACCOUNT,
-                "annotations": ({ROLE_ARN_ANNOTATION: args.alertmanager_role_arn}
-                                if args.alertmanager_role_arn is not None else {}),
+                "annotations": (
+                    {ROLE_ARN_ANNOTATION: args.alertmanager_role_arn} if args.alertmanager_role_arn is not None else {}
+                ),
             },
             "alertmanagerSpec": {"replicas": args.alertmanager_replicas},
         },
@@ -348,14 +373,14 @@ class Monitoring(pulumi.ComponentResource):
     grafana_admin_password: pulumi.Output[str]
     """Grafana's generated admin password, a secret."""
 
-    def __init__(self, name: str, args: MonitoringArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: MonitoringArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("Monitoring", MonitoringArgs, args, kwargs)
         super().__init__("mlplat:observability:Monitoring", name, None, opts)
         values = _chart_values(args)  # before any child: a Monitoring without a receiver fails, creating nothing
         child = child_options(self, opts)
-        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace),
-                                   opts=child)
+        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace), opts=child)
         self.namespace = ns.metadata.name
         password = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False, opts=child)
         self.grafana_admin_password = password.result  # secret: pulumi-random marks it so
@@ -367,14 +392,19 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         chart = Chart(CHART.name, args.chart_version, CHART.repo)
-        self.release = release(f"{name}-stack", chart, values,
-                               pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[admin])),
-                               namespace=self.namespace)
+        self.release = release(
+            f"{name}-stack",
+            chart,
+            values,
+            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[admin])),
+            namespace=self.namespace,
+        )
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="mlplat-model-service-dashboard", namespace=self.namespace,
-                                                labels={DASHBOARD_LABEL: "1"}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="mlplat-model-service-dashboard", namespace=self.namespace, labels={DASHBOARD_LABEL: "1"}
+            ),
             data={"mlplat-model-service.json": dashboard_json()},
             opts=child,
         )
@@ -387,10 +417,15 @@ class Monitoring(pulumi.ComponentResource):
             opts=after_crds,
         )
         # The cluster autoscaler (kube-system) exports per-node-group sizes: the GPU-pool-at-max alert reads them.
-        service_monitor("cluster-autoscaler", "kube-system", {"app.kubernetes.io/name": "aws-cluster-autoscaler"},
-                        after_crds)
+        service_monitor(
+            "cluster-autoscaler", "kube-system", {"app.kubernetes.io/name": "aws-cluster-autoscaler"}, after_crds
+        )
         for service, namespace in args.model_services.items():
-            service_monitor(service, namespace, {"app.kubernetes.io/name": service,
-                                                 "app.kubernetes.io/component": "model-server"},
-                            after_crds, MODEL_SERVICE_RELABELINGS)
+            service_monitor(
+                service,
+                namespace,
+                {"app.kubernetes.io/name": service, "app.kubernetes.io/component": "model-server"},
+                after_crds,
+                MODEL_SERVICE_RELABELINGS,
+            )
         self.register_outputs({"namespace": self.namespace, "grafana_admin_password": self.grafana_admin_password})

@@ -101,13 +101,16 @@ class AlertThresholds(Spec):
             "queue_depth": (value <= 0, f"queue_depth must be > 0 requests, got {value}"),
             "drift_psi": (value <= 0, f"drift_psi must be > 0, got {value}"),
             "canary_margin": (value < 1, f"canary_margin must be >= 1 (a factor over the stable version), got {value}"),
-            "for_minutes": (not 0 <= value <= 1440,
-                            f"for_minutes must be a whole number of minutes from 0 to 1440, got {value}"),
+            "for_minutes": (
+                not 0 <= value <= 1440,
+                f"for_minutes must be a whole number of minutes from 0 to 1440, got {value}",
+            ),
             "drift_min_window_rows": (value < 1, f"drift_min_window_rows must be a whole number >= 1, got {value}"),
         }[str(info.field_name)]
         if problem[0]:
             raise ValueError(problem[1])
         return value
+
 
 def _num(value: float) -> str:
     """A PromQL number literal for `value` (exact, no trailing ``.0``)."""
@@ -133,8 +136,7 @@ _BY = "by (model_service, track)"
 
 def _p99(selector: str, by: str) -> str:
     return (
-        f"histogram_quantile(0.99, sum by ({by}, le) "
-        f"(rate(mlplat_request_duration_seconds_bucket{{{selector}}}[5m])))"
+        f"histogram_quantile(0.99, sum by ({by}, le) (rate(mlplat_request_duration_seconds_bucket{{{selector}}}[5m])))"
     )
 
 
@@ -287,8 +289,7 @@ def _platform_rules(t: AlertThresholds) -> list[dict[str, Any]]:
             "labels": {"severity": "warning"},
             "annotations": _annotations(
                 "GPU node group {{ $labels.node_group }} is at its maximum size",
-                "The cluster-autoscaler wants as many nodes as the group's max size; new GPU pods will stay "
-                "Pending.",
+                "The cluster-autoscaler wants as many nodes as the group's max size; new GPU pods will stay Pending.",
                 "Check Pending pods and the autoscaler's logs; raise the node pool's max_size (and the EC2 GPU "
                 "quota) or lower replicas of lower-priority GPU workloads.",
             ),
@@ -315,8 +316,22 @@ def dashboard_json() -> str:
 
 
 _KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left", "group_right", "offset",
-     "inf", "nan", "atan2"}
+    {
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+    }
 )
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', re.DOTALL)
 _NAME_MATCHER = re.compile(r'__name__\s*=\s*"((?:[^"\\]|\\.)*)"')

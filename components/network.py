@@ -20,8 +20,30 @@ __all__ = ["Network", "NetworkArgs", "NetworkSpec", "SubnetCidrs", "SubnetNewbit
 # Interface endpoints that let private nodes pull images, get IRSA credentials and ship logs without NAT.
 DEFAULT_INTERFACE_ENDPOINTS: tuple[str, ...] = ("ecr.api", "ecr.dkr", "sts", "logs")
 
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-                      2922, 3288, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 """The retention periods CloudWatch Logs accepts."""
 
 
@@ -78,8 +100,10 @@ class NetworkSpec(Spec):
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an IPv4 network in CIDR form ({exc}); e.g. 10.0.0.0/16") from exc
         if not 16 <= net.prefixlen <= 24:
-            raise ValueError(f"{value!r}: the VPC prefix must be between /16 and /24 (AWS allows /16 to /28, "
-                             "and a /25 or smaller leaves no room for three tiers of subnets)")
+            raise ValueError(
+                f"{value!r}: the VPC prefix must be between /16 and /24 (AWS allows /16 to /28, "
+                "and a /25 or smaller leaves no room for three tiers of subnets)"
+            )
         if not net.is_private:
             raise ValueError(f"{value!r} is not a private (RFC 1918) range; use e.g. 10.0.0.0/16")
         return str(net)
@@ -88,8 +112,10 @@ class NetworkSpec(Spec):
     @classmethod
     def _retention(cls, value: int) -> int:
         if value not in LOG_RETENTION_DAYS:
-            raise ValueError(f"{value} is not a CloudWatch Logs retention period; allowed: "
-                             + ", ".join(map(str, LOG_RETENTION_DAYS)))
+            raise ValueError(
+                f"{value} is not a CloudWatch Logs retention period; allowed: "
+                + ", ".join(map(str, LOG_RETENTION_DAYS))
+            )
         return value
 
     @field_validator("availability_zones")
@@ -102,8 +128,10 @@ class NetworkSpec(Spec):
     @model_validator(mode="after")
     def _layout(self) -> Self:
         if self.availability_zones is not None and len(self.availability_zones) != self.az_count:
-            raise ValueError(f"availabilityZones lists {len(self.availability_zones)} zones but azCount is "
-                             f"{self.az_count}; list exactly azCount zones or leave availabilityZones out")
+            raise ValueError(
+                f"availabilityZones lists {len(self.availability_zones)} zones but azCount is "
+                f"{self.az_count}; list exactly azCount zones or leave availabilityZones out"
+            )
         self.subnet_layout()  # raises with a specific message when the subnets do not fit or overlap
         return self
 
@@ -150,15 +178,16 @@ class Network(pulumi.ComponentResource):
     endpoint_security_group_id: pulumi.Output[str] | None
     """The interface endpoints' security group; None without interface endpoints."""
 
-    def __init__(self, name: str, args: NetworkArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: NetworkArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("Network", NetworkArgs, args, kwargs)
         super().__init__("mlplat:network:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         layout = args.subnet_layout()
-        region: pulumi.Input[str] = args.region or aws.get_region_output(
-            opts=pulumi.InvokeOutputOptions(parent=self)
-        ).region
+        region: pulumi.Input[str] = (
+            args.region or aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
+        )
         azs: list[pulumi.Input[str]]
         if args.availability_zones is not None:
             azs = list(args.availability_zones)

@@ -39,8 +39,11 @@ NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
 NTH_MANAGED_TAG = "aws-node-termination-handler/managed"
 
 # Kubernetes taint effect -> the EKS API's spelling.
-_EKS_EFFECTS: dict[str, str] = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE",
-                                "NoExecute": "NO_EXECUTE"}
+_EKS_EFFECTS: dict[str, str] = {
+    "NoSchedule": "NO_SCHEDULE",
+    "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+    "NoExecute": "NO_EXECUTE",
+}
 
 # NVIDIA GPUs per instance for the families a training/serving pool uses. Sizes not listed have one GPU.
 _GPU_FAMILIES: dict[str, dict[str, int]] = {
@@ -84,8 +87,9 @@ class Taint:
         """Parse ``key=value:Effect`` (or ``key:Effect``), as ``kubectl taint`` writes it."""
         match = _TAINT.fullmatch(text.strip())
         if match is None:
-            raise ValueError(f"taint {text!r} is not of the form key=value:Effect "
-                             "(e.g. nvidia.com/gpu=true:NoSchedule)")
+            raise ValueError(
+                f"taint {text!r} is not of the form key=value:Effect (e.g. nvidia.com/gpu=true:NoSchedule)"
+            )
         effect = match["effect"]
         if effect not in _EKS_EFFECTS:
             raise ValueError(f"taint {text!r}: effect {effect!r} is not one of {', '.join(_EKS_EFFECTS)}")
@@ -155,8 +159,10 @@ class NodePoolArgs(Spec):
     def _not_one_string(cls, value: Any) -> Any:
         # pydantic refuses a string for a list anyway; say why a list is meant.
         if isinstance(value, str | bytes):
-            raise ValueError(f"{value!r} is a single string, which would be read as one name per letter; give a "
-                             f"list, e.g. [{value!r}]")
+            raise ValueError(
+                f"{value!r} is a single string, which would be read as one name per letter; give a "
+                f"list, e.g. [{value!r}]"
+            )
         return value
 
     @field_validator("instance_types")
@@ -177,12 +183,22 @@ class NodePoolArgs(Spec):
         problems: list[Problem] = []
         for key, text in value.items():
             if not _LABEL_KEY.fullmatch(key):
-                problems.append(((key,), f"{key!r} is not a Kubernetes label name: at most 63 letters, digits, '-', "
-                                         "'_' and '.', starting and ending with a letter or digit, with an optional "
-                                         "DNS prefix and '/' (e.g. example.com/team)"))
+                problems.append(
+                    (
+                        (key,),
+                        f"{key!r} is not a Kubernetes label name: at most 63 letters, digits, '-', "
+                        "'_' and '.', starting and ending with a letter or digit, with an optional "
+                        "DNS prefix and '/' (e.g. example.com/team)",
+                    )
+                )
             elif not _LABEL_VALUE.fullmatch(text):
-                problems.append(((key,), f"{text!r} is not a Kubernetes label value: at most 63 letters, digits, "
-                                         "'-', '_' and '.', starting and ending with a letter or digit (or empty)"))
+                problems.append(
+                    (
+                        (key,),
+                        f"{text!r} is not a Kubernetes label value: at most 63 letters, digits, "
+                        "'-', '_' and '.', starting and ending with a letter or digit (or empty)",
+                    )
+                )
         if problems:
             raise_problems(cls.__name__, problems)
         return value
@@ -227,17 +243,29 @@ class NodePoolArgs(Spec):
 
     def _consistent(self) -> Self:
         problems: list[Problem] = [((), message) for message in [*self._size_problems(), *self._gpu_problems()]]
-        if self.version is not None and self.release_version is not None \
-                and not self.release_version.startswith(f"{self.version}."):
-            problems.append((("releaseVersion",), f"{self.release_version!r} is not a release of Kubernetes "
-                                                  f"{self.version} (the pool's version); expected "
-                                                  f"{self.version}.<patch>-<date>"))
+        if (
+            self.version is not None
+            and self.release_version is not None
+            and not self.release_version.startswith(f"{self.version}.")
+        ):
+            problems.append(
+                (
+                    ("releaseVersion",),
+                    f"{self.release_version!r} is not a release of Kubernetes "
+                    f"{self.version} (the pool's version); expected "
+                    f"{self.version}.<patch>-<date>",
+                )
+            )
         if problems:
             raise_problems(type(self).__name__, problems)
         if self.capacity_type == "SPOT" and len(self.instance_types) == 1:
-            warnings.warn(f"node pool {self.name!r}: SPOT with a single instance type ({self.instance_types[0]}) is "
-                          "interrupted together and may find no capacity; list several similar types (e.g. "
-                          "g5.xlarge, g6.xlarge, g4dn.xlarge)", SpotDiversityWarning, stacklevel=2)
+            warnings.warn(
+                f"node pool {self.name!r}: SPOT with a single instance type ({self.instance_types[0]}) is "
+                "interrupted together and may find no capacity; list several similar types (e.g. "
+                "g5.xlarge, g6.xlarge, g4dn.xlarge)",
+                SpotDiversityWarning,
+                stacklevel=2,
+            )
         return self
 
     def _shown(self, field: str) -> str:
@@ -256,8 +284,10 @@ class NodePoolArgs(Spec):
             fix = "" if "max_size" in self.model_fields_set else f"; set maxSize to {desired} or more"
         else:
             fix = "" if "min_size" in self.model_fields_set else f"; set minSize to {desired} or less"
-        return [f"desiredSize ({desired}) must lie between minSize ({self._shown('min_size')}) and maxSize "
-                f"({self._shown('max_size')}){fix}"]
+        return [
+            f"desiredSize ({desired}) must lie between minSize ({self._shown('min_size')}) and maxSize "
+            f"({self._shown('max_size')}){fix}"
+        ]
 
     def _gpu_problems(self) -> list[str]:
         counts = {t: gpu_count(t) for t in self.instance_types}
@@ -265,8 +295,10 @@ class NodePoolArgs(Spec):
         if self.ami_type not in NVIDIA_AMI_TYPES:
             gpu_types = sorted(t for t, n in counts.items() if n is not None)
             if gpu_types:
-                return [f"instanceTypes {gpu_types} have NVIDIA GPUs but {ami} has no driver; set amiType: "
-                        "AL2023_x86_64_NVIDIA"]
+                return [
+                    f"instanceTypes {gpu_types} have NVIDIA GPUs but {ami} has no driver; set amiType: "
+                    "AL2023_x86_64_NVIDIA"
+                ]
             if self.gpus_per_node:
                 return [f"gpusPerNode ({self.gpus_per_node}) needs an NVIDIA amiType, not {ami}"]
             return []
@@ -277,8 +309,10 @@ class NodePoolArgs(Spec):
             return [f"gpusPerNode ({self.gpus_per_node}) contradicts the GPUs per node of {wrong}"] if wrong else []
         unknown = sorted(t for t, n in counts.items() if n is None)
         if unknown:
-            return [f"instanceTypes {unknown} are not known GPU types; set gpusPerNode, or use g4dn/g5/g6/g6e/p3/"
-                    "p4d/p5 types"]
+            return [
+                f"instanceTypes {unknown} are not known GPU types; set gpusPerNode, or use g4dn/g5/g6/g6e/p3/"
+                "p4d/p5 types"
+            ]
         if len(set(counts.values())) > 1:
             # The autoscaler sizes an empty group from one template node: mixed GPU counts make it guess wrong.
             return [f"instanceTypes mix GPU counts {counts}; a pool must have one GPU count per node"]
@@ -332,8 +366,10 @@ def k8s_minor(version: str) -> int | None:
 def pool_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a pool (it names the node group ``<cluster>-<pool>``), or None."""
     if not _POOL_NAME.fullmatch(name):
-        return (f"{name!r} is not a node pool name: 1-31 characters of a-z, 0-9 and '-', starting with a letter (it "
-                "names the node group <cluster>-<pool>)")
+        return (
+            f"{name!r} is not a node pool name: 1-31 characters of a-z, 0-9 and '-', starting with a letter (it "
+            "names the node group <cluster>-<pool>)"
+        )
     return None
 
 
@@ -391,8 +427,9 @@ def create_node_pool(
         # NTH reads the managed tag from the instance itself (DescribeInstances); EKS copies neither node-group
         # nor ASG tags onto instances, but EC2 applies the launch template's instance tags at launch.
         tag_specifications=[
-            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance",
-                                                       tags={"Name": group_name, NTH_MANAGED_TAG: "true"}),
+            aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type="instance", tags={"Name": group_name, NTH_MANAGED_TAG: "true"}
+            ),
             aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type="volume", tags={"Name": group_name}),
         ],
         update_default_version=True,
@@ -417,8 +454,7 @@ def create_node_pool(
         ),
         update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=pool.max_unavailable_percentage),
         labels=dict(pool.labels),
-        taints=[aws.eks.NodeGroupTaintArgs(key=t.key, value=t.value or None, effect=t.eks_effect)
-                for t in pool.taints],
+        taints=[aws.eks.NodeGroupTaintArgs(key=t.key, value=t.value or None, effect=t.eks_effect) for t in pool.taints],
         launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=template.id, version=template.latest_version.apply(str)),
         tags=group_tags,
         # The autoscaler owns the running count; Pulumi would otherwise scale the pool back on every `up`.

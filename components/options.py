@@ -19,6 +19,7 @@ def checked_when_known(value: pulumi.Input[T], check: Callable[[T], object]) -> 
     ``check``'s error (and so fails the resource that takes it, and the update) when the value does not pass.
     An Output unknown at preview is not checked until it is known."""
     if isinstance(value, pulumi.Output):
+
         def passed(known: T) -> T:
             check(known)
             return known
@@ -44,15 +45,21 @@ def component_args(component: str, args_type: type[ArgsT], args: ArgsT | None, f
     Components call it before registering themselves, so a bad call creates nothing."""
     if args is not None:
         if fields:
-            raise TypeError(f"{component}: give an {args_type.__name__} or keyword arguments, not both "
-                            f"(keyword arguments {sorted(fields)})")
+            raise TypeError(
+                f"{component}: give an {args_type.__name__} or keyword arguments, not both "
+                f"(keyword arguments {sorted(fields)})"
+            )
         if not isinstance(args, args_type):
             raise TypeError(f"{component}: args must be a {args_type.__name__}, not {type(args).__name__}")
         return args
-    known = (set(args_type.model_fields) if isinstance(args_type, type) and issubclass(args_type, BaseModel)
-             else {f.name for f in dataclasses.fields(args_type)})  # type: ignore[arg-type]
+    known = (
+        set(args_type.model_fields)
+        if isinstance(args_type, type) and issubclass(args_type, BaseModel)
+        else {f.name for f in dataclasses.fields(args_type)}  # type: ignore[arg-type]
+    )
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise TypeError(f"{component}: {unknown} are not fields of {args_type.__name__}; "
-                        f"its fields: {', '.join(sorted(known))}")
+        raise TypeError(
+            f"{component}: {unknown} are not fields of {args_type.__name__}; its fields: {', '.join(sorted(known))}"
+        )
     return args_type(**fields)

@@ -69,8 +69,9 @@ class PipelineAccessArgs:
 
 def _check_role_arn(role_arn: Any) -> None:
     if not isinstance(role_arn, str) or not role_arn.startswith("arn:aws:iam::") or ":role/" not in role_arn:
-        raise ValueError(f"PipelineAccessArgs.role_arn={role_arn!r}: expected an IAM role ARN "
-                         "(arn:aws:iam::<account>:role/<name>)")
+        raise ValueError(
+            f"PipelineAccessArgs.role_arn={role_arn!r}: expected an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+        )
 
 
 def _canary_rules(deployments: Sequence[str]) -> list[k8s.rbac.v1.PolicyRuleArgs]:
@@ -78,8 +79,12 @@ def _canary_rules(deployments: Sequence[str]) -> list[k8s.rbac.v1.PolicyRuleArgs
     return [
         # restart = get + patch; status = get + a watch with fieldSelector metadata.name=<name>, which RBAC
         # admits under resourceNames (list and watch included for that reason).
-        k8s.rbac.v1.PolicyRuleArgs(api_groups=["apps"], resources=["deployments"], resource_names=list(deployments),
-                                   verbs=["get", "list", "watch", "patch"]),
+        k8s.rbac.v1.PolicyRuleArgs(
+            api_groups=["apps"],
+            resources=["deployments"],
+            resource_names=list(deployments),
+            verbs=["get", "list", "watch", "patch"],
+        ),
         # A label selector cannot be limited by resourceNames: the namespace's pods, listed only.
         k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["pods"], verbs=["list"]),
     ]
@@ -108,31 +113,46 @@ class PipelineAccess(pulumi.ComponentResource):
     access_entry_arn: pulumi.Output[str]
     """The EKS access entry's ARN."""
 
-    def __init__(self, name: str, args: PipelineAccessArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: PipelineAccessArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
         args = component_args("PipelineAccess", PipelineAccessArgs, args, kwargs)
         super().__init__("mlplat:cluster:PipelineAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.access_entry = aws.eks.AccessEntry(
-            name, cluster_name=args.cluster_name, principal_arn=checked_when_known(args.role_arn, _check_role_arn),
-            type="STANDARD", kubernetes_groups=[PIPELINE_GROUP], tags={"Name": name}, opts=child)
+            name,
+            cluster_name=args.cluster_name,
+            principal_arn=checked_when_known(args.role_arn, _check_role_arn),
+            type="STANDARD",
+            kubernetes_groups=[PIPELINE_GROUP],
+            tags={"Name": name},
+            opts=child,
+        )
         grants: list[tuple[str, pulumi.Input[str], list[k8s.rbac.v1.PolicyRuleArgs]]] = []
         if args.service_namespace is not None and args.canary_deployments:
             grants.append(("canary", args.service_namespace, _canary_rules(args.canary_deployments)))
         if args.monitoring_namespace is not None:
             grants.append(("prometheus", args.monitoring_namespace, _prometheus_rules(args.prometheus_service)))
         for suffix, namespace, rules in grants:
-            metadata = k8s.meta.v1.ObjectMetaArgs(name=PIPELINE_ROLE_NAME, namespace=namespace,
-                                                  labels={"app.kubernetes.io/managed-by": "mlplat"})
+            metadata = k8s.meta.v1.ObjectMetaArgs(
+                name=PIPELINE_ROLE_NAME, namespace=namespace, labels={"app.kubernetes.io/managed-by": "mlplat"}
+            )
             role = k8s.rbac.v1.Role(f"{name}-{suffix}", metadata=metadata, rules=rules, opts=child)
             k8s.rbac.v1.RoleBinding(
-                f"{name}-{suffix}", metadata=metadata,
-                role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role",
-                                                 name=PIPELINE_ROLE_NAME),
-                subjects=[k8s.rbac.v1.SubjectArgs(api_group="rbac.authorization.k8s.io", kind="Group",
-                                                  name=PIPELINE_GROUP)],
+                f"{name}-{suffix}",
+                metadata=metadata,
+                role_ref=k8s.rbac.v1.RoleRefArgs(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name=PIPELINE_ROLE_NAME
+                ),
+                subjects=[
+                    k8s.rbac.v1.SubjectArgs(api_group="rbac.authorization.k8s.io", kind="Group", name=PIPELINE_GROUP)
+                ],
                 # The group exists once the access entry maps the role to it.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[role,
-                                                                                            self.access_entry])))
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[role, self.access_entry])),
+            )
         self.access_entry_arn = self.access_entry.access_entry_arn
         self.register_outputs({"access_entry_arn": self.access_entry_arn})

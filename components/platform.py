@@ -111,8 +111,13 @@ def _wired(args_type: type[ArgsT], spec_type: type[Spec], spec: Spec, **wiring: 
 def platform_models(args: MlPlatformArgs) -> list[str]:
     """The registered models the platform's MLflow holds: those its services serve and its training jobs register."""
     # A URI known only at deploy time (an Output) names no model here: its model is not created up front.
-    names = [registered_model_of(uri) for svc in args.services.values() if svc.tracking_uri is None
-             for uri in (svc.model_uri, *([svc.canary.model_uri] if svc.canary else [])) if isinstance(uri, str)]
+    names = [
+        registered_model_of(uri)
+        for svc in args.services.values()
+        if svc.tracking_uri is None
+        for uri in (svc.model_uri, *([svc.canary.model_uri] if svc.canary else []))
+        if isinstance(uri, str)
+    ]
     for job in args.training_jobs.values():
         registry = job.config.get("registry")
         if job.tracking_uri is None and isinstance(registry, Mapping):
@@ -136,8 +141,9 @@ class MlPlatform(pulumi.ComponentResource):
     service_endpoints: dict[str, pulumi.Output[str]]
     """Service name -> its ALB's host name (empty until the controller provisions it); services with an Ingress."""
 
-    def __init__(self, name: str, args: MlPlatformArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: MlPlatformArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("MlPlatform", MlPlatformArgs, args, kwargs)
         super().__init__("mlplat:platform:MlPlatform", name, None, opts)
         # A pod that fits no node of the pools that may host it stays Pending, and Pulumi's await fails later.
@@ -150,34 +156,60 @@ class MlPlatform(pulumi.ComponentResource):
         # The subnets' kubernetes.io/cluster/<name> tags must name the cluster that uses them.
         network = dict(args.network)  # a NetworkSpec, or NetworkArgs whose own cluster_name/region are kept
         wiring = {"cluster_name": cluster_name, "region": args.region}
-        self.network = Network(name, NetworkArgs.model_validate(
-            {**network, **{key: value for key, value in wiring.items() if network.get(key) is None}}), opts=child)
-        self.cluster = Cluster(name, ClusterArgs.of(args.cluster, ClusterWiring(
-            vpc_id=self.network.vpc_id, private_subnet_ids=self.network.private_subnet_ids, region=args.region,
-            cluster_name=cluster_name)), opts=child)
+        self.network = Network(
+            name,
+            NetworkArgs.model_validate(
+                {**network, **{key: value for key, value in wiring.items() if network.get(key) is None}}
+            ),
+            opts=child,
+        )
+        self.cluster = Cluster(
+            name,
+            ClusterArgs.of(
+                args.cluster,
+                ClusterWiring(
+                    vpc_id=self.network.vpc_id,
+                    private_subnet_ids=self.network.private_subnet_ids,
+                    region=args.region,
+                    cluster_name=cluster_name,
+                ),
+            ),
+            opts=child,
+        )
         # Every workload's IRSA role, then the store with their grants, so that the store owns the policies.
-        tracking_role = (None if args.tracking is None
-                         else self.cluster.service_account_role(args.tracking.namespace, "mlflow", opts=child))
-        service_roles = {svc: self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}", opts=child)
-                         for svc in args.services}
-        job_roles = {job: self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}", opts=child)
-                     for job in args.training_jobs}
+        tracking_role = (
+            None
+            if args.tracking is None
+            else self.cluster.service_account_role(args.tracking.namespace, "mlflow", opts=child)
+        )
+        service_roles = {
+            svc: self.cluster.service_account_role(SERVING_NAMESPACE, f"{name}-{svc}", opts=child)
+            for svc in args.services
+        }
+        job_roles = {
+            job: self.cluster.service_account_role(TRAINING_NAMESPACE, f"{name}-{job}", opts=child)
+            for job in args.training_jobs
+        }
         grants = [
             *([] if tracking_role is None else [BucketGrant("mlflow", tracking_role.name, MLFLOW_PREFIX, write=True)]),
             *(BucketGrant(f"serve-{svc}", role.name, MLFLOW_PREFIX) for svc, role in service_roles.items()),
             *(BucketGrant(f"train-{job}", role.name, _checkpoints(job), write=True) for job, role in job_roles.items()),
         ]
         artifacts = dict(args.artifacts)
-        self.artifacts = ArtifactStore(f"{name}-artifacts", ArtifactStoreArgs.model_validate(
-            {**artifacts, "grants": [*artifacts.get("grants", ()), *grants]}), opts=child)
+        self.artifacts = ArtifactStore(
+            f"{name}-artifacts",
+            ArtifactStoreArgs.model_validate({**artifacts, "grants": [*artifacts.get("grants", ()), *grants]}),
+            opts=child,
+        )
         self.registry = ContainerRegistry(f"{name}-registry", args.registry, opts=child)
         on_cluster = pulumi.ResourceOptions(parent=self, providers=[self.cluster.provider])
         # Pods need nodes and their add-ons; every Service needs the Load Balancer Controller's webhook, which
         # rejects Services (failurePolicy: Fail) until the controller runs. Workloads wait for both.
         ready: list[pulumi.Resource] = list(self.cluster.capacity)
         if args.load_balancer_controller:
-            ready.append(install_load_balancer_controller(name, self.cluster, args.region, self.network.vpc_id,
-                                                          on_cluster))
+            ready.append(
+                install_load_balancer_controller(name, self.cluster, args.region, self.network.vpc_id, on_cluster)
+            )
         workloads = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=ready))
 
         self.tracking: Tracking | None = None
@@ -186,12 +218,13 @@ class MlPlatform(pulumi.ComponentResource):
             assert tracking_role is not None
             spec = args.tracking
             tracking = _wired(
-                TrackingArgs, TrackingSpec, spec,
+                TrackingArgs,
+                TrackingSpec,
+                spec,
                 vpc_id=self.network.vpc_id,
                 database_subnet_ids=self.network.database_subnet_ids,
                 # Managed node groups carry the EKS cluster security group; pods share their node's.
-                client_security_group_ids=[self.cluster.cluster_security_group_id,
-                                           self.cluster.node_security_group_id],
+                client_security_group_ids=[self.cluster.cluster_security_group_id, self.cluster.node_security_group_id],
                 artifacts_uri=self.artifacts.uri(MLFLOW_PREFIX),
                 service_account_role_arn=tracking_role.arn,
                 image=spec.image or self._image("tracking", "tracking"),
@@ -200,8 +233,11 @@ class MlPlatform(pulumi.ComponentResource):
                 # The internal ALB's ENIs lie in the private subnets, as do pods (VPC CNI): the VPC CIDR.
                 load_balancer_cidrs=list(spec.load_balancer_cidrs) or [self.network.vpc_cidr],
                 # Created up front, so that only the trainer and the pipeline ever hold write access to them.
-                auth=None if spec.auth is None else spec.auth.replace(
-                    registered_models=list(dict.fromkeys([*spec.auth.registered_models, *platform_models(args)]))),
+                auth=None
+                if spec.auth is None
+                else spec.auth.replace(
+                    registered_models=list(dict.fromkeys([*spec.auth.registered_models, *platform_models(args)]))
+                ),
             )
             self.tracking = Tracking(f"{name}-tracking", tracking, opts=workloads)
             tracking_uri = self.tracking.uri
@@ -219,14 +255,19 @@ class MlPlatform(pulumi.ComponentResource):
                 service = ModelService(
                     f"{name}-{svc}",
                     _wired(
-                        ModelServiceArgs, ModelServiceSpec, svc_args, namespace=namespace, image=image,
+                        ModelServiceArgs,
+                        ModelServiceSpec,
+                        svc_args,
+                        namespace=namespace,
+                        image=image,
                         tracking_uri=tracking_uri if own_mlflow else svc_args.tracking_uri,
                         service_account_role_arn=role.arn,
                         # Only with the platform's MLflow: another server knows nothing of its users.
                         tracking_credentials_secret=reader if own_mlflow else None,
                         # The ALB (target type ip) reaches pods from its ENIs: an ipBlock, not a namespace.
                         load_balancer_cidrs=list(svc_args.load_balancer_cidrs) or [self.network.vpc_cidr],
-                        monitoring_namespace=args.monitoring.namespace if args.monitoring is not None
+                        monitoring_namespace=args.monitoring.namespace
+                        if args.monitoring is not None
                         else svc_args.monitoring_namespace,
                     ),
                     opts=workloads,
@@ -237,10 +278,14 @@ class MlPlatform(pulumi.ComponentResource):
         if args.alarms is not None:
             self.alarms = PlatformAlarms(
                 f"{name}-alarms",
-                _wired(PlatformAlarmsArgs, PlatformAlarmsSpec, args.alarms,
-                       database_identifier=self.tracking.database.identifier if self.tracking else None,
-                       cluster_name=self.cluster.cluster_name,
-                       nat_gateway_ids=[n.id for n in self.network.nat_gateways]),
+                _wired(
+                    PlatformAlarmsArgs,
+                    PlatformAlarmsSpec,
+                    args.alarms,
+                    database_identifier=self.tracking.database.identifier if self.tracking else None,
+                    cluster_name=self.cluster.cluster_name,
+                    nat_gateway_ids=[n.id for n in self.network.nat_gateways],
+                ),
                 opts=child,
             )
         self.monitoring: Monitoring | None = None
@@ -256,26 +301,43 @@ class MlPlatform(pulumi.ComponentResource):
                 role = job_roles[job]
                 gpu = job_args.resources.gpus > 0
                 own_mlflow = job_args.tracking_uri is None
-                TrainingJob(f"{name}-{job}", _wired(
-                    TrainingJobArgs, TrainingJobSpec, job_args, namespace=namespace,
-                    # The platform picks the image: GPU jobs the CUDA build of the trainer, CPU jobs the CPU build.
-                    image=self._image("training", "training_jobs", cuda=gpu), image_cuda=gpu,
-                    tracking_uri=tracking_uri if own_mlflow else job_args.tracking_uri,
-                    checkpoint_uri=self.artifacts.uri(prefix), service_account_role_arn=role.arn,
-                    # Only with the platform's MLflow: another server knows nothing of its users.
-                    tracking_credentials_secret=writer if own_mlflow else None), opts=workloads)
+                TrainingJob(
+                    f"{name}-{job}",
+                    _wired(
+                        TrainingJobArgs,
+                        TrainingJobSpec,
+                        job_args,
+                        namespace=namespace,
+                        # The platform picks the image: GPU jobs the CUDA build of the trainer, CPU jobs the CPU build.
+                        image=self._image("training", "training_jobs", cuda=gpu),
+                        image_cuda=gpu,
+                        tracking_uri=tracking_uri if own_mlflow else job_args.tracking_uri,
+                        checkpoint_uri=self.artifacts.uri(prefix),
+                        service_account_role_arn=role.arn,
+                        # Only with the platform's MLflow: another server knows nothing of its users.
+                        tracking_credentials_secret=writer if own_mlflow else None,
+                    ),
+                    opts=workloads,
+                )
         if args.pipeline_role_arn is not None:
-            PipelineAccess(f"{name}-pipeline", PipelineAccessArgs(
-                cluster_name=self.cluster.cluster_name, role_arn=args.pipeline_role_arn,
-                service_namespace=self._serving_namespace,
-                canary_deployments=[f"{name}-{svc}-canary" for svc, svc_args in args.services.items()
-                                    if svc_args.canary is not None],
-                monitoring_namespace=self.monitoring.namespace if self.monitoring is not None else None,
-            ), opts=on_cluster)
+            PipelineAccess(
+                f"{name}-pipeline",
+                PipelineAccessArgs(
+                    cluster_name=self.cluster.cluster_name,
+                    role_arn=args.pipeline_role_arn,
+                    service_namespace=self._serving_namespace,
+                    canary_deployments=[
+                        f"{name}-{svc}-canary" for svc, svc_args in args.services.items() if svc_args.canary is not None
+                    ],
+                    monitoring_namespace=self.monitoring.namespace if self.monitoring is not None else None,
+                ),
+                opts=on_cluster,
+            )
         self.register_outputs({"service_endpoints": self.service_endpoints})
 
-    def _tracking_credentials(self, identity: str, namespace: pulumi.Output[str],
-                              opts: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
+    def _tracking_credentials(
+        self, identity: str, namespace: pulumi.Output[str], opts: pulumi.ResourceOptions
+    ) -> pulumi.Output[str] | None:
         """The Secret with ``identity``'s MLflow credentials in ``namespace``; None without MLflow or its auth."""
         if self.tracking is None or not self.tracking.passwords:
             return None
@@ -290,13 +352,23 @@ class MlPlatform(pulumi.ComponentResource):
             topic = self.alarms.topic.arn
         # A topic the caller configured keeps the role the caller configured.
         if topic is not None and role_arn is None:
-            role_arn = self.cluster.service_account_role(spec.namespace, ALERTMANAGER_SERVICE_ACCOUNT,
-                                                         alertmanager_policy(topic),
-                                                         opts=pulumi.ResourceOptions(parent=self)).arn
-        return _wired(MonitoringArgs, MonitoringSpec, spec, sns_topic_arn=topic, alertmanager_role_arn=role_arn,
-                      # The Namespace's own output, so each ServiceMonitor waits for the namespace it is created in.
-                      model_services={f"{self._name}-{svc}": self._serving_namespace for svc in args.services
-                                      if self._serving_namespace})
+            role_arn = self.cluster.service_account_role(
+                spec.namespace,
+                ALERTMANAGER_SERVICE_ACCOUNT,
+                alertmanager_policy(topic),
+                opts=pulumi.ResourceOptions(parent=self),
+            ).arn
+        return _wired(
+            MonitoringArgs,
+            MonitoringSpec,
+            spec,
+            sns_topic_arn=topic,
+            alertmanager_role_arn=role_arn,
+            # The Namespace's own output, so each ServiceMonitor waits for the namespace it is created in.
+            model_services={
+                f"{self._name}-{svc}": self._serving_namespace for svc in args.services if self._serving_namespace
+            },
+        )
 
     def _namespace(self, namespace: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
         ns = k8s.core.v1.Namespace(
@@ -320,4 +392,3 @@ class MlPlatform(pulumi.ComponentResource):
                 f"default_tag{' (with ' + repr(repository) + ' in cuda_repositories)' if cuda else ''}"
             )
         return image
-

@@ -79,8 +79,9 @@ def pod_security_context() -> k8s.core.v1.PodSecurityContextArgs:
     )
 
 
-def http_probe(path: str, port: int | str, *, period: int = 10, failures: int = 3,
-               initial_delay: int = 0) -> k8s.core.v1.ProbeArgs:
+def http_probe(
+    path: str, port: int | str, *, period: int = 10, failures: int = 3, initial_delay: int = 0
+) -> k8s.core.v1.ProbeArgs:
     return k8s.core.v1.ProbeArgs(
         http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port),
         period_seconds=period,

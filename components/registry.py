@@ -90,8 +90,9 @@ class ContainerRegistrySpec(Spec):
     def _repos(cls, value: list[str]) -> list[str]:
         for repo in value:
             if not _REPOSITORY_NAME.fullmatch(repo):
-                raise ValueError(f"{repo!r} is not a valid ECR repository name (lowercase letters, digits, "
-                                 "and . _ - between them)")
+                raise ValueError(
+                    f"{repo!r} is not a valid ECR repository name (lowercase letters, digits, and . _ - between them)"
+                )
         if len(set(value)) != len(value):
             raise ValueError(f"{value} lists a repository twice")
         return value
@@ -176,7 +177,10 @@ class ContainerRegistry(pulumi.ComponentResource):
     """Short name -> the CUDA build, for ``cuda_repositories``, from the same sources as ``image_uris``."""
 
     def __init__(
-        self, name: str, args: ContainerRegistryArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+        self,
+        name: str,
+        args: ContainerRegistryArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
         **kwargs: Any,
     ) -> None:
         args = component_args("ContainerRegistry", ContainerRegistryArgs, args, kwargs)
@@ -218,20 +222,31 @@ class ContainerRegistry(pulumi.ComponentResource):
             if short in args.cuda_repositories:
                 self._add_cuda_variant(name, short, repo, args)
 
-        self.register_outputs({"repository_urls": self.repository_urls, "image_uris": self.image_uris,
-                               "cuda_image_uris": self.cuda_image_uris})
+        self.register_outputs(
+            {
+                "repository_urls": self.repository_urls,
+                "image_uris": self.image_uris,
+                "cuda_image_uris": self.cuda_image_uris,
+            }
+        )
 
     def _add_cuda_variant(self, name: str, short: str, repo: aws.ecr.Repository, args: ContainerRegistryArgs) -> None:
         build = args.builds.get(short)
         if build is not None:
-            cuda = ImageBuild(context=build.context, dockerfile=build.dockerfile, tag=build.tag + CUDA_TAG_SUFFIX,
-                              build_args={**build.build_args, **args.cuda_build_args}, platform=build.platform)
+            cuda = ImageBuild(
+                context=build.context,
+                dockerfile=build.dockerfile,
+                tag=build.tag + CUDA_TAG_SUFFIX,
+                build_args={**build.build_args, **args.cuda_build_args},
+                platform=build.platform,
+            )
             self.cuda_image_uris[short] = self._build(f"{name}-{short}-cuda-image", repo, cuda)
         elif short in args.cuda_images:
             self.cuda_image_uris[short] = pulumi.Output.from_input(args.cuda_images[short])
         elif args.default_tag is not None:
-            self.cuda_image_uris[short] = pulumi.Output.concat(repo.repository_url, ":", args.default_tag,
-                                                               CUDA_TAG_SUFFIX)
+            self.cuda_image_uris[short] = pulumi.Output.concat(
+                repo.repository_url, ":", args.default_tag, CUDA_TAG_SUFFIX
+            )
 
     def _build(self, resource_name: str, repo: aws.ecr.Repository, build: ImageBuild) -> pulumi.Output[str]:
         # Imported here: only stacks that build images need the docker SDK (it adds ~50 ms to every render).
@@ -249,9 +264,7 @@ class ContainerRegistry(pulumi.ComponentResource):
                 args=dict(build.build_args),
             ),
             image_name=pulumi.Output.concat(repo.repository_url, ":", build.tag),
-            registry=docker.RegistryArgs(
-                server=repo.repository_url, username=token.user_name, password=token.password
-            ),
+            registry=docker.RegistryArgs(server=repo.repository_url, username=token.user_name, password=token.password),
             opts=pulumi.ResourceOptions(parent=self),
         )
         return image.repo_digest

@@ -52,10 +52,13 @@ def raise_problems(model: str, problems: Sequence[Problem]) -> NoReturn:
     Raised inside a validator, pydantic prefixes each location with the field path above it, so the stack config
     names the key from locations (aliases) and never rewrites a message.
     """
-    raise ValidationError.from_exception_data(model, [
-        InitErrorDetails(type=PydanticCustomError(PROBLEM, "{problem}", {"problem": message}), loc=loc, input=None)
-        for loc, message in problems
-    ])
+    raise ValidationError.from_exception_data(
+        model,
+        [
+            InitErrorDetails(type=PydanticCustomError(PROBLEM, "{problem}", {"problem": message}), loc=loc, input=None)
+            for loc, message in problems
+        ],
+    )
 
 
 class Spec(BaseModel):

@@ -24,8 +24,10 @@ _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 def check_bucket_name(value: str) -> None:
     """Refuse what S3 refuses as a bucket name (``ValueError`` repeating the value)."""
     if not _BUCKET_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid S3 bucket name: 3-63 characters of a-z, 0-9, '.' and "
-                         "'-', starting and ending with a letter or digit")
+        raise ValueError(
+            f"{value!r} is not a valid S3 bucket name: 3-63 characters of a-z, 0-9, '.' and "
+            "'-', starting and ending with a letter or digit"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ class ArtifactStoreSpec(Spec):
     @model_validator(mode="after")
     def _order(self) -> Self:
         if self.noncurrent_expire_days <= self.noncurrent_to_glacier_days:
-            raise ValueError(f"noncurrentExpireDays ({self.noncurrent_expire_days}) must be greater than "
-                             f"noncurrentToGlacierDays ({self.noncurrent_to_glacier_days})")
+            raise ValueError(
+                f"noncurrentExpireDays ({self.noncurrent_expire_days}) must be greater than "
+                f"noncurrentToGlacierDays ({self.noncurrent_to_glacier_days})"
+            )
         if self.force_destroy and self.protect:
             raise ValueError("forceDestroy=true contradicts protect=true; a protected bucket is never emptied")
         return self
@@ -101,8 +105,10 @@ class ArtifactStoreArgs(ArtifactStoreSpec):
         suffixes = [g.resource_name_suffix for g in self.grants]
         repeated = sorted({s for s in suffixes if suffixes.count(s) > 1})
         if repeated:
-            raise ValueError(f"ArtifactStoreArgs.grants: {repeated} named more than once; each grant's name and "
-                             "kind (read/write) name its policy resource")
+            raise ValueError(
+                f"ArtifactStoreArgs.grants: {repeated} named more than once; each grant's name and "
+                "kind (read/write) name its policy resource"
+            )
         return self
 
 
@@ -149,7 +155,10 @@ class ArtifactStore(pulumi.ComponentResource):
     """The KMS key that encrypts the bucket (the created or the given one); None with the AWS-managed ``aws/s3`` key."""
 
     def __init__(
-        self, name: str, args: ArtifactStoreArgs | None = None, opts: pulumi.ResourceOptions | None = None,
+        self,
+        name: str,
+        args: ArtifactStoreArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
         **kwargs: Any,
     ) -> None:
         args = component_args("ArtifactStore", ArtifactStoreArgs, args, kwargs)
@@ -258,15 +267,17 @@ class ArtifactStore(pulumi.ComponentResource):
         self.bucket_arn = self.bucket.arn
         for grant in args.grants:
             self._grant(grant.role_name, grant.prefix, grant.write, grant.name, child)
-        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
-                               "kms_key_arn": self.kms_key_arn})
+        self.register_outputs(
+            {"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn, "kms_key_arn": self.kms_key_arn}
+        )
 
     def uri(self, prefix: str = "") -> pulumi.Output[str]:
         """``s3://<bucket>/<prefix>``."""
         return pulumi.Output.concat("s3://", self.bucket_name, "/", prefix.strip("/"))
 
-    def _grant(self, role_name: pulumi.Input[str], prefix: str, write: bool, name: str,
-               opts: pulumi.ResourceOptions) -> aws.iam.RolePolicy:
+    def _grant(
+        self, role_name: pulumi.Input[str], prefix: str, write: bool, name: str, opts: pulumi.ResourceOptions
+    ) -> aws.iam.RolePolicy:
         kind = "write" if write else "read"
         return aws.iam.RolePolicy(
             f"{self._prefix}-{kind}-{name}",
@@ -281,12 +292,14 @@ class ArtifactStore(pulumi.ComponentResource):
         """The caller's options, and an alias to the store as parent: these policies were the store's children
         before the caller owned them. Without a parent or provider in ``opts``, the store's AWS provider."""
         inherits = opts is not None and (opts.parent is not None or opts.provider is not None or opts.providers)
-        own = pulumi.ResourceOptions(provider=None if inherits else self.get_provider("aws::"),
-                                     aliases=[pulumi.Alias(parent=self)])
+        own = pulumi.ResourceOptions(
+            provider=None if inherits else self.get_provider("aws::"), aliases=[pulumi.Alias(parent=self)]
+        )
         return pulumi.ResourceOptions.merge(own, opts)
 
-    def grant_read(self, role_name: pulumi.Input[str], *, prefix: str = "", name: str,
-                   opts: pulumi.ResourceOptions | None = None) -> aws.iam.RolePolicy:
+    def grant_read(
+        self, role_name: pulumi.Input[str], *, prefix: str = "", name: str, opts: pulumi.ResourceOptions | None = None
+    ) -> aws.iam.RolePolicy:
         """Let the role named ``role_name`` read objects under ``prefix`` (and list that prefix only).
 
         The policy (``<store>-read-<name>``) belongs to the caller and is created with ``opts`` (give ``parent=``
@@ -294,7 +307,8 @@ class ArtifactStore(pulumi.ComponentResource):
         """
         return self._grant(role_name, prefix, False, name, self._caller_owned(opts))
 
-    def grant_write(self, role_name: pulumi.Input[str], *, prefix: str = "", name: str,
-                    opts: pulumi.ResourceOptions | None = None) -> aws.iam.RolePolicy:
+    def grant_write(
+        self, role_name: pulumi.Input[str], *, prefix: str = "", name: str, opts: pulumi.ResourceOptions | None = None
+    ) -> aws.iam.RolePolicy:
         """Let the role named ``role_name`` read and write objects under ``prefix``; as :meth:`grant_read`."""
         return self._grant(role_name, prefix, True, name, self._caller_owned(opts))

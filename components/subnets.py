@@ -81,8 +81,9 @@ def _check_explicit(
 
 # Ranges that no client on the internet connects from: an allowlist naming one admits nobody (RFC 5737 and
 # RFC 3849 documentation ranges are placeholders copied from examples; RFC 1918/6598 and the like are not routed).
-_DOCUMENTATION = tuple(ipaddress.ip_network(n) for n in
-                       ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+_DOCUMENTATION = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
 
 
 def public_source_problem(cidr: str) -> str | None:
@@ -93,9 +94,13 @@ def public_source_problem(cidr: str) -> str | None:
     """
     net = ipaddress.ip_network(cidr, strict=False)
     if any(net.version == doc.version and net.subnet_of(doc) for doc in _DOCUMENTATION):  # type: ignore[arg-type]
-        return (f"{cidr} is a documentation range (RFC 5737/3849), a placeholder that no real client comes from; "
-                "put the public CIDRs of your VPN, office or CI runners")
+        return (
+            f"{cidr} is a documentation range (RFC 5737/3849), a placeholder that no real client comes from; "
+            "put the public CIDRs of your VPN, office or CI runners"
+        )
     if net.prefixlen and not net.is_global:
-        return (f"{cidr} is not a public range (private, shared, loopback or reserved addresses never reach a "
-                "public endpoint); list public CIDRs, or make the endpoint private and deploy from inside the VPC")
+        return (
+            f"{cidr} is not a public range (private, shared, loopback or reserved addresses never reach a "
+            "public endpoint); list public CIDRs, or make the endpoint private and deploy from inside the VPC"
+        )
     return None

@@ -89,8 +89,7 @@ def backend_store_uri(password: str, host: str) -> str:
     character (``safe=""``) makes any generated password round-trip exactly.
     """
     # Name the driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
-    return (f"postgresql+psycopg2://{DB_USER}:{quote(password, safe='')}@{host}:5432/{DB_NAME}"
-            "?sslmode=require")
+    return f"postgresql+psycopg2://{DB_USER}:{quote(password, safe='')}@{host}:5432/{DB_NAME}?sslmode=require"
 
 
 def check_image(image: str) -> str:
@@ -146,8 +145,12 @@ def tracking_credentials_env(secret_name: pulumi.Input[str]) -> list[k8s.core.v1
     """``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` from a ``kubernetes.io/basic-auth`` Secret: MLflow's client sends
     them as HTTP basic auth on every request, artifact downloads and uploads through the server included."""
     return [
-        k8s.core.v1.EnvVarArgs(name=name, value_from=k8s.core.v1.EnvVarSourceArgs(
-            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key=key)))
+        k8s.core.v1.EnvVarArgs(
+            name=name,
+            value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key=key)
+            ),
+        )
         for name, key in (("MLFLOW_TRACKING_USERNAME", USERNAME_KEY), ("MLFLOW_TRACKING_PASSWORD", PASSWORD_KEY))
     ]
 
@@ -211,8 +214,10 @@ class TrackingAuth(Spec):
         names = [self.admin_username, *self.writers, *self.readers]
         for user in names:
             if not _USERNAME.match(user):
-                raise ValueError(f"TrackingAuth: user name {user!r} is not allowed; use 1-40 characters of a-z, 0-9 "
-                                 "and '-', starting and ending with a letter or digit (it names a Secret and a file)")
+                raise ValueError(
+                    f"TrackingAuth: user name {user!r} is not allowed; use 1-40 characters of a-z, 0-9 "
+                    "and '-', starting and ending with a letter or digit (it names a Secret and a file)"
+                )
         twice = sorted({user for user in names if names.count(user) > 1})
         if twice:
             raise ValueError(f"TrackingAuth: {twice} named more than once among admin_username, writers and readers")
@@ -225,8 +230,12 @@ class TrackingAuth(Spec):
 
     def bootstrap_args(self) -> list[str]:
         """The bootstrap script's arguments (``--name=value``: a name starting with '-' stays a value)."""
-        return [*(f"--writer={u}" for u in self.writers), *(f"--reader={u}" for u in self.readers),
-                *(f"--model={m}" for m in dict.fromkeys(self.registered_models)), f"--passwords-dir={USERS_DIR}"]
+        return [
+            *(f"--writer={u}" for u in self.writers),
+            *(f"--reader={u}" for u in self.readers),
+            *(f"--model={m}" for m in dict.fromkeys(self.registered_models)),
+            f"--passwords-dir={USERS_DIR}",
+        ]
 
 
 class DatabaseArgs(Spec):
@@ -264,11 +273,15 @@ class DatabaseArgs(Spec):
 
     def _consistent(self) -> Self:
         if self.max_allocated_storage_gb < self.allocated_storage_gb:
-            raise ValueError(f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) is below "
-                             f"allocatedStorageGb ({self.allocated_storage_gb})")
+            raise ValueError(
+                f"maxAllocatedStorageGb ({self.max_allocated_storage_gb}) is below "
+                f"allocatedStorageGb ({self.allocated_storage_gb})"
+            )
         if not self.parameter_family.endswith(self.engine_version.split(".")[0]):
-            raise ValueError(f"parameterFamily {self.parameter_family!r} does not match engineVersion "
-                             f"{self.engine_version!r} (e.g. postgres16 for 16)")
+            raise ValueError(
+                f"parameterFamily {self.parameter_family!r} does not match engineVersion "
+                f"{self.engine_version!r} (e.g. postgres16 for 16)"
+            )
         return self
 
 
@@ -356,11 +369,13 @@ def _ingress_annotations(args: TrackingSpec) -> dict[str, pulumi.Input[str]]:
     }
     if args.ingress_certificate_arn is not None:
         check = checked_as("TrackingArgs.ingress_certificate_arn", check_certificate_arn)
-        annotations.update({
-            f"{alb}certificate-arn": checked_when_known(args.ingress_certificate_arn, check),
-            f"{alb}listen-ports": json.dumps([{"HTTPS": 443}]),
-            f"{alb}ssl-policy": SSL_POLICY,
-        })
+        annotations.update(
+            {
+                f"{alb}certificate-arn": checked_when_known(args.ingress_certificate_arn, check),
+                f"{alb}listen-ports": json.dumps([{"HTTPS": 443}]),
+                f"{alb}ssl-policy": SSL_POLICY,
+            }
+        )
     if args.auth is not None:
         annotations[BASIC_AUTH_BEHIND] = "true"
     return annotations
@@ -390,8 +405,12 @@ class TrackingArgs(TrackingSpec):
     def allowed_hosts(self) -> list[str]:
         """The Host headers MLflow accepts: the Service's in-cluster names, and the Ingress's host(s) if any."""
         service = "mlflow"
-        names = [service, f"{service}.{self.namespace}", f"{service}.{self.namespace}.svc",
-                 f"{service}.{self.namespace}.svc.cluster.local"]
+        names = [
+            service,
+            f"{service}.{self.namespace}",
+            f"{service}.{self.namespace}.svc",
+            f"{service}.{self.namespace}.svc.cluster.local",
+        ]
         hosts = [h for name in names for h in (name, f"{name}:{MLFLOW_PORT}")]
         if self.ingress:
             # MLflow matches each entry exactly, or with fnmatch when it holds a '*' (mlflow/server/
@@ -456,8 +475,9 @@ class Tracking(pulumi.ComponentResource):
     auth_config: pulumi.Output[str] | None
     """MLflow's auth config file, a secret (it holds the database URI); None without auth."""
 
-    def __init__(self, name: str, args: TrackingArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: TrackingArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("Tracking", TrackingArgs, args, kwargs)
         super().__init__("mlplat:tracking:Tracking", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -497,8 +517,11 @@ class Tracking(pulumi.ComponentResource):
             tags={"Name": f"{name}-db"},
             opts=child,
         )
-        key = rotated_key(f"{name}-db", f"Encrypts the {name} MLflow database",
-                          pulumi.ResourceOptions(parent=self, protect=db.protect))
+        key = rotated_key(
+            f"{name}-db",
+            f"Encrypts the {name} MLflow database",
+            pulumi.ResourceOptions(parent=self, protect=db.protect),
+        )
         password = random.RandomPassword(
             f"{name}-db-password",
             length=32,
@@ -555,28 +578,45 @@ class Tracking(pulumi.ComponentResource):
         # (nodes, the Load Balancer Controller's webhook).
         self._k8s_options = child_options(self, opts)
         self.uri = self._server(name, args, image, self._k8s_options)
-        self.register_outputs({"uri": self.uri, "db_endpoint": self.db_endpoint,
-                               "db_security_group_id": self.db_security_group_id,
-                               "backend_store_uri": self.backend_store_uri, "users": self.users,
-                               "passwords": self.passwords, "admin_password": self.admin_password,
-                               "auth_config": self.auth_config})
+        self.register_outputs(
+            {
+                "uri": self.uri,
+                "db_endpoint": self.db_endpoint,
+                "db_security_group_id": self.db_security_group_id,
+                "backend_store_uri": self.backend_store_uri,
+                "users": self.users,
+                "passwords": self.passwords,
+                "admin_password": self.admin_password,
+                "auth_config": self.auth_config,
+            }
+        )
 
     def _generate_credentials(self, name: str, auth: TrackingAuth, child: pulumi.ResourceOptions) -> None:
         """Generated passwords (alphanumeric: they travel in HTTP basic auth) and MLflow's auth config file."""
+
         def generated(suffix: str) -> pulumi.Output[str]:
             return pulumi.Output.secret(
-                random.RandomPassword(f"{name}-{suffix}", length=32, special=False, opts=child).result)
+                random.RandomPassword(f"{name}-{suffix}", length=32, special=False, opts=child).result
+            )
 
         self.admin_password = generated("mlflow-admin-password")
         # Signs the auth app's sessions and CSRF tokens; one value for every worker and replica.
         self._flask_secret_key = generated("mlflow-flask-secret-key")
         self.passwords = {user: generated(f"mlflow-{user}-password") for user in auth.users}
-        self.auth_config = pulumi.Output.secret(self.backend_store_uri.apply(
-            lambda uri: auth_config_ini(uri, auth.admin_username, auth.credential_cache_seconds)))
+        self.auth_config = pulumi.Output.secret(
+            self.backend_store_uri.apply(
+                lambda uri: auth_config_ini(uri, auth.admin_username, auth.credential_cache_seconds)
+            )
+        )
 
-    def client_credentials(self, identity: str, namespace: pulumi.Input[str],
-                           resource_name: str | None = None, *,
-                           opts: pulumi.ResourceOptions | None = None) -> pulumi.Output[str]:
+    def client_credentials(
+        self,
+        identity: str,
+        namespace: pulumi.Input[str],
+        resource_name: str | None = None,
+        *,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> pulumi.Output[str]:
         """A ``kubernetes.io/basic-auth`` Secret ``mlflow-<identity>`` in ``namespace`` with that MLflow identity's
         username and password, for the pods there to send (:func:`tracking_credentials_env`); returns its name.
 
@@ -588,16 +628,22 @@ class Tracking(pulumi.ComponentResource):
         as parent, where earlier versions put it.
         """
         if self._auth is None:
-            raise ValueError(f"Tracking.client_credentials({identity!r}): MLflow authentication is off "
-                             "(TrackingArgs.auth=None), so there are no credentials to hand out")
+            raise ValueError(
+                f"Tracking.client_credentials({identity!r}): MLflow authentication is off "
+                "(TrackingArgs.auth=None), so there are no credentials to hand out"
+            )
         if identity not in self.passwords:
-            raise ValueError(f"Tracking.client_credentials: no MLflow identity {identity!r}; identities: "
-                             f"{', '.join(self.passwords)} (TrackingAuth.writers and readers)")
+            raise ValueError(
+                f"Tracking.client_credentials: no MLflow identity {identity!r}; identities: "
+                f"{', '.join(self.passwords)} (TrackingAuth.writers and readers)"
+            )
         secret = k8s.core.v1.Secret(
             resource_name or f"{self._name}-{identity}-credentials",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{CLIENT_SECRET_PREFIX}{identity}", namespace=namespace,
-                                                labels={"app.kubernetes.io/name": "mlflow",
-                                                        "app.kubernetes.io/component": "tracking-credentials"}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=f"{CLIENT_SECRET_PREFIX}{identity}",
+                namespace=namespace,
+                labels={"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/component": "tracking-credentials"},
+            ),
             type="kubernetes.io/basic-auth",
             string_data={USERNAME_KEY: identity, PASSWORD_KEY: self.passwords[identity]},
             opts=self._caller_owned(opts),
@@ -609,26 +655,37 @@ class Tracking(pulumi.ComponentResource):
         own = pulumi.ResourceOptions(
             provider=None if inherits else self.get_provider("kubernetes::"),
             depends_on=None if inherits else self._k8s_options.depends_on,
-            aliases=[pulumi.Alias(parent=self)])
+            aliases=[pulumi.Alias(parent=self)],
+        )
         return pulumi.ResourceOptions.merge(own, opts)
 
-    def _auth_objects(self, name: str, auth: TrackingAuth, namespace: pulumi.Output[str], labels: dict[str, str],
-                      child: pulumi.ResourceOptions) -> _AuthPod:
+    def _auth_objects(
+        self,
+        name: str,
+        auth: TrackingAuth,
+        namespace: pulumi.Output[str],
+        labels: dict[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> _AuthPod:
         """The auth Secrets and bootstrap ConfigMap in MLflow's namespace, and how the pod reads them."""
         assert self.auth_config is not None and self.admin_password is not None
         config = k8s.core.v1.Secret(
             f"{name}-auth",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=AUTH_SECRET, namespace=namespace, labels=labels),
             type="Opaque",
-            string_data={AUTH_CONFIG_KEY: self.auth_config, ADMIN_PASSWORD_KEY: self.admin_password,
-                         FLASK_SECRET_KEY: self._flask_secret_key},
+            string_data={
+                AUTH_CONFIG_KEY: self.auth_config,
+                ADMIN_PASSWORD_KEY: self.admin_password,
+                FLASK_SECRET_KEY: self._flask_secret_key,
+            },
             opts=child,
         )
         users = {
             user: k8s.core.v1.Secret(
                 f"{name}-user-{user}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"{USER_SECRET_PREFIX}{user}", namespace=namespace,
-                                                    labels=labels),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{USER_SECRET_PREFIX}{user}", namespace=namespace, labels=labels
+                ),
                 type="kubernetes.io/basic-auth",
                 string_data={USERNAME_KEY: user, PASSWORD_KEY: password},
                 opts=child,
@@ -643,8 +700,12 @@ class Tracking(pulumi.ComponentResource):
         )
 
         def from_config(env: str, key: str) -> k8s.core.v1.EnvVarArgs:
-            return k8s.core.v1.EnvVarArgs(name=env, value_from=k8s.core.v1.EnvVarSourceArgs(
-                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=config.metadata.name, key=key)))
+            return k8s.core.v1.EnvVarArgs(
+                name=env,
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=config.metadata.name, key=key)
+                ),
+            )
 
         config_mount = k8s.core.v1.VolumeMountArgs(name="auth-config", mount_path=AUTH_CONFIG_DIR, read_only=True)
         return _AuthPod(
@@ -659,26 +720,42 @@ class Tracking(pulumi.ComponentResource):
             ],
             volumes=[
                 # Only the config file: the admin password and the Flask key reach the processes as env vars.
-                k8s.core.v1.VolumeArgs(name="auth-config", secret=k8s.core.v1.SecretVolumeSourceArgs(
-                    secret_name=config.metadata.name, default_mode=0o440,
-                    items=[k8s.core.v1.KeyToPathArgs(key=AUTH_CONFIG_KEY, path=AUTH_CONFIG_KEY)])),
+                k8s.core.v1.VolumeArgs(
+                    name="auth-config",
+                    secret=k8s.core.v1.SecretVolumeSourceArgs(
+                        secret_name=config.metadata.name,
+                        default_mode=0o440,
+                        items=[k8s.core.v1.KeyToPathArgs(key=AUTH_CONFIG_KEY, path=AUTH_CONFIG_KEY)],
+                    ),
+                ),
                 # One file per user, named after it: what the bootstrap reads (mlflow_auth_bootstrap.read_passwords).
-                k8s.core.v1.VolumeArgs(name="mlflow-users", projected=k8s.core.v1.ProjectedVolumeSourceArgs(
-                    default_mode=0o440,
-                    sources=[k8s.core.v1.VolumeProjectionArgs(secret=k8s.core.v1.SecretProjectionArgs(
-                        name=secret.metadata.name, items=[k8s.core.v1.KeyToPathArgs(key=PASSWORD_KEY, path=user)]))
-                        for user, secret in users.items()])),
-                k8s.core.v1.VolumeArgs(name="auth-bootstrap", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                    name=script.metadata.name, default_mode=0o444)),
+                k8s.core.v1.VolumeArgs(
+                    name="mlflow-users",
+                    projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+                        default_mode=0o440,
+                        sources=[
+                            k8s.core.v1.VolumeProjectionArgs(
+                                secret=k8s.core.v1.SecretProjectionArgs(
+                                    name=secret.metadata.name,
+                                    items=[k8s.core.v1.KeyToPathArgs(key=PASSWORD_KEY, path=user)],
+                                )
+                            )
+                            for user, secret in users.items()
+                        ],
+                    ),
+                ),
+                k8s.core.v1.VolumeArgs(
+                    name="auth-bootstrap",
+                    config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=script.metadata.name, default_mode=0o444),
+                ),
             ],
         )
 
-    def _server(self, name: str, args: TrackingArgs, image: pulumi.Output[str],
-                child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def _server(
+        self, name: str, args: TrackingArgs, image: pulumi.Output[str], child: pulumi.ResourceOptions
+    ) -> pulumi.Output[str]:
         labels = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/component": "tracking"}
-        ns = k8s.core.v1.Namespace(
-            f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace), opts=child
-        )
+        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace), opts=child)
         namespace = ns.metadata.name
         sa = service_account(f"{name}-sa", "mlflow", namespace, args.service_account_role_arn, child)
         secret = k8s.core.v1.Secret(
@@ -704,12 +781,17 @@ class Tracking(pulumi.ComponentResource):
         # the option's envvar), so the secret stays out of the container's argv.
         server_args = [
             "server",
-            "--host", "0.0.0.0",
-            "--port", str(MLFLOW_PORT),
-            "--workers", str(args.workers),
-            "--artifacts-destination", args.artifacts_uri,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(MLFLOW_PORT),
+            "--workers",
+            str(args.workers),
+            "--artifacts-destination",
+            args.artifacts_uri,
             "--serve-artifacts",
-            "--allowed-hosts", ",".join(args.allowed_hosts()),
+            "--allowed-hosts",
+            ",".join(args.allowed_hosts()),
         ]
         init_containers = [
             k8s.core.v1.ContainerArgs(
@@ -728,19 +810,24 @@ class Tracking(pulumi.ComponentResource):
         if args.auth is not None:
             auth = self._auth_objects(name, args.auth, namespace, labels, child)
             server_args += ["--app-name", AUTH_APP]
-            init_containers.append(k8s.core.v1.ContainerArgs(
-                name="auth-bootstrap",
-                image=image,
-                command=["python", f"{BOOTSTRAP_DIR}/{BOOTSTRAP_KEY}", *args.auth.bootstrap_args()],
-                env=[*common_env, *auth.env, auth.admin_password_env],
-                resources=args.resources.to_args(),
-                security_context=container_security_context(),
-                volume_mounts=[*mounts, *auth.bootstrap_mounts],
-            ))
+            init_containers.append(
+                k8s.core.v1.ContainerArgs(
+                    name="auth-bootstrap",
+                    image=image,
+                    command=["python", f"{BOOTSTRAP_DIR}/{BOOTSTRAP_KEY}", *args.auth.bootstrap_args()],
+                    env=[*common_env, *auth.env, auth.admin_password_env],
+                    resources=args.resources.to_args(),
+                    security_context=container_security_context(),
+                    volume_mounts=[*mounts, *auth.bootstrap_mounts],
+                )
+            )
             # The server never needs the admin password: the bootstrap has created the admin already.
-            server_env += [*auth.env, auth.flask_key_env,
-                           # Deny a route that has no authorization rule instead of letting it through.
-                           k8s.core.v1.EnvVarArgs(name="MLFLOW_BASIC_AUTH_FAIL_CLOSED", value="true")]
+            server_env += [
+                *auth.env,
+                auth.flask_key_env,
+                # Deny a route that has no authorization rule instead of letting it through.
+                k8s.core.v1.EnvVarArgs(name="MLFLOW_BASIC_AUTH_FAIL_CLOSED", value="true"),
+            ]
             server_mounts += auth.server_mounts
             volumes += auth.volumes
             # A changed bootstrap script rolls the pods, so it runs (ConfigMap changes alone restart nothing).
@@ -770,8 +857,7 @@ class Tracking(pulumi.ComponentResource):
                                 resources=args.resources.to_args(),
                                 security_context=container_security_context(),
                                 # /health answers without credentials (mlflow.server.auth: is_unprotected_route).
-                                liveness_probe=http_probe("/health", "http", period=15, failures=4,
-                                                          initial_delay=10),
+                                liveness_probe=http_probe("/health", "http", period=15, failures=4, initial_delay=10),
                                 readiness_probe=http_probe("/health", "http", period=5, failures=2),
                                 volume_mounts=server_mounts,
                             )
@@ -801,24 +887,38 @@ class Tracking(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
         )
         if args.network_policy:
-            sources = [k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr))
-                       for cidr in (args.load_balancer_cidrs if args.ingress else ())]
+            sources = [
+                k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=cidr))
+                for cidr in (args.load_balancer_cidrs if args.ingress else ())
+            ]
             if args.allowed_namespaces:
-                sources.append(k8s.networking.v1.NetworkPolicyPeerArgs(
-                    namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_expressions=[
-                        k8s.meta.v1.LabelSelectorRequirementArgs(key="kubernetes.io/metadata.name", operator="In",
-                                                                 values=sorted(set(args.allowed_namespaces)))
-                    ])
-                ))
+                sources.append(
+                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                            match_expressions=[
+                                k8s.meta.v1.LabelSelectorRequirementArgs(
+                                    key="kubernetes.io/metadata.name",
+                                    operator="In",
+                                    values=sorted(set(args.allowed_namespaces)),
+                                )
+                            ]
+                        )
+                    )
+                )
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-network-policy",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name="mlflow", namespace=namespace, labels=labels),
                 spec=k8s.networking.v1.NetworkPolicySpecArgs(
                     pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
                     policy_types=["Ingress"],
-                    ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                        from_=sources, ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=MLFLOW_PORT)]
-                    )] if sources else [],
+                    ingress=[
+                        k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                            from_=sources,
+                            ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=MLFLOW_PORT)],
+                        )
+                    ]
+                    if sources
+                    else [],
                 ),
                 opts=child,
             )
@@ -841,13 +941,18 @@ class Tracking(pulumi.ComponentResource):
                     rules=[
                         k8s.networking.v1.IngressRuleArgs(
                             host=args.ingress_host,
-                            http=k8s.networking.v1.HTTPIngressRuleValueArgs(paths=[
-                                k8s.networking.v1.HTTPIngressPathArgs(path="/", path_type="Prefix", backend=backend)
-                            ]),
+                            http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                                paths=[
+                                    k8s.networking.v1.HTTPIngressPathArgs(path="/", path_type="Prefix", backend=backend)
+                                ]
+                            ),
                         )
-                    ] if args.ingress_host else None,
+                    ]
+                    if args.ingress_host
+                    else None,
                 ),
                 opts=child,
             )
-        return pulumi.Output.concat("http://", service.metadata.name, ".", namespace, ".svc.cluster.local:",
-                                    str(MLFLOW_PORT))
+        return pulumi.Output.concat(
+            "http://", service.metadata.name, ".", namespace, ".svc.cluster.local:", str(MLFLOW_PORT)
+        )

@@ -87,8 +87,10 @@ class TrainingJobSpec(Spec):
     @model_validator(mode="after")
     def _counts(self) -> Self:
         if self.nodes < 1 or self.processes_per_node < 1:
-            raise ValueError(f"TrainingJobArgs: nodes ({self.nodes}) and processes_per_node "
-                             f"({self.processes_per_node}) must be at least 1")
+            raise ValueError(
+                f"TrainingJobArgs: nodes ({self.nodes}) and processes_per_node "
+                f"({self.processes_per_node}) must be at least 1"
+            )
         return self
 
 
@@ -115,6 +117,7 @@ class TrainingJobArgs(TrainingJobSpec):
     that requests GPUs refuses an image that is not a CUDA build, since CPU torch would leave the GPU idle (or,
     with ``runtime.device: cuda``, fail at start)."""
 
+
 def derived_names(args: TrainingJobArgs) -> list[DerivedName]:
     """The Kubernetes names a :class:`TrainingJob` builds from its name, each with its length limit."""
     names = [DerivedName("label value batch.kubernetes.io/job-name")]
@@ -123,8 +126,10 @@ def derived_names(args: TrainingJobArgs) -> list[DerivedName]:
         names.append(DerivedName("CronJob (its runs' Jobs add 11 characters)", limit=CRONJOB_NAME_MAX))
     if args.nodes > 1:
         # The Indexed Job's last pod hostname must be a DNS-1123 label (Kubernetes' ValidateJob).
-        names += [DerivedName("pod hostname", f"-{args.nodes - 1}"),
-                  DerivedName("rendezvous Service (a DNS-1035 label)")]
+        names += [
+            DerivedName("pod hostname", f"-{args.nodes - 1}"),
+            DerivedName("rendezvous Service (a DNS-1035 label)"),
+        ]
     return names
 
 
@@ -143,14 +148,18 @@ def _check_gpu_image(args: TrainingJobArgs) -> None:
     if cuda is None and isinstance(args.image, str):
         cuda = _is_cuda_image(args.image)
     if cuda is None:
-        raise ValueError("TrainingJobArgs.image_cuda: the job requests "
-                         f"{args.resources.gpus} GPU(s) and its image is only known at deploy time; "
-                         "set image_cuda=True for a CUDA build of training/Dockerfile")
+        raise ValueError(
+            "TrainingJobArgs.image_cuda: the job requests "
+            f"{args.resources.gpus} GPU(s) and its image is only known at deploy time; "
+            "set image_cuda=True for a CUDA build of training/Dockerfile"
+        )
     if not cuda:
-        raise ValueError(f"TrainingJobArgs.image: the job requests {args.resources.gpus} GPU(s) but {args.image!r} "
-                         "is not a CUDA build (CPU torch cannot use the GPU); build training/Dockerfile with "
-                         "--build-arg BASE_IMAGE=<a CUDA runtime image> --build-arg TORCH_INDEX_URL=<a CUDA wheel "
-                         "index>, tag it <version>-cuda, or set image_cuda=True if it is one")
+        raise ValueError(
+            f"TrainingJobArgs.image: the job requests {args.resources.gpus} GPU(s) but {args.image!r} "
+            "is not a CUDA build (CPU torch cannot use the GPU); build training/Dockerfile with "
+            "--build-arg BASE_IMAGE=<a CUDA runtime image> --build-arg TORCH_INDEX_URL=<a CUDA wheel "
+            "index>, tag it <version>-cuda, or set image_cuda=True if it is one"
+        )
 
 
 def _pod_failure_policy() -> k8s.batch.v1.PodFailurePolicyArgs:
@@ -222,13 +231,19 @@ class TrainingJob(pulumi.ComponentResource):
     job_name: pulumi.Output[str]
     """The Job's (or, with a schedule, the CronJob's) name."""
 
-    def __init__(self, name: str, args: TrainingJobArgs | None = None, opts: pulumi.ResourceOptions | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, args: TrainingJobArgs | None = None, opts: pulumi.ResourceOptions | None = None, **kwargs: Any
+    ) -> None:
         args = component_args("TrainingJob", TrainingJobArgs, args, kwargs)
         super().__init__("mlplat:training:TrainingJob", name, None, opts)
         multi = args.nodes > 1
-        check_name("TrainingJob", name, derived_names(args), dns1035=multi,
-                   why="it names the rendezvous Service" if multi else "its pods take their hostnames from it")
+        check_name(
+            "TrainingJob",
+            name,
+            derived_names(args),
+            dns1035=multi,
+            why="it names the rendezvous Service" if multi else "its pods take their hostnames from it",
+        )
         _check_gpu_image(args)
         child = child_options(self, opts)
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "trainer"}
@@ -279,13 +294,21 @@ class TrainingJob(pulumi.ComponentResource):
                     name=CONTAINER,
                     image=args.image,
                     command=_trainer_command(args.nodes, args.processes_per_node),
-                    env=[*env_vars(env), *_attempt_env(), *(_completion_index_env() if multi_node else []),
-                         *(tracking_credentials_env(args.tracking_credentials_secret)
-                           if args.tracking_credentials_secret is not None else [])],
+                    env=[
+                        *env_vars(env),
+                        *_attempt_env(),
+                        *(_completion_index_env() if multi_node else []),
+                        *(
+                            tracking_credentials_env(args.tracking_credentials_secret)
+                            if args.tracking_credentials_secret is not None
+                            else []
+                        ),
+                    ],
                     resources=args.resources.to_args(),
                     security_context=container_security_context(),
                     ports=[k8s.core.v1.ContainerPortArgs(name="rendezvous", container_port=RENDEZVOUS_PORT)]
-                    if multi_node else None,
+                    if multi_node
+                    else None,
                     volume_mounts=[
                         k8s.core.v1.VolumeMountArgs(name="config", mount_path=CONFIG_DIR, read_only=True),
                         k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
@@ -299,8 +322,9 @@ class TrainingJob(pulumi.ComponentResource):
                 ),
                 scratch_volume("tmp", "20Gi"),
                 # DataLoader workers and NCCL share tensors through /dev/shm; the default 64 MiB is too small.
-                k8s.core.v1.VolumeArgs(name="shm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory",
-                                                                                                 size_limit="8Gi")),
+                k8s.core.v1.VolumeArgs(
+                    name="shm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit="8Gi")
+                ),
             ],
         )
         job_spec = k8s.batch.v1.JobSpecArgs(
@@ -317,8 +341,9 @@ class TrainingJob(pulumi.ComponentResource):
         if args.schedule is None:
             # pulumi-kubernetes waits for a Job to complete (provider/pkg/await/job.go) unless it is told not to:
             # a training run of hours, or one waiting for a spot GPU, must never hold `pulumi up`.
-            metadata = k8s.meta.v1.ObjectMetaArgs(name=name, namespace=args.namespace, labels=labels,
-                                                  annotations={"pulumi.com/skipAwait": "true"})
+            metadata = k8s.meta.v1.ObjectMetaArgs(
+                name=name, namespace=args.namespace, labels=labels, annotations={"pulumi.com/skipAwait": "true"}
+            )
             job = k8s.batch.v1.Job(name, metadata=metadata, spec=job_spec, opts=child)
             self.job_name = job.metadata.name
         else:

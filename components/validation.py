@@ -57,6 +57,7 @@ class InvalidValue(ValueError):
 
 # --- names --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DerivedName:
     """A name built from a component's name: ``prefix + name + suffix``, at most ``limit`` characters.
@@ -92,24 +93,26 @@ def check_name(component: str, name: str, derived: Sequence[DerivedName], *, dns
     """
     binding = min(derived, key=DerivedName.budget)
     budget = binding.budget()
-    pattern, label, rule = ((DNS1035_LABEL, "DNS-1035", _DNS1035_RULE) if dns1035
-                            else (DNS1123_LABEL, "DNS-1123", _DNS1123_RULE))
+    pattern, label, rule = (
+        (DNS1035_LABEL, "DNS-1035", _DNS1035_RULE) if dns1035 else (DNS1123_LABEL, "DNS-1123", _DNS1123_RULE)
+    )
     if pattern.fullmatch(name) and len(name) <= budget:
         return
-    problem = (f"not a {label} label ({why})" if not pattern.fullmatch(name)
-               else f"too long ({len(name)} characters)")
+    problem = f"not a {label} label ({why})" if not pattern.fullmatch(name) else f"too long ({len(name)} characters)"
     suggestion = _suggest(name, budget, pattern)
     hint = f"; e.g. {suggestion!r}" if suggestion and suggestion != name else ""
     raise ValueError(
         f"{component} name={name!r}: {problem}; use {rule}, at most {budget} characters: it names Kubernetes "
-        f"objects, and the strictest, {binding.what} {binding.of(name)!r}, may have at most {binding.limit}{hint}")
+        f"objects, and the strictest, {binding.what} {binding.of(name)!r}, may have at most {binding.limit}{hint}"
+    )
 
 
 # --- quantities ---------------------------------------------------------------------------------------------
 
 _CPU_ALLOWED = "use cores (e.g. 2 or 0.5) or millicores (e.g. 500m), more than 0"
-_MEMORY_ALLOWED = ("use bytes with a binary suffix (Ki, Mi, Gi, Ti) or a decimal one (k, M, G, T), more than 0, "
-                   "e.g. 512Mi or 4Gi")
+_MEMORY_ALLOWED = (
+    "use bytes with a binary suffix (Ki, Mi, Gi, Ti) or a decimal one (k, M, G, T), more than 0, e.g. 512Mi or 4Gi"
+)
 
 
 def _quantity(text: Any) -> tuple[Decimal, str] | None:
@@ -140,11 +143,15 @@ def check_memory(value: Any) -> str:
         raise InvalidValue(value, f"not a Kubernetes memory quantity; {_MEMORY_ALLOWED}")
     amount, suffix = parsed
     if suffix == "m":
-        raise InvalidValue(value, f"not a Kubernetes memory quantity: 'm' means a thousandth, of a byte here, "
-                                  f"not mega (M) or mebi (Mi); {_MEMORY_ALLOWED}")
+        raise InvalidValue(
+            value,
+            f"not a Kubernetes memory quantity: 'm' means a thousandth, of a byte here, "
+            f"not mega (M) or mebi (Mi); {_MEMORY_ALLOWED}",
+        )
     if amount != amount.to_integral_value():
-        raise InvalidValue(value, f"not a Kubernetes memory quantity: it is not a whole number of bytes; "
-                                  f"{_MEMORY_ALLOWED}")
+        raise InvalidValue(
+            value, f"not a Kubernetes memory quantity: it is not a whole number of bytes; {_MEMORY_ALLOWED}"
+        )
     if amount <= 0:
         raise InvalidValue(value, f"not a memory request (it is zero); {_MEMORY_ALLOWED}")
     return str(value)
@@ -161,8 +168,9 @@ def check_gpus(value: Any) -> int:
 
 MODEL_URI = re.compile(r"(models:/[\w.-]+(@[\w-]+|/\d+)|runs:/\w+/.+|s3://[^/\s]+/?.*)")
 """What a model service on the cluster can load: a registered version or alias, a run's artifact, or S3."""
-_MODEL_URI_ALLOWED = ("use models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or "
-                      "s3://<bucket>/<path>")
+_MODEL_URI_ALLOWED = (
+    "use models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or s3://<bucket>/<path>"
+)
 
 
 def check_model_uri(value: Any) -> str:
@@ -174,18 +182,23 @@ def check_model_uri(value: Any) -> str:
 
 ACM_CERTIFICATE_ARN = re.compile(
     r"arn:aws(-[a-z]+)*:acm:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:certificate/"
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
 
 
 def check_certificate_arn(value: Any) -> Any:
     """An ACM certificate ARN (a value known only at deploy time, a Pulumi Output, is left to AWS)."""
     if isinstance(value, str) and not ACM_CERTIFICATE_ARN.fullmatch(value):
-        raise InvalidValue(value, "not an ACM certificate ARN; use "
-                                  "arn:aws:acm:<region>:<account id>:certificate/<certificate id>, in the ALB's region")
+        raise InvalidValue(
+            value,
+            "not an ACM certificate ARN; use "
+            "arn:aws:acm:<region>:<account id>:certificate/<certificate id>, in the ALB's region",
+        )
     return value
 
 
 # --- cron schedules -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Field:
@@ -198,8 +211,11 @@ class _Field:
         if self.names and text.lower() in self.names:
             return self.low + self.names.index(text.lower())
         if not re.fullmatch(r"\+?\d+", text):
-            raise _cron_error(schedule, f"{self.name} {text!r} is not a number"
-                              + (f" or a name ({'-'.join((self.names[0], self.names[-1]))})" if self.names else ""))
+            raise _cron_error(
+                schedule,
+                f"{self.name} {text!r} is not a number"
+                + (f" or a name ({'-'.join((self.names[0], self.names[-1]))})" if self.names else ""),
+            )
         return int(text)
 
 
@@ -213,9 +229,11 @@ _FIELDS = (
 )
 DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _GO_DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)")
-CRON_ALLOWED = ("use 5 fields, minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or jan-dec) day-of-week "
-                "(0-6 or sun-sat), each *, a value, a range a-b, a step */n or a-b/n, or a list of these, "
-                "e.g. '0 3 * * 1' (03:00 each Monday); or one of " + ", ".join(DESCRIPTORS))
+CRON_ALLOWED = (
+    "use 5 fields, minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or jan-dec) day-of-week "
+    "(0-6 or sun-sat), each *, a value, a range a-b, a step */n or a-b/n, or a list of these, "
+    "e.g. '0 3 * * 1' (03:00 each Monday); or one of " + ", ".join(DESCRIPTORS)
+)
 
 
 def _cron_error(schedule: str, problem: str) -> InvalidValue:
@@ -260,8 +278,11 @@ def _field_values(text: str, spec: _Field, schedule: str) -> tuple[set[int], boo
         if step == 0:
             raise _cron_error(schedule, f"{spec.name} step in {part!r} is 0")
         if step > 1 and step > end - start:
-            raise _cron_error(schedule, f"{spec.name} step {step} in {part!r} is longer than its range "
-                                        f"{start}-{end}, so it matches {start} only; write {start}")
+            raise _cron_error(
+                schedule,
+                f"{spec.name} step {step} in {part!r} is longer than its range "
+                f"{start}-{end}, so it matches {start} only; write {start}",
+            )
         values.update(range(start, end + 1, step))
         star = star or (whole and step == 1)
     return values, star
@@ -272,8 +293,9 @@ def check_schedule(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _cron_error(str(value), "it is empty")
     if "TZ" in value:
-        raise _cron_error(value, "Kubernetes refuses TZ= and CRON_TZ= in a schedule (a CronJob's timeZone field "
-                                 "sets the zone)")
+        raise _cron_error(
+            value, "Kubernetes refuses TZ= and CRON_TZ= in a schedule (a CronJob's timeZone field sets the zone)"
+        )
     if value.startswith("@"):
         every = value.removeprefix("@every ")
         if value in DESCRIPTORS or (every != value and _GO_DURATION.fullmatch(every)):
@@ -283,7 +305,8 @@ def check_schedule(value: Any) -> str:
     if len(fields) != len(_FIELDS):
         raise _cron_error(value, f"{len(fields)} field{'s' if len(fields) != 1 else ''} instead of 5")
     (_, _, (days, _), (months, _), (_, any_weekday)) = [
-        _field_values(text, spec, value) for text, spec in zip(fields, _FIELDS, strict=True)]
+        _field_values(text, spec, value) for text, spec in zip(fields, _FIELDS, strict=True)
+    ]
     # With a day-of-week of '*', a run needs one of the days in one of the months (Feb 29 counts).
     if any_weekday and not any(day <= calendar.monthrange(2024, month)[1] for day in days for month in months):
         raise _cron_error(value, f"day of month {fields[2]!r} never falls in month {fields[3]!r}, so it never runs")
@@ -293,13 +316,16 @@ def check_schedule(value: Any) -> str:
 def check_list_of_names(owner: str, field: str, value: Any) -> None:
     """Refuse a bare string where a list of names is meant: Python would iterate it letter by letter."""
     if isinstance(value, str | bytes):
-        raise ValueError(f"{owner}.{field}={value!r}: a single string, which would be read as one name per "
-                         f"letter; give a list, e.g. [{value!r}]")
+        raise ValueError(
+            f"{owner}.{field}={value!r}: a single string, which would be read as one name per "
+            f"letter; give a list, e.g. [{value!r}]"
+        )
 
 
 def checked_as(field: str, check: Callable[[Any], Any]) -> Callable[[Any], None]:
     """``check`` with its :class:`InvalidValue` raised as ``<field>=<value>: <problem>`` (:meth:`InvalidValue.of`),
     for a value checked when it is known (an Output's, by :func:`mlplat.components.options.checked_when_known`)."""
+
     def named(value: Any) -> None:
         try:
             check(value)

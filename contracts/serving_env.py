@@ -12,14 +12,43 @@ from typing import Final
 
 PREFIX: Final = "MLPLAT_SERVING_"
 
-SETTINGS: Final = frozenset({
-    "access_log", "allow_pickle", "api_key", "body_timeout_s", "cors_origins", "device", "drain_delay_s",
-    "drift_window", "graceful_timeout_s", "header_timeout_s", "host", "input_shape", "keepalive_timeout_s",
-    "load_retry_initial_s", "load_retry_jitter", "load_retry_max_s", "log_level", "max_batch_delay_ms",
-    "max_batch_size", "max_body_bytes", "max_connections", "max_header_bytes", "max_request_rows",
-    "mlflow_tracking_uri", "model_name", "model_uri", "model_version", "port", "queue_limit", "request_timeout_s",
-    "s3_endpoint_url", "shed_hold_s", "torch_threads",
-})
+SETTINGS: Final = frozenset(
+    {
+        "access_log",
+        "allow_pickle",
+        "api_key",
+        "body_timeout_s",
+        "cors_origins",
+        "device",
+        "drain_delay_s",
+        "drift_window",
+        "graceful_timeout_s",
+        "header_timeout_s",
+        "host",
+        "input_shape",
+        "keepalive_timeout_s",
+        "load_retry_initial_s",
+        "load_retry_jitter",
+        "load_retry_max_s",
+        "log_level",
+        "max_batch_delay_ms",
+        "max_batch_size",
+        "max_body_bytes",
+        "max_connections",
+        "max_header_bytes",
+        "max_request_rows",
+        "mlflow_tracking_uri",
+        "model_name",
+        "model_uri",
+        "model_version",
+        "port",
+        "queue_limit",
+        "request_timeout_s",
+        "s3_endpoint_url",
+        "shed_hold_s",
+        "torch_threads",
+    }
+)
 """The server's settings (``mlplat.serving.settings.ServingSettings`` field names)."""
 
 

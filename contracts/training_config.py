@@ -53,8 +53,7 @@ def _check_source(value: str, builtins: tuple[str, ...]) -> str:
     if value in builtins or _IMPORT_PATH.match(value):
         return value
     raise ValueError(
-        f"must be a built-in ({', '.join(builtins)}) or an import path 'package.module:function', "
-        f"got {value!r}"
+        f"must be a built-in ({', '.join(builtins)}) or an import path 'package.module:function', got {value!r}"
     )
 
 
@@ -117,9 +116,7 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _options_only_for_custom(self) -> ModelConfig:
         if self.source in BUILTIN_MODELS and self.options:
-            raise ValueError(
-                "options are for custom builders; the built-in 'mlp' takes hidden_sizes and dropout"
-            )
+            raise ValueError("options are for custom builders; the built-in 'mlp' takes hidden_sizes and dropout")
         return self
 
 
@@ -277,8 +274,7 @@ class TrainingConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of what determines the trained weights (not where they are stored or logged)."""
-        relevant = self.model_dump(include={"seed", "epochs", "batch_size", "data", "model", "optimizer",
-                                            "schedule"})
+        relevant = self.model_dump(include={"seed", "epochs", "batch_size", "data", "model", "optimizer", "schedule"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat_params(self) -> dict[str, str]:

@@ -131,8 +131,12 @@ def _train_and_promote(state: Path, env: dict[str, str], console: Console) -> No
     with console.status("training digits (data validation, checkpoints, evaluation gate, registration)"):
         _run([_bin("mlplat"), "train", "--config", str(path)], env, "training", state / "train.log")
     console.print(f"[green]✓[/green] trained, passed the gate, registered {MODEL}@staging (log: {state / 'train.log'})")
-    _run([_bin("mlplat"), "promote", MODEL, "--from", "staging", "--to", "champion"], env, "promotion",
-         state / "train.log")
+    _run(
+        [_bin("mlplat"), "promote", MODEL, "--from", "staging", "--to", "champion"],
+        env,
+        "promotion",
+        state / "train.log",
+    )
     console.print(f"[green]✓[/green] promoted {MODEL}@staging to {MODEL}@champion")
 
 
@@ -141,10 +145,15 @@ def _server(state: Path, env: dict[str, str], console: Console) -> Iterator[str]
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     process = ManagedProcess(state / "serve.log")
-    process.spawn([sys.executable, "-m", "mlplat.serving"], env={
-        **env, "MLPLAT_SERVING_MODEL_URI": f"models:/{MODEL}@champion", "MLPLAT_SERVING_HOST": LOOPBACK,
-        "MLPLAT_SERVING_PORT": str(port),
-    })
+    process.spawn(
+        [sys.executable, "-m", "mlplat.serving"],
+        env={
+            **env,
+            "MLPLAT_SERVING_MODEL_URI": f"models:/{MODEL}@champion",
+            "MLPLAT_SERVING_HOST": LOOPBACK,
+            "MLPLAT_SERVING_PORT": str(port),
+        },
+    )
     try:
         with console.status(f"starting the model server on models:/{MODEL}@champion"):
             deadline = time.monotonic() + 120
@@ -172,7 +181,7 @@ def _exercise(url: str, requests: int) -> tuple[float, list[float], str]:
     x = (digits.data / 16.0).tolist()
     predictions: list[list[float]] = []
     for offset in range(0, len(x), 256):  # the server caps rows per request (422 beyond)
-        answer = _http_json(f"{url}/predict", {"inputs": x[offset:offset + 256]}, timeout=60)
+        answer = _http_json(f"{url}/predict", {"inputs": x[offset : offset + 256]}, timeout=60)
         predictions += answer["predictions"]
     predicted = [max(range(len(row)), key=row.__getitem__) for row in predictions]
     accuracy = sum(int(p == t) for p, t in zip(predicted, digits.target, strict=True)) / len(predicted)
@@ -206,15 +215,26 @@ def preview_stacks(root: Path) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def run_demo(root: Path, *, state: Path | None = None, production_topology: bool = False, requests: int = 200,
-             console: Console | None = None) -> DemoResult:
+def run_demo(
+    root: Path,
+    *,
+    state: Path | None = None,
+    production_topology: bool = False,
+    requests: int = 200,
+    console: Console | None = None,
+) -> DemoResult:
     """Run the demo end to end (see the module docstring) and return what it measured."""
     console = console or Console()
     state = state or root / ".mlplat" / "demo"
     state.mkdir(parents=True, exist_ok=True)
     with _tracking(state, production_topology, console) as tracking:
-        env = {**os.environ, **LOCAL_AWS_ENV, "MLFLOW_TRACKING_URI": tracking.uri, "CI": "true",
-               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        env = {
+            **os.environ,
+            **LOCAL_AWS_ENV,
+            "MLFLOW_TRACKING_URI": tracking.uri,
+            "CI": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
         version = _champion_version(tracking.uri)
         trained = version is None
         if trained:
@@ -224,20 +244,35 @@ def run_demo(root: Path, *, state: Path | None = None, production_topology: bool
         with _server(state, env, console) as url:
             accuracy, latencies, served_version = _exercise(url, requests)
     p50, p99 = statistics.median(latencies), _p99(latencies)
-    console.print(f"[green]✓[/green] accuracy {accuracy:.3f} on all 1,797 {MODEL} images; "
-                  f"{requests} single-row requests: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    console.print(
+        f"[green]✓[/green] accuracy {accuracy:.3f} on all 1,797 {MODEL} images; "
+        f"{requests} single-row requests: p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
     with console.status("rendering the dev and production stacks offline"):
         stacks = preview_stacks(root)
     table = Table(title="cloud stacks, rendered offline (no credentials)")
     for column in ("stack", "resources", "policy", "advisories", "idle $/month", "peak $/month"):
         table.add_column(column, justify="right" if column != "stack" else "left")
     for stack, row in stacks.items():
-        table.add_row(stack, str(row["resources"]), row["policy"], str(row["advisories"]),
-                      f"{row['idle_monthly_usd']:,.0f}", f"{row['peak_monthly_usd']:,.0f}")
+        table.add_row(
+            stack,
+            str(row["resources"]),
+            row["policy"],
+            str(row["advisories"]),
+            f"{row['idle_monthly_usd']:,.0f}",
+            f"{row['peak_monthly_usd']:,.0f}",
+        )
     console.print(table)
     return DemoResult(
-        tracking_uri=tracking.uri, server_url=url, model_version=served_version, trained=trained, accuracy=accuracy,
-        requests=requests, p50_ms=p50, p99_ms=p99, stacks=stacks,
+        tracking_uri=tracking.uri,
+        server_url=url,
+        model_version=served_version,
+        trained=trained,
+        accuracy=accuracy,
+        requests=requests,
+        p50_ms=p50,
+        p99_ms=p99,
+        stacks=stacks,
     )
 
 

@@ -25,8 +25,11 @@ from typing import Any
 
 LOOPBACK = "127.0.0.1"
 # Dummy credentials for the local S3 endpoint; boto3 refuses to sign without some.
-LOCAL_AWS_ENV = {"AWS_ACCESS_KEY_ID": "mlplat-local", "AWS_SECRET_ACCESS_KEY": "mlplat-local",
-                 "AWS_DEFAULT_REGION": "us-east-1"}
+LOCAL_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "mlplat-local",
+    "AWS_SECRET_ACCESS_KEY": "mlplat-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 class ServiceError(RuntimeError):
@@ -70,8 +73,12 @@ class ManagedProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            start_new_session=True, user=user,
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            user=user,
         )
         handle.close()
 
@@ -159,18 +166,44 @@ class PostgresServer(_Service):
             pwfile.write_text(self.password + "\n")
             self._own(pwfile)
             initdb = subprocess.run(
-                [_postgres_bin("initdb"), "-D", str(self.data_dir), "-U", self.user, "--auth=scram-sha-256",
-                 f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"],
-                check=False, capture_output=True, text=True, user=self._run_as(),
+                [
+                    _postgres_bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+                user=self._run_as(),
             )
             pwfile.unlink()
             if initdb.returncode != 0:
-                raise ServiceError(f"initdb failed in {self.data_dir} (as {self._run_as() or 'this user'}): "
-                                   f"{initdb.stderr.strip()[-2000:]}")
+                raise ServiceError(
+                    f"initdb failed in {self.data_dir} (as {self._run_as() or 'this user'}): "
+                    f"{initdb.stderr.strip()[-2000:]}"
+                )
         self._process = ManagedProcess(self.root / "postgres.log")
         self._process.spawn(
-            [_postgres_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-c",
-             f"listen_addresses={LOOPBACK}", "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off"],
+            [
+                _postgres_bin("postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                f"listen_addresses={LOOPBACK}",
+                "-c",
+                f"unix_socket_directories={self.root}",
+                "-c",
+                "fsync=off",
+            ],
             user=self._run_as(),
         )
         _wait_for(self._accepts, f"PostgreSQL on port {self.port}", timeout, self._process.log, self._process.proc)
@@ -179,19 +212,35 @@ class PostgresServer(_Service):
         return self
 
     def _accepts(self) -> bool:
-        return subprocess.run(
-            [_postgres_bin("pg_isready"), "-h", LOOPBACK, "-p", str(self.port)], capture_output=True, check=False
-        ).returncode == 0
+        return (
+            subprocess.run(
+                [_postgres_bin("pg_isready"), "-h", LOOPBACK, "-p", str(self.port)], capture_output=True, check=False
+            ).returncode
+            == 0
+        )
 
     def psql(self, sql: str, database: str | None = None) -> str:
         """Run one SQL statement and return psql's unaligned output."""
         completed = subprocess.run(
-            ["psql", "-h", LOOPBACK, "-p", str(self.port), "-U", self.user, "-d", database or self.database,
-             "-tAc", sql],
-            capture_output=True, text=True, check=True, env={**os.environ, "PGPASSWORD": self.password},
+            [
+                "psql",
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database or self.database,
+                "-tAc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PGPASSWORD": self.password},
         )
         return completed.stdout.strip()
-
 
 
 @dataclass
@@ -212,10 +261,16 @@ class MotoS3Server(_Service):
 
     def start(self, timeout: float = 60) -> MotoS3Server:
         self._process = ManagedProcess(self.root / "moto.log")
-        self._process.spawn([sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)],
-                            env=LOCAL_AWS_ENV)
-        _wait_for(lambda: _http_ok(f"{self.endpoint_url}/moto-api/"), "moto S3 server", timeout,
-                  self._process.log, self._process.proc)
+        self._process.spawn(
+            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)], env=LOCAL_AWS_ENV
+        )
+        _wait_for(
+            lambda: _http_ok(f"{self.endpoint_url}/moto-api/"),
+            "moto S3 server",
+            timeout,
+            self._process.log,
+            self._process.proc,
+        )
         client = self.client()
         for bucket in self.buckets:
             client.create_bucket(Bucket=bucket)
@@ -225,10 +280,13 @@ class MotoS3Server(_Service):
         """A boto3 S3 client for this endpoint."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                            aws_access_key_id=LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
-
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
 
 
 @dataclass
@@ -256,15 +314,27 @@ class MlflowServer(_Service):
         self._process = ManagedProcess(self.root / "mlflow.log")
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         self._process.spawn(
-            [mlflow, "server", "--host", LOOPBACK, "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", self.backend_store_uri,
-             "--artifacts-destination", self.artifacts_destination, "--serve-artifacts"],
+            [
+                mlflow,
+                "server",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                self.backend_store_uri,
+                "--artifacts-destination",
+                self.artifacts_destination,
+                "--serve-artifacts",
+            ],
             env=self.env(),
         )
-        _wait_for(lambda: _http_ok(f"{self.uri}/health"), "MLflow server", timeout, self._process.log,
-                  self._process.proc)
+        _wait_for(
+            lambda: _http_ok(f"{self.uri}/health"), "MLflow server", timeout, self._process.log, self._process.proc
+        )
         return self
-
 
 
 @contextlib.contextmanager

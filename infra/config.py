@@ -101,11 +101,15 @@ class RegistryConfig(ContainerRegistrySpec):
         """A Docker tag that stays one with ``-cuda`` appended (128 characters at most), and never ``latest``:
         the repositories' tags are immutable, so a tag names one build."""
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,122}", value):
-            raise ValueError(f"{value!r} is not an image tag: 1-123 letters, digits, '_', '.' and '-', not starting "
-                             "with '.' or '-' (e.g. the commit the images were built from)")
+            raise ValueError(
+                f"{value!r} is not an image tag: 1-123 letters, digits, '_', '.' and '-', not starting "
+                "with '.' or '-' (e.g. the commit the images were built from)"
+            )
         if value == "latest":
-            raise ValueError("'latest' is not an image tag here: tags are immutable, each names one build "
-                             "(e.g. the commit the images were built from)")
+            raise ValueError(
+                "'latest' is not an image tag here: tags are immutable, each names one build "
+                "(e.g. the commit the images were built from)"
+            )
         return value
 
     @field_validator("image_tag")
@@ -176,8 +180,10 @@ class StackConfig(_Section):
             # It names Kubernetes objects as mlplat-<environment>-<name>(-stable|-canary|-split): a DNS-1035 label
             # whose longest form (production, an ALB action annotation) must stay within 63 characters.
             if not re.fullmatch(r"[a-z]([a-z0-9-]{0,29}[a-z0-9])?", name):
-                raise ValueError(f"{name!r} is not a valid workload name (a lowercase letter, then lowercase "
-                                 "letters, digits and '-', at most 31 characters: it names Kubernetes objects)")
+                raise ValueError(
+                    f"{name!r} is not a valid workload name (a lowercase letter, then lowercase "
+                    "letters, digits and '-', at most 31 characters: it names Kubernetes objects)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -186,32 +192,43 @@ class StackConfig(_Section):
         if self.environment == "production" and self.cluster.endpoint_public_access:
             open_to_all = [c for c in self.cluster.public_access_cidrs if ipaddress.ip_network(c).prefixlen == 0]
             if open_to_all:
-                raise ValueError(f"{NAMESPACE}:cluster.publicAccessCidrs: {open_to_all} opens production's Kubernetes "
-                                 "API to the whole internet; list your VPN/office CIDRs or set "
-                                 "endpointPublicAccess: false")
+                raise ValueError(
+                    f"{NAMESPACE}:cluster.publicAccessCidrs: {open_to_all} opens production's Kubernetes "
+                    "API to the whole internet; list your VPN/office CIDRs or set "
+                    "endpointPublicAccess: false"
+                )
         return self
 
     @model_validator(mode="after")
     def _alerts_page_someone(self) -> StackConfig:
         mon = self.monitoring
-        if mon.enabled and not (self.alarms.enabled or mon.sns_topic_arn or mon.receiver
-                                or mon.alerts_receiver_optional):
-            raise ValueError(f"{NAMESPACE}:monitoring: alerts would page no one (mlplat:alarms is disabled and no "
-                             "snsTopicArn or receiver is set); enable mlplat:alarms, set monitoring.snsTopicArn or "
-                             "monitoring.receiver, or set monitoring.alertsReceiverOptional: true")
+        if mon.enabled and not (
+            self.alarms.enabled or mon.sns_topic_arn or mon.receiver or mon.alerts_receiver_optional
+        ):
+            raise ValueError(
+                f"{NAMESPACE}:monitoring: alerts would page no one (mlplat:alarms is disabled and no "
+                "snsTopicArn or receiver is set); enable mlplat:alarms, set monitoring.snsTopicArn or "
+                "monitoring.receiver, or set monitoring.alertsReceiverOptional: true"
+            )
         return self
 
     @model_validator(mode="after")
     def _runner_reaches_the_api(self) -> StackConfig:
         hosted = [label for label in self.deploy.labels(self.environment) if GITHUB_HOSTED_RUNNER.fullmatch(label)]
         world_open = self.cluster.endpoint_public_access and any(
-            ipaddress.ip_network(c).prefixlen == 0 for c in self.cluster.public_access_cidrs)
+            ipaddress.ip_network(c).prefixlen == 0 for c in self.cluster.public_access_cidrs
+        )
         if hosted and not world_open:
-            where = ("private" if not self.cluster.endpoint_public_access
-                     else f"open only to {self.cluster.public_access_cidrs}")
-            raise ValueError(f"{NAMESPACE}:deploy.runner: {hosted} is a GitHub-hosted runner, which cannot reach this "
-                             f"stack's Kubernetes API ({where}); use a self-hosted runner inside the VPC, e.g. "
-                             f"[self-hosted, linux, mlplat-{self.environment}]")
+            where = (
+                "private"
+                if not self.cluster.endpoint_public_access
+                else f"open only to {self.cluster.public_access_cidrs}"
+            )
+            raise ValueError(
+                f"{NAMESPACE}:deploy.runner: {hosted} is a GitHub-hosted runner, which cannot reach this "
+                f"stack's Kubernetes API ({where}); use a self-hosted runner inside the VPC, e.g. "
+                f"[self-hosted, linux, mlplat-{self.environment}]"
+            )
         return self
 
     @model_validator(mode="after")
@@ -221,10 +238,14 @@ class StackConfig(_Section):
         for name, pool in self.cluster.node_pools.items():
             unknown = [t for t in pool.instance_types if t not in NODE_INSTANCE_TYPES]
             if unknown:
-                problems.append((("cluster", "nodeGroups", name, "instanceTypes"),
-                                 f"{unknown} {'is' if len(unknown) == 1 else 'are'} not in mlplat's capacity and "
-                                 "price tables, so neither the fit of pods nor the cost could be checked; allowed: "
-                                 + ", ".join(NODE_INSTANCE_TYPES)))
+                problems.append(
+                    (
+                        ("cluster", "nodeGroups", name, "instanceTypes"),
+                        f"{unknown} {'is' if len(unknown) == 1 else 'are'} not in mlplat's capacity and "
+                        "price tables, so neither the fit of pods nor the cost could be checked; allowed: "
+                        + ", ".join(NODE_INSTANCE_TYPES),
+                    )
+                )
         if problems:
             _raise(type(self).__name__, problems)
         return self
@@ -233,28 +254,41 @@ class StackConfig(_Section):
     def _workloads_fit_the_nodes(self) -> StackConfig:
         # Every pod must fit the smallest instance type of a pool that can host it, after the kubelet's
         # reservations and the DaemonSets (mlplat.components.capacity): else it stays Pending forever.
-        workloads = [Workload("tracking.resources", **self.tracking.resources.model_dump())] \
-            if self.tracking.enabled else []
-        workloads += [Workload(f"services.{name}.resources", **svc.resources.model_dump())  # the canary's too
-                      for name, svc in self.services.items()]
-        workloads += [Workload(f"trainingJobs.{name}.resources", **job.resources.model_dump())
-                      for name, job in self.training_jobs.items()]
+        workloads = (
+            [Workload("tracking.resources", **self.tracking.resources.model_dump())] if self.tracking.enabled else []
+        )
+        workloads += [
+            Workload(f"services.{name}.resources", **svc.resources.model_dump())  # the canary's too
+            for name, svc in self.services.items()
+        ]
+        workloads += [
+            Workload(f"trainingJobs.{name}.resources", **job.resources.model_dump())
+            for name, job in self.training_jobs.items()
+        ]
         pools = list(self.cluster.node_pools.values())  # validated once, as the cluster section loaded
         problems = check_workloads(workloads, pools, monitoring=self.monitoring.enabled)
         if problems:  # one line each, through load()'s error list
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                InitErrorDetails(type=PydanticCustomError("capacity", "{problem}", {"problem": f"{NAMESPACE}:{p}"}),
-                                 loc=(), input=None)
-                for p in problems
-            ])
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("capacity", "{problem}", {"problem": f"{NAMESPACE}:{p}"}),
+                        loc=(),
+                        input=None,
+                    )
+                    for p in problems
+                ],
+            )
         return self
 
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
         if value not in REGIONS:
-            raise ValueError(f"{value!r} is not a region mlplat's price table prices (review/prices.json), so "
-                             f"`mlplat cost` could not price the stack; allowed: {', '.join(REGIONS)}")
+            raise ValueError(
+                f"{value!r} is not a region mlplat's price table prices (review/prices.json), so "
+                f"`mlplat cost` could not price the stack; allowed: {', '.join(REGIONS)}"
+            )
         return value
 
     @property
@@ -368,8 +402,9 @@ def load(values: Mapping[str, Any]) -> StackConfig:
             raw["region"] = value
         elif namespace == NAMESPACE:
             if key not in SECTIONS:
-                problems.append(f"{full_key}: unknown key; allowed: "
-                                + ", ".join(f"{NAMESPACE}:{k}" for k in sorted(SECTIONS)))
+                problems.append(
+                    f"{full_key}: unknown key; allowed: " + ", ".join(f"{NAMESPACE}:{k}" for k in sorted(SECTIONS))
+                )
                 continue
             raw[key] = _parse(full_key, value)
     if "region" not in raw:
@@ -416,8 +451,11 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> str:
             model = entry
         else:
             model = _section_of(field[1])
-    return "" if model is None else "; allowed: " + ", ".join(key_of(name, info)
-                                                              for name, info in model.model_fields.items())
+    return (
+        ""
+        if model is None
+        else "; allowed: " + ", ".join(key_of(name, info) for name, info in model.model_fields.items())
+    )
 
 
 def from_pulumi() -> StackConfig:

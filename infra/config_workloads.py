@@ -21,10 +21,20 @@ from mlplat.components.tracking import TrackingSpec
 from mlplat.components.training_job import TrainingJobSpec
 
 RDS_INSTANCE_CLASSES: tuple[str, ...] = (
-    "db.t3.micro", "db.t3.small", "db.t3.medium", "db.t3.large",
-    "db.t4g.micro", "db.t4g.small", "db.t4g.medium", "db.t4g.large",
-    "db.m5.large", "db.m6i.large", "db.m6g.large", "db.m7g.large",
-    "db.r6g.large", "db.r6i.large",
+    "db.t3.micro",
+    "db.t3.small",
+    "db.t3.medium",
+    "db.t3.large",
+    "db.t4g.micro",
+    "db.t4g.small",
+    "db.t4g.medium",
+    "db.t4g.large",
+    "db.m5.large",
+    "db.m6i.large",
+    "db.m6g.large",
+    "db.m7g.large",
+    "db.r6g.large",
+    "db.r6i.large",
 )
 """The RDS classes ``tracking.database.instanceClass`` may name: those the price table (review/prices.json) prices in
 every region it prices (tests check each), so ``mlplat cost`` and ``mlplat diff`` never leave the database out.
@@ -44,9 +54,19 @@ class TrackingConfig(TrackingSpec):
         # Stack policy, not the component's rule: `mlplat cost` and `mlplat diff` price every class allowed here.
         value = self.database.instance_class
         if value not in RDS_INSTANCE_CLASSES:
-            raise_problems(type(self).__name__, [(("database", "instanceClass"), (
-                f"{value!r} is not an RDS class mlplat's price table prices (review/prices.json), so `mlplat cost` "
-                f"could not price the database; allowed: {', '.join(RDS_INSTANCE_CLASSES)}"))])
+            raise_problems(
+                type(self).__name__,
+                [
+                    (
+                        ("database", "instanceClass"),
+                        (
+                            f"{value!r} is not an RDS class mlplat's price table prices (review/prices.json), so "
+                            "`mlplat cost` "
+                            f"could not price the database; allowed: {', '.join(RDS_INSTANCE_CLASSES)}"
+                        ),
+                    )
+                ],
+            )
         return self
 
 

@@ -81,15 +81,17 @@ class ResourceRecord:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready copy (callers may change it without touching the render)."""
-        return copy.deepcopy({
-            "urn": self.urn,
-            "type": self.type,
-            "name": self.name,
-            "parent": self.parent,
-            "custom": self.custom,
-            "inputs": self.inputs,
-            "options": self.options,
-        })
+        return copy.deepcopy(
+            {
+                "urn": self.urn,
+                "type": self.type,
+                "name": self.name,
+                "parent": self.parent,
+                "custom": self.custom,
+                "inputs": self.inputs,
+                "options": self.options,
+            }
+        )
 
 
 @dataclass
@@ -193,8 +195,13 @@ def _provider_urn(ref: str) -> str | None:
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """A resource monitor that records wire inputs and options, and answers from :class:`MockOutputs`."""
 
-    def __init__(self, mocks: MockOutputs, stack_references: Mapping[str, Mapping[str, Any]] | None = None,
-                 config: Mapping[str, str] | None = None, secret_keys: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        mocks: MockOutputs,
+        stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+        config: Mapping[str, str] | None = None,
+        secret_keys: Sequence[str] = (),
+    ) -> None:
         super().__init__(mocks)
         self.outputs_source = mocks
         self.stack_references = dict(stack_references or {})
@@ -236,7 +243,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         if result is None:
             raise OfflineUnsupported(
                 f"the offline engine has no answer for the data source {request.tok!r} (args {sorted(args)}); "
-                "look it up in the program's config instead, or add it to mlplat.infra.mock_outputs")
+                "look it up in the program's config instead, or add it to mlplat.infra.mock_outputs"
+            )
         return resource_pb2.ResourceInvokeResponse(failures=None, **{"return": _struct(result)})
 
     def RegisterStackTransform(self, request: Any) -> Any:
@@ -251,13 +259,19 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             return request
         for callback in callbacks:
             transform = resource_pb2.TransformRequest(
-                type=request.type, name=request.name, custom=request.custom, parent=request.parent,
+                type=request.type,
+                name=request.name,
+                custom=request.custom,
+                parent=request.parent,
                 properties=request.object,
                 options=resource_pb2.TransformResourceOptions(
-                    depends_on=list(request.dependencies), protect=request.protect,
-                    ignore_changes=list(request.ignoreChanges), retain_on_delete=request.retainOnDelete,
+                    depends_on=list(request.dependencies),
+                    protect=request.protect,
+                    ignore_changes=list(request.ignoreChanges),
+                    retain_on_delete=request.retainOnDelete,
                     delete_before_replace=request.deleteBeforeReplace,
-                    additional_secret_outputs=list(request.additionalSecretOutputs)),
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
+                ),
             )
             response = resource_pb2.TransformResponse.FromString(_call_back(callback, transform.SerializeToString()))
             changed = resource_pb2.RegisterResourceRequest()
@@ -284,9 +298,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self._urns.add(urn)
         request = self._transform(request)
         if request.type == "pulumi:pulumi:Stack":
-            self.records.append(
-                ResourceRecord(urn, request.type, request.name, None, False, {}, {})
-            )
+            self.records.append(ResourceRecord(urn, request.type, request.name, None, False, {}, {}))
             return resource_pb2.RegisterResourceResponse(urn=urn)
         wire = json_format.MessageToDict(request.object)
         if request.type.startswith("pulumi:providers:"):
@@ -339,7 +351,6 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=_struct(state))
 
-
     def _default_provider(self, package: str, version: str) -> str:
         """The URN of the provider the Pulumi engine would make for ``package`` from the ``<package>:*`` config.
 
@@ -361,9 +372,18 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                         decoded = json.loads(value)
                 inputs[setting] = MASK if key in self.secret_keys else decoded
             stack = next((r.urn for r in self.records if r.type == "pulumi:pulumi:Stack"), None)
-            self.records.append(ResourceRecord(urn, f"pulumi:providers:{package}", name, stack, True, inputs,
-                                               {"provider": None, "depends_on": [], "protect": False},
-                                               id=f"{package}-default-provider"))
+            self.records.append(
+                ResourceRecord(
+                    urn,
+                    f"pulumi:providers:{package}",
+                    name,
+                    stack,
+                    True,
+                    inputs,
+                    {"provider": None, "depends_on": [], "protect": False},
+                    id=f"{package}-default-provider",
+                )
+            )
         return self._default_providers[package]
 
     def ReadResource(self, request: Any) -> Any:
@@ -384,7 +404,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             known = ", ".join(sorted(self.stack_references)) or "none"
             raise OfflineUnsupported(
                 f"StackReference {name!r}: no outputs for it offline (given: {known}); put them in the stack config "
-                f"as {STACK_REFERENCES_KEY}: {{{name!r}: {{output: value, ...}}}} or pass --stack-references FILE")
+                f"as {STACK_REFERENCES_KEY}: {{{name!r}: {{output: value, ...}}}} or pass --stack-references FILE"
+            )
         return name, {"name": name, "outputs": dict(outputs), "secretOutputNames": []}
 
 
@@ -583,8 +604,9 @@ def _render_in_context(
         error = exc
     if error is not None:
         where = _program_location(error)
-        raise ProgramError(f"{type(error).__name__} in {_failing_component(error)}: {error}"
-                           + (f"\n  at {where}" if where else "")) from error
+        raise ProgramError(
+            f"{type(error).__name__} in {_failing_component(error)}: {error}" + (f"\n  at {where}" if where else "")
+        ) from error
 
     outputs: dict[str, Any] = {}
     stack_outputs: Mapping[str, Any] = getattr(root, "outputs", {}) or {}
@@ -598,4 +620,3 @@ def _render_in_context(
         outputs=outputs,
         invokes=sorted(set(monitor.invoked)),
     )
-

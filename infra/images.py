@@ -34,7 +34,9 @@ from mlplat.infra.pod_specs import POD_SPEC_PATHS
 IMAGE_TAG_ENV = "MLPLAT_IMAGE_TAG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES: Mapping[str, str] = {
-    "serving": "serving/Dockerfile", "training": "training/Dockerfile", "tracking": "tracking/Dockerfile",
+    "serving": "serving/Dockerfile",
+    "training": "training/Dockerfile",
+    "tracking": "tracking/Dockerfile",
 }
 """Each repository's Dockerfile, relative to the repository root (the build context)."""
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
@@ -48,8 +50,13 @@ def checked_out_commit(repo: Path = REPO_ROOT) -> str | None:
     not deploy that repository's commit.
     """
     try:
-        done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"],
-                              capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = done.stdout.split()
@@ -61,12 +68,16 @@ def checked_out_commit(repo: Path = REPO_ROOT) -> str | None:
 def needs_tag(registry: RegistryConfig) -> bool:
     """Whether any workload image comes from ``<repository>:<tag>`` (a build, or an image CI pushes)."""
     cuda = set(registry.cuda_repositories) & set(registry.repositories)
-    return (registry.build_images or any(r not in registry.images for r in registry.repositories)
-            or any(r not in registry.cuda_images for r in cuda))
+    return (
+        registry.build_images
+        or any(r not in registry.images for r in registry.repositories)
+        or any(r not in registry.cuda_images for r in cuda)
+    )
 
 
-def resolve_image_tag(registry: RegistryConfig, environ: Mapping[str, str] | None = None,
-                      repo: Path = REPO_ROOT) -> str:
+def resolve_image_tag(
+    registry: RegistryConfig, environ: Mapping[str, str] | None = None, repo: Path = REPO_ROOT
+) -> str:
     """The tag the workloads run: ``MLPLAT_IMAGE_TAG``, else ``registry.imageTag``, else the checked-out commit.
 
     Raises :class:`ConfigError` when none gives one, or ``MLPLAT_IMAGE_TAG`` is not a tag.
@@ -83,11 +94,14 @@ def resolve_image_tag(registry: RegistryConfig, environ: Mapping[str, str] | Non
     commit = checked_out_commit(repo)
     if commit is not None:
         return commit
-    raise ConfigError([
-        f"mlplat:registry.imageTag: no image tag for the workloads: {repo} is not a git work tree, and neither "
-        f"{IMAGE_TAG_ENV} (the deploy workflow sets it to the commit whose images it pushed) nor "
-        "mlplat:registry.imageTag (a pinned release) is set; set one, or give every repository an image in "
-        "registry.images / registry.cudaImages"])
+    raise ConfigError(
+        [
+            f"mlplat:registry.imageTag: no image tag for the workloads: {repo} is not a git work tree, and neither "
+            f"{IMAGE_TAG_ENV} (the deploy workflow sets it to the commit whose images it pushed) nor "
+            "mlplat:registry.imageTag (a pinned release) is set; set one, or give every repository an image in "
+            "registry.images / registry.cudaImages"
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -106,8 +120,14 @@ class ImageToPush:
         return f"{self.repository}:{self.tag}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "name": self.name, "dockerfile": self.dockerfile, "tag": self.tag,
-                "buildArgs": dict(self.build_args), "ref": self.ref}
+        return {
+            "repository": self.repository,
+            "name": self.name,
+            "dockerfile": self.dockerfile,
+            "tag": self.tag,
+            "buildArgs": dict(self.build_args),
+            "ref": self.ref,
+        }
 
 
 def workload_images(document: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -127,26 +147,29 @@ def workload_images(document: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
                     yield str(record.get("name", "?")), container["image"]
 
 
-def images_to_push(document: Mapping[str, Any], tag: str,
-                   dockerfiles: Mapping[str, str] = DOCKERFILES) -> list[ImageToPush]:
+def images_to_push(
+    document: Mapping[str, Any], tag: str, dockerfiles: Mapping[str, str] = DOCKERFILES
+) -> list[ImageToPush]:
     """The images CI must push for a rendered stack: each workload image ``<stack repository>:<tag>`` (or
     ``:<tag>-cuda``), with the Dockerfile and build args that make it. Images by digest (built by ``pulumi up``),
     in other registries or at other tags (``registry.images``) are someone else's to build."""
-    repositories = {str(r.get("inputs", {}).get("name")) for r in document.get("resources", [])
-                    if r.get("type") == ECR_REPOSITORY}
+    repositories = {
+        str(r.get("inputs", {}).get("name")) for r in document.get("resources", []) if r.get("type") == ECR_REPOSITORY
+    }
     found: dict[tuple[str, str], ImageToPush] = {}
     for resource, image in workload_images(document):
         if "@" in image:
             continue
         location, _, image_tag = image.rpartition(":")
         host, _, repository = location.partition("/")
-        if (ECR_HOST not in host or repository not in repositories
-                or image_tag not in (tag, tag + CUDA_TAG_SUFFIX)):
+        if ECR_HOST not in host or repository not in repositories or image_tag not in (tag, tag + CUDA_TAG_SUFFIX):
             continue
         name = repository.rpartition("/")[2]
         if name not in dockerfiles:
-            raise ValueError(f"{resource} runs {image}, an image of the stack's repository {repository}, but no "
-                             f"Dockerfile builds {name!r}; Dockerfiles: {', '.join(sorted(dockerfiles))}")
+            raise ValueError(
+                f"{resource} runs {image}, an image of the stack's repository {repository}, but no "
+                f"Dockerfile builds {name!r}; Dockerfiles: {', '.join(sorted(dockerfiles))}"
+            )
         args = CUDA_BUILD_ARGS if image_tag == tag + CUDA_TAG_SUFFIX else {}
         found[(repository, image_tag)] = ImageToPush(repository, name, dockerfiles[name], image_tag, dict(args))
     return [found[key] for key in sorted(found)]

@@ -173,8 +173,14 @@ class MockOutputs(pulumi_mocks.Mocks):
         identifier = inputs.get("identifier") or physical
         address = f"{identifier}.c{_digest('rds', name, length=10)}.{self.region}.rds.amazonaws.com"
         port = int(inputs.get("port", 5432))
-        return {"id": identifier, "identifier": identifier, "address": address, "endpoint": f"{address}:{port}",
-                "port": port, "arn": f"arn:aws:rds:{self.region}:{ACCOUNT_ID}:db:{identifier}"}
+        return {
+            "id": identifier,
+            "identifier": identifier,
+            "address": address,
+            "endpoint": f"{address}:{port}",
+            "port": port,
+            "arn": f"arn:aws:rds:{self.region}:{ACCOUNT_ID}:db:{identifier}",
+        }
 
     def _RandomPassword(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
         length = int(inputs.get("length", 32))
@@ -228,8 +234,11 @@ class MockOutputs(pulumi_mocks.Mocks):
         }
 
     def _LaunchTemplate(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {"latestVersion": 1, "defaultVersion": 1, "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:"
-                f"launch-template/{rid}"}
+        return {
+            "latestVersion": 1,
+            "defaultVersion": 1,
+            "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:launch-template/{rid}",
+        }
 
     def _Queue(self, name: str, rid: str, physical: str, inputs: dict[str, Any]) -> dict[str, Any]:
         queue = inputs.get("name") or physical
@@ -264,8 +273,12 @@ class MockOutputs(pulumi_mocks.Mocks):
                 "state": "available",
             }
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline", "id": ACCOUNT_ID,
-                    "userId": "AIDAOFFLINE"}
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline",
+                "id": ACCOUNT_ID,
+                "userId": "AIDAOFFLINE",
+            }
         if token == "aws:index/getRegion:getRegion":
             return {"name": region, "region": region, "id": region, "endpoint": f"ec2.{region}.amazonaws.com"}
         if token == "aws:index/getPartition:getPartition":
@@ -287,33 +300,55 @@ class MockOutputs(pulumi_mocks.Mocks):
 
     def _policy_document(self, args: dict[str, Any], region: str) -> dict[str, Any]:
         document = policy_document_json(args)
-        return {"json": json.dumps(document, indent=2), "minifiedJson": json.dumps(document, separators=(",", ":")),
-                "id": _digest("policy", json.dumps(document, sort_keys=True), length=10)}
+        return {
+            "json": json.dumps(document, indent=2),
+            "minifiedJson": json.dumps(document, separators=(",", ":")),
+            "id": _digest("policy", json.dumps(document, sort_keys=True), length=10),
+        }
 
     def _eks_cluster_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
         name = str(args.get("name"))
         outputs = self._eks_cluster(name, name, name, {"name": name})
         vpc = f"vpc-{_digest('vpc', name)}"
         return {
-            "id": name, "name": name, "arn": f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{name}",
+            "id": name,
+            "name": name,
+            "arn": f"arn:aws:eks:{region}:{ACCOUNT_ID}:cluster/{name}",
             "endpoint": outputs["kubeconfig"]["clusters"][0]["cluster"]["server"],
             "certificateAuthorities": [{"data": fake_certificate(name)}],
             "identities": [{"oidcs": [{"issuer": "https://" + outputs["oidcIssuer"]}]}],
-            "version": "1.35", "platformVersion": "eks.1", "status": "ACTIVE",
+            "version": "1.35",
+            "platformVersion": "eks.1",
+            "status": "ACTIVE",
             "roleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-cluster",
-            "vpcConfig": {"vpcId": vpc, "subnetIds": self._subnet_ids(vpc, 3),
-                          "securityGroupIds": [], "clusterSecurityGroupId": outputs["clusterSecurityGroupId"],
-                          "endpointPrivateAccess": True, "endpointPublicAccess": False, "publicAccessCidrs": []},
+            "vpcConfig": {
+                "vpcId": vpc,
+                "subnetIds": self._subnet_ids(vpc, 3),
+                "securityGroupIds": [],
+                "clusterSecurityGroupId": outputs["clusterSecurityGroupId"],
+                "endpointPrivateAccess": True,
+                "endpointPublicAccess": False,
+                "publicAccessCidrs": [],
+            },
             "accessConfigs": [{"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": False}],
             "tags": {},
         }
 
     def _vpc_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
         vpc = args.get("id") or f"vpc-{_digest('vpc', json.dumps(args, sort_keys=True))}"
-        return {"id": vpc, "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:vpc/{vpc}", "cidrBlock": "10.0.0.0/16",
-                "default": False, "state": "available", "ownerId": ACCOUNT_ID, "tags": args.get("tags") or {},
-                "mainRouteTableId": f"rtb-{_digest('main', vpc)}", "enableDnsHostnames": True,
-                "enableDnsSupport": True, "instanceTenancy": "default"}
+        return {
+            "id": vpc,
+            "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:vpc/{vpc}",
+            "cidrBlock": "10.0.0.0/16",
+            "default": False,
+            "state": "available",
+            "ownerId": ACCOUNT_ID,
+            "tags": args.get("tags") or {},
+            "mainRouteTableId": f"rtb-{_digest('main', vpc)}",
+            "enableDnsHostnames": True,
+            "enableDnsSupport": True,
+            "instanceTenancy": "default",
+        }
 
     def _subnets_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
         key = json.dumps(args, sort_keys=True)
@@ -321,9 +356,15 @@ class MockOutputs(pulumi_mocks.Mocks):
 
     def _subnet_lookup(self, args: dict[str, Any], region: str) -> dict[str, Any]:
         subnet = args.get("id") or f"subnet-{_digest('subnet', json.dumps(args, sort_keys=True))}"
-        return {"id": subnet, "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:subnet/{subnet}",
-                "vpcId": args.get("vpcId") or f"vpc-{_digest('vpc', subnet)}", "availabilityZone": f"{region}a",
-                "cidrBlock": "10.0.0.0/19", "state": "available", "tags": args.get("tags") or {}}
+        return {
+            "id": subnet,
+            "arn": f"arn:aws:ec2:{region}:{ACCOUNT_ID}:subnet/{subnet}",
+            "vpcId": args.get("vpcId") or f"vpc-{_digest('vpc', subnet)}",
+            "availabilityZone": f"{region}a",
+            "cidrBlock": "10.0.0.0/19",
+            "state": "available",
+            "tags": args.get("tags") or {},
+        }
 
     @staticmethod
     def _subnet_ids(seed: str, count: int) -> list[str]:
@@ -342,8 +383,12 @@ def policy_document_json(args: dict[str, Any]) -> dict[str, Any]:
         if stmt.get("sid"):
             out["Sid"] = stmt["sid"]
         out["Effect"] = stmt.get("effect") or "Allow"
-        for key, field in (("Action", "actions"), ("NotAction", "notActions"), ("Resource", "resources"),
-                           ("NotResource", "notResources")):
+        for key, field in (
+            ("Action", "actions"),
+            ("NotAction", "notActions"),
+            ("Resource", "resources"),
+            ("NotResource", "notResources"),
+        ):
             if stmt.get(field):
                 out[key] = one_or_many(stmt[field])
         for key, field in (("Principal", "principals"), ("NotPrincipal", "notPrincipals")):
@@ -369,4 +414,3 @@ _LOOKUPS: dict[str, Callable[[MockOutputs, dict[str, Any], str], dict[str, Any]]
     "aws:ec2/getSubnet:getSubnet": MockOutputs._subnet_lookup,
 }
 """Data sources answered offline beyond the account/region basics above; any other one is an error."""
-

@@ -30,10 +30,16 @@ def platform_args(cfg: StackConfig) -> MlPlatformArgs:
         network=cfg.network,
         cluster=cfg.cluster,
         artifacts=cfg.artifacts,
-        registry=ContainerRegistryArgs.model_validate({
-            **{name: getattr(reg, name) for name in ContainerRegistrySpec.model_fields},  # the settings, then wiring
-            "name_prefix": f"mlplat-{cfg.environment}", "builds": builds, "default_tag": tag,
-        }),
+        registry=ContainerRegistryArgs.model_validate(
+            {
+                **{
+                    name: getattr(reg, name) for name in ContainerRegistrySpec.model_fields
+                },  # the settings, then wiring
+                "name_prefix": f"mlplat-{cfg.environment}",
+                "builds": builds,
+                "default_tag": tag,
+            }
+        ),
         tracking=cfg.tracking if cfg.tracking.enabled else None,
         services=cfg.services,
         training_jobs=cfg.training_jobs,
@@ -46,8 +52,9 @@ def platform_args(cfg: StackConfig) -> MlPlatformArgs:
 def build(cfg: StackConfig) -> dict[str, pulumi.Output[object]]:
     """Create the stack's resources from ``cfg`` and return the stack outputs."""
     provider = aws.Provider("aws", region=cfg.region, default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.tags))
-    platform = MlPlatform(f"mlplat-{cfg.environment}", platform_args(cfg),
-                          opts=pulumi.ResourceOptions(providers=[provider]))
+    platform = MlPlatform(
+        f"mlplat-{cfg.environment}", platform_args(cfg), opts=pulumi.ResourceOptions(providers=[provider])
+    )
     network, cluster = platform.network, platform.cluster
     outputs: dict[str, pulumi.Output[object]] = {
         "vpcId": network.vpc_id,

@@ -16,8 +16,9 @@ from mlplat.infra.stacks import load_stack
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def render_stack(stack: str, root: Path = PROJECT_ROOT,
-                 stack_references: Mapping[str, Mapping[str, Any]] | None = None) -> Render:
+def render_stack(
+    stack: str, root: Path = PROJECT_ROOT, stack_references: Mapping[str, Mapping[str, Any]] | None = None
+) -> Render:
     """Render ``Pulumi.<stack>.yaml`` of the project at ``root`` with its program (``main:``).
 
     ``stack_references`` (stack name -> outputs) answer the program's ``StackReference``s, over any given in

@@ -20,12 +20,14 @@ from mlplat.policy.rules import RULES
 
 
 def _finding(rule: Rule, environment: str, res: Resource, violation: Violation) -> Finding:
-    return Finding(rule.id, rule.levels.for_environment(environment), res.urn, res.name, res.type,
-                   violation.problem, violation.fix)
+    return Finding(
+        rule.id, rule.levels.for_environment(environment), res.urn, res.name, res.type, violation.problem, violation.fix
+    )
 
 
-def check_resources(resources: Sequence[Resource], environment: str,
-                    rules: Iterable[Rule] = RULES, policy: PolicyConfig | None = None) -> list[Finding]:
+def check_resources(
+    resources: Sequence[Resource], environment: str, rules: Iterable[Rule] = RULES, policy: PolicyConfig | None = None
+) -> list[Finding]:
     """Run ``rules`` over ``resources``; findings sorted mandatory first, then by rule and resource."""
     findings: list[Finding] = []
     with policy_in_force(policy):
@@ -39,8 +41,9 @@ def check_resources(resources: Sequence[Resource], environment: str,
     return sorted(findings, key=lambda f: (f.enforcement != "mandatory", f.rule, f.urn, f.problem))
 
 
-def check_render(document: Mapping[str, Any], environment: str | None = None,
-                 policy: PolicyConfig | None = None) -> list[Finding]:
+def check_render(
+    document: Mapping[str, Any], environment: str | None = None, policy: PolicyConfig | None = None
+) -> list[Finding]:
     """Run every rule over a render's JSON form (``Render.to_json()``)."""
     env = environment or environment_of(document)
     return check_resources(resources_from_render(document), env, policy=policy)
@@ -62,8 +65,11 @@ def to_markdown(findings: Sequence[Finding], stack: str, environment: str) -> st
     head = f"### Policy check: `{stack}` ({environment})\n\n"
     if not findings:
         return head + f"All {len(RULES)} rules pass.\n"
-    lines = [head + f"**{mandatory} mandatory**, {advisory} advisory finding(s).\n",
-             "| level | rule | resource | problem | fix |", "|---|---|---|---|---|"]
+    lines = [
+        head + f"**{mandatory} mandatory**, {advisory} advisory finding(s).\n",
+        "| level | rule | resource | problem | fix |",
+        "|---|---|---|---|---|",
+    ]
     for f in findings:
         level = "**mandatory**" if f.enforcement == "mandatory" else "advisory"
         lines.append(f"| {level} | `{f.rule}` | `{f.resource}` ({f.type}) | {_cell(f.problem)} | {_cell(f.fix)} |")

@@ -265,4 +265,3 @@ def policy_document(value: Any) -> dict[str, Any]:
 def linked(stack: Sequence[Resource], resource: Resource, types: frozenset[str]) -> list[Resource]:
     """The resources of ``types`` that ``resource`` depends on (how a companion names its target)."""
     return [r for r in stack if r.urn in resource.dependencies and r.type in types]
-

@@ -57,15 +57,28 @@ from mlplat.policy.rules import RULES
 
 PACK_NAME = "mlplat"
 ENVIRONMENT_VARIABLE = "MLPLAT_ENVIRONMENT"
-_UNKNOWNS = frozenset({UNKNOWN_ARCHIVE_VALUE, UNKNOWN_ARRAY_VALUE, UNKNOWN_ASSET_VALUE, UNKNOWN_BOOLEAN_VALUE,
-                       UNKNOWN_NUMBER_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE})
+_UNKNOWNS = frozenset(
+    {
+        UNKNOWN_ARCHIVE_VALUE,
+        UNKNOWN_ARRAY_VALUE,
+        UNKNOWN_ASSET_VALUE,
+        UNKNOWN_BOOLEAN_VALUE,
+        UNKNOWN_NUMBER_VALUE,
+        UNKNOWN_OBJECT_VALUE,
+        UNKNOWN_STRING_VALUE,
+    }
+)
 _LEVELS = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY}
 _NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
-CONFIG_SCHEMA = PolicyConfigSchema(properties={
-    "requiredTags": {**_NAMES, "description": "Tags every taggable AWS resource carries (mlplat-required-tags)"},
-    "strictEnvironments": {**_NAMES, "description": "Environments where every rule is mandatory (default: "
-                                                    "production)"},
-})
+CONFIG_SCHEMA = PolicyConfigSchema(
+    properties={
+        "requiredTags": {**_NAMES, "description": "Tags every taggable AWS resource carries (mlplat-required-tags)"},
+        "strictEnvironments": {
+            **_NAMES,
+            "description": "Environments where every rule is mandatory (default: production)",
+        },
+    }
+)
 """Each policy's config (``pulumi preview --policy-pack policy --policy-pack-config FILE``), as ``mlplat:policy``."""
 
 
@@ -99,16 +112,27 @@ def environment(tags: Mapping[str, str]) -> str:
 
 def resource_from_args(args: ResourceValidationArgs) -> Resource:
     """A resource being validated, as the rules see it."""
-    return Resource(urn=args.urn, type=args.resource_type, name=args.name, inputs=plain(args.props),
-                    provider_default_tags=_provider_tags(args.provider))
+    return Resource(
+        urn=args.urn,
+        type=args.resource_type,
+        name=args.name,
+        inputs=plain(args.props),
+        provider_default_tags=_provider_tags(args.provider),
+    )
 
 
 def resource_from_stack(res: PolicyResource) -> Resource:
     """A resource of the stack (its outputs, which include its inputs), as the rules see it."""
     deps = {d.urn for d in res.dependencies}
     deps |= {d.urn for group in res.property_dependencies.values() for d in group}
-    return Resource(urn=res.urn, type=res.resource_type, name=res.name, inputs=plain(res.props),
-                    dependencies=frozenset(deps), provider_default_tags=_provider_tags(res.provider))
+    return Resource(
+        urn=res.urn,
+        type=res.resource_type,
+        name=res.name,
+        inputs=plain(res.props),
+        dependencies=frozenset(deps),
+        provider_default_tags=_provider_tags(res.provider),
+    )
 
 
 def _message(problem: str, fix: str) -> str:
@@ -133,7 +157,8 @@ def _stack_validator(rule: StackRule, level: Enforcement) -> Callable[..., None]
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         resources = [resource_from_stack(r) for r in args.resources]
         tags: Mapping[str, str] = next(
-            (r.provider_default_tags for r in resources if r.provider_default_tags.get("environment")), {})
+            (r.provider_default_tags for r in resources if r.provider_default_tags.get("environment")), {}
+        )
         with policy_in_force(PolicyConfig.from_config(args.get_config(), where=policy_name(rule, level))):
             if rule.levels.for_environment(environment(tags)) != level:
                 return
@@ -156,11 +181,23 @@ def build_policies(rules: Sequence[Rule] = RULES) -> list[Policy]:
         for level in sorted({rule.levels.default, rule.levels.production}):
             name, description = policy_name(rule, level), f"{rule.description} ({level} where it applies)"
             if isinstance(rule, ResourceRule):
-                policies.append(ResourceValidationPolicy(name=name, description=description,
-                                                         validate=_resource_validator(rule, level),
-                                                         enforcement_level=_LEVELS[level], config_schema=CONFIG_SCHEMA))
+                policies.append(
+                    ResourceValidationPolicy(
+                        name=name,
+                        description=description,
+                        validate=_resource_validator(rule, level),
+                        enforcement_level=_LEVELS[level],
+                        config_schema=CONFIG_SCHEMA,
+                    )
+                )
             else:
-                policies.append(StackValidationPolicy(name=name, description=description,
-                                                      validate=_stack_validator(rule, level),
-                                                      enforcement_level=_LEVELS[level], config_schema=CONFIG_SCHEMA))
+                policies.append(
+                    StackValidationPolicy(
+                        name=name,
+                        description=description,
+                        validate=_stack_validator(rule, level),
+                        enforcement_level=_LEVELS[level],
+                        config_schema=CONFIG_SCHEMA,
+                    )
+                )
     return policies

@@ -142,8 +142,10 @@ class PriceTable(_Strict):
         missing, unknown = SOURCED - set(covered), set(covered) - SOURCED
         twice = {field for field in covered if covered.count(field) > 1}
         if missing or unknown or twice:
-            raise ValueError(f"sources must cover each figure once: without a source {sorted(missing)}, "
-                             f"unknown {sorted(unknown)}, covered twice {sorted(twice)}")
+            raise ValueError(
+                f"sources must cover each figure once: without a source {sorted(missing)}, "
+                f"unknown {sorted(unknown)}, covered twice {sorted(twice)}"
+            )
         oldest = min((source.as_of for source in self.sources.values()), default=self.as_of)
         if self.as_of != oldest[: len(self.as_of)]:
             raise ValueError(f"as_of {self.as_of!r} must be the oldest of the sources' dates ({oldest!r})")
@@ -177,8 +179,13 @@ class CostLine:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"name": self.name, "type": self.type, "what": self.what, "idle": round(self.idle, 2),
-                "peak": round(self.peak, 2)}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "what": self.what,
+            "idle": round(self.idle, 2),
+            "peak": round(self.peak, 2),
+        }
 
 
 @dataclass
@@ -215,10 +222,19 @@ class Estimate:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"stack": self.stack, "environment": self.environment, "region": self.region,
-                "prices_as_of": self.as_of, "idle_monthly": round(self.idle, 2), "peak_monthly": round(self.peak, 2),
-                "complete": self.complete, "lines": [line.to_json() for line in self.lines],
-                "unpriced": self.unpriced, "usage_priced": self.usage_priced, "assumptions": self.assumptions}
+        return {
+            "stack": self.stack,
+            "environment": self.environment,
+            "region": self.region,
+            "prices_as_of": self.as_of,
+            "idle_monthly": round(self.idle, 2),
+            "peak_monthly": round(self.peak, 2),
+            "complete": self.complete,
+            "lines": [line.to_json() for line in self.lines],
+            "unpriced": self.unpriced,
+            "usage_priced": self.usage_priced,
+            "assumptions": self.assumptions,
+        }
 
 
 def _region_of(document: Mapping[str, Any]) -> str | None:
@@ -233,8 +249,9 @@ def _region_of(document: Mapping[str, Any]) -> str | None:
 class _Pricer:
     """Prices one render's resources with one region's table."""
 
-    def __init__(self, table: PriceTable, prices: RegionPrices, usage: Usage,
-                 records: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(
+        self, table: PriceTable, prices: RegionPrices, usage: Usage, records: Sequence[Mapping[str, Any]]
+    ) -> None:
         self.table, self.prices, self.usage = table, prices, usage
         self.hours = table.hours_per_month
         self.by_urn = {r["urn"]: r for r in records}
@@ -275,8 +292,11 @@ class _Pricer:
         extended = bool(version) and _eks_support(version) != "standard"
         control = p.eks_cluster_extended_support_hour if extended else p.eks_cluster_hour
         support = f" (Kubernetes {version}: extended support)" if extended else ""
-        return self._fixed(record, f"EKS control plane{support} + {logs:g} GB control-plane logs",
-                           control * self.hours + logs * p.cloudwatch_logs_ingest_gb)
+        return self._fixed(
+            record,
+            f"EKS control plane{support} + {logs:g} GB control-plane logs",
+            control * self.hours + logs * p.cloudwatch_logs_ingest_gb,
+        )
 
     def _instance(self, record: Mapping[str, Any]) -> CostLine | None:
         instance_type = self._inputs(record).get("instanceType")
@@ -285,8 +305,11 @@ class _Pricer:
 
     def _nat_gateway(self, record: Mapping[str, Any]) -> CostLine:
         p = self.prices
-        return self._fixed(record, f"NAT gateway + {self.nat_share:,.0f} GB processed",
-                           p.nat_gateway_hour * self.hours + self.nat_share * p.nat_gateway_gb)
+        return self._fixed(
+            record,
+            f"NAT gateway + {self.nat_share:,.0f} GB processed",
+            p.nat_gateway_hour * self.hours + self.nat_share * p.nat_gateway_gb,
+        )
 
     def _eip(self, record: Mapping[str, Any]) -> CostLine:
         return self._fixed(record, "public IPv4 address", self.prices.public_ipv4_hour * self.hours)
@@ -303,8 +326,11 @@ class _Pricer:
 
     def _log_group(self, record: Mapping[str, Any]) -> CostLine:
         p, gb = self.prices, self.usage.log_ingest_gb_per_group
-        return self._fixed(record, f"{gb:g} GB/month ingested (assumed)",
-                           gb * (p.cloudwatch_logs_ingest_gb + p.cloudwatch_logs_storage_gb_month))
+        return self._fixed(
+            record,
+            f"{gb:g} GB/month ingested (assumed)",
+            gb * (p.cloudwatch_logs_ingest_gb + p.cloudwatch_logs_storage_gb_month),
+        )
 
     def _alarm(self, record: Mapping[str, Any]) -> CostLine:
         p = self.prices
@@ -312,17 +338,22 @@ class _Pricer:
         high = period is not None and period < 60
         per_metric = p.cloudwatch_alarm_high_resolution_metric_month if high else p.cloudwatch_alarm_metric_month
         resolution = "high" if high else "standard"
-        return self._fixed(record, f"CloudWatch alarm, {metrics} metric(s), {resolution} resolution",
-                           metrics * per_metric)
+        return self._fixed(
+            record, f"CloudWatch alarm, {metrics} metric(s), {resolution} resolution", metrics * per_metric
+        )
 
     def _sns_topic(self, record: Mapping[str, Any]) -> None:
-        self.usage_priced.append(f"{record['name']}: SNS topic, no monthly charge; "
-                                 f"{money(self.prices.sns_publish_million)} per million publishes (plus deliveries), "
-                                 "by usage")
+        self.usage_priced.append(
+            f"{record['name']}: SNS topic, no monthly charge; "
+            f"{money(self.prices.sns_publish_million)} per million publishes (plus deliveries), "
+            "by usage"
+        )
 
     def _sqs_queue(self, record: Mapping[str, Any]) -> None:
-        self.usage_priced.append(f"{record['name']}: SQS queue, no monthly charge; "
-                                 f"{money(self.prices.sqs_request_million)} per million requests, by usage")
+        self.usage_priced.append(
+            f"{record['name']}: SQS queue, no monthly charge; "
+            f"{money(self.prices.sqs_request_million)} per million requests, by usage"
+        )
 
     def _kms_key(self, record: Mapping[str, Any]) -> CostLine:
         return self._fixed(record, "customer-managed KMS key", self.prices.kms_key_month)
@@ -363,8 +394,11 @@ class _Pricer:
             return None
         volume_type = self._volume_type(record, spec.get("storageClassName"))
         per_gb = None if volume_type is None else self._ebs(volume_type, record)
-        return None if per_gb is None else self._fixed(record, f"{requested:g} GB {volume_type} persistent volume",
-                                                       requested * per_gb)
+        return (
+            None
+            if per_gb is None
+            else self._fixed(record, f"{requested:g} GB {volume_type} persistent volume", requested * per_gb)
+        )
 
     def _volume(self, record: Mapping[str, Any]) -> CostLine | None:
         inputs = self._inputs(record)
@@ -505,15 +539,24 @@ def _alarm_metrics(inputs: Mapping[str, Any]) -> tuple[int, int | None]:
     return count, min(periods) if periods else None
 
 
-_ANOMALY_BAND_OPERATORS = frozenset({"LessThanLowerOrGreaterThanUpperThreshold", "LessThanLowerThreshold",
-                                     "GreaterThanUpperThreshold"})
+_ANOMALY_BAND_OPERATORS = frozenset(
+    {"LessThanLowerOrGreaterThanUpperThreshold", "LessThanLowerThreshold", "GreaterThanUpperThreshold"}
+)
 
 
 def _gib(quantity: Any) -> float | None:
     """A Kubernetes storage quantity (``200Gi``, ``1Ti``, ``500M``) in GB (GiB, as EBS bills), or None."""
     text = str(quantity or "").strip()
-    units = {"Ki": 1 / 1024**2, "Mi": 1 / 1024, "Gi": 1.0, "Ti": 1024.0, "K": 1e3 / 1024**3, "M": 1e6 / 1024**3,
-             "G": 1e9 / 1024**3, "T": 1e12 / 1024**3}
+    units = {
+        "Ki": 1 / 1024**2,
+        "Mi": 1 / 1024,
+        "Gi": 1.0,
+        "Ti": 1024.0,
+        "K": 1e3 / 1024**3,
+        "M": 1e6 / 1024**3,
+        "G": 1e9 / 1024**3,
+        "T": 1e12 / 1024**3,
+    }
     for unit, factor in units.items():
         if text.endswith(unit):
             try:
@@ -565,7 +608,7 @@ def _volume_claims(values: Any) -> Iterator[tuple[float, int, str | None]]:
     volume claim templates (kube-prometheus-stack's Prometheus and Alertmanager), with the ``replicas`` beside
     them."""
     if isinstance(values, Mapping):
-        template = (values.get("storageSpec") or values.get("storage") or {})
+        template = values.get("storageSpec") or values.get("storage") or {}
         claim = template.get("volumeClaimTemplate") if isinstance(template, Mapping) else None
         if isinstance(claim, Mapping):
             spec = claim.get("spec") or {}
@@ -587,8 +630,10 @@ def _is_alb_ingress(record: Mapping[str, Any]) -> bool:
         return False
     inputs = record.get("inputs") or {}
     annotations = (inputs.get("metadata") or {}).get("annotations") or {}
-    return bool((inputs.get("spec") or {}).get("ingressClassName") == "alb"
-                or annotations.get("kubernetes.io/ingress.class") == "alb")
+    return bool(
+        (inputs.get("spec") or {}).get("ingressClassName") == "alb"
+        or annotations.get("kubernetes.io/ingress.class") == "alb"
+    )
 
 
 def _alb_group(record: Mapping[str, Any]) -> str:
@@ -604,8 +649,10 @@ def _priced(record: Mapping[str, Any]) -> bool:
 
 
 def _interface_endpoint(record: Mapping[str, Any]) -> bool:
-    return (record["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"
-            and (record.get("inputs") or {}).get("vpcEndpointType") == "Interface")
+    return (
+        record["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"
+        and (record.get("inputs") or {}).get("vpcEndpointType") == "Interface"
+    )
 
 
 def estimate(document: Mapping[str, Any], environment: str, table: PriceTable | None = None) -> Estimate:
@@ -616,16 +663,25 @@ def estimate(document: Mapping[str, Any], environment: str, table: PriceTable | 
         raise PriceTableError("the render has no AWS provider with a region, so there is nothing to price")
     prices = table.regions.get(region)
     if prices is None:
-        raise PriceTableError(f"no prices for region {region!r} in the price table (as of {table.as_of}); "
-                              f"regions priced: {', '.join(sorted(table.regions))}")
+        raise PriceTableError(
+            f"no prices for region {region!r} in the price table (as of {table.as_of}); "
+            f"regions priced: {', '.join(sorted(table.regions))}"
+        )
     usage = table.usage.environments.get(environment)
     if usage is None:
-        raise PriceTableError(f"no usage assumptions for environment {environment!r}; "
-                              f"known: {', '.join(sorted(table.usage.environments))}")
+        raise PriceTableError(
+            f"no usage assumptions for environment {environment!r}; "
+            f"known: {', '.join(sorted(table.usage.environments))}"
+        )
     records = [r for r in document.get("resources") or [] if r["type"] != "pulumi:pulumi:Stack"]
     pricer = _Pricer(table, prices, usage, records)
-    result = Estimate(stack=str(document.get("stack", "?")), environment=environment, region=region,
-                      as_of=table.as_of, assumptions=usage.model_dump())
+    result = Estimate(
+        stack=str(document.get("stack", "?")),
+        environment=environment,
+        region=region,
+        as_of=table.as_of,
+        assumptions=usage.model_dump(),
+    )
     for record in sorted(records, key=lambda r: (r["type"], r["name"])):
         line = pricer.line(record)
         if line is not None:
@@ -654,8 +710,12 @@ def estimate_or_unpriced(document: Mapping[str, Any], table: PriceTable | None =
     try:
         return estimate(document, environment, table)
     except PriceTableError as exc:
-        result = Estimate(stack=str(document.get("stack", "?")), environment=environment,
-                          region=_region_of(document) or "?", as_of=table.as_of)
+        result = Estimate(
+            stack=str(document.get("stack", "?")),
+            environment=environment,
+            region=_region_of(document) or "?",
+            as_of=table.as_of,
+        )
         for record in sorted(records, key=lambda r: (r["type"], r["name"])):
             if _priced(record):
                 result.unpriced.append(f"{record['name']}: {exc}")
@@ -680,12 +740,18 @@ class CostDelta:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"base": self.base.to_json() if self.base else None, "head": self.head.to_json() if self.head else None,
-                "idle_delta": round(self.idle_delta, 2), "peak_delta": round(self.peak_delta, 2),
-                "complete": self.complete, "left_out": self.left_out}
+        return {
+            "base": self.base.to_json() if self.base else None,
+            "head": self.head.to_json() if self.head else None,
+            "idle_delta": round(self.idle_delta, 2),
+            "peak_delta": round(self.peak_delta, 2),
+            "complete": self.complete,
+            "left_out": self.left_out,
+        }
 
     def markdown(self) -> str:
         """The cost headline: totals, the delta, and (first, not folded) what is not priced."""
+
         def signed(value: float) -> str:
             return ("+" if value >= 0 else "-") + money(abs(value))
 
@@ -693,22 +759,27 @@ class CostDelta:
             return money(0.0) if est is None else money(getattr(est, attr)) + ("" if est.complete else "*")
 
         mark = "" if self.complete else " (incomplete)"
-        text = (f"**Cost{mark}:** idle {total(self.base, 'idle')} → {total(self.head, 'idle')} "
-                f"({signed(self.idle_delta)}), peak {total(self.base, 'peak')} → {total(self.head, 'peak')} "
-                f"({signed(self.peak_delta)}) per month")
+        text = (
+            f"**Cost{mark}:** idle {total(self.base, 'idle')} → {total(self.head, 'idle')} "
+            f"({signed(self.idle_delta)}), peak {total(self.base, 'peak')} → {total(self.head, 'peak')} "
+            f"({signed(self.peak_delta)}) per month"
+        )
         either = self.head or self.base
         as_of = either.as_of if either is not None else "?"
         text += f", list prices as of {as_of}.\n"
         if self.left_out:
-            text += ("\n> [!WARNING]\n> **Not priced, left out of the totals (\\*) and of the delta:**\n"
-                     + "".join(f"> - {u}\n" for u in self.left_out))
+            text += "\n> [!WARNING]\n> **Not priced, left out of the totals (\\*) and of the delta:**\n" + "".join(
+                f"> - {u}\n" for u in self.left_out
+            )
         base_usage = set(self.base.usage_priced if self.base else [])
         head_usage = set(self.head.usage_priced if self.head else [])
         moved = [f"added: {u}" for u in sorted(head_usage - base_usage)] + [
-            f"removed: {u}" for u in sorted(base_usage - head_usage)]
+            f"removed: {u}" for u in sorted(base_usage - head_usage)
+        ]
         if moved:
-            text += ("\n**Usage-priced, $0 a month in the delta plus their usage:**\n"
-                     + "".join(f"- {u}\n" for u in moved))
+            text += "\n**Usage-priced, $0 a month in the delta plus their usage:**\n" + "".join(
+                f"- {u}\n" for u in moved
+            )
         return text
 
 
@@ -722,13 +793,25 @@ def diff_costs(base: Estimate | None, head: Estimate | None) -> CostDelta | None
     skip = {*(base.unpriced_keys if base else []), *(head.unpriced_keys if head else [])}
 
     def counted(est: Estimate | None, attr: str) -> float:
-        return 0.0 if est is None else sum(getattr(line, attr) for line in est.lines
-                                           if (line.type, line.name) not in skip)
+        return (
+            0.0 if est is None else sum(getattr(line, attr) for line in est.lines if (line.type, line.name) not in skip)
+        )
 
-    left_out = list(dict.fromkeys([*(f"head: {u}" for u in (head.unpriced if head else [])),
-                                   *(f"base: {u}" for u in (base.unpriced if base else []))]))
-    return CostDelta(base, head, counted(head, "idle") - counted(base, "idle"),
-                     counted(head, "peak") - counted(base, "peak"), left_out)
+    left_out = list(
+        dict.fromkeys(
+            [
+                *(f"head: {u}" for u in (head.unpriced if head else [])),
+                *(f"base: {u}" for u in (base.unpriced if base else [])),
+            ]
+        )
+    )
+    return CostDelta(
+        base,
+        head,
+        counted(head, "idle") - counted(base, "idle"),
+        counted(head, "peak") - counted(base, "peak"),
+        left_out,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -743,19 +826,42 @@ def money(value: float) -> str:
 def to_markdown(est: Estimate, table: PriceTable | None = None) -> str:
     """A Markdown section: totals, a line per resource, the assumptions and the price sources."""
     table = table or load_prices()
-    lines = [f"### Monthly cost estimate: `{est.stack}` ({est.region})\n",
-             f"**Idle (min nodes): {money(est.idle)} · Peak (max nodes): {money(est.peak)}**"
-             f"{'' if est.complete else ' **(incomplete)**'} — list prices as of {est.as_of}.\n",
-             *([f"> [!WARNING]\n> **Not priced ({len(est.unpriced)}), left out of the totals:** "
-                + "; ".join(est.unpriced) + "\n"] if est.unpriced else []),
-             *([f"**Usage-priced ({len(est.usage_priced)}), $0 a month in the totals plus their usage:** "
-                + "; ".join(est.usage_priced) + "\n"] if est.usage_priced else []),
-             "| resource | type | what | idle | peak |", "|---|---|---|---:|---:|"]
+    lines = [
+        f"### Monthly cost estimate: `{est.stack}` ({est.region})\n",
+        f"**Idle (min nodes): {money(est.idle)} · Peak (max nodes): {money(est.peak)}**"
+        f"{'' if est.complete else ' **(incomplete)**'} — list prices as of {est.as_of}.\n",
+        *(
+            [
+                f"> [!WARNING]\n> **Not priced ({len(est.unpriced)}), left out of the totals:** "
+                + "; ".join(est.unpriced)
+                + "\n"
+            ]
+            if est.unpriced
+            else []
+        ),
+        *(
+            [
+                f"**Usage-priced ({len(est.usage_priced)}), $0 a month in the totals plus their usage:** "
+                + "; ".join(est.usage_priced)
+                + "\n"
+            ]
+            if est.usage_priced
+            else []
+        ),
+        "| resource | type | what | idle | peak |",
+        "|---|---|---|---:|---:|",
+    ]
     for line in sorted(est.lines, key=lambda x: -x.peak):
         lines.append(f"| `{line.name}` | {line.type} | {line.what} | {money(line.idle)} | {money(line.peak)} |")
     lines.append("")
-    lines.append("Assumptions: " + ", ".join(f"{k}={v:g}" for k, v in est.assumptions.items()) + ". "
-                 + "Sources: " + ", ".join(f"[{k}]({v.url}) ({v.as_of})" for k, v in table.sources.items()) + ".\n")
+    lines.append(
+        "Assumptions: "
+        + ", ".join(f"{k}={v:g}" for k, v in est.assumptions.items())
+        + ". "
+        + "Sources: "
+        + ", ".join(f"[{k}]({v.url}) ({v.as_of})" for k, v in table.sources.items())
+        + ".\n"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -775,11 +881,14 @@ def to_text(est: Estimate) -> str:
 
 def delta_markdown(base: Estimate, head: Estimate) -> str:
     """One Markdown line: how the monthly estimate moves from ``base`` to ``head``."""
+
     def signed(value: float) -> str:
         return ("+" if value >= 0 else "-") + money(abs(value))
 
-    return (f"**Cost:** idle {money(base.idle)} → {money(head.idle)} ({signed(head.idle - base.idle)}), "
-            f"peak {money(base.peak)} → {money(head.peak)} ({signed(head.peak - base.peak)}) per month.\n")
+    return (
+        f"**Cost:** idle {money(base.idle)} → {money(head.idle)} ({signed(head.idle - base.idle)}), "
+        f"peak {money(base.peak)} → {money(head.peak)} ({signed(head.peak - base.peak)}) per month.\n"
+    )
 
 
 def dumps(est: Estimate) -> str:

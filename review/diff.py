@@ -83,9 +83,21 @@ LIVE_TYPES: dict[str, str] = {
     "kubernetes:helm.sh/v3:Release": "Helm release",
 }
 # Inputs that hold a resource's physical name: a change replaces it under a new name, and aliases cannot help.
-PHYSICAL_NAME_PATHS = frozenset({"name", "namePrefix", "bucket", "bucketPrefix", "identifier", "identifierPrefix",
-                                 "clusterIdentifier", "nodeGroupName", "metadata.name", "metadata.namespace",
-                                 "repository"})
+PHYSICAL_NAME_PATHS = frozenset(
+    {
+        "name",
+        "namePrefix",
+        "bucket",
+        "bucketPrefix",
+        "identifier",
+        "identifierPrefix",
+        "clusterIdentifier",
+        "nodeGroupName",
+        "metadata.name",
+        "metadata.namespace",
+        "repository",
+    }
+)
 UNKNOWN_AFTER = "(known after replacement)"
 MASK = "[secret]"  # how the engine records a secret input
 
@@ -150,10 +162,18 @@ class ResourceChange:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"urn": self.urn, "type": self.type, "name": self.name, "replace": self.replaces,
-                "protected": self.protected, "deletion_protection": self.deletion_protection,
-                "stateful": self.stateful, "cascade": self.cascaded, "ignored_by_ignore_changes": list(self.ignored),
-                "changes": [c.to_json() for c in self.changes]}
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "replace": self.replaces,
+            "protected": self.protected,
+            "deletion_protection": self.deletion_protection,
+            "stateful": self.stateful,
+            "cascade": self.cascaded,
+            "ignored_by_ignore_changes": list(self.ignored),
+            "changes": [c.to_json() for c in self.changes],
+        }
 
 
 @dataclass(frozen=True)
@@ -174,8 +194,14 @@ class ResourceRef:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
-        return {"urn": self.urn, "type": self.type, "name": self.name, "protected": self.protected,
-                "deletion_protection": self.deletion_protection, "stateful": self.stateful}
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "protected": self.protected,
+            "deletion_protection": self.deletion_protection,
+            "stateful": self.stateful,
+        }
 
 
 @dataclass(frozen=True)
@@ -229,7 +255,8 @@ class StackDiff:
         this change deletes or replaces."""
         found: list[Blocker] = []
         items: list[tuple[str, str, str, bool, bool]] = [
-            (r.name, r.type, "delete", r.protected, r.deletion_protection) for r in self.removed]
+            (r.name, r.type, "delete", r.protected, r.deletion_protection) for r in self.removed
+        ]
         items += [(c.name, c.type, "replace", c.protected, c.deletion_protection) for c in self.replaced]
         for name, type_, action, protected, deletion_protection in items:
             if protected:
@@ -247,9 +274,14 @@ class StackDiff:
         """A plain dict for JSON output."""
         return {
             "stack": self.stack,
-            "summary": {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed),
-                        "replaced": len(self.replaced), "unchanged": self.unchanged,
-                        "cascaded": sum(1 for c in self.changed if c.cascaded)},
+            "summary": {
+                "added": len(self.added),
+                "removed": len(self.removed),
+                "changed": len(self.changed),
+                "replaced": len(self.replaced),
+                "unchanged": self.unchanged,
+                "cascaded": sum(1 for c in self.changed if c.cascaded),
+            },
             "blocked_by_protect": self.blocked,
             "blockers": [b.to_json() for b in self.blockers],
             "renames": [{"from": r.old.urn, "to": r.new.urn} for r in self.renames],
@@ -266,8 +298,12 @@ def _walk(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
         for key in sorted(set(before) | set(after)):
             sub = f"{path}.{key}" if path else str(key)
             yield from _walk(before.get(key), after.get(key), sub)
-    elif (isinstance(before, list) and isinstance(after, list) and len(before) == len(after)
-          and any(isinstance(v, Mapping | list) for v in before + after)):
+    elif (
+        isinstance(before, list)
+        and isinstance(after, list)
+        and len(before) == len(after)
+        and any(isinstance(v, Mapping | list) for v in before + after)
+    ):
         for index, (b, a) in enumerate(zip(before, after, strict=True)):
             yield from _walk(b, a, f"{path}[{index}]")
     elif before != after:
@@ -313,8 +349,9 @@ def _ignored(path: str, ignore: Sequence[str]) -> bool:
 GUARD_OPTIONS = ("protect", "retain_on_delete", "delete_before_replace", "ignore_changes")
 
 
-def _record_changes(type_: str, before: Mapping[str, Any], after: Mapping[str, Any]
-                    ) -> tuple[list[PropertyChange], list[str]]:
+def _record_changes(
+    type_: str, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> tuple[list[PropertyChange], list[str]]:
     """The changes from ``before`` to ``after`` of one resource, and the paths ``ignore_changes`` hides."""
     ignore = (after.get("options") or {}).get("ignore_changes") or []
     changes: list[PropertyChange] = []
@@ -347,8 +384,7 @@ def _physical(record: Mapping[str, Any]) -> str | None:
 
 def _ref(record: Mapping[str, Any]) -> ResourceRef:
     protected, deletion_protection = _guard(record)
-    return ResourceRef(record["urn"], record["type"], record["name"], protected, deletion_protection,
-                       _physical(record))
+    return ResourceRef(record["urn"], record["type"], record["name"], protected, deletion_protection, _physical(record))
 
 
 def _output_values(record: Mapping[str, Any], project: str, stack: str, region: str) -> set[str]:
@@ -396,8 +432,12 @@ def _region(doc: Mapping[str, Any]) -> str:
     return "us-east-1"
 
 
-def _cascade(result: StackDiff, old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]],
-             head: Mapping[str, Any]) -> None:
+def _cascade(
+    result: StackDiff,
+    old: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+    head: Mapping[str, Any],
+) -> None:
     """Propagate replacements to the resources that take their outputs (or are managed by them)."""
     project, stack, region = str(head.get("project") or "mlplat"), result.stack, _region(head)
     dependants: dict[str, list[str]] = {}
@@ -429,8 +469,15 @@ def _cascade(result: StackDiff, old: Mapping[str, Mapping[str, Any]], new: Mappi
             for path, value in _leaves(record.get("inputs") or {}):
                 takes = None if deps is None else cause in deps.get(re.split(r"[.\[]", path, maxsplit=1)[0], ())
                 if _carries(value, values, takes) and not _ignored(path, ignore):
-                    found.append(PropertyChange(path, _get(old[urn].get("inputs") or {}, path), UNKNOWN_AFTER,
-                                                forces_replacement(type_, path), cause))
+                    found.append(
+                        PropertyChange(
+                            path,
+                            _get(old[urn].get("inputs") or {}, path),
+                            UNKNOWN_AFTER,
+                            forces_replacement(type_, path),
+                            cause,
+                        )
+                    )
             if not found:
                 continue
             existing = by_urn.get(urn)
@@ -445,8 +492,15 @@ def _cascade(result: StackDiff, old: Mapping[str, Mapping[str, Any]], new: Mappi
                 result.changed.append(change)
                 result.unchanged -= 1
             else:
-                change = ResourceChange(urn, type_, existing.name, existing.changes + extra, existing.protected,
-                                        existing.deletion_protection, existing.ignored)
+                change = ResourceChange(
+                    urn,
+                    type_,
+                    existing.name,
+                    existing.changes + extra,
+                    existing.protected,
+                    existing.deletion_protection,
+                    existing.ignored,
+                )
                 result.changed[result.changed.index(existing)] = change
             by_urn[urn] = change
             if change.replaces and not was_replaced:
@@ -459,8 +513,12 @@ def _comparable(record: Mapping[str, Any]) -> str:
     return json.dumps(inputs, sort_keys=True)
 
 
-def _renames(removed: Sequence[ResourceRef], added: Sequence[ResourceRef], old: Mapping[str, Mapping[str, Any]],
-             new: Mapping[str, Mapping[str, Any]]) -> list[Rename]:
+def _renames(
+    removed: Sequence[ResourceRef],
+    added: Sequence[ResourceRef],
+    old: Mapping[str, Mapping[str, Any]],
+    new: Mapping[str, Mapping[str, Any]],
+) -> list[Rename]:
     """Removed/added pairs that are one logical resource under a new URN: same type, and the same physical
     name, the same logical name (re-parented) or the same inputs (an auto-named resource renamed)."""
     pairs: list[Rename] = []
@@ -540,6 +598,7 @@ def _moved(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, 
 
 def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
     """What changes from ``base`` to ``head`` (two ``Render.to_json()`` documents of one stack)."""
+
     # The stack resource itself carries nothing a reviewer needs.
     def index(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
         return {r["urn"]: r for r in doc.get("resources") or [] if r["type"] != "pulumi:pulumi:Stack"}
@@ -554,8 +613,17 @@ def diff_renders(base: Mapping[str, Any], head: Mapping[str, Any]) -> StackDiff:
         changes, ignored = _record_changes(new[urn]["type"], old[urn], new[urn])
         if changes:
             protected, deletion_protection = _guard(old[urn])
-            result.changed.append(ResourceChange(urn, new[urn]["type"], new[urn]["name"], tuple(changes), protected,
-                                                 deletion_protection, tuple(ignored)))
+            result.changed.append(
+                ResourceChange(
+                    urn,
+                    new[urn]["type"],
+                    new[urn]["name"],
+                    tuple(changes),
+                    protected,
+                    deletion_protection,
+                    tuple(ignored),
+                )
+            )
         else:
             result.unchanged += 1
     _cascade(result, old, new, head)
@@ -639,8 +707,11 @@ def _package_dirs(src: Path) -> dict[str, str]:
     if not pyproject.exists():
         return {}
     setuptools = tomllib.loads(pyproject.read_text()).get("tool", {}).get("setuptools", {})
-    return {k: v for k, v in (setuptools.get("package-dir") or {}).items()
-            if k.startswith("mlplat.") and k.count(".") == 1 and (src / v).is_dir()}
+    return {
+        k: v
+        for k, v in (setuptools.get("package-dir") or {}).items()
+        if k.startswith("mlplat.") and k.count(".") == 1 and (src / v).is_dir()
+    }
 
 
 def _package_links(src: Path, into: Path) -> Path:
@@ -676,8 +747,9 @@ def _entry_point(src: Path | None) -> tuple[str, str]:
     return "mlplat.cli.app", "main"
 
 
-def _synth(project: Path, stack: str, pkgs: Path | None, what: str, timeout: float,
-           src: Path | None = None) -> dict[str, Any]:
+def _synth(
+    project: Path, stack: str, pkgs: Path | None, what: str, timeout: float, src: Path | None = None
+) -> dict[str, Any]:
     """Render ``stack`` of ``project`` in a subprocess whose ``mlplat`` packages come from ``pkgs``, with the CLI of
     the code at ``src``."""
     env = dict(os.environ)
@@ -689,9 +761,23 @@ def _synth(project: Path, stack: str, pkgs: Path | None, what: str, timeout: flo
     module, function = _entry_point(src)
     try:
         done = subprocess.run(
-            [sys.executable, "-c", f"import sys; sys.argv[0] = 'mlplat'; from {module} import {function}; {function}()",
-             "synth", stack, "--format", "json", "-C", str(project)],
-            capture_output=True, text=True, env=env, cwd=project, timeout=timeout, check=False,
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.argv[0] = 'mlplat'; from {module} import {function}; {function}()",
+                "synth",
+                stack,
+                "--format",
+                "json",
+                "-C",
+                str(project),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=project,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise RefRenderError(f"rendering {stack!r} {what} took more than {timeout:g} s") from exc
@@ -740,8 +826,12 @@ def describe_tree(project: Path, side: str) -> RenderSource:
         import importlib.metadata
 
         version = importlib.metadata.version("mlplat")
-        return RenderSource(side, "working tree", f"the working tree's stack files, rendered with the installed "
-                                                  f"mlplat {version} (no mlplat source tree above {project})")
+        return RenderSource(
+            side,
+            "working tree",
+            f"the working tree's stack files, rendered with the installed "
+            f"mlplat {version} (no mlplat source tree above {project})",
+        )
     state = ""
     try:
         head = _git(root, "rev-parse", "--short=12", "HEAD").decode().strip()
@@ -749,8 +839,7 @@ def describe_tree(project: Path, side: str) -> RenderSource:
         state = f" (HEAD `{head}`{' plus uncommitted changes' if dirty else ''})"
     except RefRenderError:
         pass
-    return RenderSource(side, "working tree", f"the working tree{state}, rendered with its own code "
-                                              f"(`{root}`)")
+    return RenderSource(side, "working tree", f"the working tree{state}, rendered with its own code (`{root}`)")
 
 
 def describe_file(path: Path, side: str) -> RenderSource:

@@ -61,8 +61,11 @@ def _inline(value: Any) -> str | None:
     if value == UNKNOWN_AFTER:
         return "_" + UNKNOWN_AFTER + "_"
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    if "\n" in text or len(text) > INLINE_MAX or (isinstance(value, str) and _as_document(value) is not None
-                                                   and len(text) > 40):
+    if (
+        "\n" in text
+        or len(text) > INLINE_MAX
+        or (isinstance(value, str) and _as_document(value) is not None and len(text) > 40)
+    ):
         return None
     return _code(text)
 
@@ -105,13 +108,17 @@ def _at_risk_rows(diff: StackDiff, names: dict[str, str]) -> list[str]:
     for ref in diff.removed:
         what = STATEFUL_TYPES.get(ref.type) or LIVE_TYPES.get(ref.type)
         if what or ref.protected:
-            rows.append(f"| **delete** | {_code(ref.name)}{_guards(ref)} | {_code(short_type(ref.type))} "
-                        f"| {what or 'protected resource'} | removed from the program |")
+            rows.append(
+                f"| **delete** | {_code(ref.name)}{_guards(ref)} | {_code(short_type(ref.type))} "
+                f"| {what or 'protected resource'} | removed from the program |"
+            )
     for change in diff.replaced:
         what = STATEFUL_TYPES.get(change.type) or LIVE_TYPES.get(change.type)
         if what or change.protected:
-            rows.append(f"| **replace** | {_code(change.name)}{_guards(change)} | {_code(short_type(change.type))} "
-                        f"| {what or 'protected resource'} | {_why(change, names)} |")
+            rows.append(
+                f"| **replace** | {_code(change.name)}{_guards(change)} | {_code(short_type(change.type))} "
+                f"| {what or 'protected resource'} | {_why(change, names)} |"
+            )
     return rows
 
 
@@ -130,32 +137,44 @@ def _advice(diff: StackDiff) -> list[str]:
         removed = next((r for r in diff.removed if r.name == blocker.name and r.type == blocker.type), None)
         if removed is not None and removed.urn in renamed:
             new = renamed[removed.urn].new
-            out.append(f"{_code(blocker.name)}: a logical rename (same resource, new URN {_code(new.urn)}): add "
-                       f"`aliases=[pulumi.Alias(...)]` pointing at the old URN and Pulumi keeps it.")
+            out.append(
+                f"{_code(blocker.name)}: a logical rename (same resource, new URN {_code(new.urn)}): add "
+                f"`aliases=[pulumi.Alias(...)]` pointing at the old URN and Pulumi keeps it."
+            )
         elif removed is not None:
-            out.append(f"{_code(blocker.name)} is no longer in the program: revert the change; if it is meant, "
-                       "remove its protection (`protect`, `deletionProtection`) in a change of its own, back the "
-                       "data up, and delete it in the next one.")
+            out.append(
+                f"{_code(blocker.name)} is no longer in the program: revert the change; if it is meant, "
+                "remove its protection (`protect`, `deletionProtection`) in a change of its own, back the "
+                "data up, and delete it in the next one."
+            )
         elif change is not None and change.cascaded:
             causes = sorted({c.cause for c in change.changes if c.cause})
-            out.append(f"{_code(blocker.name)} is replaced because something it depends on is "
-                       f"({', '.join(_code(c.rsplit('::', 1)[-1]) for c in causes)}): revert that change, or plan a "
-                       "migration (a new resource beside the old one, then move the data).")
+            out.append(
+                f"{_code(blocker.name)} is replaced because something it depends on is "
+                f"({', '.join(_code(c.rsplit('::', 1)[-1]) for c in causes)}): revert that change, or plan a "
+                "migration (a new resource beside the old one, then move the data)."
+            )
         elif change is not None:
             physical = [c.path for c in change.changes if c.replaces and c.path in PHYSICAL_NAME_PATHS]
             if physical:
-                out.append(f"{_code(blocker.name)}: its physical name changes ({', '.join(map(_code, physical))}); "
-                           "`aliases` cannot help (they keep logical names). Keep the old name, or create the new "
-                           "resource beside the old one, copy the data, and retire the old one in a later change.")
+                out.append(
+                    f"{_code(blocker.name)}: its physical name changes ({', '.join(map(_code, physical))}); "
+                    "`aliases` cannot help (they keep logical names). Keep the old name, or create the new "
+                    "resource beside the old one, copy the data, and retire the old one in a later change."
+                )
             else:
                 paths = ", ".join(_code(c.path) for c in change.changes if c.replaces)
-                out.append(f"{_code(blocker.name)}: {paths} cannot change in place; revert it, or plan a migration "
-                           "(new resource beside the old one, move the data, then retire the old one).")
+                out.append(
+                    f"{_code(blocker.name)}: {paths} cannot change in place; revert it, or plan a migration "
+                    "(new resource beside the old one, move the data, then retire the old one)."
+                )
     for rename in diff.renames:
         if rename.old.name in {b.name for b in diff.blockers}:
             continue
-        out.append(f"{_code(rename.old.name)} ({_code(short_type(rename.old.type))}) moves to a new URN: add "
-                   "`aliases` to keep it instead of deleting and re-creating it.")
+        out.append(
+            f"{_code(rename.old.name)} ({_code(short_type(rename.old.type))}) moves to a new URN: add "
+            "`aliases` to keep it instead of deleting and re-creating it."
+        )
     return out
 
 
@@ -175,14 +194,21 @@ def _changes_table(changes: Iterable[ResourceChange], details: list[str]) -> lis
             if before is None or after is None:
                 ref = f"[below](#{_anchor(change, prop)})"
                 before, after = before or ref, after or ref
-                details.append(f"<a id=\"{_anchor(change, prop)}\"></a>**{_code(change.name)}** "
-                               f"({_code(short_type(change.type))}) {_code(prop.path)}:\n\n"
-                               + value_diff(prop.before, prop.after) + "\n")
-            rows.append(f"| {_code(change.name)} | {_code(short_type(change.type))} | {_code(prop.path)}{flag} "
-                        f"| {before} | {after} |")
+                details.append(
+                    f'<a id="{_anchor(change, prop)}"></a>**{_code(change.name)}** '
+                    f"({_code(short_type(change.type))}) {_code(prop.path)}:\n\n"
+                    + value_diff(prop.before, prop.after)
+                    + "\n"
+                )
+            rows.append(
+                f"| {_code(change.name)} | {_code(short_type(change.type))} | {_code(prop.path)}{flag} "
+                f"| {before} | {after} |"
+            )
         if change.ignored:
-            rows.append(f"| {_code(change.name)} | {_code(short_type(change.type))} | "
-                        f"{', '.join(map(_code, change.ignored))} | _ignored (`ignore_changes`)_ | |")
+            rows.append(
+                f"| {_code(change.name)} | {_code(short_type(change.type))} | "
+                f"{', '.join(map(_code, change.ignored))} | _ignored (`ignore_changes`)_ | |"
+            )
     return rows
 
 
@@ -193,8 +219,10 @@ def _anchor(change: ResourceChange, prop: PropertyChange) -> str:
 
 def _refs_table(refs: Sequence[ResourceRef], sign: str) -> list[str]:
     rows = ["| | resource | type |", "|---|---|---|"]
-    rows += [f"| {sign} | {_code(r.name)}{_guards(r)} | {_code(short_type(r.type))} |"
-             for r in sorted(refs, key=lambda r: (r.type, r.name))]
+    rows += [
+        f"| {sign} | {_code(r.name)}{_guards(r)} | {_code(short_type(r.type))} |"
+        for r in sorted(refs, key=lambda r: (r.type, r.name))
+    ]
     return rows
 
 
@@ -209,11 +237,13 @@ def to_markdown(diff: StackDiff, sources: Sequence[str] = ()) -> str:
         moved = f"; {len(diff.moved)} of them under a new URN, kept by their aliases" if diff.moved else ""
         return "\n".join([*lines, f"No changes ({diff.unchanged} resources unchanged{moved}).\n"])
     cascaded = sum(1 for c in diff.changed if c.cascaded)
-    lines.append(f"**{len(diff.added)} to add, {len(diff.changed)} to change ({len(diff.replaced)} replaced"
-                 + (f"; {cascaded} only because something they depend on is replaced" if cascaded else "")
-                 + f"), {len(diff.removed)} to delete**, {diff.unchanged} unchanged"
-                 + (f"; {len(diff.moved)} move to a new URN and are kept by their aliases" if diff.moved else "")
-                 + ".\n")
+    lines.append(
+        f"**{len(diff.added)} to add, {len(diff.changed)} to change ({len(diff.replaced)} replaced"
+        + (f"; {cascaded} only because something they depend on is replaced" if cascaded else "")
+        + f"), {len(diff.removed)} to delete**, {diff.unchanged} unchanged"
+        + (f"; {len(diff.moved)} move to a new URN and are kept by their aliases" if diff.moved else "")
+        + ".\n"
+    )
     names = {c.urn: c.name for c in diff.changed}
     if diff.blockers:
         lines.append("> [!CAUTION]\n> **`pulumi up` would refuse this change** (`mlplat diff` exits 3):")
@@ -234,8 +264,10 @@ def to_markdown(diff: StackDiff, sources: Sequence[str] = ()) -> str:
         lines += [*_refs_table(diff.removed, "- delete"), ""]
     if diff.replaced:
         rows = ["| resource | type | why |", "|---|---|---|"]
-        rows += [f"| {_code(c.name)}{_guards(c)} | {_code(short_type(c.type))} | {_why(c, names)} |"
-                 for c in sorted(diff.replaced, key=lambda c: (c.type, c.name))]
+        rows += [
+            f"| {_code(c.name)}{_guards(c)} | {_code(short_type(c.type))} | {_why(c, names)} |"
+            for c in sorted(diff.replaced, key=lambda c: (c.type, c.name))
+        ]
         lines.append(f"#### Replaced ({len(diff.replaced)})\n")
         lines += _fold(rows, f"{len(diff.replaced)} replaced")
     if diff.added:

@@ -41,11 +41,39 @@ SOURCE_URL = "https://github.com/hashicorp/terraform-provider-aws/blob/{tag}/{pa
 
 # `names.AttrVPCID` and friends: upstream's attribute-name constants. A `names/attr_consts_gen.go` in the source
 # directory is used when present; otherwise the constant's name is split into words, these acronyms kept whole.
-ACRONYMS = ("IPv6", "IPv4", "ARNs", "IDs", "ARN", "CIDR", "DNS", "IAM", "KMS", "VPC", "URL", "URI", "SSL", "TLS",
-            "AZ", "DB", "ID", "IP", "OIDC", "S3", "SSE", "SQS", "SNS", "EBS", "EC2", "EKS", "RDS")
+ACRONYMS = (
+    "IPv6",
+    "IPv4",
+    "ARNs",
+    "IDs",
+    "ARN",
+    "CIDR",
+    "DNS",
+    "IAM",
+    "KMS",
+    "VPC",
+    "URL",
+    "URI",
+    "SSL",
+    "TLS",
+    "AZ",
+    "DB",
+    "ID",
+    "IP",
+    "OIDC",
+    "S3",
+    "SSE",
+    "SQS",
+    "SNS",
+    "EBS",
+    "EC2",
+    "EKS",
+    "RDS",
+)
 
 
 # --- Go source scanning -------------------------------------------------------------------------------------------
+
 
 def _skip_string_or_comment(text: str, i: int) -> int:
     """If ``text[i]`` opens a string, rune or comment, the index just past it; else ``i``."""
@@ -131,17 +159,18 @@ def attr_name_from_const(const: str, consts: dict[str, str]) -> str:
         return consts[const]
     words, rest = [], const.removeprefix("names.").removeprefix("Attr")
     while rest:
-        acronym = next((a for a in ACRONYMS
-                        if rest.startswith(a) and (len(rest) == len(a) or not rest[len(a)].islower())), None)
+        acronym = next(
+            (a for a in ACRONYMS if rest.startswith(a) and (len(rest) == len(a) or not rest[len(a)].islower())), None
+        )
         if acronym:
             words.append(acronym.lower())
-            rest = rest[len(acronym):]
+            rest = rest[len(acronym) :]
             continue
         m = re.match(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", rest)
         if not m:
             raise ValueError(f"cannot read the attribute constant {const!r}")
         words.append(m.group(0).lower())
-        rest = rest[m.end():]
+        rest = rest[m.end() :]
     return "_".join(words)
 
 
@@ -165,7 +194,7 @@ def _own_text(value: str) -> str:
     for m in SCHEMA_MAP.finditer(value):
         if m.start() < i:
             continue
-        out.append(value[i:m.start()])
+        out.append(value[i : m.start()])
         i = matching_brace(value, m.end() - 1) + 1
     out.append(value[i:])
     return "".join(out)
@@ -177,7 +206,7 @@ def _nested_maps(value: str) -> list[str]:
         if m.start() < i:
             continue
         close = matching_brace(value, m.end() - 1)
-        maps.append(value[m.end():close])
+        maps.append(value[m.end() : close])
         i = close + 1
     return maps
 
@@ -214,8 +243,8 @@ def resource_block(text: str, tf_type: str) -> str:
         return text
     if not m:
         raise ValueError(f"no @SDKResource/@FrameworkResource annotation for {tf_type}")
-    nxt = ANNOTATION.search(text[m.end():])
-    return text[m.start(): m.end() + nxt.start()] if nxt else text[m.start():]
+    nxt = ANNOTATION.search(text[m.end() :])
+    return text[m.start() : m.end() + nxt.start()] if nxt else text[m.start() :]
 
 
 def extract(go_source: str, tf_type: str, consts: dict[str, str] | None = None) -> Extracted:
@@ -227,9 +256,9 @@ def extract(go_source: str, tf_type: str, consts: dict[str, str] | None = None) 
     framework = re.search(r"\bschema\.Schema\s*\{", block)
     sdk = re.search(r"(?<!\)\s)map\[string\]\*schema\.Schema\s*\{", block)
     if sdk and (not framework or sdk.start() < framework.start()):  # SDKv2: the first map is the resource's
-        parse_schema_map(block[sdk.end():matching_brace(block, sdk.end() - 1)], consts, "", out)
+        parse_schema_map(block[sdk.end() : matching_brace(block, sdk.end() - 1)], consts, "", out)
     elif framework:  # plugin framework: the Attributes and Blocks of the first schema.Schema{...}
-        body = block[framework.end():matching_brace(block, framework.end() - 1)]
+        body = block[framework.end() : matching_brace(block, framework.end() - 1)]
         for top in _nested_maps(body):
             parse_schema_map(top, consts, "", out)
     else:
@@ -250,6 +279,7 @@ def extract(go_source: str, tf_type: str, consts: dict[str, str] | None = None) 
 
 # --- The SDK: Terraform names to wire names -----------------------------------------------------------------------
 
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -258,8 +288,9 @@ def sdk_args_class(type_token: str) -> type:
     """The ``*Args`` input class of a Pulumi type token, e.g. ``aws:ec2/subnet:Subnet`` -> ``SubnetArgs``."""
     package, module, cls = type_token.split(":")
     mod_path, _, file_ = module.rpartition("/")
-    root = {"aws": "pulumi_aws", "eks": "pulumi_eks", "random": "pulumi_random",
-            "kubernetes": "pulumi_kubernetes"}[package]
+    root = {"aws": "pulumi_aws", "eks": "pulumi_eks", "random": "pulumi_random", "kubernetes": "pulumi_kubernetes"}[
+        package
+    ]
     # Always through the package, never a leaf module: the SDKs load their submodules lazily, and importing a leaf
     # (pulumi_aws.ecr.repository) first leaves its package (pulumi_aws.ecr) without its classes for later imports.
     if package == "kubernetes":  # pulumi_kubernetes.apps.v1.Deployment, pulumi_kubernetes.helm.v3.Release
@@ -326,8 +357,9 @@ def regenerate(type_token: str, entry: dict[str, Any], src: Path, tag: str, cons
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", type=Path,
-                        help="a directory laid out like terraform-provider-aws (internal/service/...)")
+    parser.add_argument(
+        "src", type=Path, help="a directory laid out like terraform-provider-aws (internal/service/...)"
+    )
     parser.add_argument("--tag", required=True, help="the upstream tag the sources were read at, e.g. v6.66.0")
     parser.add_argument("--json", type=Path, default=JSON_PATH)
     parser.add_argument("--write", action="store_true", help="update the JSON in place")
@@ -346,19 +378,28 @@ def main(argv: list[str] | None = None) -> int:
         before, after = set(entry["replace_on_change"]), set(new["replace_on_change"])
         if before != after or new != entry:
             changed += 1
-        print(f"{token}: {sorted(after)}"
-              + (f"  +{sorted(after - before)}" if after - before else "")
-              + (f"  -{sorted(before - after)}" if before - after else "")
-              + (f"  conditional {new['replace_on_change_conditional']}" if "replace_on_change_conditional" in new
-                 else "")
-              + (f"  not inputs {new['not_inputs']}" if "not_inputs" in new else "")
-              + (f"  SOURCE OLDER THAN SDK, lacks {new['source_lacks_sdk_inputs']}"
-                 if "source_lacks_sdk_inputs" in new else ""))
+        print(
+            f"{token}: {sorted(after)}"
+            + (f"  +{sorted(after - before)}" if after - before else "")
+            + (f"  -{sorted(before - after)}" if before - after else "")
+            + (
+                f"  conditional {new['replace_on_change_conditional']}"
+                if "replace_on_change_conditional" in new
+                else ""
+            )
+            + (f"  not inputs {new['not_inputs']}" if "not_inputs" in new else "")
+            + (
+                f"  SOURCE OLDER THAN SDK, lacks {new['source_lacks_sdk_inputs']}"
+                if "source_lacks_sdk_inputs" in new
+                else ""
+            )
+        )
         data["types"][token] = new
     if args.write:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"{changed} entr{'y' if changed == 1 else 'ies'} {'updated' if args.write else 'would change'}",
-          file=sys.stderr)
+    print(
+        f"{changed} entr{'y' if changed == 1 else 'ies'} {'updated' if args.write else 'would change'}", file=sys.stderr
+    )
     return 0
 
 

@@ -67,7 +67,11 @@ MODEL_VERSION_READY = Route(
     "GET", "/v2/models/{name}/versions/{model_version}/ready", "model_ready", MODEL_READY.summary, ("v2",)
 )
 METRICS = Route(
-    "GET", http.METRICS_PATH, "metrics", "Prometheus metrics (text exposition format).", ("observability",),
+    "GET",
+    http.METRICS_PATH,
+    "metrics",
+    "Prometheus metrics (text exposition format).",
+    ("observability",),
     public=True,
 )
 PREDICT = Route(
@@ -93,8 +97,17 @@ VERSION_INFER = Route(
 )
 
 ROUTES: Final = (
-    LIVE, READY, SERVER_METADATA, MODEL_METADATA, MODEL_VERSION_METADATA, MODEL_READY, MODEL_VERSION_READY,
-    METRICS, PREDICT, INFER, VERSION_INFER,
+    LIVE,
+    READY,
+    SERVER_METADATA,
+    MODEL_METADATA,
+    MODEL_VERSION_METADATA,
+    MODEL_READY,
+    MODEL_VERSION_READY,
+    METRICS,
+    PREDICT,
+    INFER,
+    VERSION_INFER,
 )
 PUBLIC_PATHS: Final = frozenset(route.path for route in ROUTES if route.public)
 _INFERENCE: Final = tuple((route.pattern, route) for route in ROUTES if route.inference)

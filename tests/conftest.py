@@ -61,8 +61,12 @@ def production_stack() -> Render:
 def render_program() -> Callable[..., Render]:
     """Render an inline program: ``render_program(fn, config={...})``."""
 
-    def _render(program: Callable[[], None], config: dict[str, str] | None = None,
-                secret_keys: list[str] | None = None, stack: str = "test") -> Render:
+    def _render(
+        program: Callable[[], None],
+        config: dict[str, str] | None = None,
+        secret_keys: list[str] | None = None,
+        stack: str = "test",
+    ) -> Render:
         return render(program, project="mlplat", stack=stack, config=config, secret_keys=secret_keys)
 
     return _render
@@ -76,8 +80,11 @@ def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     patch = pytest.MonkeyPatch()
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         patch.setenv(name, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

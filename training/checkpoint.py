@@ -75,8 +75,9 @@ class CheckpointManager:
     are invisible to it and retired by :meth:`retire_foreign`); None reads every manifest (tools, tests).
     """
 
-    def __init__(self, store: ByteStore, keep_last: int = 3, attempt: str | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, store: ByteStore, keep_last: int = 3, attempt: str | None = None, retry: RetryPolicy | None = None
+    ) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.store = store
@@ -141,8 +142,13 @@ class CheckpointManager:
     def _write(self, payload: bytes, step: int, epoch: int) -> Manifest:
         payload_name, manifest_name = checkpoint_names(step)
         manifest = Manifest(
-            step=step, epoch=epoch, sha256=hashlib.sha256(payload).hexdigest(), size=len(payload),
-            payload=payload_name, created_at=time.time(), attempt=self.attempt,
+            step=step,
+            epoch=epoch,
+            sha256=hashlib.sha256(payload).hexdigest(),
+            size=len(payload),
+            payload=payload_name,
+            created_at=time.time(),
+            attempt=self.attempt,
         )
         self._valid.discard(step)
         self._put(payload_name, payload)
@@ -166,8 +172,9 @@ class CheckpointManager:
         try:
             self.load(self._read_manifest(checkpoint_names(step)[1]))
         except (CorruptCheckpoint, ObjectMissing, ValueError, TypeError) as error:
-            log.warning("checkpoint step %d in %s does not verify (%s); it does not count as kept",
-                        step, self.store.uri, error)
+            log.warning(
+                "checkpoint step %d in %s does not verify (%s); it does not count as kept", step, self.store.uri, error
+            )
             self._corrupt.add(step)
             return False
         self._valid.add(step)
@@ -177,8 +184,9 @@ class CheckpointManager:
         """Keep the newest ``keep_last`` checkpoints that verify (the newest valid one always); delete the rest
         up to ``newest``, corrupt ones included (they can never be resumed)."""
         names = self.store.list()
-        committed = sorted({int(m.group(1)) for n in names if (m := _NAME.match(n)) and m.group(2) == "json"},
-                           reverse=True)
+        committed = sorted(
+            {int(m.group(1)) for n in names if (m := _NAME.match(n)) and m.group(2) == "json"}, reverse=True
+        )
         keep: set[int] = set()
         for step in committed:
             if len(keep) >= self.keep_last:
@@ -256,8 +264,10 @@ class CheckpointManager:
         """Read one checkpoint and verify size and SHA-256 before unpickling (tensors and plain data only)."""
         expected = checkpoint_names(manifest.step)[0]
         if manifest.payload != expected:
-            raise CorruptCheckpoint(f"the manifest names payload {manifest.payload!r}, not {expected!r}: a manifest "
-                                    "may only point at its own step's payload, inside its own prefix; refused")
+            raise CorruptCheckpoint(
+                f"the manifest names payload {manifest.payload!r}, not {expected!r}: a manifest "
+                "may only point at its own step's payload, inside its own prefix; refused"
+            )
         try:
             payload = self.store.get(manifest.payload)
         except ObjectMissing:
@@ -283,7 +293,9 @@ class CheckpointManager:
             except CorruptCheckpoint as error:
                 log.warning(
                     "checkpoint step %d in %s is corrupt (%s); skipping it and trying an older one",
-                    manifest.step, self.store.uri, error,
+                    manifest.step,
+                    self.store.uri,
+                    error,
                 )
                 self.corrupt_steps.append(manifest.step)
                 self._corrupt.add(manifest.step)

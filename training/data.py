@@ -89,7 +89,10 @@ def split_arrays(
         x, y, test_size=test_fraction, random_state=seed, stratify=stratify(y)
     )
     x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_fraction / (1.0 - test_fraction), random_state=seed,
+        x_rest,
+        y_rest,
+        test_size=val_fraction / (1.0 - test_fraction),
+        random_state=seed,
         stratify=stratify(y_rest),
     )
     return DataSplits(x_train, y_train, x_val, y_val, x_test, y_test, name=name)

@@ -64,8 +64,7 @@ def init_distributed(
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, timeout=timeout)
-    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
-                              backend=backend)
+    return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device, backend=backend)
 
 
 def shutdown(ctx: DistributedContext) -> None:

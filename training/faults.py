@@ -25,10 +25,21 @@ T = TypeVar("T")
 # Not INTERNAL_ERROR: it is MlflowException's default, bugs included; a 5xx response is recognised by its message.
 _MLFLOW_TRANSIENT_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"})
 _HTTP_5XX = re.compile(r"failed with error code 50[0234]\b|too many 50[0234] error responses")
-_S3_TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
-    "ServiceUnavailable", "500", "502", "503", "504",
-})
+_S3_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
 
 
 class TransientFault(Exception):
@@ -38,8 +49,10 @@ class TransientFault(Exception):
         self.what = what
         self.seconds = seconds
         self.cause = cause
-        super().__init__(f"{what} kept failing for {seconds:.1f} s ({type(cause).__name__}: "
-                         f"{_first_line(cause)}); giving up for now, retry to resume")
+        super().__init__(
+            f"{what} kept failing for {seconds:.1f} s ({type(cause).__name__}: "
+            f"{_first_line(cause)}); giving up for now, retry to resume"
+        )
 
 
 def _first_line(error: BaseException) -> str:
@@ -69,9 +82,14 @@ def is_transient(error: BaseException) -> bool:
     if mlflow_exceptions is not None and isinstance(error, mlflow_exceptions.MlflowException):
         message = str(error)
         code = str(getattr(error, "error_code", ""))
-        return code in _MLFLOW_TRANSIENT_CODES or bool(_HTTP_5XX.search(message)) or (
-            message.startswith("API request to") and (
-                "failed with exception" in message or "failed with timeout exception" in message))
+        return (
+            code in _MLFLOW_TRANSIENT_CODES
+            or bool(_HTTP_5XX.search(message))
+            or (
+                message.startswith("API request to")
+                and ("failed with exception" in message or "failed with timeout exception" in message)
+            )
+        )
     try:
         from botocore.exceptions import BotoCoreError, ClientError
         from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -98,8 +116,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError) and not isinstance(error, FileNotFoundError | PermissionError)
 
 
-def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy,
-               sleep: Callable[[float], None] = time.sleep) -> T:
+def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn``; retry transient errors with backoff until the budget is spent, then raise TransientFault."""
     first_failure: float | None = None
     attempt = 0
@@ -115,7 +132,15 @@ def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy,
             if spent >= policy.budget_seconds:
                 raise TransientFault(what, spent, error) from error
             delay = min(policy.backoff(attempt), max(policy.budget_seconds - spent, 0.0))
-            log.warning("%s failed (%s: %s); retry %d in %.1f s (%.1f of %.1f s budget spent)", what,
-                        type(error).__name__, _first_line(error), attempt + 1, delay, spent, policy.budget_seconds)
+            log.warning(
+                "%s failed (%s: %s); retry %d in %.1f s (%.1f of %.1f s budget spent)",
+                what,
+                type(error).__name__,
+                _first_line(error),
+                attempt + 1,
+                delay,
+                spent,
+                policy.budget_seconds,
+            )
             attempt += 1
             sleep(delay)

@@ -41,7 +41,11 @@ def _set_mode(model: nn.Module, *, training: bool) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: NDArray[Any], y: NDArray[Any], num_classes: int, device: torch.device,
+    model: nn.Module,
+    x: NDArray[Any],
+    y: NDArray[Any],
+    num_classes: int,
+    device: torch.device,
     batch_size: int = 4096,
 ) -> dict[str, float]:
     """Mean cross-entropy loss, accuracy and macro F1 of ``model`` on ``(x, y)``."""
@@ -67,9 +71,7 @@ def classification_metrics(y_true: NDArray[Any], y_pred: NDArray[Any], num_class
 
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(
-            f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0)
-        ),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0)),
     }
 
 
@@ -105,6 +107,9 @@ def decide(
                 )
                 (passed if ok else failed).append(line)
     return GateDecision(
-        passed=not failed, reasons=failed + passed, metrics=metrics,
-        champion_metrics=champion_metrics, champion_version=champion_version,
+        passed=not failed,
+        reasons=failed + passed,
+        metrics=metrics,
+        champion_metrics=champion_metrics,
+        champion_version=champion_version,
     )

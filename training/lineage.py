@@ -52,8 +52,11 @@ class Fingerprint:
     def differences(self, other: Fingerprint) -> list[str]:
         """Readable lines naming each part of ``other`` (now) that differs from ``self`` (recorded)."""
         labels = {"config": "config", "data": "data (SHA-256 of what was loaded)", "model": "model architecture"}
-        return [f"{labels[name]}: {getattr(self, name)[:16]} then, {getattr(other, name)[:16]} now"
-                for name in ("config", "data", "model") if getattr(self, name) != getattr(other, name)]
+        return [
+            f"{labels[name]}: {getattr(self, name)[:16]} then, {getattr(other, name)[:16]} now"
+            for name in ("config", "data", "model")
+            if getattr(self, name) != getattr(other, name)
+        ]
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,12 @@ def read_record(store: ByteStore, policy: RetryPolicy) -> AttemptRecord | None:
     try:
         return AttemptRecord.from_json(data)
     except (ValueError, TypeError, KeyError) as error:
-        log.error("%s/%s is unreadable (%s): its checkpoints cannot be trusted; starting a new attempt",
-                  store.uri, RECORD_NAME, error)
+        log.error(
+            "%s/%s is unreadable (%s): its checkpoints cannot be trusted; starting a new attempt",
+            store.uri,
+            RECORD_NAME,
+            error,
+        )
         return None
 
 
@@ -136,8 +143,15 @@ def write_record(store: ByteStore, record: AttemptRecord, policy: RetryPolicy) -
     return record
 
 
-def plan_attempt(record: AttemptRecord | None, fingerprint: Fingerprint, *, uri: str, resume: bool = True,
-                 requested: str | None = None, job_name: str | None = None) -> AttemptPlan:
+def plan_attempt(
+    record: AttemptRecord | None,
+    fingerprint: Fingerprint,
+    *,
+    uri: str,
+    resume: bool = True,
+    requested: str | None = None,
+    job_name: str | None = None,
+) -> AttemptPlan:
     """Decide whether this run continues ``record``'s attempt or starts a new one.
 
     ``requested`` is the scheduler's attempt id (``MLPLAT_ATTEMPT_ID``; read from the environment when
@@ -151,8 +165,15 @@ def plan_attempt(record: AttemptRecord | None, fingerprint: Fingerprint, *, uri:
 
     def fresh(reason: str) -> AttemptPlan:
         attempt = requested or new_attempt_id()
-        new = AttemptRecord(attempt=attempt, status="running", fingerprint=fingerprint, explicit=bool(requested),
-                            started_at=now, updated_at=now, job_name=job_name)
+        new = AttemptRecord(
+            attempt=attempt,
+            status="running",
+            fingerprint=fingerprint,
+            explicit=bool(requested),
+            started_at=now,
+            updated_at=now,
+            job_name=job_name,
+        )
         retired = record.attempt if record is not None and record.attempt != attempt else None
         return AttemptPlan(attempt=attempt, resume=False, record=new, reason=reason, retired=retired)
 
@@ -165,12 +186,20 @@ def plan_attempt(record: AttemptRecord | None, fingerprint: Fingerprint, *, uri:
             return fresh(f"attempt {requested} is new (the last one in {uri} was {record.attempt}, {record.status})")
         differences = record.fingerprint.differences(fingerprint)
         if differences:
-            raise LineageMismatch(f"{uri}/{RECORD_NAME}", [
-                f"attempt {requested} was started with a different {d}" for d in differences
-            ] + ["a retry of a Job must train what its first pod trained; run a new Job (a new attempt) to "
-                 "train the changed config, data or model"])
-        return AttemptPlan(attempt=record.attempt, resume=True, record=record,
-                           reason=f"continuing attempt {record.attempt} ({record.status})")
+            raise LineageMismatch(
+                f"{uri}/{RECORD_NAME}",
+                [f"attempt {requested} was started with a different {d}" for d in differences]
+                + [
+                    "a retry of a Job must train what its first pod trained; run a new Job (a new attempt) to "
+                    "train the changed config, data or model"
+                ],
+            )
+        return AttemptPlan(
+            attempt=record.attempt,
+            resume=True,
+            record=record,
+            reason=f"continuing attempt {record.attempt} ({record.status})",
+        )
     if record.status != "running":
         return fresh(f"the last attempt in {uri}, {record.attempt}, is {record.status}")
     differences = record.fingerprint.differences(fingerprint)
@@ -178,5 +207,6 @@ def plan_attempt(record: AttemptRecord | None, fingerprint: Fingerprint, *, uri:
         plan = fresh(f"the unfinished attempt {record.attempt} in {uri} trained something else")
         plan.notes.extend(differences)
         return plan
-    return AttemptPlan(attempt=record.attempt, resume=True, record=record,
-                       reason=f"continuing the unfinished attempt {record.attempt}")
+    return AttemptPlan(
+        attempt=record.attempt, resume=True, record=record, reason=f"continuing the unfinished attempt {record.attempt}"
+    )

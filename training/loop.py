@@ -127,8 +127,12 @@ class TrainLoop:
         # The sampler only needs len(); its permutation depends on (seed, epoch) alone.
         rows = cast("Dataset[int]", range(len(data.x_train)))
         self.sampler: DistributedSampler[int] = DistributedSampler(
-            rows, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-            seed=config.seed, drop_last=False,
+            rows,
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=False,
         )
         self.steps_per_epoch = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -186,7 +190,8 @@ class TrainLoop:
             log.warning(
                 "checkpoint was written by %d processes, this run has %d: training continues, but random "
                 "streams (dropout) restart from the seed, so results will differ from an uninterrupted run",
-                state["world_size"], self.ctx.world_size,
+                state["world_size"],
+                self.ctx.world_size,
             )
         self._last_checkpoint_step = self.step
 
@@ -237,8 +242,12 @@ class TrainLoop:
             self.checkpoint(wait=True)
             raise Preempted(self.step)
         if faulted:
-            log.error("a transient fault outlasted its retry budget (%s): checkpointing at step %d and exiting %d",
-                      fault or "on another rank", self.step, 75)
+            log.error(
+                "a transient fault outlasted its retry budget (%s): checkpointing at step %d and exiting %d",
+                fault or "on another rank",
+                self.step,
+                75,
+            )
             try:
                 self.checkpoint(wait=True)
             except Exception as error:  # the store is what failed: the retry resumes from the last committed one
@@ -335,7 +344,10 @@ class TrainLoop:
         finally:
             self.progress.close()
         return LoopOutcome(
-            history=self.history, final_step=self.step, start_step=start_step,
-            train_seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started,
+            history=self.history,
+            final_step=self.step,
+            start_step=start_step,
+            train_seconds=time.perf_counter() - started,
+            cpu_seconds=time.process_time() - cpu_started,
             samples=self._samples * self.ctx.world_size,
         )

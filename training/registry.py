@@ -81,15 +81,17 @@ def check_exportable(model: nn.Module, x_train: NDArray[Any]) -> None:
 
     sample = torch.as_tensor(np.ascontiguousarray(x_train[:EXAMPLE_ROWS], dtype=np.float32))
     try:
-        torch.export.export(copy.deepcopy(model).cpu().eval(), (sample,),
-                            dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        torch.export.export(copy.deepcopy(model).cpu().eval(), (sample,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError("registry.serialization_format", [
-            f"registry.serialization_format: 'pt2' registers a torch.export program, and torch.export cannot "
-            f"trace this {type(model).__name__} ({reason}); use 'pickle' (serve it with allow_pickle) or keep "
-            "forward() free of Python control flow on tensor values"
-        ]) from error
+        raise ConfigError(
+            "registry.serialization_format",
+            [
+                f"registry.serialization_format: 'pt2' registers a torch.export program, and torch.export cannot "
+                f"trace this {type(model).__name__} ({reason}); use 'pickle' (serve it with allow_pickle) or keep "
+                "forward() free of Python control flow on tensor values"
+            ],
+        ) from error
 
 
 def register_model(

@@ -67,8 +67,9 @@ def run_training(config_path: str | Path, overrides: Sequence[str] = ()) -> int:
         log.warning("%s (exit %d)", error, EXIT_PREEMPTED)
         return EXIT_PREEMPTED
     except TransientFault as error:
-        log.error("%s (exit %d: the Job retries, and the retry resumes from the last checkpoint)", error,
-                  EXIT_PREEMPTED)
+        log.error(
+            "%s (exit %d: the Job retries, and the retry resumes from the last checkpoint)", error, EXIT_PREEMPTED
+        )
         return EXIT_PREEMPTED
     except NonFiniteLoss as error:
         log.error("%s (exit %d)", error, EXIT_DIVERGED)
@@ -80,7 +81,9 @@ def run_training(config_path: str | Path, overrides: Sequence[str] = ()) -> int:
         final = result.history[-1] if result.history else {}
         log.info(
             "done: step %d, val_accuracy %.4f, test %s, registered version %s",
-            result.final_step, final.get("val_accuracy", float("nan")), result.test_metrics,
+            result.final_step,
+            final.get("val_accuracy", float("nan")),
+            result.test_metrics,
             result.registered_version or "-",
         )
     return EXIT_OK

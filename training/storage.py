@@ -129,7 +129,7 @@ class S3Store:
         names = []
         for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
             for item in page.get("Contents", []):
-                name = item["Key"][len(start):]
+                name = item["Key"][len(start) :]
                 if name and "/" not in name:
                     names.append(name)
         return sorted(names)
@@ -142,6 +142,6 @@ class S3Store:
 def open_store(uri: str, endpoint_url: str | None = None) -> LocalStore | S3Store:
     """The store for a checkpoint URI: ``s3://bucket/prefix`` or a local directory."""
     if uri.startswith("s3://"):
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
         return S3Store(bucket, prefix, endpoint_url)
     return LocalStore(uri)

@@ -175,8 +175,9 @@ class MlflowTracker:
             experiment = mlflow.set_experiment(self.config.experiment)
             if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run_id:  # type: ignore[union-attr]
                 return run_id  # type: ignore[return-value]
-            run = mlflow.start_run(run_id=run_id, experiment_id=experiment.experiment_id,
-                                   run_name=None if run_id else self.config.run_name)
+            run = mlflow.start_run(
+                run_id=run_id, experiment_id=experiment.experiment_id, run_name=None if run_id else self.config.run_name
+            )
             return str(run.info.run_id)
 
         self.run_id = self._call("starting the run", start)
@@ -220,14 +221,20 @@ class MlflowTracker:
             self.flush(wait=True)
             return
         away = self._down_since is not None
-        if (len(self._buffer) >= FLUSH_METRICS or now - self._flushed_at >= self.config.flush_seconds
-                or (away and time.monotonic() >= self._next_try)):
+        if (
+            len(self._buffer) >= FLUSH_METRICS
+            or now - self._flushed_at >= self.config.flush_seconds
+            or (away and time.monotonic() >= self._next_try)
+        ):
             self.flush()
         if self._down_since is not None and self._fault is None:
             outage = time.monotonic() - self._down_since
             if outage >= self.retry.budget_seconds:
-                self._fault = TransientFault(f"sending metrics to MLflow at {self.tracking_uri}", outage,
-                                             self._last_error or ConnectionError("unreachable"))
+                self._fault = TransientFault(
+                    f"sending metrics to MLflow at {self.tracking_uri}",
+                    outage,
+                    self._last_error or ConnectionError("unreachable"),
+                )
                 log.error("%s", self._fault)
 
     def _send(self, batch: list[Any]) -> tuple[int, BaseException | None]:
@@ -235,7 +242,7 @@ class MlflowTracker:
         sent = 0
         try:
             for start in range(0, len(batch), FLUSH_METRICS):  # MLflow accepts at most 1000 per call
-                chunk = batch[start:start + FLUSH_METRICS]
+                chunk = batch[start : start + FLUSH_METRICS]
                 self._mlflow_client().log_batch(str(self.run_id), metrics=chunk, synchronous=True)
                 sent += len(chunk)
         except Exception as error:
@@ -259,8 +266,11 @@ class MlflowTracker:
 
     def _recovered(self) -> None:
         if self._down_since is not None:
-            log.warning("tracking server %s is back after %.0f s; buffered metrics sent", self.tracking_uri,
-                        time.monotonic() - self._down_since)
+            log.warning(
+                "tracking server %s is back after %.0f s; buffered metrics sent",
+                self.tracking_uri,
+                time.monotonic() - self._down_since,
+            )
         self._down_since, self._failures = None, 0
 
     def _failed(self, error: BaseException) -> None:
@@ -268,14 +278,18 @@ class MlflowTracker:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-            log.warning("tracking server %s unreachable (%s); buffering metrics for up to %.0f s",
-                        self.tracking_uri, str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
-                        self.retry.budget_seconds)
+            log.warning(
+                "tracking server %s unreachable (%s); buffering metrics for up to %.0f s",
+                self.tracking_uri,
+                str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
+                self.retry.budget_seconds,
+            )
         self._next_try = now + self.retry.backoff(self._failures)
         self._failures += 1
         if now - self._down_since >= self.retry.budget_seconds and self._fault is None:
-            self._fault = TransientFault(f"sending metrics to MLflow at {self.tracking_uri}", now - self._down_since,
-                                         error)
+            self._fault = TransientFault(
+                f"sending metrics to MLflow at {self.tracking_uri}", now - self._down_since, error
+            )
             log.error("%s", self._fault)
 
     def flush(self, wait: bool = False) -> None:
@@ -313,19 +327,25 @@ class MlflowTracker:
         """Queue values a checkpoint carried over; they go out with the next batch."""
         from mlflow.entities import Metric
 
-        self._buffer[:0] = [Metric(key, float(value), int(timestamp), int(step))
-                            for key, value, timestamp, step in metrics]
+        self._buffer[:0] = [
+            Metric(key, float(value), int(timestamp), int(step)) for key, value, timestamp, step in metrics
+        ]
         if metrics:
-            log.info("re-sending %d metric values the tracking server had not received before the restart",
-                     len(metrics))
+            log.info(
+                "re-sending %d metric values the tracking server had not received before the restart", len(metrics)
+            )
 
     # ---- tags and artifacts -------------------------------------------------------------------------
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set tags on the run."""
         from mlflow.entities import RunTag
 
-        self._call("setting tags", lambda: self._mlflow_client().log_batch(
-            str(self.run_id), tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+        self._call(
+            "setting tags",
+            lambda: self._mlflow_client().log_batch(
+                str(self.run_id), tags=[RunTag(k, str(v)) for k, v in tags.items()]
+            ),
+        )
 
     def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
         """Store ``data`` as a JSON/YAML artifact (format from the file's extension)."""
@@ -341,8 +361,9 @@ class MlflowTracker:
 
     def tags(self) -> dict[str, str]:
         """Read the run's tags from the tracking store."""
-        tags: dict[str, str] = self._call("reading tags",
-                                          lambda: self._mlflow_client().get_run(str(self.run_id)).data.tags)
+        tags: dict[str, str] = self._call(
+            "reading tags", lambda: self._mlflow_client().get_run(str(self.run_id)).data.tags
+        )
         return tags
 
     def end(self, status: str, must_succeed: bool = False) -> None:
@@ -364,8 +385,12 @@ class MlflowTracker:
         except Exception as error:
             if must_succeed and isinstance(error, TransientFault):
                 raise
-            log.warning("could not close MLflow run %s as %s: %s", self.run_id, status,
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            log.warning(
+                "could not close MLflow run %s as %s: %s",
+                self.run_id,
+                status,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
         finally:
             _forget_active_run(status)
             self._sender.shutdown(wait=False)

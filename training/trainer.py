@@ -115,18 +115,26 @@ def _log_rejected_data(tracker: Tracker, report: ValidationReport) -> None:
     tracker.log_text(report.render(), "data_validation.txt")
 
 
-def _log_new_run(tracker: Tracker, config: TrainingConfig, ctx: DistributedContext, fingerprint: Fingerprint,
-                 report: ValidationReport, attempt: str | None) -> None:
+def _log_new_run(
+    tracker: Tracker,
+    config: TrainingConfig,
+    ctx: DistributedContext,
+    fingerprint: Fingerprint,
+    report: ValidationReport,
+    attempt: str | None,
+) -> None:
     tracker.log_params({**config.flat_params(), "world_size": str(ctx.world_size)})
-    tracker.set_tags({
-        "mlflow.source.git.commit": git_commit(),
-        "mlplat.data_sha256": fingerprint.data,
-        "mlplat.config_fingerprint": fingerprint.config,
-        "mlplat.model_fingerprint": fingerprint.model,
-        "mlplat.attempt": attempt or "-",
-        "mlplat.device": str(ctx.device),
-        "mlplat.data_validation": "passed",
-    })
+    tracker.set_tags(
+        {
+            "mlflow.source.git.commit": git_commit(),
+            "mlplat.data_sha256": fingerprint.data,
+            "mlplat.config_fingerprint": fingerprint.config,
+            "mlplat.model_fingerprint": fingerprint.model,
+            "mlplat.attempt": attempt or "-",
+            "mlplat.device": str(ctx.device),
+            "mlplat.data_validation": "passed",
+        }
+    )
     tracker.log_dict(config.model_dump(mode="json"), "training_config.yaml")
     tracker.log_dict(report.model_dump(), "data_validation.json")
 
@@ -143,8 +151,9 @@ class _Lineage:
 
     def commit(self, **changes: Any) -> None:
         """Write the attempt record with ``changes`` (status, MLflow run id, outcome)."""
-        self.plan = dataclasses.replace(self.plan, record=write_record(
-            self.store, dataclasses.replace(self.plan.record, **changes), self.policy))
+        self.plan = dataclasses.replace(
+            self.plan, record=write_record(self.store, dataclasses.replace(self.plan.record, **changes), self.policy)
+        )
 
 
 @dataclass
@@ -159,8 +168,7 @@ class _AttemptOutcome:
             self.lineage.commit(status=status, outcome=outcome)
 
 
-def _plan_lineage(config: TrainingConfig, store: ByteStore, fingerprint: Fingerprint,
-                  policy: RetryPolicy) -> _Lineage:
+def _plan_lineage(config: TrainingConfig, store: ByteStore, fingerprint: Fingerprint, policy: RetryPolicy) -> _Lineage:
     plan = plan_attempt(read_record(store, policy), fingerprint, uri=store.uri, resume=config.checkpoint.resume)
     log.info("attempt %s: %s", plan.attempt, plan.reason)
     for note in plan.notes:
@@ -169,13 +177,22 @@ def _plan_lineage(config: TrainingConfig, store: ByteStore, fingerprint: Fingerp
     if not plan.resume:
         lineage.commit()  # the commit point: from here on, only this attempt's checkpoints count
         if plan.retired:
-            log.info("attempt %s replaces attempt %s in %s; its checkpoints are retired", plan.attempt,
-                     plan.retired, store.uri)
+            log.info(
+                "attempt %s replaces attempt %s in %s; its checkpoints are retired",
+                plan.attempt,
+                plan.retired,
+                store.uri,
+            )
     return lineage
 
 
-def _resume_state(config: TrainingConfig, ctx: DistributedContext, manager: CheckpointManager | None,
-                  lineage: _Lineage | None, fingerprint: Fingerprint | None) -> dict[str, Any] | None:
+def _resume_state(
+    config: TrainingConfig,
+    ctx: DistributedContext,
+    manager: CheckpointManager | None,
+    lineage: _Lineage | None,
+    fingerprint: Fingerprint | None,
+) -> dict[str, Any] | None:
     """Rank 0 finds this attempt's newest valid checkpoint and hands it to every rank (local disks need not
     be shared). A lineage error on rank 0 is raised on every rank."""
     state: dict[str, Any] | None = None
@@ -197,34 +214,46 @@ def _resume_state(config: TrainingConfig, ctx: DistributedContext, manager: Chec
     return state
 
 
-def _load_attempt_state(manager: CheckpointManager, lineage: _Lineage,
-                        fingerprint: Fingerprint) -> dict[str, Any] | None:
+def _load_attempt_state(
+    manager: CheckpointManager, lineage: _Lineage, fingerprint: Fingerprint
+) -> dict[str, Any] | None:
     loaded = retry_call(manager.load_latest, f"reading checkpoints in {manager.store.uri}", lineage.policy)
     if loaded is None:
         if manager.corrupt_steps:
             lineage.starting_over = len(manager.corrupt_steps)
             log.error(
                 "STARTING OVER: every checkpoint of attempt %s in %s is corrupt (steps %s); training restarts "
-                "from step 0 (metric checkpoint_start_over)", lineage.plan.attempt, manager.store.uri,
+                "from step 0 (metric checkpoint_start_over)",
+                lineage.plan.attempt,
+                manager.store.uri,
                 sorted(manager.corrupt_steps),
             )
             retry_call(lambda: manager.retire_newer_than(-1), "retiring corrupt checkpoints", lineage.policy)
         else:
-            log.info("attempt %s has no checkpoint yet in %s: starting at step 0", lineage.plan.attempt,
-                     manager.store.uri)
+            log.info(
+                "attempt %s has no checkpoint yet in %s: starting at step 0", lineage.plan.attempt, manager.store.uri
+            )
         return None
     state = loaded.state
-    recorded = Fingerprint(config=state.get("config_fingerprint", "?"), data=state.get("data_fingerprint", "?"),
-                           model=state.get("model_fingerprint", "?"))
+    recorded = Fingerprint(
+        config=state.get("config_fingerprint", "?"),
+        data=state.get("data_fingerprint", "?"),
+        model=state.get("model_fingerprint", "?"),
+    )
     differences = recorded.differences(fingerprint)
     if differences:
-        raise LineageMismatch(f"{manager.store.uri}/{loaded.manifest.payload}", [
-            f"checkpoint step {loaded.manifest.step} of attempt {lineage.plan.attempt} holds a different {d}"
-            for d in differences
-        ] + ["refusing to load it into this run; run a new Job (a new attempt) to train the change"])
+        raise LineageMismatch(
+            f"{manager.store.uri}/{loaded.manifest.payload}",
+            [
+                f"checkpoint step {loaded.manifest.step} of attempt {lineage.plan.attempt} holds a different {d}"
+                for d in differences
+            ]
+            + ["refusing to load it into this run; run a new Job (a new attempt) to train the change"],
+        )
     if manager.corrupt_steps:
-        retry_call(lambda: manager.retire_newer_than(loaded.manifest.step), "retiring corrupt checkpoints",
-                   lineage.policy)
+        retry_call(
+            lambda: manager.retire_newer_than(loaded.manifest.step), "retiring corrupt checkpoints", lineage.policy
+        )
     log.info("resuming from checkpoint step %d in %s", loaded.manifest.step, manager.store.uri)
     return state
 
@@ -235,8 +264,7 @@ def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedC
     champion_metrics, champion_version = None, None
     if config.gate.must_beat_champion and config.registry.model_name:
         name, alias = config.registry.model_name, config.gate.champion_alias
-        champion = retry_call(lambda: load_alias(name, alias), f"loading {name}@{alias}",
-                              _policy(config))
+        champion = retry_call(lambda: load_alias(name, alias), f"loading {name}@{alias}", _policy(config))
         if champion is not None:
             champion_version, model = champion
             try:
@@ -249,8 +277,9 @@ def _gate(config: TrainingConfig, core: Any, data: DataSplits, ctx: DistributedC
 
 
 def _policy(config: TrainingConfig) -> RetryPolicy:
-    return RetryPolicy(config.retry.budget_seconds, config.retry.initial_backoff_seconds,
-                       config.retry.max_backoff_seconds)
+    return RetryPolicy(
+        config.retry.budget_seconds, config.retry.initial_backoff_seconds, config.retry.max_backoff_seconds
+    )
 
 
 @contextlib.contextmanager
@@ -275,8 +304,9 @@ def _closes_run(tracker: Tracker) -> Iterator[None]:
     tracker.end("FINISHED", must_succeed=True)
 
 
-def _train(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
-           progress: Progress | None) -> TrainingResult:
+def _train(
+    config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler, progress: Progress | None
+) -> TrainingResult:
     seed_everything(config.seed)
     tracker: Tracker = MlflowTracker(config.tracking, _policy(config)) if ctx.is_main else NullTracker()
     attempt = _AttemptOutcome()
@@ -296,8 +326,14 @@ def _train(config: TrainingConfig, ctx: DistributedContext, preemption: Preempti
     return result
 
 
-def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: PreemptionHandler,
-                   progress: Progress | None, tracker: Tracker, attempt: _AttemptOutcome) -> TrainingResult:
+def _train_tracked(
+    config: TrainingConfig,
+    ctx: DistributedContext,
+    preemption: PreemptionHandler,
+    progress: Progress | None,
+    tracker: Tracker,
+    attempt: _AttemptOutcome,
+) -> TrainingResult:
     loaded_data, report = _load_validated(config)
     if loaded_data is None or not report.passed:
         _log_rejected_data(tracker, report)
@@ -325,16 +361,21 @@ def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: 
             manager.close()
 
     result = TrainingResult(
-        rank=ctx.rank, run_id=tracker.run_id, final_step=outcome.final_step,
-        resumed_from_step=state["step"] if state else None, history=outcome.history,
+        rank=ctx.rank,
+        run_id=tracker.run_id,
+        final_step=outcome.final_step,
+        resumed_from_step=state["step"] if state else None,
+        history=outcome.history,
         train_seconds=outcome.train_seconds,
         samples_per_second=outcome.samples / outcome.train_seconds if outcome.train_seconds > 0 else 0.0,
         cpu_seconds=outcome.cpu_seconds,
         checkpoint_seconds=list(manager.save_seconds) if manager else [],
     )
     if outcome.final_step > outcome.start_step:
-        tracker.log_metrics({"train_seconds": result.train_seconds,
-                             "train_samples_per_second": result.samples_per_second}, step=outcome.final_step)
+        tracker.log_metrics(
+            {"train_seconds": result.train_seconds, "train_samples_per_second": result.samples_per_second},
+            step=outcome.final_step,
+        )
     # Every rank stays in the process group until rank 0 has gated and registered: a rank that tears its
     # group down while another still holds it can abort the process (seen with gloo).
     if not ctx.is_main:
@@ -346,8 +387,7 @@ def _train_tracked(config: TrainingConfig, ctx: DistributedContext, preemption: 
         barrier(ctx)
 
 
-def _build_model(config: TrainingConfig, data: DataSplits, ctx: DistributedContext,
-                 tracker: Tracker) -> nn.Module:
+def _build_model(config: TrainingConfig, data: DataSplits, ctx: DistributedContext, tracker: Tracker) -> nn.Module:
     """The configured model on this rank's device; rank 0 checks up front that a ``pt2`` registration can export it."""
     try:
         model = build_model(config.model, data.x_train.shape[1], data.classes).to(ctx.device)
@@ -359,8 +399,9 @@ def _build_model(config: TrainingConfig, data: DataSplits, ctx: DistributedConte
     return model
 
 
-def _open_attempt(config: TrainingConfig, ctx: DistributedContext, fingerprint: Fingerprint,
-                  attempt: _AttemptOutcome) -> tuple[CheckpointManager | None, _Lineage | None]:
+def _open_attempt(
+    config: TrainingConfig, ctx: DistributedContext, fingerprint: Fingerprint, attempt: _AttemptOutcome
+) -> tuple[CheckpointManager | None, _Lineage | None]:
     """Rank 0 plans the attempt and opens its checkpoints; other ranks get ``(None, None)``."""
     if not ctx.is_main:
         return None, None
@@ -388,20 +429,29 @@ def _start_run(tracker: Tracker, state: dict[str, Any] | None, lineage: _Lineage
         lineage.commit(mlflow_run_id=tracker.run_id)
 
 
-def _log_corrupt_checkpoints(tracker: Tracker, state: dict[str, Any] | None, manager: CheckpointManager | None,
-                             lineage: _Lineage | None) -> None:
+def _log_corrupt_checkpoints(
+    tracker: Tracker, state: dict[str, Any] | None, manager: CheckpointManager | None, lineage: _Lineage | None
+) -> None:
     """Flag an attempt that started over because no checkpoint verified; count corrupt ones a resume skipped."""
     if lineage is not None and lineage.starting_over:
         tracker.set_tags({"mlplat.checkpoint_start_over": f"{lineage.starting_over} corrupt checkpoint(s)"})
-        tracker.log_metrics({"checkpoint_start_over": 1.0,
-                             "checkpoints_corrupt": float(lineage.starting_over)}, step=0)
+        tracker.log_metrics({"checkpoint_start_over": 1.0, "checkpoints_corrupt": float(lineage.starting_over)}, step=0)
     elif manager is not None and manager.corrupt_steps and state is not None:
         tracker.log_metrics({"checkpoints_corrupt": float(len(manager.corrupt_steps))}, step=state["step"])
 
 
-def _build_loop(config: TrainingConfig, ctx: DistributedContext, model: nn.Module, data: DataSplits,
-                manager: CheckpointManager | None, tracker: Tracker, progress: Progress | None,
-                preemption: PreemptionHandler, fingerprint: Fingerprint, lineage: _Lineage | None) -> TrainLoop:
+def _build_loop(
+    config: TrainingConfig,
+    ctx: DistributedContext,
+    model: nn.Module,
+    data: DataSplits,
+    manager: CheckpointManager | None,
+    tracker: Tracker,
+    progress: Progress | None,
+    preemption: PreemptionHandler,
+    fingerprint: Fingerprint,
+    lineage: _Lineage | None,
+) -> TrainLoop:
     """The loop over ``model`` (wrapped in DDP across ranks), with its optimizer, schedule and progress display."""
     optimizer = build_optimizer(config.optimizer, model)
     total = steps_per_epoch(len(data.x_train), ctx.world_size, config.batch_size) * config.epochs
@@ -412,16 +462,26 @@ def _build_loop(config: TrainingConfig, ctx: DistributedContext, model: nn.Modul
     if ctx.is_distributed:
         wrapped = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
     return TrainLoop(
-        config=config, ctx=ctx, model=wrapped, optimizer=optimizer, scheduler=scheduler, data=data,
-        checkpoints=manager, tracker=tracker, progress=progress, preemption=preemption,
+        config=config,
+        ctx=ctx,
+        model=wrapped,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data=data,
+        checkpoints=manager,
+        tracker=tracker,
+        progress=progress,
+        preemption=preemption,
         fingerprint=fingerprint.config,
-        lineage={"attempt": lineage.plan.attempt if lineage else "", "data_fingerprint": fingerprint.data,
-                 "model_fingerprint": fingerprint.model},
+        lineage={
+            "attempt": lineage.plan.attempt if lineage else "",
+            "data_fingerprint": fingerprint.data,
+            "model_fingerprint": fingerprint.model,
+        },
     )
 
 
-def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,
-              preemption: PreemptionHandler) -> LoopOutcome:
+def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext, preemption: PreemptionHandler) -> LoopOutcome:
     try:
         outcome = loop.run()
     except NonFiniteLoss as diverged:
@@ -435,8 +495,14 @@ def _run_loop(loop: TrainLoop, tracker: Tracker, ctx: DistributedContext,
     return outcome
 
 
-def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits, ctx: DistributedContext,
-                       tracker: Tracker, result: TrainingResult) -> TrainingResult:
+def _gate_and_register(
+    config: TrainingConfig,
+    loop: TrainLoop,
+    data: DataSplits,
+    ctx: DistributedContext,
+    tracker: Tracker,
+    result: TrainingResult,
+) -> TrainingResult:
     decision = _gate(config, loop.core, data, ctx)
     result.gate, result.test_metrics = decision, decision.metrics
     tracker.log_metrics({f"test_{k}": v for k, v in decision.metrics.items()}, step=loop.step, wait=True)
@@ -462,10 +528,17 @@ def _gate_and_register(config: TrainingConfig, loop: TrainLoop, data: DataSplits
                 log.info("%s version %s of this run exists already; not registering it again", name, existing)
                 return existing
             return register_model(
-                loop.core, name=name, alias=config.registry.alias, x_train=data.x_train,
-                num_classes=data.classes, feature_names=data.feature_names,
-                tags={"mlplat.run_id": run_id, "mlplat.test_accuracy": f"{decision.metrics['accuracy']:.4f}",
-                      "mlplat.test_macro_f1": f"{decision.metrics['macro_f1']:.4f}"},
+                loop.core,
+                name=name,
+                alias=config.registry.alias,
+                x_train=data.x_train,
+                num_classes=data.classes,
+                feature_names=data.feature_names,
+                tags={
+                    "mlplat.run_id": run_id,
+                    "mlplat.test_accuracy": f"{decision.metrics['accuracy']:.4f}",
+                    "mlplat.test_macro_f1": f"{decision.metrics['macro_f1']:.4f}",
+                },
                 serialization_format=config.registry.serialization_format,
             )
 

@@ -122,9 +122,7 @@ def _class_balance(y_train: NDArray[Any], classes: int, max_ratio: float) -> Che
     counts = np.bincount(y_train[(y_train >= 0) & (y_train < classes)], minlength=classes)
     missing = np.flatnonzero(counts == 0).tolist()
     if missing:
-        return CheckResult(
-            name="class_balance", passed=False, detail=f"classes {missing} have no training rows"
-        )
+        return CheckResult(name="class_balance", passed=False, detail=f"classes {missing} have no training rows")
     ratio = float(counts.max() / counts.min())
     detail = (
         f"largest/smallest class = {counts.max()}/{counts.min()} = {ratio:.2f} "

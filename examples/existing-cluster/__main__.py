@@ -22,10 +22,17 @@ config = pulumi.Config()
 platform = pulumi.StackReference(config.require("platformStack"))
 
 aws_provider = aws.Provider(
-    "aws", region=pulumi.Config("aws").require("region"),
-    default_tags=aws.ProviderDefaultTagsArgs(tags={
-        "project": "search-ranking", "environment": pulumi.get_stack(), "owner": "search-team",
-        "cost-center": "search", "managed-by": "pulumi"}),
+    "aws",
+    region=pulumi.Config("aws").require("region"),
+    default_tags=aws.ProviderDefaultTagsArgs(
+        tags={
+            "project": "search-ranking",
+            "environment": pulumi.get_stack(),
+            "owner": "search-team",
+            "cost-center": "search",
+            "managed-by": "pulumi",
+        }
+    ),
 )
 cluster = k8s.Provider("platform-cluster", kubeconfig=platform.require_output("kubeconfig"))
 oidc_provider_arn = platform.require_output("oidcProviderArn")
@@ -36,24 +43,36 @@ tracking_uri = platform.require_output("trackingUri")
 
 def bucket_policy(prefix: str, actions: list[str]) -> pulumi.Output[str]:
     """Only this team's prefix of the platform's artifact bucket."""
-    return policy_document([
-        statement(actions, [pulumi.Output.concat("arn:aws:s3:::", bucket, "/", prefix, "/*")], sid="Objects"),
-        statement(["s3:ListBucket"], [pulumi.Output.concat("arn:aws:s3:::", bucket)], sid="List",
-                  condition={"StringLike": {"s3:prefix": [f"{prefix}/*"]}}),
-    ])
+    return policy_document(
+        [
+            statement(actions, [pulumi.Output.concat("arn:aws:s3:::", bucket, "/", prefix, "/*")], sid="Objects"),
+            statement(
+                ["s3:ListBucket"],
+                [pulumi.Output.concat("arn:aws:s3:::", bucket)],
+                sid="List",
+                condition={"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
+            ),
+        ]
+    )
 
 
 def irsa(service_account: str, policy: pulumi.Output[str]) -> aws.iam.Role:
     return create_service_account_role(
-        f"search-{service_account}", oidc_provider_arn=oidc_provider_arn, oidc_issuer=oidc_issuer,
-        namespace=NAMESPACE, service_account=service_account, policy=policy,
-        opts=pulumi.ResourceOptions(provider=aws_provider))
+        f"search-{service_account}",
+        oidc_provider_arn=oidc_provider_arn,
+        oidc_issuer=oidc_issuer,
+        namespace=NAMESPACE,
+        service_account=service_account,
+        policy=policy,
+        opts=pulumi.ResourceOptions(provider=aws_provider),
+    )
 
 
 namespace = k8s.core.v1.Namespace(
-    "search", metadata=k8s.meta.v1.ObjectMetaArgs(
-        name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "restricted"}),
-    opts=pulumi.ResourceOptions(provider=cluster))
+    "search",
+    metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={"pod-security.kubernetes.io/enforce": "restricted"}),
+    opts=pulumi.ResourceOptions(provider=cluster),
+)
 on_cluster = pulumi.ResourceOptions(providers=[cluster])
 
 scorer_role = irsa("search-ranker", bucket_policy("mlflow", ["s3:GetObject"]))
@@ -73,8 +92,10 @@ ranker = ModelService(
     opts=on_cluster,
 )
 
-trainer_role = irsa("search-ranker-train", bucket_policy("checkpoints/search-ranker",
-                                                         ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]))
+trainer_role = irsa(
+    "search-ranker-train",
+    bucket_policy("checkpoints/search-ranker", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]),
+)
 retrain = TrainingJob(
     "search-ranker-train",
     TrainingJobArgs(

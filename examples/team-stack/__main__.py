@@ -13,19 +13,28 @@ from mlplat.components.pods import Resources
 from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs, BucketGrant
 
 config = pulumi.Config()
-aws_provider = aws.Provider("aws", region=pulumi.Config("aws").require("region"),
-                            default_tags=aws.ProviderDefaultTagsArgs(tags={"team": "fraud", "project": "fraud-scorer"}))
+aws_provider = aws.Provider(
+    "aws",
+    region=pulumi.Config("aws").require("region"),
+    default_tags=aws.ProviderDefaultTagsArgs(tags={"team": "fraud", "project": "fraud-scorer"}),
+)
 cluster = k8s.Provider("existing-cluster", kubeconfig=config.require_secret("kubeconfig"))
 
 # The service's IRSA role exists already (the team's cluster, the team's IAM): grant it read on its models.
-reader = aws.iam.Role.get("fraud-scorer-reader", config.require("readerRoleArn").rsplit("/", 1)[-1],
-                          opts=pulumi.ResourceOptions(provider=aws_provider))
-store = ArtifactStore("fraud-artifacts",
-                      ArtifactStoreArgs(protect=True, grants=[BucketGrant("fraud-scorer", reader.name, "models/")]),
-                      opts=pulumi.ResourceOptions(provider=aws_provider))
+reader = aws.iam.Role.get(
+    "fraud-scorer-reader",
+    config.require("readerRoleArn").rsplit("/", 1)[-1],
+    opts=pulumi.ResourceOptions(provider=aws_provider),
+)
+store = ArtifactStore(
+    "fraud-artifacts",
+    ArtifactStoreArgs(protect=True, grants=[BucketGrant("fraud-scorer", reader.name, "models/")]),
+    opts=pulumi.ResourceOptions(provider=aws_provider),
+)
 
-namespace = k8s.core.v1.Namespace("fraud", metadata=k8s.meta.v1.ObjectMetaArgs(name="fraud"),
-                                  opts=pulumi.ResourceOptions(provider=cluster))
+namespace = k8s.core.v1.Namespace(
+    "fraud", metadata=k8s.meta.v1.ObjectMetaArgs(name="fraud"), opts=pulumi.ResourceOptions(provider=cluster)
+)
 service = ModelService(
     "fraud-scorer",
     ModelServiceArgs(

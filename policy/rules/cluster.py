@@ -36,9 +36,11 @@ def eks_secrets_encrypted(res: Resource) -> Iterator[Violation]:
     else:
         ok = any("secrets" in as_list(get(c, "resources")) for c in as_list(res.inputs.get("encryptionConfig")))
     if not ok:
-        yield Violation("Kubernetes secrets are not envelope-encrypted with a KMS key",
-                        "pass a KMS key: encryptionConfigKeyArn (pulumi-eks) or encryptionConfig "
-                        "{resources: ['secrets'], provider: {keyArn}}")
+        yield Violation(
+            "Kubernetes secrets are not envelope-encrypted with a KMS key",
+            "pass a KMS key: encryptionConfigKeyArn (pulumi-eks) or encryptionConfig "
+            "{resources: ['secrets'], provider: {keyArn}}",
+        )
 
 
 def eks_control_plane_logs(res: Resource) -> Iterator[Violation]:
@@ -46,8 +48,10 @@ def eks_control_plane_logs(res: Resource) -> Iterator[Violation]:
     enabled = set(as_list(res.inputs.get("enabledClusterLogTypes")))
     missing = [t for t in EKS_REQUIRED_LOG_TYPES if t not in enabled]
     if missing:
-        yield Violation(f"control-plane log types {', '.join(missing)} are not enabled",
-                        "set enabledClusterLogTypes to include " + ", ".join(EKS_REQUIRED_LOG_TYPES))
+        yield Violation(
+            f"control-plane log types {', '.join(missing)} are not enabled",
+            "set enabledClusterLogTypes to include " + ", ".join(EKS_REQUIRED_LOG_TYPES),
+        )
 
 
 def eks_api_not_open(res: Resource) -> Iterator[Violation]:
@@ -58,9 +62,11 @@ def eks_api_not_open(res: Resource) -> Iterator[Violation]:
         return
     cidrs = as_list(source.get("publicAccessCidrs")) or [OPEN_IPV4]  # EKS's default when unset
     if OPEN_IPV4 in cidrs:
-        yield Violation("the Kubernetes API endpoint is reachable from 0.0.0.0/0",
-                        "set endpointPublicAccess=false (with endpointPrivateAccess=true), or publicAccessCidrs "
-                        "to your office/VPN ranges")
+        yield Violation(
+            "the Kubernetes API endpoint is reachable from 0.0.0.0/0",
+            "set endpointPublicAccess=false (with endpointPrivateAccess=true), or publicAccessCidrs "
+            "to your office/VPN ranges",
+        )
 
 
 def eks_standard_support(res: Resource) -> Iterator[Violation]:
@@ -73,14 +79,21 @@ def eks_standard_support(res: Resource) -> Iterator[Violation]:
     except UnknownVersion:
         return  # newer than mlplat's calendar: not past standard support
     if status != "standard":
-        newest = max((v for v in EKS_VERSIONS if support_status(v) == "standard"), key=lambda v: int(v.split(".")[1]),
-                     default=None)
-        problem = (f"Kubernetes {version} is in EKS extended support (billed at about 6x the standard control-plane "
-                   "price)" if status == "extended" else
-                   f"Kubernetes {version} is past the end of EKS support (EKS upgrades such control planes itself)")
-        yield Violation(problem, "upgrade the control plane, then each node pool, one minor at a time"
-                        + (f" toward {newest}" if newest else ""))
-
+        newest = max(
+            (v for v in EKS_VERSIONS if support_status(v) == "standard"),
+            key=lambda v: int(v.split(".")[1]),
+            default=None,
+        )
+        problem = (
+            f"Kubernetes {version} is in EKS extended support (billed at about 6x the standard control-plane price)"
+            if status == "extended"
+            else f"Kubernetes {version} is past the end of EKS support (EKS upgrades such control planes itself)"
+        )
+        yield Violation(
+            problem,
+            "upgrade the control plane, then each node pool, one minor at a time"
+            + (f" toward {newest}" if newest else ""),
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -101,23 +114,51 @@ def imdsv2_required(res: Resource) -> Iterator[Violation]:
             yield Violation(f"instance metadata allows IMDSv1 (httpTokens={tokens or 'unset'})", fix)
     elif res.type == EKS_MANAGED_NODE_GROUP:
         if not is_true(res.inputs.get("enableIMDSv2")) and not res.inputs.get("launchTemplate"):
-            yield Violation("node group leaves IMDSv1 on", "set enableIMDSv2=true, or pass a launchTemplate that "
-                            "requires IMDSv2")
+            yield Violation(
+                "node group leaves IMDSv1 on", "set enableIMDSv2=true, or pass a launchTemplate that requires IMDSv2"
+            )
     elif res.type == EKS_NODE_GROUP and not res.inputs.get("launchTemplate"):
-        yield Violation("node group has no launch template, so its nodes accept IMDSv1",
-                        "pass a launchTemplate whose metadataOptions.httpTokens is 'required'")
+        yield Violation(
+            "node group has no launch template, so its nodes accept IMDSv1",
+            "pass a launchTemplate whose metadataOptions.httpTokens is 'required'",
+        )
 
 
 RULES: tuple[Rule, ...] = (
-    ResourceRule("eks-secrets-encryption", "EKS encrypts Kubernetes secrets with KMS", MANDATORY, EKS_CLUSTER_TYPES,
-                 eks_secrets_encrypted),
-    ResourceRule("eks-control-plane-logs", "EKS ships api/audit/authenticator logs (mandatory in production)",
-                 STRICTER_IN_PRODUCTION, EKS_CLUSTER_TYPES, eks_control_plane_logs),
-    ResourceRule("eks-standard-support", "the EKS version is in standard support (not extended, ~6x the price)",
-                 ADVISORY, EKS_CLUSTER_TYPES, eks_standard_support),
-    ResourceRule("eks-api-not-open", "the EKS API is not open to 0.0.0.0/0 (mandatory in production)",
-                 STRICTER_IN_PRODUCTION, EKS_CLUSTER_TYPES, eks_api_not_open),
-    ResourceRule("imdsv2-required", "nodes require IMDSv2", MANDATORY,
-                 frozenset({LAUNCH_TEMPLATE, EC2_INSTANCE, EKS_NODE_GROUP, EKS_MANAGED_NODE_GROUP}), imdsv2_required),
+    ResourceRule(
+        "eks-secrets-encryption",
+        "EKS encrypts Kubernetes secrets with KMS",
+        MANDATORY,
+        EKS_CLUSTER_TYPES,
+        eks_secrets_encrypted,
+    ),
+    ResourceRule(
+        "eks-control-plane-logs",
+        "EKS ships api/audit/authenticator logs (mandatory in production)",
+        STRICTER_IN_PRODUCTION,
+        EKS_CLUSTER_TYPES,
+        eks_control_plane_logs,
+    ),
+    ResourceRule(
+        "eks-standard-support",
+        "the EKS version is in standard support (not extended, ~6x the price)",
+        ADVISORY,
+        EKS_CLUSTER_TYPES,
+        eks_standard_support,
+    ),
+    ResourceRule(
+        "eks-api-not-open",
+        "the EKS API is not open to 0.0.0.0/0 (mandatory in production)",
+        STRICTER_IN_PRODUCTION,
+        EKS_CLUSTER_TYPES,
+        eks_api_not_open,
+    ),
+    ResourceRule(
+        "imdsv2-required",
+        "nodes require IMDSv2",
+        MANDATORY,
+        frozenset({LAUNCH_TEMPLATE, EC2_INSTANCE, EKS_NODE_GROUP, EKS_MANAGED_NODE_GROUP}),
+        imdsv2_required,
+    ),
 )
 """The EKS and node rules."""

@@ -22,8 +22,9 @@ def rds_encrypted(res: Resource) -> Iterator[Violation]:
 def rds_not_public(res: Resource) -> Iterator[Violation]:
     """No public endpoint."""
     if is_true(res.inputs.get("publiclyAccessible")):
-        yield Violation("the database has a public endpoint",
-                        "set publiclyAccessible=false and reach it from inside the VPC")
+        yield Violation(
+            "the database has a public endpoint", "set publiclyAccessible=false and reach it from inside the VPC"
+        )
 
 
 def rds_backups_retained(res: Resource) -> Iterator[Violation]:
@@ -32,8 +33,9 @@ def rds_backups_retained(res: Resource) -> Iterator[Violation]:
     # AWS defaults to 1 day for instances and clusters alike when unset.
     if not isinstance(days, int | float) or days < MIN_BACKUP_RETENTION_DAYS:
         shown = "unset (AWS default: 1 day)" if days is None else f"{days} day(s)"
-        yield Violation(f"backup retention is {shown}",
-                        f"set backupRetentionPeriod to at least {MIN_BACKUP_RETENTION_DAYS}")
+        yield Violation(
+            f"backup retention is {shown}", f"set backupRetentionPeriod to at least {MIN_BACKUP_RETENTION_DAYS}"
+        )
 
 
 def rds_multi_az(res: Resource) -> Iterator[Violation]:
@@ -51,11 +53,26 @@ def rds_deletion_protection(res: Resource) -> Iterator[Violation]:
 RULES: tuple[Rule, ...] = (
     ResourceRule("rds-encrypted", "RDS storage is encrypted", MANDATORY, RDS_TYPES, rds_encrypted),
     ResourceRule("rds-not-public", "RDS has no public endpoint", MANDATORY, RDS_TYPES, rds_not_public),
-    ResourceRule("rds-backup-retention", f"RDS keeps backups >= {MIN_BACKUP_RETENTION_DAYS} days", MANDATORY,
-                 RDS_TYPES, rds_backups_retained),
-    ResourceRule("rds-multi-az", "RDS instances are multi-AZ (mandatory in production)", STRICTER_IN_PRODUCTION,
-                 frozenset({RDS_INSTANCE}), rds_multi_az),
-    ResourceRule("rds-deletion-protection", "RDS has deletion protection (mandatory in production)",
-                 STRICTER_IN_PRODUCTION, RDS_TYPES, rds_deletion_protection),
+    ResourceRule(
+        "rds-backup-retention",
+        f"RDS keeps backups >= {MIN_BACKUP_RETENTION_DAYS} days",
+        MANDATORY,
+        RDS_TYPES,
+        rds_backups_retained,
+    ),
+    ResourceRule(
+        "rds-multi-az",
+        "RDS instances are multi-AZ (mandatory in production)",
+        STRICTER_IN_PRODUCTION,
+        frozenset({RDS_INSTANCE}),
+        rds_multi_az,
+    ),
+    ResourceRule(
+        "rds-deletion-protection",
+        "RDS has deletion protection (mandatory in production)",
+        STRICTER_IN_PRODUCTION,
+        RDS_TYPES,
+        rds_deletion_protection,
+    ),
 )
 """The RDS rules."""

@@ -48,14 +48,18 @@ def public_endpoint_protected(res: Resource) -> Iterator[Violation]:
     plain = sorted(port for proto, port in listeners or () if proto == "HTTP")
     if plain and not annotations.get(f"{_ALB}ssl-redirect"):
         waived = " (allow_public_without_tls)" if is_true(annotations.get(_PUBLIC_WITHOUT_TLS)) else ""
-        yield Violation(f"internet-facing ALB serves plain HTTP on port {', '.join(map(str, plain))}{waived}: "
-                        "API keys and payloads cross the internet in clear text",
-                        "give it an ACM certificate (ModelServiceArgs.certificate_arn, "
-                        "mlplat:services.<name>.certificateArn): HTTPS 443 only")
+        yield Violation(
+            f"internet-facing ALB serves plain HTTP on port {', '.join(map(str, plain))}{waived}: "
+            "API keys and payloads cross the internet in clear text",
+            "give it an ACM certificate (ModelServiceArgs.certificate_arn, "
+            "mlplat:services.<name>.certificateArn): HTTPS 443 only",
+        )
     if is_true(annotations.get(_PUBLIC_WITHOUT_AUTH)):
-        yield Violation("internet-facing ALB in front of model servers that take requests without an API key "
-                        "(allow_public_without_auth)",
-                        "require a key: ModelServiceArgs.generate_api_key=True or api_key_secret")
+        yield Violation(
+            "internet-facing ALB in front of model servers that take requests without an API key "
+            "(allow_public_without_auth)",
+            "require a key: ModelServiceArgs.generate_api_key=True or api_key_secret",
+        )
 
 
 def tracking_ingress_tls(res: Resource) -> Iterator[Violation]:
@@ -66,18 +70,30 @@ def tracking_ingress_tls(res: Resource) -> Iterator[Violation]:
         return
     plain = sorted(port for proto, port in _alb_listeners(annotations) or () if proto == "HTTP")
     if plain:
-        yield Violation(f"the ALB in front of MLflow's basic-auth serves plain HTTP on port "
-                        f"{', '.join(map(str, plain))}: the trainer's, the pipeline's and the users' passwords "
-                        "cross the VPC in clear text in every request",
-                        "give it an ACM certificate: TrackingArgs.ingress_certificate_arn, "
-                        "mlplat:tracking.ingressCertificateArn (HTTPS 443 only)")
+        yield Violation(
+            f"the ALB in front of MLflow's basic-auth serves plain HTTP on port "
+            f"{', '.join(map(str, plain))}: the trainer's, the pipeline's and the users' passwords "
+            "cross the VPC in clear text in every request",
+            "give it an ACM certificate: TrackingArgs.ingress_certificate_arn, "
+            "mlplat:tracking.ingressCertificateArn (HTTPS 443 only)",
+        )
 
 
 RULES: tuple[Rule, ...] = (
-    ResourceRule("public-endpoint-protected", "internet-facing ALBs serve HTTPS only and model servers behind "
-                 "them require an API key (mandatory in production)", STRICTER_IN_PRODUCTION, frozenset({INGRESS}),
-                 public_endpoint_protected),
-    ResourceRule("tracking-ingress-tls", "the ALB in front of MLflow's basic-auth serves HTTPS only (advisory)",
-                 ADVISORY, frozenset({INGRESS}), tracking_ingress_tls),
+    ResourceRule(
+        "public-endpoint-protected",
+        "internet-facing ALBs serve HTTPS only and model servers behind "
+        "them require an API key (mandatory in production)",
+        STRICTER_IN_PRODUCTION,
+        frozenset({INGRESS}),
+        public_endpoint_protected,
+    ),
+    ResourceRule(
+        "tracking-ingress-tls",
+        "the ALB in front of MLflow's basic-auth serves HTTPS only (advisory)",
+        ADVISORY,
+        frozenset({INGRESS}),
+        tracking_ingress_tls,
+    ),
 )
 """The public-endpoint rules."""

@@ -22,9 +22,11 @@ def ecr_immutable_tags(res: Resource) -> Iterator[Violation]:
 
 
 RULES: tuple[Rule, ...] = (
-    ResourceRule("ecr-scan-on-push", "ECR scans images on push", MANDATORY, frozenset({ECR_REPOSITORY}),
-                 ecr_scan_on_push),
-    ResourceRule("ecr-immutable-tags", "ECR tags are immutable", MANDATORY, frozenset({ECR_REPOSITORY}),
-                 ecr_immutable_tags),
+    ResourceRule(
+        "ecr-scan-on-push", "ECR scans images on push", MANDATORY, frozenset({ECR_REPOSITORY}), ecr_scan_on_push
+    ),
+    ResourceRule(
+        "ecr-immutable-tags", "ECR tags are immutable", MANDATORY, frozenset({ECR_REPOSITORY}), ecr_immutable_tags
+    ),
 )
 """The ECR rules."""

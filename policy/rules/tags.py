@@ -36,12 +36,19 @@ def required_tags(res: Resource) -> Iterator[Violation]:
     tags = {**res.provider_default_tags, **(own if isinstance(own, Mapping) else {})}
     missing = [t for t in current_policy().required_tags if not tags.get(t)]
     if missing:
-        yield Violation(f"missing tag(s) {', '.join(missing)}",
-                        "set them once as the AWS provider's defaultTags (or on the resource's tags)")
+        yield Violation(
+            f"missing tag(s) {', '.join(missing)}",
+            "set them once as the AWS provider's defaultTags (or on the resource's tags)",
+        )
 
 
 RULES: tuple[Rule, ...] = (
-    ResourceRule("required-tags", "taggable AWS resources carry project/environment/owner/cost-center", MANDATORY,
-                 frozenset(), required_tags),
+    ResourceRule(
+        "required-tags",
+        "taggable AWS resources carry project/environment/owner/cost-center",
+        MANDATORY,
+        frozenset(),
+        required_tags,
+    ),
 )
 """The tag rules."""

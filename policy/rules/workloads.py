@@ -22,10 +22,14 @@ from mlplat.policy.framework import (
 )
 
 K8S_WORKLOADS = frozenset(POD_SPEC_PATHS)
-LONG_RUNNING = frozenset({
-    "kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet",
-    "kubernetes:apps/v1:ReplicaSet",
-})
+LONG_RUNNING = frozenset(
+    {
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:apps/v1:StatefulSet",
+        "kubernetes:apps/v1:DaemonSet",
+        "kubernetes:apps/v1:ReplicaSet",
+    }
+)
 
 
 def _pod_spec(res: Resource) -> Mapping[str, Any]:
@@ -55,8 +59,10 @@ def k8s_non_root(res: Resource) -> Iterator[Violation]:
         else:
             non_root = pod_non_root or is_true(ctx.get("runAsNonRoot")) or (isinstance(user, int) and user > 0)
         if not non_root:
-            yield Violation(f"container {_container_name(c)!r} may run as root",
-                            "set securityContext.runAsNonRoot=true (pod or container) and a non-zero runAsUser")
+            yield Violation(
+                f"container {_container_name(c)!r} may run as root",
+                "set securityContext.runAsNonRoot=true (pod or container) and a non-zero runAsUser",
+            )
 
 
 def k8s_no_privilege_escalation(res: Resource) -> Iterator[Violation]:
@@ -64,11 +70,15 @@ def k8s_no_privilege_escalation(res: Resource) -> Iterator[Violation]:
     for c in _containers(res):
         ctx = c.get("securityContext") or {}
         if is_true(ctx.get("privileged")):
-            yield Violation(f"container {_container_name(c)!r} is privileged",
-                            "remove securityContext.privileged; grant only the capabilities it needs")
+            yield Violation(
+                f"container {_container_name(c)!r} is privileged",
+                "remove securityContext.privileged; grant only the capabilities it needs",
+            )
         elif not is_false(ctx.get("allowPrivilegeEscalation")):
-            yield Violation(f"container {_container_name(c)!r} allows privilege escalation",
-                            "set securityContext.allowPrivilegeEscalation=false")
+            yield Violation(
+                f"container {_container_name(c)!r} allows privilege escalation",
+                "set securityContext.allowPrivilegeEscalation=false",
+            )
 
 
 def k8s_resources_set(res: Resource) -> Iterator[Violation]:
@@ -79,8 +89,10 @@ def k8s_resources_set(res: Resource) -> Iterator[Violation]:
         missing = [f"requests.{k}" for k in ("cpu", "memory") if k not in requests]
         missing += [] if "memory" in limits else ["limits.memory"]
         if missing:
-            yield Violation(f"container {_container_name(c)!r} has no {', '.join(missing)}",
-                            "set resources.requests.cpu, resources.requests.memory and resources.limits.memory")
+            yield Violation(
+                f"container {_container_name(c)!r} has no {', '.join(missing)}",
+                "set resources.requests.cpu, resources.requests.memory and resources.limits.memory",
+            )
 
 
 def k8s_probes_set(res: Resource) -> Iterator[Violation]:
@@ -90,8 +102,10 @@ def k8s_probes_set(res: Resource) -> Iterator[Violation]:
     for c in _containers(res, init=False):
         missing = [p for p in ("readinessProbe", "livenessProbe") if not c.get(p)]
         if missing:
-            yield Violation(f"container {_container_name(c)!r} has no {' or '.join(missing)}",
-                            "add a readinessProbe (traffic) and a livenessProbe (restart when hung)")
+            yield Violation(
+                f"container {_container_name(c)!r} has no {' or '.join(missing)}",
+                "add a readinessProbe (traffic) and a livenessProbe (restart when hung)",
+            )
 
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -112,19 +126,37 @@ def k8s_image_pinned(res: Resource) -> Iterator[Violation]:
     for c in _containers(res):
         image = c.get("image")
         if isinstance(image, str) and not image_is_pinned(image):
-            yield Violation(f"container {_container_name(c)!r} uses {image!r}, which floats (latest)",
-                            "pin a version tag or a digest (image@sha256:...)")
+            yield Violation(
+                f"container {_container_name(c)!r} uses {image!r}, which floats (latest)",
+                "pin a version tag or a digest (image@sha256:...)",
+            )
 
 
 RULES: tuple[Rule, ...] = (
     ResourceRule("k8s-non-root", "Kubernetes containers run as non-root", MANDATORY, K8S_WORKLOADS, k8s_non_root),
-    ResourceRule("k8s-no-privilege-escalation", "Kubernetes containers cannot escalate privileges", MANDATORY,
-                 K8S_WORKLOADS, k8s_no_privilege_escalation),
-    ResourceRule("k8s-resources", "Kubernetes containers set requests and a memory limit", MANDATORY, K8S_WORKLOADS,
-                 k8s_resources_set),
-    ResourceRule("k8s-probes", "long-running Kubernetes containers have probes (mandatory in production)",
-                 STRICTER_IN_PRODUCTION, K8S_WORKLOADS, k8s_probes_set),
-    ResourceRule("k8s-image-pinned", "Kubernetes images are pinned (no :latest)", MANDATORY, K8S_WORKLOADS,
-                 k8s_image_pinned),
+    ResourceRule(
+        "k8s-no-privilege-escalation",
+        "Kubernetes containers cannot escalate privileges",
+        MANDATORY,
+        K8S_WORKLOADS,
+        k8s_no_privilege_escalation,
+    ),
+    ResourceRule(
+        "k8s-resources",
+        "Kubernetes containers set requests and a memory limit",
+        MANDATORY,
+        K8S_WORKLOADS,
+        k8s_resources_set,
+    ),
+    ResourceRule(
+        "k8s-probes",
+        "long-running Kubernetes containers have probes (mandatory in production)",
+        STRICTER_IN_PRODUCTION,
+        K8S_WORKLOADS,
+        k8s_probes_set,
+    ),
+    ResourceRule(
+        "k8s-image-pinned", "Kubernetes images are pinned (no :latest)", MANDATORY, K8S_WORKLOADS, k8s_image_pinned
+    ),
 )
 """The Kubernetes workload rules."""

@@ -35,7 +35,8 @@ def test_state_bucket_is_protected_versioned_encrypted_and_tls_only(account: Ren
     bucket = account.one("aws:s3/bucket:Bucket")
     assert bucket.options["protect"] and bucket.options["retain_on_delete"]
     assert account.one("aws:s3/bucketVersioning:BucketVersioning").inputs["versioningConfiguration"] == {
-        "status": "Enabled"}
+        "status": "Enabled"
+    }
     assert account.one("aws:s3/bucketPolicy:BucketPolicy")
     assert account.outputs["pulumiLogin"] == f"s3://{bucket.id}"
     assert account.outputs["secretsProvider"] == "awskms://alias/mlplat-pulumi-secrets?region=us-east-1"
@@ -51,18 +52,22 @@ def test_deploy_role_trusts_only_the_named_protected_environments(account: Rende
     assert set(stmt["Condition"]) == {"StringEquals"}
     assert stmt["Condition"]["StringEquals"] == {
         "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
-        SUB: ["repo:example-org/mlplat:environment:dev", "repo:example-org/mlplat:environment:production"]}
+        SUB: ["repo:example-org/mlplat:environment:dev", "repo:example-org/mlplat:environment:production"],
+    }
     oidc = account.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     assert oidc.inputs["url"] == "https://token.actions.githubusercontent.com"
     assert oidc.id in stmt["Principal"]["Federated"]
 
 
-@pytest.mark.parametrize("subject", [
-    "repo:example-org/mlplat:environment:not-protected",   # created on the fly by a PR's workflow
-    "repo:example-org/mlplat:pull_request",
-    "repo:example-org/mlplat:ref:refs/heads/main",
-    "repo:other-org/mlplat:environment:production",
-])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "repo:example-org/mlplat:environment:not-protected",  # created on the fly by a PR's workflow
+        "repo:example-org/mlplat:pull_request",
+        "repo:example-org/mlplat:ref:refs/heads/main",
+        "repo:other-org/mlplat:environment:production",
+    ],
+)
 def test_no_other_subject_can_assume_the_deploy_role(account: Render, subject: str) -> None:
     stmt = trust(account, "github-deploy")
     assert subject not in stmt["Condition"]["StringEquals"][SUB]
@@ -73,16 +78,27 @@ def test_pipeline_role_only_describes_the_stacks_clusters(account: Render) -> No
     stmt = trust(account, "github-pipeline")
     assert set(stmt["Condition"]) == {"StringEquals"}
     assert stmt["Condition"]["StringEquals"][SUB] == [
-        "repo:example-org/mlplat:ref:refs/heads/main", "repo:example-org/mlplat:environment:dev",
-        "repo:example-org/mlplat:environment:production"]
+        "repo:example-org/mlplat:ref:refs/heads/main",
+        "repo:example-org/mlplat:environment:dev",
+        "repo:example-org/mlplat:environment:production",
+    ]
     role = account.one(ROLE, "github-pipeline")
-    assert not [a for a in account.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                if a.inputs["role"] == role.id]  # no managed policies
+    assert not [
+        a for a in account.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if a.inputs["role"] == role.id
+    ]  # no managed policies
     policy = json.loads(account.one("aws:iam/rolePolicy:RolePolicy", "github-pipeline").inputs["policy"])
     # ml-pipeline.yml pushes no image (deploy.yml does) and reaches MLflow over HTTP: no ECR, no S3
-    assert policy["Statement"] == [{"Sid": "Kubeconfig", "Effect": "Allow", "Action": ["eks:DescribeCluster"],
-                                    "Resource": ["arn:aws:eks:us-east-1:123456789012:cluster/mlplat-dev",
-                                                 "arn:aws:eks:us-east-1:123456789012:cluster/mlplat-production"]}]
+    assert policy["Statement"] == [
+        {
+            "Sid": "Kubeconfig",
+            "Effect": "Allow",
+            "Action": ["eks:DescribeCluster"],
+            "Resource": [
+                "arn:aws:eks:us-east-1:123456789012:cluster/mlplat-dev",
+                "arn:aws:eks:us-east-1:123456789012:cluster/mlplat-production",
+            ],
+        }
+    ]
     assert "pipeline" in account.outputs["pipelineRoleArn"]
 
 
@@ -90,7 +106,8 @@ WORKFLOWS = BOOTSTRAP.parent / ".github" / "workflows"
 
 
 def test_pipeline_role_grants_what_the_ml_workflow_does_with_aws_and_trusts_each_job_that_assumes_it(
-        account: Render) -> None:
+    account: Render,
+) -> None:
     workflow = yaml.safe_load((WORKFLOWS / "ml-pipeline.yml").read_text())
     subjects = trust(account, "github-pipeline")["Condition"]["StringEquals"][SUB]
     environments = workflow["jobs"]["canary"]["environment"]
@@ -99,12 +116,16 @@ def test_pipeline_role_grants_what_the_ml_workflow_does_with_aws_and_trusts_each
     actions: set[str] = set()
     for job in workflow["jobs"].values():
         uses = [step.get("uses", "") for step in job["steps"]]
-        if not any(step.get("with", {}).get("role-to-assume") == "${{ vars.AWS_PIPELINE_ROLE_ARN }}"
-                   for step in job["steps"]):
+        if not any(
+            step.get("with", {}).get("role-to-assume") == "${{ vars.AWS_PIPELINE_ROLE_ARN }}" for step in job["steps"]
+        ):
             continue
         # a job with an environment presents environment:<stack>; one without, the branch it runs from
-        wanted = ([f"repo:example-org/mlplat:environment:{stack}" for stack in stacks] if "environment" in job
-                  else ["repo:example-org/mlplat:ref:refs/heads/main"])
+        wanted = (
+            [f"repo:example-org/mlplat:environment:{stack}" for stack in stacks]
+            if "environment" in job
+            else ["repo:example-org/mlplat:ref:refs/heads/main"]
+        )
         assert set(wanted) <= set(subjects)
         scripts = " ".join(step.get("run", "") for step in job["steps"])
         if "aws eks update-kubeconfig" in scripts:
@@ -115,16 +136,27 @@ def test_pipeline_role_grants_what_the_ml_workflow_does_with_aws_and_trusts_each
     policy = json.loads(account.one("aws:iam/rolePolicy:RolePolicy", "github-pipeline").inputs["policy"])
     granted = {action for stmt in policy["Statement"] for action in stmt["Action"]}
     assert actions <= granted and (("ecr:PutImage" in granted) == ("ecr:PutImage" in actions))
-    assert granted - actions <= {"ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
-                                 "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:BatchGetImage",
-                                 "ecr:GetDownloadUrlForLayer"}
+    assert granted - actions <= {
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+    }
 
 
 def test_pipeline_push_repositories_grant_push_to_exactly_those(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        GitHubAccess("gh", GitHubAccessArgs(repository="example-org/mlplat", pipeline_stacks=("dev",),
-                                            pipeline_push_repositories=("serving",),
-                                            oidc_provider_arn="arn:aws:iam::1:oidc-provider/x"))
+        GitHubAccess(
+            "gh",
+            GitHubAccessArgs(
+                repository="example-org/mlplat",
+                pipeline_stacks=("dev",),
+                pipeline_push_repositories=("serving",),
+                oidc_provider_arn="arn:aws:iam::1:oidc-provider/x",
+            ),
+        )
 
     rendered = render_program(program, config={"aws:region": "us-east-1"})
     policy = json.loads(rendered.one("aws:iam/rolePolicy:RolePolicy", "gh-pipeline").inputs["policy"])
@@ -146,8 +178,11 @@ def test_deploy_environments_are_exact_names(environments: tuple[str, ...]) -> N
 def test_preview_role_is_read_only_for_pull_requests(account: Render) -> None:
     stmt = trust(account, "github-preview")
     assert stmt["Condition"]["StringEquals"][SUB] == ["repo:example-org/mlplat:pull_request"]
-    attached = {a.inputs["policyArn"] for a in account.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                if a.inputs["role"] == account.one(ROLE, "github-preview").id}
+    attached = {
+        a.inputs["policyArn"]
+        for a in account.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.inputs["role"] == account.one(ROLE, "github-preview").id
+    }
     assert attached == {"arn:aws:iam::aws:policy/ReadOnlyAccess"}
     inline = json.loads(account.one("aws:iam/rolePolicy:RolePolicy", "github-preview-state").inputs["policy"])
     locks = next(s for s in inline["Statement"] if s["Sid"] == "StateLocks")
@@ -169,7 +204,7 @@ def readme_bullet(role: str) -> str:
     text = (BOOTSTRAP.parent / "README.md").read_text()
     start = text.index(f"- **{role}** (`{role}RoleArn`")
     end = text.find("\n- **", start + 1)
-    return " ".join(text[start:end if end != -1 else text.index("\n\n", start)].split())
+    return " ".join(text[start : end if end != -1 else text.index("\n\n", start)].split())
 
 
 def test_readme_states_each_roles_trust_and_permissions_as_the_bootstrap_renders_them(account: Render) -> None:
@@ -177,12 +212,14 @@ def test_readme_states_each_roles_trust_and_permissions_as_the_bootstrap_renders
     deploy, preview, pipeline = (readme_bullet(role) for role in ("deploy", "preview", "pipeline"))
     assert f"default {' and '.join(f'`{e}`' for e in defaults.deploy_environments)})" in deploy
     assert trust(account, "github-deploy")["Condition"]["StringEquals"][SUB] == [
-        f"repo:example-org/mlplat:environment:{e}" for e in defaults.deploy_environments]
+        f"repo:example-org/mlplat:environment:{e}" for e in defaults.deploy_environments
+    ]
     assert "no branch, pull request or other environment" in deploy
     assert "`ReadOnlyAccess`" in preview and "only pull requests" in preview
     assert READ_ONLY.endswith("/ReadOnlyAccess")
     assert trust(account, "github-preview")["Condition"]["StringEquals"][SUB] == [
-        "repo:example-org/mlplat:pull_request"]
+        "repo:example-org/mlplat:pull_request"
+    ]
     assert "only describe the `mlplat-<stack>` clusters" in pipeline and "no S3 or ECR access" in pipeline
     policy = json.loads(account.one("aws:iam/rolePolicy:RolePolicy", "github-pipeline").inputs["policy"])
     actions = {action for stmt in policy["Statement"] for action in stmt["Action"]}
@@ -190,5 +227,7 @@ def test_readme_states_each_roles_trust_and_permissions_as_the_bootstrap_renders
     assert "`mlplat:deploy.pipelineRoleArn`" in pipeline
     assert "pipeline_role_arn" in MlPlatformArgs.__dataclass_fields__
     workflow = (WORKFLOWS / "ml-pipeline.yml").read_text()
-    assert "vars.AWS_PIPELINE_ROLE_ARN" in workflow and "`AWS_PIPELINE_ROLE_ARN`" in (
-        BOOTSTRAP.parent / "README.md").read_text()
+    assert (
+        "vars.AWS_PIPELINE_ROLE_ARN" in workflow
+        and "`AWS_PIPELINE_ROLE_ARN`" in (BOOTSTRAP.parent / "README.md").read_text()
+    )

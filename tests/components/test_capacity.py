@@ -38,13 +38,22 @@ def cpu_pool(*types: str, name: str = "cpu") -> NodePoolArgs:
 
 
 def gpu_pool(*types: str, name: str = "gpu") -> NodePoolArgs:
-    return NodePoolArgs(name=name, instance_types=list(types), min_size=0, max_size=2, labels={"workload": "gpu"},
-                        taints=[GPU_TAINT], ami_type="AL2023_x86_64_NVIDIA")
+    return NodePoolArgs(
+        name=name,
+        instance_types=list(types),
+        min_size=0,
+        max_size=2,
+        labels={"workload": "gpu"},
+        taints=[GPU_TAINT],
+        ami_type="AL2023_x86_64_NVIDIA",
+    )
 
 
 DEV = [cpu_pool("t3.large", "t3a.large"), gpu_pool("g5.xlarge", "g6.xlarge", "g4dn.xlarge")]
-PRODUCTION = [cpu_pool("m6i.xlarge", "m6a.xlarge", "m5.xlarge"),
-              gpu_pool("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge")]
+PRODUCTION = [
+    cpu_pool("m6i.xlarge", "m6a.xlarge", "m5.xlarge"),
+    gpu_pool("g5.xlarge", "g6.xlarge", "g4dn.xlarge", "g5.2xlarge", "g6.2xlarge"),
+]
 
 
 # nodeadm's own expectations: its e2e cases run on a mocked 2-CPU m4.xlarge (58 max pods) and expect
@@ -54,21 +63,33 @@ def test_memory_reservation_is_nodeadms(max_pods: int, mib: int) -> None:
     assert kube_reserved_memory_mib(max_pods) == mib
 
 
-@pytest.mark.parametrize(("millis", "reserved"), [
-    (1000, 60),    # 6% of the first core
-    (2000, 70),    # + 1% of the second: nodeadm e2e kubelet-config-dir expects 70m on 2 CPUs
-    (4000, 80),    # + 0.5% of cores 3-4
-    (8000, 90),    # + 0.25% of the rest
-    (48000, 190),
-    (500, 30),     # a partial first core, integer division as in Go
-])
+@pytest.mark.parametrize(
+    ("millis", "reserved"),
+    [
+        (1000, 60),  # 6% of the first core
+        (2000, 70),  # + 1% of the second: nodeadm e2e kubelet-config-dir expects 70m on 2 CPUs
+        (4000, 80),  # + 0.5% of cores 3-4
+        (8000, 90),  # + 0.25% of the rest
+        (48000, 190),
+        (500, 30),  # a partial first core, integer division as in Go
+    ],
+)
 def test_cpu_reservation_is_nodeadms(millis: int, reserved: int) -> None:
     assert kube_reserved_cpu_millis(millis) == reserved
 
 
 def test_max_pods_follow_the_eni_table() -> None:
-    expected = {"m5.large": 29, "m5.xlarge": 58, "m5.4xlarge": 234, "t3.medium": 17, "t3.large": 35,
-                "g4dn.xlarge": 29, "g5.xlarge": 58, "g5.12xlarge": 737, "p5.48xlarge": 100}
+    expected = {
+        "m5.large": 29,
+        "m5.xlarge": 58,
+        "m5.4xlarge": 234,
+        "t3.medium": 17,
+        "t3.large": 35,
+        "g4dn.xlarge": 29,
+        "g5.xlarge": 58,
+        "g5.12xlarge": 737,
+        "p5.48xlarge": 100,
+    }
     assert {name: INSTANCE_TYPES[name].max_pods for name in expected} == expected
 
 
@@ -89,15 +110,31 @@ def test_allocatable_subtracts_reservations_eviction_and_daemonsets() -> None:
 def test_daemonsets_are_declared_with_their_sources() -> None:
     assert all(d.source for d in DAEMONSETS.values())
     assert [d.name for d in platform_daemonsets(monitoring=False)] == [
-        "aws-node", "kube-proxy", "ebs-csi-node", "nvidia-device-plugin"]
+        "aws-node",
+        "kube-proxy",
+        "ebs-csi-node",
+        "nvidia-device-plugin",
+    ]
     assert "node-exporter" in [d.name for d in platform_daemonsets(monitoring=True)]
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("500m", Decimal("0.5")), ("2", Decimal(2)), ("1.5", Decimal("1.5")), (".5", Decimal("0.5")),
-    ("4Gi", Decimal(4 * 2**30)), ("512Mi", Decimal(512 * 2**20)), ("1Ki", Decimal(1024)), ("1Ti", Decimal(2**40)),
-    ("2G", Decimal(2 * 10**9)), ("1k", Decimal(1000)), ("3M", Decimal(3 * 10**6)), ("1e3", Decimal(1000)),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", Decimal("0.5")),
+        ("2", Decimal(2)),
+        ("1.5", Decimal("1.5")),
+        (".5", Decimal("0.5")),
+        ("4Gi", Decimal(4 * 2**30)),
+        ("512Mi", Decimal(512 * 2**20)),
+        ("1Ki", Decimal(1024)),
+        ("1Ti", Decimal(2**40)),
+        ("2G", Decimal(2 * 10**9)),
+        ("1k", Decimal(1000)),
+        ("3M", Decimal(3 * 10**6)),
+        ("1e3", Decimal(1000)),
+    ],
+)
 def test_quantities(text: str, value: Decimal) -> None:
     assert parse_quantity(text) == value
 
@@ -156,8 +193,9 @@ def test_a_bigger_untainted_pool_hosts_what_a_small_one_cannot() -> None:
 
 def test_too_many_gpus() -> None:
     (problem,) = check_fits("x", "1", "1Gi", 2, DEV)
-    assert problem.startswith("x: gpus 2 does not fit on g5.xlarge (pool 'gpu'), which has 3.74 CPU, 13.7 GiB "
-                              "and 1 GPU allocatable")
+    assert problem.startswith(
+        "x: gpus 2 does not fit on g5.xlarge (pool 'gpu'), which has 3.74 CPU, 13.7 GiB and 1 GPU allocatable"
+    )
     assert check_fits("x", "1", "1Gi", 4, [cpu_pool("m5.large"), gpu_pool("g5.12xlarge")]) == []
 
 
@@ -170,15 +208,25 @@ def test_gpu_pod_without_a_gpu_pool() -> None:
 
 
 def test_gpu_pod_does_not_tolerate_other_taints() -> None:
-    odd = NodePoolArgs(name="gpu", instance_types=["g5.xlarge"], min_size=0, labels={"workload": "gpu"},
-                       taints=[GPU_TAINT, Taint.parse("team=research:NoSchedule")], ami_type="AL2023_x86_64_NVIDIA")
+    odd = NodePoolArgs(
+        name="gpu",
+        instance_types=["g5.xlarge"],
+        min_size=0,
+        labels={"workload": "gpu"},
+        taints=[GPU_TAINT, Taint.parse("team=research:NoSchedule")],
+        ami_type="AL2023_x86_64_NVIDIA",
+    )
     (problem,) = check_fits("x", "1", "1Gi", 1, [cpu_pool("m5.large"), odd])
     assert "'gpu': taint team=research:NoSchedule not tolerated" in problem
 
 
 def test_cpu_pod_with_only_tainted_pools() -> None:
-    tainted = NodePoolArgs(name="inference", instance_types=["c6i.2xlarge"], labels={"workload": "inference"},
-                           taints=[Taint.parse("workload=inference:NoSchedule")])
+    tainted = NodePoolArgs(
+        name="inference",
+        instance_types=["c6i.2xlarge"],
+        labels={"workload": "inference"},
+        taints=[Taint.parse("workload=inference:NoSchedule")],
+    )
     assert check_fits("services.digits.resources", "1", "1Gi", 0, [tainted, DEV[1]]) == [
         "services.digits.resources: no node pool can host this pod: a CPU pod has no nodeSelector and no "
         "tolerations, so it runs only on an untainted pool; pools: 'inference': taint "
@@ -195,8 +243,9 @@ def test_unknown_instance_type_is_named_with_how_to_add_it() -> None:
     with pytest.raises(UnknownInstanceTypeError, match=r"instance type 'm7a\.large' is not in mlplat's capacity table"):
         instance_type("m7a.large")
     (problem,) = check_fits("services.digits.resources", "1", "1Gi", 0, [cpu_pool("m7a.large")])
-    assert problem.startswith("services.digits.resources: instance type 'm7a.large' (pool 'cpu') is not in "
-                              "mlplat's capacity table")
+    assert problem.startswith(
+        "services.digits.resources: instance type 'm7a.large' (pool 'cpu') is not in mlplat's capacity table"
+    )
     assert "add it to INSTANCE_TYPES in mlplat/components/capacity.py" in problem
     assert "aws ec2 describe-instance-types --instance-types m7a.large" in problem
 
@@ -212,12 +261,21 @@ def test_check_workload_capacity_covers_every_workload_of_a_platform() -> None:
         network=NetworkArgs(nat="single", interface_endpoints=False),
         cluster=ClusterSpec(node_pools=DEV),
         tracking=TrackingSpec(resources=Resources(cpu="2", memory="1Gi")),
-        services={"digits": ModelServiceSpec(model_uri="models:/digits@champion",
-                                             resources=Resources(cpu="1", memory="8Gi"),
-                                             canary=Canary(model_uri="models:/digits@challenger"))},
-        training_jobs={"digits": TrainingJobSpec(resources=Resources(cpu="4", memory="16Gi", gpus=1)),
-                       "small": TrainingJobSpec(resources=Resources(cpu="1", memory="2Gi", gpus=0))},
+        services={
+            "digits": ModelServiceSpec(
+                model_uri="models:/digits@champion",
+                resources=Resources(cpu="1", memory="8Gi"),
+                canary=Canary(model_uri="models:/digits@challenger"),
+            )
+        },
+        training_jobs={
+            "digits": TrainingJobSpec(resources=Resources(cpu="4", memory="16Gi", gpus=1)),
+            "small": TrainingJobSpec(resources=Resources(cpu="1", memory="2Gi", gpus=0)),
+        },
     )
     problems = check_workload_capacity(args)
     assert [p.split(":")[0] for p in problems] == [
-        "tracking.resources", "services.digits.resources", "training_jobs.digits.resources"]
+        "tracking.resources",
+        "services.digits.resources",
+        "training_jobs.digits.resources",
+    ]

@@ -46,8 +46,11 @@ def role(stack: Render, suffix: str) -> ResourceRecord:
 
 
 def asg_tags_of(stack: Render, group: ResourceRecord) -> dict[str, str]:
-    return {t.inputs["tag"]["key"]: t.inputs["tag"]["value"] for t in stack.by_type(ASG_TAG)
-            if t.inputs["autoscalingGroupName"].startswith(f"eks-{group.inputs['nodeGroupName']}-")}
+    return {
+        t.inputs["tag"]["key"]: t.inputs["tag"]["value"]
+        for t in stack.by_type(ASG_TAG)
+        if t.inputs["autoscalingGroupName"].startswith(f"eks-{group.inputs['nodeGroupName']}-")
+    }
 
 
 def issuer_of(stack: Render) -> str:
@@ -71,6 +74,7 @@ def cluster_problems(env: str, cluster: dict[str, Any]) -> list[str]:
 
 # -- node pools ------------------------------------------------------------------------------------------
 
+
 def test_gpu_pool_is_spot_from_zero_tainted_and_diversified(production_stack: Render, dev_stack: Render) -> None:
     for stack in (production_stack, dev_stack):
         gpu = pool(stack, "gpu")
@@ -88,8 +92,11 @@ def test_cpu_pool_is_on_demand_and_spans_the_private_subnets(production_stack: R
     assert cpu.inputs["capacityType"] == "ON_DEMAND"
     assert cpu.inputs["amiType"] == "AL2023_x86_64_STANDARD"
     assert (cpu.inputs["scalingConfig"]["minSize"], cpu.inputs["scalingConfig"]["maxSize"]) == (3, 10)
-    private = {s.id for s in production_stack.by_type("aws:ec2/subnet:Subnet")
-               if s.inputs["tags"]["mlplat.io/tier"] == "private"}
+    private = {
+        s.id
+        for s in production_stack.by_type("aws:ec2/subnet:Subnet")
+        if s.inputs["tags"]["mlplat.io/tier"] == "private"
+    }
     assert set(cpu.inputs["subnetIds"]) == private and len(private) == 3
     assert "taints" not in cpu.inputs or cpu.inputs["taints"] == []
 
@@ -124,16 +131,21 @@ def test_node_groups_carry_their_own_version_and_gpu_ami_is_pinned(production_st
 def test_node_role_has_only_what_nodes_need(production_stack: Render) -> None:
     node_role = production_stack.one(ROLE, "mlplat-production-node")
     assert json.loads(node_role.inputs["assumeRolePolicy"])["Statement"][0]["Principal"] == {
-        "Service": "ec2.amazonaws.com"}
-    attached = {a.inputs["policyArn"].rsplit("/", 1)[-1]
-                for a in production_stack.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                if a.inputs["role"] == node_role.id}
+        "Service": "ec2.amazonaws.com"
+    }
+    attached = {
+        a.inputs["policyArn"].rsplit("/", 1)[-1]
+        for a in production_stack.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.inputs["role"] == node_role.id
+    }
     assert attached == {"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly"}
     assert {g.inputs["nodeRoleArn"] for g in production_stack.by_type(NODE_GROUP)} == {
-        f"arn:aws:iam::123456789012:role/{node_role.id}"}
+        f"arn:aws:iam::123456789012:role/{node_role.id}"
+    }
 
 
 # -- scale from zero and interruptions -------------------------------------------------------------------
+
 
 def test_gpu_group_tells_the_autoscaler_what_an_empty_group_would_bring(production_stack: Render) -> None:
     gpu = pool(production_stack, "gpu")
@@ -144,9 +156,13 @@ def test_gpu_group_tells_the_autoscaler_what_an_empty_group_would_bring(producti
     assert tags[f"{TEMPLATE}/label/eks.amazonaws.com/capacityType"] == "SPOT"
     # Derived from the group's own labels and taints: every label and taint has its tag, and nothing else.
     assert {k.removeprefix(f"{TEMPLATE}/label/") for k in tags if "/label/" in k} == {
-        *gpu.inputs["labels"], "eks.amazonaws.com/capacityType", "eks.amazonaws.com/nodegroup"}
+        *gpu.inputs["labels"],
+        "eks.amazonaws.com/capacityType",
+        "eks.amazonaws.com/nodegroup",
+    }
     assert {k.removeprefix(f"{TEMPLATE}/taint/") for k in tags if "/taint/" in k} == {
-        t["key"] for t in gpu.inputs["taints"]}
+        t["key"] for t in gpu.inputs["taints"]
+    }
     cpu_tags = asg_tags_of(production_stack, pool(production_stack, "cpu"))
     assert f"{TEMPLATE}/resources/nvidia.com/gpu" not in cpu_tags
     assert cpu_tags[f"{TEMPLATE}/label/workload"] == "general"
@@ -157,15 +173,18 @@ def test_autoscaler_discovers_this_cluster_with_a_scoped_irsa_role(production_st
     values = ca.inputs["values"]
     assert values["autoDiscovery"]["clusterName"] == "mlplat-production"
     ca_role = role(production_stack, "irsa-kube-system-cluster-autoscaler")
-    assert values["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"] == \
-        f"arn:aws:iam::123456789012:role/{ca_role.id}"
+    assert (
+        values["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
+        == f"arn:aws:iam::123456789012:role/{ca_role.id}"
+    )
     assert ca.inputs["version"] and ca.inputs["repositoryOpts"]["repo"] == "https://kubernetes.github.io/autoscaler"
     (policy,) = [p for p in production_stack.by_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == ca_role.id]
     statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
     resize = statements["ResizeOwnGroups"]
     assert "autoscaling:SetDesiredCapacity" in resize["Action"]
     assert resize["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/mlplat-production": "owned"}}
+        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/mlplat-production": "owned"}
+    }
     assert not any(a.startswith("autoscaling:Set") for a in statements["Describe"]["Action"])
 
 
@@ -189,8 +208,9 @@ def test_spot_interruptions_flow_from_eventbridge_through_sqs_to_the_handler(pro
 
 def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint(production_stack: Render) -> None:
     values = release(production_stack, "nvidia-device-plugin").inputs["values"]
-    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in \
-        values["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in values[
+        "tolerations"
+    ]
     terms = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "workload", "operator": "In", "values": ["gpu"]}]}]
 
@@ -203,8 +223,13 @@ def test_system_charts_are_pinned_and_installed_through_the_clusters_provider(pr
     # The cluster's own charts, plus what MlPlatform installs: the load balancer controller (for Ingresses) and
     # the monitoring stack (in its own namespace).
     charts = {r.inputs["chart"].rsplit("/", 1)[-1] for r in releases}  # an OCI chart is a full reference
-    assert charts == {"cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin",
-                      "aws-load-balancer-controller", "kube-prometheus-stack"}
+    assert charts == {
+        "cluster-autoscaler",
+        "aws-node-termination-handler",
+        "nvidia-device-plugin",
+        "aws-load-balancer-controller",
+        "kube-prometheus-stack",
+    }
     for r in releases:
         assert r.options["provider"] == provider.urn and re.fullmatch(r"\d+\.\d+\.\d+", r.inputs["version"])
         expected = "monitoring" if r.inputs["chart"] == "kube-prometheus-stack" else "kube-system"
@@ -215,6 +240,7 @@ def test_system_charts_are_pinned_and_installed_through_the_clusters_provider(pr
 
 # -- control plane -----------------------------------------------------------------------------------------
 
+
 def test_shipped_apis_are_private(production_stack: Render, dev_stack: Render) -> None:
     # Both stacks deploy from a self-hosted runner inside their VPC (mlplat:deploy.runner).
     for stack in (production_stack, dev_stack):
@@ -223,12 +249,15 @@ def test_shipped_apis_are_private(production_stack: Render, dev_stack: Render) -
         assert "publicAccessCidrs" not in api
 
 
-@pytest.mark.parametrize(("cidr", "why"), [
-    ("203.0.113.0/24", "203.0.113.0/24 is a documentation range (RFC 5737/3849), a placeholder"),
-    ("198.51.100.7/32", "198.51.100.7/32 is a documentation range"),
-    ("10.0.0.0/8", "10.0.0.0/8 is not a public range"),
-    ("100.64.0.0/10", "100.64.0.0/10 is not a public range"),
-])
+@pytest.mark.parametrize(
+    ("cidr", "why"),
+    [
+        ("203.0.113.0/24", "203.0.113.0/24 is a documentation range (RFC 5737/3849), a placeholder"),
+        ("198.51.100.7/32", "198.51.100.7/32 is a documentation range"),
+        ("10.0.0.0/8", "10.0.0.0/8 is not a public range"),
+        ("100.64.0.0/10", "100.64.0.0/10 is not a public range"),
+    ],
+)
 def test_placeholder_and_private_api_sources_are_refused(cidr: str, why: str) -> None:
     (problem,) = cluster_problems("dev", {"endpointPublicAccess": True, "publicAccessCidrs": [cidr]})
     assert problem.startswith(f"mlplat:cluster.publicAccessCidrs: {why}"), problem
@@ -249,8 +278,11 @@ def test_secrets_are_encrypted_and_control_plane_logs_are_on(production_stack: R
 def test_cluster_uses_the_name_the_network_tagged_its_subnets_for(production_stack: Render) -> None:
     assert production_stack.one(EKS).inputs["name"] == "mlplat-production"
     assert production_stack.outputs["clusterName"] == "mlplat-production"
-    tagged = [s for s in production_stack.by_type("aws:ec2/subnet:Subnet")
-              if "kubernetes.io/cluster/mlplat-production" in s.inputs["tags"]]
+    tagged = [
+        s
+        for s in production_stack.by_type("aws:ec2/subnet:Subnet")
+        if "kubernetes.io/cluster/mlplat-production" in s.inputs["tags"]
+    ]
     assert len(tagged) == 6
     assert str(production_stack.outputs["clusterEndpoint"]).startswith("https://")
 
@@ -261,8 +293,9 @@ def test_addons_are_pinned_and_ebs_csi_runs_with_its_irsa_role(production_stack:
     assert all(re.fullmatch(r"v\d+\.\d+\.\d+-eksbuild\.\d+", a.inputs["addonVersion"]) for a in addons.values())
     assert addons["kube-proxy"].inputs["addonVersion"].startswith("v1.35.")
     ebs_role = role(production_stack, "irsa-kube-system-ebs-csi-controller-sa")
-    assert addons["aws-ebs-csi-driver"].inputs["serviceAccountRoleArn"] == \
-        f"arn:aws:iam::123456789012:role/{ebs_role.id}"
+    assert (
+        addons["aws-ebs-csi-driver"].inputs["serviceAccountRoleArn"] == f"arn:aws:iam::123456789012:role/{ebs_role.id}"
+    )
     cni_role = role(production_stack, "irsa-kube-system-aws-node")
     assert addons["vpc-cni"].inputs["serviceAccountRoleArn"] == f"arn:aws:iam::123456789012:role/{cni_role.id}"
     groups = {g.urn for g in production_stack.by_type(NODE_GROUP)}
@@ -276,36 +309,53 @@ def test_physical_names_fit_aws_and_helm_limits(production_stack: Render, dev_st
         for r in stack.by_type(ROLE):  # an auto-name is "<resource name>-<7 hex>"
             assert len(r.inputs.get("name") or f"{r.name}-abcdef0") <= 64, r.name
         assert {r.inputs["name"] for r in stack.by_type(RELEASE)} == {
-            "cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin",
-            "aws-load-balancer-controller", "kube-prometheus-stack"}
+            "cluster-autoscaler",
+            "aws-node-termination-handler",
+            "nvidia-device-plugin",
+            "aws-load-balancer-controller",
+            "kube-prometheus-stack",
+        }
     long = role(production_stack, "irsa-kube-system-aws-node-termination-handler")
     assert long.inputs["name"].startswith("mlplat-production-irsa-kube-system-aws-node-termin")
 
 
 # -- IRSA --------------------------------------------------------------------------------------------------
 
+
 def test_every_irsa_role_admits_exactly_its_service_account(production_stack: Render) -> None:
     issuer = issuer_of(production_stack)
     irsa = [r for r in production_stack.by_type(ROLE) if "-irsa-" in r.name]
-    assert sorted(r.inputs["tags"]["mlplat.io/service-account"] for r in irsa) == sorted([
-        "kube-system.aws-load-balancer-controller", "kube-system.aws-node-termination-handler",
-        "kube-system.cluster-autoscaler", "kube-system.ebs-csi-controller-sa", "kube-system.aws-node",
-        "mlflow.mlflow", "serving.mlplat-production-digits", "training.mlplat-production-digits",
-        "monitoring.kube-prometheus-stack-alertmanager",
-    ])
+    assert sorted(r.inputs["tags"]["mlplat.io/service-account"] for r in irsa) == sorted(
+        [
+            "kube-system.aws-load-balancer-controller",
+            "kube-system.aws-node-termination-handler",
+            "kube-system.cluster-autoscaler",
+            "kube-system.ebs-csi-controller-sa",
+            "kube-system.aws-node",
+            "mlflow.mlflow",
+            "serving.mlplat-production-digits",
+            "training.mlplat-production-digits",
+            "monitoring.kube-prometheus-stack-alertmanager",
+        ]
+    )
     for record in irsa:
         namespace, account = record.inputs["tags"]["mlplat.io/service-account"].split(".", 1)
         (stmt,) = json.loads(record.inputs["assumeRolePolicy"])["Statement"]
         assert stmt["Principal"] == {"Federated": production_stack.outputs["oidcProviderArn"]}
         assert stmt["Action"] == "sts:AssumeRoleWithWebIdentity"
-        assert stmt["Condition"] == {"StringEquals": {
-            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{account}", f"{issuer}:aud": "sts.amazonaws.com"}}
+        assert stmt["Condition"] == {
+            "StringEquals": {
+                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{account}",
+                f"{issuer}:aud": "sts.amazonaws.com",
+            }
+        }
 
 
 def test_service_account_role_helper(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        cluster = Cluster("c", ClusterArgs(vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"],
-                                           region="us-east-1"))
+        cluster = Cluster(
+            "c", ClusterArgs(vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"], region="us-east-1")
+        )
         cluster.service_account_role("ml", "trainer", policy='{"Version": "2012-10-17", "Statement": []}')
         pulumi.export("oidcProviderArn", cluster.oidc_provider_arn)
 
@@ -320,10 +370,12 @@ def test_service_account_role_helper(render_program: Callable[..., Render]) -> N
     # The caller's resource (no opts here: the stack's), aliased to the cluster that used to parent it.
     assert trainer.parent is None or stack.get(trainer.parent).type == "pulumi:pulumi:Stack"
     assert [json.loads(a)["spec"]["parentUrn"] for a in trainer.options["aliases"]] == [
-        stack.one("mlplat:cluster:Cluster").urn]
+        stack.one("mlplat:cluster:Cluster").urn
+    ]
 
 
 # -- config and args ---------------------------------------------------------------------------------------
+
 
 def test_min_greater_than_max_fails_naming_the_pool_and_keys() -> None:
     (problem,) = cluster_problems("dev", {"nodeGroups": {"gpu": {"minSize": 5, "maxSize": 3}}})
@@ -350,8 +402,10 @@ def test_production_api_open_to_the_world_is_rejected() -> None:
         ({"nodeGroups": {"cpu": {"instanceTypes": ["g5.xlarge"]}}}, "have NVIDIA GPUs but amiType"),
         ({"nodeGroups": {"gpu": {"taints": ["nvidia.com/gpu=true"]}}}, "not of the form key=value:Effect"),
         ({"nodeGroups": {"gpu": {"releaseVersion": "1.34.2-20260120"}}}, "not a release of Kubernetes 1.35"),
-        ({"logTypes": ["api"]}, "logTypes: ['api'] must include api, audit, authenticator; missing audit, "
-                                "authenticator"),
+        (
+            {"logTypes": ["api"]},
+            "logTypes: ['api'] must include api, audit, authenticator; missing audit, authenticator",
+        ),
         ({"nodeGroups": {"cpu": {"instanceTypes": []}}}, "instanceTypes: [] lists no instance type"),
     ],
 )
@@ -361,14 +415,17 @@ def test_bad_cluster_config_names_what_is_wrong(cluster: dict[str, Any], message
 
 
 def test_a_render_checks_each_pool_and_the_cluster_once(
-        monkeypatch: pytest.MonkeyPatch, render_program: Callable[..., Render]) -> None:
+    monkeypatch: pytest.MonkeyPatch, render_program: Callable[..., Render]
+) -> None:
     # One schema: the stack config holds the component's own args, so nothing re-validates them on the way to the
     # resources (before, each pool was validated 3 times and the cluster args 5 times per render).
     checked: collections.Counter[str] = collections.Counter()
     for model in (NodePoolArgs, ClusterSpec):
+
         def counting(self: Any, original: Any = model._consistent, name: str = model.__name__) -> Any:
             checked[name] += 1
             return original(self)
+
         monkeypatch.setattr(model, "_consistent", counting)
     values = config("dev", {})
     cfg = load(values)
@@ -383,24 +440,39 @@ def test_cluster_args_are_the_spec_and_its_wiring() -> None:
     spec = ClusterSpec(node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge"])], deletion_protection=False)
     wiring = ClusterWiring(vpc_id="vpc-1", private_subnet_ids=["subnet-a"], region="us-east-1", cluster_name="c")
     assert ClusterArgs.of(spec, wiring) == ClusterArgs(
-        vpc_id="vpc-1", private_subnet_ids=["subnet-a"], region="us-east-1", cluster_name="c",
-        node_pools=spec.node_pools, deletion_protection=False)
+        vpc_id="vpc-1",
+        private_subnet_ids=["subnet-a"],
+        region="us-east-1",
+        cluster_name="c",
+        node_pools=spec.node_pools,
+        deletion_protection=False,
+    )
 
 
 def test_component_args_reject_contradictions_without_config() -> None:
     with pytest.raises(ValueError, match=r"minSize \(4\) is greater than maxSize \(2\)"):
         NodePoolArgs(name="x", instance_types=["m6i.large"], min_size=4, max_size=2)
     with pytest.raises(ValueError, match="node_pools repeat the names"):
-        ClusterArgs(vpc_id="v", private_subnet_ids=[], region="us-east-1",
-                    node_pools=[*default_node_pools(), default_node_pools()[0]])
+        ClusterArgs(
+            vpc_id="v",
+            private_subnet_ids=[],
+            region="us-east-1",
+            node_pools=[*default_node_pools(), default_node_pools()[0]],
+        )
     with pytest.raises(ValueError, match="effect 'NoWay' is not one of"):
         Taint.parse("a=b:NoWay")
 
 
 def test_autoscaler_tags_follow_a_pools_own_labels_and_taints() -> None:
-    custom = NodePoolArgs(name="a100", instance_types=["p4d.24xlarge"], min_size=0, max_size=2,
-                          labels={"accelerator": "a100"}, taints=[Taint("dedicated", "", "NoExecute")],
-                          ami_type="AL2023_x86_64_NVIDIA")
+    custom = NodePoolArgs(
+        name="a100",
+        instance_types=["p4d.24xlarge"],
+        min_size=0,
+        max_size=2,
+        labels={"accelerator": "a100"},
+        taints=[Taint("dedicated", "", "NoExecute")],
+        ami_type="AL2023_x86_64_NVIDIA",
+    )
     tags = custom.autoscaler_tags("mlplat-x")
     assert tags[f"{TEMPLATE}/label/accelerator"] == "a100"
     assert tags[f"{TEMPLATE}/taint/dedicated"] == ":NoExecute"
@@ -421,7 +493,10 @@ def test_readme_third_pool_renders_with_its_own_tags(repo_root: Path, render_pro
     cfg = load(values)
     stack = render_program(lambda: build(cfg), config=values, stack="dev")
     assert {g.inputs["nodeGroupName"] for g in stack.by_type(NODE_GROUP)} == {
-        "mlplat-dev-cpu", "mlplat-dev-gpu", "mlplat-dev-inference"}
+        "mlplat-dev-cpu",
+        "mlplat-dev-gpu",
+        "mlplat-dev-inference",
+    }
     inference = stack.one(NODE_GROUP, "mlplat-dev-inference")
     assert inference.inputs["capacityType"] == "ON_DEMAND"
     tags = asg_tags_of(stack, inference)

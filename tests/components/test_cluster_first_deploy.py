@@ -41,11 +41,13 @@ def built() -> dict[str, Any]:
     made: dict[str, Any] = {}
 
     def program() -> None:
-        cluster = Cluster("c", ClusterArgs(vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"],
-                                           region="us-east-1"))
+        cluster = Cluster(
+            "c", ClusterArgs(vpc_id="vpc-1", private_subnet_ids=["subnet-a", "subnet-b"], region="us-east-1")
+        )
         made["cluster"] = cluster
         made["lbc"] = install_load_balancer_controller(
-            "c", cluster, "us-east-1", "vpc-1", pulumi.ResourceOptions(providers=[cluster.provider]))
+            "c", cluster, "us-east-1", "vpc-1", pulumi.ResourceOptions(providers=[cluster.provider])
+        )
 
     made["stack"] = render(program, project="mlplat", stack="test")
     return made
@@ -63,6 +65,7 @@ def release(stack: Render, chart: str) -> Any:
 
 # -- 5: Helm releases wait for capacity, with explicit timeouts ------------------------------------------------
 
+
 def test_capacity_is_the_node_groups_and_the_addons_pods_need(built: dict[str, Any]) -> None:
     cluster: Cluster = built["cluster"]
     expected = [*cluster.node_groups.values(), *(cluster.addons[a] for a in sorted(CORE_ADDONS))]
@@ -72,11 +75,16 @@ def test_capacity_is_the_node_groups_and_the_addons_pods_need(built: dict[str, A
 
 def test_every_release_waits_for_the_clusters_capacity(stack: Render) -> None:
     capacity = {g.urn for g in stack.by_type(NODE_GROUP)} | {
-        a.urn for a in stack.by_type(ADDON) if a.inputs["addonName"] in CORE_ADDONS}
+        a.urn for a in stack.by_type(ADDON) if a.inputs["addonName"] in CORE_ADDONS
+    }
     assert len(capacity) == 2 + len(CORE_ADDONS)
     releases = stack.by_type(RELEASE)
     assert {r.inputs["name"] for r in releases} == {
-        "cluster-autoscaler", "aws-node-termination-handler", "nvidia-device-plugin", "aws-load-balancer-controller"}
+        "cluster-autoscaler",
+        "aws-node-termination-handler",
+        "nvidia-device-plugin",
+        "aws-load-balancer-controller",
+    }
     for r in releases:
         assert capacity <= set(r.options["depends_on"]), r.name
 
@@ -96,6 +104,7 @@ def test_every_release_has_an_explicit_per_chart_timeout(stack: Render) -> None:
 
 # -- 8: the StorageClass PVCs name exists under that name ----------------------------------------------------
 
+
 def test_storage_class_is_really_named_gp3(stack: Render) -> None:
     classes = stack.one(EKS).inputs["storageClasses"]
     assert STORAGE_CLASS == "gp3"
@@ -104,6 +113,7 @@ def test_storage_class_is_really_named_gp3(stack: Render) -> None:
 
 
 # -- 9: the load balancer controller's IAM policy is upstream's ----------------------------------------------
+
 
 def _grants(policy: dict[str, Any]) -> set[tuple[str, str, str, str]]:
     """(effect, action, resource, condition) for every action and resource a policy grants."""
@@ -141,6 +151,7 @@ def test_policy_data_ships_in_the_wheel(repo_root: Path) -> None:
 
 
 # -- 10: spot interruptions reach the handler and fit the warning ---------------------------------------------
+
 
 def test_nth_managed_tag_is_on_every_instance_the_groups_launch(stack: Render) -> None:
     values = release(stack, "aws-node-termination-handler").inputs["values"]
@@ -184,6 +195,7 @@ def test_training_pods_fit_in_the_spot_warning(dev_stack: Render) -> None:
 
 # -- 12: the Kubernetes version is in standard support, and every pin matches it ----------------------------
 
+
 def test_support_status_follows_the_eks_calendar() -> None:
     today = dt.date(2026, 11, 29)
     assert support_status("1.32", on=today) == "extended"
@@ -213,12 +225,17 @@ def test_pins_match_the_kubernetes_version(repo_root: Path) -> None:
     assert AddonVersions().kube_proxy.startswith(f"v{minor}.")
     app = system.AUTOSCALER_APP_VERSIONS[system.ChartVersions().cluster_autoscaler]
     assert app.rsplit(".", 1)[0] == minor  # cluster-autoscaler's minor must match the cluster's
-    releases = [pool["releaseVersion"] for env in ENVIRONMENTS
-                for pool in preset(env)["mlplat:cluster"]["nodeGroups"].values() if "releaseVersion" in pool]
+    releases = [
+        pool["releaseVersion"]
+        for env in ENVIRONMENTS
+        for pool in preset(env)["mlplat:cluster"]["nodeGroups"].values()
+        if "releaseVersion" in pool
+    ]
     for env in ("dev", "production"):
         config = yaml.safe_load((repo_root / f"Pulumi.{env}.yaml").read_text())["config"]
-        releases += [p["releaseVersion"] for p in config["mlplat:cluster"]["nodeGroups"].values()
-                     if "releaseVersion" in p]
+        releases += [
+            p["releaseVersion"] for p in config["mlplat:cluster"]["nodeGroups"].values() if "releaseVersion" in p
+        ]
     assert releases and all(r.startswith(f"{minor}.") for r in releases), releases
 
 
@@ -226,8 +243,6 @@ def test_termination_handler_comes_from_its_upstream_registry(stack: Render) -> 
     nth = release(stack, "aws-node-termination-handler")
     assert nth.inputs["chart"] == "oci://public.ecr.aws/aws-ec2/helm/aws-node-termination-handler"
     assert "repositoryOpts" not in nth.inputs and nth.inputs["version"] == "0.27.6"
-
-
 
 
 def test_network_policies_are_enforced_by_the_cni(production_stack: Render) -> None:

@@ -12,24 +12,28 @@ from mlplat.components.storage import ArtifactStore, ArtifactStoreArgs
 from mlplat.infra.engine import Render
 
 
-def test_keyword_arguments_build_the_same_resources_as_the_args_object(
-        render_program: Callable[..., Render]) -> None:
+def test_keyword_arguments_build_the_same_resources_as_the_args_object(render_program: Callable[..., Render]) -> None:
     region = {"aws:region": "us-east-1"}
-    with_args = render_program(lambda: ArtifactStore("models", ArtifactStoreArgs(protect=False, force_destroy=True)),
-                               config=region)
+    with_args = render_program(
+        lambda: ArtifactStore("models", ArtifactStoreArgs(protect=False, force_destroy=True)), config=region
+    )
     with_kwargs = render_program(lambda: ArtifactStore("models", protect=False, force_destroy=True), config=region)
     assert with_kwargs.to_json() == with_args.to_json()
     network = render_program(lambda: Network("net", cidr_block="10.8.0.0/16", az_count=2), config=region)
     assert network.one("aws:ec2/vpc:Vpc", "net-vpc").inputs["cidrBlock"] == "10.8.0.0/16"
     registry = {"name_prefix": "team", "images": {"serving": "example/serving:1.0"}, "cuda_repositories": []}
-    assert (render_program(lambda: ContainerRegistry("reg", **registry), config=region).to_json()
-            == render_program(lambda: ContainerRegistry("reg", ContainerRegistryArgs(**registry)),
-                              config=region).to_json())
+    assert (
+        render_program(lambda: ContainerRegistry("reg", **registry), config=region).to_json()
+        == render_program(lambda: ContainerRegistry("reg", ContainerRegistryArgs(**registry)), config=region).to_json()
+    )
 
 
 def test_args_and_keywords_together_are_refused() -> None:
-    with pytest.raises(TypeError, match=r"ArtifactStore: give an ArtifactStoreArgs or keyword arguments, not both "
-                                        r"\(keyword arguments \['protect'\]\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"ArtifactStore: give an ArtifactStoreArgs or keyword arguments, not both "
+        r"\(keyword arguments \['protect'\]\)",
+    ):
         ArtifactStore("models", ArtifactStoreArgs(), protect=False)
 
 

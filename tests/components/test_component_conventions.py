@@ -47,8 +47,11 @@ def _components() -> list[type[pulumi.ComponentResource]]:
 
 def _output_attributes(cls: type) -> dict[str, str]:
     """The class's annotated Output attributes: name -> annotation (the modules use postponed annotations)."""
-    return {name: str(annotation) for name, annotation in inspect.get_annotations(cls).items()
-            if "Output" in str(annotation)}
+    return {
+        name: str(annotation)
+        for name, annotation in inspect.get_annotations(cls).items()
+        if "Output" in str(annotation)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +108,33 @@ def test_every_annotated_output_has_a_docstring() -> None:
         for statement, following in zip(body, [*body[1:], None], strict=True):
             if isinstance(statement, ast.AnnAssign) and "Output" in ast.unparse(statement.annotation):
                 name = ast.unparse(statement.target)
-                assert isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) \
-                    and isinstance(following.value.value, str), f"{component.__name__}.{name} has no docstring"
+                assert (
+                    isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)
+                ), f"{component.__name__}.{name} has no docstring"
 
 
 def test_the_platforms_irsa_roles_and_credentials_are_its_own_with_aliases_to_their_old_parents(
-        production_stack: Render) -> None:
+    production_stack: Render,
+) -> None:
     platform = production_stack.one("mlplat:platform:MlPlatform")
     cluster = production_stack.one("mlplat:cluster:Cluster")
     tracking = production_stack.one("mlplat:tracking:Tracking")
-    moved = {r.name: r for r in production_stack.resources if r.parent == platform.urn
-             and r.type in ("aws:iam/role:Role", "kubernetes:core/v1:Secret")}
+    moved = {
+        r.name: r
+        for r in production_stack.resources
+        if r.parent == platform.urn and r.type in ("aws:iam/role:Role", "kubernetes:core/v1:Secret")
+    }
     assert sorted(moved) == [
-        "mlplat-production-irsa-kube-system-aws-load-balancer-controller", "mlplat-production-irsa-mlflow-mlflow",
+        "mlplat-production-irsa-kube-system-aws-load-balancer-controller",
+        "mlplat-production-irsa-mlflow-mlflow",
         "mlplat-production-irsa-monitoring-kube-prometheus-stack-alertmanager",
         "mlplat-production-irsa-serving-mlplat-production-digits",
         "mlplat-production-irsa-training-mlplat-production-digits",
-        "mlplat-production-tracking-serving-credentials", "mlplat-production-tracking-trainer-credentials"]
+        "mlplat-production-tracking-serving-credentials",
+        "mlplat-production-tracking-trainer-credentials",
+    ]
     for record in moved.values():
         (alias,) = [json.loads(a) for a in record.options["aliases"]]
         old_parent = cluster.urn if record.type == "aws:iam/role:Role" else tracking.urn
@@ -132,11 +145,15 @@ def test_the_platforms_irsa_roles_and_credentials_are_its_own_with_aliases_to_th
     # The store owns the platform's grants, under their old names.
     store = production_stack.one("mlplat:storage:ArtifactStore")
     grants = sorted(r.name for r in production_stack.by_type("aws:iam/rolePolicy:RolePolicy") if r.parent == store.urn)
-    assert grants == ["mlplat-production-artifacts-read-serve-digits", "mlplat-production-artifacts-write-mlflow",
-                      "mlplat-production-artifacts-write-train-digits"]
+    assert grants == [
+        "mlplat-production-artifacts-read-serve-digits",
+        "mlplat-production-artifacts-write-mlflow",
+        "mlplat-production-artifacts-write-train-digits",
+    ]
 
 
 # --- Outputs into fields --------------------------------------------------------------------------------------
+
 
 def _env(deployment_inputs: dict[str, Any]) -> dict[str, Any]:
     (container,) = deployment_inputs["spec"]["template"]["spec"]["containers"]
@@ -144,11 +161,21 @@ def _env(deployment_inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_model_service_takes_outputs_for_uri_image_secret_and_namespaces(on_cluster: Callable[..., Render]) -> None:
-    stack = on_cluster(lambda opts: ModelService("scorer", ModelServiceArgs(
-        namespace=known("serving"), image=known("registry/serving:1"), model_uri=known("models:/digits@champion"),
-        canary=Canary(model_uri=known("models:/digits@challenger"), image=known("registry/serving:2")),
-        api_key_secret=known("scorer-key"), monitoring_namespace=known("monitoring"),
-        certificate_arn=known(CERTIFICATE)), opts=opts))
+    stack = on_cluster(
+        lambda opts: ModelService(
+            "scorer",
+            ModelServiceArgs(
+                namespace=known("serving"),
+                image=known("registry/serving:1"),
+                model_uri=known("models:/digits@champion"),
+                canary=Canary(model_uri=known("models:/digits@challenger"), image=known("registry/serving:2")),
+                api_key_secret=known("scorer-key"),
+                monitoring_namespace=known("monitoring"),
+                certificate_arn=known(CERTIFICATE),
+            ),
+            opts=opts,
+        )
+    )
     stable = stack.one("kubernetes:apps/v1:Deployment", "scorer-stable").inputs
     canary = stack.one("kubernetes:apps/v1:Deployment", "scorer-canary").inputs
     assert _env(stable)["MLPLAT_SERVING_MODEL_URI"] == "models:/digits@champion"
@@ -163,15 +190,25 @@ def test_model_service_takes_outputs_for_uri_image_secret_and_namespaces(on_clus
     assert annotations["alb.ingress.kubernetes.io/certificate-arn"] == CERTIFICATE
 
 
-@pytest.mark.parametrize(("field", "args", "message"), [
-    ("model_uri", {"model_uri": known("/tmp/model")},
-     "ModelServiceArgs.model_uri='/tmp/model': not a model URI; use models:/"),
-    ("canary", {"canary": Canary(model_uri=known("digits"))}, "Canary.model_uri='digits': not a model URI"),
-    ("certificate_arn", {"certificate_arn": known("arn:aws:iam::1:cert")},
-     "ModelServiceArgs.certificate_arn='arn:aws:iam::1:cert': not an ACM certificate ARN"),
-])
-def test_an_invalid_output_fails_with_the_fields_message(on_cluster: Callable[..., Render], field: str,
-                                                         args: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "args", "message"),
+    [
+        (
+            "model_uri",
+            {"model_uri": known("/tmp/model")},
+            "ModelServiceArgs.model_uri='/tmp/model': not a model URI; use models:/",
+        ),
+        ("canary", {"canary": Canary(model_uri=known("digits"))}, "Canary.model_uri='digits': not a model URI"),
+        (
+            "certificate_arn",
+            {"certificate_arn": known("arn:aws:iam::1:cert")},
+            "ModelServiceArgs.certificate_arn='arn:aws:iam::1:cert': not an ACM certificate ARN",
+        ),
+    ],
+)
+def test_an_invalid_output_fails_with_the_fields_message(
+    on_cluster: Callable[..., Render], field: str, args: dict[str, Any], message: str
+) -> None:
     base: dict[str, Any] = {"namespace": "serving", "image": "registry/serving:1", "model_uri": "models:/d@champion"}
     with pytest.raises(ProgramError, match=message.replace("(", r"\(").replace(".", r"\.")):
         on_cluster(lambda opts: ModelService("scorer", ModelServiceArgs(**{**base, **args}), opts=opts))
@@ -190,10 +227,21 @@ def test_plain_invalid_values_keep_their_messages() -> None:
 
 
 def test_training_job_takes_its_image_and_checkpoint_location_as_outputs(on_cluster: Callable[..., Render]) -> None:
-    stack = on_cluster(lambda opts: TrainingJob("digits", TrainingJobArgs(
-        namespace=known("training"), image=known("registry/training:1-cuda"), image_cuda=True,
-        checkpoint_uri=known("s3://bucket/checkpoints/digits"), tracking_uri=known("http://mlflow:5000"),
-        service_account_role_arn=known("arn:aws:iam::123456789012:role/train"), config={"epochs": 1}), opts=opts))
+    stack = on_cluster(
+        lambda opts: TrainingJob(
+            "digits",
+            TrainingJobArgs(
+                namespace=known("training"),
+                image=known("registry/training:1-cuda"),
+                image_cuda=True,
+                checkpoint_uri=known("s3://bucket/checkpoints/digits"),
+                tracking_uri=known("http://mlflow:5000"),
+                service_account_role_arn=known("arn:aws:iam::123456789012:role/train"),
+                config={"epochs": 1},
+            ),
+            opts=opts,
+        )
+    )
     job = stack.one("kubernetes:batch/v1:Job").inputs
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry/training:1-cuda"
@@ -203,23 +251,35 @@ def test_training_job_takes_its_image_and_checkpoint_location_as_outputs(on_clus
 
 
 def test_tracking_takes_its_artifact_location_and_role_as_outputs(on_cluster: Callable[..., Render]) -> None:
-    stack = on_cluster(lambda opts: Tracking("tracking", TrackingArgs(
-        vpc_id=known("vpc-0abc"), database_subnet_ids=known(["subnet-a", "subnet-b"]),
-        client_security_group_ids=[known("sg-nodes")], artifacts_uri=known("s3://bucket/mlflow"),
-        image=known("registry/tracking:1"), service_account_role_arn=known("arn:aws:iam::123456789012:role/mlflow")),
-        opts=opts))
+    stack = on_cluster(
+        lambda opts: Tracking(
+            "tracking",
+            TrackingArgs(
+                vpc_id=known("vpc-0abc"),
+                database_subnet_ids=known(["subnet-a", "subnet-b"]),
+                client_security_group_ids=[known("sg-nodes")],
+                artifacts_uri=known("s3://bucket/mlflow"),
+                image=known("registry/tracking:1"),
+                service_account_role_arn=known("arn:aws:iam::123456789012:role/mlflow"),
+            ),
+            opts=opts,
+        )
+    )
     server = next(r for r in stack.by_type("kubernetes:apps/v1:Deployment"))
     (container,) = server.inputs["spec"]["template"]["spec"]["containers"]
     assert container["args"][container["args"].index("--artifacts-destination") + 1] == "s3://bucket/mlflow"
     assert container["image"] == "registry/tracking:1"
 
 
-def test_artifact_store_takes_its_bucket_name_and_grant_roles_as_outputs(
-        render_program: Callable[..., Render]) -> None:
+def test_artifact_store_takes_its_bucket_name_and_grant_roles_as_outputs(render_program: Callable[..., Render]) -> None:
     def program() -> None:
         role = aws.iam.Role("reader", assume_role_policy="{}")
-        ArtifactStore("art", ArtifactStoreArgs(protect=False, bucket_name=known("team-models"),
-                                               grants=[BucketGrant("svc", role.name, "models/")]))
+        ArtifactStore(
+            "art",
+            ArtifactStoreArgs(
+                protect=False, bucket_name=known("team-models"), grants=[BucketGrant("svc", role.name, "models/")]
+            ),
+        )
 
     stack = render_program(program, config=REGION)
     assert stack.one("aws:s3/bucket:Bucket").inputs["bucket"] == "team-models"
@@ -229,7 +289,8 @@ def test_artifact_store_takes_its_bucket_name_and_grant_roles_as_outputs(
 
 
 def test_artifact_store_from_keywords_takes_a_bucket_name_output_checked_when_known(
-        render_program: Callable[..., Render]) -> None:
+    render_program: Callable[..., Render],
+) -> None:
     stack = render_program(lambda: ArtifactStore("art", protect=False, bucket_name=known("team-models")), config=REGION)
     assert stack.one("aws:s3/bucket:Bucket").inputs["bucket"] == "team-models"
     message = r"'Team_Models' is not a valid S3 bucket name"
@@ -260,14 +321,21 @@ def test_repeated_grants_are_refused() -> None:
 
 def _cluster(admin: pulumi.Output[str]) -> Callable[[], None]:
     def program() -> None:
-        Cluster("c", ClusterArgs(vpc_id=known("vpc-1"), private_subnet_ids=known(["subnet-a"]), region="us-east-1",
-                                 node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge", "m6a.xlarge"])],
-                                 admin_role_arns=[admin]))
+        Cluster(
+            "c",
+            ClusterArgs(
+                vpc_id=known("vpc-1"),
+                private_subnet_ids=known(["subnet-a"]),
+                region="us-east-1",
+                node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge", "m6a.xlarge"])],
+                admin_role_arns=[admin],
+            ),
+        )
+
     return program
 
 
-def test_cluster_admin_role_arns_take_outputs_and_check_them_once_known(
-        render_program: Callable[..., Render]) -> None:
+def test_cluster_admin_role_arns_take_outputs_and_check_them_once_known(render_program: Callable[..., Render]) -> None:
     arn = "arn:aws:iam::123456789012:role/admins"
     stack = render_program(_cluster(known(arn)), config=REGION)
     entries = stack.one("eks:index:Cluster").inputs["accessEntries"]
@@ -278,18 +346,26 @@ def test_cluster_admin_role_arns_take_outputs_and_check_them_once_known(
 
 def test_cluster_service_account_role_belongs_to_the_caller(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        cluster = Cluster("c", ClusterArgs(vpc_id="vpc-1", private_subnet_ids=["subnet-a"], region="us-east-1",
-                                           node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge",
-                                                                                               "m6a.xlarge"])]))
+        cluster = Cluster(
+            "c",
+            ClusterArgs(
+                vpc_id="vpc-1",
+                private_subnet_ids=["subnet-a"],
+                region="us-east-1",
+                node_pools=[NodePoolArgs(name="cpu", instance_types=["m6i.xlarge", "m6a.xlarge"])],
+            ),
+        )
         owner = pulumi.ComponentResource("team:index:Owner", "team")
-        cluster.service_account_role("team", "scorer", '{"Version": "2012-10-17", "Statement": []}',
-                                     opts=pulumi.ResourceOptions(parent=owner))
+        cluster.service_account_role(
+            "team", "scorer", '{"Version": "2012-10-17", "Statement": []}', opts=pulumi.ResourceOptions(parent=owner)
+        )
 
     stack = render_program(program, config=REGION)
     role = stack.one("aws:iam/role:Role", "c-irsa-team-scorer")
     assert role.parent == stack.one("team:index:Owner").urn
     assert [json.loads(a) for a in role.options["aliases"]] == [
-        {"spec": {"parentUrn": stack.one("mlplat:cluster:Cluster").urn}}]
+        {"spec": {"parentUrn": stack.one("mlplat:cluster:Cluster").urn}}
+    ]
     policy = stack.one("aws:iam/rolePolicy:RolePolicy", "c-irsa-team-scorer")
     assert policy.parent == role.urn and policy.options["aliases"] == []
 

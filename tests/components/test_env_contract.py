@@ -24,7 +24,8 @@ WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 # Read by the process, not by mlplat or MLflow settings: the reason each is set.
 PROCESS_LEVEL = {
     "HOME": "Python and MLflow write caches under $HOME; pods run with a read-only root and HOME on the /tmp volume",
-    "AWS_REGION": "boto3", "AWS_DEFAULT_REGION": "boto3",
+    "AWS_REGION": "boto3",
+    "AWS_DEFAULT_REGION": "boto3",
     "PYTHONUNBUFFERED": "the interpreter: log lines reach the pod's log as they are written",
 }
 TRAINER_SOURCE = Path(__file__).resolve().parents[2] / "training"
@@ -83,8 +84,9 @@ def test_every_variable_a_workload_sets_has_a_reader(stack_name: str, request: p
         if not known:
             unread.append(f"{name} (set for {sorted(where)})")
     assert not unread, "variables nothing in the image reads: " + "; ".join(unread)
-    assert {"MLPLAT_SERVING_MODEL_URI", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI"} <= set(env), \
+    assert {"MLPLAT_SERVING_MODEL_URI", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI"} <= set(env), (
         "the render changed shape: this test no longer sees the workloads' environment"
+    )
 
 
 def test_the_check_catches_a_misspelt_variable() -> None:

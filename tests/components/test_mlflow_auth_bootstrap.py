@@ -29,19 +29,34 @@ def auth_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def plan(**passwords: str) -> bootstrap.Plan:
-    return bootstrap.Plan(writers=["trainer", "pipeline"], readers=["serving"], passwords={
-        "trainer": "trainer-password-01", "pipeline": "pipeline-password-01", "serving": "serving-password-01",
-        **passwords})
+    return bootstrap.Plan(
+        writers=["trainer", "pipeline"],
+        readers=["serving"],
+        passwords={
+            "trainer": "trainer-password-01",
+            "pipeline": "pipeline-password-01",
+            "serving": "serving-password-01",
+            **passwords,
+        },
+    )
 
 
 def test_the_bootstrap_converges_on_the_secrets_every_time(auth_store: str) -> None:
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
     first = bootstrap.bootstrap(plan(), None)
-    assert first[:4] == ["admin admin: created", "user trainer: created", "user pipeline: created",
-                         "user serving: created"]
-    assert bootstrap.bootstrap(plan(), None)[:4] == ["admin admin: unchanged", "user trainer: unchanged",
-                                                       "user pipeline: unchanged", "user serving: unchanged"]
+    assert first[:4] == [
+        "admin admin: created",
+        "user trainer: created",
+        "user pipeline: created",
+        "user serving: created",
+    ]
+    assert bootstrap.bootstrap(plan(), None)[:4] == [
+        "admin admin: unchanged",
+        "user trainer: unchanged",
+        "user pipeline: unchanged",
+        "user serving: unchanged",
+    ]
     store = SqlAlchemyStore()
     store.init_db(auth_store)
     store.update_user("serving", is_admin=True)  # someone made the reader an admin
@@ -53,8 +68,10 @@ def test_the_bootstrap_converges_on_the_secrets_every_time(auth_store: str) -> N
     assert not store.authenticate_user("trainer", "trainer-password-01")
     assert store.get_user("admin").is_admin and not store.get_user("serving").is_admin
     for writer in ("trainer", "pipeline"):
-        grants = {(g.resource_type, g.resource_pattern, g.permission) for g in store.list_grants(
-            store.get_user(writer).id, "default", {"experiment", "registered_model"})}
+        grants = {
+            (g.resource_type, g.resource_pattern, g.permission)
+            for g in store.list_grants(store.get_user(writer).id, "default", {"experiment", "registered_model"})
+        }
         assert grants == {("experiment", "*", "EDIT"), ("registered_model", "*", "EDIT")}
     assert not store.list_grants(store.get_user("serving").id, "default", {"experiment", "registered_model"})
 
@@ -62,13 +79,17 @@ def test_the_bootstrap_converges_on_the_secrets_every_time(auth_store: str) -> N
 def test_a_default_permission_that_lets_everyone_write_is_refused(auth_store: str, tmp_path: Path) -> None:
     config = tmp_path / "basic_auth.ini"
     config.write_text(config.read_text().replace("default_permission = READ", "default_permission = EDIT"))
-    with pytest.raises(bootstrap.BootstrapError, match=r"default_permission = EDIT in .*basic_auth\.ini lets every "
-                                                        r"authenticated identity write; .*READ, NO_PERMISSIONS"):
+    with pytest.raises(
+        bootstrap.BootstrapError,
+        match=r"default_permission = EDIT in .*basic_auth\.ini lets every "
+        r"authenticated identity write; .*READ, NO_PERMISSIONS",
+    ):
         bootstrap.bootstrap(plan(), None)
 
 
-def test_a_user_named_twice_or_a_missing_admin_password_is_refused(auth_store: str,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_user_named_twice_or_a_missing_admin_password_is_refused(
+    auth_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     twice = bootstrap.Plan(writers=["trainer"], readers=["trainer"], passwords={"trainer": "trainer-password-01"})
     with pytest.raises(bootstrap.BootstrapError, match=r"\['trainer'\] are named more than once"):
         bootstrap.bootstrap(twice, None)

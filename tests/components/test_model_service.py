@@ -22,8 +22,12 @@ PodOf = Callable[[dict], dict]
 @pytest.fixture
 def service(on_cluster: Callable[..., Render]) -> Callable[..., Render]:
     def _render(**kwargs: object) -> Render:
-        args = {"namespace": "serving", "image": "123.dkr.ecr/serving@sha256:abc",
-                "model_uri": "models:/digits@champion", **kwargs}
+        args = {
+            "namespace": "serving",
+            "image": "123.dkr.ecr/serving@sha256:abc",
+            "model_uri": "models:/digits@champion",
+            **kwargs,
+        }
         return on_cluster(lambda opts: ModelService("digits", ModelServiceArgs(**args), opts=opts))  # type: ignore[arg-type]
 
     return _render
@@ -89,8 +93,9 @@ def test_canary_ingress_splits_by_the_configured_weight(service: Svc, pod_of: Po
 def test_without_canary_all_traffic_goes_to_stable(service: Svc, pod_of: PodOf) -> None:
     ingress = service().one("kubernetes:networking.k8s.io/v1:Ingress").inputs
     action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.digits-split"])
-    assert action["forwardConfig"]["targetGroups"] == [{"serviceName": "digits-stable", "servicePort": "http",
-                                                         "weight": 100}]
+    assert action["forwardConfig"]["targetGroups"] == [
+        {"serviceName": "digits-stable", "servicePort": "http", "weight": 100}
+    ]
 
 
 def test_every_alb_action_target_names_a_port_its_service_has(service: Svc) -> None:
@@ -123,8 +128,11 @@ def test_every_child_waits_for_what_the_component_waits_for(on_cluster: Callable
 
     def build(opts: pulumi.ResourceOptions) -> None:
         gate = k8s.core.v1.ConfigMap("controller-ready", opts=opts)
-        ModelService("digits", ModelServiceArgs(namespace="serving", image="i:1", model_uri="models:/d@champion"),
-                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[gate])))
+        ModelService(
+            "digits",
+            ModelServiceArgs(namespace="serving", image="i:1", model_uri="models:/d@champion"),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[gate])),
+        )
 
     stack = on_cluster(build)
     gate = stack.one("kubernetes:core/v1:ConfigMap").urn
@@ -137,8 +145,9 @@ def test_every_child_waits_for_what_the_component_waits_for(on_cluster: Callable
 def test_gpu_variant_tolerates_the_taint_and_requests_gpus(service: Svc, pod_of: PodOf) -> None:
     spec = pod_of(service(resources=Resources(cpu="4", memory="16Gi", gpus=1)).one(DEPLOYMENT).inputs)
     assert spec["nodeSelector"] == {"workload": "gpu"}
-    assert spec["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Equal",
-                                    "value": "true"}]
+    assert spec["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Equal", "value": "true"}
+    ]
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert env_of(spec["containers"][0])["MLPLAT_SERVING_DEVICE"] == "cuda"
 
@@ -152,8 +161,10 @@ def test_irsa_role_is_annotated_on_the_service_account(service: Svc, pod_of: Pod
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"min_replicas": 5, "max_replicas": 2}, r"min_replicas \(5\) must be >= 1 and <= max_replicas \(2\)"),
-     ({"target_cpu_utilization": 0}, "target_cpu_utilization=0")],
+    [
+        ({"min_replicas": 5, "max_replicas": 2}, r"min_replicas \(5\) must be >= 1 and <= max_replicas \(2\)"),
+        ({"target_cpu_utilization": 0}, "target_cpu_utilization=0"),
+    ],
 )
 def test_bad_args_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -163,8 +174,7 @@ def test_bad_args_are_rejected(kwargs: dict, message: str) -> None:
 
 
 def test_model_uris_the_server_cannot_load_on_the_cluster_are_rejected() -> None:
-    allowed = ("use models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or "
-               "s3://<bucket>/<path>")
+    allowed = "use models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or s3://<bucket>/<path>"
     with pytest.raises(ValueError) as caught:
         ModelServiceArgs(namespace="n", image="i", model_uri="digits-latest")
     assert f"ModelServiceArgs.model_uri='digits-latest': not a model URI; {allowed}" in str(caught.value)
@@ -177,18 +187,22 @@ def test_model_uris_the_server_cannot_load_on_the_cluster_are_rejected() -> None
 
 # -- names: the component's name becomes Kubernetes names ---------------------------------------------------
 
+
 def test_a_name_kubernetes_would_refuse_fails_at_construction_naming_the_rule(
-        on_cluster: Callable[..., Render]) -> None:
+    on_cluster: Callable[..., Render],
+) -> None:
     from mlplat.infra.engine import ProgramError
 
     args = ModelServiceArgs(namespace="serving", image="i:1", model_uri="models:/scorer@champion")
     with pytest.raises(ProgramError) as caught:
         on_cluster(lambda opts: ModelService("Scorer_V2", args, opts=opts))
-    assert ("ModelService name='Scorer_V2': not a DNS-1035 label (it names the Services <name>-stable and "
-            "<name>-canary); use lowercase letters, digits and '-', starting with a letter and ending with a letter "
-            "or digit, at most 49 characters: it names Kubernetes objects, and the strictest, ALB action annotation "
-            "(key alb.ingress.kubernetes.io/<name part>) 'actions.Scorer_V2-split', may have at most 63; "
-            "e.g. 'scorer-v2'") in str(caught.value)
+    assert (
+        "ModelService name='Scorer_V2': not a DNS-1035 label (it names the Services <name>-stable and "
+        "<name>-canary); use lowercase letters, digits and '-', starting with a letter and ending with a letter "
+        "or digit, at most 49 characters: it names Kubernetes objects, and the strictest, ALB action annotation "
+        "(key alb.ingress.kubernetes.io/<name part>) 'actions.Scorer_V2-split', may have at most 63; "
+        "e.g. 'scorer-v2'"
+    ) in str(caught.value)
 
 
 def test_the_longest_derived_name_sets_the_length_limit(on_cluster: Callable[..., Render]) -> None:
@@ -200,8 +214,10 @@ def test_the_longest_derived_name_sets_the_length_limit(on_cluster: Callable[...
 
     # With an Ingress, the annotation alb.ingress.kubernetes.io/actions.<name>-split caps the name at 49 characters.
     stack = build("s" * 49)
-    assert f"alb.ingress.kubernetes.io/actions.{'s' * 49}-split" in \
-        stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["metadata"]["annotations"]
+    assert (
+        f"alb.ingress.kubernetes.io/actions.{'s' * 49}-split"
+        in stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["metadata"]["annotations"]
+    )
     with pytest.raises(ProgramError, match=r"too long \(50 characters\); .*at most 49 characters"):
         build("s" * 50)
     # Without one, the Services <name>-stable and <name>-canary (DNS-1035 labels, 63 at most) cap it at 56.
@@ -217,8 +233,7 @@ INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 
 
 def public(**kwargs: object) -> ModelServiceArgs:
-    return ModelServiceArgs(namespace="n", image="i", model_uri="models:/d@champion", internal=False,
-                            **kwargs)
+    return ModelServiceArgs(namespace="n", image="i", model_uri="models:/d@champion", internal=False, **kwargs)
 
 
 def test_an_internet_facing_service_without_tls_is_refused() -> None:
@@ -228,7 +243,8 @@ def test_an_internet_facing_service_without_tls_is_refused() -> None:
         "ModelServiceArgs.internal=False: an internet-facing ALB without certificate_arn serves plain HTTP, API keys "
         "and predictions in clear text; set certificate_arn to an ACM certificate "
         "(arn:aws:acm:<region>:<account id>:certificate/<id>), or allow_public_without_tls=True "
-        "(flagged by mlplat check)") in str(caught.value)
+        "(flagged by mlplat check)"
+    ) in str(caught.value)
 
 
 def test_an_internet_facing_service_without_an_api_key_is_refused() -> None:
@@ -237,21 +253,25 @@ def test_an_internet_facing_service_without_an_api_key_is_refused() -> None:
     assert (
         "ModelServiceArgs.internal=False: an internet-facing ALB in front of servers that take requests without an "
         "API key lets anyone on the internet call the model; keep generate_api_key=True or set api_key_secret, or "
-        "allow_public_without_auth=True (flagged by mlplat check)") in str(caught.value)
+        "allow_public_without_auth=True (flagged by mlplat check)"
+    ) in str(caught.value)
     assert public(certificate_arn=CERT, generate_api_key=False, api_key_secret="team-key").authenticated
     # Without an ALB, or behind an internal one, nothing is exposed to the internet.
-    ModelServiceArgs(namespace="n", image="i", model_uri="models:/d@a", internal=False, ingress=False,
-                     generate_api_key=False)
+    ModelServiceArgs(
+        namespace="n", image="i", model_uri="models:/d@a", internal=False, ingress=False, generate_api_key=False
+    )
 
 
-@pytest.mark.parametrize("arn", [
-    "arn:aws:iam::123456789012:server-certificate/web", "arn:aws:acm:us-east-1:1234:certificate/abc", "my-cert"])
+@pytest.mark.parametrize(
+    "arn", ["arn:aws:iam::123456789012:server-certificate/web", "arn:aws:acm:us-east-1:1234:certificate/abc", "my-cert"]
+)
 def test_a_certificate_arn_of_the_wrong_shape_is_refused(arn: str) -> None:
     with pytest.raises(ValueError) as caught:
         public(certificate_arn=arn)
     assert (
         f"ModelServiceArgs.certificate_arn={arn!r}: not an ACM certificate ARN; use "
-        "arn:aws:acm:<region>:<account id>:certificate/<certificate id>, in the ALB's region") in str(caught.value)
+        "arn:aws:acm:<region>:<account id>:certificate/<certificate id>, in the ALB's region"
+    ) in str(caught.value)
 
 
 def test_a_public_service_with_a_certificate_and_a_key_listens_on_https_only(service: Svc, pod_of: PodOf) -> None:
@@ -274,19 +294,26 @@ def test_a_public_service_with_a_certificate_and_a_key_listens_on_https_only(ser
 def test_the_opt_outs_are_recorded_and_flagged_by_mlplat_check(service: Svc) -> None:
     from mlplat.policy.check import check_render
 
-    opted_out = service(internal=False, allow_public_without_tls=True, generate_api_key=False,
-                        allow_public_without_auth=True)
+    opted_out = service(
+        internal=False, allow_public_without_tls=True, generate_api_key=False, allow_public_without_auth=True
+    )
     annotations = opted_out.one(INGRESS).inputs["metadata"]["annotations"]
     assert annotations["mlplat.io/public-without-tls"] == "true"
     assert annotations["mlplat.io/public-without-auth"] == "true"
     assert json.loads(annotations["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}]
-    findings = sorted((f for f in check_render(opted_out.to_json(), "dev") if f.rule == "public-endpoint-protected"),
-                      key=lambda f: f.problem)
+    findings = sorted(
+        (f for f in check_render(opted_out.to_json(), "dev") if f.rule == "public-endpoint-protected"),
+        key=lambda f: f.problem,
+    )
     assert [(f.resource, f.enforcement) for f in findings] == [("digits", "advisory"), ("digits", "advisory")]
-    assert findings[0].problem == ("internet-facing ALB in front of model servers that take requests without an API "
-                                   "key (allow_public_without_auth)")
-    assert findings[1].problem == ("internet-facing ALB serves plain HTTP on port 80 (allow_public_without_tls): "
-                                   "API keys and payloads cross the internet in clear text")
+    assert findings[0].problem == (
+        "internet-facing ALB in front of model servers that take requests without an API "
+        "key (allow_public_without_auth)"
+    )
+    assert findings[1].problem == (
+        "internet-facing ALB serves plain HTTP on port 80 (allow_public_without_tls): "
+        "API keys and payloads cross the internet in clear text"
+    )
     production = [f for f in check_render(opted_out.to_json(), "production") if f.rule == "public-endpoint-protected"]
     assert {f.enforcement for f in production} == {"mandatory"}
     protected = service(internal=False, certificate_arn=CERT)
@@ -343,8 +370,11 @@ def test_pods_mount_no_kubernetes_api_token_but_keep_irsa(service: Svc, pod_of: 
 
 
 def test_the_network_policy_admits_only_the_alb_prometheus_and_named_namespaces(service: Svc) -> None:
-    stack = service(load_balancer_cidrs=["10.0.192.0/22"], allowed_namespaces=["pipelines"],
-                    canary=Canary(model_uri="models:/digits@challenger"))
+    stack = service(
+        load_balancer_cidrs=["10.0.192.0/22"],
+        allowed_namespaces=["pipelines"],
+        canary=Canary(model_uri="models:/digits@challenger"),
+    )
     policy = stack.one(NETWORK_POLICY).inputs
     spec = policy["spec"]
     assert policy["metadata"]["namespace"] == "serving"
@@ -354,8 +384,11 @@ def test_the_network_policy_admits_only_the_alb_prometheus_and_named_namespaces(
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
     assert {"ipBlock": {"cidr": "10.0.192.0/22"}} in rule["from"]
     (namespaces,) = [peer["namespaceSelector"] for peer in rule["from"] if "namespaceSelector" in peer]
-    assert namespaces == {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring", "pipelines"]}]}
+    assert namespaces == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring", "pipelines"]}
+        ]
+    }
     assert all("podSelector" not in peer for peer in rule["from"])  # no "any pod in this namespace" escape
 
 
@@ -374,30 +407,51 @@ def test_behind_the_alb_idle_connections_outlast_its_idle_timeout(service: Svc, 
 
 # -- MLflow credentials (issue 18, item 5) ----------------------------------------------------------------------
 
-def test_model_servers_read_mlflow_as_the_read_only_serving_identity(on_cluster: Callable[..., Render],
-                                                                     pod_of: PodOf) -> None:
+
+def test_model_servers_read_mlflow_as_the_read_only_serving_identity(
+    on_cluster: Callable[..., Render], pod_of: PodOf
+) -> None:
     created: CreatedSecrets = {}
 
     def build(opts: pulumi.ResourceOptions) -> None:
         record_secrets(created)
-        tracking = Tracking("tracking", TrackingArgs(
-            vpc_id="vpc-1", database_subnet_ids=["subnet-a"], client_security_group_ids=["sg-nodes"],
-            artifacts_uri="s3://art/mlflow", image="123.dkr.ecr/tracking:1"), opts=opts)
-        ModelService("digits", ModelServiceArgs(
-            namespace="serving", image="123.dkr.ecr/serving:1", model_uri="models:/digits@champion",
-            canary=Canary(model_uri="models:/digits@challenger"), tracking_uri=tracking.uri,
-            tracking_credentials_secret=tracking.client_credentials("serving", "serving")), opts=opts)
+        tracking = Tracking(
+            "tracking",
+            TrackingArgs(
+                vpc_id="vpc-1",
+                database_subnet_ids=["subnet-a"],
+                client_security_group_ids=["sg-nodes"],
+                artifacts_uri="s3://art/mlflow",
+                image="123.dkr.ecr/tracking:1",
+            ),
+            opts=opts,
+        )
+        ModelService(
+            "digits",
+            ModelServiceArgs(
+                namespace="serving",
+                image="123.dkr.ecr/serving:1",
+                model_uri="models:/digits@champion",
+                canary=Canary(model_uri="models:/digits@challenger"),
+                tracking_uri=tracking.uri,
+                tracking_credentials_secret=tracking.client_credentials("serving", "serving"),
+            ),
+            opts=opts,
+        )
 
     stack = on_cluster(build)
     servers = [r for r in stack.by_type(DEPLOYMENT) if r.name.startswith("digits-")]
     assert {r.name for r in servers} == {"digits-stable", "digits-canary"}
     for deployment in servers:
         (server,) = pod_of(deployment.inputs)["containers"]
-        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]
-                if "secretKeyRef" in e.get("valueFrom", {})}
-        assert refs == {"MLFLOW_TRACKING_USERNAME": {"name": "mlflow-serving", "key": "username"},
-                        "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-serving", "key": "password"},
-                        "MLPLAT_SERVING_API_KEY": {"name": "digits-api-key", "key": "api-key"}}
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"] if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert refs == {
+            "MLFLOW_TRACKING_USERNAME": {"name": "mlflow-serving", "key": "username"},
+            "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-serving", "key": "password"},
+            "MLPLAT_SERVING_API_KEY": {"name": "digits-api-key", "key": "api-key"},
+        }
     assert unresolved(stack, created) == []  # every Secret key the servers' and MLflow's pods read is rendered
     # The servers send the reader's credentials, which MLflow's bootstrap holds to no grant (READ only).
     assert created[("serving", "mlflow-serving")] == created[("mlflow", "mlflow-user-serving")]

@@ -46,8 +46,9 @@ def monitoring_release(stack: Render) -> ResourceRecord:
     return found
 
 
-def test_the_stack_is_a_pinned_chart_with_ha_prometheus_in_production(production_stack: Render,
-                                                                        dev_stack: Render) -> None:
+def test_the_stack_is_a_pinned_chart_with_ha_prometheus_in_production(
+    production_stack: Render, dev_stack: Render
+) -> None:
     prod, dev = monitoring_release(production_stack), monitoring_release(dev_stack)
     assert prod.inputs["version"] == CHART.version and prod.inputs["namespace"] == "monitoring"
     spec = prod.inputs["values"]["prometheus"]["prometheusSpec"]
@@ -61,19 +62,28 @@ def test_the_stack_is_a_pinned_chart_with_ha_prometheus_in_production(production
 def test_grafana_reads_a_generated_admin_password_that_stays_secret(production_stack: Render) -> None:
     grafana = monitoring_release(production_stack).inputs["values"]["grafana"]
     assert grafana["admin"]["existingSecret"] == GRAFANA_ADMIN_SECRET
-    (secret,) = [r for r in production_stack.by_type("kubernetes:core/v1:Secret")
-                 if r.inputs["metadata"]["name"] == GRAFANA_ADMIN_SECRET]
+    (secret,) = [
+        r
+        for r in production_stack.by_type("kubernetes:core/v1:Secret")
+        if r.inputs["metadata"]["name"] == GRAFANA_ADMIN_SECRET
+    ]
     assert secret.inputs["stringData"] == MASK, "the generated password never shows in the render"
     assert secret.inputs["metadata"]["namespace"] == "monitoring"
     assert secret.urn in monitoring_release(production_stack).options["depends_on"]
 
 
 def test_each_model_service_has_a_service_monitor_on_its_services_port(production_stack: Render) -> None:
-    services = [s for s in production_stack.by_type("kubernetes:core/v1:Service")
-                if s.inputs["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"]
+    services = [
+        s
+        for s in production_stack.by_type("kubernetes:core/v1:Service")
+        if s.inputs["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"
+    ]
     assert {s.inputs["metadata"]["labels"]["mlplat.io/track"] for s in services} == {"stable", "canary"}
-    monitors = [m for m in custom(production_stack, "ServiceMonitor")
-                if m.inputs["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "model-server"]
+    monitors = [
+        m
+        for m in custom(production_stack, "ServiceMonitor")
+        if m.inputs["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "model-server"
+    ]
     assert len(monitors) == 1
     (monitor,) = monitors
     selector = monitor.inputs["spec"]["selector"]["matchLabels"]
@@ -93,8 +103,11 @@ def test_rules_use_the_stack_thresholds_and_the_dashboard_is_provisioned(product
     expected = model_service_rule_groups(AlertThresholds(p99_latency_seconds=0.1, error_ratio=0.005, drift_psi=0.2))
     assert rule.inputs["spec"]["groups"] == json.loads(json.dumps(expected))
     assert monitoring_release(production_stack).urn in rule.options["depends_on"]
-    (dashboard,) = [c for c in production_stack.by_type("kubernetes:core/v1:ConfigMap")
-                    if c.inputs["metadata"].get("labels", {}).get(DASHBOARD_LABEL) == "1"]
+    (dashboard,) = [
+        c
+        for c in production_stack.by_type("kubernetes:core/v1:ConfigMap")
+        if c.inputs["metadata"].get("labels", {}).get(DASHBOARD_LABEL) == "1"
+    ]
     (text,) = dashboard.inputs["data"].values()
     assert text == dashboard_json() and json.loads(text)["uid"]
 
@@ -129,15 +142,18 @@ def test_dev_has_one_nat_alarm_pair_and_its_own_subscriber(dev_stack: Render) ->
     assert len([a for a in dev_stack.by_type(ALARM) if a.inputs["namespace"] == "AWS/NATGateway"]) == 2
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ({"prometheus_replicas": 0}, "MonitoringArgs.prometheus_replicas=0: must be >= 1"),
-    ({"retention": "two weeks"}, "MonitoringArgs.retention='two weeks': expected a duration"),
-    ({"sns_topic_arn": "mlplat-alarms"}, r"MonitoringArgs.sns_topic_arn='mlplat-alarms': not an SNS topic ARN"),
-    ({"sns_topic_arn": "arn:aws:sqs:eu-west-1:123456789012:q"}, "not an SNS topic ARN"),
-    ({"receiver": {"slack_configs": [{"channel": "#x"}]}}, "MonitoringArgs.receiver: needs a 'name'"),
-    ({"receiver": {"name": "null", "slack_configs": [{}]}}, "needs a 'name' other than 'null' and 'sns'"),
-    ({"receiver": {"name": "oncall"}}, r"MonitoringArgs.receiver 'oncall': no integration \(\*_configs\)"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"prometheus_replicas": 0}, "MonitoringArgs.prometheus_replicas=0: must be >= 1"),
+        ({"retention": "two weeks"}, "MonitoringArgs.retention='two weeks': expected a duration"),
+        ({"sns_topic_arn": "mlplat-alarms"}, r"MonitoringArgs.sns_topic_arn='mlplat-alarms': not an SNS topic ARN"),
+        ({"sns_topic_arn": "arn:aws:sqs:eu-west-1:123456789012:q"}, "not an SNS topic ARN"),
+        ({"receiver": {"slack_configs": [{"channel": "#x"}]}}, "MonitoringArgs.receiver: needs a 'name'"),
+        ({"receiver": {"name": "null", "slack_configs": [{}]}}, "needs a 'name' other than 'null' and 'sns'"),
+        ({"receiver": {"name": "oncall"}}, r"MonitoringArgs.receiver 'oncall': no integration \(\*_configs\)"),
+    ],
+)
 def test_bad_monitoring_args_name_the_field(args: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MonitoringArgs(**args)
@@ -314,7 +330,8 @@ def test_alerts_page_the_sns_topic_in_its_region_with_resolved_notices(monitorin
 
 
 def test_watchdog_and_info_inhibitor_stay_silent_and_upstream_inhibit_rules_are_kept(
-        monitoring_values: RenderMonitoring) -> None:
+    monitoring_values: RenderMonitoring,
+) -> None:
     config = monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE)["alertmanager"]["config"]
     parsed = validate(config)
     for silent in ("Watchdog", "InfoInhibitor"):
@@ -341,8 +358,11 @@ def test_the_sns_subject_stays_under_the_publish_limit() -> None:
 
 def test_alertmanager_service_account_carries_the_irsa_role(monitoring_values: RenderMonitoring) -> None:
     account = monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE)["alertmanager"]["serviceAccount"]
-    assert account == {"create": True, "name": ALERTMANAGER_SERVICE_ACCOUNT,
-                       "annotations": {"eks.amazonaws.com/role-arn": ROLE}}
+    assert account == {
+        "create": True,
+        "name": ALERTMANAGER_SERVICE_ACCOUNT,
+        "annotations": {"eks.amazonaws.com/role-arn": ROLE},
+    }
     # The chart's own name for it: <fullname>-alertmanager, fullname being the release name (the chart's name).
     assert f"{CHART.name}-alertmanager" == ALERTMANAGER_SERVICE_ACCOUNT
 
@@ -355,19 +375,26 @@ def test_alertmanager_may_publish_to_exactly_the_topic(render_program: Callable[
 
 
 def test_control_plane_eks_does_not_expose_is_neither_scraped_nor_alerted_on(
-        monitoring_values: RenderMonitoring) -> None:
+    monitoring_values: RenderMonitoring,
+) -> None:
     values = monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE)
     for component in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy"):
         assert values[component] == {"enabled": False}, component
     # defaultRules.rules keys of kube-prometheus-stack 75.15.0 (values.yaml) for those components' rule groups.
     rules = values["defaultRules"]["rules"]
-    assert rules == {"kubeControllerManager": False, "kubeSchedulerAlerting": False, "kubeSchedulerRecording": False,
-                     "etcd": False, "kubeProxy": False}
+    assert rules == {
+        "kubeControllerManager": False,
+        "kubeSchedulerAlerting": False,
+        "kubeSchedulerRecording": False,
+        "etcd": False,
+        "kubeProxy": False,
+    }
     assert "kubeApiServer" not in values and "kubelet" not in values, "what EKS does expose is still scraped"
 
 
 def test_a_monitoring_without_a_receiver_is_an_error(
-        on_cluster: Callable[[Callable[[pulumi.ResourceOptions], object]], Render]) -> None:
+    on_cluster: Callable[[Callable[[pulumi.ResourceOptions], object]], Render],
+) -> None:
     with pytest.raises(ValueError, match="Monitoring has no alert receiver"):
         alertmanager_config(MonitoringArgs())
     with pytest.raises(ProgramError, match=r"Monitoring has no alert receiver: set MonitoringArgs\.sns_topic_arn"):
@@ -381,10 +408,16 @@ def test_opting_out_of_a_receiver_keeps_upstreams_null_route(monitoring_values: 
     assert values["alertmanager"]["serviceAccount"]["annotations"] == {}
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ({"sns_topic_arn": TOPIC}, "sns_topic_arn needs alertmanager_role_arn"),
-    ({"alertmanager_role_arn": ROLE, "receiver": PAGERDUTY}, "alertmanager_role_arn is set but sns_topic_arn is not"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"sns_topic_arn": TOPIC}, "sns_topic_arn needs alertmanager_role_arn"),
+        (
+            {"alertmanager_role_arn": ROLE, "receiver": PAGERDUTY},
+            "alertmanager_role_arn is set but sns_topic_arn is not",
+        ),
+    ],
+)
 def test_the_topic_and_the_irsa_role_go_together(args: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         alertmanager_config(MonitoringArgs(**args))
@@ -397,8 +430,9 @@ def test_a_receiver_of_your_own_gets_every_alert(monitoring_values: RenderMonito
     assert receivers_of(parsed.route, PAGED) == ["oncall"]
     assert receivers_of(parsed.route, {"alertname": "Watchdog"}) == ["null"]
     assert PAGERDUTY in config["receivers"] and not [r for r in config["receivers"] if r["name"] == "sns"]
-    both = validate(monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE,
-                                      receiver=PAGERDUTY)["alertmanager"]["config"])
+    both = validate(
+        monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE, receiver=PAGERDUTY)["alertmanager"]["config"]
+    )
     assert receivers_of(both.route, PAGED) == ["sns", "oncall"]
     assert receivers_of(both.route, {"alertname": "Watchdog"}) == ["null"]
 
@@ -407,12 +441,15 @@ AMTOOL = os.environ.get("AMTOOL") or shutil.which("amtool")
 
 
 # .ci/run installs amtool (Debian's prometheus-alertmanager), so in CI a missing amtool fails instead of skipping.
-@pytest.mark.skipif(AMTOOL is None and not os.environ.get("CI"),
-                    reason="amtool not installed (set AMTOOL=/path/to/amtool to run)")
+@pytest.mark.skipif(
+    AMTOOL is None and not os.environ.get("CI"), reason="amtool not installed (set AMTOOL=/path/to/amtool to run)"
+)
 def test_alertmanager_itself_accepts_the_config_and_routes_as_intended(
-        monitoring_values: RenderMonitoring, tmp_path: Path) -> None:
-    config = monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE,
-                               receiver=PAGERDUTY)["alertmanager"]["config"]
+    monitoring_values: RenderMonitoring, tmp_path: Path
+) -> None:
+    config = monitoring_values(sns_topic_arn=TOPIC, alertmanager_role_arn=ROLE, receiver=PAGERDUTY)["alertmanager"][
+        "config"
+    ]
     path = tmp_path / "alertmanager.yaml"
     path.write_text(yaml.safe_dump(config))
     assert AMTOOL is not None
@@ -420,8 +457,12 @@ def test_alertmanager_itself_accepts_the_config_and_routes_as_intended(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     def route(*labels: str) -> str:
-        out = subprocess.run([AMTOOL, "config", "routes", "test", f"--config.file={path}", *labels],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [AMTOOL, "config", "routes", "test", f"--config.file={path}", *labels],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return out.stdout.strip()
 
     assert route("alertname=Watchdog") == route("alertname=InfoInhibitor") == "null"
@@ -429,15 +470,19 @@ def test_alertmanager_itself_accepts_the_config_and_routes_as_intended(
     (sns,) = [r["sns_configs"][0] for r in config["receivers"] if r["name"] == "sns"]
     (tmp_path / "none.tmpl").write_text("")
     for template in (sns["subject"], sns["message"]):  # rendered on amtool's example data
-        rendered = subprocess.run([AMTOOL, "template", "render", f"--template.glob={tmp_path / 'none.tmpl'}",
-                                   f"--template.text={template}"], capture_output=True, text=True, check=False)
+        rendered = subprocess.run(
+            [AMTOOL, "template", "render", f"--template.glob={tmp_path / 'none.tmpl'}", f"--template.text={template}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert rendered.returncode == 0 and rendered.stdout.strip(), rendered.stderr
-
 
 
 @pytest.mark.parametrize("stack_name", ["production", "dev"])
 def test_shipped_stacks_page_the_alarm_topic_through_alertmanagers_own_role(
-        stack_name: str, request: pytest.FixtureRequest) -> None:
+    stack_name: str, request: pytest.FixtureRequest
+) -> None:
     stack: Render = request.getfixturevalue(f"{stack_name}_stack")
     (subscription, *_) = stack.by_type("aws:sns/topicSubscription:TopicSubscription")
     topic_arn = subscription.inputs["topic"]  # the alarm topic's ARN, as its subscribers see it

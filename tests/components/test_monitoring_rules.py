@@ -193,7 +193,7 @@ def test_status_label_is_the_numeric_code_so_5xx_matches(exposition: Exposition)
     [
         ("up", {"up"}),
         (
-            'histogram_quantile(0.99, sum by (model_service, track, le) '
+            "histogram_quantile(0.99, sum by (model_service, track, le) "
             '(rate(http_duration_seconds_bucket{route=~"/predict|mlplat_fake_total", job="x"}[5m]))) > 0.25',
             {"http_duration_seconds_bucket"},
         ),

@@ -85,9 +85,13 @@ def test_subnets_carry_the_eks_discovery_tags(production_stack: Render) -> None:
 
 def test_interface_endpoints_follow_the_knob(production_stack: Render, dev_stack: Render) -> None:
     def services(stack: Render, kind: str) -> set[str]:
-        return {e.inputs["serviceName"].rsplit(".", 1)[-1] if kind == "Gateway" else
-                e.inputs["serviceName"].split("us-east-1.", 1)[1]
-                for e in stack.by_type(ENDPOINT) if e.inputs["vpcEndpointType"] == kind}
+        return {
+            e.inputs["serviceName"].rsplit(".", 1)[-1]
+            if kind == "Gateway"
+            else e.inputs["serviceName"].split("us-east-1.", 1)[1]
+            for e in stack.by_type(ENDPOINT)
+            if e.inputs["vpcEndpointType"] == kind
+        }
 
     assert services(production_stack, "Gateway") == {"s3"}
     assert services(production_stack, "Interface") == {"ecr.api", "ecr.dkr", "sts", "logs"}
@@ -100,8 +104,11 @@ def test_interface_endpoints_follow_the_knob(production_stack: Render, dev_stack
 
 
 def test_endpoint_security_group_admits_https_from_the_vpc_only(production_stack: Render) -> None:
-    (rule,) = [r for r in production_stack.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-               if "mlplat:network:Network$" in r.urn]
+    (rule,) = [
+        r
+        for r in production_stack.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if "mlplat:network:Network$" in r.urn
+    ]
     assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (443, 443, "tcp")
     assert rule.inputs["cidrIpv4"] == "10.20.0.0/16"
 
@@ -133,8 +140,17 @@ def test_vpc_has_dns_support(production_stack: Render) -> None:
 
 def test_explicit_azs_and_two_az_network_render(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        Network("n", NetworkArgs(cidr_block="10.1.0.0/20", az_count=2, availability_zones=["eu-west-1a", "eu-west-1c"],
-                                 nat="single", interface_endpoints=False, region="eu-west-1"))
+        Network(
+            "n",
+            NetworkArgs(
+                cidr_block="10.1.0.0/20",
+                az_count=2,
+                availability_zones=["eu-west-1a", "eu-west-1c"],
+                nat="single",
+                interface_endpoints=False,
+                region="eu-west-1",
+            ),
+        )
 
     stack = render_program(program)
     assert {s.inputs["availabilityZone"] for s in stack.by_type(SUBNET)} == {"eu-west-1a", "eu-west-1c"}
@@ -149,8 +165,16 @@ def test_explicit_azs_and_two_az_network_render(render_program: Callable[..., Re
         ({"nat": "none"}, "'single' or 'per_az'"),
         ({"cidr_block": "10.0.0.0/24"}, "AWS subnets must be /28 or larger"),
         ({"availability_zones": ["a", "b"]}, "availabilityZones lists 2 zones but azCount is 3"),
-        ({"subnet_cidrs": {"public": ["10.0.0.0/24"] * 3, "private": ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"],
-                           "database": ["10.0.4.0/24", "10.0.5.0/24", "10.0.6.0/24"]}}, "overlaps"),
+        (
+            {
+                "subnet_cidrs": {
+                    "public": ["10.0.0.0/24"] * 3,
+                    "private": ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"],
+                    "database": ["10.0.4.0/24", "10.0.5.0/24", "10.0.6.0/24"],
+                }
+            },
+            "overlaps",
+        ),
     ],
 )
 def test_network_args_reject_bad_layouts(kwargs: dict, message: str) -> None:

@@ -34,22 +34,34 @@ IMAGES = {"serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1"}
 
 
 def service(canary: bool) -> ModelServiceSpec:
-    return ModelServiceSpec(model_uri="models:/digits@champion",
-                            canary=Canary(model_uri="models:/digits@challenger", weight=10) if canary else None)
+    return ModelServiceSpec(
+        model_uri="models:/digits@champion",
+        canary=Canary(model_uri="models:/digits@challenger", weight=10) if canary else None,
+    )
 
 
 def platform(pipeline_role_arn: str | None = ROLE_ARN) -> Render:
     def program() -> None:
-        provider = aws.Provider("aws", region="us-east-1", default_tags=aws.ProviderDefaultTagsArgs(tags={
-            "project": "mlplat", "environment": "test", "owner": "ml", "cost-center": "ml"}))
-        MlPlatform("mlp", MlPlatformArgs(
-            region="us-east-1", network=NetworkArgs(nat="single", interface_endpoints=False),
-            cluster=ClusterSpec(),
-            registry=ContainerRegistryArgs(images=IMAGES),
-            services={"digits": service(canary=True), "iris": service(canary=False)},
-            monitoring=MonitoringSpec(alerts_receiver_optional=True),
-            pipeline_role_arn=pipeline_role_arn,
-        ), opts=pulumi.ResourceOptions(providers=[provider]))
+        provider = aws.Provider(
+            "aws",
+            region="us-east-1",
+            default_tags=aws.ProviderDefaultTagsArgs(
+                tags={"project": "mlplat", "environment": "test", "owner": "ml", "cost-center": "ml"}
+            ),
+        )
+        MlPlatform(
+            "mlp",
+            MlPlatformArgs(
+                region="us-east-1",
+                network=NetworkArgs(nat="single", interface_endpoints=False),
+                cluster=ClusterSpec(),
+                registry=ContainerRegistryArgs(images=IMAGES),
+                services={"digits": service(canary=True), "iris": service(canary=False)},
+                monitoring=MonitoringSpec(alerts_receiver_optional=True),
+                pipeline_role_arn=pipeline_role_arn,
+            ),
+            opts=pulumi.ResourceOptions(providers=[provider]),
+        )
 
     return render(program, project="mlplat", stack="test")
 
@@ -61,14 +73,20 @@ def stack() -> Render:
 
 def roles(stack: Render) -> dict[str, list[dict[str, Any]]]:
     """namespace -> rules of the pipeline's Role there."""
-    return {r.inputs["metadata"]["namespace"]: r.inputs["rules"]
-            for r in stack.by_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
-            if r.inputs["metadata"]["name"] == PIPELINE_ROLE_NAME}
+    return {
+        r.inputs["metadata"]["namespace"]: r.inputs["rules"]
+        for r in stack.by_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+        if r.inputs["metadata"]["name"] == PIPELINE_ROLE_NAME
+    }
 
 
 def allows(rules: list[dict[str, Any]], resource: str, verb: str, name: str | None) -> bool:
-    return any(resource in rule["resources"] and verb in rule["verbs"]
-               and (not rule.get("resourceNames") or name in rule["resourceNames"]) for rule in rules)
+    return any(
+        resource in rule["resources"]
+        and verb in rule["verbs"]
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
+        for rule in rules
+    )
 
 
 def test_the_role_maps_to_a_group_with_no_eks_access_policy(stack: Render) -> None:
@@ -85,8 +103,11 @@ def test_only_the_canary_deployments_and_prometheus_are_reachable(stack: Render)
     by_namespace = roles(stack)
     assert set(by_namespace) == {"serving", "monitoring"}
     serving, monitoring = by_namespace["serving"], by_namespace["monitoring"]
-    canaries = [d.inputs["metadata"]["name"] for d in stack.by_type("kubernetes:apps/v1:Deployment")
-                if d.inputs["metadata"]["name"].endswith("-canary")]
+    canaries = [
+        d.inputs["metadata"]["name"]
+        for d in stack.by_type("kubernetes:apps/v1:Deployment")
+        if d.inputs["metadata"]["name"].endswith("-canary")
+    ]
     assert canaries == ["mlp-digits-canary"]  # iris has no canary, so nothing of iris is granted
     deployments = next(rule for rule in serving if rule["resources"] == ["deployments"])
     assert deployments["resourceNames"] == canaries and deployments["apiGroups"] == ["apps"]
@@ -96,20 +117,29 @@ def test_only_the_canary_deployments_and_prometheus_are_reachable(stack: Render)
     assert services["resourceNames"] == [PROMETHEUS_SERVICE] and services["verbs"] == ["get"]
     for rules in by_namespace.values():
         granted = {(resource, verb) for rule in rules for resource in rule["resources"] for verb in rule["verbs"]}
-        assert not any(resource in ("secrets", "configmaps", "*") or verb in ("*", "delete", "update", "escalate",
-                                                                              "bind", "impersonate")
-                       for resource, verb in granted)
+        assert not any(
+            resource in ("secrets", "configmaps", "*")
+            or verb in ("*", "delete", "update", "escalate", "bind", "impersonate")
+            for resource, verb in granted
+        )
 
 
 def test_each_role_is_bound_to_the_access_entrys_group_in_its_namespace(stack: Render) -> None:
-    bindings = [b for b in stack.by_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
-                if b.inputs["metadata"]["name"] == PIPELINE_ROLE_NAME]
+    bindings = [
+        b
+        for b in stack.by_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+        if b.inputs["metadata"]["name"] == PIPELINE_ROLE_NAME
+    ]
     assert {b.inputs["metadata"]["namespace"] for b in bindings} == {"serving", "monitoring"}
     for binding in bindings:
-        assert binding.inputs["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                             "name": PIPELINE_ROLE_NAME}
-        assert binding.inputs["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                                               "name": PIPELINE_GROUP}]
+        assert binding.inputs["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": PIPELINE_ROLE_NAME,
+        }
+        assert binding.inputs["subjects"] == [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": PIPELINE_GROUP}
+        ]
         assert stack.one("aws:eks/accessEntry:AccessEntry").urn in binding.options["depends_on"]
 
 
@@ -124,8 +154,11 @@ KUBECTL: dict[tuple[str, str], tuple[tuple[str, tuple[str, ...]], ...]] = {
     ("get", "svc"): (("services", ("get",)),),
     # the Service, the pods its selector picks, the chosen pod, then the stream (`get` over WebSockets up to
     # Kubernetes 1.34, `create` from 1.35 and over SPDY)
-    ("port-forward", "svc"): (("services", ("get",)), ("pods", ("list", "get")),
-                              ("pods/portforward", ("get", "create"))),
+    ("port-forward", "svc"): (
+        ("services", ("get",)),
+        ("pods", ("list", "get")),
+        ("pods/portforward", ("get", "create")),
+    ),
 }
 
 
@@ -180,21 +213,30 @@ def test_every_kubectl_command_of_the_workflow_is_allowed_and_nothing_else_is_gr
 def test_no_pipeline_role_no_access(stack: Render) -> None:
     bare = platform(pipeline_role_arn=None)
     assert not bare.by_type("aws:eks/accessEntry:AccessEntry")
-    assert not [r for r in bare.by_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
-                if r.inputs["metadata"]["name"] == PIPELINE_ROLE_NAME]
+    assert not [
+        r
+        for r in bare.by_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+        if r.inputs["metadata"]["name"] == PIPELINE_ROLE_NAME
+    ]
 
 
 def test_the_pipeline_access_passes_the_mandatory_rules_and_contracts(stack: Render) -> None:
-    findings = [f for f in check_render(stack.to_json(), "production")
-                if "pipeline" in f.resource and f.enforcement == "mandatory"]
+    findings = [
+        f
+        for f in check_render(stack.to_json(), "production")
+        if "pipeline" in f.resource and f.enforcement == "mandatory"
+    ]
     assert findings == []
 
 
-@pytest.mark.parametrize(("kwargs", "problem"), [
-    ({"role_arn": "github-pipeline"}, "expected an IAM role ARN"),
-    ({"role_arn": ROLE_ARN, "canary_deployments": "x-canary", "service_namespace": "serving"}, "not one string"),
-    ({"role_arn": ROLE_ARN, "canary_deployments": ["x-canary"]}, "needs service_namespace"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"role_arn": "github-pipeline"}, "expected an IAM role ARN"),
+        ({"role_arn": ROLE_ARN, "canary_deployments": "x-canary", "service_namespace": "serving"}, "not one string"),
+        ({"role_arn": ROLE_ARN, "canary_deployments": ["x-canary"]}, "needs service_namespace"),
+    ],
+)
 def test_args_are_validated(kwargs: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         PipelineAccessArgs(cluster_name="c", **kwargs)

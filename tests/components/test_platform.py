@@ -19,8 +19,11 @@ from mlplat.components.tracking import TrackingArgs, TrackingSpec
 from mlplat.components.training_job import TrainingJobArgs, TrainingJobSpec
 from mlplat.infra.engine import ProgramError, Render
 
-IMAGES = {"serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1", "training": "123.dkr.ecr/training:1",
-          "tracking": "123.dkr.ecr/tracking:1"}
+IMAGES = {
+    "serving": "123.dkr.ecr.us-east-1.amazonaws.com/serving:1",
+    "training": "123.dkr.ecr/training:1",
+    "tracking": "123.dkr.ecr/tracking:1",
+}
 
 
 def platform_args(**overrides: object) -> MlPlatformArgs:
@@ -30,8 +33,11 @@ def platform_args(**overrides: object) -> MlPlatformArgs:
         "cluster": ClusterSpec(),
         "registry": ContainerRegistryArgs(images=IMAGES, cuda_images={"training": "123.dkr.ecr/training:1-cuda"}),
         "tracking": TrackingSpec(),
-        "services": {"digits": ModelServiceSpec(model_uri="models:/digits@champion",
-                                                canary=Canary(model_uri="models:/digits@challenger", weight=10))},
+        "services": {
+            "digits": ModelServiceSpec(
+                model_uri="models:/digits@champion", canary=Canary(model_uri="models:/digits@challenger", weight=10)
+            )
+        },
         "training_jobs": {"digits": TrainingJobSpec(nodes=2)},
     }
     return MlPlatformArgs(**{**base, **overrides})  # type: ignore[arg-type]
@@ -54,19 +60,23 @@ def env(container: dict) -> dict[str, str]:
 
 def test_the_cluster_runs_in_the_networks_private_subnets(platform: Render) -> None:
     cluster = platform.one("eks:index:Cluster")
-    private = {s.id for s in platform.by_type("aws:ec2/subnet:Subnet")
-               if s.inputs["tags"]["mlplat.io/tier"] == "private"}
+    private = {
+        s.id for s in platform.by_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["mlplat.io/tier"] == "private"
+    }
     assert set(cluster.inputs["privateSubnetIds"]) == private
     assert cluster.inputs["vpcId"] == platform.one("aws:ec2/vpc:Vpc").id
 
 
 def test_tracking_database_sits_in_the_database_subnets_and_admits_the_cluster(platform: Render) -> None:
-    database = {s.id for s in platform.by_type("aws:ec2/subnet:Subnet")
-                if s.inputs["tags"]["mlplat.io/tier"] == "database"}
+    database = {
+        s.id for s in platform.by_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["mlplat.io/tier"] == "database"
+    }
     assert set(platform.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"]) == database
-    sources = {r.inputs.get("referencedSecurityGroupId")
-               for r in platform.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-               if r.inputs.get("fromPort") == 5432}
+    sources = {
+        r.inputs.get("referencedSecurityGroupId")
+        for r in platform.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs.get("fromPort") == 5432
+    }
     assert sources and all(s and s.startswith("sg-") for s in sources)
 
 
@@ -90,8 +100,9 @@ def test_services_and_jobs_get_images_tracking_and_scoped_roles(platform: Render
     # The job requests a GPU (TrainingJobArgs' default): it runs the CUDA build of the trainer.
     assert trainer["image"] == "123.dkr.ecr/training:1-cuda" and env(trainer)["MLFLOW_TRACKING_URI"] == tracking_uri
     bucket = platform.one("aws:s3/bucket:Bucket").id
-    checkpoint = json.loads(platform.one("aws:iam/rolePolicy:RolePolicy", "mlp-artifacts-write-train-digits")
-                            .inputs["policy"])
+    checkpoint = json.loads(
+        platform.one("aws:iam/rolePolicy:RolePolicy", "mlp-artifacts-write-train-digits").inputs["policy"]
+    )
     assert checkpoint["Statement"][0]["Resource"] == [f"arn:aws:s3:::{bucket}/checkpoints/digits/*"]
     read = json.loads(platform.one("aws:iam/rolePolicy:RolePolicy", "mlp-artifacts-read-serve-digits").inputs["policy"])
     assert "s3:PutObject" not in read["Statement"][0]["Action"]
@@ -100,8 +111,11 @@ def test_services_and_jobs_get_images_tracking_and_scoped_roles(platform: Render
 
 
 def test_irsa_roles_trust_exactly_their_service_accounts(platform: Render) -> None:
-    sa = next(r.inputs for r in platform.by_type("kubernetes:core/v1:ServiceAccount")
-              if "mlplat:serving:ModelService$" in r.urn)
+    sa = next(
+        r.inputs
+        for r in platform.by_type("kubernetes:core/v1:ServiceAccount")
+        if "mlplat:serving:ModelService$" in r.urn
+    )
     role_arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     role = next(r for r in platform.by_type("aws:iam/role:Role") if role_arn.endswith("/" + r.id))
     (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
@@ -129,10 +143,17 @@ def test_a_service_without_an_image_is_a_clear_error(render_program: Callable[..
     with pytest.raises(ProgramError, match=r"MlPlatformArgs.services needs a 'serving' image"):
         render_program(program)
 
-    with pytest.raises(ProgramError, match=r"MlPlatformArgs.tracking needs a 'tracking' image: set registry "
-                                           r"images\['tracking'\]"):
-        render_program(lambda: MlPlatform("mlp", platform_args(
-            registry=ContainerRegistryArgs(images={"serving": "s:1"}), training_jobs={}, services={})))
+    with pytest.raises(
+        ProgramError,
+        match=r"MlPlatformArgs.tracking needs a 'tracking' image: set registry "
+        r"images\['tracking'\]",
+    ):
+        render_program(
+            lambda: MlPlatform(
+                "mlp",
+                platform_args(registry=ContainerRegistryArgs(images={"serving": "s:1"}), training_jobs={}, services={}),
+            )
+        )
 
 
 def test_a_workload_may_use_an_mlflow_of_its_own(render_program: Callable[..., Render]) -> None:
@@ -142,12 +163,19 @@ def test_a_workload_may_use_an_mlflow_of_its_own(render_program: Callable[..., R
 
     def program() -> None:
         provider = aws.Provider("aws", region="us-east-1")
-        MlPlatform("mlp", platform_args(
-            services={"digits": ModelServiceSpec(model_uri="models:/digits@champion"),
-                      "fraud": ModelServiceSpec(model_uri="models:/fraud@champion", tracking_uri=theirs)},
-            training_jobs={"fraud": TrainingJobSpec(tracking_uri=theirs,
-                                                    config={"registry": {"model_name": "fraud"}})}),
-            opts=pulumi.ResourceOptions(providers=[provider]))
+        MlPlatform(
+            "mlp",
+            platform_args(
+                services={
+                    "digits": ModelServiceSpec(model_uri="models:/digits@champion"),
+                    "fraud": ModelServiceSpec(model_uri="models:/fraud@champion", tracking_uri=theirs),
+                },
+                training_jobs={
+                    "fraud": TrainingJobSpec(tracking_uri=theirs, config={"registry": {"model_name": "fraud"}})
+                },
+            ),
+            opts=pulumi.ResourceOptions(providers=[provider]),
+        )
 
     stack = render_program(program)
     ours = "http://mlflow.mlflow.svc.cluster.local:5000"
@@ -167,12 +195,28 @@ def test_a_workload_may_use_an_mlflow_of_its_own(render_program: Callable[..., R
 def test_the_specs_hold_no_wiring_and_the_platform_no_placeholder() -> None:
     assert not hasattr(platform_module, "PLATFORM") and not hasattr(platform_module, "wired")
     for spec, args, wiring in [
-        (TrackingSpec, TrackingArgs, {"vpc_id", "database_subnet_ids", "client_security_group_ids", "artifacts_uri",
-                                      "service_account_role_arn"}),
-        (ModelServiceSpec, ModelServiceArgs, {"namespace", "image", "tracking_credentials_secret",
-                                              "service_account_role_arn"}),
-        (TrainingJobSpec, TrainingJobArgs, {"namespace", "image", "checkpoint_uri", "tracking_credentials_secret",
-                                            "service_account_role_arn", "image_cuda"}),
+        (
+            TrackingSpec,
+            TrackingArgs,
+            {"vpc_id", "database_subnet_ids", "client_security_group_ids", "artifacts_uri", "service_account_role_arn"},
+        ),
+        (
+            ModelServiceSpec,
+            ModelServiceArgs,
+            {"namespace", "image", "tracking_credentials_secret", "service_account_role_arn"},
+        ),
+        (
+            TrainingJobSpec,
+            TrainingJobArgs,
+            {
+                "namespace",
+                "image",
+                "checkpoint_uri",
+                "tracking_credentials_secret",
+                "service_account_role_arn",
+                "image_cuda",
+            },
+        ),
     ]:
         assert set(args.model_fields) - set(spec.model_fields) == wiring, spec.__name__
         assert issubclass(args, spec)
@@ -183,15 +227,17 @@ def test_no_placeholder_reaches_a_render(production_stack: Render) -> None:
     assert "<wired by MlPlatform>" not in rendered and "wired by" not in rendered
 
 
-def test_cpu_jobs_run_the_cpu_build_and_tracking_runs_the_tracking_image(
-        render_program: Callable[..., Render]) -> None:
+def test_cpu_jobs_run_the_cpu_build_and_tracking_runs_the_tracking_image(render_program: Callable[..., Render]) -> None:
     from mlplat.components.pods import Resources
 
     def program() -> None:
         provider = aws.Provider("aws", region="us-east-1")
         jobs = {"small": TrainingJobSpec(resources=Resources(cpu="1", memory="2Gi"))}
-        MlPlatform("mlp", platform_args(training_jobs=jobs, registry=ContainerRegistryArgs(default_tag="7")),
-                   opts=pulumi.ResourceOptions(providers=[provider]))
+        MlPlatform(
+            "mlp",
+            platform_args(training_jobs=jobs, registry=ContainerRegistryArgs(default_tag="7")),
+            opts=pulumi.ResourceOptions(providers=[provider]),
+        )
 
     stack = render_program(program)
     trainer = stack.one("kubernetes:batch/v1:Job").inputs["spec"]["template"]["spec"]["containers"][0]
@@ -207,11 +253,25 @@ def test_workloads_wait_for_nodes_and_the_load_balancer_controller(platform: Ren
     controller = platform.one("kubernetes:helm.sh/v3:Release", "mlp-aws-load-balancer-controller").urn
     node_groups = {r.urn for r in platform.by_type("aws:eks/nodeGroup:NodeGroup")}
     assert node_groups
-    waiting = [r for r in platform.resources if r.type in (
-        "kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress", "kubernetes:apps/v1:Deployment",
-        "kubernetes:batch/v1:Job", "kubernetes:helm.sh/v3:Release") and r.urn != controller]
-    assert {r.type for r in waiting} >= {"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress",
-                                         "kubernetes:batch/v1:Job", "kubernetes:helm.sh/v3:Release"}
+    waiting = [
+        r
+        for r in platform.resources
+        if r.type
+        in (
+            "kubernetes:core/v1:Service",
+            "kubernetes:networking.k8s.io/v1:Ingress",
+            "kubernetes:apps/v1:Deployment",
+            "kubernetes:batch/v1:Job",
+            "kubernetes:helm.sh/v3:Release",
+        )
+        and r.urn != controller
+    ]
+    assert {r.type for r in waiting} >= {
+        "kubernetes:core/v1:Service",
+        "kubernetes:networking.k8s.io/v1:Ingress",
+        "kubernetes:batch/v1:Job",
+        "kubernetes:helm.sh/v3:Release",
+    }
     for record in waiting:
         deps = set(record.options["depends_on"])
         assert node_groups <= deps, record.name

@@ -16,8 +16,11 @@ REPO = "aws:ecr/repository:Repository"
 
 def test_repositories_scan_on_push_with_immutable_tags_and_kms(production_stack: Render) -> None:
     repos = production_stack.by_type(REPO)
-    assert sorted(r.inputs["name"] for r in repos) == ["mlplat-production/serving", "mlplat-production/tracking",
-                                                       "mlplat-production/training"]
+    assert sorted(r.inputs["name"] for r in repos) == [
+        "mlplat-production/serving",
+        "mlplat-production/tracking",
+        "mlplat-production/training",
+    ]
     for repo in repos:
         assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
         assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
@@ -39,11 +42,17 @@ def test_no_image_build_unless_switched_on(production_stack: Render) -> None:
 
 def test_image_build_pushes_to_the_repository_with_ecr_credentials(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        reg = ContainerRegistry("reg", ContainerRegistryArgs(
-            repositories=["serving"],
-            builds={"serving": ImageBuild(context=".", dockerfile="serving/Dockerfile", tag="1.2.3",
-                                          build_args={"BASE": "cuda"})},
-        ))
+        reg = ContainerRegistry(
+            "reg",
+            ContainerRegistryArgs(
+                repositories=["serving"],
+                builds={
+                    "serving": ImageBuild(
+                        context=".", dockerfile="serving/Dockerfile", tag="1.2.3", build_args={"BASE": "cuda"}
+                    )
+                },
+            ),
+        )
         pulumi.export("uri", reg.image_uris["serving"])
 
     stack = render_program(program)
@@ -72,10 +81,13 @@ def test_builds_for_unknown_repositories_are_rejected() -> None:
 
 def test_training_has_a_cuda_build_beside_the_cpu_one(render_program: Callable[..., Render]) -> None:
     def program() -> None:
-        reg = ContainerRegistry("reg", ContainerRegistryArgs(
-            builds={"training": ImageBuild(context=".", dockerfile="training/Dockerfile", tag="1.2.3")},
-            default_tag="1.2.3",
-        ))
+        reg = ContainerRegistry(
+            "reg",
+            ContainerRegistryArgs(
+                builds={"training": ImageBuild(context=".", dockerfile="training/Dockerfile", tag="1.2.3")},
+                default_tag="1.2.3",
+            ),
+        )
         pulumi.export("cpu", reg.image_uris["training"])
         pulumi.export("cuda", reg.cuda_image_uris["training"])
         pulumi.export("serving", reg.image_uris["serving"])
@@ -94,11 +106,13 @@ def test_training_has_a_cuda_build_beside_the_cpu_one(render_program: Callable[.
 
 
 def test_without_a_build_the_cuda_variant_is_the_pushed_tag_or_a_given_uri(
-        render_program: Callable[..., Render]) -> None:
+    render_program: Callable[..., Render],
+) -> None:
     def program() -> None:
         tagged = ContainerRegistry("tagged", ContainerRegistryArgs(name_prefix="a", default_tag="2.0.0"))
-        given = ContainerRegistry("given", ContainerRegistryArgs(name_prefix="b",
-                                                                 cuda_images={"training": "example/train:9-cuda"}))
+        given = ContainerRegistry(
+            "given", ContainerRegistryArgs(name_prefix="b", cuda_images={"training": "example/train:9-cuda"})
+        )
         pulumi.export("tagged", tagged.cuda_image_uris["training"])
         pulumi.export("given", given.cuda_image_uris["training"])
 

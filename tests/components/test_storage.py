@@ -45,8 +45,12 @@ def test_bucket_is_versioned_and_kms_encrypted_with_a_bucket_key(production_stac
 
 
 def test_lifecycle_tiers_and_expires_noncurrent_versions(production_stack: Render) -> None:
-    rules = {r["id"]: r for r in production_stack.one(
-        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    rules = {
+        r["id"]: r
+        for r in production_stack.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs[
+            "rules"
+        ]
+    }
     noncurrent = rules["noncurrent-versions"]
     assert noncurrent["noncurrentVersionTransitions"] == [{"noncurrentDays": 30, "storageClass": "GLACIER"}]
     assert noncurrent["noncurrentVersionExpiration"] == {"noncurrentDays": 365}
@@ -95,8 +99,10 @@ def test_grant_write_adds_put_and_kms_data_keys(render_program: Callable[..., Re
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"force_destroy": True, "protect": True}, "contradicts"),
-     ({"noncurrent_to_glacier_days": 90, "noncurrent_expire_days": 30}, "must be greater than")],
+    [
+        ({"force_destroy": True, "protect": True}, "contradicts"),
+        ({"noncurrent_to_glacier_days": 90, "noncurrent_expire_days": 30}, "must be greater than"),
+    ],
 )
 def test_artifact_store_args_reject_contradictions(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -40,9 +40,13 @@ ALB_HOST = "internal-k8s-mlflow-abc123-1234567890.us-east-1.elb.amazonaws.com"
 
 def tracking_args(**overrides: Any) -> TrackingArgs:
     base: dict[str, Any] = dict(
-        vpc_id="vpc-0abc", database_subnet_ids=["subnet-a", "subnet-b", "subnet-c"],
-        client_security_group_ids=["sg-nodes"], artifacts_uri="s3://artifacts-bucket/mlflow", image=IMAGE,
-        service_account_role_arn="arn:aws:iam::1:role/mlflow")
+        vpc_id="vpc-0abc",
+        database_subnet_ids=["subnet-a", "subnet-b", "subnet-c"],
+        client_security_group_ids=["sg-nodes"],
+        artifacts_uri="s3://artifacts-bucket/mlflow",
+        image=IMAGE,
+        service_account_role_arn="arn:aws:iam::1:role/mlflow",
+    )
     return TrackingArgs(**{**base, **overrides})
 
 
@@ -95,8 +99,9 @@ def test_production_database_is_multi_az_encrypted_private_and_protected(trackin
 
 
 def test_dev_database_can_be_cheap(tracking: Callable[..., Render]) -> None:
-    db = tracking(multi_az=False, deletion_protection=False, backup_retention_days=1, final_snapshot=False,
-                  protect=False).one("aws:rds/instance:Instance")
+    db = tracking(
+        multi_az=False, deletion_protection=False, backup_retention_days=1, final_snapshot=False, protect=False
+    ).one("aws:rds/instance:Instance")
     assert db.inputs["multiAz"] is False and db.inputs["skipFinalSnapshot"] is True
     assert "finalSnapshotIdentifier" not in db.inputs and not db.options["protect"]
 
@@ -108,7 +113,8 @@ def test_security_group_admits_only_the_cluster_on_5432(tracking: Callable[..., 
     assert (rule.inputs["fromPort"], rule.inputs["toPort"]) == (5432, 5432)
     assert "cidrIpv4" not in rule.inputs
     assert stack.one("aws:rds/instance:Instance").inputs["vpcSecurityGroupIds"] == [
-        stack.one("aws:ec2/securityGroup:SecurityGroup").id]
+        stack.one("aws:ec2/securityGroup:SecurityGroup").id
+    ]
 
 
 def test_password_never_appears_in_plain_text(tracking: Callable[..., Render]) -> None:
@@ -119,8 +125,10 @@ def test_password_never_appears_in_plain_text(tracking: Callable[..., Render]) -
     assert stack.outputs["backend"] == MASK
     # The mock's generated password is derived from the resource name; it must not leak anywhere.
     from mlplat.infra.mock_outputs import MockOutputs
-    _, generated = MockOutputs("mlplat", "test").outputs("random:index/randomPassword:RandomPassword",
-                                                         "tracking-db-password", {"length": 32})
+
+    _, generated = MockOutputs("mlplat", "test").outputs(
+        "random:index/randomPassword:RandomPassword", "tracking-db-password", {"length": 32}
+    )
     assert generated["result"]["value"] not in stack.dumps()
 
 
@@ -154,19 +162,24 @@ def test_database_args_are_validated() -> None:
 # -- the image (issue 14, item 1) -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("image", [
-    "ghcr.io/mlflow/mlflow:v3.17.2",
-    "ghcr.io/mlflow/mlflow",
-    "ghcr.io/mlflow/mlflow:latest",
-    "GHCR.IO/mlflow/mlflow:v3.17.2@sha256:" + "0" * 64,
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "ghcr.io/mlflow/mlflow:v3.17.2",
+        "ghcr.io/mlflow/mlflow",
+        "ghcr.io/mlflow/mlflow:latest",
+        "GHCR.IO/mlflow/mlflow:v3.17.2@sha256:" + "0" * 64,
+    ],
+)
 def test_the_core_official_mlflow_image_is_refused_with_what_to_use(image: str) -> None:
     with pytest.raises(ValueError, match=r"TrackingArgs\.image=.*without psycopg2.*or boto3.*tracking/Dockerfile"):
         tracking_args(image=image)
 
 
-@pytest.mark.parametrize("image", [IMAGE, "ghcr.io/mlflow/mlflow:v3.17.2-full", "registry.local:5000/mlflow:v3.17.2",
-                                   "registry.local:5000/mlflow"])
+@pytest.mark.parametrize(
+    "image",
+    [IMAGE, "ghcr.io/mlflow/mlflow:v3.17.2-full", "registry.local:5000/mlflow:v3.17.2", "registry.local:5000/mlflow"],
+)
 def test_images_with_the_driver_or_of_unknown_content_are_accepted(image: str) -> None:
     assert tracking_args(image=image).image == image
 
@@ -177,8 +190,9 @@ def test_an_image_is_required(on_cluster: Callable[..., Render]) -> None:
         on_cluster(lambda opts: Tracking("tracking", tracking_args(image=None), opts=opts))
 
 
-def test_an_image_output_is_used_and_checked_once_known(on_cluster: Callable[..., Render],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_image_output_is_used_and_checked_once_known(
+    on_cluster: Callable[..., Render], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # (A render that fails inside an Output leaks its error into the next render in this process, so the check
     # on an Output's value is observed rather than provoked.)
     checked: list[str] = []
@@ -189,8 +203,9 @@ def test_an_image_output_is_used_and_checked_once_known(on_cluster: Callable[...
         return original(image)
 
     monkeypatch.setattr(tracking_module, "check_image", check)
-    stack = on_cluster(lambda opts: Tracking("tracking", tracking_args(image=pulumi.Output.from_input(IMAGE)),
-                                             opts=opts))
+    stack = on_cluster(
+        lambda opts: Tracking("tracking", tracking_args(image=pulumi.Output.from_input(IMAGE)), opts=opts)
+    )
     assert {c["image"] for c in containers(stack)} == {IMAGE}
     assert checked == [IMAGE]
 
@@ -206,7 +221,12 @@ def test_the_backend_uri_gives_sqlalchemy_back_the_exact_password(password: str)
     url = make_url(backend_store_uri(password, "tracking-db.abc.us-east-1.rds.amazonaws.com"))
     assert url.password == password
     assert (url.drivername, url.username, url.host, url.port, url.database) == (
-        "postgresql+psycopg2", "mlflow", "tracking-db.abc.us-east-1.rds.amazonaws.com", 5432, "mlflow")
+        "postgresql+psycopg2",
+        "mlflow",
+        "tracking-db.abc.us-east-1.rds.amazonaws.com",
+        5432,
+        "mlflow",
+    )
     assert dict(url.query) == {"sslmode": "require"}
 
 
@@ -247,8 +267,10 @@ def test_the_rendered_backend_uri_encodes_the_generated_password_and_stays_secre
 def test_the_backend_uri_never_reaches_a_container_command_line(tracking: Callable[..., Render]) -> None:
     stack = tracking()
     from mlplat.infra.mock_outputs import MockOutputs
-    _, generated = MockOutputs("mlplat", "test").outputs("random:index/randomPassword:RandomPassword",
-                                                         "tracking-db-password", {"length": 32})
+
+    _, generated = MockOutputs("mlplat", "test").outputs(
+        "random:index/randomPassword:RandomPassword", "tracking-db-password", {"length": 32}
+    )
     found = containers(stack)
     assert [c["name"] for c in found] == ["db-upgrade", "auth-bootstrap", "mlflow"]
     for container in found:
@@ -259,8 +281,9 @@ def test_the_backend_uri_never_reaches_a_container_command_line(tracking: Callab
         assert "value" not in backend
 
 
-def test_mlflow_server_takes_the_backend_uri_from_the_env_var(tracking: Callable[..., Render],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_server_takes_the_backend_uri_from_the_env_var(
+    tracking: Callable[..., Render], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Parse the rendered argv with MLflow's own CLI (no server started).
     from click.core import ParameterSource
     from mlflow.cli import server
@@ -273,16 +296,18 @@ def test_mlflow_server_takes_the_backend_uri_from_the_env_var(tracking: Callable
     assert ctx.get_parameter_source("backend_store_uri") == ParameterSource.ENVIRONMENT
 
 
-def test_the_init_container_upgrades_the_database_named_by_the_env_var(tracking: Callable[..., Render],
-                                                                       tmp_path: Path) -> None:
+def test_the_init_container_upgrades_the_database_named_by_the_env_var(
+    tracking: Callable[..., Render], tmp_path: Path
+) -> None:
     # Run the rendered init container's command line for real, against a SQLite store.
     (upgrade, _, _) = containers(tracking())
     command = [*upgrade["command"], *upgrade.get("args", [])]
     assert command[0] == "python"
     db = tmp_path / "mlflow.db"
     env = {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{db}", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, *command[1:]], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, *command[1:]], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -291,14 +316,25 @@ def test_the_init_container_upgrades_the_database_named_by_the_env_var(tracking:
 
 # -- the Host check behind the load balancer (issue 14, item 11) ------------------------------------------------
 
-IN_CLUSTER_HOSTS = ["mlflow.mlflow.svc.cluster.local:5000", "mlflow.mlflow.svc.cluster.local", "mlflow:5000",
-                    "mlflow.mlflow:5000", "mlflow.mlflow.svc:5000"]
-FOREIGN_HOSTS = ["evil.example.com", "mlflow.evil.example.com", "elb.amazonaws.com.evil.example.com",
-                 "10.0.12.34:5000", "localhost:5000"]
+IN_CLUSTER_HOSTS = [
+    "mlflow.mlflow.svc.cluster.local:5000",
+    "mlflow.mlflow.svc.cluster.local",
+    "mlflow:5000",
+    "mlflow.mlflow:5000",
+    "mlflow.mlflow.svc:5000",
+]
+FOREIGN_HOSTS = [
+    "evil.example.com",
+    "mlflow.evil.example.com",
+    "elb.amazonaws.com.evil.example.com",
+    "10.0.12.34:5000",
+    "localhost:5000",
+]
 
 
-def test_mlflow_accepts_the_albs_name_and_the_in_cluster_names(tracking: Callable[..., Render],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_accepts_the_albs_name_and_the_in_cluster_names(
+    tracking: Callable[..., Render], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.server.security_utils import is_allowed_host_header
 
     stack = tracking({"ingress": True})
@@ -311,8 +347,9 @@ def test_mlflow_accepts_the_albs_name_and_the_in_cluster_names(tracking: Callabl
     assert spec["defaultBackend"]["service"] == {"name": "mlflow", "port": {"number": 5000}}
 
 
-def test_without_ingress_only_the_in_cluster_names_are_accepted(tracking: Callable[..., Render],
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ingress_only_the_in_cluster_names_are_accepted(
+    tracking: Callable[..., Render], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.server.security_utils import is_allowed_host_header
 
     hosts = allowed_hosts(tracking(), monkeypatch)
@@ -320,8 +357,9 @@ def test_without_ingress_only_the_in_cluster_names_are_accepted(tracking: Callab
     assert not any(is_allowed_host_header(hosts, h) for h in [ALB_HOST, *FOREIGN_HOSTS])
 
 
-def test_an_ingress_host_is_routed_and_accepted_and_nothing_else(tracking: Callable[..., Render],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_ingress_host_is_routed_and_accepted_and_nothing_else(
+    tracking: Callable[..., Render], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.server.security_utils import is_allowed_host_header
 
     stack = tracking({"ingress": True, "ingress_host": "mlflow.internal.example.com"})
@@ -333,18 +371,24 @@ def test_an_ingress_host_is_routed_and_accepted_and_nothing_else(tracking: Calla
     assert "defaultBackend" not in spec
     (rule,) = spec["rules"]
     assert rule["host"] == "mlflow.internal.example.com"
-    assert rule["http"]["paths"] == [{"path": "/", "pathType": "Prefix", "backend": {
-        "service": {"name": "mlflow", "port": {"number": 5000}}}}]
+    assert rule["http"]["paths"] == [
+        {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "mlflow", "port": {"number": 5000}}}}
+    ]
 
 
-def test_health_checks_from_the_alb_pass_mlflows_host_middleware(tracking: Callable[..., Render],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_checks_from_the_alb_pass_mlflows_host_middleware(
+    tracking: Callable[..., Render], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The ALB's health checks (and kubelet probes) send the pod IP as Host; MLflow's own middleware lets /health by.
     from mlflow.server.fastapi_security import HostValidationMiddleware
 
     stack = tracking({"ingress": True})
-    assert stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["metadata"]["annotations"][
-        "alb.ingress.kubernetes.io/healthcheck-path"] == "/health"
+    assert (
+        stack.one("kubernetes:networking.k8s.io/v1:Ingress").inputs["metadata"]["annotations"][
+            "alb.ingress.kubernetes.io/healthcheck-path"
+        ]
+        == "/health"
+    )
     middleware = HostValidationMiddleware(_ok, allowed_hosts=allowed_hosts(stack, monkeypatch))
     assert _status(middleware, "/health", "10.0.12.34:5000") == 200
     assert _status(middleware, "/api/2.0/mlflow/experiments/search", ALB_HOST) == 200
@@ -386,8 +430,9 @@ def test_ingress_host_is_validated() -> None:
 
 
 def test_only_the_named_namespaces_and_the_alb_reach_mlflow(tracking: Callable[..., Render]) -> None:
-    stack = tracking({"allowed_namespaces": ["training", "serving"], "ingress": True,
-                      "load_balancer_cidrs": ["10.0.0.0/19"]})
+    stack = tracking(
+        {"allowed_namespaces": ["training", "serving"], "ingress": True, "load_balancer_cidrs": ["10.0.0.0/19"]}
+    )
     spec = stack.one("kubernetes:networking.k8s.io/v1:NetworkPolicy").inputs["spec"]
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "mlflow"
     assert spec["policyTypes"] == ["Ingress"]
@@ -395,8 +440,13 @@ def test_only_the_named_namespaces_and_the_alb_reach_mlflow(tracking: Callable[.
     assert rule["ports"] == [{"protocol": "TCP", "port": 5000}]
     assert rule["from"] == [
         {"ipBlock": {"cidr": "10.0.0.0/19"}},
-        {"namespaceSelector": {"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["serving", "training"]}]}},
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["serving", "training"]}
+                ]
+            }
+        },
     ]
 
 
@@ -410,8 +460,10 @@ def test_mlflow_without_allowed_clients_is_closed_and_mounts_no_api_token(tracki
 
 # -- MLflow authentication (issue 18, item 5) -------------------------------------------------------------------
 
-def render_with_secrets(args: dict[str, Any] | None = None,
-                        clients: tuple[tuple[str, str], ...] = ()) -> tuple[Render, CreatedSecrets, dict[str, str]]:
+
+def render_with_secrets(
+    args: dict[str, Any] | None = None, clients: tuple[tuple[str, str], ...] = ()
+) -> tuple[Render, CreatedSecrets, dict[str, str]]:
     """Tracking rendered with every Secret's plain keys and values recorded; ``clients``: (identity, namespace)
     pairs handed out with ``client_credentials``. Also returns the secret outputs (resolved)."""
     created: CreatedSecrets = {}
@@ -431,8 +483,9 @@ def render_with_secrets(args: dict[str, Any] | None = None,
     return render(program, project="mlplat", stack="test"), created, seen
 
 
-def test_mlflow_runs_basic_auth_with_every_secret_it_reads_rendered(monkeypatch: pytest.MonkeyPatch,
-                                                                    tmp_path: Path) -> None:
+def test_mlflow_runs_basic_auth_with_every_secret_it_reads_rendered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from mlflow.server.auth.config import read_auth_config
 
     stack, created, seen = render_with_secrets(clients=(("trainer", "training"), ("serving", "serving")))
@@ -442,7 +495,10 @@ def test_mlflow_runs_basic_auth_with_every_secret_it_reads_rendered(monkeypatch:
     assert ("mlflow-auth", "admin-password", "auth-bootstrap env MLFLOW_AUTH_ADMIN_PASSWORD") in refs
     assert ("mlflow-auth", "flask-secret-key", "mlflow env MLFLOW_FLASK_SERVER_SECRET_KEY") in refs
     assert {(r.secret, r.key) for r in secret_refs(stack) if r.where == "volume mlflow-users"} == {
-        ("mlflow-user-trainer", "password"), ("mlflow-user-pipeline", "password"), ("mlflow-user-serving", "password")}
+        ("mlflow-user-trainer", "password"),
+        ("mlflow-user-pipeline", "password"),
+        ("mlflow-user-serving", "password"),
+    }
     # The server never holds the admin password: the bootstrap has created the admin before it starts.
     assert not any(r.where.startswith("mlflow env MLFLOW_AUTH_ADMIN") for r in secret_refs(stack))
     # Every identity's Secret is kubernetes.io/basic-auth with its own name as username; the clients' copies match.
@@ -487,7 +543,8 @@ def test_health_probes_use_the_path_basic_auth_leaves_open(tracking: Callable[..
 
 
 def test_the_bootstrap_ships_verbatim_and_runs_between_the_upgrade_and_the_server(
-        tracking: Callable[..., Render]) -> None:
+    tracking: Callable[..., Render],
+) -> None:
     import hashlib
 
     stack = tracking({"auth": TrackingAuth(registered_models=["digits", "-odd name"])})
@@ -496,8 +553,10 @@ def test_the_bootstrap_ships_verbatim_and_runs_between_the_upgrade_and_the_serve
     assert script["metadata"]["name"] == "mlflow-auth-bootstrap"
     assert script["data"]["bootstrap.py"] == Path(mlflow_auth_bootstrap.__file__).read_text()
     annotations = stack.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["mlplat.io/auth-bootstrap-sha256"] == hashlib.sha256(
-        script["data"]["bootstrap.py"].encode()).hexdigest()
+    assert (
+        annotations["mlplat.io/auth-bootstrap-sha256"]
+        == hashlib.sha256(script["data"]["bootstrap.py"].encode()).hexdigest()
+    )
     _, bootstrap = pod["initContainers"]
     assert bootstrap["command"][:2] == ["python", "/etc/mlflow-auth-bootstrap/bootstrap.py"]
     parsed = mlflow_auth_bootstrap.parse_args(bootstrap["command"][2:])
@@ -505,8 +564,12 @@ def test_the_bootstrap_ships_verbatim_and_runs_between_the_upgrade_and_the_serve
     assert parsed.model == ["digits", "-odd name"]  # --model=<name>: a name that starts with '-' stays a value
     assert parsed.passwords_dir == "/etc/mlflow-users"
     mounts = {m["mountPath"]: m["name"] for m in bootstrap["volumeMounts"]}
-    assert mounts == {"/tmp": "tmp", "/etc/mlflow-auth": "auth-config", "/etc/mlflow-users": "mlflow-users",
-                      "/etc/mlflow-auth-bootstrap": "auth-bootstrap"}
+    assert mounts == {
+        "/tmp": "tmp",
+        "/etc/mlflow-auth": "auth-config",
+        "/etc/mlflow-users": "mlflow-users",
+        "/etc/mlflow-auth-bootstrap": "auth-bootstrap",
+    }
     assert all(m.get("readOnly") for m in bootstrap["volumeMounts"] if m["mountPath"] != "/tmp")
     assert bootstrap["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -515,8 +578,11 @@ def test_client_credentials_need_auth_and_a_known_identity(on_cluster: Callable[
     with pytest.raises(ProgramError, match=r"no MLflow identity 'admin'; identities: trainer, pipeline, serving"):
         on_cluster(lambda opts: Tracking("tracking", tracking_args(), opts=opts).client_credentials("admin", "x"))
     with pytest.raises(ProgramError, match=r"authentication is off \(TrackingArgs\.auth=None\)"):
-        on_cluster(lambda opts: Tracking("tracking", tracking_args(auth=None), opts=opts)
-                   .client_credentials("trainer", "training"))
+        on_cluster(
+            lambda opts: Tracking("tracking", tracking_args(auth=None), opts=opts).client_credentials(
+                "trainer", "training"
+            )
+        )
 
 
 def test_without_auth_mlflow_serves_everyone_and_renders_no_auth_objects(tracking: Callable[..., Render]) -> None:
@@ -528,25 +594,29 @@ def test_without_auth_mlflow_serves_everyone_and_renders_no_auth_objects(trackin
     assert [p.name for p in stack.by_type("random:index/randomPassword:RandomPassword")] == ["tracking-db-password"]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"writers": []}, r"writers is empty"),
-    ({"writers": "trainer"}, r"writers='trainer': a list of names, not one string"),
-    ({"readers": ["Serving"]}, r"user name 'Serving' is not allowed"),
-    ({"readers": ["a_b"]}, r"user name 'a_b' is not allowed"),
-    ({"readers": ["trainer"]}, r"\['trainer'\] named more than once"),
-    ({"admin_username": "pipeline"}, r"\['pipeline'\] named more than once"),
-    ({"registered_models": [" digits"]}, r"' digits' is not a registered model name"),
-    ({"registered_models": [""]}, r"'' is not a registered model name"),
-    ({"credential_cache_seconds": -1}, r"credential_cache_seconds=-1: must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"writers": []}, r"writers is empty"),
+        ({"writers": "trainer"}, r"writers='trainer': a list of names, not one string"),
+        ({"readers": ["Serving"]}, r"user name 'Serving' is not allowed"),
+        ({"readers": ["a_b"]}, r"user name 'a_b' is not allowed"),
+        ({"readers": ["trainer"]}, r"\['trainer'\] named more than once"),
+        ({"admin_username": "pipeline"}, r"\['pipeline'\] named more than once"),
+        ({"registered_models": [" digits"]}, r"' digits' is not a registered model name"),
+        ({"registered_models": [""]}, r"'' is not a registered model name"),
+        ({"credential_cache_seconds": -1}, r"credential_cache_seconds=-1: must be >= 0"),
+    ],
+)
 def test_auth_settings_are_validated(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=r"TrackingAuth.*" + message):
         TrackingAuth(**kwargs)
 
 
 @pytest.mark.parametrize("password", PASSWORDS)
-def test_the_auth_config_gives_mlflow_back_the_exact_database_uri(password: str, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_auth_config_gives_mlflow_back_the_exact_database_uri(
+    password: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # configparser's interpolation reads '%' as a directive: the percent-encoded password must be escaped.
     from mlflow.server.auth.config import read_auth_config
 
@@ -580,8 +650,10 @@ def test_auth_tables_share_the_tracking_database_without_colliding(tmp_path: Pat
 def test_the_platform_hands_each_workload_its_identity_and_creates_its_models_first(production_stack: Render) -> None:
     from mlplat.components.platform import MlPlatformArgs, platform_models
 
-    secrets = {(s.inputs["metadata"]["namespace"], s.inputs["metadata"]["name"]): s.inputs["type"]
-               for s in production_stack.by_type("kubernetes:core/v1:Secret")}
+    secrets = {
+        (s.inputs["metadata"]["namespace"], s.inputs["metadata"]["name"]): s.inputs["type"]
+        for s in production_stack.by_type("kubernetes:core/v1:Secret")
+    }
     refs = list(secret_refs(production_stack))
     assert [r for r in refs if (r.namespace, r.secret) not in secrets] == []  # keys are masked in the shipped render
     users = {(r.owner.rsplit("-", 1)[-1], r.secret) for r in refs if r.where.endswith("MLFLOW_TRACKING_USERNAME")}
@@ -593,8 +665,14 @@ def test_the_platform_hands_each_workload_its_identity_and_creates_its_models_fi
     assert "--model=digits" in bootstrap["command"]  # served (stable and canary) and registered by the job: once
     assert [a for a in bootstrap["command"] if a.startswith("--model")] == ["--model=digits"]
     # Models of a service or job that uses another MLflow are not the platform's to create.
-    args = MlPlatformArgs(region="us-east-1", network=None, cluster=None,  # type: ignore[arg-type]
-                          services={"a": ModelServiceSpec(model_uri="models:/a@champion"),
-                                    "b": ModelServiceSpec(model_uri="models:/b/3", tracking_uri="http://other:5000"),
-                                    "c": ModelServiceSpec(model_uri="s3://bucket/c")})
+    args = MlPlatformArgs(
+        region="us-east-1",
+        network=None,
+        cluster=None,  # type: ignore[arg-type]
+        services={
+            "a": ModelServiceSpec(model_uri="models:/a@champion"),
+            "b": ModelServiceSpec(model_uri="models:/b/3", tracking_uri="http://other:5000"),
+            "c": ModelServiceSpec(model_uri="s3://bucket/c"),
+        },
+    )
     assert platform_models(args) == ["a"]

@@ -23,8 +23,14 @@ PodOf = Callable[[dict], dict]
 @pytest.fixture
 def job(on_cluster: Callable[..., Render]) -> Jobs:
     def _render(**kwargs: object) -> Render:
-        args = {"namespace": "training", "image": "123.dkr.ecr/training:1-cuda", "checkpoint_uri": "s3://art/ckpt/digits",
-                "tracking_uri": "http://mlflow.mlflow.svc.cluster.local:5000", "config": {"epochs": 5}, **kwargs}
+        args = {
+            "namespace": "training",
+            "image": "123.dkr.ecr/training:1-cuda",
+            "checkpoint_uri": "s3://art/ckpt/digits",
+            "tracking_uri": "http://mlflow.mlflow.svc.cluster.local:5000",
+            "config": {"epochs": 5},
+            **kwargs,
+        }
         return on_cluster(lambda opts: TrainingJob("digits", TrainingJobArgs(**args), opts=opts))  # type: ignore[arg-type]
 
     return _render
@@ -96,34 +102,53 @@ def test_schedule_makes_a_cron_job_that_never_overlaps(job: Jobs, pod_of: PodOf)
 def test_bad_args() -> None:
     with pytest.raises(ValueError, match=r"nodes \(0\)"):
         TrainingJobArgs(namespace="n", image="i", nodes=0)
-    with pytest.raises(ValueError, match=r"TrainingJobArgs.schedule='daily': not a cron schedule: 1 field instead "
-                                         r"of 5; use 5 fields"):
+    with pytest.raises(
+        ValueError,
+        match=r"TrainingJobArgs.schedule='daily': not a cron schedule: 1 field instead "
+        r"of 5; use 5 fields",
+    ):
         TrainingJobArgs(namespace="n", image="i", schedule="daily")
 
 
-@pytest.mark.parametrize(("schedule", "problem"), [
-    ("61 3 * * *", "minute 61 is above the maximum 59"),
-    ("0 24 * * *", "hour 24 is above the maximum 23"),
-    ("0 3 0 * *", "day of month 0 is below the minimum 1"),
-    ("0 3 * 13 *", "month 13 is above the maximum 12"),
-    ("0 3 * * 7", "day of week 7 is above the maximum 6 (Sunday is 0 or sun)"),
-    ("0 3 * * mon-funday", "day of week 'funday' is not a number or a name (sun-sat)"),
-    ("0 3 * * 5-1", "day of week range '5-1' starts after it ends"),
-    ("*/0 3 * * *", "minute step in '*/0' is 0"),
-    ("0 */25 * * *", "hour step 25 in '*/25' is longer than its range 0-23, so it matches 0 only"),
-    ("0 0 30 2 *", "day of month '30' never falls in month '2', so it never runs"),
-    ("CRON_TZ=Europe/Paris 0 3 * * *", "Kubernetes refuses TZ= and CRON_TZ= in a schedule (a CronJob's timeZone "
-                                       "field sets the zone)"),
-    ("@fortnightly", "unknown descriptor '@fortnightly'"),
-])
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        ("61 3 * * *", "minute 61 is above the maximum 59"),
+        ("0 24 * * *", "hour 24 is above the maximum 23"),
+        ("0 3 0 * *", "day of month 0 is below the minimum 1"),
+        ("0 3 * 13 *", "month 13 is above the maximum 12"),
+        ("0 3 * * 7", "day of week 7 is above the maximum 6 (Sunday is 0 or sun)"),
+        ("0 3 * * mon-funday", "day of week 'funday' is not a number or a name (sun-sat)"),
+        ("0 3 * * 5-1", "day of week range '5-1' starts after it ends"),
+        ("*/0 3 * * *", "minute step in '*/0' is 0"),
+        ("0 */25 * * *", "hour step 25 in '*/25' is longer than its range 0-23, so it matches 0 only"),
+        ("0 0 30 2 *", "day of month '30' never falls in month '2', so it never runs"),
+        (
+            "CRON_TZ=Europe/Paris 0 3 * * *",
+            "Kubernetes refuses TZ= and CRON_TZ= in a schedule (a CronJob's timeZone field sets the zone)",
+        ),
+        ("@fortnightly", "unknown descriptor '@fortnightly'"),
+    ],
+)
 def test_schedules_the_api_server_would_refuse_or_never_run_are_refused(schedule: str, problem: str) -> None:
     with pytest.raises(ValueError) as caught:
         TrainingJobArgs(namespace="n", image="i", schedule=schedule)
     assert f"TrainingJobArgs.schedule={schedule!r}: not a cron schedule: {problem}; " in str(caught.value)
 
 
-@pytest.mark.parametrize("schedule", ["0 3 * * 1", "*/15 * * * *", "0 3 * * MON-fri", "0 0 1,15 jan-jun ?",
-                                      "0 0 30 2 1", "30 2 1-7/2 * *", "@daily", "@every 6h"])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "0 3 * * 1",
+        "*/15 * * * *",
+        "0 3 * * MON-fri",
+        "0 0 1,15 jan-jun ?",
+        "0 0 30 2 1",
+        "30 2 1-7/2 * *",
+        "@daily",
+        "@every 6h",
+    ],
+)
 def test_standard_schedules_pass(schedule: str) -> None:
     assert TrainingJobArgs(namespace="n", image="i", schedule=schedule).schedule == schedule
 
@@ -137,10 +162,12 @@ def test_a_job_name_must_fit_every_object_it_names(on_cluster: Callable[..., Ren
 
     with pytest.raises(ProgramError) as caught:
         build("Retrain_V2")
-    assert ("TrainingJob name='Retrain_V2': not a DNS-1123 label (its pods take their hostnames from it); use "
-            "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters: "
-            "it names Kubernetes objects, and the strictest, label value batch.kubernetes.io/job-name 'Retrain_V2', "
-            "may have at most 63; e.g. 'retrain-v2'") in str(caught.value)
+    assert (
+        "TrainingJob name='Retrain_V2': not a DNS-1123 label (its pods take their hostnames from it); use "
+        "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters: "
+        "it names Kubernetes objects, and the strictest, label value batch.kubernetes.io/job-name 'Retrain_V2', "
+        "may have at most 63; e.g. 'retrain-v2'"
+    ) in str(caught.value)
     build("2026-retrain")  # a single-node Job's name may start with a digit
     with pytest.raises(ProgramError, match=r"name='2026-retrain': not a DNS-1035 label \(it names the rendezvous "):
         build("2026-retrain", nodes=2)  # ... but multi-node names its headless Service after itself
@@ -188,10 +215,13 @@ def test_every_pod_knows_its_attempt_from_the_jobs_uid(job: Jobs, pod_of: PodOf)
     for stack in (job(), job(schedule="0 3 * * 1"), job(nodes=2)):
         resource = (stack.by_type("kubernetes:batch/v1:Job") or stack.by_type("kubernetes:batch/v1:CronJob"))[0]
         env = {e["name"]: e for e in pod_of(resource.inputs)["containers"][0]["env"]}
-        assert env[ATTEMPT_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == \
-            "metadata.labels['batch.kubernetes.io/controller-uid']"
-        assert env[JOB_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == \
-            "metadata.labels['batch.kubernetes.io/job-name']"
+        assert (
+            env[ATTEMPT_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+            == "metadata.labels['batch.kubernetes.io/controller-uid']"
+        )
+        assert (
+            env[JOB_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
+        )
 
 
 def test_a_scheduled_job_keeps_one_run_per_lineage_and_the_spot_settings(job: Jobs, pod_of: PodOf) -> None:
@@ -203,33 +233,50 @@ def test_a_scheduled_job_keeps_one_run_per_lineage_and_the_spot_settings(job: Jo
 
 # -- MLflow credentials (issue 18, item 5) ----------------------------------------------------------------------
 
+
 def with_tracking(on_cluster: Callable[..., Render], created: CreatedSecrets, **job: object) -> Render:
     """A TrainingJob next to the Tracking whose trainer identity it gets, as MlPlatform wires them."""
 
     def build(opts: pulumi.ResourceOptions) -> None:
         record_secrets(created)
-        tracking = Tracking("tracking", TrackingArgs(
-            vpc_id="vpc-1", database_subnet_ids=["subnet-a"], client_security_group_ids=["sg-nodes"],
-            artifacts_uri="s3://art/mlflow", image="123.dkr.ecr/tracking:1"), opts=opts)
+        tracking = Tracking(
+            "tracking",
+            TrackingArgs(
+                vpc_id="vpc-1",
+                database_subnet_ids=["subnet-a"],
+                client_security_group_ids=["sg-nodes"],
+                artifacts_uri="s3://art/mlflow",
+                image="123.dkr.ecr/tracking:1",
+            ),
+            opts=opts,
+        )
         args: dict[str, Any] = {
-            "namespace": "training", "image": "123.dkr.ecr/training:1-cuda", "tracking_uri": tracking.uri,
-            "tracking_credentials_secret": tracking.client_credentials("trainer", "training"), **job}
+            "namespace": "training",
+            "image": "123.dkr.ecr/training:1-cuda",
+            "tracking_uri": tracking.uri,
+            "tracking_credentials_secret": tracking.client_credentials("trainer", "training"),
+            **job,
+        }
         TrainingJob("digits", TrainingJobArgs(**args), opts=opts)
 
     return on_cluster(build)
 
 
 @pytest.mark.parametrize("schedule", [None, "0 3 * * 1"])
-def test_the_trainer_logs_in_to_mlflow_as_the_trainer_identity(on_cluster: Callable[..., Render], pod_of: PodOf,
-                                                                schedule: str | None) -> None:
+def test_the_trainer_logs_in_to_mlflow_as_the_trainer_identity(
+    on_cluster: Callable[..., Render], pod_of: PodOf, schedule: str | None
+) -> None:
     created: CreatedSecrets = {}
     stack = with_tracking(on_cluster, created, schedule=schedule)
     kind = "kubernetes:batch/v1:CronJob" if schedule else "kubernetes:batch/v1:Job"
     (trainer,) = pod_of(stack.one(kind).inputs)["containers"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in trainer["env"]
-            if "secretKeyRef" in e.get("valueFrom", {})}
-    assert refs == {"MLFLOW_TRACKING_USERNAME": {"name": "mlflow-trainer", "key": "username"},
-                    "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-trainer", "key": "password"}}
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in trainer["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs == {
+        "MLFLOW_TRACKING_USERNAME": {"name": "mlflow-trainer", "key": "username"},
+        "MLFLOW_TRACKING_PASSWORD": {"name": "mlflow-trainer", "key": "password"},
+    }
     assert unresolved(stack, created) == []  # every Secret key the job's and MLflow's pods read is rendered
     # The trainer sends the credentials MLflow's bootstrap gives the trainer user (a writer).
     assert created[("training", "mlflow-trainer")] == created[("mlflow", "mlflow-user-trainer")]

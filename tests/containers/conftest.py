@@ -52,8 +52,9 @@ def production(engine_and_images: None) -> RenderedStack:
         record_secrets(created)
         program()
 
-    stack = render(recorded, project=files.project, stack=files.stack, config=files.config,
-                   secret_keys=files.secret_keys)
+    stack = render(
+        recorded, project=files.project, stack=files.stack, config=files.config, secret_keys=files.secret_keys
+    )
     region = str(stack.one("pulumi:providers:aws").inputs["region"])
     return RenderedStack(Cluster(manifests(stack)), created, region)
 
@@ -62,8 +63,26 @@ def require_tls(postgres: PostgresServer) -> None:
     """Serve TLS and refuse plain connections on TCP, as RDS with ``rds.force_ssl`` does (self-signed: the
     rendered URI says ``sslmode=require``, which encrypts without verifying the server's certificate)."""
     cert, key = postgres.root / "server.crt", postgres.root / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    f"/CN={LOOPBACK}", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={LOOPBACK}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     key.chmod(0o600)
     if os.geteuid() == 0:
         for path in (cert, key):
@@ -84,8 +103,9 @@ def local_services(production: RenderedStack) -> Iterator[LocalServices]:
     assert rds.username and rds.password and rds.hostname, rendered_uri
     root = Path(tempfile.mkdtemp(prefix="mlplat-containers-"))
     root.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data directory
-    postgres = PostgresServer(root / "postgres", database=rds.path.lstrip("/"), user=unquote(rds.username),
-                              password=unquote(rds.password))
+    postgres = PostgresServer(
+        root / "postgres", database=rds.path.lstrip("/"), user=unquote(rds.username), password=unquote(rds.password)
+    )
     buckets = tuple(sorted(set(re.findall(r"s3://([a-z0-9.-]+)", repr(production.cluster.objects)))))
     assert buckets, "the render names no S3 bucket"
     s3 = MotoS3Server(root / "s3", buckets=buckets)
@@ -102,7 +122,11 @@ def local_services(production: RenderedStack) -> Iterator[LocalServices]:
 def irsa_env(local_services: LocalServices, production: RenderedStack) -> dict[str, str]:
     """What a pod whose service account has an IAM role gets here instead of EKS's web-identity token."""
     endpoint = local_services.s3.endpoint_url
-    return {"AWS_ACCESS_KEY_ID": LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-            "AWS_REGION": production.region, "AWS_DEFAULT_REGION": production.region,
-            "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    return {
+        "AWS_ACCESS_KEY_ID": LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": production.region,
+        "AWS_DEFAULT_REGION": production.region,
+        "AWS_ENDPOINT_URL": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+    }

@@ -20,9 +20,19 @@ def context(dockerfile: str) -> list[str]:
     """What the script's own ``context_paths`` sends for a Dockerfile: tar excludes, then paths."""
     function = re.search(r"^context_paths\(\) \{\n.*?^\}\n", SCRIPT.read_text(), flags=re.MULTILINE | re.DOTALL)
     assert function is not None, "scripts/build-images.sh has no context_paths function"
-    done = subprocess.run(["bash", "-c", f"say() {{ echo \"$*\" >&2; }}\n{function.group(0)}\n"
-                           f"context_paths {shlex.quote(dockerfile + '.dockerignore')}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'say() {{ echo "$*" >&2; }}\n{function.group(0)}\n'
+            f"context_paths {shlex.quote(dockerfile + '.dockerignore')}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -61,7 +71,12 @@ def test_a_rule_the_script_cannot_apply_stops_it(tmp_path: Path) -> None:
     (tmp_path / "x" / "Dockerfile.dockerignore").write_text("*\n!src\nsrc/*.md\n")
     function = re.search(r"^context_paths\(\) \{\n.*?^\}\n", SCRIPT.read_text(), flags=re.MULTILINE | re.DOTALL)
     assert function is not None
-    done = subprocess.run(["bash", "-c", f"say() {{ echo \"$*\" >&2; }}\n{function.group(0)}\n"
-                           "context_paths x/Dockerfile.dockerignore"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["bash", "-c", f'say() {{ echo "$*" >&2; }}\n{function.group(0)}\ncontext_paths x/Dockerfile.dockerignore'],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode != 0 and "unsupported rule 'src/*.md'" in done.stderr

@@ -47,9 +47,13 @@ JOB_NAME = "metadata.labels['batch.kubernetes.io/job-name']"
 def workload(cluster: Cluster, kinds: tuple[str, ...], component: str, **labels: str) -> Pod:
     """The one workload of these kinds whose pods carry ``app.kubernetes.io/component`` (and ``labels``)."""
     wanted = {"app.kubernetes.io/component": component, **labels}
-    found = [pod for kind in kinds for obj in cluster.find(kind)
-             if wanted.items() <= (pod := cluster.pod(kind, obj["metadata"]["namespace"],
-                                                      obj["metadata"]["name"])).labels.items()]
+    found = [
+        pod
+        for kind in kinds
+        for obj in cluster.find(kind)
+        if wanted.items()
+        <= (pod := cluster.pod(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])).labels.items()
+    ]
     assert len(found) == 1, f"expected one {kinds} for {wanted}, found {[p.name for p in found]}"
     return found[0]
 
@@ -73,8 +77,11 @@ def ingress_host(cluster: Cluster, namespace: str, region: str) -> str:
 
 def credentials(production: RenderedStack, namespace: str, identity: str) -> tuple[str, str]:
     """The rendered MLflow user ``identity``'s name and password (a Secret of the tracking namespace)."""
-    found = [(d["username"], d["password"]) for (ns, _), d in production.created.items()
-             if ns == namespace and d.get("username") == identity and "password" in d]
+    found = [
+        (d["username"], d["password"])
+        for (ns, _), d in production.created.items()
+        if ns == namespace and d.get("username") == identity and "password" in d
+    ]
     assert found, f"the render has no MLflow user {identity!r} in namespace {namespace}"
     return found[0]
 
@@ -112,16 +119,22 @@ class Tracking:
 
 
 @pytest.fixture(scope="module")
-def local_kubelet(production: RenderedStack, local_services: LocalServices, irsa_env: dict[str, str],
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKubelet]:
+def local_kubelet(
+    production: RenderedStack,
+    local_services: LocalServices,
+    irsa_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalKubelet]:
     workdir = tmp_path_factory.mktemp("pods")
     workdir.chmod(0o755)
-    with kubelet(production.cluster, workdir, secrets=production.secrets(local_services.endpoints),
-                 irsa_env=irsa_env) as local:
+    with kubelet(
+        production.cluster, workdir, secrets=production.secrets(local_services.endpoints), irsa_env=irsa_env
+    ) as local:
         yield local
 
 
 # -- tracking ------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tracking_pod(production: RenderedStack) -> Pod:
@@ -140,8 +153,9 @@ def init_containers(local_kubelet: LocalKubelet, tracking_pod: Pod) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def tracking(local_kubelet: LocalKubelet, tracking_pod: Pod, init_containers: dict[str, Completed],
-             production: RenderedStack) -> Tracking:
+def tracking(
+    local_kubelet: LocalKubelet, tracking_pod: Pod, init_containers: dict[str, Completed], production: RenderedStack
+) -> Tracking:
     for name, result in init_containers.items():
         assert result.exit_code == 0, f"init container {name} exited {result.exit_code}:\n{result.logs}"
     (container,) = tracking_pod.spec["containers"]
@@ -152,20 +166,24 @@ def tracking(local_kubelet: LocalKubelet, tracking_pod: Pod, init_containers: di
 
 
 def test_the_init_containers_migrate_postgres_over_tls(
-        init_containers: dict[str, Completed], local_services: LocalServices, tracking_pod: Pod) -> None:
+    init_containers: dict[str, Completed], local_services: LocalServices, tracking_pod: Pod
+) -> None:
     assert "db-upgrade" in init_containers, f"{tracking_pod.name} renders no db-upgrade init container"
     for name, result in init_containers.items():
         assert result.exit_code == 0, f"init container {name} exited {result.exit_code}:\n{result.logs}"
     postgres = local_services.postgres
     assert postgres.psql("SELECT version_num FROM alembic_version"), "no schema version recorded"
-    tables = postgres.psql("SELECT count(*) FROM information_schema.tables WHERE table_name IN "
-                           "('experiments', 'runs', 'registered_models', 'model_versions')")
+    tables = postgres.psql(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
+        "('experiments', 'runs', 'registered_models', 'model_versions')"
+    )
     assert tables == "4"
     # PostgreSQL accepts TCP only over TLS here (hostssl), so the containers connected encrypted, as to RDS.
 
 
 def test_the_tracking_server_answers_the_ingress_host_and_its_users_only(
-        tracking: Tracking, tracking_pod: Pod, production: RenderedStack) -> None:
+    tracking: Tracking, tracking_pod: Pod, production: RenderedStack
+) -> None:
     assert tracking.get("experiments/search", max_results=1)["experiments"]
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
     refused = tracking.http.get(search, headers={"Host": "attacker.example.com"})
@@ -182,6 +200,7 @@ def test_the_tracking_server_answers_the_ingress_host_and_its_users_only(
 
 
 # -- training ------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def training_pod(production: RenderedStack) -> Pod:
@@ -214,8 +233,13 @@ def job_identity() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def training_job(local_kubelet: LocalKubelet, training_pod: Pod, tracking: Tracking, production: RenderedStack,
-                 job_identity: dict[str, str]) -> Completed:
+def training_job(
+    local_kubelet: LocalKubelet,
+    training_pod: Pod,
+    tracking: Tracking,
+    production: RenderedStack,
+    job_identity: dict[str, str],
+) -> Completed:
     local_kubelet.field_refs.update(job_identity)
     local_kubelet.config_overrides.update(short_run(training_pod, production.cluster))
     (container,) = training_pod.spec["containers"]
@@ -223,13 +247,20 @@ def training_job(local_kubelet: LocalKubelet, training_pod: Pod, tracking: Track
 
 
 def test_the_training_job_logs_to_tracking_and_registers_a_model(
-        training_job: Completed, training_pod: Pod, local_kubelet: LocalKubelet, tracking: Tracking,
-        tracking_pod: Pod, local_services: LocalServices, job_identity: dict[str, str]) -> None:
+    training_job: Completed,
+    training_pod: Pod,
+    local_kubelet: LocalKubelet,
+    tracking: Tracking,
+    tracking_pod: Pod,
+    local_services: LocalServices,
+    job_identity: dict[str, str],
+) -> None:
     assert training_job.exit_code == EXIT_OK, training_job.logs
     config = trained_config(training_pod, local_kubelet)
     assert config.registry.model_name
-    version = tracking.get("registered-models/alias", name=config.registry.model_name,
-                           alias=config.registry.alias)["model_version"]
+    version = tracking.get("registered-models/alias", name=config.registry.model_name, alias=config.registry.alias)[
+        "model_version"
+    ]
     run = tracking.get("runs/get", run_id=version["run_id"])["run"]
     assert run["info"]["status"] == "FINISHED"
     assert run["data"].get("metrics"), "the run logged no metrics"
@@ -252,19 +283,22 @@ def test_the_training_job_logs_to_tracking_and_registers_a_model(
 
 # -- serving -------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def serving_pod(production: RenderedStack) -> Pod:
     return workload(production.cluster, ("Deployment",), "model-server", **{"mlplat.io/track": "stable"})
 
 
 @pytest.fixture(scope="module")
-def model_server(local_kubelet: LocalKubelet, serving_pod: Pod, training_job: Completed, training_pod: Pod,
-                 tracking: Tracking) -> Running:
+def model_server(
+    local_kubelet: LocalKubelet, serving_pod: Pod, training_job: Completed, training_pod: Pod, tracking: Tracking
+) -> Running:
     """The stable ModelService pod, after the pipeline's promotion of the trained model to the alias it serves."""
     assert training_job.exit_code == EXIT_OK, training_job.logs
     (container,) = serving_pod.spec["containers"]
-    name, _, alias = env_value(serving_pod, container["name"], "MLPLAT_SERVING_MODEL_URI").removeprefix(
-        "models:/").partition("@")
+    name, _, alias = (
+        env_value(serving_pod, container["name"], "MLPLAT_SERVING_MODEL_URI").removeprefix("models:/").partition("@")
+    )
     config = trained_config(training_pod, local_kubelet)
     assert name == config.registry.model_name
     staged = tracking.get("registered-models/alias", name=name, alias=config.registry.alias)["model_version"]
@@ -275,12 +309,14 @@ def model_server(local_kubelet: LocalKubelet, serving_pod: Pod, training_job: Co
 
 
 def infer_body(rows: np.ndarray) -> dict[str, Any]:
-    return {"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP32",
-                        "data": rows.ravel().tolist()}]}
+    return {
+        "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}]
+    }
 
 
 def test_the_model_service_loads_the_model_by_alias_and_answers_v2(
-        model_server: Running, serving_pod: Pod, local_kubelet: LocalKubelet, tracking: Tracking) -> None:
+    model_server: Running, serving_pod: Pod, local_kubelet: LocalKubelet, tracking: Tracking
+) -> None:
     model_uri = env_value(serving_pod, "server", "MLPLAT_SERVING_MODEL_URI")
     name, _, alias = model_uri.removeprefix("models:/").partition("@")
     expected = tracking.get("registered-models/alias", name=name, alias=alias)["model_version"]["version"]
@@ -298,7 +334,8 @@ def test_the_model_service_loads_the_model_by_alias_and_answers_v2(
 
 
 def test_the_model_service_drains_on_sigterm_and_exits_0_within_its_grace_period(
-        model_server: Running, serving_pod: Pod, local_kubelet: LocalKubelet) -> None:
+    model_server: Running, serving_pod: Pod, local_kubelet: LocalKubelet
+) -> None:
     assert model_server.wait_healthy() == "healthy"  # the image's own HEALTHCHECK, under the rendered env
     container = serving_pod.container("server")
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
@@ -340,12 +377,14 @@ def test_the_model_service_drains_on_sigterm_and_exits_0_within_its_grace_period
 
 # -- a broken rendered detail fails the run ------------------------------------------------------------------------
 
+
 def _broken(pod: Pod) -> Pod:
     return Pod(pod.namespace, pod.name + "-broken", dict(pod.labels), copy.deepcopy(pod.spec))
 
 
-def test_a_renamed_env_var_fails_the_init_container(local_kubelet: LocalKubelet, tracking_pod: Pod,
-                                                     init_containers: dict[str, Completed]) -> None:
+def test_a_renamed_env_var_fails_the_init_container(
+    local_kubelet: LocalKubelet, tracking_pod: Pod, init_containers: dict[str, Completed]
+) -> None:
     pod = _broken(tracking_pod)
     container = pod.spec["initContainers"][0]
     for item in container["env"]:
@@ -354,9 +393,13 @@ def test_a_renamed_env_var_fails_the_init_container(local_kubelet: LocalKubelet,
     assert local_kubelet.run_to_completion(pod, container["name"], init=True).exit_code != 0
 
 
-def test_a_moved_config_mount_fails_the_training_job(local_kubelet: LocalKubelet, training_pod: Pod,
-                                                      job_identity: dict[str, str], production: RenderedStack,
-                                                      tracking: Tracking) -> None:
+def test_a_moved_config_mount_fails_the_training_job(
+    local_kubelet: LocalKubelet,
+    training_pod: Pod,
+    job_identity: dict[str, str],
+    production: RenderedStack,
+    tracking: Tracking,
+) -> None:
     local_kubelet.field_refs.update(job_identity)
     local_kubelet.config_overrides.update(short_run(training_pod, production.cluster))
     pod = _broken(training_pod)
@@ -369,7 +412,8 @@ def test_a_moved_config_mount_fails_the_training_job(local_kubelet: LocalKubelet
 
 
 def test_a_port_the_server_does_not_listen_on_fails_its_probes(
-        local_kubelet: LocalKubelet, serving_pod: Pod, model_server: Running) -> None:
+    local_kubelet: LocalKubelet, serving_pod: Pod, model_server: Running
+) -> None:
     pod = _broken(serving_pod)
     (container,) = pod.spec["containers"]
     container["ports"][0]["containerPort"] = 8081  # the probes follow the port; MLPLAT_SERVING_PORT stays 8080

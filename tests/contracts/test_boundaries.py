@@ -19,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = ("contracts", "components", "infra", "policy", "review", "demo", "cli", "serving", "training")
 _COMMANDS = ("mlplat.cli", "mlplat.demo", "mlplat.review")  # the tools built on the stack program
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "contracts": ("mlplat.training", "mlplat.serving", "mlplat.components", "mlplat.infra", "mlplat.policy",
-                  *_COMMANDS),
+    "contracts": (
+        "mlplat.training",
+        "mlplat.serving",
+        "mlplat.components",
+        "mlplat.infra",
+        "mlplat.policy",
+        *_COMMANDS,
+    ),
     "components": ("mlplat.training", "mlplat.serving", "mlplat.infra", "mlplat.policy", *_COMMANDS),
     "infra": ("mlplat.training", "mlplat.serving", "mlplat.policy", *_COMMANDS),
     "policy": ("mlplat.training", "mlplat.serving", *_COMMANDS),

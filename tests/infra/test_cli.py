@@ -47,16 +47,20 @@ def _project(tmp_path: Path, stack_yaml: str) -> Path:
 
 
 def test_bad_config_is_reported_by_key(tmp_path: Path) -> None:
-    project = _project(tmp_path, "config:\n  aws:region: us-east-1\n  mlplat:environment: dev\n"
-                                 "  mlplat:network:\n    azCount: 1\n")
+    project = _project(
+        tmp_path, "config:\n  aws:region: us-east-1\n  mlplat:environment: dev\n  mlplat:network:\n    azCount: 1\n"
+    )
     result = runner.invoke(app, ["synth", "bad", "-C", str(project)])
     assert result.exit_code == 2
     assert "mlplat:network.azCount" in result.output and "(got 1)" in result.output
 
 
 def test_secure_values_become_secret_keys(tmp_path: Path) -> None:
-    project = _project(tmp_path, "config:\n  aws:region: us-east-1\n  mlplat:environment: dev\n"
-                                 "  mlplat:apiKey:\n    secure: v1:abcdef==\n  mlplat:owner: team-x\n")
+    project = _project(
+        tmp_path,
+        "config:\n  aws:region: us-east-1\n  mlplat:environment: dev\n"
+        "  mlplat:apiKey:\n    secure: v1:abcdef==\n  mlplat:owner: team-x\n",
+    )
     files = load_stack(project, "bad")
     assert files.secret_keys == ["mlplat:apiKey"]
     assert files.config["mlplat:apiKey"] == SECRET_PLACEHOLDER
@@ -64,8 +68,13 @@ def test_secure_values_become_secret_keys(tmp_path: Path) -> None:
 
 
 def test_console_script_runs_in_a_fresh_process() -> None:
-    completed = subprocess.run([sys.executable, "-m", "mlplat.cli.app", "synth", "dev", "-f", "json"],
-                               capture_output=True, text=True, timeout=120, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-m", "mlplat.cli.app", "synth", "dev", "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["stack"] == "dev"
 
@@ -73,8 +82,10 @@ def test_console_script_runs_in_a_fresh_process() -> None:
 def test_a_failing_team_program_points_at_its_line_and_debug_prints_the_traceback(tmp_path: Path) -> None:
     (tmp_path / "Pulumi.yaml").write_text("name: team\nruntime: python\n")
     (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  aws:region: us-east-1\n")
-    program = ("import pulumi\n\nnetwork = pulumi.StackReference('acme/net/prod')\n"
-               "pulumi.export('vpc', network.require_output('vpcId'))\n")
+    program = (
+        "import pulumi\n\nnetwork = pulumi.StackReference('acme/net/prod')\n"
+        "pulumi.export('vpc', network.require_output('vpcId'))\n"
+    )
     (tmp_path / "__main__.py").write_text(program)
     refs = tmp_path / "refs.yaml"
     refs.write_text("acme/net/prod:\n  vpcId: vpc-1\n")

@@ -55,10 +55,22 @@ def mlplat_without_infra(args: list[str], log: Path, cwd: Path, **env: str) -> s
     ``MLPLAT_BLOCK=iac`` (the default) blocks the SDKs and the IaC modules, ``sdk`` the SDKs only (an image
     without the extra: the mlplat package is whole).
     """
-    environment = {**os.environ, "MLPLAT_BLOCKED_LOG": str(log), "MLPLAT_BLOCK": "iac", "CI": "1",
-                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **env}
-    return subprocess.Popen([sys.executable, "-c", BLOCKED_RUN, *args], env=environment, cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    environment = {
+        **os.environ,
+        "MLPLAT_BLOCKED_LOG": str(log),
+        "MLPLAT_BLOCK": "iac",
+        "CI": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_RUN, *args],
+        env=environment,
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def finished(args: list[str], log: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
@@ -94,8 +106,13 @@ def test_the_hook_is_live_and_iac_commands_name_the_extra(tmp_path: Path) -> Non
     # Every infrastructure command, including those that read a saved render.
     render = tmp_path / "render.json"
     render.write_text('{"stack": "dev", "resources": []}')
-    for command in (["check", "dev", "--render", str(render)], ["cost", "dev", "--render", str(render)],
-                    ["diff", str(render), str(render)], ["runner", "dev"], ["images", "dev"]):
+    for command in (
+        ["check", "dev", "--render", str(render)],
+        ["cost", "dev", "--render", str(render)],
+        ["diff", str(render), str(render)],
+        ["runner", "dev"],
+        ["images", "dev"],
+    ):
         refused = finished(command, tmp_path / f"{command[0]}.txt", MLPLAT_BLOCK="sdk")
         assert refused.returncode == 2, refused.stderr
         assert f"`mlplat {command[0]}` needs the Pulumi SDKs" in " ".join(refused.stderr.split())
@@ -113,18 +130,27 @@ def test_train_then_serve_run_end_to_end_without_iac(tmp_path: Path) -> None:
     log = tmp_path / "blocked.txt"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump({
-        "seed": 3, "epochs": 1, "batch_size": 64, "model": {"hidden_sizes": [32]},
-        "checkpoint": {"uri": str(tmp_path / "checkpoints"), "every_n_steps": 50},
-        "tracking": {"experiment": "no-iac", "tracking_uri": tracking},
-        "registry": {"model_name": "digits"}, "runtime": {"device": "cpu", "num_threads": 1},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seed": 3,
+                "epochs": 1,
+                "batch_size": 64,
+                "model": {"hidden_sizes": [32]},
+                "checkpoint": {"uri": str(tmp_path / "checkpoints"), "every_n_steps": 50},
+                "tracking": {"experiment": "no-iac", "tracking_uri": tracking},
+                "registry": {"model_name": "digits"},
+                "runtime": {"device": "cpu", "num_threads": 1},
+            }
+        )
+    )
     trained = finished(["train", "--config", str(config)], log)
     assert trained.returncode == 0, trained.stderr[-4000:]
 
     port = _free_port()
-    server = mlplat_without_infra(["serve", "--model", "models:/digits@staging", "--port", str(port)], log,
-                                  tmp_path, MLFLOW_TRACKING_URI=tracking)
+    server = mlplat_without_infra(
+        ["serve", "--model", "models:/digits@staging", "--port", str(port)], log, tmp_path, MLFLOW_TRACKING_URI=tracking
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

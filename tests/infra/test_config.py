@@ -80,8 +80,12 @@ def test_typo_in_a_key_lists_the_allowed_keys() -> None:
 
 
 def test_min_greater_than_max_style_contradictions() -> None:
-    (problem,) = problems({"mlplat:environment": "production",
-                           "mlplat:artifacts": {"noncurrentToGlacierDays": 400, "noncurrentExpireDays": 100}})
+    (problem,) = problems(
+        {
+            "mlplat:environment": "production",
+            "mlplat:artifacts": {"noncurrentToGlacierDays": 400, "noncurrentExpireDays": 100},
+        }
+    )
     assert "noncurrentExpireDays (100) must be greater than noncurrentToGlacierDays (400)" in problem
 
 
@@ -91,8 +95,13 @@ def test_retention_must_be_a_cloudwatch_value() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = problems({"mlplat:environment": "dev", "mlplat:network": {"azCount": 9, "nat": "triple"},
-                      "mlplat:registry": {"repositories": ["Serving"]}})
+    found = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:network": {"azCount": 9, "nat": "triple"},
+            "mlplat:registry": {"repositories": ["Serving"]},
+        }
+    )
     assert len(found) == 3
     assert any(p.startswith("mlplat:network.nat:") and "'single'" in p for p in found)
     assert any(p.startswith("mlplat:registry.repositories:") and "'Serving'" in p for p in found)
@@ -105,8 +114,13 @@ def test_invalid_json_value() -> None:
 
 def test_default_tags_are_plan_time_constants() -> None:
     tags = load({**BASE, "mlplat:environment": "staging"}).tags
-    assert tags == {"project": "mlplat", "environment": "staging", "owner": "ml-platform", "cost-center": "ml",
-                    "managed-by": "pulumi"}
+    assert tags == {
+        "project": "mlplat",
+        "environment": "staging",
+        "owner": "ml-platform",
+        "cost-center": "ml",
+        "managed-by": "pulumi",
+    }
 
 
 # -- presets: the environment defaults, visible and overridable key by key ------------------------------------------
@@ -136,8 +150,9 @@ def test_the_presets_ship_in_the_package() -> None:
 
 
 def test_a_stack_can_drop_a_preset_pool() -> None:
-    cfg = load({**BASE, "mlplat:environment": "dev",
-                "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": pool("dev", "cpu")}})})
+    cfg = load(
+        {**BASE, "mlplat:environment": "dev", "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": pool("dev", "cpu")}})}
+    )
     assert list(cfg.cluster.node_pools) == ["cpu"]
     assert [p.name for p in cfg.cluster.node_pools.values()] == ["cpu"]  # each pool's name is its key
     assert load({**BASE, "mlplat:environment": "dev"}).cluster.node_pools.keys() == {"cpu", "gpu"}
@@ -147,16 +162,27 @@ def test_a_stack_can_drop_a_preset_pool() -> None:
 
 
 def test_a_pool_is_named_by_its_key() -> None:
-    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
-        "cpu": {**pool("dev", "cpu"), "name": "general"}}}})
-    assert problem == ("mlplat:cluster.nodeGroups.cpu.name: 'general' is not the pool's key 'cpu': a pool in "
-                       "nodeGroups is named by its key; leave name out")
+    (problem,) = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:cluster": {"nodeGroups": {"cpu": {**pool("dev", "cpu"), "name": "general"}}},
+        }
+    )
+    assert problem == (
+        "mlplat:cluster.nodeGroups.cpu.name: 'general' is not the pool's key 'cpu': a pool in "
+        "nodeGroups is named by its key; leave name out"
+    )
 
 
 def test_a_pool_with_only_max_size_one_takes_its_own_field_defaults() -> None:
     # Under dev's preset, whose cpu pool has desiredSize 2: none of it leaks into the stack's pool.
-    cfg = load({**BASE, "mlplat:environment": "dev",
-                "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "maxSize": 1}}})})
+    cfg = load(
+        {
+            **BASE,
+            "mlplat:environment": "dev",
+            "mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "maxSize": 1}}}),
+        }
+    )
     (args,) = cfg.cluster.node_pools.values()
     assert (args.min_size, args.desired_size, args.initial_size, args.max_size) == (1, None, 1, 1)
     # The component's own defaults are the same ones: no hidden desiredSize 2 either.
@@ -165,24 +191,42 @@ def test_a_pool_with_only_max_size_one_takes_its_own_field_defaults() -> None:
     assert (dict(args.labels), list(args.taints), args.capacity_type) == ({}, [], "ON_DEMAND")
     # Without the required key, the error names it, and nothing the user never set.
     assert problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {"cpu": {"maxSize": 1}}}}) == [
-        "mlplat:cluster.nodeGroups.cpu.instanceTypes: required"]
+        "mlplat:cluster.nodeGroups.cpu.instanceTypes: required"
+    ]
 
 
 def test_a_size_that_contradicts_a_default_says_which_key_to_set() -> None:
-    (problem,) = problems({"mlplat:environment": "dev",
-                           "mlplat:cluster": {"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "minSize": 4}}}})
-    assert problem == ("mlplat:cluster.nodeGroups.cpu: minSize (4) is greater than maxSize (3, the default); "
-                       "set maxSize to 4 or more")
-    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
-        "cpu": {"instanceTypes": ["t3.large"], "minSize": 0, "desiredSize": 5}}}})
-    assert problem == ("mlplat:cluster.nodeGroups.cpu: desiredSize (5) must lie between minSize (0) and maxSize "
-                       "(3, the default); set maxSize to 5 or more")
+    (problem,) = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:cluster": {"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "minSize": 4}}},
+        }
+    )
+    assert problem == (
+        "mlplat:cluster.nodeGroups.cpu: minSize (4) is greater than maxSize (3, the default); set maxSize to 4 or more"
+    )
+    (problem,) = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:cluster": {"nodeGroups": {"cpu": {"instanceTypes": ["t3.large"], "minSize": 0, "desiredSize": 5}}},
+        }
+    )
+    assert problem == (
+        "mlplat:cluster.nodeGroups.cpu: desiredSize (5) must lie between minSize (0) and maxSize "
+        "(3, the default); set maxSize to 5 or more"
+    )
 
 
 def test_errors_repeat_values_with_underscores_and_punctuation_verbatim() -> None:
-    found = problems({"mlplat:environment": "dev", "mlplat:cluster": {
-        "adminRoleArns": ["arn:aws:iam::12345:role/ml_admin"],
-        "nodeGroups": {"cpu": pool("dev", "cpu", labels={"team_name": "data_science!"})}}})
+    found = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:cluster": {
+                "adminRoleArns": ["arn:aws:iam::12345:role/ml_admin"],
+                "nodeGroups": {"cpu": pool("dev", "cpu", labels={"team_name": "data_science!"})},
+            },
+        }
+    )
     assert found == [
         "mlplat:cluster.adminRoleArns: ['arn:aws:iam::12345:role/ml_admin'] are not IAM role ARNs "
         "(arn:aws:iam::<12-digit account>:role/<name>)",
@@ -192,21 +236,36 @@ def test_errors_repeat_values_with_underscores_and_punctuation_verbatim() -> Non
     # A Python caller gets the same words from the component's args (one schema).
     with pytest.raises(ValueError, match=r"labels\.team_name\n  'data_science!' is not a Kubernetes label value"):
         NodePoolArgs(name="cpu", instance_types=["t3.large"], labels={"team_name": "data_science!"})
-    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
-        "cpu": pool("dev", "cpu"), "gpu_pool": pool("dev", "gpu")}}})
+    (problem,) = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:cluster": {"nodeGroups": {"cpu": pool("dev", "cpu"), "gpu_pool": pool("dev", "gpu")}},
+        }
+    )
     assert problem.startswith("mlplat:cluster.nodeGroups.gpu_pool: 'gpu_pool' is not a node pool name")
 
 
 def test_pool_errors_name_the_stack_files_keys() -> None:
-    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
-        "cpu": pool("dev", "cpu"), "gpu": pool("dev", "gpu", amiType="AL2023_x86_64_STANDARD")}}})
-    assert problem == ("mlplat:cluster.nodeGroups.gpu: instanceTypes ['g4dn.xlarge', 'g5.xlarge', 'g6.xlarge'] have "
-                       "NVIDIA GPUs but amiType 'AL2023_x86_64_STANDARD' has no driver; set amiType: "
-                       "AL2023_x86_64_NVIDIA")
-    (problem,) = problems({"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {
-        "cpu": pool("dev", "cpu", maxsize=3)}}})
-    assert problem.startswith("mlplat:cluster.nodeGroups.cpu.maxsize: unknown key; allowed: instanceTypes, "
-                              "capacityType, minSize, maxSize, desiredSize,")
+    (problem,) = problems(
+        {
+            "mlplat:environment": "dev",
+            "mlplat:cluster": {
+                "nodeGroups": {"cpu": pool("dev", "cpu"), "gpu": pool("dev", "gpu", amiType="AL2023_x86_64_STANDARD")}
+            },
+        }
+    )
+    assert problem == (
+        "mlplat:cluster.nodeGroups.gpu: instanceTypes ['g4dn.xlarge', 'g5.xlarge', 'g6.xlarge'] have "
+        "NVIDIA GPUs but amiType 'AL2023_x86_64_STANDARD' has no driver; set amiType: "
+        "AL2023_x86_64_NVIDIA"
+    )
+    (problem,) = problems(
+        {"mlplat:environment": "dev", "mlplat:cluster": {"nodeGroups": {"cpu": pool("dev", "cpu", maxsize=3)}}}
+    )
+    assert problem.startswith(
+        "mlplat:cluster.nodeGroups.cpu.maxsize: unknown key; allowed: instanceTypes, "
+        "capacityType, minSize, maxSize, desiredSize,"
+    )
 
 
 def test_a_key_spelled_in_snake_case_still_overrides_the_preset() -> None:
@@ -225,12 +284,18 @@ def _merge_every_mapping(base: dict[str, Any], override: dict[str, Any]) -> dict
 
 @pytest.mark.parametrize("stack", ["dev", "production"])
 def test_the_shipped_stacks_render_as_under_the_old_merge_rule(
-        stack: str, request: pytest.FixtureRequest, render_program: Callable[..., Render]) -> None:
+    stack: str, request: pytest.FixtureRequest, render_program: Callable[..., Render]
+) -> None:
     files = load_stack(ROOT, stack)
-    raw = {key.partition(":")[2] if key.startswith("mlplat:") else "region":
-           json.loads(value) if value[:1] in "{[" else value for key, value in files.config.items()}
+    raw = {
+        key.partition(":")[2] if key.startswith("mlplat:") else "region": json.loads(value)
+        if value[:1] in "{["
+        else value
+        for key, value in files.config.items()
+    }
     defaults = {key.partition(":")[2]: value for key, value in preset(stack).items()}
     old = StackConfig.model_validate(_merge_every_mapping(defaults, raw))
+
     def program() -> None:  # the stack program (mlplat.infra.program.main) with the old rule's config
         for key, value in build(old).items():
             pulumi.export(key, value)

@@ -32,13 +32,20 @@ def test_a_github_hosted_runner_cannot_deploy_a_private_or_restricted_api() -> N
     (problem,) = problems(config("production", deploy={"runner": ["ubuntu-latest"]}))
     assert problem == (
         "mlplat:deploy.runner: ['ubuntu-latest'] is a GitHub-hosted runner, which cannot reach this stack's Kubernetes "
-        "API (private); use a self-hosted runner inside the VPC, e.g. [self-hosted, linux, mlplat-production]")
-    restricted = config("dev", deploy={"runner": ["ubuntu-24.04"]},
-                        cluster={"endpointPublicAccess": True, "publicAccessCidrs": ["52.94.0.0/22"]})
+        "API (private); use a self-hosted runner inside the VPC, e.g. [self-hosted, linux, mlplat-production]"
+    )
+    restricted = config(
+        "dev",
+        deploy={"runner": ["ubuntu-24.04"]},
+        cluster={"endpointPublicAccess": True, "publicAccessCidrs": ["52.94.0.0/22"]},
+    )
     (problem,) = problems(restricted)
     assert "(open only to ['52.94.0.0/22'])" in problem
-    world = config("dev", deploy={"runner": ["ubuntu-latest"]},
-                   cluster={"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]})
+    world = config(
+        "dev",
+        deploy={"runner": ["ubuntu-latest"]},
+        cluster={"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]},
+    )
     assert load(world).deploy.runner == ["ubuntu-latest"]
 
 
@@ -48,8 +55,12 @@ def test_an_empty_runner_list_is_refused() -> None:
 
 
 def test_the_cli_prints_the_runner_labels_the_workflow_reads(repo_root: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "mlplat.cli.app", "runner", "production", "-C", str(repo_root)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mlplat.cli.app", "runner", "production", "-C", str(repo_root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out) == ["self-hosted", "linux", "mlplat-production"]
     workflow = (repo_root / ".github/workflows/deploy-stack.yml").read_text()
     assert 'mlplat runner "${{ inputs.stack }}"' in workflow
@@ -68,19 +79,28 @@ PIPELINE_ROLE = "arn:aws:iam::123456789012:role/mlplat-pipeline"
 
 
 def test_the_pipeline_role_gets_its_cluster_access_only_when_the_stack_names_it(
-        render_program: Callable[..., Render]) -> None:
+    render_program: Callable[..., Render],
+) -> None:
     def rendered(values: dict[str, str]) -> Render:
         def program() -> None:
             for key, value in build(load(values)).items():
                 pulumi.export(key, value)
+
         return render_program(program, config=values, stack="dev")
 
     named = rendered(config("dev", deploy={"pipelineRoleArn": PIPELINE_ROLE}))
-    (entry,) = [r for r in named.resources if r.type == "aws:eks/accessEntry:AccessEntry"
-                and r.inputs.get("principalArn") == PIPELINE_ROLE]
+    (entry,) = [
+        r
+        for r in named.resources
+        if r.type == "aws:eks/accessEntry:AccessEntry" and r.inputs.get("principalArn") == PIPELINE_ROLE
+    ]
     assert entry.inputs["kubernetesGroups"], "the role maps to the pipeline's RBAC group, not to an access policy"
-    assert not [r for r in named.resources if r.type == "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
-                and r.inputs.get("principalArn") == PIPELINE_ROLE]
+    assert not [
+        r
+        for r in named.resources
+        if r.type == "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
+        and r.inputs.get("principalArn") == PIPELINE_ROLE
+    ]
     unnamed = rendered(config("dev"))
     assert not [r for r in unnamed.resources if r.inputs.get("principalArn") == PIPELINE_ROLE]
 

@@ -22,10 +22,20 @@ def test_production_database_defaults_are_ha_and_protected() -> None:
 
 
 def test_services_are_the_components_specs_wired_by_the_platform() -> None:
-    cfg = load(config("production", services={"digits": {
-        "modelUri": "models:/digits@champion", "minReplicas": 3, "maxReplicas": 9,
-        "resources": {"cpu": "2", "memory": "4Gi", "gpus": 1},
-        "canary": {"modelUri": "models:/digits@challenger", "weight": 25}}}))
+    cfg = load(
+        config(
+            "production",
+            services={
+                "digits": {
+                    "modelUri": "models:/digits@champion",
+                    "minReplicas": 3,
+                    "maxReplicas": 9,
+                    "resources": {"cpu": "2", "memory": "4Gi", "gpus": 1},
+                    "canary": {"modelUri": "models:/digits@challenger", "weight": 25},
+                }
+            },
+        )
+    )
     spec = cfg.services["digits"]
     assert isinstance(spec, ModelServiceSpec), "one schema: the stack config holds the component's own spec"
     assert "namespace" not in ModelServiceSpec.model_fields and "image" not in ModelServiceSpec.model_fields
@@ -40,29 +50,40 @@ def test_bad_service_entries_name_the_key() -> None:
     found = problems("dev", services={"Digits!": {"modelUri": "digits"}})
     assert any(p.startswith("mlplat:services: 'Digits!' is not a valid workload name") for p in found)
     found = problems("dev", services={"digits": {"modelUri": "digits-latest", "minReplicas": 5, "maxReplicas": 2}})
-    assert any(p.startswith("mlplat:services.digits.modelUri: ModelServiceArgs.model_uri='digits-latest': "
-                                  "not a model URI") for p in found)
+    assert any(
+        p.startswith("mlplat:services.digits.modelUri: ModelServiceArgs.model_uri='digits-latest': not a model URI")
+        for p in found
+    )
     (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "minReplicas": 5, "maxReplicas": 2}})
     assert "min_replicas (5) must be >= 1 and <= max_replicas (2)" in problem
-    (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "canary": {"modelUri": "models:/d@b",
-                                                                                            "weight": 150}}})
+    (problem,) = problems(
+        "dev", services={"digits": {"modelUri": "models:/d@a", "canary": {"modelUri": "models:/d@b", "weight": 150}}}
+    )
     assert problem.startswith("mlplat:services.digits.canary.weight:")
     (problem,) = problems("dev", services={"digits": {"modelUri": "models:/d@a", "resources": {"memory": "2GB"}}})
-    assert problem.startswith("mlplat:services.digits.resources.memory: Resources.memory='2GB': not a Kubernetes "
-                              "memory quantity")
+    assert problem.startswith(
+        "mlplat:services.digits.resources.memory: Resources.memory='2GB': not a Kubernetes memory quantity"
+    )
 
 
 def test_training_job_config_is_checked_against_the_trainers_schema() -> None:
-    cfg = load(config("dev", trainingJobs={"digits": {"config": {"epochs": 3, "gate": {"min_accuracy": 0.9}},
-                                                      "nodes": 2, "processesPerNode": 4}}))
+    cfg = load(
+        config(
+            "dev",
+            trainingJobs={
+                "digits": {"config": {"epochs": 3, "gate": {"min_accuracy": 0.9}}, "nodes": 2, "processesPerNode": 4}
+            },
+        )
+    )
     args = cfg.training_jobs["digits"]
     assert isinstance(args, TrainingJobSpec)
     assert (args.nodes, args.processes_per_node, args.config["epochs"]) == (2, 4, 3)
     (problem,) = problems("dev", trainingJobs={"digits": {"config": {"epochs": 3, "gate": {"min_acuracy": 0.9}}}})
     assert problem.startswith("mlplat:trainingJobs.digits.config:") and "min_acuracy" in problem
     (problem,) = problems("dev", trainingJobs={"digits": {"schedule": "weekly"}})
-    assert problem.startswith("mlplat:trainingJobs.digits.schedule: TrainingJobArgs.schedule='weekly': not a cron "
-                              "schedule")
+    assert problem.startswith(
+        "mlplat:trainingJobs.digits.schedule: TrainingJobArgs.schedule='weekly': not a cron schedule"
+    )
 
 
 def test_database_contradictions() -> None:
@@ -110,11 +131,13 @@ def test_services_and_jobs_of_a_preset_are_replaced_whole_by_the_stack_files(mon
 
     def with_workloads(env: str) -> dict[str, Any]:
         defaults = shipped(env)
-        defaults["mlplat:services"] = {"digits": {"modelUri": "models:/digits@champion", "minReplicas": 3,
-                                                  "maxReplicas": 3},
-                                       "fraud": {"modelUri": "models:/fraud@champion"}}
-        defaults["mlplat:trainingJobs"] = {"digits": {"nodes": 2, "resources": {"cpu": "1", "memory": "2Gi",
-                                                                                "gpus": 0}}}
+        defaults["mlplat:services"] = {
+            "digits": {"modelUri": "models:/digits@champion", "minReplicas": 3, "maxReplicas": 3},
+            "fraud": {"modelUri": "models:/fraud@champion"},
+        }
+        defaults["mlplat:trainingJobs"] = {
+            "digits": {"nodes": 2, "resources": {"cpu": "1", "memory": "2Gi", "gpus": 0}}
+        }
         return defaults
 
     monkeypatch.setattr(config_module, "preset", with_workloads)

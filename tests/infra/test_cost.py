@@ -25,8 +25,13 @@ from mlplat.review.cost import (
 )
 
 runner = CliRunner()
-PROVIDER = {"urn": "urn:p::aws", "type": "pulumi:providers:aws", "name": "aws",
-            "inputs": {"region": "us-east-1"}, "options": {}}
+PROVIDER = {
+    "urn": "urn:p::aws",
+    "type": "pulumi:providers:aws",
+    "name": "aws",
+    "inputs": {"region": "us-east-1"},
+    "options": {},
+}
 
 
 def doc(*records: dict[str, Any], stack: str = "dev") -> dict[str, Any]:
@@ -34,8 +39,13 @@ def doc(*records: dict[str, Any], stack: str = "dev") -> dict[str, Any]:
 
 
 def rec(type_: str, name: str, deps: tuple[str, ...] = (), **inputs: Any) -> dict[str, Any]:
-    return {"urn": f"urn:{type_}::{name}", "type": type_, "name": name, "inputs": inputs,
-            "options": {"depends_on": list(deps)}}
+    return {
+        "urn": f"urn:{type_}::{name}",
+        "type": type_,
+        "name": name,
+        "inputs": inputs,
+        "options": {"depends_on": list(deps)},
+    }
 
 
 def test_price_table_is_dated_and_every_figure_cites_a_dated_aws_source() -> None:
@@ -49,12 +59,15 @@ def test_price_table_is_dated_and_every_figure_cites_a_dated_aws_source() -> Non
     assert {"dev", "staging", "production"} <= set(table.usage.environments)
 
 
-@pytest.mark.parametrize(("edit", "problem"), [
-    (lambda t: t["sources"]["kms"].update(covers=["kms_key_month", "eks_cluster_hour"]), "covered twice"),
-    (lambda t: t["sources"].pop("load_balancer"), "without a source ['alb_hour', 'alb_lcu_hour']"),
-    (lambda t: t["sources"]["kms"].update(as_of="2024-06"), "must be the oldest"),
-    (lambda t: t["sources"]["kms"].pop("as_of"), "sources.kms.as_of: Field required"),
-])
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda t: t["sources"]["kms"].update(covers=["kms_key_month", "eks_cluster_hour"]), "covered twice"),
+        (lambda t: t["sources"].pop("load_balancer"), "without a source ['alb_hour', 'alb_lcu_hour']"),
+        (lambda t: t["sources"]["kms"].update(as_of="2024-06"), "must be the oldest"),
+        (lambda t: t["sources"]["kms"].pop("as_of"), "sources.kms.as_of: Field required"),
+    ],
+)
 def test_a_figure_without_a_dated_source_is_refused(edit: Callable[[dict[str, Any]], Any], problem: str) -> None:
     text = json.loads(load_prices().model_dump_json())
     edit(text)
@@ -64,10 +77,19 @@ def test_a_figure_without_a_dated_source_is_refused(edit: Callable[[dict[str, An
 
 def test_node_group_idle_is_min_nodes_peak_is_max_nodes_spot_discounted() -> None:
     table = load_prices()
-    lt = rec("aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt",
-             blockDeviceMappings=[{"ebs": {"volumeSize": 100, "volumeType": "gp3"}}])
-    gpu = rec("aws:eks/nodeGroup:NodeGroup", "gpu", deps=(lt["urn"],), instanceTypes=["g5.xlarge", "g6.xlarge"],
-              capacityType="SPOT", scalingConfig={"minSize": 0, "maxSize": 4, "desiredSize": 0})
+    lt = rec(
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "gpu-lt",
+        blockDeviceMappings=[{"ebs": {"volumeSize": 100, "volumeType": "gp3"}}],
+    )
+    gpu = rec(
+        "aws:eks/nodeGroup:NodeGroup",
+        "gpu",
+        deps=(lt["urn"],),
+        instanceTypes=["g5.xlarge", "g6.xlarge"],
+        capacityType="SPOT",
+        scalingConfig={"minSize": 0, "maxSize": 4, "desiredSize": 0},
+    )
     est = estimate(doc(lt, gpu), "dev", table)
     (line,) = est.lines
     per_node = 1.006 * 0.45 * 730 + 100 * 0.08
@@ -76,16 +98,23 @@ def test_node_group_idle_is_min_nodes_peak_is_max_nodes_spot_discounted() -> Non
 
 
 def test_on_demand_group_without_launch_template_uses_the_eks_default_disk() -> None:
-    cpu = rec("aws:eks/nodeGroup:NodeGroup", "cpu", instanceTypes=["m6i.large"],
-              scalingConfig={"minSize": 2, "maxSize": 5})
+    cpu = rec(
+        "aws:eks/nodeGroup:NodeGroup", "cpu", instanceTypes=["m6i.large"], scalingConfig={"minSize": 2, "maxSize": 5}
+    )
     (line,) = estimate(doc(cpu), "dev").lines
     per_node = 0.096 * 730 + 20 * 0.10
     assert (line.idle, line.peak) == (pytest.approx(2 * per_node), pytest.approx(5 * per_node))
 
 
 def test_rds_multi_az_doubles_instance_and_storage() -> None:
-    single = rec("aws:rds/instance:Instance", "db", instanceClass="db.t4g.medium", allocatedStorage=20,
-                 storageType="gp3", multiAz=False)
+    single = rec(
+        "aws:rds/instance:Instance",
+        "db",
+        instanceClass="db.t4g.medium",
+        allocatedStorage=20,
+        storageType="gp3",
+        multiAz=False,
+    )
     multi = {**single, "inputs": {**single["inputs"], "multiAz": True}}
     one = estimate(doc(single), "dev").lines[0].peak
     assert one == pytest.approx(0.065 * 730 + 20 * 0.115)
@@ -108,8 +137,10 @@ def test_unknown_prices_are_listed_not_counted_as_free() -> None:
     db = rec("aws:rds/instance:Instance", "db", instanceClass="db.x9.huge")
     est = estimate(doc(group, db), "dev")
     assert est.lines == []
-    assert est.unpriced == ["odd: no EC2 price for 'x9.huge' in the table",
-                            "db: no RDS price for 'db.x9.huge' in the table"]
+    assert est.unpriced == [
+        "odd: no EC2 price for 'x9.huge' in the table",
+        "db: no RDS price for 'db.x9.huge' in the table",
+    ]
     markdown = to_markdown(est)
     assert "**(incomplete)**" in markdown.splitlines()[2]  # in the headline, not a footnote
     assert "**Not priced (2), left out of the totals:** odd: no EC2 price" in markdown
@@ -134,14 +165,14 @@ def test_malformed_price_file_names_the_field() -> None:
 
 
 def test_shipped_stacks_production_costs_more_and_dev_gpu_pool_idles_at_zero(
-        dev_stack: Render, production_stack: Render) -> None:
+    dev_stack: Render, production_stack: Render
+) -> None:
     dev = estimate(dev_stack.to_json(), "dev")
     prod = estimate(production_stack.to_json(), "production")
     assert dev.unpriced == [] and prod.unpriced == []
     assert 0 < dev.idle < dev.peak and 0 < prod.idle < prod.peak
     assert prod.idle > dev.idle and prod.peak > dev.peak
-    groups = [line for line in dev.lines if line.type in ("aws:eks/nodeGroup:NodeGroup",
-                                                          "eks:index:ManagedNodeGroup")]
+    groups = [line for line in dev.lines if line.type in ("aws:eks/nodeGroup:NodeGroup", "eks:index:ManagedNodeGroup")]
     gpu = [line for line in groups if "spot" in line.what]
     assert gpu and all(line.idle == 0 and line.peak > 0 for line in gpu)
     assert any(line.type in ("eks:index:Cluster", "aws:eks/cluster:Cluster") for line in prod.lines)
@@ -149,7 +180,8 @@ def test_shipped_stacks_production_costs_more_and_dev_gpu_pool_idles_at_zero(
     for est, volumes in ((dev, "1 x 20 GB gp3"), (prod, "2 x 200 GB gp3")):
         (line,) = [line for line in est.lines if line.type == "kubernetes:helm.sh/v3:Release"]
         assert line.what.startswith(volumes) and line.idle == pytest.approx(
-            float(volumes[0]) * float(volumes.split()[2]) * 0.08)
+            float(volumes[0]) * float(volumes.split()[2]) * 0.08
+        )
 
 
 def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
@@ -161,8 +193,9 @@ def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
     assert runner.invoke(app, ["cost", "dev", "-f", "markdown"]).output.startswith("### Monthly cost estimate")
     saved = tmp_path / "r.json"
     bucket = rec("aws:s3/bucket:Bucket", "data")
-    saved.write_text(json.dumps({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "ap-south-2"}},
-                                                             bucket]}))
+    saved.write_text(
+        json.dumps({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "ap-south-2"}}, bucket]})
+    )
     result = runner.invoke(app, ["cost", "x", "--render", str(saved)])
     assert result.exit_code == 0 and "INCOMPLETE: 1 resource(s) not priced" in result.output
     assert "not priced: data: no prices for region 'ap-south-2'" in result.output
@@ -175,15 +208,20 @@ def test_cost_cli_text_json_markdown(tmp_path: Path) -> None:
 def test_alb_ingresses_are_priced_once_per_load_balancer() -> None:
     def ingress(name: str, group: str | None = None, cls: str = "alb") -> dict[str, Any]:
         annotations = {"alb.ingress.kubernetes.io/group.name": group} if group else {}
-        return rec("kubernetes:networking.k8s.io/v1:Ingress", name, metadata={"annotations": annotations},
-                   spec={"ingressClassName": cls})
+        return rec(
+            "kubernetes:networking.k8s.io/v1:Ingress",
+            name,
+            metadata={"annotations": annotations},
+            spec={"ingressClassName": cls},
+        )
 
     records = [ingress("a"), ingress("b", "shared"), ingress("c", "shared"), ingress("d", cls="nginx")]
     est = estimate(doc(*records), "dev")
     alb = 0.0225 * 730 + 1 * 0.008 * 730  # dev assumes one LCU
     assert {line.name: line.peak for line in est.lines} == {"a": pytest.approx(alb), "b": pytest.approx(alb)}
     assert [line.what for line in est.lines if line.name == "b"] == [
-        "ALB (AWS Load Balancer Controller, group shared) + 1 LCU"]
+        "ALB (AWS Load Balancer Controller, group shared) + 1 LCU"
+    ]
 
 
 def test_a_control_plane_in_extended_support_is_priced_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,8 +230,9 @@ def test_a_control_plane_in_extended_support_is_priced_as_such(monkeypatch: pyte
     from mlplat.components import k8s_versions
     from mlplat.review import cost
 
-    monkeypatch.setattr(cost, "support_status",
-                        lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29)))
+    monkeypatch.setattr(
+        cost, "support_status", lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29))
+    )
     old, new = (estimate(doc(rec("eks:index:Cluster", "eks", version=v)), "dev").lines[0] for v in ("1.32", "1.35"))
     assert old.what.startswith("EKS control plane (Kubernetes 1.32: extended support)")
     assert old.idle == pytest.approx(0.6 * 730) and new.idle == pytest.approx(0.1 * 730)
@@ -256,20 +295,31 @@ def test_the_config_accepts_exactly_the_regions_the_table_prices() -> None:
     assert {"eu-west-1", "us-gov-west-1", "cn-north-1"}.isdisjoint(accepted)
 
 
-@pytest.mark.parametrize(("values", "problem"), [
-    ({"aws:region": "eu-west-1"},
-     "aws:region: 'eu-west-1' is not a region mlplat's price table prices (review/prices.json), so `mlplat cost` "
-     "could not price the stack; allowed: us-east-1"),
-    ({"aws:region": "US-EAST-1 "}, "aws:region: 'US-EAST-1 ' is not a region"),
-    ({"mlplat:tracking": json.dumps({"database": {"instanceClass": "db.r6g.xlarge"}})},
-     "mlplat:tracking.database.instanceClass: 'db.r6g.xlarge' is not an RDS class mlplat's price table prices "
-     "(review/prices.json), so `mlplat cost` could not price the database; allowed: db.t3.micro, "),
-    ({"mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["m6i.large", "c7i.xlarge"]}}})},
-     "mlplat:cluster.nodeGroups.cpu.instanceTypes: ['c7i.xlarge'] is not in mlplat's capacity and price tables, "
-     "so neither the fit of pods nor the cost could be checked; allowed: m5.large, "),
-])
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (
+            {"aws:region": "eu-west-1"},
+            "aws:region: 'eu-west-1' is not a region mlplat's price table prices (review/prices.json), so `mlplat "
+            "cost` "
+            "could not price the stack; allowed: us-east-1",
+        ),
+        ({"aws:region": "US-EAST-1 "}, "aws:region: 'US-EAST-1 ' is not a region"),
+        (
+            {"mlplat:tracking": json.dumps({"database": {"instanceClass": "db.r6g.xlarge"}})},
+            "mlplat:tracking.database.instanceClass: 'db.r6g.xlarge' is not an RDS class mlplat's price table prices "
+            "(review/prices.json), so `mlplat cost` could not price the database; allowed: db.t3.micro, ",
+        ),
+        (
+            {"mlplat:cluster": json.dumps({"nodeGroups": {"cpu": {"instanceTypes": ["m6i.large", "c7i.xlarge"]}}})},
+            "mlplat:cluster.nodeGroups.cpu.instanceTypes: ['c7i.xlarge'] is not in mlplat's capacity and price tables, "
+            "so neither the fit of pods nor the cost could be checked; allowed: m5.large, ",
+        ),
+    ],
+)
 def test_a_value_the_table_does_not_price_is_a_config_error_naming_the_key_and_the_value(
-        values: dict[str, str], problem: str) -> None:
+    values: dict[str, str], problem: str
+) -> None:
     from mlplat.infra.config import ConfigError, load
 
     with pytest.raises(ConfigError) as caught:
@@ -280,9 +330,15 @@ def test_a_value_the_table_does_not_price_is_a_config_error_naming_the_key_and_t
 def test_a_render_in_a_region_the_table_lacks_names_every_priced_resource_in_both_headlines() -> None:
     # a render not made from mlplat's config (a team's own program, a git ref rendered with its own older code)
     table = load_prices()
-    records = (rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large", allocatedStorage=20,
-                   storageType="gp3"), rec("aws:eks/nodeGroup:NodeGroup", "cpu", instanceTypes=["m6i.large"],
-                                           scalingConfig={"minSize": 1, "maxSize": 2}))
+    records = (
+        rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large", allocatedStorage=20, storageType="gp3"),
+        rec(
+            "aws:eks/nodeGroup:NodeGroup",
+            "cpu",
+            instanceTypes=["m6i.large"],
+            scalingConfig={"minSize": 1, "maxSize": 2},
+        ),
+    )
     for region in ("us-east-1", "eu-west-1", "us-gov-west-1", "cn-north-1"):
         document = {"stack": "dev", "resources": [{**PROVIDER, "inputs": {"region": region}}, *records]}
         est = estimate_or_unpriced(document)
@@ -323,12 +379,14 @@ def test_an_unpriced_class_marks_cost_and_diff_incomplete_in_their_headlines(tmp
     head = render_file(tmp_path / "head.json", database("db.x2g.16xlarge"))
     text = runner.invoke(app, ["cost", "dev", "--render", str(head)])
     assert text.exit_code == 0, text.output
-    assert text.output.splitlines()[1] == ("  INCOMPLETE: 1 resource(s) not priced, left out of the totals "
-                                           "(listed below)")
+    assert text.output.splitlines()[1] == (
+        "  INCOMPLETE: 1 resource(s) not priced, left out of the totals (listed below)"
+    )
     markdown = runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "markdown"]).output
     assert "**(incomplete)**" in markdown.splitlines()[2] and "no RDS price for 'db.x2g.16xlarge'" in markdown
-    assert json.loads(runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "json"]).output)[
-        "complete"] is False
+    assert (
+        json.loads(runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "json"]).output)["complete"] is False
+    )
     diff = runner.invoke(app, ["diff", str(base), str(head)])
     assert diff.exit_code == 0, diff.output
     headline = next(line for line in diff.output.splitlines() if line.startswith("**Cost"))
@@ -362,14 +420,19 @@ def prometheus(storage_class: str | None = "gp3", size: str = "200Gi", replicas:
     spec: dict[str, Any] = {"resources": {"requests": {"storage": size}}}
     if storage_class is not None:
         spec["storageClassName"] = storage_class
-    values = {"prometheus": {"prometheusSpec": {"replicas": replicas, "storageSpec": {
-        "volumeClaimTemplate": {"spec": spec}}}}}
+    values = {
+        "prometheus": {"prometheusSpec": {"replicas": replicas, "storageSpec": {"volumeClaimTemplate": {"spec": spec}}}}
+    }
     return rec("kubernetes:helm.sh/v3:Release", "monitoring", values=values)
 
 
 # the gp3 class mlplat's Cluster declares through pulumi-eks (components/cluster.py), default for unnamed claims
-CLUSTER = rec("eks:index:Cluster", "eks", version="1.35", storageClasses={
-    "gp3": {"type": "gp3", "default": True, "metadata": {"name": "gp3"}}})
+CLUSTER = rec(
+    "eks:index:Cluster",
+    "eks",
+    version="1.35",
+    storageClasses={"gp3": {"type": "gp3", "default": True, "metadata": {"name": "gp3"}}},
+)
 
 
 def test_prometheus_volumes_in_helm_values_are_priced_at_their_storage_class_type() -> None:
@@ -378,33 +441,82 @@ def test_prometheus_volumes_in_helm_values_are_priced_at_their_storage_class_typ
     assert line.what.startswith("2 x 200 GB gp3") and line.idle == pytest.approx(400 * 0.08)
     unnamed = estimate(doc(CLUSTER, prometheus(storage_class=None)), "production")  # the default class
     assert [line.idle for line in unnamed.lines if line.name == "monitoring"] == [pytest.approx(400 * 0.08)]
-    old_class = rec("kubernetes:storage.k8s.io/v1:StorageClass", "gp2", metadata={"name": "gp2"},
-                    provisioner="ebs.csi.aws.com", parameters={"type": "gp2"})
+    old_class = rec(
+        "kubernetes:storage.k8s.io/v1:StorageClass",
+        "gp2",
+        metadata={"name": "gp2"},
+        provisioner="ebs.csi.aws.com",
+        parameters={"type": "gp2"},
+    )
     gp2 = estimate(doc(CLUSTER, old_class, prometheus(storage_class="gp2")), "production")
     assert [line.idle for line in gp2.lines if line.name == "monitoring"] == [pytest.approx(400 * 0.10)]
 
 
-@pytest.mark.parametrize(("records", "why"), [
-    ((prometheus(storage_class="fast"),), "monitoring: StorageClass 'fast' is not defined in the render"),
-    ((prometheus(storage_class=None),), "monitoring: the default StorageClass is not defined in the render"),
-    ((rec("kubernetes:storage.k8s.io/v1:StorageClass", "io", metadata={"name": "io"},
-          parameters={"type": "io2"}), prometheus(storage_class="io")),
-     "monitoring: no EBS price for volume type 'io2' in the table"),
-    ((rec("kubernetes:core/v1:PersistentVolumeClaim", "data", spec={
-        "storageClassName": "fast", "resources": {"requests": {"storage": "10Gi"}}}),),
-     "data: StorageClass 'fast' is not defined in the render"),
-    ((rec("aws:ebs/volume:Volume", "scratch", size=100, type="io2"),),
-     "scratch: no EBS price for volume type 'io2' in the table"),
-    ((rec("aws:rds/instance:Instance", "db", instanceClass="db.t4g.medium", storageType="io2",
-          allocatedStorage=100),), "db: no RDS storage price for 'io2' in the table"),
-    ((rec("aws:ec2/launchTemplate:LaunchTemplate", "lt", blockDeviceMappings=[
-        {"ebs": {"volumeSize": 100, "volumeType": "io2"}}]),
-      rec("aws:eks/nodeGroup:NodeGroup", "cpu", deps=("urn:aws:ec2/launchTemplate:LaunchTemplate::lt",),
-          instanceTypes=["m6i.large"], scalingConfig={"minSize": 1, "maxSize": 2})),
-     "cpu: no EBS price for volume type 'io2' in the table"),
-])
+@pytest.mark.parametrize(
+    ("records", "why"),
+    [
+        ((prometheus(storage_class="fast"),), "monitoring: StorageClass 'fast' is not defined in the render"),
+        ((prometheus(storage_class=None),), "monitoring: the default StorageClass is not defined in the render"),
+        (
+            (
+                rec(
+                    "kubernetes:storage.k8s.io/v1:StorageClass",
+                    "io",
+                    metadata={"name": "io"},
+                    parameters={"type": "io2"},
+                ),
+                prometheus(storage_class="io"),
+            ),
+            "monitoring: no EBS price for volume type 'io2' in the table",
+        ),
+        (
+            (
+                rec(
+                    "kubernetes:core/v1:PersistentVolumeClaim",
+                    "data",
+                    spec={"storageClassName": "fast", "resources": {"requests": {"storage": "10Gi"}}},
+                ),
+            ),
+            "data: StorageClass 'fast' is not defined in the render",
+        ),
+        (
+            (rec("aws:ebs/volume:Volume", "scratch", size=100, type="io2"),),
+            "scratch: no EBS price for volume type 'io2' in the table",
+        ),
+        (
+            (
+                rec(
+                    "aws:rds/instance:Instance",
+                    "db",
+                    instanceClass="db.t4g.medium",
+                    storageType="io2",
+                    allocatedStorage=100,
+                ),
+            ),
+            "db: no RDS storage price for 'io2' in the table",
+        ),
+        (
+            (
+                rec(
+                    "aws:ec2/launchTemplate:LaunchTemplate",
+                    "lt",
+                    blockDeviceMappings=[{"ebs": {"volumeSize": 100, "volumeType": "io2"}}],
+                ),
+                rec(
+                    "aws:eks/nodeGroup:NodeGroup",
+                    "cpu",
+                    deps=("urn:aws:ec2/launchTemplate:LaunchTemplate::lt",),
+                    instanceTypes=["m6i.large"],
+                    scalingConfig={"minSize": 1, "maxSize": 2},
+                ),
+            ),
+            "cpu: no EBS price for volume type 'io2' in the table",
+        ),
+    ],
+)
 def test_a_volume_of_an_unknown_type_or_class_is_named_unpriced_never_priced_as_gp3(
-        records: tuple[dict[str, Any], ...], why: str) -> None:
+    records: tuple[dict[str, Any], ...], why: str
+) -> None:
     est = estimate(doc(*records), "production")
     assert est.unpriced == [why + ("" if why.endswith("table") else ", so its EBS volume type is unknown")]
     assert not est.complete and est.lines == []
@@ -415,8 +527,10 @@ def test_an_unpriced_region_names_every_priced_resource_instead_of_dropping_the_
     from mlplat.review.cost import diff_costs, estimate_or_unpriced
 
     other = {**PROVIDER, "inputs": {"region": "ap-south-2"}}
-    document = {"stack": "x", "resources": [other, rec("aws:rds/instance:Instance", "db",
-                                                       instanceClass="db.r6g.large")]}
+    document = {
+        "stack": "x",
+        "resources": [other, rec("aws:rds/instance:Instance", "db", instanceClass="db.r6g.large")],
+    }
     est = estimate_or_unpriced(document)
     assert est is not None and est.lines == [] and est.unpriced_keys == [("aws:rds/instance:Instance", "db")]
     assert "no prices for region 'ap-south-2'" in est.unpriced[0]
@@ -431,15 +545,18 @@ def test_cost_of_a_stack_in_an_unpriced_region_names_every_priced_resource(tmp_p
     lines = result.output.splitlines()
     assert lines[0] == f"dev (dev, eu-west-1), list prices as of {load_prices().as_of}:"
     assert lines[1] == "  INCOMPLETE: 2 resource(s) not priced, left out of the totals (listed below)"
-    assert sum("not priced: fraud-artifacts" in line and "no prices for region 'eu-west-1'" in line
-               for line in lines) == 2
+    assert (
+        sum("not priced: fraud-artifacts" in line and "no prices for region 'eu-west-1'" in line for line in lines) == 2
+    )
 
 
 def test_an_unpriced_region_also_names_load_balancer_ingresses_and_chart_volumes() -> None:
     ingress = rec("kubernetes:networking.k8s.io/v1:Ingress", "web", metadata={}, spec={"ingressClassName": "alb"})
     plain = rec("kubernetes:helm.sh/v3:Release", "autoscaler", values={"replicas": 2})  # no volumes: costs nothing
-    document = {"stack": "dev", "resources": [{**PROVIDER, "inputs": {"region": "eu-west-1"}}, CLUSTER, ingress,
-                                              prometheus(), plain]}
+    document = {
+        "stack": "dev",
+        "resources": [{**PROVIDER, "inputs": {"region": "eu-west-1"}}, CLUSTER, ingress, prometheus(), plain],
+    }
     est = estimate_or_unpriced(document)
     assert est is not None
     assert [name for _, name in est.unpriced_keys] == ["eks", "monitoring", "web"]
@@ -449,14 +566,16 @@ def test_an_unpriced_region_also_names_load_balancer_ingresses_and_chart_volumes
 
 def test_an_rds_upsize_to_a_class_the_config_accepts_is_a_real_increase_in_cost_and_diff(tmp_path: Path) -> None:
     def database(cls: str) -> dict[str, Any]:
-        return rec("aws:rds/instance:Instance", "db", instanceClass=cls, allocatedStorage=20, storageType="gp3",
-                   multiAz=True)
+        return rec(
+            "aws:rds/instance:Instance", "db", instanceClass=cls, allocatedStorage=20, storageType="gp3", multiAz=True
+        )
 
     base = render_file(tmp_path / "base.json", database("db.t4g.medium"))
     head = render_file(tmp_path / "head.json", database("db.r6g.large"))
     priced = json.loads(runner.invoke(app, ["cost", "dev", "--render", str(head), "-f", "json"]).output)
-    assert priced["complete"] is True and priced["idle_monthly"] == pytest.approx(2 * (0.225 * 730 + 20 * 0.115),
-                                                                                  abs=0.01)
+    assert priced["complete"] is True and priced["idle_monthly"] == pytest.approx(
+        2 * (0.225 * 730 + 20 * 0.115), abs=0.01
+    )
     diff = runner.invoke(app, ["diff", str(base), str(head)])
     assert diff.exit_code == 0, diff.output
     headline = next(line for line in diff.output.splitlines() if line.startswith("**Cost"))
@@ -471,18 +590,27 @@ def test_cloudwatch_alarms_are_priced_per_metric_and_resolution() -> None:
     alarm = "aws:cloudwatch/metricAlarm:MetricAlarm"
     standard = rec(alarm, "cpu", period=300, comparisonOperator="GreaterThanThreshold")
     high = rec(alarm, "fast", period=10, comparisonOperator="GreaterThanThreshold")
-    expression = rec(alarm, "ratio", comparisonOperator="GreaterThanThreshold",
-                     metricQueries=[{"id": "e", "expression": "a / b", "returnData": True},
-                                    {"id": "a", "metric": {"metricName": "A", "period": 120}},
-                                    {"id": "b", "metric": {"metricName": "B", "period": 120}}])
+    expression = rec(
+        alarm,
+        "ratio",
+        comparisonOperator="GreaterThanThreshold",
+        metricQueries=[
+            {"id": "e", "expression": "a / b", "returnData": True},
+            {"id": "a", "metric": {"metricName": "A", "period": 120}},
+            {"id": "b", "metric": {"metricName": "B", "period": 120}},
+        ],
+    )
     band = rec(alarm, "band", period=300, comparisonOperator="LessThanLowerOrGreaterThanUpperThreshold")
     est = estimate(doc(standard, high, expression, band), "dev")
     assert est.complete
     # Infracost's golden test (the table's source): standard $0.10, high resolution $0.30, expression of two
     # metrics $0.20, an anomaly detection band three metrics
     assert {line.name: line.idle for line in est.lines} == {
-        "cpu": pytest.approx(0.10), "fast": pytest.approx(0.30), "ratio": pytest.approx(0.20),
-        "band": pytest.approx(0.30)}
+        "cpu": pytest.approx(0.10),
+        "fast": pytest.approx(0.30),
+        "ratio": pytest.approx(0.20),
+        "band": pytest.approx(0.30),
+    }
     assert {line.name: line.what for line in est.lines}["ratio"] == "CloudWatch alarm, 2 metric(s), standard resolution"
 
 
@@ -492,7 +620,8 @@ def test_sns_topics_and_sqs_queues_are_named_usage_priced_never_a_silent_zero(tm
     assert est.lines == [] and est.complete
     assert est.usage_priced == [
         "alarms: SNS topic, no monthly charge; $0.50 per million publishes (plus deliveries), by usage",
-        "interruptions: SQS queue, no monthly charge; $0.40 per million requests, by usage"]
+        "interruptions: SQS queue, no monthly charge; $0.40 per million requests, by usage",
+    ]
     assert "usage-priced ($0 a month plus usage): alarms: SNS topic" in to_text(est)
     assert "**Usage-priced (2), $0 a month in the totals plus their usage:** alarms: SNS topic" in to_markdown(est)
     assert est.to_json()["usage_priced"] == est.usage_priced
@@ -500,18 +629,22 @@ def test_sns_topics_and_sqs_queues_are_named_usage_priced_never_a_silent_zero(tm
     assert delta is not None and delta.complete
     assert "- added: interruptions: SQS queue, no monthly charge" in delta.markdown()
     # in a region the table lacks, they are named unpriced like every other priced type
-    elsewhere = estimate_or_unpriced({"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "eu-west-1"}},
-                                                                  topic, queue]})
+    elsewhere = estimate_or_unpriced(
+        {"stack": "x", "resources": [{**PROVIDER, "inputs": {"region": "eu-west-1"}}, topic, queue]}
+    )
     assert elsewhere is not None and [name for _, name in elsewhere.unpriced_keys] == ["alarms", "interruptions"]
 
 
 def test_shipped_stacks_price_every_alarm_and_name_their_topic_and_queue(production_stack: Render) -> None:
     est = estimate(production_stack.to_json(), "production")
     assert est.complete
-    alarms = [r for r in production_stack.to_json()["resources"]
-              if r["type"] == "aws:cloudwatch/metricAlarm:MetricAlarm"]
+    alarms = [
+        r for r in production_stack.to_json()["resources"] if r["type"] == "aws:cloudwatch/metricAlarm:MetricAlarm"
+    ]
     priced = [line for line in est.lines if line.type == "aws:cloudwatch/metricAlarm:MetricAlarm"]
     assert alarms and len(priced) == len(alarms) and all(line.idle > 0 for line in priced)
     kinds = {u.split(": ", 2)[1] for u in est.usage_priced}
-    assert kinds == {"SNS topic, no monthly charge; $0.50 per million publishes (plus deliveries), by usage",
-                     "SQS queue, no monthly charge; $0.40 per million requests, by usage"}
+    assert kinds == {
+        "SNS topic, no monthly charge; $0.50 per million publishes (plus deliveries), by usage",
+        "SQS queue, no monthly charge; $0.40 per million requests, by usage",
+    }

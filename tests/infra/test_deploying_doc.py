@@ -27,12 +27,18 @@ def pins(repo_root: Path) -> dict[str, str]:
 def test_every_pin_in_the_code_has_its_row(repo_root: Path) -> None:
     doc = pins(repo_root)
     addons, charts = AddonVersions(), ChartVersions()
-    requirements = dict(line.split("==") for line in (repo_root / "tracking" / "requirements.txt").read_text()
-                        .splitlines() if "==" in line and not line.startswith("#"))
+    requirements = dict(
+        line.split("==")
+        for line in (repo_root / "tracking" / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     expected = {
         "Kubernetes (EKS)": DEFAULT_VERSION,
-        "vpc-cni add-on": addons.vpc_cni, "coredns add-on": addons.coredns, "kube-proxy add-on": addons.kube_proxy,
-        "aws-ebs-csi-driver add-on": addons.aws_ebs_csi_driver, "metrics-server add-on": addons.metrics_server,
+        "vpc-cni add-on": addons.vpc_cni,
+        "coredns add-on": addons.coredns,
+        "kube-proxy add-on": addons.kube_proxy,
+        "aws-ebs-csi-driver add-on": addons.aws_ebs_csi_driver,
+        "metrics-server add-on": addons.metrics_server,
         "cluster-autoscaler chart": charts.cluster_autoscaler,
         "aws-node-termination-handler chart": charts.node_termination_handler,
         "nvidia-device-plugin chart": charts.nvidia_device_plugin,

@@ -22,21 +22,42 @@ runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 
 
-def platform(cidr: str = "10.0.0.0/16", instance_type: str = "m6i.xlarge", owner: str = "a",
-             extra_bucket: bool = False, protect_bucket: bool = True) -> Callable[[], None]:
+def platform(
+    cidr: str = "10.0.0.0/16",
+    instance_type: str = "m6i.xlarge",
+    owner: str = "a",
+    extra_bucket: bool = False,
+    protect_bucket: bool = True,
+) -> Callable[[], None]:
     """A small program: a VPC, a subnet, a node group, a protected bucket (and optionally another)."""
 
     def program() -> None:
-        provider = aws.Provider("aws", region="us-east-1", default_tags=aws.ProviderDefaultTagsArgs(
-            tags={"project": "mlplat", "environment": "dev", "owner": owner, "cost-center": "ml"}))
+        provider = aws.Provider(
+            "aws",
+            region="us-east-1",
+            default_tags=aws.ProviderDefaultTagsArgs(
+                tags={"project": "mlplat", "environment": "dev", "owner": owner, "cost-center": "ml"}
+            ),
+        )
         opts = pulumi.ResourceOptions(provider=provider)
         vpc = aws.ec2.Vpc("vpc", cidr_block=cidr, tags={"Name": "vpc"}, opts=opts)
-        subnet = aws.ec2.Subnet("private-0", vpc_id=vpc.id, cidr_block=cidr.replace("0.0/16", "0.0/19"),
-                                availability_zone="us-east-1a", opts=opts)
-        aws.eks.NodeGroup("cpu", cluster_name="c", node_role_arn="arn:aws:iam::1:role/n", subnet_ids=[subnet.id],
-                          instance_types=[instance_type], capacity_type="ON_DEMAND",
-                          scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=1, max_size=3, desired_size=1),
-                          opts=opts)
+        subnet = aws.ec2.Subnet(
+            "private-0",
+            vpc_id=vpc.id,
+            cidr_block=cidr.replace("0.0/16", "0.0/19"),
+            availability_zone="us-east-1a",
+            opts=opts,
+        )
+        aws.eks.NodeGroup(
+            "cpu",
+            cluster_name="c",
+            node_role_arn="arn:aws:iam::1:role/n",
+            subnet_ids=[subnet.id],
+            instance_types=[instance_type],
+            capacity_type="ON_DEMAND",
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=1, max_size=3, desired_size=1),
+            opts=opts,
+        )
         aws.s3.Bucket("data", opts=pulumi.ResourceOptions(provider=provider, protect=protect_bucket))
         if extra_bucket:
             aws.s3.Bucket("scratch", opts=opts)
@@ -63,11 +84,10 @@ def test_changed_instance_type_forces_node_group_replacement(rendered: Callable[
     change = diff_renders(rendered(), rendered(instance_type="g5.xlarge"))
     assert [c.name for c in change.changed] == ["cpu"]
     (prop,) = change.changed[0].changes
-    assert (prop.path, prop.before, prop.after, prop.replaces) == ("instanceTypes", ["m6i.xlarge"],
-                                                                   ["g5.xlarge"], True)
+    assert (prop.path, prop.before, prop.after, prop.replaces) == ("instanceTypes", ["m6i.xlarge"], ["g5.xlarge"], True)
     assert [c.name for c in change.replaced] == ["cpu"]
     markdown = to_markdown(change)
-    assert "| `cpu` | `aws:eks/NodeGroup` | `instanceTypes` **(forces replacement)** | `[\"m6i.xlarge\"]` " in markdown
+    assert '| `cpu` | `aws:eks/NodeGroup` | `instanceTypes` **(forces replacement)** | `["m6i.xlarge"]` ' in markdown
     assert "1 to change (1 replaced)" in markdown
 
 
@@ -109,29 +129,32 @@ def test_unprotecting_is_reported_as_an_option_change(rendered: Callable[..., di
     assert (change.changed[0].name, prop.path, prop.before, prop.after) == ("data", "options.protect", True, False)
 
 
-@pytest.mark.parametrize(("type_", "path", "replaces"), [
-    ("aws:ec2/subnet:Subnet", "availabilityZone", True),
-    ("aws:ec2/subnet:Subnet", "tags.Name", False),
-    ("aws:rds/instance:Instance", "engine", True),
-    ("aws:rds/instance:Instance", "identifier", True),
-    ("aws:rds/instance:Instance", "instanceClass", False),
-    # regenerated from aws_eks_cluster: subnets are updated in place (UpdateClusterConfig), a new role replaces
-    ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[1]", False),
-    ("aws:eks/cluster:Cluster", "roleArn", True),
-    ("aws:eks/cluster:Cluster", "vpcConfig.endpointPublicAccess", False),
-    # regenerated from aws_eks_node_group: a new launch template replaces the group, a new version updates it
-    ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.id", True),
-    ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.version", False),
-    ("eks:index:Cluster", "privateSubnetIds", True),
-    ("kubernetes:apps/v1:Deployment", "metadata.name", True),
-    ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
-    # the provider sets neither enableConfigMapMutable nor enableSecretMutable: new contents replace the object
-    ("kubernetes:core/v1:Secret", "stringData.password", True),
-    ("kubernetes:core/v1:ConfigMap", "data", True),
-    ("kubernetes:core/v1:ConfigMap", "metadata.labels", False),
-    ("pulumi:providers:aws", "region", True),
-    ("aws:ec2/vpc:Vpc", "cidrBlockSuffix", False),  # a prefix match must stop at a path boundary
-])
+@pytest.mark.parametrize(
+    ("type_", "path", "replaces"),
+    [
+        ("aws:ec2/subnet:Subnet", "availabilityZone", True),
+        ("aws:ec2/subnet:Subnet", "tags.Name", False),
+        ("aws:rds/instance:Instance", "engine", True),
+        ("aws:rds/instance:Instance", "identifier", True),
+        ("aws:rds/instance:Instance", "instanceClass", False),
+        # regenerated from aws_eks_cluster: subnets are updated in place (UpdateClusterConfig), a new role replaces
+        ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[1]", False),
+        ("aws:eks/cluster:Cluster", "roleArn", True),
+        ("aws:eks/cluster:Cluster", "vpcConfig.endpointPublicAccess", False),
+        # regenerated from aws_eks_node_group: a new launch template replaces the group, a new version updates it
+        ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.id", True),
+        ("aws:eks/nodeGroup:NodeGroup", "launchTemplate.version", False),
+        ("eks:index:Cluster", "privateSubnetIds", True),
+        ("kubernetes:apps/v1:Deployment", "metadata.name", True),
+        ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
+        # the provider sets neither enableConfigMapMutable nor enableSecretMutable: new contents replace the object
+        ("kubernetes:core/v1:Secret", "stringData.password", True),
+        ("kubernetes:core/v1:ConfigMap", "data", True),
+        ("kubernetes:core/v1:ConfigMap", "metadata.labels", False),
+        ("pulumi:providers:aws", "region", True),
+        ("aws:ec2/vpc:Vpc", "cidrBlockSuffix", False),  # a prefix match must stop at a path boundary
+    ],
+)
 def test_replace_on_change_table(type_: str, path: str, replaces: bool) -> None:
     assert forces_replacement(type_, path) is replaces
 
@@ -140,8 +163,9 @@ def test_long_tables_fold_into_details(rendered: Callable[..., dict[str, Any]]) 
     base = rendered()
     head = json.loads(json.dumps(base))
     for i in range(25):
-        head["resources"].append({"urn": f"urn:x::b{i}", "type": "aws:s3/bucket:Bucket", "name": f"b{i}",
-                                  "inputs": {}, "options": {}})
+        head["resources"].append(
+            {"urn": f"urn:x::b{i}", "type": "aws:s3/bucket:Bucket", "name": f"b{i}", "inputs": {}, "options": {}}
+        )
     markdown = to_markdown(diff_renders(base, head))
     assert "<details><summary>25 added</summary>" in markdown
 
@@ -168,9 +192,20 @@ def test_cli_rejects_what_is_neither_a_file_nor_a_ref(tmp_path: Path) -> None:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+        },
+    )
 
 
 @pytest.fixture
@@ -201,15 +236,17 @@ def test_diff_against_a_git_ref_renders_the_refs_stack(project_repo: Path) -> No
     vpc_change = next(c for c in stack["changed"] if c["type"] == "aws:ec2/vpc:Vpc")
     assert vpc_change["replace"] is True
     assert {"path": "cidrBlock", "before": "10.10.0.0/16", "after": "10.11.0.0/16", "replaces": True} in (
-        vpc_change["changes"])
+        vpc_change["changes"]
+    )
     result = runner.invoke(app, ["diff", "no-such-branch", "--stack", "dev", "-C", str(project_repo)])
     assert result.exit_code == 2 and "no-such-branch" in result.output
 
 
 def test_a_stack_the_change_adds_shows_every_resource_added(project_repo: Path) -> None:
     dev = (project_repo / "Pulumi.dev.yaml").read_text()
-    (project_repo / "Pulumi.staging.yaml").write_text(dev.replace("mlplat:environment: dev",
-                                                                  "mlplat:environment: staging"))
+    (project_repo / "Pulumi.staging.yaml").write_text(
+        dev.replace("mlplat:environment: dev", "mlplat:environment: staging")
+    )
     result = runner.invoke(app, ["diff", "main", "--stack", "staging", "-C", str(project_repo), "-f", "json"])
     assert result.exit_code == 0, result.output
     (stack,) = json.loads(result.stdout)["stacks"]
@@ -235,9 +272,12 @@ def test_the_head_side_renders_with_the_working_trees_code(project_repo: Path) -
     tracking = project_repo / "components" / "tracking.py"
     text = tracking.read_text()
     assert "protect=db.protect, retain_on_delete=db.protect" in text
-    tracking.write_text(text.replace("opts=pulumi.ResourceOptions(parent=self, protect=db.protect, "
-                                     "retain_on_delete=db.protect)",
-                                     "opts=pulumi.ResourceOptions(parent=self, protect=False)"))
+    tracking.write_text(
+        text.replace(
+            "opts=pulumi.ResourceOptions(parent=self, protect=db.protect, retain_on_delete=db.protect)",
+            "opts=pulumi.ResourceOptions(parent=self, protect=False)",
+        )
+    )
     result = runner.invoke(app, ["diff", "main", "-s", "production", "-C", str(project_repo), "-f", "json"])
     (stack,) = json.loads(result.stdout)["stacks"]
     db = next(c for c in stack["changed"] if c["type"] == "aws:rds/instance:Instance")
@@ -248,7 +288,8 @@ def test_the_head_side_renders_with_the_working_trees_code(project_repo: Path) -
 
 
 def test_cli_habits_unknown_stack_boolean_head_version_and_exit_code(
-        tmp_path: Path, rendered: Callable[..., dict[str, Any]]) -> None:
+    tmp_path: Path, rendered: Callable[..., dict[str, Any]]
+) -> None:
     result = runner.invoke(app, ["diff", "HEAD", "-s", "prodution", "-C", str(REPO)])
     assert result.exit_code == 2 and "unknown stack 'prodution'" in result.output
     result = runner.invoke(app, ["diff", "HEAD", "--check", "true", "-C", str(REPO)])
@@ -282,7 +323,8 @@ def test_a_replaced_subnet_replaces_the_node_group_that_uses_it(rendered: Callab
     cpu = by_name["cpu"]  # its subnetIds wait for the new subnet: ForceNew on a node group
     assert cpu.replaces and cpu.cascaded
     assert [(p.path, p.replaces) for p in cpu.changes] == [("subnetIds[0]", True)] or any(
-        p.path.startswith("subnetIds") and p.replaces for p in cpu.changes)
+        p.path.startswith("subnetIds") and p.replaces for p in cpu.changes
+    )
 
 
 def test_the_replacement_table_was_checked_against_the_installed_sdks() -> None:
@@ -293,11 +335,24 @@ def test_the_replacement_table_was_checked_against_the_installed_sdks() -> None:
     data = table()
     for package, version in data["pinned"].items():
         installed = ".".join(importlib.metadata.version(package).split(".")[:2])
-        assert installed == version, (f"{package} is {installed}, the replace-on-change table was checked against "
-                                      f"{version}: re-check review/replacements.json and update `pinned`")
-    assert all(entry["source"].startswith(("ForceNew", "every", "immutable", "pulumi-", "Service", "Persistent",
-                                           "https://github.com/hashicorp/terraform-provider-aws/blob/"))
-               for entry in data["types"].values())
+        assert installed == version, (
+            f"{package} is {installed}, the replace-on-change table was checked against "
+            f"{version}: re-check review/replacements.json and update `pinned`"
+        )
+    assert all(
+        entry["source"].startswith(
+            (
+                "ForceNew",
+                "every",
+                "immutable",
+                "pulumi-",
+                "Service",
+                "Persistent",
+                "https://github.com/hashicorp/terraform-provider-aws/blob/",
+            )
+        )
+        for entry in data["types"].values()
+    )
 
 
 def _upstream_script() -> Any:
@@ -333,7 +388,7 @@ def test_every_replace_on_change_property_is_an_input_of_the_installed_sdk() -> 
         assert not missing, f"{type_}: {missing} are not inputs of the installed SDK's resource"
 
 
-GO_FIXTURE = '''
+GO_FIXTURE = """
 // @SDKResource("aws_thing", name="Thing")
 func resourceThing() *schema.Resource {
 	return &schema.Resource{
@@ -377,7 +432,7 @@ func (r *otherResource) Schema(ctx context.Context, req resource.SchemaRequest, 
 		},
 	}
 }
-'''
+"""
 
 
 def test_the_extraction_script_reads_sdkv2_nested_and_framework_schemas() -> None:
@@ -389,11 +444,13 @@ def test_the_extraction_script_reads_sdkv2_nested_and_framework_schemas() -> Non
     assert (other.force_new, other.conditional) == (["name"], [])
     inputs = script.sdk_input_names("aws:eks/cluster:Cluster")
     assert script.wire_path("vpc_config.subnet_ids", inputs) == "vpcConfig.subnetIds"
-    assert script.wire_path("encryption_configuration", script.sdk_input_names(
-        "aws:ecr/repository:Repository")) == "encryptionConfigurations"
+    assert (
+        script.wire_path("encryption_configuration", script.sdk_input_names("aws:ecr/repository:Repository"))
+        == "encryptionConfigurations"
+    )
 
 
-OLD_GO_FIXTURE = '''
+OLD_GO_FIXTURE = """
 func ResourceThing() *schema.Resource {
 	return &schema.Resource{
 		Schema: map[string]*schema.Schema{
@@ -412,7 +469,7 @@ func ResourceThing() *schema.Resource {
 		},
 	}
 }
-'''
+"""
 
 
 def test_the_extraction_script_reads_a_file_from_before_the_annotations() -> None:
@@ -429,7 +486,7 @@ def test_the_extraction_script_flags_a_source_older_than_the_sdk(tmp_path: Path)
     # A NAT gateway schema from before regional NAT gateways: the installed SDK has inputs it does not define.
     go = tmp_path / "internal" / "service" / "ec2" / "vpc_nat_gateway.go"
     go.parent.mkdir(parents=True)
-    go.write_text('''
+    go.write_text("""
 // @SDKResource("aws_nat_gateway", name="NAT Gateway")
 func resourceNATGateway() *schema.Resource {
 	return &schema.Resource{
@@ -441,10 +498,14 @@ func resourceNATGateway() *schema.Resource {
 		},
 	}
 }
-''')
+""")
     script = _upstream_script()
-    entry = {"replace_on_change": [], "source": "", "upstream_file": "internal/service/ec2/vpc_nat_gateway.go",
-             "upstream_resource": "aws_nat_gateway"}
+    entry = {
+        "replace_on_change": [],
+        "source": "",
+        "upstream_file": "internal/service/ec2/vpc_nat_gateway.go",
+        "upstream_resource": "aws_nat_gateway",
+    }
     new = script.regenerate("aws:ec2/natGateway:NatGateway", entry, tmp_path, "v0", {})
     assert new["replace_on_change"] == ["allocationId", "connectivityType", "subnetId"]
     assert {"availabilityMode", "vpcId", "privateIp"} <= set(new["source_lacks_sdk_inputs"])
@@ -462,8 +523,9 @@ def moving_role(parent: str, alias: bool) -> Callable[[], None]:
     def program() -> None:
         groups = {name: _Group(name) for name in ("a", "b")}
         aliases = [pulumi.Alias(parent=groups["a"])] if alias else None
-        role = aws.iam.Role("role", assume_role_policy="{}",
-                            opts=pulumi.ResourceOptions(parent=groups[parent], aliases=aliases))
+        role = aws.iam.Role(
+            "role", assume_role_policy="{}", opts=pulumi.ResourceOptions(parent=groups[parent], aliases=aliases)
+        )
         aws.iam.RolePolicy("policy", role=role.name, policy="{}", opts=pulumi.ResourceOptions(parent=role))
 
     return program
@@ -496,8 +558,12 @@ def secret_parameters(cidr: str) -> Callable[[], None]:
         vpc = aws.ec2.Vpc("vpc", cidr_block=cidr)
         value = pulumi.Output.secret(vpc.id.apply(lambda i: f"id={i}"))
         aws.ssm.Parameter("from-vpc", type="SecureString", value=value)
-        aws.ssm.Parameter("unrelated", type="SecureString", value=pulumi.Output.secret("hunter2"),
-                          opts=pulumi.ResourceOptions(depends_on=[vpc]))
+        aws.ssm.Parameter(
+            "unrelated",
+            type="SecureString",
+            value=pulumi.Output.secret("hunter2"),
+            opts=pulumi.ResourceOptions(depends_on=[vpc]),
+        )
 
     return program
 

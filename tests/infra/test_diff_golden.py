@@ -22,8 +22,10 @@ from mlplat.review.diff import diff_renders, to_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 BASE: dict[str, Any] = json.loads((GOLDEN / "production.base.json").read_text())
-SOURCES = ("**base:** `origin/main` at `0123456789ab`, rendered with that commit's own code",
-           "**head:** the working tree (HEAD `0123456789ab` plus uncommitted changes), rendered with its own code")
+SOURCES = (
+    "**base:** `origin/main` at `0123456789ab`, rendered with that commit's own code",
+    "**head:** the working tree (HEAD `0123456789ab` plus uncommitted changes), rendered with its own code",
+)
 
 
 def _each(doc: dict[str, Any], type_: str) -> list[dict[str, Any]]:
@@ -38,6 +40,7 @@ def cidr_change(doc: dict[str, Any]) -> None:
 def rds_class(cls: str) -> Callable[[dict[str, Any]], None]:
     def change(doc: dict[str, Any]) -> None:
         _each(doc, "aws:rds/instance:Instance")[0]["inputs"]["instanceClass"] = cls
+
     return change
 
 
@@ -109,8 +112,13 @@ def test_cidr_change_cascades_to_the_cluster_node_groups_and_nat_gateways() -> N
     cidr_change(head)
     change = diff_renders(BASE, head)
     replaced = {c.type for c in change.replaced}
-    assert {"eks:index:Cluster", "aws:eks/nodeGroup:NodeGroup", "aws:ec2/natGateway:NatGateway",
-            "aws:ec2/securityGroup:SecurityGroup", "kubernetes:apps/v1:Deployment"} <= replaced
+    assert {
+        "eks:index:Cluster",
+        "aws:eks/nodeGroup:NodeGroup",
+        "aws:ec2/natGateway:NatGateway",
+        "aws:ec2/securityGroup:SecurityGroup",
+        "kubernetes:apps/v1:Deployment",
+    } <= replaced
     # the database's security group is replaced, so the database itself is updated (in place), never unchanged
     database = next(c for c in change.changed if c.type == "aws:rds/instance:Instance")
     assert not database.replaces and all(p.cause for p in database.changes)

@@ -47,8 +47,7 @@ def test_aws_resources_use_the_provider_with_the_default_tags(production_stack: 
 
 
 def test_taggable_resources_carry_a_name_tag(production_stack: Render) -> None:
-    taggable = [r for r in production_stack.resources
-                if r.type.startswith("aws:") and "tags" in r.inputs]
+    taggable = [r for r in production_stack.resources if r.type.startswith("aws:") and "tags" in r.inputs]
     assert len(taggable) > 30
     assert all("Name" in r.inputs["tags"] for r in taggable)
 
@@ -100,8 +99,12 @@ def test_one_resource_given_to_several_others_does_not_hang(render_program: Call
 def test_options_are_recorded(render_program: Callable[..., Render]) -> None:
     def program() -> None:
         first = aws.s3.Bucket("first")
-        aws.s3.Bucket("second", opts=pulumi.ResourceOptions(
-            protect=True, retain_on_delete=True, depends_on=[first], ignore_changes=["tags"]))
+        aws.s3.Bucket(
+            "second",
+            opts=pulumi.ResourceOptions(
+                protect=True, retain_on_delete=True, depends_on=[first], ignore_changes=["tags"]
+            ),
+        )
 
     second = render_program(program).one("aws:s3/bucket:Bucket", "second")
     assert second.options["protect"] and second.options["retain_on_delete"]
@@ -164,8 +167,12 @@ def test_a_program_file_and_module_render(tmp_path: Path) -> None:
     assert stack.outputs == {"name": "team-data"}
     with pytest.raises(FileNotFoundError):
         program_from_path(tmp_path / "missing")
-    module_stack = render(program_from_module("mlplat.infra"), project="mlplat", stack="dev",
-                          config={"aws:region": "us-east-1", "mlplat:environment": "dev"})
+    module_stack = render(
+        program_from_module("mlplat.infra"),
+        project="mlplat",
+        stack="dev",
+        config={"aws:region": "us-east-1", "mlplat:environment": "dev"},
+    )
     assert module_stack.by_type("mlplat:network:Network")
 
 

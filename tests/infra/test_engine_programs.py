@@ -34,23 +34,35 @@ def test_stack_references_read_outputs_from_the_config_or_the_caller() -> None:
 
 
 def test_a_stack_reference_without_outputs_says_where_to_give_them() -> None:
-    with pytest.raises(ProgramError, match=r"StackReference 'acme/network/prod': no outputs for it offline "
-                                           r"\(given: none\); put them in the stack config as offline:stackReferences"):
+    with pytest.raises(
+        ProgramError,
+        match=r"StackReference 'acme/network/prod': no outputs for it offline "
+        r"\(given: none\); put them in the stack config as offline:stackReferences",
+    ):
         run(lambda: pulumi.StackReference("acme/network/prod").get_output("vpcId"))
 
 
 def test_common_lookups_answer_deterministically() -> None:
     def program() -> None:
-        document = aws.iam.get_policy_document_output(statements=[
-            aws.iam.GetPolicyDocumentStatementArgs(actions=["s3:GetObject", "s3:ListBucket"], resources=["*"]),
-            aws.iam.GetPolicyDocumentStatementArgs(
-                effect="Deny", actions=["s3:*"], resources=["*"],
-                conditions=[aws.iam.GetPolicyDocumentStatementConditionArgs(
-                    test="Bool", variable="aws:SecureTransport", values=["false"])]),
-        ])
+        document = aws.iam.get_policy_document_output(
+            statements=[
+                aws.iam.GetPolicyDocumentStatementArgs(actions=["s3:GetObject", "s3:ListBucket"], resources=["*"]),
+                aws.iam.GetPolicyDocumentStatementArgs(
+                    effect="Deny",
+                    actions=["s3:*"],
+                    resources=["*"],
+                    conditions=[
+                        aws.iam.GetPolicyDocumentStatementConditionArgs(
+                            test="Bool", variable="aws:SecureTransport", values=["false"]
+                        )
+                    ],
+                ),
+            ]
+        )
         cluster = aws.eks.get_cluster_output(name="shared")
-        subnets = aws.ec2.get_subnets_output(filters=[aws.ec2.GetSubnetsFilterArgs(
-            name="vpc-id", values=[cluster.vpc_config.vpc_id])])
+        subnets = aws.ec2.get_subnets_output(
+            filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[cluster.vpc_config.vpc_id])]
+        )
         pulumi.export("policy", document.json)
         pulumi.export("endpoint", cluster.endpoint)
         pulumi.export("issuer", cluster.identities[0].oidcs[0].issuer)
@@ -76,8 +88,9 @@ def test_an_unsupported_lookup_is_named() -> None:
 def test_transforms_and_transformations_change_what_is_registered() -> None:
     def tag(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
         props = {**args.props, "tags": {"team": "search"}}
-        return pulumi.ResourceTransformResult(props=props, opts=pulumi.ResourceOptions.merge(
-            args.opts, pulumi.ResourceOptions(protect=True)))
+        return pulumi.ResourceTransformResult(
+            props=props, opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(protect=True))
+        )
 
     def legacy(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
         return pulumi.ResourceTransformationResult({**args.props, "forceDestroy": True}, args.opts)
@@ -86,7 +99,8 @@ def test_transforms_and_transformations_change_what_is_registered() -> None:
         aws.s3.Bucket("own", opts=pulumi.ResourceOptions(transforms=[tag]))
         aws.s3.Bucket("legacy", opts=pulumi.ResourceOptions(transformations=[legacy]))
         pulumi.runtime.register_resource_transform(
-            lambda a: pulumi.ResourceTransformResult(props={**a.props, "bucketPrefix": "acme-"}, opts=a.opts))
+            lambda a: pulumi.ResourceTransformResult(props={**a.props, "bucketPrefix": "acme-"}, opts=a.opts)
+        )
         aws.s3.Bucket("after-stack-transform")
 
     stack = run(program)
@@ -107,8 +121,9 @@ def test_duplicate_urns_are_refused_as_pulumi_refuses_them() -> None:
 
 
 def test_errors_in_a_program_name_its_file_and_line(tmp_path: Path) -> None:
-    (tmp_path / "__main__.py").write_text("import pulumi_aws as aws\n\naws.s3.Bucket('data')\n"
-                                          "raise ValueError('the team\\'s own bug')\n")
+    (tmp_path / "__main__.py").write_text(
+        "import pulumi_aws as aws\n\naws.s3.Bucket('data')\nraise ValueError('the team\\'s own bug')\n"
+    )
     with pytest.raises(ProgramError) as caught:
         run(program_from_path(tmp_path))
     assert str(caught.value).startswith("ValueError in the stack program: the team's own bug\n  at ")
@@ -129,11 +144,17 @@ def test_a_failed_render_leaves_nothing_behind_for_the_next() -> None:
 
 
 def test_resources_without_a_provider_get_the_default_one_from_the_stack_config() -> None:
-    config = {"aws:region": "eu-west-1", "aws:defaultTags": json.dumps({"tags": {"owner": "search"}}),
-              "aws:accessKey": "AKIAOFFLINE"}
+    config = {
+        "aws:region": "eu-west-1",
+        "aws:defaultTags": json.dumps({"tags": {"owner": "search"}}),
+        "aws:accessKey": "AKIAOFFLINE",
+    }
     stack = run(lambda: aws.s3.Bucket("data"), config=config, secret_keys=["aws:accessKey"])
     (provider,) = stack.by_type("pulumi:providers:aws")
     assert provider.name.startswith("default_7_")  # as the Pulumi engine names it: default_<sdk version>
-    assert provider.inputs == {"region": "eu-west-1", "defaultTags": {"tags": {"owner": "search"}},
-                               "accessKey": "[secret]"}
+    assert provider.inputs == {
+        "region": "eu-west-1",
+        "defaultTags": {"tags": {"owner": "search"}},
+        "accessKey": "[secret]",
+    }
     assert stack.one(BUCKET).options["provider"] == provider.urn

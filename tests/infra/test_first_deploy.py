@@ -12,8 +12,13 @@ from mlplat.infra.engine import Render
 
 
 def dry_run(repo_root: Path, stack: str) -> list[str]:
-    out = subprocess.run(["bash", "scripts/first-deploy.sh", stack, "--dry-run"], cwd=repo_root,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "scripts/first-deploy.sh", stack, "--dry-run"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
 
 
@@ -22,22 +27,38 @@ def test_order_is_check_platform_model_services(repo_root: Path, stack: str) -> 
     before = (repo_root / f"Pulumi.{stack}.yaml").read_bytes()
     commands = dry_run(repo_root, stack)
     assert (repo_root / f"Pulumi.{stack}.yaml").read_bytes() == before
-    index = {name: next(i for i, c in enumerate(commands) if re.search(pattern, c)) for name, pattern in {
-        "check": r"mlplat check", "open": r"endpointPublicAccess true", "no-await": r"awaitReady false",
-        "build": r"buildImages true", "up": r"^pulumi up", "train": r"wait --for=condition=complete",
-        "promote": r"mlplat promote digits --from staging --to champion", "ready": r"rollout status"}.items()}
+    index = {
+        name: next(i for i, c in enumerate(commands) if re.search(pattern, c))
+        for name, pattern in {
+            "check": r"mlplat check",
+            "open": r"endpointPublicAccess true",
+            "no-await": r"awaitReady false",
+            "build": r"buildImages true",
+            "up": r"^pulumi up",
+            "train": r"wait --for=condition=complete",
+            "promote": r"mlplat promote digits --from staging --to champion",
+            "ready": r"rollout status",
+        }.items()
+    }
     assert index["check"] < index["open"] < index["up"] < index["train"] < index["promote"] < index["ready"]
     assert index["no-await"] < index["up"] and index["build"] < index["up"]
 
 
 def test_kubectl_names_exist_in_the_render(repo_root: Path, dev_stack: Render, production_stack: Render) -> None:
     for stack, render in (("dev", dev_stack), ("production", production_stack)):
-        jobs = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"], r.type.rsplit(":", 1)[1].lower())
-                for r in render.resources if r.type in ("kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob")}
-        deployments = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"])
-                       for r in render.by_type("kubernetes:apps/v1:Deployment")}
-        services = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"])
-                    for r in render.by_type("kubernetes:core/v1:Service")}
+        jobs = {
+            (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"], r.type.rsplit(":", 1)[1].lower())
+            for r in render.resources
+            if r.type in ("kubernetes:batch/v1:Job", "kubernetes:batch/v1:CronJob")
+        }
+        deployments = {
+            (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"])
+            for r in render.by_type("kubernetes:apps/v1:Deployment")
+        }
+        services = {
+            (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"])
+            for r in render.by_type("kubernetes:core/v1:Service")
+        }
         for command in dry_run(repo_root, stack):
             words = command.split()
             if words[0] != "kubectl":

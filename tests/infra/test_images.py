@@ -37,8 +37,9 @@ def git_repo(path: Path) -> str:
     path.mkdir(parents=True, exist_ok=True)
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True,
-                              timeout=60).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
 
     git("init", "-q")
     (path / "README").write_text("x\n")
@@ -78,8 +79,7 @@ def test_a_bad_tag_is_refused_from_either_source(tag: str, tmp_path: Path) -> No
         resolve_image_tag(RegistryConfig(), {IMAGE_TAG_ENV: tag}, tmp_path)
     assert caught.value.problems[0].startswith(f"{IMAGE_TAG_ENV}: ")
     with pytest.raises(ConfigError) as loaded:
-        load({"aws:region": "us-east-1", "mlplat:environment": "dev",
-              "mlplat:registry": json.dumps({"imageTag": tag})})
+        load({"aws:region": "us-east-1", "mlplat:environment": "dev", "mlplat:registry": json.dumps({"imageTag": tag})})
     assert loaded.value.problems[0].startswith("mlplat:registry.imageTag: ")
 
 
@@ -99,9 +99,11 @@ def test_the_workloads_run_the_tag_given(monkeypatch: pytest.MonkeyPatch) -> Non
     ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
     assert stack_images("dev") == {f"{ecr}/mlplat-dev/{r}:4e1d2c3b" for r in ("serving", "training", "tracking")}
     # Production's training job asks for a GPU: it runs the CUDA build of the same commit.
-    assert stack_images("production") == {f"{ecr}/mlplat-production/serving:4e1d2c3b",
-                                          f"{ecr}/mlplat-production/tracking:4e1d2c3b",
-                                          f"{ecr}/mlplat-production/training:4e1d2c3b-cuda"}
+    assert stack_images("production") == {
+        f"{ecr}/mlplat-production/serving:4e1d2c3b",
+        f"{ecr}/mlplat-production/tracking:4e1d2c3b",
+        f"{ecr}/mlplat-production/training:4e1d2c3b-cuda",
+    }
 
 
 def test_without_the_variable_a_checkout_deploys_its_commit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +114,8 @@ def test_without_the_variable_a_checkout_deploys_its_commit(monkeypatch: pytest.
 
 
 def test_a_program_outside_a_checkout_without_a_tag_fails_before_anything_is_created(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv(IMAGE_TAG_ENV)
     monkeypatch.setattr(program, "REPO_ROOT", tmp_path)  # as from an unpacked tarball: no git work tree
     result = runner.invoke(app, ["synth", "dev"])
@@ -124,17 +127,22 @@ def test_a_program_outside_a_checkout_without_a_tag_fails_before_anything_is_cre
 def test_a_pinned_image_tag_in_the_stack_file_is_deployed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(IMAGE_TAG_ENV)
     (tmp_path / "Pulumi.yaml").write_text(f"name: mlplat\nruntime: python\nmain: {ROOT / 'infra'}\n")
-    stack = (ROOT / "Pulumi.dev.yaml").read_text().replace(
-        "    repositories: [serving, training, tracking]\n",
-        "    repositories: [serving, training, tracking]\n    imageTag: release-2026.11.3\n")
+    stack = (
+        (ROOT / "Pulumi.dev.yaml")
+        .read_text()
+        .replace(
+            "    repositories: [serving, training, tracking]\n",
+            "    repositories: [serving, training, tracking]\n    imageTag: release-2026.11.3\n",
+        )
+    )
     assert "imageTag" in stack
     (tmp_path / "Pulumi.pinned.yaml").write_text(stack)
-    images = {image for _, image in workload_images(render_stack("pinned", tmp_path).to_json())
-              if ".dkr.ecr." in image}
+    images = {image for _, image in workload_images(render_stack("pinned", tmp_path).to_json()) if ".dkr.ecr." in image}
     assert {image.rpartition(":")[2] for image in images} == {"release-2026.11.3"}
 
 
 # -- what CI pushes ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def production(production_stack: Any) -> dict[str, Any]:
@@ -184,6 +192,8 @@ def test_mlplat_images_prints_the_tag_and_the_builds(monkeypatch: pytest.MonkeyP
     plan = json.loads(result.output)
     assert plan["tag"] == "9f8e7d6"
     assert {i["dockerfile"] for i in plan["images"]} == DOCKERFILES
-    assert {i["ref"] for i in plan["images"]} == {"mlplat-production/serving:9f8e7d6",
-                                                  "mlplat-production/tracking:9f8e7d6",
-                                                  "mlplat-production/training:9f8e7d6-cuda"}
+    assert {i["ref"] for i in plan["images"]} == {
+        "mlplat-production/serving:9f8e7d6",
+        "mlplat-production/tracking:9f8e7d6",
+        "mlplat-production/training:9f8e7d6-cuda",
+    }

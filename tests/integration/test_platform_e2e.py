@@ -25,8 +25,12 @@ MLPLAT = str(Path(sys.executable).with_name("mlplat"))
 
 def client_env(platform: Any) -> dict[str, str]:
     # Clients talk to MLflow only: artifacts go through the server's proxy (--serve-artifacts) to S3.
-    return {**os.environ, "MLFLOW_TRACKING_URI": platform.mlflow.uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            "CI": "true"}
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": platform.mlflow.uri,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "CI": "true",
+    }
 
 
 def run(argv: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -45,7 +49,9 @@ def trained(platform: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The digits model trained, gated and registered as digits@staging, then promoted to champion."""
     work = tmp_path_factory.mktemp("train")
     config = {
-        "seed": 1, "epochs": 4, "batch_size": 32,
+        "seed": 1,
+        "epochs": 4,
+        "batch_size": 32,
         "model": {"hidden_sizes": [64]},
         "checkpoint": {"uri": str(work / "checkpoints"), "every_n_steps": 50},
         "tracking": {"experiment": "e2e"},
@@ -82,12 +88,19 @@ def test_restarting_postgres_and_mlflow_loses_no_registered_model(trained: Any) 
 
 def test_the_server_loads_the_champion_by_alias_through_mlflow(trained: Any) -> None:
     port = free_port()
-    env = {**client_env(trained), **LOCAL_AWS_ENV, "MLPLAT_SERVING_MODEL_URI": "models:/digits@champion",
-           "MLPLAT_SERVING_HOST": LOOPBACK, "MLPLAT_SERVING_PORT": str(port), "MLPLAT_SERVING_ALLOW_PICKLE": "false",
-           "MLPLAT_SERVING_MLFLOW_TRACKING_URI": trained.mlflow.uri}
+    env = {
+        **client_env(trained),
+        **LOCAL_AWS_ENV,
+        "MLPLAT_SERVING_MODEL_URI": "models:/digits@champion",
+        "MLPLAT_SERVING_HOST": LOOPBACK,
+        "MLPLAT_SERVING_PORT": str(port),
+        "MLPLAT_SERVING_ALLOW_PICKLE": "false",
+        "MLPLAT_SERVING_MLFLOW_TRACKING_URI": trained.mlflow.uri,
+    }
     log = (trained.root / "serve.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "mlplat.serving"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlplat.serving"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://{LOOPBACK}:{port}"
     try:
         deadline = time.monotonic() + 120

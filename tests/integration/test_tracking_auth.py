@@ -76,10 +76,18 @@ def render_pod(models: Sequence[str]) -> Rendered:
         record_secrets(created)
         config = kubeconfig("test", "https://example.eks.amazonaws.com", fake_certificate("test"), "us-east-1")
         provider = k8s.Provider("k8s", kubeconfig=pulumi.Output.secret(json.dumps(config)))
-        tracking = Tracking("tracking", TrackingArgs(
-            vpc_id="vpc-1", database_subnet_ids=["subnet-a"], client_security_group_ids=["sg-nodes"],
-            artifacts_uri="s3://art/mlflow", image="123.dkr.ecr/tracking:1",
-            auth=TrackingAuth(registered_models=list(models))), opts=pulumi.ResourceOptions(providers=[provider]))
+        tracking = Tracking(
+            "tracking",
+            TrackingArgs(
+                vpc_id="vpc-1",
+                database_subnet_ids=["subnet-a"],
+                client_security_group_ids=["sg-nodes"],
+                artifacts_uri="s3://art/mlflow",
+                image="123.dkr.ecr/tracking:1",
+                auth=TrackingAuth(registered_models=list(models)),
+            ),
+            opts=pulumi.ResourceOptions(providers=[provider]),
+        )
         # What MlPlatform hands the model servers and the trainer, in their own namespaces.
         tracking.client_credentials("serving", "serving")
         tracking.client_credentials("trainer", "training")
@@ -93,7 +101,7 @@ def render_pod(models: Sequence[str]) -> Rendered:
 def flag(args: list[str], name: str, value: str) -> list[str]:
     """``args`` with the value after ``name`` replaced (the flag must be there)."""
     i = args.index(name)
-    return [*args[:i + 1], value, *args[i + 2:]]
+    return [*args[: i + 1], value, *args[i + 2 :]]
 
 
 @dataclass
@@ -114,8 +122,11 @@ class AuthServer:
         config.read_string(rendered.secrets[("mlflow", "mlflow-auth")]["basic_auth.ini"])
         # The rendered file names the RDS endpoint: point it at this database, the other settings as rendered.
         config.set("mlflow", "database_uri", self.backend_uri.replace("%", "%%"))
-        mounts = {"/etc/mlflow-auth": self.root / "auth", "/etc/mlflow-users": self.root / "users",
-                  "/etc/mlflow-auth-bootstrap": self.root / "bootstrap"}
+        mounts = {
+            "/etc/mlflow-auth": self.root / "auth",
+            "/etc/mlflow-users": self.root / "users",
+            "/etc/mlflow-auth-bootstrap": self.root / "bootstrap",
+        }
         for folder in mounts.values():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
@@ -125,7 +136,8 @@ class AuthServer:
         for source in users["projected"]["sources"]:
             (item,) = source["secret"]["items"]
             (mounts["/etc/mlflow-users"] / item["path"]).write_text(
-                rendered.secrets[("mlflow", source["secret"]["name"])][item["key"]])
+                rendered.secrets[("mlflow", source["secret"]["name"])][item["key"]]
+            )
         (mounts["/etc/mlflow-auth-bootstrap"] / "bootstrap.py").write_text(rendered.bootstrap_source)
         return {mount: str(path) for mount, path in mounts.items()}
 
@@ -141,18 +153,33 @@ class AuthServer:
 
         command = [local(a) for a in [*spec["command"], *spec.get("args", [])]]
         assert command[0] == "python"
-        env = {k: local(v) for k, v in rendered.env(container, MLFLOW_BACKEND_STORE_URI=self.backend_uri,
-                                                    HOME=str(self.root)).items()}
-        return subprocess.run([sys.executable, *command[1:]], env={**env, "PATH": os.environ["PATH"]},
-                              cwd=self.root, capture_output=True, text=True, timeout=180, check=False)
+        env = {
+            k: local(v)
+            for k, v in rendered.env(container, MLFLOW_BACKEND_STORE_URI=self.backend_uri, HOME=str(self.root)).items()
+        }
+        return subprocess.run(
+            [sys.executable, *command[1:]],
+            env={**env, "PATH": os.environ["PATH"]},
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
 
 
-def http_status(url: str, *, method: str = "GET", body: Any | None = None,
-                auth: tuple[str, str] | None = None) -> tuple[int, Message]:
-    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+def http_status(
+    url: str, *, method: str = "GET", body: Any | None = None, auth: tuple[str, str] | None = None
+) -> tuple[int, Message]:
+    request = urllib.request.Request(
+        url,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     if auth is not None:
         import base64
+
         request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -169,8 +196,10 @@ def server() -> Iterator[AuthServer]:
     process = ManagedProcess(root / "mlflow.log")
     try:
         postgres.start()
-        backend = (f"postgresql+psycopg2://{postgres.user}:{quote(DB_PASSWORD, safe='')}@{LOOPBACK}:{postgres.port}/"
-                   f"{postgres.database}")
+        backend = (
+            f"postgresql+psycopg2://{postgres.user}:{quote(DB_PASSWORD, safe='')}@{LOOPBACK}:{postgres.port}/"
+            f"{postgres.database}"
+        )
         rendered = render_pod([MODEL])
         port = free_port()
         live = AuthServer(root, f"http://{LOOPBACK}:{port}", backend, rendered, process, postgres)
@@ -186,8 +215,10 @@ def server() -> Iterator[AuthServer]:
         args = flag(args, "--artifacts-destination", (root / "artifacts").as_uri())
         args = flag(args, "--allowed-hosts", f"{LOOPBACK}:{port}")
         paths = live.pod_files(rendered)
-        env = {k: v.replace("/etc/mlflow-auth", paths["/etc/mlflow-auth"])
-               for k, v in rendered.env("mlflow", MLFLOW_BACKEND_STORE_URI=backend, HOME=str(root)).items()}
+        env = {
+            k: v.replace("/etc/mlflow-auth", paths["/etc/mlflow-auth"])
+            for k, v in rendered.env("mlflow", MLFLOW_BACKEND_STORE_URI=backend, HOME=str(root)).items()
+        }
         assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in env  # the admin exists: the bootstrap made it
         process.spawn([str(Path(sys.executable).with_name("mlflow")), *args], env=env)
         deadline = time.monotonic() + 120
@@ -265,8 +296,9 @@ def champion(server: AuthServer) -> str:
             mlflow.log_params({"epochs": 1, "hidden": 4})
             mlflow.log_metric("val_accuracy", 0.5)
             x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
-            version = register_model(torch.nn.Sequential(torch.nn.Linear(4, 3)), name=MODEL, alias="staging",
-                                     x_train=x, num_classes=3)
+            version = register_model(
+                torch.nn.Sequential(torch.nn.Linear(4, 3)), name=MODEL, alias="staging", x_train=x, num_classes=3
+            )
         client.set_registered_model_alias(MODEL, "champion", version)
         assert client.get_model_version_by_alias(MODEL, "champion").version == version
     return version
@@ -279,8 +311,12 @@ def test_anonymous_clients_get_401_and_health_answers_them(server: AuthServer) -
     alias = {"name": MODEL, "alias": "champion", "version": "1"}
     assert http_status(f"{server.uri}/api/2.0/mlflow/registered-models/alias", method="POST", body=alias)[0] == 401
     user, _ = server.rendered.credentials("serving", "serving")
-    assert http_status(f"{server.uri}/api/2.0/mlflow/registered-models/get?name={MODEL}",
-                       auth=(user, "not-the-password"))[0] == 401
+    assert (
+        http_status(f"{server.uri}/api/2.0/mlflow/registered-models/get?name={MODEL}", auth=(user, "not-the-password"))[
+            0
+        ]
+        == 401
+    )
     with as_identity(server.uri, None) as client:
         assert refused(lambda: client.get_registered_model(MODEL)) == 401
 

@@ -38,9 +38,17 @@ EXAMPLE = REPO_ROOT / "examples" / "team-stack"
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
 
-PACKAGE_FOLDERS = {"contracts": "mlplat.contracts", "components": "mlplat.components", "infra": "mlplat.infra",
-                   "policy": "mlplat.policy", "review": "mlplat.review", "demo": "mlplat.demo", "cli": "mlplat.cli",
-                   "serving": "mlplat.serving", "training": "mlplat.training"}
+PACKAGE_FOLDERS = {
+    "contracts": "mlplat.contracts",
+    "components": "mlplat.components",
+    "infra": "mlplat.infra",
+    "policy": "mlplat.policy",
+    "review": "mlplat.review",
+    "demo": "mlplat.demo",
+    "cli": "mlplat.cli",
+    "serving": "mlplat.serving",
+    "training": "mlplat.training",
+}
 """The source folders and the import packages they become (pyproject's package-dir)."""
 
 REQUIRED_IN_WHEEL = [
@@ -66,8 +74,20 @@ REQUIRED_IN_WHEEL = [
     *(f"mlplat/{folder}/py.typed" for folder in PACKAGE_FOLDERS),
 ]
 
-_CACHES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-                                 ".hypothesis", ".mlplat", "node_modules", "mlruns", "mlflow.db", "venv")
+_CACHES = shutil.ignore_patterns(
+    "__pycache__",
+    "*.pyc",
+    "*.egg-info",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".mlplat",
+    "node_modules",
+    "mlruns",
+    "mlflow.db",
+    "venv",
+)
 _TOP_LEVEL = {".git", ".venv", "build", "dist"}
 
 
@@ -79,8 +99,15 @@ def not_source(folder: str, names: list[str]) -> set[str]:
     return ignored
 
 
-HEAVY_SDKS = ["pulumi_aws.*", "pulumi_kubernetes.*", "pulumi_eks.*", "pulumi_docker.*", "pulumi_random.*",
-              "boto3.*", "botocore.*"]
+HEAVY_SDKS = [
+    "pulumi_aws.*",
+    "pulumi_kubernetes.*",
+    "pulumi_eks.*",
+    "pulumi_docker.*",
+    "pulumi_random.*",
+    "boto3.*",
+    "botocore.*",
+]
 """Generated SDKs mypy need not analyse to check the team's file (38 s instead of 2 s on a small machine)."""
 
 
@@ -107,24 +134,30 @@ class Installed:
         return self.venv / "bin" / "mlplat"
 
 
-def run(command: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def run(
+    command: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def succeeded(result: subprocess.CompletedProcess[str]) -> str:
     command = " ".join(map(str, result.args))
     assert result.returncode == 0, (
         f"`{command}` exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n"
-        f"{result.stderr[-6000:]}")
+        f"{result.stderr[-6000:]}"
+    )
     return result.stdout
 
 
 def clean_environment(venv: Path | None = None) -> dict[str, str]:
     """This process's environment minus whatever could put the repository on a child's import path."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "MYPYPATH"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "MYPYPATH"}
+    }
     if venv is not None:
         env["VIRTUAL_ENV"] = str(venv)
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -184,8 +217,9 @@ def new_install(built: Built, name: str, *requirements: Path) -> Installed:
     # The virtualenv is clean: nothing of mlplat is importable before the wheel goes in.
     assert run([python, "-c", "import mlplat.components"], cwd=workdir, env=env).returncode != 0
     extra = [arg for path in requirements for arg in ("-r", team / path.relative_to(EXAMPLE))]
-    succeeded(run([python, "-m", "pip", "install", "--disable-pip-version-check", built.wheel, *extra],
-                  cwd=workdir, env=env))
+    succeeded(
+        run([python, "-m", "pip", "install", "--disable-pip-version-check", built.wheel, *extra], cwd=workdir, env=env)
+    )
     return Installed(built, venv, python, env, workdir, team)
 
 
@@ -202,6 +236,7 @@ def bare_install(built: Built) -> Installed:
 
 
 # -- the distributions -------------------------------------------------------------------------------------------
+
 
 def test_the_wheel_ships_every_package_module_and_data_file(built: Built) -> None:
     names = set(zipfile.ZipFile(built.wheel).namelist())
@@ -289,8 +324,9 @@ def test_the_wheel_installs_without_torch_and_imports_from_the_virtualenv(instal
 
 def test_the_team_example_renders_checks_and_prices_from_the_wheel(installed: Installed) -> None:
     def mlplat(*args: str) -> str:
-        return succeeded(run([installed.mlplat, *args, "-C", installed.team], cwd=installed.workdir,
-                             env=installed.env, timeout=300))
+        return succeeded(
+            run([installed.mlplat, *args, "-C", installed.team], cwd=installed.workdir, env=installed.env, timeout=300)
+        )
 
     render = json.loads(mlplat("synth", "dev", "--format", "json"))
     types = {r["type"] for r in render["resources"]}
@@ -319,7 +355,8 @@ def test_a_type_checker_resolves_mlplat_components_from_the_install(installed: I
     project = installed.workdir / "typecheck"
     project.mkdir()
     (project / "mypy.ini").write_text(f"[mypy]\n\n[mypy-{','.join(HEAVY_SDKS)}]\nfollow_imports = skip\n")
-    (project / "stack.py").write_text(textwrap.dedent("""
+    (project / "stack.py").write_text(
+        textwrap.dedent("""
         from typing import assert_type
 
         import pulumi
@@ -328,18 +365,36 @@ def test_a_type_checker_resolves_mlplat_components_from_the_install(installed: I
 
         network = Network("ml", NetworkArgs(cidr_block="10.42.0.0/16", nat="single"))
         assert_type(network.vpc_id, pulumi.Output[str])
-    """))
-    (project / "wrong.py").write_text(textwrap.dedent("""
+    """)
+    )
+    (project / "wrong.py").write_text(
+        textwrap.dedent("""
         from mlplat.components.network import NetworkArgs
 
         NetworkArgs(cidr_block=16)
-    """))
+    """)
+    )
 
     def mypy(python: Path, *files: str) -> subprocess.CompletedProcess[str]:
         # The repository's mypy, resolving imports as the team's virtualenv's interpreter sees them (PEP 561).
-        return run([sys.executable, "-m", "mypy", "--strict", "--config-file", "mypy.ini", "--cache-dir",
-                    project / ".mypy_cache", "--python-executable", python, *files],
-                   cwd=project, env=clean_environment(), timeout=300)
+        return run(
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--strict",
+                "--config-file",
+                "mypy.ini",
+                "--cache-dir",
+                project / ".mypy_cache",
+                "--python-executable",
+                python,
+                *files,
+            ],
+            cwd=project,
+            env=clean_environment(),
+            timeout=300,
+        )
 
     assert "Success" in succeeded(mypy(installed.python, "stack.py"))
     wrong = mypy(installed.python, "wrong.py")
@@ -353,18 +408,27 @@ def test_a_type_checker_resolves_mlplat_components_from_the_install(installed: I
 
 # -- the wheel without the infra extra (what the images install) ------------------------------------------------
 
+
 def test_without_the_infra_extra_there_is_no_pulumi_and_serve_and_train_start(bare_install: Installed) -> None:
-    listed = json.loads(succeeded(run([bare_install.python, "-m", "pip", "list", "--format", "json"],
-                                      cwd=bare_install.workdir, env=bare_install.env)))
+    listed = json.loads(
+        succeeded(
+            run(
+                [bare_install.python, "-m", "pip", "list", "--format", "json"],
+                cwd=bare_install.workdir,
+                env=bare_install.env,
+            )
+        )
+    )
     names = {entry["name"].lower() for entry in listed}
     assert "mlplat" in names
     assert not {n for n in names if n.startswith("pulumi")}, sorted(names)
-    assert run([bare_install.python, "-c", "import pulumi"], cwd=bare_install.workdir,
-               env=bare_install.env).returncode != 0
+    assert (
+        run([bare_install.python, "-c", "import pulumi"], cwd=bare_install.workdir, env=bare_install.env).returncode
+        != 0
+    )
 
     for command, option in (("serve", "--model"), ("train", "--config"), ("promote", "--from")):
-        shown = succeeded(run([bare_install.mlplat, command, "--help"], cwd=bare_install.workdir,
-                              env=bare_install.env))
+        shown = succeeded(run([bare_install.mlplat, command, "--help"], cwd=bare_install.workdir, env=bare_install.env))
         assert option in shown, shown
 
 

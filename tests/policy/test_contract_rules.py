@@ -55,6 +55,7 @@ def dev(dev_stack: Render) -> Doc:
 
 # --- the shipped stacks pass -------------------------------------------------------------------------------
 
+
 def test_shipped_dev_and_production_keep_every_contract(dev: Doc, production: Doc) -> None:
     assert contract_findings(dev) == []
     assert contract_findings(production) == []
@@ -77,6 +78,7 @@ def test_contract_rules_are_registered_stack_rules_with_documented_ids() -> None
 
 # --- one breaking render per rule (and per first-deploy defect) ------------------------------------------
 
+
 def _ingress_action(d: Doc, port: object) -> None:
     ingress = res(d, "kubernetes:networking.k8s.io/v1:Ingress", "mlplat-production-digits")
     key = "alb.ingress.kubernetes.io/actions.mlplat-production-digits-split"
@@ -92,7 +94,8 @@ def _unnamed_storage_class(d: Doc) -> None:
 
 def _oversized_training(d: Doc) -> None:
     pod_spec(res(d, "kubernetes:batch/v1:CronJob", "mlplat-production-digits"))["containers"][0]["resources"][
-        "requests"]["cpu"] = "4"
+        "requests"
+    ]["cpu"] = "4"
 
 
 def _secret_in_argv(d: Doc) -> None:
@@ -113,8 +116,11 @@ def _no_elb_host(d: Doc) -> None:
 def _condensed_lbc_policy(d: Doc) -> None:
     record = res(d, "aws:iam/rolePolicy:RolePolicy", "mlplat-production-irsa-kube-system-aws-load-balancer-controller")
     document = json.loads(record["inputs"]["policy"])
-    document["Statement"] = [s for s in document["Statement"]
-                             if not ("ec2:AuthorizeSecurityGroupIngress" in s["Action"] and "Condition" not in s)]
+    document["Statement"] = [
+        s
+        for s in document["Statement"]
+        if not ("ec2:AuthorizeSecurityGroupIngress" in s["Action"] and "Condition" not in s)
+    ]
     record["inputs"]["policy"] = json.dumps(document)
 
 
@@ -140,8 +146,7 @@ def _official_mlflow_image(d: Doc) -> None:
 def _service_before_controller(d: Doc) -> None:
     service = res(d, "kubernetes:core/v1:Service", TRACKING)
     service["options"]["depends_on"] = [u for u in service["options"]["depends_on"] if u.endswith("::" + TRACKING)]
-    res(d, DEP, TRACKING)["options"]["depends_on"] = [u for u in service["options"]["depends_on"]
-                                                      if "aws:eks/" in u]
+    res(d, DEP, TRACKING)["options"]["depends_on"] = [u for u in service["options"]["depends_on"] if "aws:eks/" in u]
 
 
 def _wrong_namespace(d: Doc) -> None:
@@ -184,7 +189,8 @@ def _missing_priority_class(d: Doc) -> None:
 
 def _nginx_ingress(d: Doc) -> None:
     res(d, "kubernetes:networking.k8s.io/v1:Ingress", "mlplat-production-tracking-ingress")["inputs"]["spec"][
-        "ingressClassName"] = "nginx"
+        "ingressClassName"
+    ] = "nginx"
 
 
 def _unknown_chart_version(d: Doc) -> None:
@@ -197,7 +203,8 @@ def _no_pool_label(d: Doc) -> None:
 
 def _plugin_without_toleration(d: Doc) -> None:
     res(d, "kubernetes:helm.sh/v3:Release", "mlplat-production-nvidia-device-plugin")["inputs"]["values"][
-        "tolerations"] = []
+        "tolerations"
+    ] = []
 
 
 def _unknown_repository(d: Doc) -> None:
@@ -262,219 +269,341 @@ def broken(name: str, dev: Doc, production: Doc) -> Doc:
 
 
 EXPECTED: dict[str, list[tuple[str, str, str]]] = {
-    'alb-action-port-as-string-number': [
-        ('contract-ref-service-port', 'mlplat-production-digits',
-         'Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin'
-         'g/mlplat-production-digits-canary port "80": no such port; ports: http(80)'),
-        ('contract-ref-service-port', 'mlplat-production-digits',
-         'Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin'
-         'g/mlplat-production-digits-stable port "80": no such port; ports: http(80)'),
+    "alb-action-port-as-string-number": [
+        (
+            "contract-ref-service-port",
+            "mlplat-production-digits",
+            "Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin"
+            'g/mlplat-production-digits-canary port "80": no such port; ports: http(80)',
+        ),
+        (
+            "contract-ref-service-port",
+            "mlplat-production-digits",
+            "Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin"
+            'g/mlplat-production-digits-stable port "80": no such port; ports: http(80)',
+        ),
     ],
-    'storage-class-auto-named': [
-        ('contract-ref-storage-class', 'mlplat-production-monitoring-stack',
-         'Release monitoring/kube-prometheus-stack (kube-prometheus-stack 75.15.0) values.prometheus.prom'
-         'etheusSpec.storageSpec.volumeClaimTemplate.spec.storageClassName → StorageClass gp3: no such St'
-         "orageClass; StorageClasses: gp3-<auto> (mlplat-production-eks storageClasses['gp3'] has no meta"
-         'data.name)'),
+    "storage-class-auto-named": [
+        (
+            "contract-ref-storage-class",
+            "mlplat-production-monitoring-stack",
+            "Release monitoring/kube-prometheus-stack (kube-prometheus-stack 75.15.0) values.prometheus.prom"
+            "etheusSpec.storageSpec.volumeClaimTemplate.spec.storageClassName → StorageClass gp3: no such St"
+            "orageClass; StorageClasses: gp3-<auto> (mlplat-production-eks storageClasses['gp3'] has no meta"
+            "data.name)",
+        ),
     ],
-    'training-requests-exceed-node': [
-        ('contract-sched-fits', 'mlplat-production-digits',
-         'CronJob training/mlplat-production-digits (cpu 4000m, memory 12288Mi, 1 GPU) → node pool mlplat'
-         '-production-gpu (g5.xlarge): cpu does not fit; g5.xlarge has cpu 3740m, memory 14042Mi, 1 GPU(s'
-         ') allocatable after kubelet reservations and DaemonSets (aws-node, kube-proxy, ebs-csi-node, nv'
-         'idia-device-plugin, node-exporter); the largest request that fits the pool is cpu 3740m, memory'
-         ' 14042Mi'),
+    "training-requests-exceed-node": [
+        (
+            "contract-sched-fits",
+            "mlplat-production-digits",
+            "CronJob training/mlplat-production-digits (cpu 4000m, memory 12288Mi, 1 GPU) → node pool mlplat"
+            "-production-gpu (g5.xlarge): cpu does not fit; g5.xlarge has cpu 3740m, memory 14042Mi, 1 GPU(s"
+            ") allocatable after kubelet reservations and DaemonSets (aws-node, kube-proxy, ebs-csi-node, nv"
+            "idia-device-plugin, node-exporter); the largest request that fits the pool is cpu 3740m, memory"
+            " 14042Mi",
+        ),
     ],
-    'backend-uri-expanded-into-argv': [
-        ('contract-rt-secret-uri', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' args → env MLFLOW_BACKEND_STORE_URI (from a Secret)"
-         ': expanded into argv as $(MLFLOW_BACKEND_STORE_URI), so the secret is in the pod spec and the p'
-         'rocess list, and reaches the parser as raw text'),
+    "backend-uri-expanded-into-argv": [
+        (
+            "contract-rt-secret-uri",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'mlflow' args → env MLFLOW_BACKEND_STORE_URI (from a Secret)"
+            ": expanded into argv as $(MLFLOW_BACKEND_STORE_URI), so the secret is in the pod spec and the p"
+            "rocess list, and reaches the parser as raw text",
+        ),
     ],
-    'allowed-hosts-miss-the-alb': [
-        ('contract-rt-allowed-hosts', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' --allowed-hosts (mlflow, mlflow:5000, mlflow.mlflow"
-         ', mlflow.mlflow:5000, mlflow.mlflow.svc, mlflow.mlflow.svc:5000, mlflow.mlflow.svc.cluster.loca'
-         'l, mlflow.mlflow.svc.cluster.local:5000) → Host headers internal-k8s-mlflow-0123456789.us-east-'
-         '1.elb.amazonaws.com (via Ingress mlflow/mlflow): refused with 403'),
+    "allowed-hosts-miss-the-alb": [
+        (
+            "contract-rt-allowed-hosts",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'mlflow' --allowed-hosts (mlflow, mlflow:5000, mlflow.mlflow"
+            ", mlflow.mlflow:5000, mlflow.mlflow.svc, mlflow.mlflow.svc:5000, mlflow.mlflow.svc.cluster.loca"
+            "l, mlflow.mlflow.svc.cluster.local:5000) → Host headers internal-k8s-mlflow-0123456789.us-east-"
+            "1.elb.amazonaws.com (via Ingress mlflow/mlflow): refused with 403",
+        ),
     ],
-    'condensed-lb-controller-policy': [
-        ('contract-rt-controller-iam', 'mlplat-production-aws-load-balancer-controller',
-         'Release kube-system/aws-load-balancer-controller (aws-load-balancer-controller 1.13.0) → IAM ro'
-         'le mlplat-production-irsa-kube-system-aws-load-balancer-co-f61aee28: grants less than the upstr'
-         'eam policy of aws-load-balancer-controller 1.13.0; missing ec2:AuthorizeSecurityGroupIngress (u'
-         'nconditioned), ec2:RevokeSecurityGroupIngress (unconditioned)'),
+    "condensed-lb-controller-policy": [
+        (
+            "contract-rt-controller-iam",
+            "mlplat-production-aws-load-balancer-controller",
+            "Release kube-system/aws-load-balancer-controller (aws-load-balancer-controller 1.13.0) → IAM ro"
+            "le mlplat-production-irsa-kube-system-aws-load-balancer-co-f61aee28: grants less than the upstr"
+            "eam policy of aws-load-balancer-controller 1.13.0; missing ec2:AuthorizeSecurityGroupIngress (u"
+            "nconditioned), ec2:RevokeSecurityGroupIngress (unconditioned)",
+        ),
     ],
-    'instances-lack-nth-tag': [
-        ('contract-rt-instance-tags', 'mlplat-production-gpu',
-         'node pool mlplat-production-gpu (launch template mlplat-production-gpu) → Release kube-system/a'
-         "ws-node-termination-handler (aws-node-termination-handler 0.27.6) managedTag 'aws-node-terminat"
-         "ion-handler/managed': its instances do not carry the tag, so the handler never drains them on a"
-         ' spot interruption'),
+    "instances-lack-nth-tag": [
+        (
+            "contract-rt-instance-tags",
+            "mlplat-production-gpu",
+            "node pool mlplat-production-gpu (launch template mlplat-production-gpu) → Release kube-system/a"
+            "ws-node-termination-handler (aws-node-termination-handler 0.27.6) managedTag 'aws-node-terminat"
+            "ion-handler/managed': its instances do not carry the tag, so the handler never drains them on a"
+            " spot interruption",
+        ),
     ],
-    'job-holds-pulumi-up': [
-        ('contract-ready-job', 'mlplat-dev-digits',
-         'Job training/mlplat-dev-digits → `pulumi up`: Pulumi waits for the Job to complete (a training '
-         'run of hours, or one waiting for a spot GPU) before the update can finish'),
+    "job-holds-pulumi-up": [
+        (
+            "contract-ready-job",
+            "mlplat-dev-digits",
+            "Job training/mlplat-dev-digits → `pulumi up`: Pulumi waits for the Job to complete (a training "
+            "run of hours, or one waiting for a spot GPU) before the update can finish",
+        ),
     ],
-    'workload-before-capacity': [
-        ('contract-ready-order', 'mlplat-production-tracking-server',
-         'Deployment mlflow/mlflow → node group mlplat-production-cpu, add-on vpc-cni, add-on kube-proxy,'
-         ' add-on coredns: not among its dependencies, so Pulumi may start waiting for its pods before th'
-         'ere is a node to run them'),
+    "workload-before-capacity": [
+        (
+            "contract-ready-order",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow → node group mlplat-production-cpu, add-on vpc-cni, add-on kube-proxy,"
+            " add-on coredns: not among its dependencies, so Pulumi may start waiting for its pods before th"
+            "ere is a node to run them",
+        ),
     ],
-    'official-mlflow-image': [
-        ('contract-rt-image-contents', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'db-upgrade' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks psy"
-         "copg2 (the Tracking component's backend store (postgresql+psycopg2, from a Secret)); it carries "
-         'mlflow (mlflow/mlflow docker/Dockerfile: `pip install mlflow==$VERSION` only)'),
-        ('contract-rt-image-contents', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks boto3 ("
-         '--artifacts-destination s3://…), Flask-WTF (--app-name basic-auth), psycopg2 (the Tracking compo'
-         "nent's backend store (postgresql+psycopg2, from a Secret)); it carries mlflow (mlflow/mlflow doc"
-         'ker/Dockerfile: `pip install mlflow==$VERSION` only)'),
+    "official-mlflow-image": [
+        (
+            "contract-rt-image-contents",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'db-upgrade' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks psy"
+            "copg2 (the Tracking component's backend store (postgresql+psycopg2, from a Secret)); it carries "
+            "mlflow (mlflow/mlflow docker/Dockerfile: `pip install mlflow==$VERSION` only)",
+        ),
+        (
+            "contract-rt-image-contents",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'mlflow' → image ghcr.io/mlflow/mlflow:v3.17.2: lacks boto3 ("
+            "--artifacts-destination s3://…), Flask-WTF (--app-name basic-auth), psycopg2 (the Tracking compo"
+            "nent's backend store (postgresql+psycopg2, from a Secret)); it carries mlflow (mlflow/mlflow doc"
+            "ker/Dockerfile: `pip install mlflow==$VERSION` only)",
+        ),
     ],
-    'service-before-lb-controller': [
-        ('contract-ready-order', 'mlplat-production-tracking-server',
-         'Deployment mlflow/mlflow → node group mlplat-production-cpu, add-on vpc-cni, add-on kube-proxy,'
-         ' add-on coredns: not among its dependencies, so Pulumi may start waiting for its pods before th'
-         'ere is a node to run them'),
-        ('contract-ready-order', 'mlplat-production-tracking-server',
-         'Service mlflow/mlflow → mlplat-production-aws-load-balancer-controller: not among its dependenc'
-         'ies; the AWS Load Balancer Controller rejects Services until it runs'),
+    "service-before-lb-controller": [
+        (
+            "contract-ready-order",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow → node group mlplat-production-cpu, add-on vpc-cni, add-on kube-proxy,"
+            " add-on coredns: not among its dependencies, so Pulumi may start waiting for its pods before th"
+            "ere is a node to run them",
+        ),
+        (
+            "contract-ready-order",
+            "mlplat-production-tracking-server",
+            "Service mlflow/mlflow → mlplat-production-aws-load-balancer-controller: not among its dependenc"
+            "ies; the AWS Load Balancer Controller rejects Services until it runs",
+        ),
     ],
-    'alb-action-port-number': [
-        ('contract-ref-service-port', 'mlplat-production-digits',
-         'Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin'
-         'g/mlplat-production-digits-canary port 8080: no such port; ports: http(80)'),
-        ('contract-ref-service-port', 'mlplat-production-digits',
-         'Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin'
-         'g/mlplat-production-digits-stable port 8080: no such port; ports: http(80)'),
+    "alb-action-port-number": [
+        (
+            "contract-ref-service-port",
+            "mlplat-production-digits",
+            "Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin"
+            "g/mlplat-production-digits-canary port 8080: no such port; ports: http(80)",
+        ),
+        (
+            "contract-ref-service-port",
+            "mlplat-production-digits",
+            "Ingress serving/mlplat-production-digits action mlplat-production-digits-split → Service servin"
+            "g/mlplat-production-digits-stable port 8080: no such port; ports: http(80)",
+        ),
     ],
-    'plain-password-in-uri': [
-        ('contract-rt-secret-uri', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' env MLFLOW_BACKEND_STORE_URI → URI mlflow:***@…: th"
-         "e password is not percent-encoded, so a reserved character in it ('@', '/', ':', '#', '%', …) b"
-         'reaks the URI'),
+    "plain-password-in-uri": [
+        (
+            "contract-rt-secret-uri",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'mlflow' env MLFLOW_BACKEND_STORE_URI → URI mlflow:***@…: th"
+            "e password is not percent-encoded, so a reserved character in it ('@', '/', ':', '#', '%', …) b"
+            "reaks the URI",
+        ),
     ],
-    'namespace-typo': [
-        ('contract-ref-configmap', 'mlplat-production-digits',
-         'CronJob training/mlplat-production-digits volume config → ConfigMap training/mlplat-production-'
-         'digits-config: no such ConfigMap; ConfigMaps in training: none'),
-        ('contract-ref-namespace', 'mlplat-production-digits-config',
-         'ConfigMap train/mlplat-production-digits-config → Namespace train: no such namespace; namespace'
-         's: default, kube-node-lease, kube-public, kube-system, mlflow, monitoring, serving, training'),
+    "namespace-typo": [
+        (
+            "contract-ref-configmap",
+            "mlplat-production-digits",
+            "CronJob training/mlplat-production-digits volume config → ConfigMap training/mlplat-production-"
+            "digits-config: no such ConfigMap; ConfigMaps in training: none",
+        ),
+        (
+            "contract-ref-namespace",
+            "mlplat-production-digits-config",
+            "ConfigMap train/mlplat-production-digits-config → Namespace train: no such namespace; namespace"
+            "s: default, kube-node-lease, kube-public, kube-system, mlflow, monitoring, serving, training",
+        ),
     ],
-    'secret-renamed': [
-        ('contract-ref-secret', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' env MLFLOW_BACKEND_STORE_URI → Secret mlflow/mlflow"
-         '-db: no such Secret; Secrets in mlflow: mlflow-auth, mlflow-backend, mlflow-user-pipeline, '
-         'mlflow-user-serving, mlflow-user-trainer'),
+    "secret-renamed": [
+        (
+            "contract-ref-secret",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'mlflow' env MLFLOW_BACKEND_STORE_URI → Secret mlflow/mlflow"
+            "-db: no such Secret; Secrets in mlflow: mlflow-auth, mlflow-backend, mlflow-user-pipeline, "
+            "mlflow-user-serving, mlflow-user-trainer",
+        ),
     ],
-    'config-key-missing': [
-        ('contract-ref-configmap', 'mlplat-production-digits',
-         'CronJob training/mlplat-production-digits volume config → ConfigMap training/mlplat-production-'
-         "digits-config key 'train.yaml': no such key; keys: training.yaml"),
+    "config-key-missing": [
+        (
+            "contract-ref-configmap",
+            "mlplat-production-digits",
+            "CronJob training/mlplat-production-digits volume config → ConfigMap training/mlplat-production-"
+            "digits-config key 'train.yaml': no such key; keys: training.yaml",
+        ),
     ],
-    'service-account-missing': [
-        ('contract-ref-service-account', 'mlplat-production-tracking-server',
-         'Deployment mlflow/mlflow → ServiceAccount mlflow/tracking: no such ServiceAccount; ServiceAccou'
-         'nts in mlflow: mlflow'),
+    "service-account-missing": [
+        (
+            "contract-ref-service-account",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow → ServiceAccount mlflow/tracking: no such ServiceAccount; ServiceAccou"
+            "nts in mlflow: mlflow",
+        ),
     ],
-    'irsa-trusts-another-account': [
-        ('contract-ref-irsa', 'mlplat-production-monitoring-stack',
-         'Release monitoring/kube-prometheus-stack (kube-prometheus-stack 75.15.0) ServiceAccount monitor'
-         'ing/alertmanager → IAM role mlplat-production-irsa-monitoring-kube-prometheus-stack-alertmanage'
-         'r: its trust policy admits system:serviceaccount:monitoring:kube-prometheus-stack-alertmanager,'
-         ' not system:serviceaccount:monitoring:alertmanager, so the pods get no AWS credentials'),
+    "irsa-trusts-another-account": [
+        (
+            "contract-ref-irsa",
+            "mlplat-production-monitoring-stack",
+            "Release monitoring/kube-prometheus-stack (kube-prometheus-stack 75.15.0) ServiceAccount monitor"
+            "ing/alertmanager → IAM role mlplat-production-irsa-monitoring-kube-prometheus-stack-alertmanage"
+            "r: its trust policy admits system:serviceaccount:monitoring:kube-prometheus-stack-alertmanager,"
+            " not system:serviceaccount:monitoring:alertmanager, so the pods get no AWS credentials",
+        ),
     ],
-    'service-monitor-port': [
-        ('contract-ref-service-port', 'mlplat-production-digits',
-         'ServiceMonitor serving/mlplat-production-digits endpoint → Service serving/mlplat-production-di'
-         'gits-canary port "metrics": no such port; ports: http(80)'),
-        ('contract-ref-service-port', 'mlplat-production-digits',
-         'ServiceMonitor serving/mlplat-production-digits endpoint → Service serving/mlplat-production-di'
-         'gits-stable port "metrics": no such port; ports: http(80)'),
+    "service-monitor-port": [
+        (
+            "contract-ref-service-port",
+            "mlplat-production-digits",
+            "ServiceMonitor serving/mlplat-production-digits endpoint → Service serving/mlplat-production-di"
+            'gits-canary port "metrics": no such port; ports: http(80)',
+        ),
+        (
+            "contract-ref-service-port",
+            "mlplat-production-digits",
+            "ServiceMonitor serving/mlplat-production-digits endpoint → Service serving/mlplat-production-di"
+            'gits-stable port "metrics": no such port; ports: http(80)',
+        ),
     ],
-    'service-selects-nothing': [
-        ('contract-ref-selector', 'mlplat-production-tracking-server',
-         'Service mlflow/mlflow → pods {app.kubernetes.io/component=server, app.kubernetes.io/name=mlflow'
-         '}: no workload in mlflow has pods with these labels, so the Service has no endpoints'),
+    "service-selects-nothing": [
+        (
+            "contract-ref-selector",
+            "mlplat-production-tracking-server",
+            "Service mlflow/mlflow → pods {app.kubernetes.io/component=server, app.kubernetes.io/name=mlflow"
+            "}: no workload in mlflow has pods with these labels, so the Service has no endpoints",
+        ),
     ],
-    'priority-class-missing': [
-        ('contract-ref-priority-class', 'mlplat-production-cluster-autoscaler',
-         'Release kube-system/cluster-autoscaler (cluster-autoscaler 9.59.0) values.priorityClassName → P'
-         'riorityClass platform-critical: no such PriorityClass; PriorityClasses: system-cluster-critical'
-         ', system-node-critical'),
+    "priority-class-missing": [
+        (
+            "contract-ref-priority-class",
+            "mlplat-production-cluster-autoscaler",
+            "Release kube-system/cluster-autoscaler (cluster-autoscaler 9.59.0) values.priorityClassName → P"
+            "riorityClass platform-critical: no such PriorityClass; PriorityClasses: system-cluster-critical"
+            ", system-node-critical",
+        ),
     ],
-    'ingress-class-without-controller': [
-        ('contract-ref-ingress-class', 'mlplat-production-tracking-ingress',
-         'Ingress mlflow/mlflow → IngressClass nginx: no such IngressClass, so no controller serves it; I'
-         'ngressClasses: alb'),
+    "ingress-class-without-controller": [
+        (
+            "contract-ref-ingress-class",
+            "mlplat-production-tracking-ingress",
+            "Ingress mlflow/mlflow → IngressClass nginx: no such IngressClass, so no controller serves it; I"
+            "ngressClasses: alb",
+        ),
     ],
-    'chart-version-without-facts': [
-        ('contract-ref-chart-facts', 'mlplat-production-nvidia-device-plugin',
-         'Release kube-system/nvidia-device-plugin (nvidia-device-plugin 0.18.0): mlplat declares what th'
-         'is chart creates for versions 0.17.1 only; the contract rules read those facts (NVIDIA/k8s-devi'
-         'ce-plugin deployments/helm/nvidia-device-plugin 0.17.1 values.yaml: a DaemonSet, tolerations Cr'
-         'iticalAddonsOnly and nvidia.com/gpu:NoSchedule, affinity on NFD/GFD labels)'),
+    "chart-version-without-facts": [
+        (
+            "contract-ref-chart-facts",
+            "mlplat-production-nvidia-device-plugin",
+            "Release kube-system/nvidia-device-plugin (nvidia-device-plugin 0.18.0): mlplat declares what th"
+            "is chart creates for versions 0.17.1 only; the contract rules read those facts (NVIDIA/k8s-devi"
+            "ce-plugin deployments/helm/nvidia-device-plugin 0.17.1 values.yaml: a DaemonSet, tolerations Cr"
+            "iticalAddonsOnly and nvidia.com/gpu:NoSchedule, affinity on NFD/GFD labels)",
+        ),
     ],
-    'no-pool-admits': [
-        ('contract-sched-placement', 'mlplat-production-digits',
-         'CronJob training/mlplat-production-digits → node pools: none admits its pods (mlplat-production'
-         '-cpu: no label workload=a100; mlplat-production-gpu: no label workload=a100)'),
+    "no-pool-admits": [
+        (
+            "contract-sched-placement",
+            "mlplat-production-digits",
+            "CronJob training/mlplat-production-digits → node pools: none admits its pods (mlplat-production"
+            "-cpu: no label workload=a100; mlplat-production-gpu: no label workload=a100)",
+        ),
     ],
-    'device-plugin-not-on-gpu-pool': [
-        ('contract-sched-gpu', 'mlplat-production-digits',
-         'CronJob training/mlplat-production-digits (nvidia.com/gpu 1) → node pool mlplat-production-gpu:'
-         ' no NVIDIA device plugin runs there (Release kube-system/nvidia-device-plugin (nvidia-device-pl'
-         "ugin 0.17.1) pods 'device-plugin': taint nvidia.com/gpu=true:NoSchedule not tolerated)"),
+    "device-plugin-not-on-gpu-pool": [
+        (
+            "contract-sched-gpu",
+            "mlplat-production-digits",
+            "CronJob training/mlplat-production-digits (nvidia.com/gpu 1) → node pool mlplat-production-gpu:"
+            " no NVIDIA device plugin runs there (Release kube-system/nvidia-device-plugin (nvidia-device-pl"
+            "ugin 0.17.1) pods 'device-plugin': taint nvidia.com/gpu=true:NoSchedule not tolerated)",
+        ),
     ],
-    'image-repository-missing': [
-        ('contract-ready-image', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'auth-bootstrap' → image 123456789012.dkr.ecr.us-east-1.amazo"
-         "naws.com/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-productio"
-         "n/mlflow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-productio"
-         'n/training'),
-        ('contract-ready-image', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'db-upgrade' → image 123456789012.dkr.ecr.us-east-1.amazonaws"
-         ".com/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-production/ml"
-         "flow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/tr"
-         'aining'),
-        ('contract-ready-image', 'mlplat-production-tracking-server',
-         "Deployment mlflow/mlflow container 'mlflow' → image 123456789012.dkr.ecr.us-east-1.amazonaws.com"
-         "/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-production/mlflow"
-         "'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/traini"
-         'ng'),
+    "image-repository-missing": [
+        (
+            "contract-ready-image",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'auth-bootstrap' → image 123456789012.dkr.ecr.us-east-1.amazo"
+            "naws.com/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-productio"
+            "n/mlflow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-productio"
+            "n/training",
+        ),
+        (
+            "contract-ready-image",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'db-upgrade' → image 123456789012.dkr.ecr.us-east-1.amazonaws"
+            ".com/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-production/ml"
+            "flow'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/tr"
+            "aining",
+        ),
+        (
+            "contract-ready-image",
+            "mlplat-production-tracking-server",
+            "Deployment mlflow/mlflow container 'mlflow' → image 123456789012.dkr.ecr.us-east-1.amazonaws.com"
+            "/mlplat-production/mlflow:<tag>: the stack's registry has no repository 'mlplat-production/mlflow"
+            "'; repositories: mlplat-production/serving, mlplat-production/tracking, mlplat-production/traini"
+            "ng",
+        ),
     ],
-    'service-awaited-pods-not': [
-        ('contract-ready-endpoints', 'mlplat-production-tracking-server',
-         'Service mlflow/mlflow → Deployment mlflow/mlflow: the workload is not awaited (pulumi.com/skipA'
-         'wait) because its pods may not turn ready, but the Service is: `pulumi up` waits for its endpoi'
-         'nts until it times out'),
+    "service-awaited-pods-not": [
+        (
+            "contract-ready-endpoints",
+            "mlplat-production-tracking-server",
+            "Service mlflow/mlflow → Deployment mlflow/mlflow: the workload is not awaited (pulumi.com/skipA"
+            "wait) because its pods may not turn ready, but the Service is: `pulumi up` waits for its endpoi"
+            "nts until it times out",
+        ),
     ],
-    'autoscaler-taint-tag-missing': [
-        ('contract-rt-instance-tags', 'mlplat-production-gpu',
-         'node pool mlplat-production-gpu (min 0) → cluster-autoscaler node-template tags: k8s.io/cluster'
-         "-autoscaler/node-template/taint/nvidia.com/gpu='true:NoSchedule' (tag: missing); an empty pool "
-         'is sized from these, so pods needing those labels or tolerating those taints never scale it up'),
+    "autoscaler-taint-tag-missing": [
+        (
+            "contract-rt-instance-tags",
+            "mlplat-production-gpu",
+            "node pool mlplat-production-gpu (min 0) → cluster-autoscaler node-template tags: k8s.io/cluster"
+            "-autoscaler/node-template/taint/nvidia.com/gpu='true:NoSchedule' (tag: missing); an empty pool "
+            "is sized from these, so pods needing those labels or tolerating those taints never scale it up",
+        ),
     ],
-    'gpu-job-cpu-image': [
-        ('contract-rt-image-contents', 'mlplat-production-digits',
-         "CronJob training/mlplat-production-digits container 'trainer' → image 123456789012.dkr.ecr.us-e"
-         'ast-1.amazonaws.com/mlplat-production/training:<tag>: lacks cuda (requests nvidia.com/gpu); it '
-         'carries boto3, mlflow, mlplat-train (training/Dockerfile)'),
+    "gpu-job-cpu-image": [
+        (
+            "contract-rt-image-contents",
+            "mlplat-production-digits",
+            "CronJob training/mlplat-production-digits container 'trainer' → image 123456789012.dkr.ecr.us-e"
+            "ast-1.amazonaws.com/mlplat-production/training:<tag>: lacks cuda (requests nvidia.com/gpu); it "
+            "carries boto3, mlflow, mlplat-train (training/Dockerfile)",
+        ),
     ],
 }
 
 # The renders run the tests' image tag (MLPLAT_IMAGE_TAG, tests/conftest.py); messages naming an image say <tag>.
-EXPECTED = {name: [(rule, resource, problem.replace("<tag>", os.environ["MLPLAT_IMAGE_TAG"]))
-                   for rule, resource, problem in found] for name, found in EXPECTED.items()}
+EXPECTED = {
+    name: [
+        (rule, resource, problem.replace("<tag>", os.environ["MLPLAT_IMAGE_TAG"])) for rule, resource, problem in found
+    ]
+    for name, found in EXPECTED.items()
+}
 
 FIRST_DEPLOY_DEFECTS = (
-    "alb-action-port-as-string-number", "storage-class-auto-named", "training-requests-exceed-node",
-    "backend-uri-expanded-into-argv", "allowed-hosts-miss-the-alb", "condensed-lb-controller-policy",
-    "instances-lack-nth-tag", "job-holds-pulumi-up", "workload-before-capacity", "official-mlflow-image",
+    "alb-action-port-as-string-number",
+    "storage-class-auto-named",
+    "training-requests-exceed-node",
+    "backend-uri-expanded-into-argv",
+    "allowed-hosts-miss-the-alb",
+    "condensed-lb-controller-policy",
+    "instances-lack-nth-tag",
+    "job-holds-pulumi-up",
+    "workload-before-capacity",
+    "official-mlflow-image",
     "service-before-lb-controller",
 )
 
@@ -490,8 +619,9 @@ def test_every_contract_rule_has_a_breaking_render() -> None:
 
 
 @pytest.mark.parametrize("name", FIRST_DEPLOY_DEFECTS)
-def test_first_deploy_defect_is_caught_by_mlplat_check_render(name: str, dev: Doc, production: Doc,
-                                                               tmp_path: Path) -> None:
+def test_first_deploy_defect_is_caught_by_mlplat_check_render(
+    name: str, dev: Doc, production: Doc, tmp_path: Path
+) -> None:
     base = BREAKS[name][0]
     path = tmp_path / "render.json"
     path.write_text(json.dumps(broken(name, dev, production)))
@@ -514,8 +644,11 @@ def test_github_annotations_name_the_rule_and_escape_newlines(production: Doc, t
 
 
 def test_tracking_image_contents_match_its_requirements_file() -> None:
-    pinned = {line.split("==")[0].split("-binary")[0] for line in (ROOT / "tracking" / "requirements.txt").read_text()
-              .splitlines() if line and not line.startswith("#")}
+    pinned = {
+        line.split("==")[0].split("-binary")[0]
+        for line in (ROOT / "tracking" / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert pinned <= tables.OWN_IMAGES["tracking"].provides
 
 

@@ -28,8 +28,12 @@ TAGS = {"project": "mlplat", "owner": "me", "cost-center": "ml"}
 
 
 def _start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], analyzer_pb2_grpc.AnalyzerStub]:
-    proc = subprocess.Popen([sys.executable, str(PACK / "__main__.py")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, **env})
+    proc = subprocess.Popen(
+        [sys.executable, str(PACK / "__main__.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 60)
     assert ready, "the policy pack did not print its port within 60 s"
@@ -58,24 +62,48 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
 def _provider(environment: str) -> analyzer_pb2.AnalyzerProviderResource:
     # The engine hands a provider's object inputs JSON-encoded, as it does for real.
     tags = json.dumps({"tags": {**TAGS, "environment": environment}})
-    return analyzer_pb2.AnalyzerProviderResource(type="pulumi:providers:aws", name="aws", urn="urn:pulumi:s::p::aws",
-                                                 properties=_struct({"region": "us-east-1", "defaultTags": tags}))
+    return analyzer_pb2.AnalyzerProviderResource(
+        type="pulumi:providers:aws",
+        name="aws",
+        urn="urn:pulumi:s::p::aws",
+        properties=_struct({"region": "us-east-1", "defaultTags": tags}),
+    )
 
 
-def analyze(stub: analyzer_pb2_grpc.AnalyzerStub, type_: str, props: dict[str, Any],
-            environment: str = "production", name: str = "r") -> list[tuple[str, str, str]]:
-    request = analyzer_pb2.AnalyzeRequest(type=type_, properties=_struct(props), name=name,
-                                          urn=f"urn:pulumi:s::p::{type_}::{name}", provider=_provider(environment))
-    return [(d.policyName, analyzer_pb2.EnforcementLevel.Name(d.enforcementLevel), d.message)
-            for d in stub.Analyze(request).diagnostics]
+def analyze(
+    stub: analyzer_pb2_grpc.AnalyzerStub,
+    type_: str,
+    props: dict[str, Any],
+    environment: str = "production",
+    name: str = "r",
+) -> list[tuple[str, str, str]]:
+    request = analyzer_pb2.AnalyzeRequest(
+        type=type_,
+        properties=_struct(props),
+        name=name,
+        urn=f"urn:pulumi:s::p::{type_}::{name}",
+        provider=_provider(environment),
+    )
+    return [
+        (d.policyName, analyzer_pb2.EnforcementLevel.Name(d.enforcementLevel), d.message)
+        for d in stub.Analyze(request).diagnostics
+    ]
 
 
-def analyze_stack(stub: analyzer_pb2_grpc.AnalyzerStub, records: list[dict[str, Any]],
-                  environment: str = "production") -> list[tuple[str, str, str]]:
-    resources = [analyzer_pb2.AnalyzerResource(
-        type=r["type"], name=r["name"], urn=r["urn"], properties=_struct(r.get("inputs") or {}),
-        dependencies=(r.get("options") or {}).get("depends_on") or [], provider=_provider(environment))
-        for r in records]
+def analyze_stack(
+    stub: analyzer_pb2_grpc.AnalyzerStub, records: list[dict[str, Any]], environment: str = "production"
+) -> list[tuple[str, str, str]]:
+    resources = [
+        analyzer_pb2.AnalyzerResource(
+            type=r["type"],
+            name=r["name"],
+            urn=r["urn"],
+            properties=_struct(r.get("inputs") or {}),
+            dependencies=(r.get("options") or {}).get("depends_on") or [],
+            provider=_provider(environment),
+        )
+        for r in records
+    ]
     response = stub.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=resources))
     return [(d.policyName, d.urn, d.message) for d in response.diagnostics]
 
@@ -91,24 +119,32 @@ def test_pack_serves_a_policy_per_rule_and_level(analyzer: analyzer_pb2_grpc.Ana
     assert len(levels) == len(RULES) + sum(r.levels.default != r.levels.production for r in RULES)
 
 
-GOOD_DB = {"storageEncrypted": True, "publiclyAccessible": False, "backupRetentionPeriod": 7, "multiAz": True,
-           "deletionProtection": True}
+GOOD_DB = {
+    "storageEncrypted": True,
+    "publiclyAccessible": False,
+    "backupRetentionPeriod": 7,
+    "multiAz": True,
+    "deletionProtection": True,
+}
 
 
 def test_mandatory_violation_names_problem_and_fix(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
     ((policy, level, message),) = analyze(analyzer, "aws:rds/instance:Instance", {**GOOD_DB, "storageEncrypted": False})
     assert (policy, level) == ("mlplat-rds-encrypted", "MANDATORY")
     # CrossGuard prefixes the policy's description; then our problem and fix
-    assert message.endswith("\nstorage is not encrypted. Fix: set storageEncrypted=true (and kmsKeyId for a "
-                            "customer key)")
+    assert message.endswith(
+        "\nstorage is not encrypted. Fix: set storageEncrypted=true (and kmsKeyId for a customer key)"
+    )
 
 
 def test_levels_follow_the_providers_environment_tag(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
     single_az = {**GOOD_DB, "multiAz": False}
     assert [f[:2] for f in analyze(analyzer, "aws:rds/instance:Instance", single_az)] == [
-        ("mlplat-rds-multi-az", "MANDATORY")]
+        ("mlplat-rds-multi-az", "MANDATORY")
+    ]
     assert [f[:2] for f in analyze(analyzer, "aws:rds/instance:Instance", single_az, environment="dev")] == [
-        ("mlplat-rds-multi-az-advisory", "ADVISORY")]
+        ("mlplat-rds-multi-az-advisory", "ADVISORY")
+    ]
 
 
 def test_passing_resource_has_no_diagnostics(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
@@ -119,23 +155,38 @@ def test_passing_resource_has_no_diagnostics(analyzer: analyzer_pb2_grpc.Analyze
 
 def test_stack_policies_link_bucket_companions_by_dependency(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
     bucket = {"urn": "urn:pulumi:s::p::aws:s3/bucket:Bucket::data", "type": "aws:s3/bucket:Bucket", "name": "data"}
-    pab = {"urn": "urn:pulumi:s::p::pab", "type": "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-           "name": "data-pab", "options": {"depends_on": [bucket["urn"]]},
-           "inputs": {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
-                      "restrictPublicBuckets": True}}
+    pab = {
+        "urn": "urn:pulumi:s::p::pab",
+        "type": "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "name": "data-pab",
+        "options": {"depends_on": [bucket["urn"]]},
+        "inputs": {
+            "blockPublicAcls": True,
+            "blockPublicPolicy": True,
+            "ignorePublicAcls": True,
+            "restrictPublicBuckets": True,
+        },
+    }
     found = {(name, urn) for name, urn, _ in analyze_stack(analyzer, [bucket, pab])}
     assert found == {("mlplat-s3-encrypted", bucket["urn"]), ("mlplat-s3-tls-only", bucket["urn"])}
-    unknown_policy = {"urn": "urn:pulumi:s::p::pol", "type": "aws:s3/bucketPolicy:BucketPolicy", "name": "pol",
-                      "options": {"depends_on": [bucket["urn"]]}, "inputs": {"policy": UNKNOWN_STRING_VALUE}}
+    unknown_policy = {
+        "urn": "urn:pulumi:s::p::pol",
+        "type": "aws:s3/bucketPolicy:BucketPolicy",
+        "name": "pol",
+        "options": {"depends_on": [bucket["urn"]]},
+        "inputs": {"policy": UNKNOWN_STRING_VALUE},
+    }
     names = {name for name, _, _ in analyze_stack(analyzer, [bucket, pab, unknown_policy])}
     assert "mlplat-s3-tls-only" not in names  # unknown during preview: not judged
 
 
-def test_pack_and_mlplat_check_agree_on_a_broken_render(analyzer: analyzer_pb2_grpc.AnalyzerStub,
-                                                         production_stack: Render) -> None:
+def test_pack_and_mlplat_check_agree_on_a_broken_render(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, production_stack: Render
+) -> None:
     document = production_stack.to_json()
-    document["resources"] = [r for r in document["resources"]
-                             if r["type"] != "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"]
+    document["resources"] = [
+        r for r in document["resources"] if r["type"] != "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+    ]
     for record in document["resources"]:
         if record["type"] == "aws:ecr/repository:Repository":
             record["inputs"]["imageScanningConfiguration"] = {"scanOnPush": False}
@@ -148,9 +199,12 @@ def test_pack_and_mlplat_check_agree_on_a_broken_render(analyzer: analyzer_pb2_g
     for record in records:
         if record["type"].startswith("pulumi:providers:"):
             continue
-        served |= {(name, record["urn"]) for name, _, _ in
-                   analyze(analyzer, record["type"], record.get("inputs") or {}, name=record["name"])}
+        served |= {
+            (name, record["urn"])
+            for name, _, _ in analyze(analyzer, record["type"], record.get("inputs") or {}, name=record["name"])
+        }
     served |= {(name, urn) for name, urn, _ in analyze_stack(analyzer, records)}
+
     # the resource-policy URNs were synthesized from type and name: compare by (policy, resource name)
     def by_name(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         return {(policy, urn.rsplit("::", 1)[-1]) for policy, urn in pairs}
@@ -171,8 +225,9 @@ def test_environment_falls_back_to_the_variable_then_production(monkeypatch: pyt
     assert pack.environment({"environment": "staging"}) == "staging"
 
 
-def test_contract_rules_are_served_as_stack_policies(analyzer: analyzer_pb2_grpc.AnalyzerStub,
-                                                      production_stack: Render) -> None:
+def test_contract_rules_are_served_as_stack_policies(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, production_stack: Render
+) -> None:
     document = production_stack.to_json()
     for record in document["resources"]:
         if record["type"] == "eks:index:Cluster":
@@ -180,5 +235,6 @@ def test_contract_rules_are_served_as_stack_policies(analyzer: analyzer_pb2_grpc
     records = [r for r in document["resources"] if r["type"] != "pulumi:pulumi:Stack"]
     served = {(name, urn.rsplit("::", 1)[-1]) for name, urn, _ in analyze_stack(analyzer, records)}
     assert served == {("mlplat-contract-ref-storage-class", "mlplat-production-monitoring-stack")}
-    assert {(f"mlplat-{f.rule}", f.resource) for f in check_render(document)
-            if f.rule.startswith("contract-")} == served
+    assert {
+        (f"mlplat-{f.rule}", f.resource) for f in check_render(document) if f.rule.startswith("contract-")
+    } == served

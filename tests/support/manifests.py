@@ -16,8 +16,12 @@ def manifests(stack: Render) -> list[dict[str, Any]]:
     """The Kubernetes objects of a render; masked secrets dropped (their shape is the cluster's business)."""
     found = []
     for record in stack.resources:
-        if (record.custom and record.type.startswith("kubernetes:") and record.type not in NOT_MANIFESTS
-                and not record.type.startswith(CUSTOM_RESOURCES)):
+        if (
+            record.custom
+            and record.type.startswith("kubernetes:")
+            and record.type not in NOT_MANIFESTS
+            and not record.type.startswith(CUSTOM_RESOURCES)
+        ):
             found.append(_unmask(record.inputs))
     return found
 

@@ -38,7 +38,8 @@ def record_secrets(into: CreatedSecrets) -> None:
             metadata = props.get("metadata") or {}
             data = {**(props.get("data") or {}), **(props.get("stringData") or {})}
             into[(str(metadata.get("namespace", "default")), str(metadata["name"]))] = {
-                str(k): str(v) for k, v in data.items()}
+                str(k): str(v) for k, v in data.items()
+            }
 
     pulumi.runtime.register_resource_transform(record)
 
@@ -70,11 +71,15 @@ def secret_refs(stack: Render) -> Iterator[SecretRef]:
             for env in container.get("env", []):
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")
                 if ref:
-                    yield SecretRef(workload.name, namespace, ref["name"], ref["key"],
-                                    f"{container['name']} env {env['name']}")
+                    yield SecretRef(
+                        workload.name, namespace, ref["name"], ref["key"], f"{container['name']} env {env['name']}"
+                    )
         for volume in pod.get("volumes", []):
-            sources = [volume["secret"] | {"name": volume["secret"]["secretName"]}] if "secret" in volume else [
-                s["secret"] for s in (volume.get("projected") or {}).get("sources", []) if "secret" in s]
+            sources = (
+                [volume["secret"] | {"name": volume["secret"]["secretName"]}]
+                if "secret" in volume
+                else [s["secret"] for s in (volume.get("projected") or {}).get("sources", []) if "secret" in s]
+            )
             for source in sources:
                 for item in source.get("items") or [{"key": None}]:
                     yield SecretRef(workload.name, namespace, source["name"], item["key"], f"volume {volume['name']}")
@@ -82,5 +87,9 @@ def secret_refs(stack: Render) -> Iterator[SecretRef]:
 
 def unresolved(stack: Render, created: CreatedSecrets) -> list[SecretRef]:
     """The references that name no Secret the render creates in the pod's namespace, or no key of it."""
-    return [ref for ref in secret_refs(stack) if (ref.namespace, ref.secret) not in created
-            or (ref.key is not None and ref.key not in created[(ref.namespace, ref.secret)])]
+    return [
+        ref
+        for ref in secret_refs(stack)
+        if (ref.namespace, ref.secret) not in created
+        or (ref.key is not None and ref.key not in created[(ref.namespace, ref.secret)])
+    ]

@@ -68,13 +68,17 @@ def start_trainer(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``python -m mlplat.training <args>`` (or torchrun when args start with it) with logs to a file."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env=trainer_env(),
+            [sys.executable, "-m", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=trainer_env(),
             start_new_session=True,
         )
 
 
-def wait_for_checkpoint(directory: Path, process: subprocess.Popen[bytes], min_step: int = 1,
-                        timeout: float = 120.0) -> int:
+def wait_for_checkpoint(
+    directory: Path, process: subprocess.Popen[bytes], min_step: int = 1, timeout: float = 120.0
+) -> int:
     """Poll until a committed checkpoint (a manifest) at ``min_step`` or later exists; return its step."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

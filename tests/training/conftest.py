@@ -51,5 +51,3 @@ def _isolated_training_env(
 def make_config(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """``make_config(**sections)``: a tiny config rooted in this test's directory."""
     return lambda **sections: tiny_config(tmp_path, **sections)
-
-

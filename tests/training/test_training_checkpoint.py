@@ -135,8 +135,10 @@ def test_s3_endpoint_comes_from_the_environment_when_not_configured(
     store = open_store("s3://env-endpoint/a/b")
     assert isinstance(store, S3Store) and store.prefix == "a/b"
     store.put("x", b"1")
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_endpoint)
-            .list_objects_v2(Bucket="env-endpoint")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=moto_endpoint).list_objects_v2(Bucket="env-endpoint")["Contents"]
+    ]
     assert keys == ["a/b/x"]
 
 
@@ -145,15 +147,26 @@ def test_training_checkpoints_to_s3_and_a_retry_of_the_attempt_resumes_there(
 ) -> None:
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket="training")
     monkeypatch.setenv("MLPLAT_ATTEMPT_ID", "job-uid-1")
-    config = parse_config(make_config(checkpoint={"uri": "s3://training/jobs/run-1", "s3_endpoint_url": moto_endpoint,
-                                                  "every_n_steps": 7, "keep_last": 2}))
+    config = parse_config(
+        make_config(
+            checkpoint={
+                "uri": "s3://training/jobs/run-1",
+                "s3_endpoint_url": moto_endpoint,
+                "every_n_steps": 7,
+                "keep_last": 2,
+            }
+        )
+    )
     first = train(config)
     objects = boto3.client("s3", endpoint_url=moto_endpoint).list_objects_v2(Bucket="training")["Contents"]
     names = sorted(o["Key"].rsplit("/", 1)[1] for o in objects)
     previous = (first.final_step - 1) // 7 * 7  # the last every-7-steps checkpoint before the final one
     assert names == sorted([*checkpoint_names(first.final_step), *checkpoint_names(previous), "attempt.json"])
-    record = json.loads(boto3.client("s3", endpoint_url=moto_endpoint).get_object(
-        Bucket="training", Key="jobs/run-1/attempt.json")["Body"].read())
+    record = json.loads(
+        boto3.client("s3", endpoint_url=moto_endpoint)
+        .get_object(Bucket="training", Key="jobs/run-1/attempt.json")["Body"]
+        .read()
+    )
     assert record["attempt"] == "job-uid-1" and record["status"] == "finished"
     again = train(config)  # a retried pod of the same Job (same attempt id): resumes, trains nothing
     assert again.resumed_from_step == first.final_step

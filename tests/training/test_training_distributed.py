@@ -24,8 +24,9 @@ def test_two_process_ddp_survives_sigterm_then_resumes_under_torchrun_and_only_r
     config = resume_config(tmp_path, "checkpoints")
     config["registry"] = {"model_name": "digits-ddp"}
     path = write_config(tmp_path / "training.yaml", config)
-    process = start_trainer(["mlplat.training", "--config", str(path), "--nproc-per-node", "2"],
-                            tmp_path / "launcher.log")
+    process = start_trainer(
+        ["mlplat.training", "--config", str(path), "--nproc-per-node", "2"], tmp_path / "launcher.log"
+    )
     try:
         wait_for_checkpoint(tmp_path / "checkpoints", process, min_step=50)
         code = stop(process, signal.SIGTERM)
@@ -35,16 +36,27 @@ def test_two_process_ddp_survives_sigterm_then_resumes_under_torchrun_and_only_r
             process.wait()
     log = (tmp_path / "launcher.log").read_text()
     assert code == EXIT_PREEMPTED, log
-    stopped = {line.split("[rank ")[1][0]: int(line.split("checkpointing at step ")[1].split()[0])
-               for line in log.splitlines() if "SIGTERM received: checkpointing at step" in line}
+    stopped = {
+        line.split("[rank ")[1][0]: int(line.split("checkpointing at step ")[1].split()[0])
+        for line in log.splitlines()
+        if "SIGTERM received: checkpointing at step" in line
+    }
     assert set(stopped) == {"0", "1"} and len(set(stopped.values())) == 1, log
     newest = max(int(p.name[5:17]) for p in (tmp_path / "checkpoints").glob("ckpt-*.json"))
     assert newest == stopped["0"]
 
     retry_log_path = tmp_path / "torchrun.log"
     retry = start_trainer(
-        ["torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mlplat.training",
-         "--config", str(path)],
+        [
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "mlplat.training",
+            "--config",
+            str(path),
+        ],
         retry_log_path,
     )
     assert retry.wait(timeout=240) == 0, retry_log_path.read_text()
@@ -87,8 +99,16 @@ def test_launcher_is_standalone_on_one_node_and_takes_the_node_rank_from_an_inde
     for name in ("PET_NNODES", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_RDZV_ENDPOINT", "JOB_COMPLETION_INDEX"):
         monkeypatch.delenv(name, raising=False)
     single = torchrun_args("t.yaml", ["epochs=2"], "2")
-    assert single == ["--nproc-per-node", "2", "--standalone", "-m", "mlplat.training", "--config", "t.yaml",
-                      "--set=epochs=2"]
+    assert single == [
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "mlplat.training",
+        "--config",
+        "t.yaml",
+        "--set=epochs=2",
+    ]
     monkeypatch.setenv("PET_NNODES", "3")
     monkeypatch.setenv("PET_MASTER_ADDR", "job-0.training")
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")

@@ -106,13 +106,16 @@ def test_flaky_checkpoint_store_does_not_end_a_run(
 
 
 def test_a_store_that_stays_down_exits_75_and_a_permanent_error_fails_clearly(
-    make_config: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    make_config: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FlakyStore(tmp_path / "checkpoints", failures=None)
     monkeypatch.setattr("mlplat.training.trainer.open_store", lambda uri, endpoint=None: store)
-    raw = make_config(epochs=50, retry={"budget_seconds": 0.3, "initial_backoff_seconds": 0.01,
-                                        "max_backoff_seconds": 0.05})
+    raw = make_config(
+        epochs=50, retry={"budget_seconds": 0.3, "initial_backoff_seconds": 0.01, "max_backoff_seconds": 0.05}
+    )
     started = time.monotonic()
     assert run_training(write_config(tmp_path / "t.yaml", raw)) == EXIT_PREEMPTED
     assert time.monotonic() - started < 60
@@ -146,8 +149,9 @@ def test_keep_last_counts_only_checkpoints_that_verify_and_never_deletes_the_new
     (tmp_path / "ckpt" / checkpoint_names(20)[0]).write_bytes(b"garbage")  # newest corrupt, 10 still valid
     resumed = CheckpointManager(store, keep_last=2, attempt="a")
     resumed.save({"step": 15}, step=15, epoch=0, wait=True)  # without retiring 20 first (a bare manager)
-    assert sorted(int(p.name[5:17]) for p in store.directory.glob("*.json")) == [10, 15, 20], \
+    assert sorted(int(p.name[5:17]) for p in store.directory.glob("*.json")) == [10, 15, 20], (
         "the corrupt 20 does not count: both valid ones are kept"
+    )
     resumed.save({"step": 16}, step=16, epoch=0, wait=True)
     assert sorted(int(p.name[5:17]) for p in store.directory.glob("*.json")) == [15, 16, 20]
     resumed.close()
@@ -164,8 +168,10 @@ def test_other_attempts_checkpoints_are_invisible_and_retired(tmp_path: Path) ->
     new.close()
 
 
-@pytest.mark.parametrize("override", ["optimizer.lr=.inf", "optimizer.max_grad_norm=.nan",
-                                      "schedule.min_lr=.inf", "retry.budget_seconds=.inf"])
+@pytest.mark.parametrize(
+    "override",
+    ["optimizer.lr=.inf", "optimizer.max_grad_norm=.nan", "schedule.min_lr=.inf", "retry.budget_seconds=.inf"],
+)
 def test_infinite_and_nan_settings_are_config_errors(override: str) -> None:
     with pytest.raises(ConfigError, match="finite number"):
         parse_config({}, overrides=[override])
@@ -228,7 +234,8 @@ def test_mlflow_down_mid_run_and_back_the_run_finishes_and_registers(
     assert "unreachable" in log and "is back after" in log
     mlflow.set_tracking_uri(mlflow_server.uri)
     (run,) = mlflow.MlflowClient().search_runs(
-        [mlflow.MlflowClient().get_experiment_by_name(config["tracking"]["experiment"]).experiment_id])
+        [mlflow.MlflowClient().get_experiment_by_name(config["tracking"]["experiment"]).experiment_id]
+    )
     assert run.info.status == "FINISHED" and run.data.tags["mlplat.registered_version"] == "1"
     final = max(int(p.name[5:17]) for p in (tmp_path / "checkpoints").glob("ckpt-*.json"))
     assert metric_steps(run.info.run_id, "train_loss") == set(range(50, final + 1, 50)), "no metric was lost"
@@ -265,11 +272,13 @@ def test_mlflow_down_past_the_budget_exits_75_after_a_checkpoint_and_the_retry_r
     assert "re-sending" in retry_log
     mlflow.set_tracking_uri(mlflow_server.uri)
     (run,) = mlflow.MlflowClient().search_runs(
-        [mlflow.MlflowClient().get_experiment_by_name(config["tracking"]["experiment"]).experiment_id])
+        [mlflow.MlflowClient().get_experiment_by_name(config["tracking"]["experiment"]).experiment_id]
+    )
     assert run.info.status == "FINISHED" and run.data.tags["mlplat.registered_version"] == "1"
     final = max(int(p.name[5:17]) for p in (tmp_path / "checkpoints").glob("ckpt-*.json"))
-    assert metric_steps(run.info.run_id, "train_loss") == set(range(50, final + 1, 50)), \
+    assert metric_steps(run.info.run_id, "train_loss") == set(range(50, final + 1, 50)), (
         "metrics buffered during the outage were carried by the checkpoint and sent by the retry"
+    )
 
 
 def _up(server: MlflowServer) -> bool:
@@ -280,4 +289,3 @@ def _up(server: MlflowServer) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-

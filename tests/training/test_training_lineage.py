@@ -92,8 +92,12 @@ def test_two_scheduled_runs_with_the_same_config_both_train_and_register(
 def test_a_scheduled_run_is_refused_by_the_champion_gate_on_its_merits_not_skipped(
     make_config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = parse_config(make_config(registry={"model_name": "weekly", "alias": "champion"},
-                                      gate={"must_beat_champion": True, "min_improvement": 0.01}))
+    config = parse_config(
+        make_config(
+            registry={"model_name": "weekly", "alias": "champion"},
+            gate={"must_beat_champion": True, "min_improvement": 0.01},
+        )
+    )
     monkeypatch.setenv(ATTEMPT_ENV, "uid-1")
     assert train(config).registered_version == "1"
     monkeypatch.setenv(ATTEMPT_ENV, "uid-2")
@@ -135,15 +139,20 @@ CHANGES = {"config": _change_config, "data": _change_data, "model architecture":
 
 def _file_config(make_config: Config, tmp_path: Path) -> dict[str, Any]:
     write_blobs(tmp_path / "data.npz", seed=0)
-    return make_config(epochs=3, batch_size=16,
-                       data={"source": "support.training_builders:from_file",
-                             "options": {"path": str(tmp_path / "data.npz")}},
-                       model={"source": "support.training_builders:width_from_env"})
+    return make_config(
+        epochs=3,
+        batch_size=16,
+        data={"source": "support.training_builders:from_file", "options": {"path": str(tmp_path / "data.npz")}},
+        model={"source": "support.training_builders:width_from_env"},
+    )
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_change_starts_a_fresh_attempt_instead_of_resuming(
-    change: str, make_config: Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    change: str,
+    make_config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     base = _file_config(make_config, tmp_path)
@@ -162,7 +171,10 @@ def test_a_change_starts_a_fresh_attempt_instead_of_resuming(
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_change_within_an_attempt_is_a_clear_error(
-    change: str, make_config: Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    change: str,
+    make_config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A retried pod of the same Job that runs something else fails with exit 78 and says what changed."""
@@ -227,8 +239,9 @@ def test_when_every_checkpoint_is_corrupt_the_run_says_it_starts_over(
 def test_a_nan_loss_stops_the_run_at_once_with_its_own_exit_code(
     make_config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    raw = make_config(epochs=50, model={"source": "support.training_builders:exploding"},
-                      registry={"model_name": "nan"})
+    raw = make_config(
+        epochs=50, model={"source": "support.training_builders:exploding"}, registry={"model_name": "nan"}
+    )
     path = write_config(tmp_path / "nan.yaml", raw)
     assert run_training(path) == EXIT_DIVERGED
     assert "training loss is nan at step 5" in caplog.text

@@ -47,8 +47,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Traini
     yield result, load_final_weights(root / "reference")
 
 
-def assert_same_run(resumed: TrainingResult, reference: tuple[TrainingResult, dict[str, torch.Tensor]],
-                    checkpoints: Path) -> None:
+def assert_same_run(
+    resumed: TrainingResult, reference: tuple[TrainingResult, dict[str, torch.Tensor]], checkpoints: Path
+) -> None:
     expected, expected_weights = reference
     assert resumed.final_step == expected.final_step
     assert resumed.history == expected.history, "per-epoch metrics differ from the uninterrupted run"
@@ -112,7 +113,9 @@ def test_kill_9_loses_only_the_steps_since_the_last_checkpoint_and_resumes_ident
 
 
 def test_a_corrupt_newest_checkpoint_is_skipped_and_the_run_still_matches(
-    tmp_path: Path, reference: tuple[TrainingResult, dict[str, torch.Tensor]], caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    reference: tuple[TrainingResult, dict[str, torch.Tensor]],
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Damage the newest checkpoints of a finished attempt: a retried pod of the same Job resumes from an older

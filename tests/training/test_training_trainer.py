@@ -41,8 +41,9 @@ def registered_versions(name: str) -> list[str]:
 
 
 def test_tiny_config_trains_tracks_and_registers(make_config: Callable[..., dict[str, Any]]) -> None:
-    config = parse_config(make_config(registry={"model_name": "digits"}, gate={"min_accuracy": 0.5,
-                                                                               "min_macro_f1": 0.5}))
+    config = parse_config(
+        make_config(registry={"model_name": "digits"}, gate={"min_accuracy": 0.5, "min_macro_f1": 0.5})
+    )
     result = train(config)
 
     assert result.registered_version == "1"
@@ -101,10 +102,15 @@ def test_promote_moves_the_alias_and_the_champion_gate_uses_it(make_config: Call
     missing = cli.invoke(app, ["promote", "digits", "--from", "canary", "--to", "champion"])
     assert missing.exit_code == 1 and "model 'digits' has no version with alias 'canary'" in missing.output
 
-    weak = parse_config(make_config(
-        epochs=1, optimizer={"lr": 1e-4}, checkpoint={"uri": "weak-ckpt"},
-        registry={"model_name": "digits"}, gate={"must_beat_champion": True},
-    ))
+    weak = parse_config(
+        make_config(
+            epochs=1,
+            optimizer={"lr": 1e-4},
+            checkpoint={"uri": "weak-ckpt"},
+            registry={"model_name": "digits"},
+            gate={"must_beat_champion": True},
+        )
+    )
     with pytest.raises(GateRejected) as caught:
         train(weak)
     reasons = caught.value.decision.reasons
@@ -116,8 +122,12 @@ def test_promote_moves_the_alias_and_the_champion_gate_uses_it(make_config: Call
 def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
     tmp_path: Path, make_config: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    raw = make_config(epochs=1, optimizer={"lr": 1e-5}, registry={"model_name": "poor"},
-                      gate={"min_accuracy": 0.9, "min_macro_f1": 0.9})
+    raw = make_config(
+        epochs=1,
+        optimizer={"lr": 1e-5},
+        registry={"model_name": "poor"},
+        gate={"min_accuracy": 0.9, "min_macro_f1": 0.9},
+    )
     assert run_training(write_config(tmp_path / "poor.yaml", raw)) == EXIT_GATE_REJECTED
     assert "gate REJECTED the model" in caplog.text
     assert "accuracy 0." in caplog.text and "< min_accuracy 0.9000" in caplog.text
@@ -132,12 +142,14 @@ def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
 
 
 def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
-    make_config: Callable[..., dict[str, Any]]
+    make_config: Callable[..., dict[str, Any]],
 ) -> None:
-    config = parse_config(make_config(
-        model={"source": "support.training_builders:data_dependent"},
-        registry={"model_name": "branchy", "serialization_format": "pickle"},
-    ))
+    config = parse_config(
+        make_config(
+            model={"source": "support.training_builders:data_dependent"},
+            registry={"model_name": "branchy", "serialization_format": "pickle"},
+        )
+    )
     result = train(config)
     assert result.registered_version == "1"
     model_dir = Path(mlflow.artifacts.download_artifacts("models:/branchy@staging"))
@@ -145,14 +157,18 @@ def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
 
 
 def test_a_model_torch_export_cannot_trace_fails_before_training_when_pt2_is_asked_for(
-    make_config: Callable[..., dict[str, Any]]
+    make_config: Callable[..., dict[str, Any]],
 ) -> None:
     from mlplat.contracts.training_config import ConfigError
 
-    config = parse_config(make_config(model={"source": "support.training_builders:data_dependent"},
-                                      registry={"model_name": "branchy"}))
-    with pytest.raises(ConfigError, match=r"registry.serialization_format: 'pt2' .* cannot trace this "
-                                          r"_DataDependent \(.*data-dependent.*\); use 'pickle'"):
+    config = parse_config(
+        make_config(model={"source": "support.training_builders:data_dependent"}, registry={"model_name": "branchy"})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"registry.serialization_format: 'pt2' .* cannot trace this "
+        r"_DataDependent \(.*data-dependent.*\); use 'pickle'",
+    ):
         train(config)
     assert not Path(config.checkpoint.uri).exists(), "it failed before the first step"
     (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
@@ -160,16 +176,24 @@ def test_a_model_torch_export_cannot_trace_fails_before_training_when_pt2_is_ask
 
 
 def test_a_teams_own_data_and_model_builders_are_used(make_config: Callable[..., dict[str, Any]]) -> None:
-    config = parse_config(make_config(
-        epochs=10, batch_size=16, optimizer={"lr": 0.05},
-        data={"source": "support.training_builders:blobs", "options": {"rows": 240}},
-        model={"source": "support.training_builders:tiny_linear", "options": {"scale": 0.5}},
-        gate={"min_accuracy": 0.9},
-    ))
+    config = parse_config(
+        make_config(
+            epochs=10,
+            batch_size=16,
+            optimizer={"lr": 0.05},
+            data={"source": "support.training_builders:blobs", "options": {"rows": 240}},
+            model={"source": "support.training_builders:tiny_linear", "options": {"scale": 0.5}},
+            gate={"min_accuracy": 0.9},
+        )
+    )
     result = train(config)
     assert result.test_metrics is not None and result.test_metrics["accuracy"] >= 0.9
-    weights = {k for k, _ in torch.load(Path(config.checkpoint.uri) / f"ckpt-{result.final_step:012d}.pt",
-                                        weights_only=True)["model"].items()}
+    weights = {
+        k
+        for k, _ in torch.load(Path(config.checkpoint.uri) / f"ckpt-{result.final_step:012d}.pt", weights_only=True)[
+            "model"
+        ].items()
+    }
     assert weights == {"0.weight", "0.bias"}, "the custom single-layer model was trained"
 
 
@@ -193,7 +217,7 @@ class RecordingProgress(NullProgress):
 
 
 def test_a_callers_progress_receives_every_step_report_and_epoch_end(
-    make_config: Callable[..., dict[str, Any]]
+    make_config: Callable[..., dict[str, Any]],
 ) -> None:
     progress = RecordingProgress()
     result = train(parse_config(make_config()), progress=progress)
@@ -206,7 +230,7 @@ def test_a_callers_progress_receives_every_step_report_and_epoch_end(
 
 
 def test_rerunning_a_finished_job_trains_a_fresh_attempt_and_registers_again(
-    make_config: Callable[..., dict[str, Any]]
+    make_config: Callable[..., dict[str, Any]],
 ) -> None:
     """No scheduler-given attempt id (a laptop, CI): a finished attempt is never resumed; the rerun trains."""
     config = parse_config(make_config(registry={"model_name": "digits"}))
@@ -224,10 +248,12 @@ def test_a_model_builder_rejecting_its_options_is_a_config_error_and_fails_the_r
 ) -> None:
     from mlplat.contracts.training_config import ConfigError
 
-    config = parse_config(make_config(model={"source": "support.training_builders:tiny_linear",
-                                             "options": {"width": 3}}))
-    with pytest.raises(ConfigError,
-                       match=r"model.options: support\.training_builders:tiny_linear rejected them: .*width"):
+    config = parse_config(
+        make_config(model={"source": "support.training_builders:tiny_linear", "options": {"width": 3}})
+    )
+    with pytest.raises(
+        ConfigError, match=r"model.options: support\.training_builders:tiny_linear rejected them: .*width"
+    ):
         train(config)
     assert mlflow.active_run() is None
     (run,) = client().search_runs([client().get_experiment_by_name("tests").experiment_id])
@@ -242,13 +268,16 @@ class _RecordingTracker(NullTracker):
         self.ended.append((status, must_succeed))
 
 
-@pytest.mark.parametrize(("raised", "status"), [
-    (None, ("FINISHED", True)),
-    (GateRejected(GateDecision(passed=False, metrics={}, reasons=["x"]), None), ("FINISHED", True)),  # type: ignore[arg-type]
-    (Preempted(7), ("KILLED", False)),
-    (NonFiniteLoss(3, float("nan")), ("FAILED", False)),
-    (KeyboardInterrupt(), ("FAILED", False)),
-])
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (None, ("FINISHED", True)),
+        (GateRejected(GateDecision(passed=False, metrics={}, reasons=["x"]), None), ("FINISHED", True)),  # type: ignore[arg-type]
+        (Preempted(7), ("KILLED", False)),
+        (NonFiniteLoss(3, float("nan")), ("FAILED", False)),
+        (KeyboardInterrupt(), ("FAILED", False)),
+    ],
+)
 def test_the_run_is_closed_once_with_the_status_its_way_out_implies(
     raised: BaseException | None, status: tuple[str, bool]
 ) -> None:

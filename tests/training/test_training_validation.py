@@ -37,8 +37,14 @@ def failed(report: ValidationReport) -> dict[str, str]:
 def test_digits_pass_every_check() -> None:
     report = report_for("digits")
     assert report.passed, report.render()
-    assert [c.name for c in report.checks] == ["shapes", "dtypes", "finite", "label_range", "class_balance",
-                                                "duplicates"]
+    assert [c.name for c in report.checks] == [
+        "shapes",
+        "dtypes",
+        "finite",
+        "label_range",
+        "class_balance",
+        "duplicates",
+    ]
 
 
 def test_nan_and_inf_are_counted_per_split() -> None:
@@ -72,8 +78,9 @@ def test_class_imbalance_beyond_the_limit_is_rejected() -> None:
 
 def test_unsplittable_arrays_are_reported_before_splitting() -> None:
     problems = failed(report_for("support.training_builders:wrong_shapes"))
-    assert problems == {"shapes": "all: x must be 2-D [rows, features], got shape (100,); all: x has 100 rows "
-                                  "but y has 99"}
+    assert problems == {
+        "shapes": "all: x must be 2-D [rows, features], got shape (100,); all: x has 100 rows but y has 99"
+    }
 
 
 def test_float_labels_are_rejected_as_the_wrong_dtype() -> None:

@@ -24,11 +24,23 @@ EKS_CLUSTER = "eks:index:Cluster"
 ADDON = "aws:eks/addon:Addon"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 ASG_TAG = "aws:autoscaling/tag:Tag"
-CLUSTER_SCOPED = frozenset({
-    "Namespace", "StorageClass", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "IngressClass",
-    "CustomResourceDefinition", "PersistentVolume", "Node", "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration", "CSIDriver", "RuntimeClass",
-})
+CLUSTER_SCOPED = frozenset(
+    {
+        "Namespace",
+        "StorageClass",
+        "PriorityClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "IngressClass",
+        "CustomResourceDefinition",
+        "PersistentVolume",
+        "Node",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "CSIDriver",
+        "RuntimeClass",
+    }
+)
 _EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 GPU = "nvidia.com/gpu"
 
@@ -112,12 +124,14 @@ class Pods:
 
     @property
     def affinity_terms(self) -> list[Mapping[str, Any]]:
-        terms = get(self.spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
-                    "nodeSelectorTerms")
+        terms = get(
+            self.spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"
+        )
         return [t for t in as_list(terms) if isinstance(t, Mapping)]
 
     def requests(self) -> tuple[int, int, int] | None:
         """Effective pod requests (cpu millicores, memory bytes, GPUs): max(sum of containers, any init container)."""
+
         def one(c: Mapping[str, Any]) -> tuple[int, int, int]:
             req = as_map(get(c, "resources", "requests"))
             lim = as_map(get(c, "resources", "limits"))
@@ -135,8 +149,11 @@ class Pods:
         main = [one(c) for c in self.containers(init=False)]
         init = [one(c) for c in as_list(self.spec.get("initContainers")) if isinstance(c, Mapping)]
         totals = tuple(sum(m[i] for m in main) for i in range(3))
-        return (max([totals[0], *(i[0] for i in init)]), max([totals[1], *(i[1] for i in init)]),
-                max([totals[2], *(i[2] for i in init)]))
+        return (
+            max([totals[0], *(i[0] for i in init)]),
+            max([totals[1], *(i[1] for i in init)]),
+            max([totals[2], *(i[2] for i in init)]),
+        )
 
 
 @dataclass(frozen=True)
@@ -193,15 +210,21 @@ def _pool(res: Resource) -> NodePool:
     name = str(i.get("nodeGroupName") or res.name)
     ami = str(i.get("amiType") or "AL2023_x86_64_STANDARD")
     labels = {str(k): str(v) for k, v in as_map(i.get("labels")).items()}
-    labels.update({
-        "eks.amazonaws.com/nodegroup": name,
-        "eks.amazonaws.com/capacityType": str(i.get("capacityType") or "ON_DEMAND"),
-        "kubernetes.io/arch": "arm64" if "ARM" in ami else "amd64",
-        "kubernetes.io/os": "linux",
-    })
-    taints = tuple(Taint(str(t.get("key", "")), str(t.get("value") or ""),
-                         _EFFECTS.get(str(t.get("effect")), str(t.get("effect"))))
-                   for t in as_list(i.get("taints")) if isinstance(t, Mapping))
+    labels.update(
+        {
+            "eks.amazonaws.com/nodegroup": name,
+            "eks.amazonaws.com/capacityType": str(i.get("capacityType") or "ON_DEMAND"),
+            "kubernetes.io/arch": "arm64" if "ARM" in ami else "amd64",
+            "kubernetes.io/os": "linux",
+        }
+    )
+    taints = tuple(
+        Taint(
+            str(t.get("key", "")), str(t.get("value") or ""), _EFFECTS.get(str(t.get("effect")), str(t.get("effect")))
+        )
+        for t in as_list(i.get("taints"))
+        if isinstance(t, Mapping)
+    )
     types = tuple(str(t) for t in as_list(i.get("instanceTypes"))) or ("t3.medium",)  # EKS's default
     scaling = as_map(i.get("scalingConfig"))
     return NodePool(res, name, labels, taints, types, ami, int(scaling.get("minSize") or 0))
@@ -249,11 +272,13 @@ def why_not_admitted(pods: Pods, pool: NodePool, type_: str) -> str | None:
     if missing:
         return "no label " + ", ".join(f"{k}={v}" for k, v in missing.items())
     terms = pods.affinity_terms
-    if terms and not any(all(_expression(e, labels) for e in as_list(t.get("matchExpressions"))
-                             if isinstance(e, Mapping)) for t in terms):
+    if terms and not any(
+        all(_expression(e, labels) for e in as_list(t.get("matchExpressions")) if isinstance(e, Mapping)) for t in terms
+    ):
         return "required node affinity matches no label"
-    blocking = [str(t) for t in pool.taints if t.effect in ("NoSchedule", "NoExecute")
-                and not tolerates(pods.tolerations, t)]
+    blocking = [
+        str(t) for t in pool.taints if t.effect in ("NoSchedule", "NoExecute") and not tolerates(pods.tolerations, t)
+    ]
     if blocking:
         return "taint " + ", ".join(blocking) + " not tolerated"
     return None
@@ -322,8 +347,9 @@ class Index:
         if path is not None:
             spec = as_map(get(body, *path))
             labels = as_map(get(body, *path[:-1], "metadata", "labels"))
-            self.pods.append(Pods(obj.ref, res, kind, ns or "default", labels, spec, obj,
-                                  daemonset=kind == "DaemonSet"))
+            self.pods.append(
+                Pods(obj.ref, res, kind, ns or "default", labels, spec, obj, daemonset=kind == "DaemonSet")
+            )
 
     def _release(self, res: Resource) -> None:
         i = res.inputs
@@ -346,9 +372,20 @@ class Index:
                 spec.setdefault("affinity", group.default_affinity)
             resources = as_map(base.get("resources"))
             spec["containers"] = [{"name": group.name, "resources": resources}]
-            self.pods.append(Pods(f"{rel.ref} pods {group.name!r}", res, "Release", ns, {}, spec,
-                                  daemonset=group.daemonset is not None, from_chart=True,
-                                  requests_known=bool(as_map(resources.get("requests"))), group=group))
+            self.pods.append(
+                Pods(
+                    f"{rel.ref} pods {group.name!r}",
+                    res,
+                    "Release",
+                    ns,
+                    {},
+                    spec,
+                    daemonset=group.daemonset is not None,
+                    from_chart=True,
+                    requests_known=bool(as_map(resources.get("requests"))),
+                    group=group,
+                )
+            )
 
     # --- lookups -------------------------------------------------------------------------------------
 

@@ -27,8 +27,11 @@ LBC_CHART = "aws-load-balancer-controller"
 
 
 def _ecr_repositories(stack: Sequence[Resource]) -> dict[str, Resource]:
-    return {str(r.inputs["name"]): r for r in stack
-            if r.type == "aws:ecr/repository:Repository" and known(r.inputs.get("name"))}
+    return {
+        str(r.inputs["name"]): r
+        for r in stack
+        if r.type == "aws:ecr/repository:Repository" and known(r.inputs.get("name"))
+    }
 
 
 def split_image(image: str) -> tuple[str, str, str]:
@@ -52,10 +55,19 @@ def images_come_from_somewhere(stack: Sequence[Resource]) -> Found:
     depends on that build."""
     index = index_of(stack)
     repos = _ecr_repositories(stack)
-    builds = {str(tag): r for r in stack if r.type.startswith("docker")
-              for tag in [*(r.inputs.get("tags") or []), r.inputs.get("imageName")] if isinstance(tag, str)}
-    hosts = {split_image(str(c.get("image")))[0] for p in index.pods for c in p.containers()
-             if isinstance(c.get("image"), str) and split_image(str(c.get("image")))[1] in repos}
+    builds = {
+        str(tag): r
+        for r in stack
+        if r.type.startswith("docker")
+        for tag in [*(r.inputs.get("tags") or []), r.inputs.get("imageName")]
+        if isinstance(tag, str)
+    }
+    hosts = {
+        split_image(str(c.get("image")))[0]
+        for p in index.pods
+        for c in p.containers()
+        if isinstance(c.get("image"), str) and split_image(str(c.get("image")))[1] in repos
+    }
     for pods in index.pods:
         for c in pods.containers():
             image = c.get("image")
@@ -67,20 +79,33 @@ def images_come_from_somewhere(stack: Sequence[Resource]) -> Found:
                 if path in repos:
                     build = builds.get(image)
                     if build is not None and build.urn not in index.depends(pods.res):
-                        yield pods.res, Violation(f"{who} → image {image} built by {build.name}: the workload does "
-                                                  "not depend on the build, so it can start before the push",
-                                                  "pass the build's image reference (its output) as the image")
+                        yield (
+                            pods.res,
+                            Violation(
+                                f"{who} → image {image} built by {build.name}: the workload does "
+                                "not depend on the build, so it can start before the push",
+                                "pass the build's image reference (its output) as the image",
+                            ),
+                        )
                 elif repos and (host in hosts or not hosts):
-                    yield pods.res, Violation(
-                        f"{who} → image {image}: the stack's registry has no repository {path!r}; repositories: "
-                        f"{', '.join(sorted(repos))}", "add the repository to registry.repositories, or name one "
-                        "of them")
+                    yield (
+                        pods.res,
+                        Violation(
+                            f"{who} → image {image}: the stack's registry has no repository {path!r}; repositories: "
+                            f"{', '.join(sorted(repos))}",
+                            "add the repository to registry.repositories, or name one of them",
+                        ),
+                    )
             elif host not in tables.EXTERNAL_REGISTRIES:
-                yield pods.res, Violation(
-                    f"{who} → image {image}: registry {host} is neither one the stack populates nor a declared "
-                    f"external one ({', '.join(sorted(tables.EXTERNAL_REGISTRIES))})",
-                    "push the image to the stack's ECR registry, or add the registry to EXTERNAL_REGISTRIES in "
-                    "mlplat/policy/rules/contracts/tables.py")
+                yield (
+                    pods.res,
+                    Violation(
+                        f"{who} → image {image}: registry {host} is neither one the stack populates nor a declared "
+                        f"external one ({', '.join(sorted(tables.EXTERNAL_REGISTRIES))})",
+                        "push the image to the stack's ECR registry, or add the registry to EXTERNAL_REGISTRIES in "
+                        "mlplat/policy/rules/contracts/tables.py",
+                    ),
+                )
 
 
 def _awaited_services(index: Index) -> Iterator[K8sObject]:
@@ -101,16 +126,27 @@ def services_get_endpoints(stack: Sequence[Resource]) -> Found:
         pods = [p for p in index.pods if p.namespace == svc.namespace and selector_matches(selector, p.labels)]
         serving = [p for p in pods if p.kind in LONG_RUNNING]
         if pods and not serving:
-            yield svc.res, Violation(f"{svc.ref} → {', '.join(p.owner for p in pods)}: only Job pods, which end; "
-                                     "Pulumi waits for ready endpoints until it times out",
-                                     "annotate the Service pulumi.com/skipAwait: 'true', or make it headless")
+            yield (
+                svc.res,
+                Violation(
+                    f"{svc.ref} → {', '.join(p.owner for p in pods)}: only Job pods, which end; "
+                    "Pulumi waits for ready endpoints until it times out",
+                    "annotate the Service pulumi.com/skipAwait: 'true', or make it headless",
+                ),
+            )
             continue
         unawaited = [p for p in serving if p.obj is not None and p.obj.skip_await]
         if serving and len(unawaited) == len(serving):
-            yield svc.res, Violation(
-                f"{svc.ref} → {', '.join(p.owner for p in unawaited)}: the workload is not awaited "
-                "(pulumi.com/skipAwait) because its pods may not turn ready, but the Service is: `pulumi up` waits for "
-                "its endpoints until it times out", "annotate the Service pulumi.com/skipAwait: 'true' as well")
+            yield (
+                svc.res,
+                Violation(
+                    f"{svc.ref} → {', '.join(p.owner for p in unawaited)}: the workload is not awaited "
+                    "(pulumi.com/skipAwait) because its pods may not turn ready, but the Service is: `pulumi up` "
+                    "waits for "
+                    "its endpoints until it times out",
+                    "annotate the Service pulumi.com/skipAwait: 'true' as well",
+                ),
+            )
 
 
 def _runs_pods(index: Index) -> Iterator[tuple[Resource, str, list[Pods]]]:
@@ -142,38 +178,63 @@ def ordered_after_what_they_need(stack: Sequence[Resource]) -> Found:
     if index.pools:
         for res, who, pods in _runs_pods(index):
             deps = index.depends(res)
-            hosts = [p for p in index.pools if any(why_not_admitted(q, p, t) is None
-                                                   for q in pods or [] for t in p.instance_types)]
+            hosts = [
+                p
+                for p in index.pools
+                if any(why_not_admitted(q, p, t) is None for q in pods or [] for t in p.instance_types)
+            ]
             missing = []
             if not any(p.res.urn in deps for p in (hosts or index.pools)):
                 missing.append("node group " + " or ".join(p.name for p in (hosts or index.pools)))
             missing += [f"add-on {a.inputs.get('addonName')}" for a in network if a.urn not in deps]
             if missing:
-                yield res, Violation(f"{who} → {', '.join(missing)}: not among its dependencies, so Pulumi may start "
-                                     "waiting for its pods before there is a node to run them", fix)
+                yield (
+                    res,
+                    Violation(
+                        f"{who} → {', '.join(missing)}: not among its dependencies, so Pulumi may start "
+                        "waiting for its pods before there is a node to run them",
+                        fix,
+                    ),
+                )
     ebs = index.addons.get("aws-ebs-csi-driver")
     named, _ = storage_classes(index)
     if named:
         for rel in index.releases:
             if any(isinstance(v, str) and v for _, v in walk(rel.values, "storageClassName")) and (
-                    ebs is None or ebs.urn not in index.depends(rel.res)):
-                yield rel.res, Violation(f"{rel.ref} → add-on aws-ebs-csi-driver: its volumes need the EBS CSI driver "
-                                         + ("running first" if ebs else "and the stack installs none"),
-                                         fix + " (it includes aws-ebs-csi-driver)")
+                ebs is None or ebs.urn not in index.depends(rel.res)
+            ):
+                yield (
+                    rel.res,
+                    Violation(
+                        f"{rel.ref} → add-on aws-ebs-csi-driver: its volumes need the EBS CSI driver "
+                        + ("running first" if ebs else "and the stack installs none"),
+                        fix + " (it includes aws-ebs-csi-driver)",
+                    ),
+                )
     controllers = _controller(index)
     for obj in index.of_kind("Service", "Ingress"):
         if controllers and not any(c.urn in index.depends(obj.res) for c in controllers):
             served = "gives the Ingress its ALB" if obj.kind == "Ingress" else "rejects Services until it runs"
-            yield obj.res, Violation(f"{obj.ref} → {', '.join(c.name for c in controllers)}: not among its "
-                                     f"dependencies; the AWS Load Balancer Controller {served}",
-                                     "pass the controller's Release in depends_on")
+            yield (
+                obj.res,
+                Violation(
+                    f"{obj.ref} → {', '.join(c.name for c in controllers)}: not among its "
+                    f"dependencies; the AWS Load Balancer Controller {served}",
+                    "pass the controller's Release in depends_on",
+                ),
+            )
     providers = {g: r.res for r in index.releases if r.facts for g in r.facts.crd_groups}
     for obj in index.objects:
         group = obj.res.type.split(":")[1].split("/")[0]
         crd = providers.get(group)
         if crd is not None and crd.urn not in index.depends(obj.res):
-            yield obj.res, Violation(f"{obj.ref} → {crd.name}: its CRD ({group}) comes with that release, which it "
-                                     "does not depend on", "pass the release in depends_on")
+            yield (
+                obj.res,
+                Violation(
+                    f"{obj.ref} → {crd.name}: its CRD ({group}) comes with that release, which it does not depend on",
+                    "pass the release in depends_on",
+                ),
+            )
 
 
 def jobs_do_not_block(stack: Sequence[Resource]) -> Found:
@@ -182,7 +243,12 @@ def jobs_do_not_block(stack: Sequence[Resource]) -> Found:
     for job in index_of(stack).of_kind("Job"):
         meant = str(job.annotations.get(tables.AWAIT_COMPLETION, "")).lower() == "true"
         if not job.skip_await and not meant:
-            yield job.res, Violation(f"{job.ref} → `pulumi up`: Pulumi waits for the Job to complete (a training run "
-                                     "of hours, or one waiting for a spot GPU) before the update can finish",
-                                     "annotate it pulumi.com/skipAwait: 'true', or mlplat.io/await-completion: "
-                                     "'true' if the update must wait for it")
+            yield (
+                job.res,
+                Violation(
+                    f"{job.ref} → `pulumi up`: Pulumi waits for the Job to complete (a training run "
+                    "of hours, or one waiting for a spot GPU) before the update can finish",
+                    "annotate it pulumi.com/skipAwait: 'true', or mlplat.io/await-completion: "
+                    "'true' if the update must wait for it",
+                ),
+            )

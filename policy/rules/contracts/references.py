@@ -45,6 +45,7 @@ def _names(items: Sequence[str], empty: str = "none") -> str:
 
 # --- namespaces ---------------------------------------------------------------------------------------
 
+
 def namespaces_exist(stack: Sequence[Resource]) -> Found:
     """Every namespaced object and Helm release names a namespace the render creates (or a built-in one)."""
     index = index_of(stack)
@@ -52,15 +53,25 @@ def namespaces_exist(stack: Sequence[Resource]) -> Found:
     fix = "create the Namespace in the stack (and pass its metadata.name, so the object depends on it)"
     for obj in index.objects:
         if obj.namespace is not None and obj.namespace not in have:
-            yield obj.res, Violation(f"{obj.ref} → Namespace {obj.namespace}: no such namespace; namespaces: "
-                                     f"{_names(list(have))}", fix)
+            yield (
+                obj.res,
+                Violation(
+                    f"{obj.ref} → Namespace {obj.namespace}: no such namespace; namespaces: {_names(list(have))}", fix
+                ),
+            )
     for rel in index.releases:
         if rel.namespace not in have:
-            yield rel.res, Violation(f"{rel.ref} → Namespace {rel.namespace}: no such namespace; namespaces: "
-                                     f"{_names(list(have))}", fix + ", or set createNamespace on the release")
+            yield (
+                rel.res,
+                Violation(
+                    f"{rel.ref} → Namespace {rel.namespace}: no such namespace; namespaces: {_names(list(have))}",
+                    fix + ", or set createNamespace on the release",
+                ),
+            )
 
 
 # --- storage classes -----------------------------------------------------------------------------------
+
 
 def storage_classes(index: Index) -> tuple[dict[str, bool], list[str]]:
     """(name -> is default) of the StorageClasses the render creates by name, and those Pulumi auto-names."""
@@ -117,23 +128,36 @@ def storage_classes_exist(stack: Sequence[Resource]) -> Found:
             continue  # explicitly no class: a pre-provisioned volume
         if name is None:
             if not any(named.values()):
-                yield res, Violation(f"{who} → the default StorageClass: none is marked default; StorageClasses: "
-                                     f"{_names(list(named) + auto)}",
-                                     "name a StorageClass in storageClassName, or mark one default")
+                yield (
+                    res,
+                    Violation(
+                        f"{who} → the default StorageClass: none is marked default; StorageClasses: "
+                        f"{_names(list(named) + auto)}",
+                        "name a StorageClass in storageClassName, or mark one default",
+                    ),
+                )
             continue
         if name not in named:
-            yield res, Violation(f"{who} → StorageClass {name}: no such StorageClass; StorageClasses: "
-                                 f"{_names(list(named) + auto)}",
-                                 "create the StorageClass with metadata.name set to exactly that name (pulumi-eks "
-                                 "storageClasses: metadata {name}), or name an existing one")
+            yield (
+                res,
+                Violation(
+                    f"{who} → StorageClass {name}: no such StorageClass; StorageClasses: {_names(list(named) + auto)}",
+                    "create the StorageClass with metadata.name set to exactly that name (pulumi-eks "
+                    "storageClasses: metadata {name}), or name an existing one",
+                ),
+            )
 
 
 # --- Secrets and ConfigMaps ------------------------------------------------------------------------------
 
+
 def _pod_refs(pods: Pods, kind: str) -> Iterator[tuple[str, str | None, str]]:
     """(name, key or None, where) of every Secret (``kind`` Secret) or ConfigMap a pod spec reads (not optional)."""
-    key_ref, env_from, vol_key, vol_name = (("secretKeyRef", "secretRef", "secret", "secretName") if kind == "Secret"
-                                            else ("configMapKeyRef", "configMapRef", "configMap", "name"))
+    key_ref, env_from, vol_key, vol_name = (
+        ("secretKeyRef", "secretRef", "secret", "secretName")
+        if kind == "Secret"
+        else ("configMapKeyRef", "configMapRef", "configMap", "name")
+    )
     for c in pods.containers():
         cname = c.get("name", "?")
         for env in as_list(c.get("env")):
@@ -175,35 +199,55 @@ def _config_sources_exist(stack: Sequence[Resource], kind: str) -> Found:
             target = index.find(kind, pods.namespace, name)
             if target is None:
                 have = [o.name for o in index.of_kind(kind) if o.namespace == pods.namespace and o.name]
-                yield pods.res, Violation(f"{pods.owner} {where} → {kind} {pods.namespace}/{name}: no such {kind}; "
-                                          f"{kind}s in {pods.namespace}: {_names(have)}",
-                                          f"create the {kind} in that namespace with that exact name, or fix the "
-                                          "reference")
+                yield (
+                    pods.res,
+                    Violation(
+                        f"{pods.owner} {where} → {kind} {pods.namespace}/{name}: no such {kind}; "
+                        f"{kind}s in {pods.namespace}: {_names(have)}",
+                        f"create the {kind} in that namespace with that exact name, or fix the reference",
+                    ),
+                )
                 continue
             keys = _keys(target)
             if key and keys is not None and key not in keys:
-                yield pods.res, Violation(f"{pods.owner} {where} → {kind} {pods.namespace}/{name} key {key!r}: no "
-                                          f"such key; keys: {_names(list(keys))}", "add the key or fix the reference")
+                yield (
+                    pods.res,
+                    Violation(
+                        f"{pods.owner} {where} → {kind} {pods.namespace}/{name} key {key!r}: no "
+                        f"such key; keys: {_names(list(keys))}",
+                        "add the key or fix the reference",
+                    ),
+                )
     if kind != "Secret":
         return
     for rel in index.releases:
-        for name_path, key_paths in (rel.facts.secret_refs if rel.facts else ()):
+        for name_path, key_paths in rel.facts.secret_refs if rel.facts else ():
             name = get(rel.values, *name_path)
             if not isinstance(name, str):
                 continue
             target = index.find("Secret", rel.namespace, name)
             where = "values." + ".".join(name_path)
             if target is None:
-                yield rel.res, Violation(f"{rel.ref} {where} → Secret {rel.namespace}/{name}: no such Secret",
-                                         "create the Secret in the release's namespace (and depend on it)")
+                yield (
+                    rel.res,
+                    Violation(
+                        f"{rel.ref} {where} → Secret {rel.namespace}/{name}: no such Secret",
+                        "create the Secret in the release's namespace (and depend on it)",
+                    ),
+                )
                 continue
             keys = _keys(target)
             for key_path in key_paths:
                 key = get(rel.values, *key_path)
                 if isinstance(key, str) and keys is not None and key not in keys:
-                    yield rel.res, Violation(f"{rel.ref} values.{'.'.join(key_path)} → Secret {rel.namespace}/{name} "
-                                             f"key {key!r}: no such key; keys: {_names(list(keys))}",
-                                             "add the key to the Secret or fix the values")
+                    yield (
+                        rel.res,
+                        Violation(
+                            f"{rel.ref} values.{'.'.join(key_path)} → Secret {rel.namespace}/{name} "
+                            f"key {key!r}: no such key; keys: {_names(list(keys))}",
+                            "add the key to the Secret or fix the values",
+                        ),
+                    )
 
 
 def secrets_exist(stack: Sequence[Resource]) -> Found:
@@ -217,6 +261,7 @@ def config_maps_exist(stack: Sequence[Resource]) -> Found:
 
 
 # --- ServiceAccounts and IRSA --------------------------------------------------------------------------
+
 
 def _service_accounts(index: Index) -> dict[tuple[str, str], tuple[Resource, str, Any]]:
     """(namespace, name) -> (resource, who, role ARN annotation) of every ServiceAccount the render creates."""
@@ -243,9 +288,14 @@ def service_accounts_exist(stack: Sequence[Resource]) -> Found:
             continue
         if (pods.namespace, str(name)) not in have:
             there = [n for ns, n in have if ns == pods.namespace]
-            yield pods.res, Violation(f"{pods.owner} → ServiceAccount {pods.namespace}/{name}: no such ServiceAccount; "
-                                      f"ServiceAccounts in {pods.namespace}: {_names(there, 'default only')}",
-                                      "create the ServiceAccount in the pod's namespace, or name an existing one")
+            yield (
+                pods.res,
+                Violation(
+                    f"{pods.owner} → ServiceAccount {pods.namespace}/{name}: no such ServiceAccount; "
+                    f"ServiceAccounts in {pods.namespace}: {_names(there, 'default only')}",
+                    "create the ServiceAccount in the pod's namespace, or name an existing one",
+                ),
+            )
 
 
 def _trusted_subjects(policy: Any) -> list[str] | None:
@@ -265,8 +315,9 @@ def _trusted_subjects(policy: Any) -> list[str] | None:
 def irsa_roles_trust_their_service_accounts(stack: Sequence[Resource]) -> Found:
     """A ServiceAccount annotated with an IAM role (IRSA) is one that role's trust policy admits."""
     index = index_of(stack)
-    roles = {str(r.inputs.get("name")): r for r in stack
-             if r.type == "aws:iam/role:Role" and known(r.inputs.get("name"))}
+    roles = {
+        str(r.inputs.get("name")): r for r in stack if r.type == "aws:iam/role:Role" and known(r.inputs.get("name"))
+    }
     from fnmatch import fnmatchcase
 
     for (namespace, name), (res, who, arn) in _service_accounts(index).items():
@@ -280,13 +331,19 @@ def irsa_roles_trust_their_service_accounts(stack: Sequence[Resource]) -> Found:
         if subjects is None or any(not known(s) for s in subjects):
             continue
         if not any(fnmatchcase(subject, s) for s in subjects):
-            yield res, Violation(f"{who} → IAM role {role.name}: its trust policy admits {_names(subjects)}, not "
-                                 f"{subject}, so the pods get no AWS credentials",
-                                 "create the role for this namespace/ServiceAccount (Cluster.service_account_role), "
-                                 "or annotate the ServiceAccount the role trusts")
+            yield (
+                res,
+                Violation(
+                    f"{who} → IAM role {role.name}: its trust policy admits {_names(subjects)}, not "
+                    f"{subject}, so the pods get no AWS credentials",
+                    "create the role for this namespace/ServiceAccount (Cluster.service_account_role), "
+                    "or annotate the ServiceAccount the role trusts",
+                ),
+            )
 
 
 # --- Services, ports and selectors ---------------------------------------------------------------------
+
 
 def _ports(service: K8sObject) -> list[Mapping[str, Any]]:
     return [p for p in as_list(get(service.body, "spec", "ports")) if isinstance(p, Mapping)]
@@ -302,19 +359,28 @@ def _port_matches(ports: Sequence[Mapping[str, Any]], port: Any, by_name: bool) 
     return any(p.get("port") == port for p in ports)
 
 
-def _service_port(index: Index, who: str, res: Resource, namespace: str, service: str, port: Any,
-                  by_name: bool, fix: str) -> Iterator[tuple[Resource, Violation]]:
+def _service_port(
+    index: Index, who: str, res: Resource, namespace: str, service: str, port: Any, by_name: bool, fix: str
+) -> Iterator[tuple[Resource, Violation]]:
     target = index.find("Service", namespace, service)
     shown = f'port "{port}"' if by_name else f"port {port}"
     if target is None:
         have = [o.name for o in index.of_kind("Service") if o.namespace == namespace and o.name]
-        yield res, Violation(f"{who} → Service {namespace}/{service} {shown}: no such Service; Services in "
-                             f"{namespace}: {_names(have)}", "create the Service or fix the name")
+        yield (
+            res,
+            Violation(
+                f"{who} → Service {namespace}/{service} {shown}: no such Service; Services in "
+                f"{namespace}: {_names(have)}",
+                "create the Service or fix the name",
+            ),
+        )
         return
     ports = _ports(target)
     if not _port_matches(ports, port, by_name):
-        yield res, Violation(f"{who} → Service {namespace}/{service} {shown}: no such port; ports: "
-                             f"{_ports_text(ports)}", fix)
+        yield (
+            res,
+            Violation(f"{who} → Service {namespace}/{service} {shown}: no such port; ports: {_ports_text(ports)}", fix),
+        )
 
 
 def _backends(ingress: K8sObject) -> Iterator[Mapping[str, Any]]:
@@ -353,11 +419,27 @@ def _ingress_ports(index: Index) -> Found:
             if port.get("name") == USE_ANNOTATION:
                 yield from _alb_action_ports(index, ing, ns, name)
             elif "number" in port:
-                yield from _service_port(index, ing.ref, ing.res, ns, str(name), port["number"], False,
-                                         "use one of the Service's port numbers, or its port name")
+                yield from _service_port(
+                    index,
+                    ing.ref,
+                    ing.res,
+                    ns,
+                    str(name),
+                    port["number"],
+                    False,
+                    "use one of the Service's port numbers, or its port name",
+                )
             elif known(port.get("name")):
-                yield from _service_port(index, ing.ref, ing.res, ns, str(name), port["name"], True,
-                                         "use one of the Service's port names, or its port number")
+                yield from _service_port(
+                    index,
+                    ing.ref,
+                    ing.res,
+                    ns,
+                    str(name),
+                    port["name"],
+                    True,
+                    "use one of the Service's port names, or its port number",
+                )
 
 
 def _alb_action_ports(index: Index, ing: K8sObject, ns: str, name: Any) -> Found:
@@ -365,8 +447,13 @@ def _alb_action_ports(index: Index, ing: K8sObject, ns: str, name: Any) -> Found
     key = ALB_ACTION + str(name)
     raw = ing.annotations.get(key)
     if raw is None:
-        yield ing.res, Violation(f"{ing.ref} backend {name} → annotation {key}: missing, so the ALB has no "
-                                 "action for this path", f"add the {key} annotation")
+        yield (
+            ing.res,
+            Violation(
+                f"{ing.ref} backend {name} → annotation {key}: missing, so the ALB has no action for this path",
+                f"add the {key} annotation",
+            ),
+        )
         return
     try:
         action = json.loads(raw) if isinstance(raw, str) else raw
@@ -377,10 +464,15 @@ def _alb_action_ports(index: Index, ing: K8sObject, ns: str, name: Any) -> Found
         sport = target.get("servicePort")
         # The controller reads servicePort as an IntOrString: a JSON string is a port *name*.
         yield from _service_port(
-            index, f"{ing.ref} action {name}", ing.res, ns, str(target["serviceName"]), sport,
+            index,
+            f"{ing.ref} action {name}",
+            ing.res,
+            ns,
+            str(target["serviceName"]),
+            sport,
             isinstance(sport, str),
-            "name the Service's port (a JSON string is a port name, e.g. \"http\") or give its number "
-            "as a JSON number")
+            'name the Service\'s port (a JSON string is a port name, e.g. "http") or give its number as a JSON number',
+        )
 
 
 def _monitor_ports(index: Index) -> Found:
@@ -393,8 +485,13 @@ def _monitor_ports(index: Index) -> Found:
                 continue
             for who, ports in services:
                 if not _port_matches(ports, scraped, True):
-                    yield sm.res, Violation(f"{sm.ref} endpoint → {who} port \"{scraped}\": no such port; ports: "
-                                            f"{_ports_text(ports)}", "scrape a port name the Service has")
+                    yield (
+                        sm.res,
+                        Violation(
+                            f'{sm.ref} endpoint → {who} port "{scraped}": no such port; ports: {_ports_text(ports)}',
+                            "scrape a port name the Service has",
+                        ),
+                    )
 
 
 def _target_port_names(index: Index) -> Found:
@@ -411,21 +508,34 @@ def _target_port_names(index: Index) -> Found:
                 names = _container_port_names(p)
                 if wanted not in names:
                     shown = svc_port.get("name") or svc_port.get("port")
-                    yield svc.res, Violation(f"{svc.ref} port {shown} → {p.owner} "
-                                             f"container port \"{wanted}\": no such port; container ports: "
-                                             f"{_names(names)}", "name the container port, or target a number")
+                    yield (
+                        svc.res,
+                        Violation(
+                            f"{svc.ref} port {shown} → {p.owner} "
+                            f'container port "{wanted}": no such port; container ports: '
+                            f"{_names(names)}",
+                            "name the container port, or target a number",
+                        ),
+                    )
 
 
 def _selected_pods(index: Index, svc: K8sObject) -> list[Pods]:
     """The pods a Service selects among the stack's own (not a chart's)."""
     selector = as_map(get(svc.body, "spec", "selector"))
-    return [p for p in index.pods if p.namespace == svc.namespace and not p.from_chart
-            and selector and selector_matches(selector, p.labels)]
+    return [
+        p
+        for p in index.pods
+        if p.namespace == svc.namespace and not p.from_chart and selector and selector_matches(selector, p.labels)
+    ]
 
 
 def _container_port_names(pods: Pods) -> list[str]:
-    return [str(cp.get("name")) for c in pods.containers(init=False) for cp in as_list(c.get("ports"))
-            if isinstance(cp, Mapping) and cp.get("name")]
+    return [
+        str(cp.get("name"))
+        for c in pods.containers(init=False)
+        for cp in as_list(c.get("ports"))
+        if isinstance(cp, Mapping) and cp.get("name")
+    ]
 
 
 def _monitored(index: Index, sm: K8sObject) -> list[tuple[str, list[Mapping[str, Any]]]]:
@@ -433,13 +543,17 @@ def _monitored(index: Index, sm: K8sObject) -> list[tuple[str, list[Mapping[str,
     selector = as_map(get(sm.body, "spec", "selector"))
     ns_selector = as_map(get(sm.body, "spec", "namespaceSelector"))
     names = [str(n) for n in as_list(ns_selector.get("matchNames"))]
+
     def in_scope(ns: str | None) -> bool:
         return bool(ns_selector.get("any")) or ns in (names or [sm.namespace])
 
-    found = [(svc.ref, _ports(svc)) for svc in index.of_kind("Service")
-             if in_scope(svc.namespace) and selector_matches(selector, svc.labels)]
+    found = [
+        (svc.ref, _ports(svc))
+        for svc in index.of_kind("Service")
+        if in_scope(svc.namespace) and selector_matches(selector, svc.labels)
+    ]
     for rel in index.releases:
-        for chart_svc in (rel.facts.services if rel.facts else ()):
+        for chart_svc in rel.facts.services if rel.facts else ():
             labels = {**chart_svc.labels, "app.kubernetes.io/instance": rel.name}
             if in_scope(rel.namespace) and selector_matches(selector, labels):
                 found.append((f"{rel.ref} Service", [{"name": n, "port": p} for n, p in chart_svc.ports]))
@@ -455,27 +569,49 @@ def selectors_match(stack: Sequence[Resource]) -> Found:
         if not selector:
             continue
         if not any(p.namespace == svc.namespace and selector_matches(selector, p.labels) for p in index.pods):
-            yield svc.res, Violation(f"{svc.ref} → pods {_labels(selector)}: no workload in {svc.namespace} has pods "
-                                     "with these labels, so the Service has no endpoints",
-                                     "make the selector equal the workload's pod template labels")
+            yield (
+                svc.res,
+                Violation(
+                    f"{svc.ref} → pods {_labels(selector)}: no workload in {svc.namespace} has pods "
+                    "with these labels, so the Service has no endpoints",
+                    "make the selector equal the workload's pod template labels",
+                ),
+            )
     for pdb in index.of_kind("PodDisruptionBudget"):
         selector = as_map(get(pdb.body, "spec", "selector"))
-        if selector and not any(p.namespace == pdb.namespace and selector_matches(selector, p.labels)
-                                for p in index.pods):
-            yield pdb.res, Violation(f"{pdb.ref} → pods {_labels(selector)}: no workload in {pdb.namespace} has pods "
-                                     "with these labels, so the budget protects nothing",
-                                     "make the selector equal the workload's pod template labels")
+        if selector and not any(
+            p.namespace == pdb.namespace and selector_matches(selector, p.labels) for p in index.pods
+        ):
+            yield (
+                pdb.res,
+                Violation(
+                    f"{pdb.ref} → pods {_labels(selector)}: no workload in {pdb.namespace} has pods "
+                    "with these labels, so the budget protects nothing",
+                    "make the selector equal the workload's pod template labels",
+                ),
+            )
     for hpa in index.of_kind("HorizontalPodAutoscaler"):
         ref = as_map(get(hpa.body, "spec", "scaleTargetRef"))
         kind, name = ref.get("kind"), ref.get("name")
         if known(kind) and known(name) and index.find(str(kind), hpa.namespace, str(name)) is None:
-            yield hpa.res, Violation(f"{hpa.ref} → {kind} {hpa.namespace}/{name}: no such {kind}",
-                                     "point scaleTargetRef at the workload's kind and exact name")
+            yield (
+                hpa.res,
+                Violation(
+                    f"{hpa.ref} → {kind} {hpa.namespace}/{name}: no such {kind}",
+                    "point scaleTargetRef at the workload's kind and exact name",
+                ),
+            )
     for sm in index.of_kind("ServiceMonitor"):
         if not _monitored(index, sm):
             selector = as_map(get(sm.body, "spec", "selector"))
-            yield sm.res, Violation(f"{sm.ref} → Services {_labels(selector)}: no Service in scope has these labels, "
-                                    "so nothing is scraped", "match the Service's labels (and namespace)")
+            yield (
+                sm.res,
+                Violation(
+                    f"{sm.ref} → Services {_labels(selector)}: no Service in scope has these labels, "
+                    "so nothing is scraped",
+                    "match the Service's labels (and namespace)",
+                ),
+            )
 
 
 def _labels(selector: Mapping[str, Any]) -> str:
@@ -484,6 +620,7 @@ def _labels(selector: Mapping[str, Any]) -> str:
 
 
 # --- priority classes, ingress classes, chart facts ----------------------------------------------------
+
 
 def priority_classes_exist(stack: Sequence[Resource]) -> Found:
     """Pods and chart values name PriorityClasses that exist (built-in ``system-*`` or created by the stack)."""
@@ -494,13 +631,24 @@ def priority_classes_exist(stack: Sequence[Resource]) -> Found:
         name = pods.spec.get("priorityClassName")
         if pods.from_chart or not isinstance(name, str) or name in have:
             continue
-        yield pods.res, Violation(f"{pods.owner} → PriorityClass {name}: no such PriorityClass; PriorityClasses: "
-                                  f"{_names(list(have))}", fix)
+        yield (
+            pods.res,
+            Violation(
+                f"{pods.owner} → PriorityClass {name}: no such PriorityClass; PriorityClasses: {_names(list(have))}",
+                fix,
+            ),
+        )
     for rel in index.releases:
         for path, name in walk(rel.values, "priorityClassName"):
             if isinstance(name, str) and name and name not in have:
-                yield rel.res, Violation(f"{rel.ref} {path} → PriorityClass {name}: no such PriorityClass; "
-                                         f"PriorityClasses: {_names(list(have))}", fix)
+                yield (
+                    rel.res,
+                    Violation(
+                        f"{rel.ref} {path} → PriorityClass {name}: no such PriorityClass; "
+                        f"PriorityClasses: {_names(list(have))}",
+                        fix,
+                    ),
+                )
 
 
 def ingress_classes_exist(stack: Sequence[Resource]) -> Found:
@@ -515,18 +663,27 @@ def ingress_classes_exist(stack: Sequence[Resource]) -> Found:
     for ing in index.of_kind("Ingress"):
         name = get(ing.body, "spec", "ingressClassName") or ing.annotations.get("kubernetes.io/ingress.class")
         if known(name) and name not in have:
-            yield ing.res, Violation(f"{ing.ref} → IngressClass {name}: no such IngressClass, so no controller "
-                                     f"serves it; IngressClasses: {_names(list(have))}",
-                                     "install the controller for that class (the AWS Load Balancer Controller "
-                                     "creates 'alb') or use an existing class")
+            yield (
+                ing.res,
+                Violation(
+                    f"{ing.ref} → IngressClass {name}: no such IngressClass, so no controller "
+                    f"serves it; IngressClasses: {_names(list(have))}",
+                    "install the controller for that class (the AWS Load Balancer Controller "
+                    "creates 'alb') or use an existing class",
+                ),
+            )
 
 
 def chart_facts_declared(stack: Sequence[Resource]) -> Found:
     """A chart whose objects the rules read is at a version whose facts mlplat declares (tables.CHARTS)."""
     for rel in index_of(stack).releases:
         if rel.facts is not None and rel.version not in rel.facts.versions:
-            yield rel.res, Violation(
-                f"{rel.ref}: mlplat declares what this chart creates for versions {', '.join(rel.facts.versions)} "
-                f"only; the contract rules read those facts ({rel.facts.source})",
-                f"check the chart's templates at {rel.version} and add it to CHARTS in "
-                "mlplat/policy/rules/contracts/tables.py")
+            yield (
+                rel.res,
+                Violation(
+                    f"{rel.ref}: mlplat declares what this chart creates for versions {', '.join(rel.facts.versions)} "
+                    f"only; the contract rules read those facts ({rel.facts.source})",
+                    f"check the chart's templates at {rel.version} and add it to CHARTS in "
+                    "mlplat/policy/rules/contracts/tables.py",
+                ),
+            )

@@ -55,20 +55,32 @@ def secret_uris_stay_encoded(stack: Sequence[Resource]) -> Found:
     index = index_of(stack)
     for pods in index.pods:
         for c in pods.containers():
-            secret_vars = {str(e.get("name")) for e in as_list(c.get("env"))
-                           if isinstance(get(e, "valueFrom", "secretKeyRef"), Mapping)}
+            secret_vars = {
+                str(e.get("name"))
+                for e in as_list(c.get("env"))
+                if isinstance(get(e, "valueFrom", "secretKeyRef"), Mapping)
+            }
             who = f"{pods.owner} container {c.get('name')!r}"
             for where, text in _strings(c):
                 for match in _EXPANSION.finditer(text):
                     if match["name"] in secret_vars:
-                        yield pods.res, Violation(
-                            f"{who} {where} → env {match['name']} (from a Secret): expanded into argv as "
-                            f"$({match['name']}), so the secret is in the pod spec and the process list, and reaches "
-                            "the parser as raw text",
-                            "let the program read the variable itself (most CLIs take it as an env var), or read it "
-                            "in a wrapper script; never $(VAR) a secret into command/args")
-            literals = [(f"env {get(e, 'name')}", str(e.get("value"))) for e in as_list(c.get("env"))
-                        if isinstance(e, Mapping) and isinstance(e.get("value"), str)]
+                        yield (
+                            pods.res,
+                            Violation(
+                                f"{who} {where} → env {match['name']} (from a Secret): expanded into argv as "
+                                f"$({match['name']}), so the secret is in the pod spec and the process list, and "
+                                "reaches "
+                                "the parser as raw text",
+                                "let the program read the variable itself (most CLIs take it as an env var), or "
+                                "read it "
+                                "in a wrapper script; never $(VAR) a secret into command/args",
+                            ),
+                        )
+            literals = [
+                (f"env {get(e, 'name')}", str(e.get("value")))
+                for e in as_list(c.get("env"))
+                if isinstance(e, Mapping) and isinstance(e.get("value"), str)
+            ]
             for where, text in [*literals, *_strings(c)]:
                 yield from _plain_uri(pods.res, f"{who} {where}", text)
     for cm in index.of_kind("ConfigMap"):
@@ -81,16 +93,26 @@ def _plain_uri(res: Resource, who: str, text: str) -> Iterator[tuple[Resource, V
     for match in _URI_WITH_PASSWORD.finditer(text):
         password = match["password"]
         if not _USERINFO_OK.fullmatch(password) or not _USERINFO_OK.fullmatch(match["user"]):
-            yield res, Violation(f"{who} → URI {match['user']}:***@…: the password is not percent-encoded, so a "
-                                 "reserved character in it ('@', '/', ':', '#', '%', …) breaks the URI",
-                                 "quote the user and password (urllib.parse.quote(p, safe='')) and pass the URI from a "
-                                 "Secret")
+            yield (
+                res,
+                Violation(
+                    f"{who} → URI {match['user']}:***@…: the password is not percent-encoded, so a "
+                    "reserved character in it ('@', '/', ':', '#', '%', …) breaks the URI",
+                    "quote the user and password (urllib.parse.quote(p, safe='')) and pass the URI from a Secret",
+                ),
+            )
         else:
-            yield res, Violation(f"{who} → URI {match['user']}:***@…: a password in plain text in the pod spec",
-                                 "keep the URI in a Secret and pass it with env valueFrom.secretKeyRef")
+            yield (
+                res,
+                Violation(
+                    f"{who} → URI {match['user']}:***@…: a password in plain text in the pod spec",
+                    "keep the URI in a Secret and pass it with env valueFrom.secretKeyRef",
+                ),
+            )
 
 
 # --- MLflow's allowed hosts ----------------------------------------------------------------------------
+
 
 def _flag(args: Sequence[str], flag: str) -> str | None:
     for i, arg in enumerate(args):
@@ -128,20 +150,34 @@ def mlflow_allows_its_hosts(stack: Sequence[Resource]) -> Found:
             entries = [h.strip() for h in str(raw or "").split(",") if h.strip()]
             missing = [f"{host} (via {via})" for host, via in _hosts_for(index, pods) if not _allowed(entries, host)]
             if missing:
-                shown = (", ".join(entries) if entries
-                         else "unset: MLflow's default allows only localhost and private IPs")
-                yield pods.res, Violation(
-                    f"{pods.owner} container {c.get('name')!r} --allowed-hosts ({shown}) → Host headers "
-                    f"{', '.join(missing)}: refused with 403", "add those hosts to --allowed-hosts (a '*' entry is "
-                    "matched with fnmatch)")
+                shown = (
+                    ", ".join(entries) if entries else "unset: MLflow's default allows only localhost and private IPs"
+                )
+                yield (
+                    pods.res,
+                    Violation(
+                        f"{pods.owner} container {c.get('name')!r} --allowed-hosts ({shown}) → Host headers "
+                        f"{', '.join(missing)}: refused with 403",
+                        "add those hosts to --allowed-hosts (a '*' entry is matched with fnmatch)",
+                    ),
+                )
 
 
 def _hosts_for(index: Index, pods: Pods) -> Iterator[tuple[str, str]]:
-    services = [s for s in index.of_kind("Service") if s.namespace == pods.namespace and s.name
-                and selector_matches(as_map(get(s.body, "spec", "selector")), pods.labels)]
+    services = [
+        s
+        for s in index.of_kind("Service")
+        if s.namespace == pods.namespace
+        and s.name
+        and selector_matches(as_map(get(s.body, "spec", "selector")), pods.labels)
+    ]
     for svc in services:
-        names = [f"{svc.name}", f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc",
-                 f"{svc.name}.{svc.namespace}.svc.cluster.local"]
+        names = [
+            f"{svc.name}",
+            f"{svc.name}.{svc.namespace}",
+            f"{svc.name}.{svc.namespace}.svc",
+            f"{svc.name}.{svc.namespace}.svc.cluster.local",
+        ]
         for port in as_list(get(svc.body, "spec", "ports")):
             number = get(port, "port")
             if isinstance(number, float) and number.is_integer():
@@ -154,8 +190,11 @@ def _hosts_for(index: Index, pods: Pods) -> Iterator[tuple[str, str]]:
             continue
         default = get(ing.body, "spec", "defaultBackend", "service", "name")
         rules = [r for r in as_list(get(ing.body, "spec", "rules")) if isinstance(r, Mapping)]
-        routed = [r for r in rules if any(get(p, "backend", "service", "name") in wanted
-                                          for p in as_list(get(r, "http", "paths")))]
+        routed = [
+            r
+            for r in rules
+            if any(get(p, "backend", "service", "name") in wanted for p in as_list(get(r, "http", "paths")))
+        ]
         for rule in routed:
             host = rule.get("host")
             yield (str(host) if known(host) else ELB_SAMPLE_HOST), ing.ref
@@ -164,6 +203,7 @@ def _hosts_for(index: Index, pods: Pods) -> Iterator[tuple[str, str]]:
 
 
 # --- controllers' IAM policies -------------------------------------------------------------------------
+
 
 def _statements(policy: Any) -> list[Mapping[str, Any]] | None:
     if not known(policy):
@@ -183,16 +223,22 @@ def _covers(granted: Mapping[str, Any], wanted: Mapping[str, Any], action: str) 
     if granted.get("Effect") != "Allow" or not any(action_matches(p, action) for p in _list(granted.get("Action"))):
         return False
     resources = _list(granted.get("Resource"))
-    if "*" not in resources and not wanted.get("ResourceOptional") \
-            and not set(_list(wanted.get("Resource"))) <= set(resources):
+    if (
+        "*" not in resources
+        and not wanted.get("ResourceOptional")
+        and not set(_list(wanted.get("Resource"))) <= set(resources)
+    ):
         return False
     condition = as_map(granted.get("Condition"))
     if not condition or wanted.get("ConditionOptional"):
         return True
     # A condition narrows the grant: it covers only if upstream states the very same condition.
     upstream = as_map(wanted.get("Condition"))
-    return all(as_map(upstream.get(op)).get(key) == value for op, keys in condition.items()
-               for key, value in as_map(keys).items())
+    return all(
+        as_map(upstream.get(op)).get(key) == value
+        for op, keys in condition.items()
+        for key, value in as_map(keys).items()
+    )
 
 
 def controllers_have_their_upstream_policy(stack: Sequence[Resource]) -> Found:
@@ -215,9 +261,14 @@ def controllers_have_their_upstream_policy(stack: Sequence[Resource]) -> Found:
             continue
         for sa, arn in facts.service_accounts(rel.values, rel.name):
             if arn is None:
-                yield rel.res, Violation(f"{rel.ref} ServiceAccount {rel.namespace}/{sa} → IAM role: none annotated, "
-                                         "so the controller has no AWS credentials",
-                                         "annotate the ServiceAccount with an IRSA role holding the upstream policy")
+                yield (
+                    rel.res,
+                    Violation(
+                        f"{rel.ref} ServiceAccount {rel.namespace}/{sa} → IAM role: none annotated, "
+                        "so the controller has no AWS credentials",
+                        "annotate the ServiceAccount with an IRSA role holding the upstream policy",
+                    ),
+                )
                 continue
             if not known(arn) or "/" not in str(arn):
                 continue
@@ -231,19 +282,27 @@ def controllers_have_their_upstream_policy(stack: Sequence[Resource]) -> Found:
                     break
                 granted += statements
             else:
-                missing = [a + ("" if w.get("Condition") or w.get("ConditionOptional") else " (unconditioned)")
-                           for w in wanted for a in _list(w.get("Action"))
-                           if not any(_covers(g, w, a) for g in granted)]
+                missing = [
+                    a + ("" if w.get("Condition") or w.get("ConditionOptional") else " (unconditioned)")
+                    for w in wanted
+                    for a in _list(w.get("Action"))
+                    if not any(_covers(g, w, a) for g in granted)
+                ]
                 if missing:
-                    yield rel.res, Violation(
-                        f"{rel.ref} → IAM role {role}: grants less than the upstream policy of {rel.chart} "
-                        f"{rel.version}; missing {', '.join(missing[:12])}" + (
-                            f" and {len(missing) - 12} more" if len(missing) > 12 else ""),
-                        "attach the upstream policy document unchanged (for the load balancer controller: "
-                        "mlplat.components.load_balancer_controller.controller_policy())")
+                    yield (
+                        rel.res,
+                        Violation(
+                            f"{rel.ref} → IAM role {role}: grants less than the upstream policy of {rel.chart} "
+                            f"{rel.version}; missing {', '.join(missing[:12])}"
+                            + (f" and {len(missing) - 12} more" if len(missing) > 12 else ""),
+                            "attach the upstream policy document unchanged (for the load balancer controller: "
+                            "mlplat.components.load_balancer_controller.controller_policy())",
+                        ),
+                    )
 
 
 # --- tags controllers read -----------------------------------------------------------------------------
+
 
 def controllers_find_their_tags(stack: Sequence[Resource]) -> Found:
     """Tags a controller reads are where it reads them: aws-node-termination-handler (queue mode, checking its
@@ -257,35 +316,57 @@ def controllers_find_their_tags(stack: Sequence[Resource]) -> Found:
             continue
         tag = str(values.get("managedTag") or NTH_MANAGED_TAG)
         for pool in index.pools:
-            templates = [index.by_urn[u] for u in pool.res.dependencies
-                         if u in index.by_urn and index.by_urn[u].type == LAUNCH_TEMPLATE]
-            tagged = any(tag in as_map(spec.get("tags")) for lt in templates
-                         for spec in as_list(lt.inputs.get("tagSpecifications"))
-                         if isinstance(spec, Mapping) and spec.get("resourceType") == "instance")
+            templates = [
+                index.by_urn[u]
+                for u in pool.res.dependencies
+                if u in index.by_urn and index.by_urn[u].type == LAUNCH_TEMPLATE
+            ]
+            tagged = any(
+                tag in as_map(spec.get("tags"))
+                for lt in templates
+                for spec in as_list(lt.inputs.get("tagSpecifications"))
+                if isinstance(spec, Mapping) and spec.get("resourceType") == "instance"
+            )
             if not tagged:
                 where = f"launch template {templates[0].name}" if templates else "no launch template"
-                yield pool.res, Violation(
-                    f"node pool {pool.name} ({where}) → {rel.ref} managedTag {tag!r}: its instances do not carry the "
-                    "tag, so the handler never drains them on a spot interruption",
-                    f"add a tag specification for resourceType 'instance' with {tag}: 'true' to the launch template")
+                yield (
+                    pool.res,
+                    Violation(
+                        f"node pool {pool.name} ({where}) → {rel.ref} managedTag {tag!r}: its instances do not "
+                        "carry the "
+                        "tag, so the handler never drains them on a spot interruption",
+                        f"add a tag specification for resourceType 'instance' with {tag}: 'true' to the launch "
+                        "template",
+                    ),
+                )
     if not index.release_of("cluster-autoscaler"):
         return
     for pool in index.pools:
         if pool.min_size > 0:
             continue
-        tags = {str(get(t.inputs, "tag", "key")): str(get(t.inputs, "tag", "value")) for t in stack
-                if t.type == ASG_TAG and pool.res.urn in t.dependencies}
+        tags = {
+            str(get(t.inputs, "tag", "key")): str(get(t.inputs, "tag", "value"))
+            for t in stack
+            if t.type == ASG_TAG and pool.res.urn in t.dependencies
+        }
         want = {f"{NODE_TEMPLATE}/label/{k}": str(v) for k, v in as_map(pool.res.inputs.get("labels")).items()}
         want |= {f"{NODE_TEMPLATE}/taint/{t.key}": f"{t.value}:{t.effect}" for t in pool.taints}
         wrong = [f"{k}={v!r} (tag: {tags.get(k, 'missing')})" for k, v in want.items() if tags.get(k) != v]
         if wrong:
-            yield pool.res, Violation(
-                f"node pool {pool.name} (min 0) → cluster-autoscaler node-template tags: {', '.join(wrong)}; an empty "
-                "pool is sized from these, so pods needing those labels or tolerating those taints never scale it up",
-                "tag the Auto Scaling group with the node-template label/taint tags derived from the pool")
+            yield (
+                pool.res,
+                Violation(
+                    f"node pool {pool.name} (min 0) → cluster-autoscaler node-template tags: {', '.join(wrong)}; an "
+                    "empty "
+                    "pool is sized from these, so pods needing those labels or tolerating those taints never scale "
+                    "it up",
+                    "tag the Auto Scaling group with the node-template label/taint tags derived from the pool",
+                ),
+            )
 
 
 # --- what images carry ---------------------------------------------------------------------------------
+
 
 def _contents(image: str) -> tuple[frozenset[str], str] | None:
     host, path, tag = split_image(image)
@@ -356,8 +437,13 @@ def images_carry_what_workloads_need(stack: Sequence[Resource]) -> Found:
             provides, source = contents
             missing = [(n, why) for n, why in needs if n not in provides]
             if missing:
-                yield pods.res, Violation(
-                    f"{pods.owner} container {c.get('name')!r} → image {image}: lacks "
-                    f"{', '.join(f'{n} ({why})' for n, why in missing)}; it carries {', '.join(sorted(provides))} "
-                    f"({source})", "run an image that carries them (the platform's own build, e.g. the tracking "
-                    "image from tracking/Dockerfile, or a -cuda build for GPU pods)")
+                yield (
+                    pods.res,
+                    Violation(
+                        f"{pods.owner} container {c.get('name')!r} → image {image}: lacks "
+                        f"{', '.join(f'{n} ({why})' for n, why in missing)}; it carries {', '.join(sorted(provides))} "
+                        f"({source})",
+                        "run an image that carries them (the platform's own build, e.g. the tracking "
+                        "image from tracking/Dockerfile, or a -cuda build for GPU pods)",
+                    ),
+                )

@@ -47,10 +47,14 @@ def pods_have_a_pool(stack: Sequence[Resource]) -> Found:
         if _hosts(pods, index.pools):
             continue
         reasons = "; ".join(f"{p.name}: {why_not_admitted(pods, p, p.instance_types[0])}" for p in index.pools)
-        yield pods.res, Violation(
-            f"{pods.owner} → node pools: none admits its pods ({reasons})",
-            "give the pods the nodeSelector/tolerations of a pool (GPU pods: workload=gpu and the nvidia.com/gpu "
-            "toleration), or add a pool with those labels")
+        yield (
+            pods.res,
+            Violation(
+                f"{pods.owner} → node pools: none admits its pods ({reasons})",
+                "give the pods the nodeSelector/tolerations of a pool (GPU pods: workload=gpu and the nvidia.com/gpu "
+                "toleration), or add a pool with those labels",
+            ),
+        )
 
 
 def pods_fit(stack: Sequence[Resource]) -> Found:
@@ -79,19 +83,27 @@ def pods_fit(stack: Sequence[Resource]) -> Found:
                 failures = []
                 break
             name, (a_cpu, a_mem, a_gpus) = min(short.items(), key=lambda kv: (kv[1][2], kv[1][0], kv[1][1]))
-            over = [w for w, bad in (("cpu", cpu > a_cpu), ("memory", mem > a_mem * MIB), ("gpus", gpus > a_gpus))
-                    if bad]
+            over = [
+                w for w, bad in (("cpu", cpu > a_cpu), ("memory", mem > a_mem * MIB), ("gpus", gpus > a_gpus)) if bad
+            ]
             daemonsets = ", ".join(d.name for d in index.daemonsets_on(pool, name)) or "none"
             fit_cpu, fit_mem = min(a[0] for a in have.values()), min(a[1] for a in have.values())
             verb = "does" if len(over) == 1 else "do"
-            failures.append(f"node pool {pool.name} ({name}): {' and '.join(over)} {verb} not fit; {name} has "
-                            f"cpu {a_cpu}m, memory {a_mem}Mi, {a_gpus} GPU(s) allocatable after kubelet reservations "
-                            f"and DaemonSets ({daemonsets}); the largest request that fits the pool is cpu "
-                            f"{max(fit_cpu, 0)}m, memory {max(fit_mem, 0)}Mi")
+            failures.append(
+                f"node pool {pool.name} ({name}): {' and '.join(over)} {verb} not fit; {name} has "
+                f"cpu {a_cpu}m, memory {a_mem}Mi, {a_gpus} GPU(s) allocatable after kubelet reservations "
+                f"and DaemonSets ({daemonsets}); the largest request that fits the pool is cpu "
+                f"{max(fit_cpu, 0)}m, memory {max(fit_mem, 0)}Mi"
+            )
         if failures:
-            yield pods.res, Violation(f"{pods.owner} ({_shape(cpu, mem, gpus)}) → " + "; ".join(failures),
-                                      "lower the requests to fit, or give the pool a larger instance type (every "
-                                      "type it lists must fit: the autoscaler may launch any)")
+            yield (
+                pods.res,
+                Violation(
+                    f"{pods.owner} ({_shape(cpu, mem, gpus)}) → " + "; ".join(failures),
+                    "lower the requests to fit, or give the pool a larger instance type (every "
+                    "type it lists must fit: the autoscaler may launch any)",
+                ),
+            )
 
 
 def gpu_pods_have_a_device_plugin(stack: Sequence[Resource]) -> Found:
@@ -101,8 +113,11 @@ def gpu_pods_have_a_device_plugin(stack: Sequence[Resource]) -> Found:
     if not index.pools:
         return
     plugins = [p for p in index.pods if p.daemonset and p.group is not None and p.group.gpu_device_plugin]
-    plugins += [p for p in index.pods if p.daemonset and p.group is None
-                and any("device-plugin" in str(c.get("image", "")) for c in p.containers())]
+    plugins += [
+        p
+        for p in index.pods
+        if p.daemonset and p.group is None and any("device-plugin" in str(c.get("image", "")) for c in p.containers())
+    ]
     for pods in _workloads(index):
         _, _, gpus = pods.requests() or (0, 0, 0)
         if not gpus:
@@ -113,8 +128,10 @@ def gpu_pods_have_a_device_plugin(stack: Sequence[Resource]) -> Found:
             if not types:
                 continue
             if not all(pool.gpus(t) for t in types):
-                reasons.append(f"node pool {pool.name}: {', '.join(t for t in types if not pool.gpus(t))} has no "
-                               f"NVIDIA GPU with ami {pool.ami_type}")
+                reasons.append(
+                    f"node pool {pool.name}: {', '.join(t for t in types if not pool.gpus(t))} has no "
+                    f"NVIDIA GPU with ami {pool.ami_type}"
+                )
                 continue
             running = [p for p in plugins if all(why_not_admitted(p, pool, t) is None for t in types)]
             if running:
@@ -123,6 +140,11 @@ def gpu_pods_have_a_device_plugin(stack: Sequence[Resource]) -> Found:
             why = "; ".join(f"{p.owner}: {why_not_admitted(p, pool, types[0])}" for p in plugins) or "none installed"
             reasons.append(f"node pool {pool.name}: no NVIDIA device plugin runs there ({why})")
         if reasons:
-            yield pods.res, Violation(f"{pods.owner} ({GPU} {gpus}) → " + "; ".join(reasons),
-                                      "run the NVIDIA device plugin on the GPU pool (tolerate its taints, an affinity "
-                                      "on its labels) and use an NVIDIA AMI")
+            yield (
+                pods.res,
+                Violation(
+                    f"{pods.owner} ({GPU} {gpus}) → " + "; ".join(reasons),
+                    "run the NVIDIA device plugin on the GPU pool (tolerate its taints, an affinity "
+                    "on its labels) and use an NVIDIA AMI",
+                ),
+            )

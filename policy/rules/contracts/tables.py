@@ -111,19 +111,39 @@ def _upstream_lbc_policy() -> tuple[dict[str, Any], ...]:
 # grants the SQS calls on "*"; scoping them to the interruption queue is the same grant for the queue NTH reads
 # ("ResourceOptional": any Resource is accepted).
 NTH_QUEUE_POLICY: tuple[dict[str, Any], ...] = (
-    {"Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:DescribeAutoScalingInstances",
-                "autoscaling:DescribeTags", "ec2:DescribeInstances"], "Resource": "*"},
+    {
+        "Action": [
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeTags",
+            "ec2:DescribeInstances",
+        ],
+        "Resource": "*",
+    },
     {"Action": ["sqs:DeleteMessage", "sqs:ReceiveMessage"], "Resource": "*", "ResourceOptional": True},
 )
 # kubernetes/autoscaler cluster-autoscaler/cloudprovider/aws/README.md ("Full Cluster Autoscaler Features
 # Policy"), for app 1.35: Describe* on everything, resize only the cluster's own groups (a tag condition is fine).
 CLUSTER_AUTOSCALER_POLICY: tuple[dict[str, Any], ...] = (
-    {"Action": ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
-                "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
-                "ec2:DescribeImages", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplateVersions",
-                "ec2:GetInstanceTypesFromInstanceRequirements", "eks:DescribeNodegroup"], "Resource": "*"},
-    {"Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
-     "Resource": "*", "ConditionOptional": True},
+    {
+        "Action": [
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeLaunchConfigurations",
+            "autoscaling:DescribeScalingActivities",
+            "ec2:DescribeImages",
+            "ec2:DescribeInstanceTypes",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:GetInstanceTypesFromInstanceRequirements",
+            "eks:DescribeNodegroup",
+        ],
+        "Resource": "*",
+    },
+    {
+        "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+        "Resource": "*",
+        "ConditionOptional": True,
+    },
 )
 
 NVIDIA_DEFAULT_TOLERATIONS: tuple[Mapping[str, str], ...] = (
@@ -131,29 +151,44 @@ NVIDIA_DEFAULT_TOLERATIONS: tuple[Mapping[str, str], ...] = (
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
 )
 # The chart's default affinity wants node-feature-discovery / GPU-feature-discovery labels (values.yaml 0.17.1).
-NVIDIA_DEFAULT_AFFINITY: Mapping[str, Any] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-    "nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "In",
-                               "values": ["true"]}]},
-        {"matchExpressions": [{"key": "feature.node.kubernetes.io/cpu-model.vendor_id", "operator": "In",
-                               "values": ["NVIDIA"]}]},
-        {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]},
-    ]}}}
+NVIDIA_DEFAULT_AFFINITY: Mapping[str, Any] = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "In", "values": ["true"]}
+                    ]
+                },
+                {
+                    "matchExpressions": [
+                        {
+                            "key": "feature.node.kubernetes.io/cpu-model.vendor_id",
+                            "operator": "In",
+                            "values": ["NVIDIA"],
+                        }
+                    ]
+                },
+                {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]},
+            ]
+        }
+    }
+}
 
 CHARTS: dict[str, ChartFacts] = {
     "aws-load-balancer-controller": ChartFacts(
         versions=("1.13.0",),
         source="aws/eks-charts stable/aws-load-balancer-controller 1.13.0: templates/serviceaccount.yaml, "
-               "ingressclass.yaml (ingressClass: alb, createIngressClassResource: true), deployment.yaml; "
-               "webhook.yaml (mservice.elbv2.k8s.aws, failurePolicy Fail) mutates every Service",
+        "ingressclass.yaml (ingressClass: alb, createIngressClassResource: true), deployment.yaml; "
+        "webhook.yaml (mservice.elbv2.k8s.aws, failurePolicy Fail) mutates every Service",
         ingress_class="alb",
         iam_actions={"1.13.0": _upstream_lbc_policy()},
     ),
     "cluster-autoscaler": ChartFacts(
         versions=("9.46.0", "9.59.0"),
         source="kubernetes/autoscaler charts/cluster-autoscaler 9.59.0: templates/serviceaccount.yaml "
-               "(rbac.serviceAccount), service.yaml (port named service.portName 'http', 8085; labels "
-               "app.kubernetes.io/name <cloudProvider>-cluster-autoscaler, app.kubernetes.io/instance <release>)",
+        "(rbac.serviceAccount), service.yaml (port named service.portName 'http', 8085; labels "
+        "app.kubernetes.io/name <cloudProvider>-cluster-autoscaler, app.kubernetes.io/instance <release>)",
         service_account_paths=(("rbac", "serviceAccount"),),
         iam_actions={"9.46.0": CLUSTER_AUTOSCALER_POLICY, "9.59.0": CLUSTER_AUTOSCALER_POLICY},
         services=(ChartService({"app.kubernetes.io/name": "aws-cluster-autoscaler"}, (("http", 8085),)),),
@@ -161,36 +196,50 @@ CHARTS: dict[str, ChartFacts] = {
     "aws-node-termination-handler": ChartFacts(
         versions=("0.27.6",),
         source="aws/aws-node-termination-handler config/helm/aws-node-termination-handler 0.27.6: queue mode "
-               "(enableSqsTerminationDraining) runs a Deployment; checkTagBeforeDraining true and managedTag "
-               f"{NTH_MANAGED_TAG!r} by default",
+        "(enableSqsTerminationDraining) runs a Deployment; checkTagBeforeDraining true and managedTag "
+        f"{NTH_MANAGED_TAG!r} by default",
         iam_actions={"0.27.6": NTH_QUEUE_POLICY},
     ),
     "nvidia-device-plugin": ChartFacts(
         versions=("0.17.1",),
         source="NVIDIA/k8s-device-plugin deployments/helm/nvidia-device-plugin 0.17.1 values.yaml: a DaemonSet, "
-               "tolerations CriticalAddonsOnly and nvidia.com/gpu:NoSchedule, affinity on NFD/GFD labels",
+        "tolerations CriticalAddonsOnly and nvidia.com/gpu:NoSchedule, affinity on NFD/GFD labels",
         service_account_paths=(),
-        pods=(PodGroup("device-plugin", daemonset=DAEMONSETS["nvidia-device-plugin"],
-                       default_tolerations=NVIDIA_DEFAULT_TOLERATIONS, default_affinity=NVIDIA_DEFAULT_AFFINITY,
-                       gpu_device_plugin=True),),
+        pods=(
+            PodGroup(
+                "device-plugin",
+                daemonset=DAEMONSETS["nvidia-device-plugin"],
+                default_tolerations=NVIDIA_DEFAULT_TOLERATIONS,
+                default_affinity=NVIDIA_DEFAULT_AFFINITY,
+                gpu_device_plugin=True,
+            ),
+        ),
     ),
     "kube-prometheus-stack": ChartFacts(
         versions=("75.15.0",),
         source="prometheus-community/helm-charts kube-prometheus-stack 75.15.0: values.yaml (prometheusSpec, "
-               "alertmanagerSpec, grafana.admin.existingSecret), prometheus-node-exporter 4.47.3 DaemonSet "
-               "(tolerations: NoSchedule, operator Exists), CRDs of monitoring.coreos.com",
+        "alertmanagerSpec, grafana.admin.existingSecret), prometheus-node-exporter 4.47.3 DaemonSet "
+        "(tolerations: NoSchedule, operator Exists), CRDs of monitoring.coreos.com",
         service_account_paths=(("alertmanager", "serviceAccount"),),
         pods=(
             PodGroup("prometheus", ("prometheus", "prometheusSpec")),
             PodGroup("alertmanager", ("alertmanager", "alertmanagerSpec")),
             PodGroup("grafana", ("grafana",)),
             PodGroup("operator", ("prometheusOperator",)),
-            PodGroup("node-exporter", ("prometheus-node-exporter",), daemonset=DAEMONSETS["node-exporter"],
-                     default_tolerations=({"effect": "NoSchedule", "operator": "Exists"},)),
+            PodGroup(
+                "node-exporter",
+                ("prometheus-node-exporter",),
+                daemonset=DAEMONSETS["node-exporter"],
+                default_tolerations=({"effect": "NoSchedule", "operator": "Exists"},),
+            ),
         ),
         crd_groups=frozenset({"monitoring.coreos.com"}),
-        secret_refs=((("grafana", "admin", "existingSecret"),
-                      (("grafana", "admin", "userKey"), ("grafana", "admin", "passwordKey"))),),
+        secret_refs=(
+            (
+                ("grafana", "admin", "existingSecret"),
+                (("grafana", "admin", "userKey"), ("grafana", "admin", "passwordKey")),
+            ),
+        ),
     ),
 }
 
@@ -201,6 +250,7 @@ def chart_name(chart: str) -> str:
 
 
 # --- Images ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ImageContents:
@@ -213,9 +263,10 @@ class ImageContents:
 # Repositories the platform's registry fills from this repository's Dockerfiles, by short name (the last path
 # segment of the ECR repository); a tag ending in -cuda adds `cuda` (training/Dockerfile with CUDA build args).
 OWN_IMAGES: dict[str, ImageContents] = {
-    "tracking": ImageContents(frozenset({"mlflow", "psycopg2", "boto3", "Flask-WTF"}),
-                              "tracking/Dockerfile + tracking/requirements.txt (mlflow, psycopg2-binary, boto3, "
-                              "Flask-WTF)"),
+    "tracking": ImageContents(
+        frozenset({"mlflow", "psycopg2", "boto3", "Flask-WTF"}),
+        "tracking/Dockerfile + tracking/requirements.txt (mlflow, psycopg2-binary, boto3, Flask-WTF)",
+    ),
     "serving": ImageContents(frozenset({"mlplat-serve", "mlflow", "boto3"}), "serving/Dockerfile"),
     "training": ImageContents(frozenset({"mlplat-train", "mlflow", "boto3"}), "training/Dockerfile"),
 }
@@ -223,11 +274,13 @@ CUDA_TAG_SUFFIX = "-cuda"
 # Images from elsewhere that mlplat knows the contents of (repository -> contents; a tag suffix may add more).
 EXTERNAL_IMAGES: dict[str, ImageContents] = {
     "ghcr.io/mlflow/mlflow": ImageContents(
-        frozenset({"mlflow"}), "mlflow/mlflow docker/Dockerfile: `pip install mlflow==$VERSION` only"),
+        frozenset({"mlflow"}), "mlflow/mlflow docker/Dockerfile: `pip install mlflow==$VERSION` only"
+    ),
 }
 EXTERNAL_FULL_SUFFIX = "-full"
 EXTERNAL_FULL_EXTRAS = frozenset({"psycopg2", "boto3"})
 """ghcr.io/mlflow/mlflow:<v>-full (docker/Dockerfile.full) adds the db and extras extras."""
-EXTERNAL_REGISTRIES = frozenset({"public.ecr.aws", "registry.k8s.io", "ghcr.io", "docker.io", "quay.io", "nvcr.io",
-                                 "gcr.io", "mcr.microsoft.com"})
+EXTERNAL_REGISTRIES = frozenset(
+    {"public.ecr.aws", "registry.k8s.io", "ghcr.io", "docker.io", "quay.io", "nvcr.io", "gcr.io", "mcr.microsoft.com"}
+)
 """Registries whose images a stack may run without building them (pulled from the internet through the NAT)."""

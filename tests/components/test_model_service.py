@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pulumi
 import pytest
-from support.secrets import CreatedSecrets, record_secrets, unresolved
+from support.secrets import CreatedSecrets, record_secrets, tracking_args, unresolved
 
 from mlplat.components.model_service import Canary, ModelService, ModelServiceArgs
 from mlplat.components.pods import Resources
-from mlplat.components.tracking import Tracking, TrackingArgs
+from mlplat.components.tracking import Tracking
 from mlplat.infra.engine import Render
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -417,13 +417,7 @@ def test_model_servers_read_mlflow_as_the_read_only_serving_identity(
         record_secrets(created)
         tracking = Tracking(
             "tracking",
-            TrackingArgs(
-                vpc_id="vpc-1",
-                database_subnet_ids=["subnet-a"],
-                client_security_group_ids=["sg-nodes"],
-                artifacts_uri="s3://art/mlflow",
-                image="123.dkr.ecr/tracking:1",
-            ),
+            tracking_args(),
             opts=opts,
         )
         ModelService(

@@ -8,10 +8,10 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from support.secrets import CreatedSecrets, record_secrets, unresolved
+from support.secrets import CreatedSecrets, record_secrets, tracking_args, unresolved
 
 from mlplat.components.pods import Resources
-from mlplat.components.tracking import Tracking, TrackingArgs
+from mlplat.components.tracking import Tracking
 from mlplat.components.training_job import TrainingJob, TrainingJobArgs
 from mlplat.contracts.exit_codes import EXIT_PREEMPTED
 from mlplat.infra.engine import Render
@@ -241,13 +241,7 @@ def with_tracking(on_cluster: Callable[..., Render], created: CreatedSecrets, **
         record_secrets(created)
         tracking = Tracking(
             "tracking",
-            TrackingArgs(
-                vpc_id="vpc-1",
-                database_subnet_ids=["subnet-a"],
-                client_security_group_ids=["sg-nodes"],
-                artifacts_uri="s3://art/mlflow",
-                image="123.dkr.ecr/tracking:1",
-            ),
+            tracking_args(),
             opts=opts,
         )
         args: dict[str, Any] = {

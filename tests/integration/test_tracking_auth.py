@@ -30,9 +30,9 @@ from urllib.parse import quote
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
-from support.secrets import CreatedSecrets, record_secrets
+from support.secrets import CreatedSecrets, record_secrets, tracking_args
 
-from mlplat.components.tracking import Tracking, TrackingArgs, TrackingAuth
+from mlplat.components.tracking import Tracking, TrackingAuth
 from mlplat.demo.services import LOOPBACK, ManagedProcess, PostgresServer, free_port
 from mlplat.infra.engine import render
 from mlplat.infra.mock_outputs import fake_certificate, kubeconfig
@@ -78,14 +78,7 @@ def render_pod(models: Sequence[str]) -> Rendered:
         provider = k8s.Provider("k8s", kubeconfig=pulumi.Output.secret(json.dumps(config)))
         tracking = Tracking(
             "tracking",
-            TrackingArgs(
-                vpc_id="vpc-1",
-                database_subnet_ids=["subnet-a"],
-                client_security_group_ids=["sg-nodes"],
-                artifacts_uri="s3://art/mlflow",
-                image="123.dkr.ecr/tracking:1",
-                auth=TrackingAuth(registered_models=list(models)),
-            ),
+            tracking_args(auth=TrackingAuth(registered_models=list(models))),
             opts=pulumi.ResourceOptions(providers=[provider]),
         )
         # What MlPlatform hands the model servers and the trainer, in their own namespaces.

@@ -93,3 +93,17 @@ def unresolved(stack: Render, created: CreatedSecrets) -> list[SecretRef]:
         if (ref.namespace, ref.secret) not in created
         or (ref.key is not None and ref.key not in created[(ref.namespace, ref.secret)])
     ]
+
+
+def tracking_args(**changes: Any) -> Any:
+    """The Tracking args the secret-resolution tests share: a standalone MLflow (wired by hand) with `changes`."""
+    from mlplat.components.tracking import TrackingArgs
+
+    wiring: dict[str, Any] = {
+        "vpc_id": "vpc-1",
+        "database_subnet_ids": ["subnet-a"],
+        "client_security_group_ids": ["sg-nodes"],
+        "artifacts_uri": "s3://art/mlflow",
+        "image": "123.dkr.ecr/tracking:1",
+    }
+    return TrackingArgs(**{**wiring, **changes})

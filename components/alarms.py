@@ -23,9 +23,9 @@ class AlarmThresholds(Spec):
 
     database_cpu_percent: float = 80.0
     """RDS CPUUtilization above this (in (0, 100])."""
-    database_free_storage_gb: float = Field(5.0, gt=0)
+    database_free_storage_gb: float = Field(default=5.0, gt=0)
     """RDS FreeStorageSpace below this."""
-    database_connections: float = Field(80.0, gt=0)
+    database_connections: float = Field(default=80.0, gt=0)
     """RDS DatabaseConnections above this (MLflow holds a small pool per replica)."""
     replica_lag_seconds: float = 60.0
     """ReplicaLag of a read replica above this."""

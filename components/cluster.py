@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from mlplat.components import cluster_system as system
 from mlplat.components.iam import rotated_key, service_trust_policy
@@ -34,7 +34,7 @@ from mlplat.components.node_groups import (
     pool_name_problem,
 )
 from mlplat.components.options import checked_when_known, component_args
-from mlplat.components.spec import Problem, Spec, StrInput, StrInputs, raise_problems, renamed
+from mlplat.components.spec import Problem, Spec, StrInput, StrInputs, raise_problems
 from mlplat.components.subnets import public_source_problem
 
 __all__ = [
@@ -150,11 +150,19 @@ class ClusterSpec(Spec):
     """Control-plane log types sent to CloudWatch; api, audit and authenticator are required."""
     deletion_protection: bool = True
     """Refuse to delete the EKS cluster."""
-    node_pools: dict[str, NodePoolArgs] = Field(default_factory=_default_pools, **renamed("nodeGroups", "node_pools"))
+    node_pools: dict[str, NodePoolArgs] = Field(
+        default_factory=_default_pools,
+        validation_alias=AliasChoices("nodeGroups", "node_pools"),
+        serialization_alias="nodeGroups",
+    )
     """The managed node groups by name; at least one must be untainted for system pods. The stack file's
     ``nodeGroups`` map: each key is its pool's name (the entry leaves ``name`` out). A Python caller may give a
     list of :class:`NodePoolArgs` instead, keyed here by their names. Default: :func:`default_node_pools`."""
-    addon_versions: AddonVersions = Field(default_factory=AddonVersions, **renamed("addons", "addon_versions"))
+    addon_versions: AddonVersions = Field(
+        default_factory=AddonVersions,
+        validation_alias=AliasChoices("addons", "addon_versions"),
+        serialization_alias="addons",
+    )
     """Pinned EKS add-on versions."""
     charts: system.ChartVersions = Field(default_factory=system.ChartVersions)
     """Pinned Helm chart versions of the autoscaler, termination handler and device plugin."""

@@ -66,7 +66,7 @@ class Canary(Spec):
     """Percentage of requests routed to the canary (0..100); the stable version gets the rest."""
     image: StrInput | None = None
     """The server image for the canary; default: the stable image."""
-    replicas: int = Field(1, le=20)
+    replicas: int = Field(default=1, le=20)
     """Canary replicas (fixed; the canary is not autoscaled; 1 to 20)."""
 
     @field_validator("model_uri")
@@ -114,7 +114,7 @@ class ModelServiceSpec(Spec):
     """Requests and limits per pod; ``gpus > 0`` makes a GPU variant (node selector, toleration)."""
     canary: Canary | None = None
     """An optional canary version and its traffic weight."""
-    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
     """The server's batch size (``MLPLAT_SERVING_MAX_BATCH_SIZE``, 1 to 4096)."""
     drain_seconds: int = 10
     """preStop pause so load balancers deregister the pod before it gets SIGTERM."""

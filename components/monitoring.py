@@ -22,14 +22,14 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
 from mlplat.components.cluster import STORAGE_CLASS
 from mlplat.components.cluster_system import ROLE_ARN_ANNOTATION, Chart, release
 from mlplat.components.iam import policy_document, statement
 from mlplat.components.monitoring_rules import AlertThresholds, dashboard_json, model_service_rule_groups
 from mlplat.components.options import child_options, component_args
-from mlplat.components.spec import Spec, StrInput, renamed
+from mlplat.components.spec import Spec, StrInput
 from mlplat.contracts import http
 
 __all__ = [
@@ -114,19 +114,21 @@ class MonitoringSpec(Spec):
     """Namespace of the monitoring stack."""
     chart_version: str = CHART.version
     """Pinned kube-prometheus-stack chart version (bump deliberately)."""
-    prometheus_replicas: int = Field(1, le=5)
+    prometheus_replicas: int = Field(default=1, le=5)
     """Prometheus replicas (1 to 5); 2 in production, so a node loss or an upgrade leaves one scraping (each
     replica scrapes everything: HA by duplication)."""
     retention: str = "15d"
     """How long Prometheus keeps samples (Prometheus duration, e.g. ``15d``)."""
-    storage_gb: int = Field(50, le=16384)
+    storage_gb: int = Field(default=50, le=16384)
     """Size of each Prometheus replica's persistent volume."""
     storage_class: str = STORAGE_CLASS
     """StorageClass of that volume; default the gp3 class mlplat's Cluster creates under that exact name (a PVC
     naming a class that does not exist stays Pending, and Prometheus never starts)."""
-    alertmanager_replicas: int = Field(1, le=5)
+    alertmanager_replicas: int = Field(default=1, le=5)
     """Alertmanager replicas (1 to 5; they form a cluster and deduplicate notifications)."""
-    thresholds: AlertThresholds = Field(AlertThresholds(), **renamed("alerts", "thresholds"))
+    thresholds: AlertThresholds = Field(
+        default=AlertThresholds(), validation_alias=AliasChoices("alerts", "thresholds"), serialization_alias="alerts"
+    )
     """Thresholds of the model-service alerts (the stack file's ``monitoring.alerts``)."""
     sns_topic_arn: StrInput | None = None
     """SNS topic every alert is published to (the platform's alarm topic by default in MlPlatform), with

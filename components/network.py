@@ -8,11 +8,11 @@ from typing import Any, Literal, Self
 
 import pulumi
 import pulumi_aws as aws
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from mlplat.components.iam import policy_document, service_trust_policy, statement
 from mlplat.components.options import component_args
-from mlplat.components.spec import Spec, renamed
+from mlplat.components.spec import Spec
 from mlplat.components.subnets import DEFAULT_NEWBITS, plan_subnets
 
 __all__ = ["Network", "NetworkArgs", "NetworkSpec", "SubnetCidrs", "SubnetNewbits"]
@@ -50,11 +50,11 @@ LOG_RETENTION_DAYS = (
 class SubnetNewbits(Spec):
     """Bits added to the VPC prefix for each tier's subnets (as Terraform's ``cidrsubnet``): /16 + 3 = /19."""
 
-    private: int = Field(DEFAULT_NEWBITS["private"], ge=1, le=12)
+    private: int = Field(default=DEFAULT_NEWBITS["private"], ge=1, le=12)
     """The private subnets' (nodes and pods)."""
-    public: int = Field(DEFAULT_NEWBITS["public"], ge=1, le=12)
+    public: int = Field(default=DEFAULT_NEWBITS["public"], ge=1, le=12)
     """The public subnets' (load balancers, NAT)."""
-    database: int = Field(DEFAULT_NEWBITS["database"], ge=1, le=12)
+    database: int = Field(default=DEFAULT_NEWBITS["database"], ge=1, le=12)
     """The database subnets'."""
 
 
@@ -72,9 +72,11 @@ class SubnetCidrs(Spec):
 class NetworkSpec(Spec):
     """The VPC's settings (``mlplat:network``): what a user decides; :class:`NetworkArgs` adds the wiring."""
 
-    cidr_block: str = Field("10.0.0.0/16", **renamed("cidr", "cidr_block"))
+    cidr_block: str = Field(
+        default="10.0.0.0/16", validation_alias=AliasChoices("cidr", "cidr_block"), serialization_alias="cidr"
+    )
     """The VPC's IPv4 CIDR: a private (RFC 1918) range, /16 to /24."""
-    az_count: int = Field(3, ge=2, le=6)
+    az_count: int = Field(default=3, ge=2, le=6)
     """How many availability zones to span (2 to 6); one subnet per tier in each."""
     availability_zones: list[str] | None = None
     """Explicit AZ names, exactly ``az_count`` of them; default: the region's first ``az_count`` available zones."""
@@ -88,7 +90,9 @@ class NetworkSpec(Spec):
     """CloudWatch retention of the VPC flow logs (one of the periods CloudWatch Logs accepts)."""
     subnet_newbits: SubnetNewbits = SubnetNewbits()
     """Bits added to the VPC prefix per tier (``private``, ``public``, ``database``)."""
-    subnet_cidrs: SubnetCidrs | None = Field(None, **renamed("subnets", "subnet_cidrs"))
+    subnet_cidrs: SubnetCidrs | None = Field(
+        default=None, validation_alias=AliasChoices("subnets", "subnet_cidrs"), serialization_alias="subnets"
+    )
     """Explicit CIDRs per tier, one per AZ; overrides ``subnet_newbits``."""
 
     @field_validator("cidr_block", mode="before")

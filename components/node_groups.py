@@ -122,14 +122,14 @@ class NodePoolArgs(Spec):
     """EC2 instance types the group may launch; list several for spot (capacity pools)."""
     capacity_type: CapacityType = "ON_DEMAND"
     """``ON_DEMAND`` or ``SPOT``."""
-    min_size: int = Field(1, ge=0)
+    min_size: int = Field(default=1, ge=0)
     """Smallest node count; 0 lets the autoscaler empty the pool (scale from zero)."""
-    max_size: int = Field(3, ge=1)
+    max_size: int = Field(default=3, ge=1)
     """Largest node count the autoscaler may reach."""
-    desired_size: int | None = Field(None, ge=0)
+    desired_size: int | None = Field(default=None, ge=0)
     """Node count at creation; default ``min_size``, so a pool that sets only ``max_size`` is valid. Later changes
     are ignored, because the autoscaler owns the running count and Pulumi must not reset it on every ``up``."""
-    disk_size_gib: int = Field(50, ge=20, le=16384)
+    disk_size_gib: int = Field(default=50, ge=20, le=16384)
     """Root volume size (encrypted gp3) in GiB; images and datasets land here."""
     labels: dict[str, str] = {}
     """Kubernetes labels on every node (and in the autoscaler's node template)."""
@@ -147,7 +147,7 @@ class NodePoolArgs(Spec):
     gpus_per_node: int | None = None
     """NVIDIA GPUs per node, advertised to the autoscaler for an empty pool; derived from the instance types for
     known GPU families, required for others with an NVIDIA AMI."""
-    max_unavailable_percentage: int = Field(33, ge=1, le=100)
+    max_unavailable_percentage: int = Field(default=33, ge=1, le=100)
     """Share of nodes replaced at once during an AMI or version update."""
     # Last: a stack file's entry takes its name from its key, so the keys it writes are the ones above.
     name: str

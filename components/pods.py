@@ -33,7 +33,7 @@ class Resources(Spec):
     memory: str = "1Gi"
     """Memory request and limit, e.g. ``"1Gi"`` (a Kubernetes quantity in whole bytes, above 0:
     ``Ki``/``Mi``/``Gi``/``Ti`` or ``k``/``M``/``G``/``T``; ``2GB`` and ``500m`` are refused)."""
-    gpus: int = Field(0, le=MAX_GPUS_PER_POD)
+    gpus: int = Field(default=0, le=MAX_GPUS_PER_POD)
     """``nvidia.com/gpu`` count (0 for CPU workloads, at most 8); GPUs are requested and limited alike."""
 
     @field_validator("cpu", "memory", "gpus", mode="before")

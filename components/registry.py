@@ -57,9 +57,9 @@ class ContainerRegistrySpec(Spec):
     repositories: list[str] = ["serving", "training", "tracking"]
     """Short names of the repositories (``serving``, ``training``, ``tracking``: the images of
     ``serving/Dockerfile``, ``training/Dockerfile`` and ``tracking/Dockerfile``)."""
-    keep_tagged_images: int = Field(50, ge=1, le=1000)
+    keep_tagged_images: int = Field(default=50, ge=1, le=1000)
     """Keep at most this many tagged images per repository."""
-    untagged_expire_days: int = Field(7, ge=1)
+    untagged_expire_days: int = Field(default=7, ge=1)
     """Delete untagged images after this many days."""
     kms_key_arn: StrInput | None = None
     """Encrypt with this KMS key; default: the AWS-managed ECR key (still KMS)."""

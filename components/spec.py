@@ -36,7 +36,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["PROBLEM", "AnyInput", "Problem", "Spec", "StrInput", "StrInputs", "key_of", "raise_problems", "renamed"]
+__all__ = ["PROBLEM", "AnyInput", "Problem", "Spec", "StrInput", "StrInputs", "key_of", "raise_problems"]
 
 PROBLEM = "mlplat_problem"
 """The error type of a problem whose message already shows the user's value (the stack config adds no
@@ -115,16 +115,10 @@ AnyInput = Annotated[Any, "any value or Output"]
 """A value passed through as given (a nested Pulumi input type, a dict with Outputs)."""
 
 
-def renamed(key: str, field: str) -> dict[str, Any]:
-    """``Field`` arguments for a setting whose stack key is not its Python name's camelCase (``cidr`` for
-    ``cidr_block``): the stack file writes `key`, Python callers (and type checkers, which see the field's own
-    name in ``__init__``) write `field`. Not ``alias=``: a type checker without pydantic's plugin would then
-    require the alias as the keyword."""
-    return {"validation_alias": AliasChoices(key, field), "serialization_alias": key}
-
-
 def key_of(name: str, info: FieldInfo) -> str:
-    """The key a stack file writes for field `name`: its :func:`renamed` key, else the generated camelCase alias."""
+    """The key a stack file writes for field `name`: the first choice of its ``validation_alias`` (a renamed key,
+    ``cidr`` for ``cidr_block``, declared with ``serialization_alias`` to match and never with ``alias=``, which a
+    type checker without pydantic's plugin would take as the keyword), else the generated camelCase alias."""
     alias = info.validation_alias
     if isinstance(alias, AliasChoices):
         return str(alias.choices[0])

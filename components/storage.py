@@ -8,11 +8,11 @@ from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
-from pydantic import Field, InstanceOf, field_validator, model_validator
+from pydantic import AliasChoices, Field, InstanceOf, field_validator, model_validator
 
 from mlplat.components.iam import policy_document, rotated_key, statement
 from mlplat.components.options import checked_when_known, component_args
-from mlplat.components.spec import Spec, StrInput, renamed
+from mlplat.components.spec import Spec, StrInput
 
 __all__ = ["ArtifactStore", "ArtifactStoreArgs", "ArtifactStoreSpec", "BucketGrant", "bucket_access_statements"]
 
@@ -58,7 +58,9 @@ class ArtifactStoreSpec(Spec):
     bucket_name: StrInput | None = None
     """A fixed bucket name (a string or another resource's output); default: Pulumi's auto-name from the component
     name."""
-    create_kms_key: bool = Field(True, **renamed("kmsKey", "create_kms_key"))
+    create_kms_key: bool = Field(
+        default=True, validation_alias=AliasChoices("kmsKey", "create_kms_key"), serialization_alias="kmsKey"
+    )
     """Encrypt with a customer-managed KMS key (rotated yearly); else the AWS-managed ``aws/s3`` key. Either way
     SSE-KMS with an S3 bucket key, which cuts KMS request costs."""
     kms_key_arn: StrInput | None = None
@@ -67,11 +69,11 @@ class ArtifactStoreSpec(Spec):
     """Let ``pulumi destroy`` delete a non-empty bucket (dev only)."""
     protect: bool = True
     """Protect the bucket from deletion and retain it if removed from the program (production)."""
-    noncurrent_to_glacier_days: int = Field(30, ge=1)
+    noncurrent_to_glacier_days: int = Field(default=30, ge=1)
     """Move noncurrent object versions to Glacier after this many days."""
-    noncurrent_expire_days: int = Field(365, ge=1)
+    noncurrent_expire_days: int = Field(default=365, ge=1)
     """Delete noncurrent object versions after this many days (more than ``noncurrent_to_glacier_days``)."""
-    abort_multipart_days: int = Field(7, ge=1)
+    abort_multipart_days: int = Field(default=7, ge=1)
     """Abort incomplete multipart uploads after this many days."""
 
     @field_validator("bucket_name")

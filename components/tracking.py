@@ -247,9 +247,9 @@ class DatabaseArgs(Spec):
     """The parameter group family matching ``engine_version``."""
     instance_class: str = "db.t4g.medium"
     """RDS instance class."""
-    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    allocated_storage_gb: int = Field(default=20, ge=20, le=65536)
     """Initial gp3 storage (20 to 65536: RDS's gp3 range)."""
-    max_allocated_storage_gb: int = Field(200, ge=20, le=65536)
+    max_allocated_storage_gb: int = Field(default=200, ge=20, le=65536)
     """Storage autoscaling ceiling."""
     multi_az: bool = True
     """A standby in another AZ with automatic failover."""
@@ -297,9 +297,9 @@ class TrackingSpec(Spec):
     """An MLflow image with psycopg2 and boto3 (the backend URI names the psycopg2 driver), such as the one built
     from ``tracking/Dockerfile``; required by :class:`Tracking` (None: MlPlatform uses the stack's ECR
     ``tracking`` image). Core ``ghcr.io/mlflow/mlflow`` tags are refused: they have neither."""
-    replicas: int = Field(2, le=10)
+    replicas: int = Field(default=2, le=10)
     """MLflow server replicas (1 to 10)."""
-    workers: int = Field(2, le=16)
+    workers: int = Field(default=2, le=16)
     """Server worker processes per replica (1 to 16)."""
     resources: Resources = Resources(cpu="500m", memory="1Gi")
     """Requests and limits per replica."""

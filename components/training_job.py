@@ -56,13 +56,13 @@ class TrainingJobSpec(Spec):
     """MLflow tracking URI. In MlPlatform, None means the platform's own MLflow (as its ``trainer`` identity); a
     URI of another server is used as given, without the platform's credentials, and the model the job registers
     is not created in the platform's registry."""
-    nodes: int = Field(1, le=64)
+    nodes: int = Field(default=1, le=64)
     """Pods (1 = single-node; more = torchrun across an Indexed Job with a headless Service; at most 64)."""
-    processes_per_node: int = Field(1, le=8)
+    processes_per_node: int = Field(default=1, le=8)
     """torchrun processes per pod (usually the GPUs per node; at most 8)."""
     resources: Resources = Resources(cpu="2", memory="8Gi", gpus=1)
     """Requests and limits per pod; ``gpus > 0`` schedules on the tainted GPU pool."""
-    backoff_limit: int = Field(3, ge=0, le=20)
+    backoff_limit: int = Field(default=3, ge=0, le=20)
     """Failures (other than spot preemptions, which are not counted) before the Job fails (0 to 20)."""
     active_deadline_seconds: int = 24 * 3600
     """Wall-clock limit for the whole Job, retries included."""

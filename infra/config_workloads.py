@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from mlplat.components.alarms import PlatformAlarmsSpec
 from mlplat.components.monitoring import MonitoringSpec
 from mlplat.components.monitoring_rules import AlertThresholds
-from mlplat.components.spec import raise_problems, renamed
+from mlplat.components.spec import raise_problems
 from mlplat.components.tracking import TrackingSpec
 from mlplat.components.training_job import TrainingJobSpec
 
@@ -106,7 +106,11 @@ class MonitoringConfig(MonitoringSpec):
 
     enabled: bool = True
     """Deploy the monitoring stack."""
-    thresholds: AlertThresholdsConfig = Field(AlertThresholdsConfig(), **renamed("alerts", "thresholds"))
+    thresholds: AlertThresholdsConfig = Field(
+        default=AlertThresholdsConfig(),
+        validation_alias=AliasChoices("alerts", "thresholds"),
+        serialization_alias="alerts",
+    )
     """When the model-service alerts fire."""
 
 

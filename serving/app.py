@@ -397,11 +397,12 @@ class ServingApp:
         """Whether the wire fast path may serve the inference routes (not with CORS: its middleware is ASGI)."""
         return not self.settings.cors_origins
 
-    def head(self, scope: Scope, waited: float = 0.0) -> RequestHead:
+    def head(self, scope: Scope, waited: float = 0.0, route: str | None = None) -> RequestHead:
         """The request's id, credentials, declared length, route and clocks, from its ASGI scope.
 
         `waited`: how long the request may already have waited unread (a held connection's hold), taken off its
-        deadline so that the caller, who counts from its send, still has its answer within the timeout.
+        deadline so that the caller, who counts from its send, still has its answer within the timeout. `route`:
+        its metrics label (:meth:`route_label`) where the caller has it already.
         """
         started = time.perf_counter()
         given_id = auth = length = None
@@ -422,7 +423,7 @@ class ServingApp:
         return RequestHead(
             method,
             path,
-            self.route_label(path),
+            self.route_label(path) if route is None else route,
             request_id,
             auth,
             int(length) if length is not None and length.isdigit() else None,

@@ -111,10 +111,15 @@ ROUTES: Final = (
 )
 PUBLIC_PATHS: Final = frozenset(route.path for route in ROUTES if route.public)
 _INFERENCE: Final = tuple((route.pattern, route) for route in ROUTES if route.inference)
+# Paths without parameters are looked up directly: every /predict request asks, and a regex costs more.
+_LITERAL: Final = {route.path: route for route in ROUTES if route.inference and "{" not in route.path}
 
 
 def inference_route(path: str) -> tuple[Route, dict[str, str]] | None:
     """The inference route `path` names and its parameters, or None for any other path."""
+    literal = _LITERAL.get(path)
+    if literal is not None:
+        return literal, {}
     for pattern, route in _INFERENCE:
         match = pattern.match(path)
         if match is not None:

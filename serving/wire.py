@@ -62,6 +62,7 @@ class InferenceCycle(RequestResponseCycle):
         self,
         *args: Any,
         server: ServingApp,
+        route: str,
         deadlines: Deadlines,
         waited: float,
         hold: Callable[[float], None],
@@ -70,6 +71,7 @@ class InferenceCycle(RequestResponseCycle):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.server = server
+        self.route = route  # its metrics label
         self.deadlines = deadlines
         self.waited = waited  # how long it may have waited unread behind a hold
         self.hold = hold  # holds this connection after an overload refusal (HeldConnections.hold)
@@ -88,7 +90,7 @@ class InferenceCycle(RequestResponseCycle):
     def begin(self) -> None:
         """The request's turn: run the checks that need no body, then wait for the body (or parse it at once)."""
         server = self.server
-        head = self.head = server.head(self.scope, self.waited)
+        head = self.head = server.head(self.scope, self.waited, self.route)
         try:
             server.check_access(head)
             self.admitted = server.admit(head)
@@ -259,6 +261,11 @@ class Deadlines:
     a 504 comes at most that late. (A request whose body took long to arrive is due before requests queued ahead of
     it; it is put in its place.) The batcher itself refuses (503) a queued request that could no longer be
     answered in time when its batch forms; this catches the rest (a forward that runs long).
+
+    Answered requests also leave the deque's head each time a request is watched, so that their objects are
+    freed at once. Kept until the next check (about a thousand of them at full load), they made the interpreter's
+    cyclic collector run every few dozen requests and walk them all: a tenth of the server's CPU at concurrency
+    64 (docs/benchmarks.md).
     """
 
     def __init__(self, timeout_s: float) -> None:
@@ -269,6 +276,8 @@ class Deadlines:
     def watch(self, deadline: float, answer: Answer, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Fail `answer` with :class:`RequestTimedOut` if it is not done by `deadline` (event-loop time)."""
         waiting = self._waiting
+        while waiting and waiting[0][1].done():  # the answered leave as new ones come, not all at the next check
+            waiting.popleft()
         if not waiting or deadline >= waiting[-1][0]:
             waiting.append((deadline, answer))
         else:
@@ -369,7 +378,8 @@ class _FastPath(HttpToolsProtocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        if self.serving.route_label(self.root_path + path) == "other":
+        route = self.serving.route_label(self.root_path + path)
+        if route == "other":
             super().on_headers_complete()
             return
         http_version = self.parser.get_http_version()
@@ -381,14 +391,15 @@ class _FastPath(HttpToolsProtocol):
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = url.query or b""
         previous = self.cycle
-        self.cycle = self._inference_cycle(scope, keep_alive=http_version != "1.0" and self.parser.should_keep_alive())
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        self.cycle = self._inference_cycle(scope, route, keep_alive)
         if previous is None or previous.response_complete:
             self._start_asgi_task(self.cycle, self.app)
         else:  # pipelined behind a request still being answered: its turn comes in on_response_complete
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, self.app))
 
-    def _inference_cycle(self, scope: Any, keep_alive: bool) -> InferenceCycle:
+    def _inference_cycle(self, scope: Any, route: str, keep_alive: bool) -> InferenceCycle:
         cycle = InferenceCycle(
             scope=scope,
             transport=self.transport,
@@ -402,6 +413,7 @@ class _FastPath(HttpToolsProtocol):
             keep_alive=keep_alive,
             on_response=self.on_response_complete,
             server=self.serving,
+            route=route,
             deadlines=self.deadlines,
             waited=self.waited,
             hold=self.hold,

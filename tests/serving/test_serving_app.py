@@ -68,6 +68,10 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(mlp_server
         ({"inputs": [[1.0] * 3 + ["x"] + [1.0] * 4]}, "Expected `float`, got `str` - at `$.inputs[0][3]`"),
         ({"inputs": [[True] * FEATURES]}, "Expected `float`, got `bool`"),
         ({"inputs": [[1e39] * FEATURES]}, "<= 3.4028234663852886e+38 - at `$.inputs[0][0]`"),
+        (
+            {"inputs": [[1.0] * FEATURES, [1.0] * 5 + [-1e39, 1.0, 1.0]]},
+            ">= -3.4028234663852886e+38 - at `$.inputs[1][5]`",
+        ),
         ({"inputs": []}, "length >= 1 - at `$.inputs`"),
         ({"instances": [[1.0] * FEATURES]}, "missing required field `inputs`"),
         ([[1.0] * FEATURES], "Expected `object`, got `array`"),

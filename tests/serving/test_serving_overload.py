@@ -125,6 +125,39 @@ def test_v2_accepts_flat_and_nested_data_and_ints_for_floats() -> None:
         assert array.dtype == np.float32 and array.tolist() == [[1.0, 2.5], [3.0, 4.0]]
 
 
+@pytest.mark.parametrize(
+    ("dtype", "rows", "fragment"),
+    [
+        (np.float32, [[1.0, 2.0], [3.0, -1e39]], "Expected `float` >= -3.4028234663852886e+38 - at `$.inputs[1][1]`"),
+        (np.float32, [[1.0, 3.5e38], [1e39, 1.0]], "Expected `float` <= 3.4028234663852886e+38 - at `$.inputs[0][1]`"),
+        (np.float16, [[1.0, 65520.0], [1.0, 1.0]], "Expected `float` <= 65504.0 - at `$.inputs[0][1]`"),
+        (np.int8, [[1, 128], [1, 1]], "Expected `int` <= 127 - at `$.inputs[0][1]`"),
+        (np.float32, [[1.0, True], [1.0, 1.0]], "Expected `float`, got `bool` - at `$.inputs[0][1]`"),
+    ],
+)
+def test_predict_values_outside_the_dtype_range_are_refused_at_the_first_one(
+    dtype: type, rows: list[list[object]], fragment: str
+) -> None:
+    from mlplat.serving.schema import PredictDecoder, TensorSpec
+
+    decoder = PredictDecoder(TensorSpec("x", np.dtype(dtype), (-1, 2)), 1024)
+    with pytest.raises(InputError) as raised:
+        decoder.decode(json.dumps({"inputs": rows}).encode())
+    assert fragment in str(raised.value)
+    assert "where each row is 2 " in str(raised.value)  # and what is allowed
+
+
+def test_predict_floats_at_the_edge_of_the_range_keep_their_values() -> None:
+    from mlplat.serving.schema import PredictDecoder, TensorSpec
+
+    rows = [[3.4028234663852886e38, -3.4028234663852886e38, 0.1, 1e-40], [1e300, 2, 3, 4]]
+    narrow = PredictDecoder(TensorSpec("x", np.dtype(np.float32), (-1, 4)), 1024)
+    got = narrow.decode(json.dumps({"inputs": rows[:1]}).encode())
+    assert got.dtype == np.float32 and got.tolist() == np.asarray(rows[:1], dtype=np.float32).tolist()
+    wide = PredictDecoder(TensorSpec("x", np.dtype(np.float64), (-1, 4)), 1024)  # a double's range is JSON's
+    assert wide.decode(json.dumps({"inputs": rows}).encode()).tolist() == [[float(v) for v in r] for r in rows]
+
+
 # -- reject early: the body limit from the model's rows ---------------------------------------------------------
 
 

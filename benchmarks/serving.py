@@ -375,12 +375,14 @@ def measure_rounds(servers: dict[str, Server], reference: InProcess, load: Load,
             after_metrics, after_cpu = live.metrics(), live.cpu_seconds()
             requests = point["rps"] * load.duration
             # CPU time per request over the warm-up and the measured run (the server does nothing else meanwhile)
-            point["cpu_us"] = (after_cpu - before_cpu) / max(1.0, requests * (1 + load.warmup / load.duration)) * 1e6
+            served = max(1.0, requests * (1 + load.warmup / load.duration))
+            point["cpu_us"] = (after_cpu - before_cpu) / served * 1e6
             batches = after_metrics.get("mlplat_batch_size_count", 0) - before_metrics.get("mlplat_batch_size_count", 0)
             if batches > 0:
                 point["mean_batch"] = (
                     after_metrics["mlplat_batch_size_sum"] - before_metrics["mlplat_batch_size_sum"]
                 ) / batches
+                point["gc_per_1k"] = (_collections(after_metrics) - _collections(before_metrics)) / served * 1000
             samples.setdefault(step, []).append(point)
             print(kind, concurrency, json.dumps(point), flush=True)
         for step, measured in samples.items():
@@ -388,6 +390,11 @@ def measure_rounds(servers: dict[str, Server], reference: InProcess, load: Load,
             combined["errors"] = sum(m["errors"] for m in measured)
             result.points.setdefault(step, []).append(combined)
     return result
+
+
+def _collections(metrics: dict[str, float]) -> float:
+    """The cyclic collector's runs so far, every generation (prometheus-client's gc collector)."""
+    return sum(value for name, value in metrics.items() if name.startswith("python_gc_collections_total{"))
 
 
 @dataclass
@@ -552,8 +559,8 @@ def render(
         f"**{reference['batch32_json']:,.0f} rows/s** (median of the rounds), the reference below.",
         "",
         "| server | concurrency | req/s [range] | x reference | p50 ms | p99 ms | p99/p50 | errors | server CPU us/req"
-        " | mean batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | mean batch | collector runs per 1,000 req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, concurrency in POINTS:
         samples = results.points[(kind, concurrency)]
@@ -562,11 +569,14 @@ def render(
         tail = [p["p99_ms"] / p["p50_ms"] for p in samples]
         batches = [p["mean_batch"] for p in samples if "mean_batch" in p]
         batch = f"{_median(batches):.1f}" if batches else "1 (none)"
+        collections = [p["gc_per_1k"] for p in samples if "gc_per_1k" in p]
+        runs = f"{_median(collections):.1f}" if collections else "(not exported)"
         lines.append(
             f"| {VARIANTS[kind]} | {concurrency} | {_median(rps):,.0f} [{_range(rps, '{:,.0f}')}] | "
             f"{_median(ratio):.2f} | {results.median(kind, concurrency, 'p50_ms'):.2f} | "
             f"{results.median(kind, concurrency, 'p99_ms'):.2f} | {_median(tail):.2f} | "
-            f"{sum(int(p['errors']) for p in samples)} | {results.median(kind, concurrency, 'cpu_us'):.0f} | {batch} |"
+            f"{sum(int(p['errors']) for p in samples)} | {results.median(kind, concurrency, 'cpu_us'):.0f} | {batch} | "
+            f"{runs} |"
         )
 
     def verdict(ok: bool) -> str:

@@ -14,7 +14,10 @@ Exposed at `GET /metrics`:
   ``header_too_large``, ``evicted``, ``refused``; :mod:`mlplat.serving.connection`);
 - ``mlplat_requests_shed_total{reason}``: requests refused at once with 503 (``deadline``: could not finish in
   time, ``queue_full``);
-- ``mlplat_feature_drift_psi{feature}`` and ``mlplat_drift_window_rows`` when the model has reference stats.
+- ``mlplat_feature_drift_psi{feature}`` and ``mlplat_drift_window_rows`` when the model has reference stats;
+- prometheus-client's ``python_gc_collections_total{generation}`` and object counts: the cyclic collector's
+  runs, which cost latency and CPU when requests leave garbage or stay referenced longer than they must
+  (docs/benchmarks.md reports them per 1,000 requests).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -88,6 +92,7 @@ class ServingMetrics:
         r = self.registry
         self.requests = RequestStats()
         r.register(self.requests)
+        GCCollector(registry=r)  # read at scrape time (gc.get_stats()): nothing is paid per request
         self.batch_size = Histogram("mlplat_batch_size", "Rows per forward pass", buckets=_BATCH_BUCKETS, registry=r)
         self.inference = Histogram(
             "mlplat_inference_duration_seconds",

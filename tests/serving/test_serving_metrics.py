@@ -19,8 +19,10 @@ def test_metrics_are_exposed_in_prometheus_text_format(mlp_server: LiveServer) -
         "mlplat_model_load_seconds",
         "mlplat_model_info",
         "mlplat_ready",
+        "python_gc_collections_total",  # the cyclic collector's runs, by generation
     ):
         assert f"# TYPE {family} " in response.text, family
+    assert 'python_gc_collections_total{generation="0"}' in response.text
 
 
 def test_request_batch_and_inference_metrics_move_with_traffic(mlp_server: LiveServer) -> None:

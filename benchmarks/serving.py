@@ -531,6 +531,7 @@ def render(
     """The markdown section: method, in-process limit, the table, the targets, the storm."""
     rounds = len(results.reference)
     reference = {**forward, "batch32_json": _median([r["batch32_json"] for r in results.reference])}
+    json_us = 1e6 / reference["batch32_json"] - 1e6 / reference["batch32"]  # the reference's JSON, per row
     lines = [
         "## Model server (`benchmarks/serving.py`)",
         "",
@@ -616,14 +617,18 @@ def render(
         f"dispatcher [{_range(fast)}]; mlplat serves {_median(naive):.1f}x the naive server at concurrency {TOP}. "
         f"Answers were checked against the in-process forward before the loads (largest difference {max_error:.1e}).",
         "",
-        f"Where a request's server CPU goes at concurrency {TOP} (~100 us on a quiet machine): the forward's share "
-        f"of a batch of {MAX_BATCH} (~40 us), the JSON body's strict decode (msgspec, ~13 us), the kernel's receive "
-        "and send on loopback (~15 us) and ~30 us of Python in uvicorn's parser callbacks, the fast path, the batcher "
-        "and the guard; the reference pays the forward and ~11 us of JSON, so ~0.6x is near what this design can "
-        "reach on one CPU. p99/p50 near 1.5 is what a closed loop of 64 clients over batches of 32 gives: a request "
-        "waits for the batch in progress and then its own, one that just misses its batch a third. These three "
+        f"Where a request's server CPU goes at concurrency {TOP} (~100-110 us when the machine is quiet): the "
+        f"forward's share of a batch of {MAX_BATCH} (~40 us), the JSON body's strict decode (msgspec, ~13 us), the "
+        "kernel's receive and send on loopback (~10-15 us) and ~30 us of Python in uvicorn's parser callbacks, the "
+        f"fast path, the batcher and the guard; the reference pays the forward and ~{json_us:.0f} us of JSON, so "
+        "~0.6x is near what this design can reach on one CPU. The cyclic garbage collector used to take another "
+        "tenth: the deadline watch kept each answered request alive until its next check (up to 50 ms, a thousand "
+        "requests), so the collector ran every ~80 requests and walked them all; it now runs less than once per "
+        "1,000 (last column). p99/p50 near 1.5 is what a closed loop of 64 clients over batches of 32 gives: a "
+        "request waits for the batch in progress and then its own, one that just misses its batch a third. These "
         "targets sit within a few percent of their limits, and other work on this shared machine moves them by "
-        "more than that between runs (see the ranges).",
+        "more than that between runs (see the ranges): the server's cost per request (syscalls, cache misses) "
+        "moves more with it than the compute-bound reference does.",
     ]
     if storm is not None:
         lines += ["", *render_storm(storm)]

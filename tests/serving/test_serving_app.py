@@ -147,7 +147,9 @@ def test_a_full_queue_answers_503_with_retry_after(serve: Any) -> None:
     with serve(model, **settings) as live, ThreadPoolExecutor(6) as pool, live.client() as client:
         # one request on the worker, two waiting, then the queue is full
         futures = [pool.submit(predict, client, [[1.0, 2.0, 3.0, 4.0]]) for _ in range(3)]
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10  # not a fixed sleep: on a busy machine the three take longer to queue
+        while (live.app.batcher is None or live.app.batcher.depth < 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
         rejected = predict(client, [[1.0, 2.0, 3.0, 4.0]])
         accepted = [f.result() for f in futures]
     assert rejected.status_code == 503

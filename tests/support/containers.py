@@ -247,7 +247,10 @@ class Probe:
     headers: dict[str, str]
     timeout_s: float
     budget_s: float
-    """How long a kubelet would wait for success: initialDelaySeconds + failureThreshold x periodSeconds."""
+    """How long a kubelet would wait for success: initialDelaySeconds + failureThreshold x periodSeconds; for a
+    readiness probe, which a kubelet never gives up on (an unready pod only stays out of its Service), how long a
+    test waits."""
+    gives_up: bool = True  # whether the kubelet acts when the budget runs out (startup, liveness)
 
     def ok(self) -> bool:
         request = urllib.request.Request(self.url, headers=self.headers)
@@ -285,14 +288,12 @@ class Running:
         local = self.ports[self.named_ports[port] if isinstance(port, str) else port]
         return f"http://{LOOPBACK}:{local}{path}"
 
-    def wait_until(self, probe_name: str, budget_s: float | None = None) -> float:
-        """Poll the probe (faster than its period) until it succeeds within the kubelet's budget (or `budget_s`,
-        for a probe the kubelet never gives up on); seconds taken."""
+    def wait_until(self, probe_name: str) -> float:
+        """Poll the probe (faster than its period) until it succeeds within its budget; seconds taken."""
         probe = self.probes[probe_name]
-        budget = probe.budget_s if budget_s is None else budget_s
         started = time.monotonic()
         last_check = 0.0
-        while time.monotonic() - started < budget:
+        while time.monotonic() - started < probe.budget_s:
             if probe.ok():
                 return time.monotonic() - started
             if time.monotonic() - last_check > 2:
@@ -305,8 +306,8 @@ class Running:
                     )
             time.sleep(0.3)
         raise ContainerFailed(
-            f"{self.name}: the {probe_name} probe {probe.url} did not pass within {budget:.0f} s"
-            + (", when the kubelet would give up" if budget_s is None else "")
+            f"{self.name}: the {probe_name} probe {probe.url} did not pass within {probe.budget_s:.0f} s"
+            + (", when the kubelet would give up" if probe.gives_up else "")
             + f":\n{self.logs()}"
         )
 
@@ -587,12 +588,14 @@ class LocalKubelet:
         if get.get("scheme", "HTTP") != "HTTP":
             raise SpecError(f"{container['name']}: {kind} uses {get['scheme']}; not implemented here")
         budget = spec.get("initialDelaySeconds", 0) + spec.get("failureThreshold", 3) * spec.get("periodSeconds", 10)
+        gives_up = kind != "readinessProbe"  # the model server is unready until its model loads, however long
         headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
         return Probe(
             f"http://{LOOPBACK}:{ports[number]}{get.get('path', '/')}",
             headers,
             float(spec.get("timeoutSeconds", 1)),
-            float(budget),
+            float(budget) if gives_up else READINESS_WAIT_S,
+            gives_up,
         )
 
     def docker_run_args(
@@ -665,9 +668,7 @@ class LocalKubelet:
         if first in running.probes:
             taken[first] = running.wait_until(first)
         if "readinessProbe" in running.probes:
-            # A kubelet never gives up on readiness: an unready pod only stays out of its Service (the model server
-            # is unready until its model loads, which on a busy machine can take longer than period x failures).
-            taken["readinessProbe"] = running.wait_until("readinessProbe", budget_s=READINESS_WAIT_S)
+            taken["readinessProbe"] = running.wait_until("readinessProbe")
         return taken
 
     def cleanup(self) -> None:

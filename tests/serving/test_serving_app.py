@@ -142,7 +142,7 @@ def test_the_api_key_is_required_on_inference_but_not_on_health(serve: Any, mlfl
 
 
 def test_a_full_queue_answers_503_with_retry_after(serve: Any) -> None:
-    model = slow_model(0.4)
+    model = slow_model(2.0)  # long enough that all three are queued while the first computes, on a busy machine too
     settings = {"max_batch_size": 1, "queue_limit": 2, "request_timeout_s": 10}
     with serve(model, **settings) as live, ThreadPoolExecutor(6) as pool, live.client() as client:
         # one request on the worker, two waiting, then the queue is full

@@ -19,6 +19,8 @@ import numpy as np
 from annotated_types import Len
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from mlplat.serving.flat_rows import FlatRowsParser
+
 # KServe V2 / Open Inference Protocol tensor datatypes and the numpy dtypes they map to.
 V2_DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -124,7 +126,9 @@ class PredictDecoder:
 
     The msgspec type mirrors :func:`predict_request_model`: exact row lengths where the spec fixes them, JSON
     ints accepted for floats, no bools for numbers, no fractions for ints, and values bounded by the dtype's
-    range, so the array needs no further checks.
+    range, so the array needs no further checks. Rows of one fixed width of floats, the common case, are first
+    offered to :class:`~mlplat.serving.flat_rows.FlatRowsParser`, which returns the same array for the bodies this
+    decoder accepts, in about half the time, and leaves every other body to it.
     """
 
     def __init__(self, spec: TensorSpec | None, max_rows: int) -> None:
@@ -140,6 +144,7 @@ class PredictDecoder:
         inputs = Annotated[list[row], msgspec.Meta(min_length=1, max_length=max_rows)]
         request = msgspec.defstruct("PredictRequest", [("inputs", inputs)])
         self._decoder = msgspec.json.Decoder(request)
+        self._flat_rows = FlatRowsParser.for_spec(spec, max_rows)
         if spec is None:
             self._expected = 'expected {"inputs": [row, ...]} with rows of numbers'
         else:
@@ -147,6 +152,14 @@ class PredictDecoder:
 
     def decode(self, body: bytes) -> np.ndarray:
         """The rows of a `/predict` body as an array (first dimension: rows)."""
+        if self._flat_rows is not None:
+            array = self._flat_rows.parse(body)
+            if array is not None:
+                return array
+        return self.decode_strict(body)
+
+    def decode_strict(self, body: bytes) -> np.ndarray:
+        """:meth:`decode` by msgspec alone: every body, valid or not (the error says where and what is expected)."""
         try:
             rows = self._decoder.decode(body).inputs  # type: ignore[attr-defined]
         except msgspec.ValidationError as exc:

@@ -66,14 +66,15 @@ VARIANTS = {
     "mlplat": "mlplat",
     "no-guard": "mlplat, connection limits off",
     "asgi": "mlplat, fast path off (ASGI dispatcher)",
+    "strict": "mlplat, strict JSON decoder only (no simdjson)",
 }
 POINTS = [("naive", c) for c in CONCURRENCY] + [("mlplat", c) for c in CONCURRENCY]
-POINTS += [("no-guard", TOP), ("asgi", TOP)]
+POINTS += [("no-guard", TOP), ("asgi", TOP), ("strict", TOP)]
 # One round, in this order: the in-process reference next to the point it is compared with; mlplat and mlplat
 # without its connection limits as A B B A (what the limits cost is a few percent: a drifting machine would
 # otherwise decide it); each naive point next to mlplat's.
 ROUND: list[tuple[str, int] | None] = [None, ("mlplat", TOP), ("no-guard", TOP), ("no-guard", TOP), ("mlplat", TOP)]
-ROUND += [("asgi", TOP), ("naive", TOP), ("mlplat", 16), ("naive", 16), ("mlplat", 1), ("naive", 1)]
+ROUND += [("asgi", TOP), ("strict", TOP), ("naive", TOP), ("mlplat", 16), ("naive", 16), ("mlplat", 1), ("naive", 1)]
 
 WRK_SCRIPT = """
 local bodies, i = {}, 0
@@ -269,9 +270,13 @@ def server(kind: str, model_dir: Path, cpu: int, probe: bytes, **settings: str) 
 
 def serve_variant(kind: str, model: str, port: int) -> None:
     """`--serve`: what `mlplat serve` runs, with one part off (`no-guard`: the connection limits; `asgi`: the
-    wire fast path)."""
+    wire fast path; `strict`: the simdjson decode of /predict rows, serving/flat_rows.py)."""
+    from mlplat.serving.schema import PredictDecoder
     from mlplat.serving.server import run
     from mlplat.serving.settings import load_settings
+
+    if kind == "strict":  # every body through msgspec, as before the fast decode (a benchmark-only switch)
+        PredictDecoder.decode = PredictDecoder.decode_strict
 
     settings = load_settings(model_uri=model, port=port, max_batch_size=MAX_BATCH, log_level="warning")
     run(settings, fast_path=kind != "asgi", connection_guard=kind != "no-guard")
@@ -469,7 +474,7 @@ def main() -> None:
     parser.add_argument("--no-storm", action="store_true", help="skip the goodput measurement")
     parser.add_argument("--storm-only", action="store_true", help="only the goodput measurement, printed (not written)")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
-    parser.add_argument("--serve", choices=["no-guard", "asgi"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["no-guard", "asgi", "strict"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -549,9 +554,10 @@ def render(
         "other variants, and each naive point next to mlplat's. Ratios are taken within a round and their median "
         "reported (range over the rounds in brackets). Server CPU per request is the "
         "process's user + system time over the point, which other work on the machine disturbs far less than "
-        f"throughput. mlplat: `mlplat serve --max-batch-size {MAX_BATCH}` (no batch window); the two variants "
-        "are the same server with its connection limits (read timeouts, connection cap, header limit) off, and "
-        "with the inference routes on the ASGI dispatcher instead of the wire fast path. Naive: FastAPI, pydantic "
+        f"throughput. mlplat: `mlplat serve --max-batch-size {MAX_BATCH}` (no batch window); the three variants "
+        "are the same server with its connection limits (read timeouts, connection cap, header limit) off, "
+        "with the inference routes on the ASGI dispatcher instead of the wire fast path, and with every body "
+        "decoded by the strict msgspec decoder instead of simdjson's fast path. Naive: FastAPI, pydantic "
         "body, one forward per request inline in an `async def` route.",
         "",
         f"(a) In-process, server CPU, one thread: forward at batch 1: "
@@ -595,6 +601,11 @@ def render(
         for a, b in zip(results.points[("mlplat", TOP)], results.points[("no-guard", TOP)], strict=True)
     ]
     fast = results.ratios(("mlplat", TOP, "rps"), ("asgi", TOP, "rps"))
+    decode = results.ratios(("mlplat", TOP, "rps"), ("strict", TOP, "rps"))
+    decode_cpu = [
+        a["cpu_us"] / b["cpu_us"]
+        for a, b in zip(results.points[("mlplat", TOP)], results.points[("strict", TOP)], strict=True)
+    ]
     naive = results.ratios(("mlplat", TOP, "rps"), ("naive", TOP, "rps"))
     errors = sum(int(p["errors"]) for (kind, _), samples in results.points.items() for p in samples if kind != "naive")
     lines += [
@@ -614,15 +625,20 @@ def render(
         f"- errors (mlplat, every variant): {errors} (target 0: {verdict(errors == 0)}).",
         "",
         f"For context: the wire fast path gives {_median(fast):.2f}x the throughput of the same server on its ASGI "
-        f"dispatcher [{_range(fast)}]; mlplat serves {_median(naive):.1f}x the naive server at concurrency {TOP}. "
+        f"dispatcher [{_range(fast)}], and its simdjson decode of /predict rows {_median(decode):.2f}x the "
+        f"throughput of the same server with the strict decoder alone [{_range(decode)}] at "
+        f"{_median(decode_cpu):.2f}x its CPU per request [{_range(decode_cpu)}]; mlplat serves "
+        f"{_median(naive):.1f}x the naive server at concurrency {TOP}. "
         f"Answers were checked against the in-process forward before the loads (largest difference {max_error:.1e}).",
         "",
-        f"Where a request's server CPU goes at concurrency {TOP} (~100-110 us when the machine is quiet): the "
-        f"forward's share of a batch of {MAX_BATCH} (~40 us), the JSON body's strict decode (msgspec, ~13 us), the "
-        "kernel's receive and send on loopback (~10-15 us) and ~30 us of Python in uvicorn's parser callbacks, the "
-        f"fast path, the batcher and the guard; the reference pays the forward and ~{json_us:.0f} us of JSON, so "
-        "~0.6x is near what this design can reach on one CPU. The cyclic garbage collector used to take another "
-        "tenth: the deadline watch kept each answered request alive until its next check (up to 50 ms, a thousand "
+        f"Where a request's server CPU goes at concurrency {TOP} (~90-110 us): the forward's share of a batch of "
+        f"{MAX_BATCH} (~40 us alone, 50-53 us measured on the server's worker thread: the loop's work between "
+        "forwards slows it), the JSON body's decode (~8 us: simdjson straight into an array of doubles, "
+        "serving/flat_rows.py; the strict msgspec decoder, which makes a Python float of each value, took ~13), the "
+        "kernel's receive and send on loopback (~10-15 us) and ~20 us of Python in uvicorn's parser callbacks, the "
+        f"fast path, the batcher and the guard; the reference pays the forward and ~{json_us:.0f} us of JSON "
+        "(orjson). The cyclic garbage collector used to take another tenth: the deadline watch kept each answered "
+        "request alive until its next check (up to 50 ms, a thousand "
         "requests), so the collector ran every ~80 requests and walked them all; it now runs less than once per "
         "1,000 (last column). p99/p50 near 1.5 is what a closed loop of 64 clients over batches of 32 gives: a "
         "request waits for the batch in progress and then its own, one that just misses its batch a third. These "

@@ -21,7 +21,11 @@ same way and says precisely what is wrong with the rest. What is shown, and how:
   their sum of squares staying below that value's square (a float64 row needs no check: simdjson refuses a number
   a double cannot hold).
 
-tests/serving/test_flat_rows.py holds both decoders to this over valid bodies and a corpus of near misses.
+:func:`flat_floats` does the same for a KServe V2 tensor's flat ``data`` (``[0.5, 1, ...]``: one ``[``, numbers only),
+against the V2 decoder's strict parse, which casts to the datatype and refuses what overflows it.
+
+tests/serving/test_flat_rows.py holds both fast paths to their strict decoders over valid bodies and a corpus of near
+misses.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ if TYPE_CHECKING:  # schema's decoder builds this parser
 
 # What simdjson raises for a document it refuses (syntax, types, depth, size) or while it holds another one.
 _REFUSED = (ValueError, TypeError, LookupError, RuntimeError, MemoryError)
+_V2_DATA = simdjson.Parser()  # flat_floats's; used on the event loop
 
 
 class FlatRowsParser:
@@ -49,8 +54,7 @@ class FlatRowsParser:
         self.dtype = dtype
         self.width = width
         self.max_rows = max_rows
-        largest = float(np.finfo(dtype).max)  # msgspec's bound (le, ge); a double holds all JSON numbers simdjson reads
-        self._bound = None if dtype == np.float64 else largest * largest
+        self._bound = _squares_bound(dtype)
         self._parser = simdjson.Parser()
 
     @classmethod
@@ -73,11 +77,7 @@ class FlatRowsParser:
         rows = len(values) // self.width
         if not _arrays_only_at_rows(body, rows):
             return None
-        # Every value within the range: no square reaches the largest value's, so neither does their sum (terms
-        # >= 0, rounding monotone); a sum that does, or overflows to inf, goes to the strict decoder. vdot: one
-        # pass, no temporary, and unlike dot it raises no overflow warning (2 us less than abs().max() at load).
-        bound = self._bound
-        if bound is not None and not float(np.vdot(values, values)) < bound:
+        if not _within(values, self._bound):
             return None
         return values.astype(self.dtype).reshape(rows, self.width)
 
@@ -108,3 +108,42 @@ def _arrays_only_at_rows(body: bytes | bytearray, rows: int) -> bool:
         if at == 0:
             return False
     return body.find(b"[", at) == -1
+
+
+def flat_floats(data: bytes, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """A V2 tensor's flat `data` (a JSON array of numbers) as a 1-D `dtype` array, or ``None`` where the strict
+    decoder must decide (nested data, anything not a number, a value that may not fit the dtype, invalid JSON)."""
+    if dtype.kind != "f" or data[:1] != b"[":
+        return None
+    try:
+        values = _doubles(data)
+    except _REFUSED:
+        return None
+    if values is None or data.find(b"[", 1) != -1 or not _within(values, _squares_bound(dtype)):
+        return None
+    return values.astype(dtype)
+
+
+def _doubles(data: bytes) -> np.ndarray | None:
+    # As FlatRowsParser._values: the document's proxies must be gone before the parser's next document.
+    document = _V2_DATA.parse(data)
+    if not isinstance(document, simdjson.Array):
+        return None
+    return np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)
+
+
+def _squares_bound(dtype: np.dtype[Any]) -> float | None:
+    """The square of the dtype's largest finite value (its range's bound for msgspec and for a cast); None for
+    float64, whose range holds every number simdjson reads (it refuses the others)."""
+    if dtype == np.float64:
+        return None
+    largest = float(np.finfo(dtype).max)
+    return largest * largest
+
+
+def _within(values: np.ndarray, squares_bound: float | None) -> bool:
+    """Whether every value is at most the dtype's largest in magnitude, shown by their sum of squares staying below
+    the bound: no square reaches it, so neither does the sum (terms >= 0, rounding monotone). A sum that does, or
+    overflows to inf, goes to the strict decoder. vdot: one pass, no temporary, and unlike dot it raises no
+    overflow warning (2 us less than abs().max() at full load)."""
+    return squares_bound is None or float(np.vdot(values, values)) < squares_bound

@@ -19,7 +19,7 @@ import numpy as np
 from annotated_types import Len
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from mlplat.serving.flat_rows import FlatRowsParser
+from mlplat.serving.flat_rows import FlatRowsParser, flat_floats
 
 # KServe V2 / Open Inference Protocol tensor datatypes and the numpy dtypes they map to.
 V2_DATATYPES: dict[str, np.dtype[Any]] = {
@@ -306,6 +306,13 @@ def _check_declared(given: V2Input, spec: TensorSpec | None, max_rows: int, wher
 
 
 def _v2_values(given: V2Input, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """`data` parsed for its datatype (flat, else nested as deep as the shape), as an array: flat floats by
+    :func:`~mlplat.serving.flat_rows.flat_floats` where it can, the rest by :func:`v2_values_strict`."""
+    array = flat_floats(bytes(given.data), dtype)
+    return array if array is not None else v2_values_strict(given, dtype, where)
+
+
+def v2_values_strict(given: V2Input, dtype: np.dtype[Any], where: str) -> np.ndarray:
     """`data` parsed strictly for its datatype (flat, else nested as deep as the shape), as an array."""
     try:
         values = _data_decoder(dtype.kind, 1).decode(given.data)

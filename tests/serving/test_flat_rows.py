@@ -7,14 +7,15 @@ import json
 import warnings
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlplat.serving.flat_rows import FlatRowsParser
-from mlplat.serving.schema import InputError, PredictDecoder, TensorSpec
+from mlplat.serving.flat_rows import FlatRowsParser, flat_floats
+from mlplat.serving.schema import InputError, PredictDecoder, TensorSpec, V2Input, v2_values_strict
 
 MAX_ROWS = 4
 DTYPES = [np.float16, np.float32, np.float64]
@@ -220,3 +221,63 @@ def test_any_json_body_is_parsed_as_the_strict_decoder_would_or_left_to_it(
 def test_only_fixed_width_rows_of_floats_have_a_fast_path(spec: TensorSpec | None) -> None:
     assert FlatRowsParser.for_spec(spec, MAX_ROWS) is None
     assert FlatRowsParser.for_spec(TensorSpec("x", np.dtype(np.float32), (-1, 3)), MAX_ROWS) is not None
+
+
+# -- V2: a tensor's flat data ---------------------------------------------------------------------------------------
+
+DATATYPE = {np.float16: "FP16", np.float32: "FP32", np.float64: "FP64"}
+
+
+def assert_v2_sound(dtype: Any, data: bytes) -> np.ndarray | None:
+    """flat_floats's array for `data` is None, or exactly what the V2 decoder's strict parse gives (which may then
+    be refused by its caller for overflow: flat_floats never returns what overflows)."""
+    parsed = flat_floats(data, np.dtype(dtype))
+    if parsed is None:
+        return None
+    given = V2Input(name="x", shape=[len(parsed)], datatype=DATATYPE[dtype], data=msgspec.Raw(data))
+    strict = v2_values_strict(given, np.dtype(dtype), "input 'x'")
+    assert parsed.dtype == strict.dtype and parsed.shape == strict.shape
+    assert parsed.tobytes() == strict.tobytes(), (data, parsed, strict)
+    assert np.isfinite(parsed).all()
+    return parsed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70), max_size=8),
+)
+def test_v2_flat_data_parses_to_exactly_the_strict_array(dtype: Any, values: list[Any]) -> None:
+    data = json.dumps(values).encode()
+    parsed = assert_v2_sound(dtype, data)
+    largest = float(np.finfo(dtype).max)
+    if all(abs(v) <= largest / 16 for v in values) and all(abs(v) < 2**63 for v in values if isinstance(v, int)):
+        assert parsed is not None, data
+
+
+@settings(max_examples=300, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), data=json_values)
+def test_v2_data_of_any_json_is_parsed_as_the_strict_decoder_would_or_left_to_it(dtype: Any, data: Any) -> None:
+    assert_v2_sound(dtype, json.dumps(data).encode())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[[1.0, 2.0], [3.0, 4.0]]",
+        b"[1.0, [2.0]]",
+        b"[1.0, true]",
+        b"[1.0, null]",
+        b'[1.0, "2"]',
+        b"[NaN]",
+        b"[1e400]",
+        b"[3.4028235e38]",
+        b"{}",
+        b"1.0",
+        b" [1.0]",
+        b"[1.0,]",
+    ],
+)
+def test_v2_data_that_is_not_flat_numbers_in_range_is_left_to_the_strict_decoder(data: bytes) -> None:
+    assert flat_floats(data, np.dtype(np.float32)) is None
+    assert flat_floats(b"[1.0, 2]", np.dtype(np.float32)) is not None  # and the parser is free again

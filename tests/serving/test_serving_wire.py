@@ -348,3 +348,49 @@ def test_an_answered_request_is_released_when_the_next_is_watched_not_at_the_nex
         gc.enable()
     assert kept_while_alone  # the deque held it (so the test can fail)
     assert released
+
+
+def test_an_inference_cycle_holds_all_the_state_uvicorns_cycle_constructor_sets() -> None:
+    """InferenceCycle sets uvicorn's cycle attributes itself (no call through its constructor): a uvicorn release
+    that adds one fails here, not on a connection."""
+    from types import SimpleNamespace
+
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from mlplat.serving.wire import InferenceCycle
+
+    transport, flow, logger, on_response, headers = object(), object(), object(), object(), [(b"server", b"x")]
+    uvicorns = RequestResponseCycle(
+        scope={"type": "http"},  # type: ignore[arg-type]
+        transport=transport,  # type: ignore[arg-type]
+        flow=flow,  # type: ignore[arg-type]
+        logger=logger,  # type: ignore[arg-type]
+        access_logger=logger,  # type: ignore[arg-type]
+        access_log=False,
+        default_headers=headers,
+        message_event=asyncio.Event(),
+        expect_100_continue=True,
+        keep_alive=False,
+        on_response=on_response,  # type: ignore[arg-type]
+    )
+    protocol = SimpleNamespace(
+        transport=transport,
+        flow=flow,
+        logger=logger,
+        access_logger=logger,
+        access_log=False,
+        server_state=SimpleNamespace(default_headers=headers),
+        on_response_complete=on_response,
+        expect_100_continue=True,
+        serving=SimpleNamespace(settings=SimpleNamespace(max_body_bytes=1024)),
+        deadlines=object(),
+        waited=0.0,
+        hold=object(),
+        held=SimpleNamespace(release_oldest=object()),
+    )
+    ours = InferenceCycle(protocol, {"type": "http"}, "predict", False)  # type: ignore[arg-type]
+    theirs, mine = vars(uvicorns), vars(ours)
+    assert set(theirs) <= set(mine), sorted(set(theirs) - set(mine))
+    for name, value in theirs.items():
+        if name != "message_event":  # the fast path's cycles share one event that is never awaited
+            assert mine[name] == value, name

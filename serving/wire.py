@@ -60,8 +60,9 @@ class InferenceCycle(RequestResponseCycle):
 
     def __init__(self, protocol: _FastPath, scope: Any, route: str, keep_alive: bool) -> None:
         # uvicorn's cycle state, as RequestResponseCycle.__init__ (0.54) sets it, assigned here from the protocol
-        # instead of passed through its eleven keyword arguments: a sixth of what the fast path spends on a
-        # request's head. tests/serving/test_serving_wire.py checks that every attribute uvicorn's sets is set.
+        # instead of passed through its eleven keyword arguments: a tenth of the fast path's own Python per request
+        # (in-process closed loop of 64 connections: 29.4 -> 26.5 us). tests/serving/test_serving_wire.py checks
+        # that every attribute uvicorn's constructor sets is set here.
         self.scope = scope
         self.transport = protocol.transport
         self.flow = protocol.flow

@@ -641,10 +641,10 @@ def render(
         "request alive until its next check (up to 50 ms, a thousand "
         "requests), so the collector ran every ~80 requests and walked them all; it now runs less than once per "
         "1,000 (last column). p99/p50 near 1.5 is what a closed loop of 64 clients over batches of 32 gives: a "
-        "request waits for the batch in progress and then its own, one that just misses its batch a third. These "
-        "targets sit within a few percent of their limits, and other work on this shared machine moves them by "
-        "more than that between runs (see the ranges): the server's cost per request (syscalls, cache misses) "
-        "moves more with it than the compute-bound reference does.",
+        "request waits for the batch in progress and then its own, one that just misses its batch a third. p99/p50 "
+        "and the connection limits' cost sit within a few percent of their limits, and other work on this shared "
+        "machine moves them by more than that between runs (see the ranges): the server's cost per request "
+        "(syscalls, cache misses) moves more with it than the compute-bound reference does.",
     ]
     if storm is not None:
         lines += ["", *render_storm(storm)]

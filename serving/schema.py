@@ -308,7 +308,7 @@ def _check_declared(given: V2Input, spec: TensorSpec | None, max_rows: int, wher
 def _v2_values(given: V2Input, dtype: np.dtype[Any], where: str) -> np.ndarray:
     """`data` parsed for its datatype (flat, else nested as deep as the shape), as an array: flat floats by
     :func:`~mlplat.serving.flat_rows.flat_floats` where it can, the rest by :func:`v2_values_strict`."""
-    array = flat_floats(bytes(given.data), dtype)
+    array = flat_floats(memoryview(given.data), dtype)  # no copy of data that is not floats
     return array if array is not None else v2_values_strict(given, dtype, where)
 
 

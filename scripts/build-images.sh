@@ -149,6 +149,16 @@ context_paths() {
   printf '%s\n' "${excludes[@]}" "${paths[@]}"
 }
 
+# The classic builder keeps each build stage's last image, untagged: the next build's layer cache. Those the given
+# build logs ended a step with are this run's; any other (label mlplat.stage=build, set in each build stage) an
+# earlier run left, ~0.9 GB each, and nothing needs it.
+prune_stale_stages() {
+  local used
+  used=$(sed -n 's/^ ---> \([0-9a-f]\{12\}\)$/\1/p' "$@" | LC_ALL=C sort -u)
+  docker images --quiet --filter dangling=true --filter label=mlplat.stage=build | LC_ALL=C sort -u \
+    | comm -23 - <(printf '%s\n' "$used") | xargs -r docker rmi >/dev/null
+}
+
 git_commit=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
 report=()
 for image in "${IMAGES[@]}"; do
@@ -175,8 +185,11 @@ for image in "${IMAGES[@]}"; do
   report+=("$(printf 'mlplat-%-9s %6d MB  built in %4d s' "$image:$TAG" $((size / 1000000)) $(( $(now) - t0 )))")
 done
 
-# What earlier runs left: their images' previous builds (untagged now) and older base images.
+# What earlier runs left: their images' previous builds (untagged now), their build stages, older base images.
 docker image prune --force --filter "label=mlplat.build=scripts/build-images.sh" >/dev/null
+logs=()
+for image in "${IMAGES[@]}"; do logs+=("$CACHE/logs/build-$image.log"); done
+prune_stale_stages "${logs[@]}" || say "an earlier build stage could not be removed (docker rmi failed); the images are built"
 docker images --format '{{.Repository}}:{{.Tag}}' mlplat-base | grep -E "^mlplat-base:$SUITE-[0-9]{4}W[0-9]{2}-" \
   | grep -vxF "$BASE" | xargs -r docker rmi >/dev/null 2>&1 || true
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -161,7 +162,10 @@ def load_alias(name: str, alias: str) -> tuple[str, nn.Module] | None:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-    model = mlflow.pytorch.load_model(f"models:/{name}@{alias}", map_location="cpu")
+    # By the version just read, not the alias, which may move in between; into a folder of our own, which MLflow
+    # would leave behind in the temp dir (torch reads the model whole, so the folder can go once it is loaded).
+    with tempfile.TemporaryDirectory(prefix="mlplat-champion-") as downloaded:
+        model = mlflow.pytorch.load_model(f"models:/{name}/{version.version}", dst_path=downloaded, map_location="cpu")
     return str(version.version), model
 
 

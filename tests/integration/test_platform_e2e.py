@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from sklearn.datasets import load_digits
 
 from mlplat.demo.services import LOCAL_AWS_ENV, LOOPBACK, free_port
+from mlplat.training.registry import load_alias
 
 pytestmark = pytest.mark.integration
 MLPLAT = str(Path(sys.executable).with_name("mlplat"))
@@ -84,6 +87,24 @@ def test_restarting_postgres_and_mlflow_loses_no_registered_model(trained: Any) 
     trained.mlflow.restart()
     version = http_json(f"{trained.mlflow.uri}/api/2.0/mlflow/registered-models/alias?name=digits&alias=champion")
     assert version["model_version"]["version"] == "1"
+
+
+def test_the_champion_gate_loads_the_champion_through_the_proxy_and_keeps_no_copy(
+    trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.mlflow.uri)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where MLflow downloads to when given no folder
+    loaded = load_alias("digits", "champion")
+    assert loaded is not None
+    version, model = loaded
+    digits = load_digits()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy((digits.data[:200] / 16.0).astype(np.float32))).argmax(dim=1).numpy()
+    assert version == "1" and float((predicted == digits.target[:200]).mean()) > 0.8
+    left = [path.name for path in tmp_path.iterdir() if not path.name.startswith("torchinductor_")]  # torch's cache
+    assert left == [], "the champion's download was left in the temp dir"
+    assert load_alias("digits", "canary") is None
 
 
 def test_the_server_loads_the_champion_by_alias_through_mlflow(trained: Any) -> None:

@@ -36,11 +36,19 @@ def client() -> mlflow.MlflowClient:
     return mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
 
 
+@pytest.fixture
+def downloads(tmp_path: Path) -> Path:
+    """Where a test's artifact downloads go: MLflow's default is a temp folder it never removes."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    return folder
+
+
 def registered_versions(name: str) -> list[str]:
     return sorted(str(v.version) for v in client().search_model_versions(f"name='{name}'"))
 
 
-def test_tiny_config_trains_tracks_and_registers(make_config: Callable[..., dict[str, Any]]) -> None:
+def test_tiny_config_trains_tracks_and_registers(make_config: Callable[..., dict[str, Any]], downloads: Path) -> None:
     config = parse_config(
         make_config(registry={"model_name": "digits"}, gate={"min_accuracy": 0.5, "min_macro_f1": 0.5})
     )
@@ -63,13 +71,13 @@ def test_tiny_config_trains_tracks_and_registers(make_config: Callable[..., dict
     assert run.data.metrics["test_accuracy"] == result.test_metrics["accuracy"]
     artifacts = {a.path for a in client().list_artifacts(run.info.run_id)}
     assert {"training_config.yaml", "data_validation.json", "gate.json"} <= artifacts
-    logged = Path(client().download_artifacts(run.info.run_id, "training_config.yaml"))
+    logged = Path(client().download_artifacts(run.info.run_id, "training_config.yaml", str(downloads)))
     logged_config = yaml.safe_load(logged.read_text())
     assert logged_config["registry"]["model_name"] == "digits"
 
     version = client().get_model_version_by_alias("digits", "staging")
     assert str(version.version) == "1" and version.tags["mlplat.run_id"] == result.run_id
-    model_dir = Path(mlflow.artifacts.download_artifacts("models:/digits@staging"))
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/digits@staging", dst_path=str(downloads)))
     stats = ReferenceStats.model_validate_json((model_dir / "reference_stats.json").read_text())
     assert stats.n_samples == 1257 and len(stats.features) == 64 and stats.features[0].name == "pixel_0_0"
     assert (model_dir / "data" / "model.pt2").is_file(), "registered as a torch.export program"
@@ -120,7 +128,7 @@ def test_promote_moves_the_alias_and_the_champion_gate_uses_it(make_config: Call
 
 
 def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
-    tmp_path: Path, make_config: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, make_config: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture, downloads: Path
 ) -> None:
     raw = make_config(
         epochs=1,
@@ -137,12 +145,12 @@ def test_gate_rejects_a_poor_model_registers_nothing_and_says_why(
     assert run.data.tags["mlplat.gate"] == "rejected"
     assert run.info.status == "FINISHED", "the run succeeded; the model it produced was rejected"
     assert "mlplat.registered_version" not in run.data.tags
-    gate = json.loads(Path(client().download_artifacts(run.info.run_id, "gate.json")).read_text())
+    gate = json.loads(Path(client().download_artifacts(run.info.run_id, "gate.json", str(downloads))).read_text())
     assert gate["passed"] is False and gate["metrics"]["accuracy"] < 0.9
 
 
 def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
-    make_config: Callable[..., dict[str, Any]],
+    make_config: Callable[..., dict[str, Any]], downloads: Path
 ) -> None:
     config = parse_config(
         make_config(
@@ -152,7 +160,7 @@ def test_a_model_torch_export_cannot_trace_can_be_registered_as_a_pickle(
     )
     result = train(config)
     assert result.registered_version == "1"
-    model_dir = Path(mlflow.artifacts.download_artifacts("models:/branchy@staging"))
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/branchy@staging", dst_path=str(downloads)))
     assert (model_dir / "data" / "model.pth").is_file() and not (model_dir / "data" / "model.pt2").exists()
 
 

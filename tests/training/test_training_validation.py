@@ -88,7 +88,9 @@ def test_float_labels_are_rejected_as_the_wrong_dtype() -> None:
     assert problems == {"dtypes": "all: y must hold integer class labels, got float32"}
 
 
-def test_training_stops_on_bad_data_and_logs_the_report_to_mlflow(make_config: Callable[..., dict]) -> None:
+def test_training_stops_on_bad_data_and_logs_the_report_to_mlflow(
+    tmp_path: Path, make_config: Callable[..., dict]
+) -> None:
     config = parse_config(make_config(data={"source": "support.training_builders:with_nan"}))
     with pytest.raises(DataValidationError) as caught:
         train(config)
@@ -99,7 +101,9 @@ def test_training_stops_on_bad_data_and_logs_the_report_to_mlflow(make_config: C
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.tags["mlplat.data_validation"] == "failed"
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "data_validation.json")).read_text())
+    logged = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "data_validation.json", str(tmp_path))).read_text()
+    )
     assert [c["name"] for c in logged["checks"] if not c["passed"]] == ["finite"]
     assert not Path("checkpoints").exists(), "nothing may be trained or checkpointed on bad data"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def _http_json(url: str, body: Any | None = None, timeout: float = 10) -> Any:
 def _tracking(state: Path, production_topology: bool, console: Console) -> Iterator[MlflowServer]:
     """An MLflow server over sqlite + a folder, or over PostgreSQL + S3 (moto); stopped on exit."""
     started: list[Any] = []
+    root: Path | None = None
     try:
         if production_topology:
             # PostgreSQL runs as its own (non-root) user: its folder must be reachable by that user.
@@ -107,6 +109,8 @@ def _tracking(state: Path, production_topology: bool, console: Console) -> Itera
     finally:
         for service in reversed(started):
             service.stop()
+        if root is not None:  # this run's own database and bucket (~50 MB): nothing reads them again
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _champion_version(tracking_uri: str) -> str | None:

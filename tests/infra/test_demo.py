@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,17 @@ def test_the_demo_trains_serves_and_previews_then_reuses_its_model(tmp_path: Pat
     second = run_demo(repo_root, state=tmp_path / "demo", requests=5, console=console)
     assert not second.trained and second.model_version == "1"  # reused, not retrained
     assert "reusing digits@champion (version 1)" in console.export_text()
+
+
+def test_the_production_topology_demo_trains_and_serves_then_removes_its_database_and_bucket(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    def demo_roots() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("mlplat-demo-*"))
+
+    before = demo_roots()
+    console = Console(record=True, width=120)
+    result = run_demo(repo_root, state=tmp_path / "demo", production_topology=True, requests=5, console=console)
+    assert result.trained and result.model_version == "1" and result.accuracy > 0.9
+    assert "promoted digits@staging to digits@champion" in console.export_text()
+    assert demo_roots() == before, "the run's PostgreSQL and S3 folders were left behind"

@@ -61,9 +61,10 @@ echo "== 1. offline policy check"
 run "$mlplat" check "$stack"
 
 echo "== 2. platform (API open to this machine for this run; images built by Pulumi; services not awaited)"
-backup=$(mktemp)
+work=$(mktemp -d)  # the stack file's backup and the cluster's kubeconfig (credentials): removed on exit
+backup="$work/$(basename "$stack_file")"
 cp "$stack_file" "$backup"
-restore() { cp "$backup" "$stack_file"; rm -f "$backup"; }
+restore() { cp "$backup" "$stack_file"; rm -rf "$work"; }
 trap restore EXIT
 my_ip=$(if [ "$dry_run" = true ]; then echo "<this machine's public IP>"; else curl -fsS https://checkip.amazonaws.com; fi)
 run pulumi stack select "$stack"
@@ -74,7 +75,7 @@ for svc in $services; do
   run pulumi config set --path "mlplat:services.${svc}.awaitReady" false
 done
 run pulumi up --yes --skip-preview
-kubeconfig=$(mktemp)
+kubeconfig="$work/kubeconfig"
 run sh -c "pulumi stack output kubeconfig --show-secrets > '$kubeconfig'"
 export KUBECONFIG="$kubeconfig"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,22 +12,24 @@ import pytest
 from mlplat.infra.engine import Render
 
 
-def dry_run(repo_root: Path, stack: str) -> list[str]:
+def dry_run(repo_root: Path, stack: str, temp: Path) -> list[str]:
     out = subprocess.run(
         ["bash", "scripts/first-deploy.sh", stack, "--dry-run"],
         cwd=repo_root,
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "TMPDIR": str(temp)},
     ).stdout
     return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
 
 
 @pytest.mark.parametrize("stack", ["dev", "production"])
-def test_order_is_check_platform_model_services(repo_root: Path, stack: str) -> None:
+def test_order_is_check_platform_model_services(repo_root: Path, stack: str, tmp_path: Path) -> None:
     before = (repo_root / f"Pulumi.{stack}.yaml").read_bytes()
-    commands = dry_run(repo_root, stack)
+    commands = dry_run(repo_root, stack, tmp_path)
     assert (repo_root / f"Pulumi.{stack}.yaml").read_bytes() == before
+    assert list(tmp_path.iterdir()) == [], "the stack file's backup or the kubeconfig was left behind"
     index = {
         name: next(i for i, c in enumerate(commands) if re.search(pattern, c))
         for name, pattern in {
@@ -44,7 +47,9 @@ def test_order_is_check_platform_model_services(repo_root: Path, stack: str) -> 
     assert index["no-await"] < index["up"] and index["build"] < index["up"]
 
 
-def test_kubectl_names_exist_in_the_render(repo_root: Path, dev_stack: Render, production_stack: Render) -> None:
+def test_kubectl_names_exist_in_the_render(
+    repo_root: Path, dev_stack: Render, production_stack: Render, tmp_path: Path
+) -> None:
     for stack, render in (("dev", dev_stack), ("production", production_stack)):
         jobs = {
             (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"], r.type.rsplit(":", 1)[1].lower())
@@ -59,7 +64,7 @@ def test_kubectl_names_exist_in_the_render(repo_root: Path, dev_stack: Render, p
             (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"])
             for r in render.by_type("kubernetes:core/v1:Service")
         }
-        for command in dry_run(repo_root, stack):
+        for command in dry_run(repo_root, stack, tmp_path):
             words = command.split()
             if words[0] != "kubectl":
                 continue

@@ -323,7 +323,9 @@ def test_the_trainer_logs_a_run_registers_a_version_and_sets_the_champion(server
         assert client.get_model_version_by_alias(MODEL, "staging").version == champion
 
 
-def test_model_servers_load_the_champion_but_cannot_move_it_or_register(server: AuthServer, champion: str) -> None:
+def test_model_servers_load_the_champion_but_cannot_move_it_or_register(
+    server: AuthServer, champion: str, tmp_path: Path
+) -> None:
     import mlflow.pytorch
     import torch
 
@@ -331,7 +333,8 @@ def test_model_servers_load_the_champion_but_cannot_move_it_or_register(server: 
         current = trainer.get_model_version_by_alias(MODEL, "champion")
     with as_identity(server.uri, server.rendered.credentials("serving", "serving")) as client:
         assert client.get_model_version_by_alias(MODEL, "champion").version == current.version
-        model = mlflow.pytorch.load_model(f"models:/{MODEL}@champion", map_location="cpu")  # via the artifact proxy
+        # Through the artifact proxy, into this test's folder (MLflow's default temp folder is never removed).
+        model = mlflow.pytorch.load_model(f"models:/{MODEL}@champion", dst_path=str(tmp_path), map_location="cpu")
         assert tuple(model(torch.zeros(2, 4)).shape) == (2, 3)
         assert refused(lambda: client.set_registered_model_alias(MODEL, "champion", champion)) == 403
         assert refused(lambda: client.delete_registered_model_alias(MODEL, "champion")) == 403

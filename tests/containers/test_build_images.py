@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -28,7 +29,7 @@ def script_function(name: str, *args: str, cwd: Path = REPO) -> subprocess.Compl
         text=True,
         timeout=60,
         check=False,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "DOCKER_HOST": DOCKER_HOST},
+        env={**os.environ, "DOCKER_HOST": DOCKER_HOST},
     )
 
 
@@ -115,7 +116,9 @@ def test_the_build_stages_an_earlier_run_left_are_removed_and_this_runs_kept(
         (tmp_path / "build-training.log").write_text(f"Step 2/2 : LABEL mlplat.stage=build\n ---> {current}\n")
         done = script_function("prune_stale_stages", str(log), str(tmp_path / "build-training.log"))
         assert done.returncode == 0, done.stderr
-        assert docker("image", "inspect", earlier, check=False).returncode != 0, "the earlier run's stage is kept"
+        assert docker("image", "inspect", earlier, check=False).returncode != 0, (
+            "the earlier run's stage is still there"
+        )
         assert untagged_stages() == before | {current}
         assert docker("image", "inspect", foreign, check=False).returncode == 0, "an image not ours was removed"
     finally:
